@@ -1,0 +1,93 @@
+// Command jobrunner executes one ADE job (a build or a run) described by a
+// JSON job spec, writes the job's events file and prints one JSON result.
+// The supervisor starts one per job; people run it by hand to debug a job.
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"os/signal"
+	"syscall"
+
+	"github.com/urfave/cli/v2"
+
+	"github.com/ade-org/ade-worker/pkg/jobrunner"
+	"github.com/ade-org/ade-worker/pkg/jobspec"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+const description = `jobrunner reads ONE job spec (JSON) on stdin, or from --job FILE, runs it,
+appends the job's events to the events file named in the spec, prints ONE
+result (JSON) on stdout and exits:
+
+  0  the job succeeded
+  1  the job failed (the result says why)
+  2  the job spec is unusable (malformed, oversized, unknown version)
+  3  a fault of this host; running the job again may help
+
+It never opens the database and reads no ADE_* variables: everything comes
+from the spec. To debug a job by hand, print the spec the supervisor would
+send and pipe it in:
+
+  supervisor job-spec RUN_OR_BUILD_ID > job.json
+  jobrunner < job.json
+
+SIGTERM or SIGINT stops the job's processes and reports the job cancelled.`
+
+func main() {
+	app := &cli.App{
+		Name:        "jobrunner",
+		Usage:       "run one ADE build or run from a JSON job spec",
+		Description: description,
+		Version:     version,
+		Flags: []cli.Flag{
+			&cli.StringFlag{Name: "job", Usage: "read the job spec from `FILE` instead of stdin"},
+		},
+		HideHelpCommand: true,
+		Action:          run,
+	}
+	if err := app.Run(os.Args); err != nil {
+		fmt.Fprintln(os.Stderr, "jobrunner:", err)
+		os.Exit(jobspec.ExitBadSpec)
+	}
+}
+
+func run(c *cli.Context) error {
+	var in io.Reader = os.Stdin
+	if path := c.String("job"); path != "" {
+		f, err := os.Open(path)
+		if err != nil {
+			return cli.Exit(report(badSpec(fmt.Sprintf("open job spec: %v", err))), jobspec.ExitBadSpec)
+		}
+		defer f.Close()
+		in = f
+	}
+	spec, err := jobspec.Decode(in)
+	if err != nil {
+		return cli.Exit(report(badSpec(err.Error())), jobspec.ExitBadSpec)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	res := jobrunner.Execute(ctx, spec)
+	return cli.Exit(report(res), res.ProcessExit())
+}
+
+func badSpec(msg string) *jobspec.Result {
+	return &jobspec.Result{Status: jobspec.StatusFailed, Reason: jobspec.ReasonBadSpec,
+		ExitCode: jobspec.CodeGenericFailure, Error: msg}
+}
+
+// report prints the result on stdout and returns the error line for stderr.
+func report(res *jobspec.Result) string {
+	data, _ := json.Marshal(res)
+	fmt.Fprintln(os.Stdout, string(data))
+	if res.Status == jobspec.StatusSucceeded {
+		return ""
+	}
+	return "jobrunner: " + res.Error
+}

@@ -1,0 +1,167 @@
+// Command supervisor runs the ADE job queue: it claims builds and runs from
+// the database, starts one jobrunner process per job and records outcomes.
+// Subcommands migrate the database, enqueue jobs, show status and print the
+// job spec of one job for debugging.
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+	"github.com/urfave/cli/v2"
+
+	"github.com/ade-org/ade-worker/pkg/settings"
+	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/pkg/supervisor"
+)
+
+// version is set at build time with -ldflags "-X main.version=...".
+var version = "dev"
+
+func main() {
+	app := &cli.App{
+		Name:  "supervisor",
+		Usage: "run the ADE job queue (builds and runs) against the database",
+		Description: `Without a subcommand, works the queue until SIGTERM or SIGINT: claims jobs,
+starts one jobrunner per job, heartbeats leases, enforces timeouts, retries
+with backoff and recovers jobs of dead workers. Every setting is an ADE_*
+environment variable and a flag; run 'supervisor migrate' once first.`,
+		Version: version,
+		Flags: append(settings.Flags(),
+			&cli.StringFlag{Name: "jobrunner", EnvVars: []string{"ADE_WORKER_JOBRUNNER"},
+				Usage: "path of the jobrunner binary (default: beside this binary, else on PATH)", Category: "Worker"},
+			&cli.BoolFlag{Name: "exit-when-idle", EnvVars: []string{"ADE_WORKER_EXIT_WHEN_IDLE"},
+				Usage: "exit once no build or run is queued or running (batch use)", Category: "Worker"}),
+		Action:          runWorker,
+		Commands:        commands(),
+		HideHelpCommand: true,
+		ExitErrHandler: func(c *cli.Context, err error) {
+			if err == nil {
+				return
+			}
+			fmt.Fprintln(os.Stderr, "supervisor:", err)
+			code := 1
+			var ec cli.ExitCoder
+			if errors.As(err, &ec) {
+				code = ec.ExitCode()
+			}
+			os.Exit(code)
+		},
+	}
+	_ = app.Run(os.Args)
+}
+
+// env is what every subcommand starts from.
+type env struct {
+	cfg   *settings.Settings
+	log   zerolog.Logger
+	store *store.Store
+}
+
+// setup reads the settings, makes the logger and opens the database.
+func setup(c *cli.Context) (*env, error) {
+	cfg, err := settings.FromCLI(c)
+	if err != nil {
+		return nil, err
+	}
+	log := newLogger(cfg)
+	st, err := store.Open(c.Context, cfg.Database, store.Options{
+		SQLiteJournalMode: cfg.SQLiteJournalMode, SQLiteSynchronous: cfg.SQLiteSynchronous,
+		SQLiteBusyTimeout: cfg.SQLiteBusyTimeout,
+	})
+	if err != nil {
+		return nil, err
+	}
+	return &env{cfg: cfg, log: log, store: st}, nil
+}
+
+func newLogger(cfg *settings.Settings) zerolog.Logger {
+	level, err := zerolog.ParseLevel(cfg.LogLevel)
+	if err != nil {
+		level = zerolog.InfoLevel
+	}
+	zerolog.TimeFieldFormat = time.RFC3339Nano
+	var w = zerolog.New(os.Stderr)
+	if cfg.LogFormat == "console" {
+		w = zerolog.New(zerolog.ConsoleWriter{Out: os.Stderr, TimeFormat: "15:04:05.000"})
+	}
+	return w.Level(level).With().Timestamp().Str("worker_id", cfg.WorkerID).Logger()
+}
+
+func runWorker(c *cli.Context) error {
+	if c.Args().Len() > 0 {
+		return fmt.Errorf("unknown command %q (see 'supervisor --help')", c.Args().First())
+	}
+	e, err := setup(c)
+	if err != nil {
+		return err
+	}
+	defer e.store.Close()
+	jobrunner, err := findJobrunner(c.String("jobrunner"))
+	if err != nil {
+		return err
+	}
+	sup := supervisor.New(e.cfg, e.store, e.log, jobrunner)
+	sup.ExitWhenIdle = c.Bool("exit-when-idle")
+	ctx, cancel := context.WithCancel(c.Context)
+	defer cancel()
+	sigs := make(chan os.Signal, 2)
+	signal.Notify(sigs, syscall.SIGTERM, syscall.SIGINT)
+	defer signal.Stop(sigs)
+	go func() {
+		sig := <-sigs
+		e.log.Info().Str("signal", sig.String()).Msg("stopping: no new claims; running jobs get the shutdown grace")
+		cancel()
+		sig = <-sigs
+		e.log.Warn().Str("signal", sig.String()).Msg("second signal: stopping running jobs now")
+		sup.StopNow()
+	}()
+	return sup.Run(ctx)
+}
+
+// findJobrunner locates the jobrunner binary: the flag, else beside this
+// binary, else on PATH.
+func findJobrunner(flag string) (string, error) {
+	if flag != "" {
+		abs, err := filepath.Abs(flag)
+		if err != nil {
+			return "", err
+		}
+		if _, err := os.Stat(abs); err != nil {
+			return "", fmt.Errorf("jobrunner not found at %s (ADE_WORKER_JOBRUNNER)", abs)
+		}
+		return abs, nil
+	}
+	if self, err := os.Executable(); err == nil {
+		beside := filepath.Join(filepath.Dir(self), "jobrunner")
+		if _, err := os.Stat(beside); err == nil {
+			return beside, nil
+		}
+	}
+	p, err := exec.LookPath("jobrunner")
+	if err != nil {
+		return "", errors.New("jobrunner binary not found beside supervisor or on PATH: build it (go build ./cmd/jobrunner) or set ADE_WORKER_JOBRUNNER")
+	}
+	return filepath.Abs(p)
+}
+
+func withStore(fn func(c *cli.Context, e *env) error) cli.ActionFunc {
+	return func(c *cli.Context) error {
+		e, err := setup(c)
+		if err != nil {
+			return err
+		}
+		defer e.store.Close()
+		return fn(c, e)
+	}
+}
+
+func now() time.Time { return time.Now().UTC() }

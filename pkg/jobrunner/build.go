@@ -1,0 +1,139 @@
+package jobrunner
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"github.com/ade-org/ade-worker/pkg/jobspec"
+)
+
+// verifyScript imports both packages and reports versions as one JSON line.
+const verifyScript = `import json, platform, sys
+import ade_engine, ade_config
+try:
+    from importlib.metadata import version
+    engine = getattr(ade_engine, "__version__", None) or version("ade-engine")
+except Exception:
+    engine = getattr(ade_engine, "__version__", "unknown")
+print(json.dumps({"python_version": platform.python_version(), "engine_version": str(engine)}))
+`
+
+type buildFacts struct {
+	PythonVersion string `json:"python_version"`
+	EngineVersion string `json:"engine_version"`
+}
+
+func (j *job) build(ctx context.Context) *jobspec.Result {
+	b := j.spec.Build
+	j.emit("info", "build.start", "Build started", map[string]any{
+		"attempt": j.spec.Attempt, "engine_spec": b.EngineSpec, "venv_dir": b.VenvDir,
+	})
+	if _, err := os.Stat(b.ConfigDir); err != nil {
+		return failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, fmt.Sprintf("configuration package not found: %s", b.ConfigDir), false)
+	}
+	// Build beside the final folder and rename at the end: an interrupted
+	// build never leaves a venv at the path runs use.
+	tmp := fmt.Sprintf("%s.tmp-%d", b.VenvDir, j.spec.Attempt)
+	if err := os.RemoveAll(tmp); err != nil {
+		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("remove leftover build folder: %v", err), true)
+	}
+	if err := os.MkdirAll(filepath.Dir(tmp), 0o755); err != nil {
+		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("create build folder: %v", err), true)
+	}
+	defer os.RemoveAll(tmp)
+
+	py := venvPython(tmp)
+	pip := []string{"-m", "pip", "install", "--disable-pip-version-check", "--no-input"}
+	steps := []step{
+		{name: "build.step.venv", what: "creating the virtual environment with " + b.Python, path: b.Python, args: []string{"-m", "venv", tmp}},
+		{name: "build.step.upgrade_pip", what: "upgrading pip", path: py, args: append(pip, "--upgrade", "pip", "setuptools", "wheel")},
+		{name: "build.step.install_engine", what: "installing the engine (" + b.EngineSpec + ")", path: py, args: append(pip, b.EngineSpec)},
+		{name: "build.step.install_config", what: "installing the configuration package", path: py, args: append(pip, b.ConfigDir)},
+	}
+	for _, s := range steps {
+		s.env, s.dir = j.spec.Env, filepath.Dir(tmp)
+		if res := j.buildStep(ctx, s); res != nil {
+			return res
+		}
+	}
+	var facts buildFacts
+	verify := step{name: "build.step.verify", what: "importing ade_engine and ade_config", path: py, args: []string{"-c", verifyScript}, env: j.spec.Env, dir: filepath.Dir(tmp),
+		stdout: func(data []byte) { _ = json.Unmarshal(lastLine(data), &facts) }}
+	if res := j.buildStep(ctx, verify); res != nil {
+		return res
+	}
+	if err := j.install(tmp, facts); err != nil {
+		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, err.Error(), true)
+	}
+	return &jobspec.Result{
+		Status: jobspec.StatusSucceeded, ExitCode: 0,
+		PythonVersion: facts.PythonVersion, EngineVersion: facts.EngineVersion,
+		PythonInterpreter: venvPython(b.VenvDir),
+		BuildSummary:      fmt.Sprintf("Installed ade_engine %s and the configuration package with Python %s", facts.EngineVersion, facts.PythonVersion),
+	}
+}
+
+// buildStep runs one step of a build; nil means it succeeded.
+func (j *job) buildStep(ctx context.Context, s step) *jobspec.Result {
+	if s.name == "build.step.upgrade_pip" && offline(j.spec.Env) {
+		j.emit("info", "build.step.skipped", "Skipping pip/setuptools/wheel upgrade: PIP_NO_INDEX is set", map[string]any{"step": s.name})
+		return nil
+	}
+	j.emit("info", "build.step.start", s.name, map[string]any{"step": s.name, "command": append([]string{s.path}, s.args...)})
+	sr, err := j.runStep(ctx, s)
+	if err != nil {
+		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("%s: cannot start %s: %v", s.what, s.path, err), true)
+	}
+	data := map[string]any{"step": s.name, "exit_code": sr.exit.Code, "duration_ms": sr.exit.Duration.Milliseconds()}
+	res := j.stepFailure(s.what, sr)
+	if res != nil && s.name == "build.step.upgrade_pip" && !sr.timedOut && !sr.canceled {
+		// The upgrade is a nicety: an offline or mirror-less host still builds.
+		j.emit("warning", "build.step.complete", "pip/setuptools/wheel upgrade failed; continuing with the bundled versions", data)
+		return nil
+	}
+	if res != nil {
+		j.emit("error", "build.step.complete", res.Error, data)
+		return res
+	}
+	j.emit("info", "build.step.complete", s.name+" done", data)
+	return nil
+}
+
+// install writes the ready marker and moves the finished venv into place.
+func (j *job) install(tmp string, facts buildFacts) error {
+	b := j.spec.Build
+	marker, _ := json.Marshal(map[string]any{
+		"build_id": j.spec.JobID, "fingerprint": b.Fingerprint, "engine_spec": b.EngineSpec,
+		"engine_version": facts.EngineVersion, "python_version": facts.PythonVersion,
+		"finished_at": time.Now().UTC().Format(time.RFC3339),
+	})
+	if err := os.WriteFile(filepath.Join(tmp, markerName), marker, 0o644); err != nil {
+		return fmt.Errorf("write build marker: %w", err)
+	}
+	if err := os.RemoveAll(b.VenvDir); err != nil {
+		return fmt.Errorf("remove old environment: %w", err)
+	}
+	if err := os.Rename(tmp, b.VenvDir); err != nil {
+		return fmt.Errorf("move environment into place: %w", err)
+	}
+	return nil
+}
+
+// offline reports whether pip is told not to use an index.
+func offline(env map[string]string) bool {
+	switch strings.ToLower(env["PIP_NO_INDEX"]) {
+	case "1", "true", "yes", "on":
+		return true
+	}
+	return false
+}
+
+func lastLine(data []byte) []byte {
+	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
+	return []byte(lines[len(lines)-1])
+}

@@ -1,0 +1,184 @@
+// Package jobrunner executes one job spec: a build (make a virtual
+// environment) or a run (process one document with the engine). It writes the
+// job's events file and returns one Result; it never touches the database.
+package jobrunner
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ade-org/ade-worker/pkg/eventlog"
+	"github.com/ade-org/ade-worker/pkg/jobspec"
+	"github.com/ade-org/ade-worker/pkg/procs"
+)
+
+// Execute runs spec and returns its result. It never panics on bad input:
+// every problem becomes a failed Result that says what went wrong.
+func Execute(ctx context.Context, spec *jobspec.Spec) *jobspec.Result {
+	start := time.Now()
+	res := execute(ctx, spec)
+	res.JobID, res.Kind = spec.JobID, spec.Kind
+	res.DurationSeconds = time.Since(start).Seconds()
+	return res
+}
+
+func execute(ctx context.Context, spec *jobspec.Spec) *jobspec.Result {
+	if err := spec.Validate(); err != nil {
+		return failure(jobspec.ReasonBadSpec, jobspec.CodeGenericFailure, err.Error(), false)
+	}
+	log, err := eventlog.Open(spec.EventsPath, eventlog.Context{
+		JobID: spec.JobID, WorkspaceID: spec.WorkspaceID, BuildID: spec.BuildID, ConfigurationID: spec.ConfigurationID,
+	}, eventlog.Options{})
+	if err != nil {
+		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("open events file: %v", err), true)
+	}
+	defer log.Close()
+	j := &job{spec: spec, log: log}
+	if spec.TimeoutSeconds > 0 {
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithTimeout(ctx, time.Duration(spec.TimeoutSeconds*float64(time.Second)))
+		defer cancel()
+	}
+	if spec.Kind == jobspec.KindBuild {
+		return j.build(ctx)
+	}
+	return j.run(ctx)
+}
+
+// job carries what every step of one job needs.
+type job struct {
+	spec *jobspec.Spec
+	log  *eventlog.Log
+}
+
+func (j *job) emit(level, event, message string, data map[string]any) {
+	// A full disk must not turn into a crash; the result still reaches the
+	// supervisor on stdout.
+	_ = j.log.Emit(level, event, message, data)
+}
+
+func failure(reason jobspec.Reason, code int, msg string, retryable bool) *jobspec.Result {
+	return &jobspec.Result{Status: jobspec.StatusFailed, Reason: reason, ExitCode: code, Error: msg, Retryable: retryable}
+}
+
+// step is one child process of a job, with what to call it in events.
+type step struct {
+	name   string
+	what   string // for messages: "installing the engine"
+	path   string
+	args   []string
+	env    map[string]string
+	dir    string
+	stdout func(data []byte) // when set, stdout is captured (bounded) instead of logged
+	// onEvent sees every engine event piped from the child.
+	onEvent func(name string, data json.RawMessage)
+}
+
+// stepResult is how a step ended, with the tail of its stderr for messages.
+type stepResult struct {
+	exit     procs.Exit
+	tail     string
+	timedOut bool
+	canceled bool
+}
+
+// maxCaptured bounds a captured stdout (version probes print a line).
+const maxCaptured = 64 << 10
+
+// runStep runs one child, piping its output into the events file.
+func (j *job) runStep(ctx context.Context, s step) (stepResult, error) {
+	tail := &tailBuffer{max: 2048}
+	var mu sync.Mutex
+	onEvent := func(name string, data json.RawMessage) {
+		if s.onEvent != nil {
+			mu.Lock()
+			defer mu.Unlock()
+			s.onEvent(name, data)
+		}
+	}
+	pipe := func(stream string) func(r io.Reader) {
+		return func(r io.Reader) {
+			if stream == "stderr" {
+				r = io.TeeReader(r, tail)
+			}
+			_ = j.log.Pipe(r, s.name, stream, onEvent)
+		}
+	}
+	cmd := procs.Command{Path: s.path, Args: s.args, Env: s.env, Dir: s.dir, KillGrace: 2 * time.Second,
+		Stdout: pipe("stdout"), Stderr: pipe("stderr")}
+	if s.stdout != nil {
+		cmd.Stdout = func(r io.Reader) {
+			data, _ := io.ReadAll(io.LimitReader(r, maxCaptured))
+			_, _ = io.Copy(io.Discard, r)
+			s.stdout(data)
+		}
+	}
+	exit, err := procs.Run(ctx, cmd)
+	res := stepResult{exit: exit, tail: tail.String()}
+	if err != nil {
+		return res, err
+	}
+	if ctxErr := ctx.Err(); ctxErr != nil {
+		res.timedOut = errors.Is(ctxErr, context.DeadlineExceeded)
+		res.canceled = !res.timedOut
+	}
+	return res, nil
+}
+
+// tailBuffer keeps the last max bytes written to it.
+type tailBuffer struct {
+	mu  sync.Mutex
+	buf []byte
+	max int
+}
+
+func (t *tailBuffer) Write(p []byte) (int, error) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.buf = append(t.buf, p...)
+	if len(t.buf) > t.max {
+		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
+	}
+	return len(p), nil
+}
+
+// String returns the last non-empty line that is not a JSON event.
+func (t *tailBuffer) String() string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	lines := strings.Split(string(t.buf), "\n")
+	for i := len(lines) - 1; i >= 0; i-- {
+		l := strings.TrimSpace(lines[i])
+		if l != "" && !strings.HasPrefix(l, "{") {
+			return l
+		}
+	}
+	return ""
+}
+
+// timeoutText formats the job's timeout for messages.
+func (j *job) timeoutText() string {
+	return (time.Duration(j.spec.TimeoutSeconds * float64(time.Second))).String()
+}
+
+// markerName is written into a venv when its build completed; a venv without
+// it is a leftover of an interrupted build and never counts as ready.
+const markerName = "ade-build.json"
+
+func venvPython(venv string) string { return filepath.Join(venv, "bin", "python") }
+
+func venvReady(venv string) bool {
+	if _, err := os.Stat(venvPython(venv)); err != nil {
+		return false
+	}
+	_, err := os.Stat(filepath.Join(venv, markerName))
+	return err == nil
+}

@@ -1,0 +1,278 @@
+// Package jobspec is the contract between the supervisor and the jobrunner:
+// the versioned job Spec written to the jobrunner's stdin, and the Result it
+// prints on stdout. Everything a job needs is in the Spec, so the same spec
+// piped in by hand reproduces the job without a database or environment.
+package jobspec
+
+import (
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"path/filepath"
+	"strings"
+)
+
+// Version is the spec version this build writes and accepts.
+const Version = 1
+
+// MaxSpecBytes bounds how much the jobrunner reads from stdin; a spec is a few
+// kilobytes, so anything near this is not a spec.
+const MaxSpecBytes = 1 << 20
+
+// Kind names what a job does.
+type Kind string
+
+// Job kinds.
+const (
+	KindBuild Kind = "build"
+	KindRun   Kind = "run"
+)
+
+// Spec is one job, fully resolved by the supervisor.
+type Spec struct {
+	Version int    `json:"version"`
+	Kind    Kind   `json:"kind"`
+	JobID   string `json:"job_id"`
+	Attempt int    `json:"attempt"`
+
+	WorkspaceID     string `json:"workspace_id"`
+	ConfigurationID string `json:"configuration_id"`
+	BuildID         string `json:"build_id,omitempty"`
+
+	// EventsPath is the NDJSON events file the jobrunner appends to.
+	EventsPath string `json:"events_path"`
+	// Env is the complete environment given to every process the job starts
+	// (pip, the engine). Nothing else of the supervisor's environment leaks in.
+	Env map[string]string `json:"env,omitempty"`
+	// TimeoutSeconds bounds the job's main work; 0 means no limit.
+	TimeoutSeconds float64 `json:"timeout_seconds,omitempty"`
+
+	Build *BuildSpec `json:"build,omitempty"`
+	Run   *RunSpec   `json:"run,omitempty"`
+}
+
+// BuildSpec says how to make a build's virtual environment.
+type BuildSpec struct {
+	// VenvDir is the .venv folder to create.
+	VenvDir string `json:"venv_dir"`
+	// Python is the interpreter that creates the venv.
+	Python string `json:"python"`
+	// EngineSpec is a pip requirement or a local path for the ADE engine.
+	EngineSpec string `json:"engine_spec"`
+	// ConfigDir is the configuration package to install.
+	ConfigDir string `json:"config_dir"`
+	// Fingerprint identifies what is installed; recorded in the venv marker.
+	Fingerprint string `json:"fingerprint,omitempty"`
+}
+
+// RunSpec says how to process one document.
+type RunSpec struct {
+	VenvDir   string `json:"venv_dir"`
+	ConfigDir string `json:"config_dir"`
+	// RunDir holds input/, output/ and logs/.
+	RunDir string `json:"run_dir"`
+	// DocumentPath is the stored document; empty for validate_only and dry_run.
+	DocumentPath string `json:"document_path,omitempty"`
+	// InputName is the file name the document is staged as under input/.
+	InputName string     `json:"input_name,omitempty"`
+	Options   RunOptions `json:"options"`
+}
+
+// RunOptions are the run's options as the ADE API stores them.
+type RunOptions struct {
+	LogLevel        string   `json:"log_level,omitempty"`
+	InputSheetNames []string `json:"input_sheet_names,omitempty"`
+	ActiveSheetOnly bool     `json:"active_sheet_only,omitempty"`
+	ValidateOnly    bool     `json:"validate_only,omitempty"`
+	DryRun          bool     `json:"dry_run,omitempty"`
+}
+
+// Decode reads one spec from r and validates it.
+func Decode(r io.Reader) (*Spec, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxSpecBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("read job spec: %w", err)
+	}
+	if len(data) > MaxSpecBytes {
+		return nil, fmt.Errorf("job spec is larger than %d bytes", MaxSpecBytes)
+	}
+	if len(strings.TrimSpace(string(data))) == 0 {
+		return nil, errors.New("job spec is empty: pipe one JSON object on stdin or pass --job FILE")
+	}
+	var s Spec
+	dec := json.NewDecoder(strings.NewReader(string(data)))
+	dec.DisallowUnknownFields()
+	if err := dec.Decode(&s); err != nil {
+		return nil, fmt.Errorf("job spec is not valid JSON: %w", err)
+	}
+	if err := s.Validate(); err != nil {
+		return nil, err
+	}
+	return &s, nil
+}
+
+// Encode writes s as one JSON object.
+func (s *Spec) Encode(w io.Writer) error {
+	enc := json.NewEncoder(w)
+	enc.SetIndent("", "  ")
+	return enc.Encode(s)
+}
+
+// Validate reports the first thing that makes s unusable.
+func (s *Spec) Validate() error {
+	if s.Version != Version {
+		return fmt.Errorf("job spec version %d is not supported (this jobrunner speaks version %d)", s.Version, Version)
+	}
+	if s.JobID == "" {
+		return errors.New("job spec has no job_id")
+	}
+	if s.EventsPath == "" || !filepath.IsAbs(s.EventsPath) {
+		return fmt.Errorf("job spec events_path %q must be an absolute path", s.EventsPath)
+	}
+	if s.TimeoutSeconds < 0 {
+		return fmt.Errorf("job spec timeout_seconds %v is negative", s.TimeoutSeconds)
+	}
+	switch s.Kind {
+	case KindBuild:
+		if s.Build == nil || s.Run != nil {
+			return errors.New(`job spec of kind "build" needs a "build" object and no "run"`)
+		}
+		return s.Build.validate()
+	case KindRun:
+		if s.Run == nil || s.Build != nil {
+			return errors.New(`job spec of kind "run" needs a "run" object and no "build"`)
+		}
+		return s.Run.validate()
+	default:
+		return fmt.Errorf("job spec kind %q is unknown (want %q or %q)", s.Kind, KindBuild, KindRun)
+	}
+}
+
+func (b *BuildSpec) validate() error {
+	if err := absPaths(map[string]string{"build.venv_dir": b.VenvDir, "build.config_dir": b.ConfigDir}); err != nil {
+		return err
+	}
+	if b.Python == "" {
+		return errors.New("job spec build.python is empty")
+	}
+	if b.EngineSpec == "" {
+		return errors.New("job spec build.engine_spec is empty")
+	}
+	return nil
+}
+
+func (r *RunSpec) validate() error {
+	if err := absPaths(map[string]string{"run.venv_dir": r.VenvDir, "run.config_dir": r.ConfigDir, "run.run_dir": r.RunDir}); err != nil {
+		return err
+	}
+	if r.Options.DryRun || r.Options.ValidateOnly {
+		return nil
+	}
+	if r.DocumentPath == "" || !filepath.IsAbs(r.DocumentPath) {
+		return fmt.Errorf("job spec run.document_path %q must be an absolute path", r.DocumentPath)
+	}
+	if r.InputName == "" || r.InputName != filepath.Base(r.InputName) || r.InputName == "." || r.InputName == ".." {
+		return fmt.Errorf("job spec run.input_name %q must be a plain file name", r.InputName)
+	}
+	return nil
+}
+
+func absPaths(paths map[string]string) error {
+	for name, p := range paths {
+		if p == "" || !filepath.IsAbs(p) {
+			return fmt.Errorf("job spec %s %q must be an absolute path", name, p)
+		}
+	}
+	return nil
+}
+
+// Status is a job's outcome as the jobrunner saw it.
+type Status string
+
+// Job outcomes.
+const (
+	StatusSucceeded Status = "succeeded"
+	StatusFailed    Status = "failed"
+)
+
+// Reason classifies a failure so the supervisor can decide what to write.
+type Reason string
+
+// Failure reasons.
+const (
+	ReasonNone         Reason = ""
+	ReasonEngineFailed Reason = "engine_failed" // the engine (or pip) exited non-zero
+	ReasonTimeout      Reason = "timeout"       // the job hit TimeoutSeconds
+	ReasonVenvMissing  Reason = "venv_missing"  // a run's build environment is gone
+	ReasonBadInput     Reason = "bad_input"     // the job's own data is unusable
+	ReasonBadSpec      Reason = "bad_spec"      // the spec itself is unusable
+	ReasonEnvironment  Reason = "environment"   // a host fault; a retry may help
+	ReasonCancelled    Reason = "cancelled"     // stopped on request (SIGTERM)
+)
+
+// Exit codes of the jobrunner process.
+const (
+	ExitSucceeded   = 0
+	ExitFailed      = 1
+	ExitBadSpec     = 2
+	ExitEnvironment = 3
+)
+
+// Exit codes recorded on jobs.
+const (
+	CodeTimeout        = 124
+	CodeMissingBuild   = 2
+	CodeGenericFailure = 1
+)
+
+// Result is what the jobrunner prints on stdout, one JSON object.
+type Result struct {
+	JobID  string `json:"job_id"`
+	Kind   Kind   `json:"kind"`
+	Status Status `json:"status"`
+	// ExitCode is the code to record on the job (the engine's own, 124 for a
+	// timeout, 2 for a missing build environment, 1 otherwise).
+	ExitCode int    `json:"exit_code"`
+	Reason   Reason `json:"reason,omitempty"`
+	Error    string `json:"error,omitempty"`
+	// Retryable says whether running the job again could help.
+	Retryable bool `json:"retryable,omitempty"`
+
+	// Summary is the data of the engine's engine.run.completed event.
+	Summary json.RawMessage `json:"summary,omitempty"`
+
+	// Build facts.
+	PythonVersion     string `json:"python_version,omitempty"`
+	PythonInterpreter string `json:"python_interpreter,omitempty"`
+	EngineVersion     string `json:"engine_version,omitempty"`
+	BuildSummary      string `json:"build_summary,omitempty"`
+
+	DurationSeconds float64 `json:"duration_seconds"`
+}
+
+// ProcessExit is the jobrunner exit code that goes with r.
+func (r *Result) ProcessExit() int {
+	switch {
+	case r.Status == StatusSucceeded:
+		return ExitSucceeded
+	case r.Reason == ReasonBadSpec:
+		return ExitBadSpec
+	case r.Retryable:
+		return ExitEnvironment
+	default:
+		return ExitFailed
+	}
+}
+
+// DecodeResult parses the jobrunner's stdout.
+func DecodeResult(data []byte) (*Result, error) {
+	var r Result
+	if err := json.Unmarshal(data, &r); err != nil {
+		return nil, fmt.Errorf("jobrunner result is not valid JSON: %w", err)
+	}
+	if r.Status != StatusSucceeded && r.Status != StatusFailed {
+		return nil, fmt.Errorf("jobrunner result has unknown status %q", r.Status)
+	}
+	return &r, nil
+}

@@ -1,0 +1,192 @@
+// Package procs runs the child processes of a job: each in its own process
+// group, killed as a group when its context ends, and reaped as soon as it
+// exits. Output goes to caller-supplied sinks through pipes, so a child that
+// prints without end never buffers in memory here.
+package procs
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"sort"
+	"syscall"
+	"time"
+)
+
+// Command is one process to run.
+type Command struct {
+	Path string
+	Args []string
+	// Env is the child's whole environment; nothing is inherited.
+	Env   map[string]string
+	Dir   string
+	Stdin io.Reader
+	// KillGrace is how long a child has between SIGTERM and SIGKILL when its
+	// context ends. Zero kills at once.
+	KillGrace time.Duration
+	// Stdout and Stderr consume the child's output until EOF; nil discards.
+	Stdout, Stderr func(io.Reader)
+	// Started is called with the child's pid once it runs.
+	Started func(pid int)
+}
+
+// Exit describes how a child ended.
+type Exit struct {
+	Code     int            // exit status; -1 when killed by a signal
+	Signal   syscall.Signal // the signal that killed it, if any
+	Duration time.Duration
+}
+
+// Signaled reports whether the child was killed by a signal.
+func (e Exit) Signaled() bool { return e.Signal != 0 }
+
+func (e Exit) String() string {
+	if e.Signaled() {
+		return fmt.Sprintf("killed by signal %s (%d)", SignalName(e.Signal), int(e.Signal))
+	}
+	return fmt.Sprintf("exit status %d", e.Code)
+}
+
+// drainTimeout bounds how long output is read after the child exits: a
+// grandchild that kept the pipes open is killed with the group, but one that
+// escaped the group must not hang the job.
+const drainTimeout = 2 * time.Second
+
+// Run starts c and waits for it. When ctx ends first the child's process
+// group gets SIGTERM, then SIGKILL after KillGrace. Whatever the outcome, the
+// rest of the group is killed once the child exits, so nothing it started
+// outlives it. The error is non-nil only when the child could not start.
+func Run(ctx context.Context, c Command) (Exit, error) {
+	cmd := exec.Command(c.Path, c.Args...)
+	cmd.Env = envList(c.Env)
+	cmd.Dir = c.Dir
+	cmd.Stdin = c.Stdin
+	// Pdeathsig: if this process dies, the kernel kills the child.
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return Exit{}, err
+	}
+	errR, errW, err := os.Pipe()
+	if err != nil {
+		outR.Close()
+		outW.Close()
+		return Exit{}, err
+	}
+	cmd.Stdout, cmd.Stderr = outW, errW
+	start := time.Now()
+	err = cmd.Start()
+	outW.Close()
+	errW.Close()
+	if err != nil {
+		outR.Close()
+		errR.Close()
+		return Exit{}, fmt.Errorf("start %s: %w", c.Path, err)
+	}
+	pgid := cmd.Process.Pid
+	if c.Started != nil {
+		c.Started(pgid)
+	}
+	drained := make(chan struct{}, 2)
+	go sink(c.Stdout, outR, drained)
+	go sink(c.Stderr, errR, drained)
+
+	waited := make(chan error, 1)
+	go func() { waited <- cmd.Wait() }()
+	var waitErr error
+	select {
+	case waitErr = <-waited:
+	case <-ctx.Done():
+		waitErr = stop(pgid, c.KillGrace, waited)
+	}
+	KillGroup(pgid)
+	drain(drained, outR, errR)
+	exit := Exit{Code: cmd.ProcessState.ExitCode(), Duration: time.Since(start)}
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+		exit.Signal = ws.Signal()
+	}
+	var exitErr *exec.ExitError
+	if waitErr != nil && !errors.As(waitErr, &exitErr) {
+		return exit, fmt.Errorf("wait for %s: %w", c.Path, waitErr)
+	}
+	return exit, nil
+}
+
+// stop asks the group to end, then forces it, and returns the wait result.
+func stop(pgid int, grace time.Duration, waited <-chan error) error {
+	if grace > 0 {
+		_ = syscall.Kill(-pgid, syscall.SIGTERM)
+		select {
+		case err := <-waited:
+			return err
+		case <-time.After(grace):
+		}
+	}
+	KillGroup(pgid)
+	return <-waited
+}
+
+// KillGroup sends SIGKILL to every process in the group.
+func KillGroup(pgid int) {
+	if pgid > 0 {
+		_ = syscall.Kill(-pgid, syscall.SIGKILL)
+	}
+}
+
+func sink(fn func(io.Reader), r io.Reader, done chan<- struct{}) {
+	if fn == nil {
+		fn = func(r io.Reader) { _, _ = io.Copy(io.Discard, r) }
+	}
+	fn(r)
+	done <- struct{}{}
+}
+
+func drain(drained <-chan struct{}, files ...*os.File) {
+	timeout := time.NewTimer(drainTimeout)
+	defer timeout.Stop()
+	for n := 0; n < len(files); {
+		select {
+		case <-drained:
+			n++
+		case <-timeout.C:
+			// Closing the read ends makes the sinks see an error and return.
+			for _, f := range files {
+				f.Close()
+			}
+			for ; n < len(files); n++ {
+				<-drained
+			}
+		}
+	}
+	for _, f := range files {
+		f.Close()
+	}
+}
+
+func envList(env map[string]string) []string {
+	out := make([]string, 0, len(env))
+	for k, v := range env {
+		out = append(out, k+"="+v)
+	}
+	sort.Strings(out)
+	return out
+}
+
+// SignalName is the conventional name of sig (SIGKILL, SIGSEGV, ...).
+func SignalName(sig syscall.Signal) string {
+	if name, ok := signalNames[sig]; ok {
+		return name
+	}
+	return sig.String()
+}
+
+var signalNames = map[syscall.Signal]string{
+	syscall.SIGHUP: "SIGHUP", syscall.SIGINT: "SIGINT", syscall.SIGQUIT: "SIGQUIT", syscall.SIGILL: "SIGILL",
+	syscall.SIGABRT: "SIGABRT", syscall.SIGBUS: "SIGBUS", syscall.SIGFPE: "SIGFPE", syscall.SIGKILL: "SIGKILL",
+	syscall.SIGSEGV: "SIGSEGV", syscall.SIGPIPE: "SIGPIPE", syscall.SIGTERM: "SIGTERM", syscall.SIGXCPU: "SIGXCPU",
+	syscall.SIGXFSZ: "SIGXFSZ",
+}

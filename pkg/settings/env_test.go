@@ -1,0 +1,71 @@
+package settings
+
+import (
+	"os"
+	"testing"
+)
+
+func TestChildEnv(t *testing.T) {
+	for k, v := range map[string]string{
+		"ADE_DATABASE_URL":      "postgresql://ade:secret@db/ade",
+		"DATABASE_URL":          "postgresql://ade:secret@db/ade",
+		"PGPASSWORD":            "secret",
+		"PGHOST":                "db",
+		"AWS_SECRET_ACCESS_KEY": "secret",
+		"ADE_WORKER_ID":         "w1",
+		"PATH":                  "/usr/bin:/bin",
+		"HOME":                  "/home/ade",
+		"LC_ALL":                "C.UTF-8",
+		"TZ":                    "UTC",
+		"PIP_NO_INDEX":          "1",
+		"PIP_FIND_LINKS":        "/wheels",
+		"UV_INDEX_URL":          "https://pypi.example/simple",
+		"REQUESTS_CA_BUNDLE":    "/etc/ssl/ca.pem",
+		"PIPX_HOME":             "/pipx", // not PIP_
+		"MYPATH":                "/x",
+	} {
+		t.Setenv(k, v)
+	}
+	t.Setenv("PIP_CACHE_DIR", "")
+	os.Unsetenv("PIP_CACHE_DIR")
+
+	s := &Settings{PipCacheDir: "/data/cache/pip"}
+	got := s.ChildEnv(map[string]string{"PYTHONUNBUFFERED": "1", "TZ": "Europe/Paris"})
+	tests := []struct {
+		name string
+		want string // "" means absent
+	}{
+		{"ADE_DATABASE_URL", ""},
+		{"DATABASE_URL", ""},
+		{"PGPASSWORD", ""},
+		{"PGHOST", ""},
+		{"AWS_SECRET_ACCESS_KEY", ""},
+		{"ADE_WORKER_ID", ""},
+		{"PIPX_HOME", ""},
+		{"MYPATH", ""},
+		{"PATH", "/usr/bin:/bin"},
+		{"HOME", "/home/ade"},
+		{"LC_ALL", "C.UTF-8"},
+		{"PIP_NO_INDEX", "1"},
+		{"PIP_FIND_LINKS", "/wheels"},
+		{"UV_INDEX_URL", "https://pypi.example/simple"},
+		{"REQUESTS_CA_BUNDLE", "/etc/ssl/ca.pem"},
+		{"PIP_CACHE_DIR", "/data/cache/pip"},
+		{"PYTHONUNBUFFERED", "1"},
+		{"TZ", "Europe/Paris"}, // extra wins
+	}
+	for _, tt := range tests {
+		v, ok := got[tt.name]
+		if tt.want == "" && ok {
+			t.Errorf("%s=%q reaches the job; it must not", tt.name, v)
+		}
+		if tt.want != "" && v != tt.want {
+			t.Errorf("%s = %q (present %v), want %q", tt.name, v, ok, tt.want)
+		}
+	}
+
+	t.Setenv("PIP_CACHE_DIR", "/own/cache")
+	if got := s.ChildEnv(nil)["PIP_CACHE_DIR"]; got != "/own/cache" {
+		t.Errorf("PIP_CACHE_DIR = %q, want the operator's /own/cache", got)
+	}
+}

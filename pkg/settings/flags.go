@@ -1,0 +1,256 @@
+package settings
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strconv"
+	"strings"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Environment variables named in errors raised outside the table.
+const (
+	envDatabaseURL     = "ADE_DATABASE_URL"
+	envPollInterval    = "ADE_WORKER_POLL_INTERVAL"
+	envPollIntervalMax = "ADE_WORKER_POLL_INTERVAL_MAX"
+)
+
+// Help categories.
+const (
+	catDatabase = "Database"
+	catPaths    = "Paths"
+	catJobs     = "Jobs"
+	catWorker   = "Worker"
+	catLogging  = "Logging"
+)
+
+// setting is one configuration value: its flag, its environment variables
+// (the first wins), its default and how it is parsed into Settings.
+type setting struct {
+	name     string
+	env      []string
+	def      string // used when the value is empty; "" when computed later
+	defText  string // shown in help instead of def
+	usage    string
+	category string
+	// set parses v (trimmed, default applied) into s. Its error says what is
+	// wanted, e.g. "want a positive integer".
+	set func(s *Settings, v string) error
+}
+
+// Flags returns one flag per setting, each with its environment variables,
+// for a cli.App or cli.Command whose action calls FromCLI.
+func Flags() []cli.Flag {
+	t := table()
+	flags := make([]cli.Flag, len(t))
+	for i, st := range t {
+		flags[i] = &cli.StringFlag{
+			Name:        st.name,
+			EnvVars:     st.env,
+			Value:       st.def,
+			DefaultText: st.defText,
+			Usage:       st.usage,
+			Category:    st.category,
+		}
+	}
+	return flags
+}
+
+// lookup returns the value of st and the environment variable to name when
+// it is bad. A value that is empty falls through to the next environment
+// variable, then to the default.
+func (st setting) lookup(c *cli.Context) (envVar, value string) {
+	// Walk up to the context that set the flag: a subcommand may define a
+	// flag of the same name (enqueue build --engine-spec) that shadows it.
+	v := ""
+	for _, ctx := range c.Lineage() {
+		if ctx.IsSet(st.name) {
+			v = strings.TrimSpace(ctx.String(st.name))
+			break
+		}
+	}
+	if v == "" {
+		for _, e := range st.env[1:] {
+			if ev := strings.TrimSpace(os.Getenv(e)); ev != "" {
+				return e, ev
+			}
+		}
+		return st.env[0], st.def
+	}
+	for _, e := range st.env {
+		if strings.TrimSpace(os.Getenv(e)) == v {
+			return e, v
+		}
+	}
+	return st.env[0], v
+}
+
+func defaultConcurrency() int {
+	return max(1, min(4, runtime.NumCPU()/2))
+}
+
+func table() []setting {
+	return []setting{
+		{name: "database-url", env: env(envDatabaseURL), def: "sqlite:///./data/db/ade.sqlite", category: catDatabase,
+			usage: "the queue's database: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user:password@host/db",
+			set: func(s *Settings, v string) (err error) {
+				s.DatabaseURL = v
+				s.Database, err = ParseDatabaseURL(v)
+				return err
+			}},
+		{name: "database-sqlite-journal-mode", env: env("ADE_DATABASE_SQLITE_JOURNAL_MODE"), def: "WAL", category: catDatabase,
+			usage: "SQLite journal_mode: DELETE, TRUNCATE, PERSIST, MEMORY, WAL or OFF",
+			set: func(s *Settings, v string) (err error) {
+				s.SQLiteJournalMode, err = oneOf(v, "DELETE", "TRUNCATE", "PERSIST", "MEMORY", "WAL", "OFF")
+				return err
+			}},
+		{name: "database-sqlite-synchronous", env: env("ADE_DATABASE_SQLITE_SYNCHRONOUS"), def: "NORMAL", category: catDatabase,
+			usage: "SQLite synchronous: OFF, NORMAL, FULL or EXTRA",
+			set: func(s *Settings, v string) (err error) {
+				s.SQLiteSynchronous, err = oneOf(v, "OFF", "NORMAL", "FULL", "EXTRA")
+				return err
+			}},
+		{name: "database-sqlite-busy-timeout-ms", env: env("ADE_DATABASE_SQLITE_BUSY_TIMEOUT_MS"), def: "30000", category: catDatabase,
+			usage: "how long SQLite waits for a lock, in `MILLISECONDS`",
+			set: func(s *Settings, v string) (err error) {
+				s.SQLiteBusyTimeout, err = milliseconds(v)
+				return err
+			}},
+
+		dir("workspaces-dir", "ADE_WORKSPACES_DIR", "./data/workspaces", "", "root of the workspaces' files",
+			func(s *Settings) *string { return &s.WorkspacesDir }),
+		dir("documents-dir", "ADE_DOCUMENTS_DIR", "", "the workspaces dir", "root of the stored documents",
+			func(s *Settings) *string { return &s.DocumentsDir }),
+		dir("configs-dir", "ADE_CONFIGS_DIR", "", "the workspaces dir", "root of the configuration packages",
+			func(s *Settings) *string { return &s.ConfigsDir }),
+		dir("runs-dir", "ADE_RUNS_DIR", "", "the workspaces dir", "root of the run folders",
+			func(s *Settings) *string { return &s.RunsDir }),
+		dir("venvs-dir", "ADE_VENVS_DIR", "./data/venvs", "", "root of the build virtual environments",
+			func(s *Settings) *string { return &s.VenvsDir }),
+		dir("pip-cache-dir", "ADE_PIP_CACHE_DIR", "./data/cache/pip", "", "pip's cache, shared by builds",
+			func(s *Settings) *string { return &s.PipCacheDir }),
+		{name: "engine-spec", env: env("ADE_ENGINE_SPEC"), def: "apps/ade-engine", category: catPaths,
+			usage: "the ADE engine to install in builds: a local path or a pip requirement",
+			set: func(s *Settings, v string) (err error) {
+				s.EngineSpec, err = resolveEngineSpec(v)
+				return err
+			}},
+		{name: "python", env: env("ADE_PYTHON"), defText: "python3, else python, found on PATH", category: catPaths,
+			usage: "the Python interpreter that creates build environments",
+			set: func(s *Settings, v string) (err error) {
+				s.Python, err = resolvePython(v)
+				return err
+			}},
+
+		{name: "build-timeout", env: env("ADE_BUILD_TIMEOUT"), def: "600", category: catJobs,
+			usage: "stop a build (or a validate-only run) after `SECONDS`",
+			set: func(s *Settings, v string) (err error) {
+				s.BuildTimeout, err = seconds(v, false)
+				return err
+			}},
+		{name: "run-timeout-seconds", env: env("ADE_RUN_TIMEOUT_SECONDS"), defText: "no limit", category: catJobs,
+			usage: "stop a run after `SECONDS`",
+			set: func(s *Settings, v string) (err error) {
+				if v != "" {
+					s.RunTimeout, err = seconds(v, false)
+				}
+				return err
+			}},
+		{name: "job-lease-seconds", env: env("ADE_WORKER_JOB_LEASE_SECONDS"), def: "900", category: catJobs,
+			usage: "how long a claim on a job lasts without a heartbeat, in `SECONDS` (at least the job's timeout)",
+			set: func(s *Settings, v string) (err error) {
+				s.LeaseSeconds, err = seconds(v, false)
+				return err
+			}},
+		{name: "job-max-attempts", env: env("ADE_WORKER_JOB_MAX_ATTEMPTS"), def: "3", category: catJobs,
+			usage: "how many times a job is tried before it fails",
+			set: func(s *Settings, v string) (err error) {
+				s.MaxAttempts, err = positiveInt(v)
+				return err
+			}},
+		{name: "job-backoff-base-seconds", env: env("ADE_WORKER_JOB_BACKOFF_BASE_SECONDS"), def: "5", category: catJobs,
+			usage: "wait before retrying a job, doubled for each further attempt, in `SECONDS`",
+			set: func(s *Settings, v string) (err error) {
+				s.BackoffBase, err = seconds(v, true)
+				return err
+			}},
+		{name: "job-backoff-max-seconds", env: env("ADE_WORKER_JOB_BACKOFF_MAX_SECONDS"), def: "300", category: catJobs,
+			usage: "longest wait before retrying a job, in `SECONDS`",
+			set: func(s *Settings, v string) (err error) {
+				s.BackoffMax, err = seconds(v, true)
+				return err
+			}},
+
+		{name: "concurrency", env: env("ADE_WORKER_CONCURRENCY"), def: strconv.Itoa(defaultConcurrency()), category: catWorker,
+			defText: fmt.Sprintf("half the CPUs, 1 to 4: %d here", defaultConcurrency()),
+			usage:   "how many jobs run at once",
+			set: func(s *Settings, v string) (err error) {
+				s.Concurrency, err = positiveInt(v)
+				return err
+			}},
+		{name: "poll-interval", env: env(envPollInterval), def: "0.5", category: catWorker,
+			usage: "how often to look for jobs, in `SECONDS`",
+			set: func(s *Settings, v string) (err error) {
+				s.PollInterval, err = seconds(v, false)
+				return err
+			}},
+		{name: "poll-interval-max", env: env(envPollIntervalMax), def: "2.0", category: catWorker,
+			usage: "longest wait between looks for jobs when idle, in `SECONDS`",
+			set: func(s *Settings, v string) (err error) {
+				s.PollIntervalMax, err = seconds(v, false)
+				return err
+			}},
+		{name: "cleanup-interval", env: env("ADE_WORKER_CLEANUP_INTERVAL"), def: "30", category: catWorker,
+			usage: "how often expired leases and stuck builds are cleaned up, in `SECONDS`",
+			set: func(s *Settings, v string) (err error) {
+				s.CleanupInterval, err = seconds(v, false)
+				return err
+			}},
+		{name: "metrics-interval", env: env("ADE_WORKER_METRICS_INTERVAL"), def: "30", category: catWorker,
+			usage: "how often queue metrics are logged, in `SECONDS`",
+			set: func(s *Settings, v string) (err error) {
+				s.MetricsInterval, err = seconds(v, false)
+				return err
+			}},
+		{name: "worker-id", env: env("ADE_WORKER_ID"), defText: "<hostname>-<pid>", category: catWorker,
+			usage: "this worker's name in job claims",
+			set: func(s *Settings, v string) (err error) {
+				s.WorkerID, err = workerID(v)
+				return err
+			}},
+		{name: "shutdown-grace-seconds", env: env("ADE_WORKER_SHUTDOWN_GRACE_SECONDS"), def: "30", category: catWorker,
+			usage: "on SIGTERM, how long running jobs may finish before they are stopped, in `SECONDS`",
+			set: func(s *Settings, v string) (err error) {
+				s.ShutdownGrace, err = seconds(v, true)
+				return err
+			}},
+
+		{name: "log-level", env: env("ADE_WORKER_LOG_LEVEL", "ADE_LOG_LEVEL"), def: "INFO", category: catLogging,
+			usage: "DEBUG, INFO, WARNING, ERROR or CRITICAL",
+			set: func(s *Settings, v string) (err error) {
+				s.LogLevel, err = logLevel(v)
+				return err
+			}},
+		{name: "log-format", env: env("ADE_WORKER_LOG_FORMAT"), def: "json", category: catLogging,
+			usage: "json, or console for people",
+			set: func(s *Settings, v string) (err error) {
+				s.LogFormat, err = oneOf(v, "json", "console")
+				return err
+			}},
+	}
+}
+
+func env(names ...string) []string { return names }
+
+// dir is a folder setting; an empty value stays empty for finish to fill.
+func dir(name, envVar, def, defText, usage string, field func(*Settings) *string) setting {
+	return setting{name: name, env: env(envVar), def: def, defText: defText, usage: usage, category: catPaths,
+		set: func(s *Settings, v string) (err error) {
+			if v != "" {
+				*field(s), err = absPath(v)
+			}
+			return err
+		}}
+}

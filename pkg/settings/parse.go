@@ -1,0 +1,145 @@
+package settings
+
+import (
+	"errors"
+	"fmt"
+	"math"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"time"
+)
+
+// asError names the variable and value in a parse error.
+func asError(err error, envVar, value string) error {
+	var se *Error
+	if errors.As(err, &se) {
+		return se
+	}
+	return &Error{Var: envVar, Value: value, Want: err.Error()}
+}
+
+// oneOf returns the entry of names that v matches, ignoring case.
+func oneOf(v string, names ...string) (string, error) {
+	for _, n := range names {
+		if strings.EqualFold(v, n) {
+			return n, nil
+		}
+	}
+	return "", errors.New("want one of " + strings.Join(names, ", "))
+}
+
+func positiveInt(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 1 {
+		return 0, errors.New("want a positive integer")
+	}
+	return n, nil
+}
+
+func milliseconds(v string) (time.Duration, error) {
+	n, err := strconv.ParseInt(v, 10, 64)
+	if err != nil || n < 0 || n > math.MaxInt64/int64(time.Millisecond) {
+		return 0, errors.New("want a whole number of milliseconds, 0 or more")
+	}
+	return time.Duration(n) * time.Millisecond, nil
+}
+
+// seconds parses a number of seconds such as "30" or "0.5"; zero is allowed
+// only when zeroOK.
+func seconds(v string, zeroOK bool) (time.Duration, error) {
+	want := "want a number of seconds greater than 0"
+	if zeroOK {
+		want = "want a number of seconds, 0 or more"
+	}
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(f) || f < 0 || (f == 0 && !zeroOK) {
+		return 0, errors.New(want)
+	}
+	if f >= float64(math.MaxInt64)/float64(time.Second) {
+		return 0, errors.New(want + " (and less than 292 years)")
+	}
+	d := time.Duration(f * float64(time.Second))
+	if d == 0 && !zeroOK {
+		return 0, errors.New(want)
+	}
+	return d, nil
+}
+
+func formatSeconds(d time.Duration) string {
+	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64)
+}
+
+func absPath(v string) (string, error) {
+	p, err := filepath.Abs(v)
+	if err != nil {
+		return "", fmt.Errorf("want a usable path: %w", err)
+	}
+	return p, nil
+}
+
+// resolveEngineSpec turns a spec naming an existing local path into an
+// absolute path. Like pip, only a spec that looks like a path (it contains
+// a slash or starts with a dot) is taken as one; anything else is a pip
+// requirement and is kept as given.
+func resolveEngineSpec(v string) (string, error) {
+	looksLikePath := strings.ContainsRune(v, filepath.Separator) || strings.HasPrefix(v, ".")
+	if !looksLikePath || strings.Contains(v, "://") {
+		return v, nil
+	}
+	if _, err := os.Stat(v); err != nil {
+		return v, nil
+	}
+	return absPath(v)
+}
+
+// resolvePython finds the interpreter on PATH. An empty value means python3,
+// else python. A name not found is kept as given.
+func resolvePython(v string) (string, error) {
+	if v == "" {
+		for _, name := range []string{"python3", "python"} {
+			if p, err := exec.LookPath(name); err == nil {
+				return absPath(p)
+			}
+		}
+		return "python3", nil
+	}
+	if !strings.ContainsRune(v, filepath.Separator) {
+		if p, err := exec.LookPath(v); err == nil {
+			return absPath(p)
+		}
+		return v, nil
+	}
+	return absPath(v)
+}
+
+func workerID(v string) (string, error) {
+	if v == "" {
+		host, err := os.Hostname()
+		if err != nil || host == "" {
+			host = "worker"
+		}
+		return fmt.Sprintf("%s-%d", host, os.Getpid()), nil
+	}
+	if len(v) > 255 {
+		return "", errors.New("want at most 255 bytes")
+	}
+	return v, nil
+}
+
+// logLevel maps the original worker's level names to zerolog's.
+func logLevel(v string) (string, error) {
+	switch strings.ToUpper(v) {
+	case "DEBUG":
+		return "debug", nil
+	case "INFO":
+		return "info", nil
+	case "WARNING", "WARN":
+		return "warn", nil
+	case "ERROR", "CRITICAL":
+		return "error", nil
+	}
+	return "", errors.New("want one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
+}

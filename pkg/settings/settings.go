@@ -1,0 +1,125 @@
+// Package settings reads the worker's configuration: every ADE_* environment
+// variable of the original worker, each also available as a command-line flag.
+//
+// Values are parsed and checked here, all in one way, so a bad value stops
+// start-up with one line that names the variable, the value and what is
+// expected. An empty value means "not set": the default applies.
+package settings
+
+import (
+	"fmt"
+	"time"
+
+	"github.com/urfave/cli/v2"
+)
+
+// Settings is the worker's resolved configuration. Paths are absolute.
+type Settings struct {
+	DatabaseURL string      // ADE_DATABASE_URL as given (may hold a password: do not log)
+	Database    DatabaseURL // DatabaseURL parsed
+
+	SQLiteJournalMode string        // upper case, e.g. "WAL"
+	SQLiteSynchronous string        // upper case, e.g. "NORMAL"
+	SQLiteBusyTimeout time.Duration // whole milliseconds
+
+	WorkspacesDir string
+	DocumentsDir  string // defaults to WorkspacesDir
+	ConfigsDir    string // defaults to WorkspacesDir
+	RunsDir       string // defaults to WorkspacesDir
+	VenvsDir      string
+	PipCacheDir   string
+
+	// EngineSpec is an absolute path when ADE_ENGINE_SPEC names an existing
+	// local path, else the pip requirement as given.
+	EngineSpec string
+	// Python is the interpreter that creates venvs: an absolute path when it
+	// was found on PATH, else the name as given (the build then fails with
+	// a clear error).
+	Python string
+
+	BuildTimeout time.Duration // > 0
+	RunTimeout   time.Duration // 0: no limit
+
+	Concurrency     int
+	PollInterval    time.Duration
+	PollIntervalMax time.Duration // >= PollInterval
+	CleanupInterval time.Duration
+	MetricsInterval time.Duration
+	WorkerID        string
+
+	LeaseSeconds time.Duration // the minimum lease; see Lease
+	MaxAttempts  int
+	BackoffBase  time.Duration
+	BackoffMax   time.Duration
+
+	LogLevel      string // a zerolog level name: debug, info, warn, error
+	LogFormat     string // json or console
+	ShutdownGrace time.Duration
+}
+
+// Error is a setting with a bad value.
+type Error struct {
+	Var   string // the environment variable, e.g. ADE_WORKER_CONCURRENCY
+	Value string // the value given (passwords hidden)
+	Want  string // what is expected, e.g. "want a positive integer"
+}
+
+func (e *Error) Error() string {
+	return fmt.Sprintf("invalid %s=%q: %s", e.Var, e.Value, e.Want)
+}
+
+// FromCLI reads, checks and resolves every setting of Flags from c. Its error
+// is an *Error.
+func FromCLI(c *cli.Context) (*Settings, error) {
+	s := &Settings{}
+	for _, st := range table() {
+		name, v := st.lookup(c)
+		if err := st.set(s, v); err != nil {
+			return nil, asError(err, name, v)
+		}
+	}
+	if err := s.finish(); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// finish applies the defaults and checks that depend on other settings.
+func (s *Settings) finish() error {
+	for _, dir := range []*string{&s.DocumentsDir, &s.ConfigsDir, &s.RunsDir} {
+		if *dir == "" {
+			*dir = s.WorkspacesDir
+		}
+	}
+	if s.PollIntervalMax < s.PollInterval {
+		return &Error{
+			Var:   envPollIntervalMax,
+			Value: formatSeconds(s.PollIntervalMax),
+			Want:  fmt.Sprintf("want at least %s (%s seconds)", envPollInterval, formatSeconds(s.PollInterval)),
+		}
+	}
+	return nil
+}
+
+// Lease is how long a claim on a job lasts before another worker may take
+// it over: ADE_WORKER_JOB_LEASE_SECONDS, or the job's timeout when longer.
+func (s *Settings) Lease(timeout time.Duration) time.Duration {
+	return max(s.LeaseSeconds, timeout)
+}
+
+// Backoff is how long a job waits before its next attempt after failed
+// attempt number attempt (1 for the first): BackoffBase doubled for each
+// attempt after the first, capped at BackoffMax.
+func (s *Settings) Backoff(attempt int) time.Duration {
+	if s.BackoffBase <= 0 || s.BackoffMax <= 0 {
+		return 0
+	}
+	d := s.BackoffBase
+	for i := 1; i < attempt; i++ {
+		if d >= s.BackoffMax/2 {
+			return s.BackoffMax
+		}
+		d *= 2
+	}
+	return min(d, s.BackoffMax)
+}

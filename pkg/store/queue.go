@@ -1,0 +1,171 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"fmt"
+	"strings"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// Kind is the table a job lives in.
+type Kind string
+
+// Job kinds.
+const (
+	KindBuild Kind = "build"
+	KindRun   Kind = "run"
+)
+
+// Fence identifies one claim of one job. Every write about a claimed job is
+// conditioned on it, so a worker that lost its lease cannot overwrite the
+// work of the worker that holds the job now.
+type Fence struct {
+	Kind    Kind
+	ID      string
+	Worker  string
+	Attempt int
+}
+
+func (f Fence) table() string {
+	if f.Kind == KindBuild {
+		return "builds"
+	}
+	return "runs"
+}
+
+func (f Fence) activeStatus() string {
+	if f.Kind == KindBuild {
+		return "building"
+	}
+	return "running"
+}
+
+// where is the fencing condition, with its arguments.
+func (f Fence) where() (string, []any) {
+	return "id = ? AND status = ? AND claimed_by = ? AND attempt_count = ?",
+		[]any{f.ID, f.activeStatus(), f.Worker, f.Attempt}
+}
+
+// ClaimedRun is a run this worker now holds.
+type ClaimedRun struct {
+	ID              string
+	WorkspaceID     string
+	ConfigurationID string
+	BuildID         sql.NullString
+	InputDocumentID string
+	RunOptions      sql.NullString
+	InputSheetNames sql.NullString
+	AttemptCount    int
+	MaxAttempts     int
+	AvailableAt     Time
+	CreatedAt       Time
+}
+
+// ClaimedBuild is a build this worker now holds.
+type ClaimedBuild struct {
+	ID              string
+	WorkspaceID     string
+	ConfigurationID string
+	Fingerprint     string
+	EngineSpec      sql.NullString
+	AttemptCount    int
+	MaxAttempts     int
+	AvailableAt     Time
+	CreatedAt       Time
+}
+
+const runClaimColumns = `id, workspace_id, configuration_id, build_id, input_document_id, run_options,
+	input_sheet_names, attempt_count, max_attempts, available_at, created_at`
+
+const buildClaimColumns = `id, workspace_id, configuration_id, fingerprint, engine_spec, attempt_count,
+	max_attempts, available_at, created_at`
+
+// qualify prefixes each column of a list with its table (PostgreSQL's
+// UPDATE ... FROM would otherwise find them ambiguous).
+func qualify(table, columns string) string {
+	parts := strings.Split(columns, ",")
+	for i, p := range parts {
+		parts[i] = table + "." + strings.TrimSpace(p)
+	}
+	return strings.Join(parts, ", ")
+}
+
+func claimArgs(worker string, now time.Time, lease time.Duration, limit int, ts func(time.Time) any) map[string]any {
+	return map[string]any{"worker": worker, "now": ts(now), "expires": ts(now.Add(lease)), "limit": limit}
+}
+
+// ClaimRuns atomically takes up to limit claimable runs for worker.
+func (s *Store) ClaimRuns(ctx context.Context, worker string, now time.Time, lease time.Duration, limit int) ([]ClaimedRun, error) {
+	var out []ClaimedRun
+	// In a transaction, so rows that cannot be read back are not left claimed.
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		return tx.Raw(s.dialect.claimRunsSQL(), claimArgs(worker, now, lease, limit, s.ts)).Scan(&out).Error
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim runs: %w", err)
+	}
+	return out, nil
+}
+
+// ClaimBuilds atomically takes up to limit queued builds for worker.
+func (s *Store) ClaimBuilds(ctx context.Context, worker string, now time.Time, lease time.Duration, limit int) ([]ClaimedBuild, error) {
+	var out []ClaimedBuild
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		return tx.Raw(s.dialect.claimBuildsSQL(), claimArgs(worker, now, lease, limit, s.ts)).Scan(&out).Error
+	})
+	if err != nil {
+		return nil, fmt.Errorf("claim builds: %w", err)
+	}
+	return out, nil
+}
+
+// Heartbeat extends the lease of a held job. It returns ErrLeaseLost when the
+// job is no longer held under f.
+func (s *Store) Heartbeat(ctx context.Context, f Fence, until time.Time) error {
+	where, args := f.where()
+	res := s.db.WithContext(ctx).Exec("UPDATE "+f.table()+" SET claim_expires_at = ? WHERE "+where, append([]any{s.ts(until)}, args...)...)
+	if res.Error != nil {
+		return fmt.Errorf("heartbeat %s %s: %w", f.Kind, f.ID, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return ErrLeaseLost
+	}
+	return nil
+}
+
+// fencedUpdate applies set (a SQL SET clause and its args) to the fenced job
+// inside tx, and fails with ErrLeaseLost when the fence no longer holds.
+func (s *Store) fencedUpdate(tx *gorm.DB, f Fence, set string, setArgs ...any) error {
+	where, args := f.where()
+	res := tx.Exec("UPDATE "+f.table()+" SET "+set+" WHERE "+where, append(setArgs, args...)...)
+	if res.Error != nil {
+		return fmt.Errorf("update %s %s: %w", f.Kind, f.ID, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return ErrLeaseLost
+	}
+	return nil
+}
+
+// Requeue hands a held job back to the queue, available again at
+// availableAt. When countAttempt is false the attempt is given back too (a
+// shutdown is not the job's fault).
+func (s *Store) Requeue(ctx context.Context, f Fence, availableAt time.Time, message string, countAttempt bool) error {
+	set := "status = 'queued', available_at = ?, error_message = ?, claimed_by = NULL, claim_expires_at = NULL"
+	if !countAttempt {
+		set += ", attempt_count = attempt_count - 1"
+	}
+	return s.tx(ctx, func(tx *gorm.DB) error {
+		return s.fencedUpdate(tx, f, set, s.ts(availableAt), nullIfEmpty(message))
+	})
+}
+
+func nullIfEmpty(s string) any {
+	if s == "" {
+		return nil
+	}
+	return s
+}

@@ -1,0 +1,244 @@
+package store
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+
+	"github.com/ade-org/ade-worker/pkg/summary"
+)
+
+// RunContext is what the supervisor reads to prepare a claimed run.
+type RunContext struct {
+	Configuration *Configuration // nil when the row is missing
+	Document      *Document      // nil when the row is missing
+	Build         *Build         // nil when the run has no build or the row is missing
+}
+
+// Configuration is the part of a configurations row the worker uses.
+type Configuration struct {
+	ID          string
+	WorkspaceID string
+	Status      string
+}
+
+// Document is the part of a documents row the worker uses.
+type Document struct {
+	ID               string
+	WorkspaceID      string
+	OriginalFilename string
+	StoredURI        string
+	Status           string
+	Version          int
+}
+
+// Build is the part of a builds row the worker uses.
+type Build struct {
+	ID              string
+	WorkspaceID     string
+	ConfigurationID string
+	Fingerprint     string
+	EngineSpec      sql.NullString
+	Status          string
+	AttemptCount    int
+}
+
+// LoadRunContext reads the rows a run refers to. Missing rows are nil, not
+// errors: the caller fails the run with a message that names what is missing.
+func (s *Store) LoadRunContext(ctx context.Context, r *ClaimedRun) (*RunContext, error) {
+	db := s.db.WithContext(ctx)
+	out := &RunContext{}
+	var cfg Configuration
+	if err := first(db.Raw(`SELECT id, workspace_id, status FROM configurations WHERE id = ?`, r.ConfigurationID), &cfg); err == nil {
+		out.Configuration = &cfg
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	var doc Document
+	if err := first(db.Raw(`SELECT id, workspace_id, original_filename, stored_uri, status, version FROM documents WHERE id = ?`, r.InputDocumentID), &doc); err == nil {
+		out.Document = &doc
+	} else if !errors.Is(err, ErrNotFound) {
+		return nil, err
+	}
+	if r.BuildID.Valid {
+		b, err := s.GetBuild(ctx, r.BuildID.String)
+		if err != nil && !errors.Is(err, ErrNotFound) {
+			return nil, err
+		}
+		out.Build = b
+	}
+	return out, nil
+}
+
+// GetBuild reads one build row.
+func (s *Store) GetBuild(ctx context.Context, id string) (*Build, error) {
+	var b Build
+	err := first(s.db.WithContext(ctx).Raw(`SELECT id, workspace_id, configuration_id, fingerprint, engine_spec, status, attempt_count FROM builds WHERE id = ?`, id), &b)
+	if err != nil {
+		return nil, err
+	}
+	return &b, nil
+}
+
+// first scans the first row of q into dest, or returns ErrNotFound.
+func first(q *gorm.DB, dest any) error {
+	res := q.Scan(dest)
+	if res.Error != nil {
+		return res.Error
+	}
+	if res.RowsAffected == 0 {
+		return ErrNotFound
+	}
+	return nil
+}
+
+// DocumentStatus is a document's state as runs move it.
+type DocumentStatus string
+
+// Document states the worker sets.
+const (
+	DocumentProcessing DocumentStatus = "processing"
+	DocumentProcessed  DocumentStatus = "processed"
+	DocumentFailed     DocumentStatus = "failed"
+)
+
+// StartDocument marks the run's document processing (fenced on the run).
+func (s *Store) StartDocument(ctx context.Context, f Fence, documentID string, now time.Time) error {
+	return s.tx(ctx, func(tx *gorm.DB) error {
+		// A no-op fenced update proves the run is still ours before the
+		// document is touched.
+		if err := s.fencedUpdate(tx, f, "claim_expires_at = claim_expires_at"); err != nil {
+			return err
+		}
+		return s.moveDocument(tx, documentID, f.ID, DocumentProcessing, now)
+	})
+}
+
+// moveDocument sets a document's status, bumps its version and records the
+// change in document_changes so the ADE API's change feed sees it.
+func (s *Store) moveDocument(tx *gorm.DB, documentID, runID string, status DocumentStatus, now time.Time) error {
+	var row struct {
+		WorkspaceID string
+		Version     int
+	}
+	res := tx.Raw(`UPDATE documents SET status = ?, version = version + 1, updated_at = ?, last_run_at = ?
+		WHERE id = ? RETURNING workspace_id, version`,
+		string(status), s.ts(now), s.ts(now), documentID).Scan(&row)
+	if res.Error != nil {
+		return fmt.Errorf("update document %s: %w", documentID, res.Error)
+	}
+	if res.RowsAffected == 0 {
+		return nil // the document row is gone; the run's own status says why
+	}
+	payload, _ := json.Marshal(map[string]any{"status": status, "version": row.Version, "run_id": runID})
+	err := tx.Exec(`INSERT INTO document_changes (workspace_id, document_id, type, document_version, payload, occurred_at)
+		VALUES (?, ?, 'upsert', ?, ?, ?)`, row.WorkspaceID, documentID, row.Version, string(payload), s.ts(now)).Error
+	if err != nil {
+		return fmt.Errorf("record document change %s: %w", documentID, err)
+	}
+	return nil
+}
+
+// RunOutcome is the terminal state of a run.
+type RunOutcome struct {
+	Succeeded bool
+	ExitCode  *int
+	Error     string
+	// OutputPath is relative to the run folder; empty for none.
+	OutputPath string
+	Summary    *summary.Summary
+	// DocumentID, when set, moves that document to processed or failed.
+	DocumentID string
+}
+
+// FinishRun writes a run's terminal status, its results and its document's
+// status in one transaction, fenced on the claim.
+func (s *Store) FinishRun(ctx context.Context, f Fence, o RunOutcome, now time.Time) error {
+	status := "failed"
+	if o.Succeeded {
+		status = "succeeded"
+	}
+	return s.tx(ctx, func(tx *gorm.DB) error {
+		err := s.fencedUpdate(tx, f, `status = ?, exit_code = ?, completed_at = ?, error_message = ?,
+			output_path = ?, claim_expires_at = NULL`,
+			status, o.ExitCode, s.ts(now), nullIfEmpty(o.Error), nullIfEmpty(o.OutputPath))
+		if err != nil {
+			return err
+		}
+		if err := replaceRunResults(tx, f.ID, o.Summary); err != nil {
+			return err
+		}
+		if o.DocumentID == "" {
+			return nil
+		}
+		doc := DocumentFailed
+		if o.Succeeded {
+			doc = DocumentProcessed
+		}
+		return s.moveDocument(tx, o.DocumentID, f.ID, doc, now)
+	})
+}
+
+// replaceRunResults stores the engine's summary for a run; rows of an
+// earlier attempt are removed first so a retry never mixes results.
+func replaceRunResults(tx *gorm.DB, runID string, sum *summary.Summary) error {
+	for _, table := range []string{"run_metrics", "run_fields", "run_table_columns"} {
+		if err := tx.Exec("DELETE FROM "+table+" WHERE run_id = ?", runID).Error; err != nil {
+			return fmt.Errorf("clear %s: %w", table, err)
+		}
+	}
+	if sum == nil {
+		return nil
+	}
+	if sum.Metrics != nil {
+		if err := tx.Create(metricsRow(runID, sum.Metrics)).Error; err != nil {
+			return fmt.Errorf("insert run_metrics: %w", err)
+		}
+	}
+	if len(sum.Fields) > 0 {
+		rows := make([]runFieldModel, len(sum.Fields))
+		for i, f := range sum.Fields {
+			rows[i] = runFieldModel{RunID: runID, Field: f.Field, Label: f.Label, Detected: f.Detected,
+				BestMappingScore: f.BestMappingScore, OccurrencesTables: f.OccurrencesTables, OccurrencesColumns: f.OccurrencesColumns}
+		}
+		if err := tx.CreateInBatches(rows, 200).Error; err != nil {
+			return fmt.Errorf("insert run_fields: %w", err)
+		}
+	}
+	if len(sum.Columns) > 0 {
+		rows := make([]runTableColumnModel, len(sum.Columns))
+		for i, c := range sum.Columns {
+			rows[i] = runTableColumnModel{RunID: runID, WorkbookIndex: c.WorkbookIndex, WorkbookName: c.WorkbookName,
+				SheetIndex: c.SheetIndex, SheetName: c.SheetName, TableIndex: c.TableIndex, ColumnIndex: c.ColumnIndex,
+				HeaderRaw: c.HeaderRaw, HeaderNormalized: c.HeaderNormalized, NonEmptyCells: c.NonEmptyCells,
+				MappingStatus: c.MappingStatus, MappedField: c.MappedField, MappingScore: c.MappingScore,
+				MappingMethod: c.MappingMethod, UnmappedReason: c.UnmappedReason}
+		}
+		if err := tx.CreateInBatches(rows, 50).Error; err != nil {
+			return fmt.Errorf("insert run_table_columns: %w", err)
+		}
+	}
+	return nil
+}
+
+func metricsRow(runID string, m *summary.Metrics) *runMetricsModel {
+	return &runMetricsModel{
+		RunID: runID, EvaluationOutcome: m.EvaluationOutcome,
+		EvaluationFindingsTotal: m.EvaluationFindingsTotal, EvaluationFindingsInfo: m.EvaluationFindingsInfo,
+		EvaluationFindingsWarning: m.EvaluationFindingsWarning, EvaluationFindingsError: m.EvaluationFindingsError,
+		ValidationIssuesTotal: m.ValidationIssuesTotal, ValidationIssuesInfo: m.ValidationIssuesInfo,
+		ValidationIssuesWarning: m.ValidationIssuesWarning, ValidationIssuesError: m.ValidationIssuesError,
+		ValidationMaxSeverity: m.ValidationMaxSeverity, WorkbookCount: m.WorkbookCount, SheetCount: m.SheetCount,
+		TableCount: m.TableCount, RowCountTotal: m.RowCountTotal, RowCountEmpty: m.RowCountEmpty,
+		ColumnCountTotal: m.ColumnCountTotal, ColumnCountEmpty: m.ColumnCountEmpty,
+		ColumnCountMapped: m.ColumnCountMapped, ColumnCountUnmapped: m.ColumnCountUnmapped,
+		FieldCountExpected: m.FieldCountExpected, FieldCountDetected: m.FieldCountDetected,
+		FieldCountNotDetected: m.FieldCountNotDetected, CellCountTotal: m.CellCountTotal,
+		CellCountNonEmpty: m.CellCountNonEmpty,
+	}
+}

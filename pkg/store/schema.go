@@ -1,0 +1,276 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"gorm.io/gorm"
+)
+
+// The models below describe the tables the worker reads and writes, with the
+// ADE API's column names. They drive `supervisor migrate` only: queue SQL is
+// written by hand in the dialect files so that it stays obvious and fast.
+
+type configurationModel struct {
+	ID                     string     `gorm:"type:char(36);primaryKey"`
+	WorkspaceID            string     `gorm:"type:char(36);not null;index:ix_configurations_workspace_status,priority:1"`
+	DisplayName            string     `gorm:"type:varchar(255);not null"`
+	Status                 string     `gorm:"type:varchar(20);not null;default:draft;index:ix_configurations_workspace_status,priority:2;check:configuration_status,status IN ('draft','active','archived')"`
+	ContentDigest          *string    `gorm:"type:varchar(80)"`
+	ActiveBuildID          *string    `gorm:"type:char(36);index:ix_configurations_active_build_id"`
+	ActiveBuildFingerprint *string    `gorm:"type:varchar(128)"`
+	LastUsedAt             *time.Time ``
+	ActivatedAt            *time.Time ``
+	CreatedAt              time.Time  `gorm:"not null;default:CURRENT_TIMESTAMP"`
+	UpdatedAt              time.Time  `gorm:"not null;default:CURRENT_TIMESTAMP"`
+}
+
+func (configurationModel) TableName() string { return "configurations" }
+
+type buildModel struct {
+	ID                string     `gorm:"type:char(36);primaryKey"`
+	WorkspaceID       string     `gorm:"type:char(36);not null;index:ix_builds_workspace"`
+	ConfigurationID   string     `gorm:"type:char(36);not null;index:ix_builds_configuration;uniqueIndex:ux_builds_config_fingerprint,priority:1"`
+	Fingerprint       string     `gorm:"type:varchar(128);not null;index:ix_builds_fingerprint;uniqueIndex:ux_builds_config_fingerprint,priority:2"`
+	EngineSpec        *string    `gorm:"type:varchar(255)"`
+	EngineVersion     *string    `gorm:"type:varchar(50)"`
+	PythonVersion     *string    `gorm:"type:varchar(50)"`
+	PythonInterpreter *string    `gorm:"type:varchar(255)"`
+	ConfigDigest      *string    `gorm:"type:varchar(80)"`
+	Status            string     `gorm:"type:varchar(20);not null;default:queued;index:ix_builds_status;check:build_status,status IN ('queued','building','ready','failed','cancelled')"`
+	ExitCode          *int       ``
+	CreatedAt         time.Time  `gorm:"not null;default:CURRENT_TIMESTAMP"`
+	StartedAt         *time.Time ``
+	FinishedAt        *time.Time ``
+	Summary           *string    `gorm:"type:text"`
+	ErrorMessage      *string    `gorm:"type:text"`
+	// Added by the worker (not in the ADE API's schema): builds are leased,
+	// heartbeated and retried like runs. Nullable or defaulted, so the API's
+	// inserts keep working.
+	AvailableAt    *time.Time ``
+	AttemptCount   int        `gorm:"not null;default:0"`
+	MaxAttempts    int        `gorm:"not null;default:3"`
+	ClaimedBy      *string    `gorm:"type:varchar(255)"`
+	ClaimExpiresAt *time.Time ``
+}
+
+func (buildModel) TableName() string { return "builds" }
+
+type documentModel struct {
+	ID               string     `gorm:"type:char(36);primaryKey"`
+	WorkspaceID      string     `gorm:"type:char(36);not null;index:ix_documents_workspace_last_run,priority:1"`
+	OriginalFilename string     `gorm:"type:varchar(255);not null"`
+	ContentType      *string    `gorm:"type:varchar(255)"`
+	ByteSize         int64      `gorm:"not null"`
+	Sha256           *string    `gorm:"type:varchar(64)"`
+	StoredURI        string     `gorm:"column:stored_uri;type:varchar(512);not null"`
+	Status           string     `gorm:"type:varchar(20);not null;default:uploaded;check:document_status,status IN ('uploading','uploaded','processing','processed','failed','archived')"`
+	ExpiresAt        *time.Time ``
+	LastRunAt        *time.Time `gorm:"index:ix_documents_workspace_last_run,priority:2"`
+	CreatedAt        time.Time  `gorm:"not null;default:CURRENT_TIMESTAMP"`
+	UpdatedAt        time.Time  `gorm:"not null;default:CURRENT_TIMESTAMP"`
+	Version          int        `gorm:"not null;default:1"`
+}
+
+func (documentModel) TableName() string { return "documents" }
+
+type documentChangeModel struct {
+	Cursor          int64     `gorm:"primaryKey;autoIncrement"`
+	WorkspaceID     string    `gorm:"type:char(36);not null;index:ix_document_changes_workspace_cursor,priority:1"`
+	DocumentID      *string   `gorm:"type:char(36)"`
+	Type            string    `gorm:"type:varchar(20);not null;check:document_change_type,type IN ('upsert','deleted')"`
+	DocumentVersion *int      ``
+	ClientRequestID *string   `gorm:"type:varchar(128)"`
+	Payload         string    `gorm:"type:json;not null;default:'{}'"`
+	OccurredAt      time.Time `gorm:"not null;default:CURRENT_TIMESTAMP"`
+}
+
+func (documentChangeModel) TableName() string { return "document_changes" }
+
+type runModel struct {
+	ID                string     `gorm:"type:char(36);primaryKey"`
+	ConfigurationID   string     `gorm:"type:char(36);not null;index:ix_runs_configuration"`
+	WorkspaceID       string     `gorm:"type:char(36);not null;index:ix_runs_workspace"`
+	BuildID           *string    `gorm:"type:char(36);index:ix_runs_build"`
+	InputDocumentID   string     `gorm:"type:char(36);not null;index:ix_runs_input_document"`
+	InputSheetNames   *string    `gorm:"type:json"`
+	OutputPath        *string    `gorm:"type:varchar(512)"`
+	Status            string     `gorm:"type:varchar(20);not null;default:queued;index:ix_runs_status;check:run_status,status IN ('queued','running','succeeded','failed','cancelled')"`
+	ExitCode          *int       ``
+	SubmittedByUserID *string    `gorm:"type:char(36)"`
+	CreatedAt         time.Time  `gorm:"not null;default:CURRENT_TIMESTAMP"`
+	StartedAt         *time.Time ``
+	CompletedAt       *time.Time ``
+	CancelledAt       *time.Time ``
+	ErrorMessage      *string    `gorm:"type:text"`
+	AvailableAt       time.Time  `gorm:"not null;default:CURRENT_TIMESTAMP"`
+	RunOptions        *string    `gorm:"type:json"`
+	AttemptCount      int        `gorm:"not null;default:0"`
+	MaxAttempts       int        `gorm:"not null;default:3"`
+	ClaimedBy         *string    `gorm:"type:varchar(255)"`
+	ClaimExpiresAt    *time.Time ``
+}
+
+func (runModel) TableName() string { return "runs" }
+
+type runMetricsModel struct {
+	RunID                     string  `gorm:"type:char(36);primaryKey"`
+	EvaluationOutcome         *string `gorm:"type:varchar(20)"`
+	EvaluationFindingsTotal   *int64  ``
+	EvaluationFindingsInfo    *int64  ``
+	EvaluationFindingsWarning *int64  ``
+	EvaluationFindingsError   *int64  ``
+	ValidationIssuesTotal     *int64  ``
+	ValidationIssuesInfo      *int64  ``
+	ValidationIssuesWarning   *int64  ``
+	ValidationIssuesError     *int64  ``
+	ValidationMaxSeverity     *string `gorm:"type:varchar(10)"`
+	WorkbookCount             *int64  ``
+	SheetCount                *int64  ``
+	TableCount                *int64  ``
+	RowCountTotal             *int64  ``
+	RowCountEmpty             *int64  ``
+	ColumnCountTotal          *int64  ``
+	ColumnCountEmpty          *int64  ``
+	ColumnCountMapped         *int64  ``
+	ColumnCountUnmapped       *int64  ``
+	FieldCountExpected        *int64  ``
+	FieldCountDetected        *int64  ``
+	FieldCountNotDetected     *int64  ``
+	CellCountTotal            *int64  ``
+	CellCountNonEmpty         *int64  ``
+}
+
+func (runMetricsModel) TableName() string { return "run_metrics" }
+
+type runFieldModel struct {
+	RunID              string   `gorm:"type:char(36);primaryKey;index:ix_run_fields_run"`
+	Field              string   `gorm:"type:varchar(128);primaryKey;index:ix_run_fields_field"`
+	Label              *string  `gorm:"type:varchar(255)"`
+	Detected           bool     `gorm:"not null"`
+	BestMappingScore   *float64 ``
+	OccurrencesTables  int64    `gorm:"not null"`
+	OccurrencesColumns int64    `gorm:"not null"`
+}
+
+func (runFieldModel) TableName() string { return "run_fields" }
+
+type runTableColumnModel struct {
+	RunID            string   `gorm:"type:char(36);primaryKey;index:ix_run_table_columns_run"`
+	WorkbookIndex    int64    `gorm:"primaryKey;autoIncrement:false"`
+	WorkbookName     string   `gorm:"type:varchar(255);not null"`
+	SheetIndex       int64    `gorm:"primaryKey;autoIncrement:false"`
+	SheetName        string   `gorm:"type:varchar(255);not null"`
+	TableIndex       int64    `gorm:"primaryKey;autoIncrement:false"`
+	ColumnIndex      int64    `gorm:"primaryKey;autoIncrement:false"`
+	HeaderRaw        *string  `gorm:"type:text"`
+	HeaderNormalized *string  `gorm:"type:text"`
+	NonEmptyCells    int64    `gorm:"not null"`
+	MappingStatus    string   `gorm:"type:varchar(32);not null"`
+	MappedField      *string  `gorm:"type:varchar(128)"`
+	MappingScore     *float64 ``
+	MappingMethod    *string  `gorm:"type:varchar(32)"`
+	UnmappedReason   *string  `gorm:"type:varchar(64)"`
+}
+
+func (runTableColumnModel) TableName() string { return "run_table_columns" }
+
+// models lists every table the worker needs, in creation order.
+var models = []any{
+	&configurationModel{}, &buildModel{}, &documentModel{}, &documentChangeModel{},
+	&runModel{}, &runMetricsModel{}, &runFieldModel{}, &runTableColumnModel{},
+}
+
+// workerColumns are the columns the worker adds to an ADE API database; their
+// presence is how the supervisor knows `migrate` has run.
+var workerColumns = []struct {
+	model  any
+	table  string
+	column string
+}{
+	{&buildModel{}, "builds", "available_at"},
+	{&buildModel{}, "builds", "attempt_count"},
+	{&buildModel{}, "builds", "max_attempts"},
+	{&buildModel{}, "builds", "claimed_by"},
+	{&buildModel{}, "builds", "claim_expires_at"},
+}
+
+// Migrate creates missing tables, adds the worker's columns to existing ones
+// and creates the worker's indexes and triggers. It never drops or rewrites
+// anything, so it is safe on an ADE API database and safe to run twice.
+func (s *Store) Migrate(ctx context.Context) error {
+	db := s.db.WithContext(ctx)
+	m := db.Migrator()
+	for _, model := range models {
+		if m.HasTable(model) {
+			continue
+		}
+		if err := m.CreateTable(model); err != nil {
+			return fmt.Errorf("create table for %T: %w", model, err)
+		}
+	}
+	for _, c := range workerColumns {
+		if m.HasColumn(c.model, c.column) {
+			continue
+		}
+		if err := m.AddColumn(c.model, c.column); err != nil {
+			return fmt.Errorf("add column %s.%s: %w", c.table, c.column, err)
+		}
+	}
+	for _, stmt := range append(workerIndexes, s.dialect.migrations()...) {
+		if err := db.Exec(stmt).Error; err != nil {
+			return fmt.Errorf("migrate: %s: %w", firstLine(stmt), err)
+		}
+	}
+	return nil
+}
+
+// workerIndexes are added to both fresh and ADE API databases. Partial
+// indexes hold only live rows, so claims and lease scans cost the same with a
+// thousand finished runs as with a million.
+var workerIndexes = []string{
+	`CREATE INDEX IF NOT EXISTS ix_runs_queued_claim ON runs (available_at, created_at) WHERE status = 'queued'`,
+	`CREATE INDEX IF NOT EXISTS ix_runs_running_lease ON runs (claim_expires_at) WHERE status = 'running'`,
+	`CREATE INDEX IF NOT EXISTS ix_builds_queued_claim ON builds (created_at) WHERE status = 'queued'`,
+	`CREATE INDEX IF NOT EXISTS ix_builds_building_lease ON builds (claim_expires_at) WHERE status = 'building'`,
+	// The ADE API's rule: one queued or running run per document and configuration.
+	`CREATE UNIQUE INDEX IF NOT EXISTS uq_runs_active_job ON runs (workspace_id, input_document_id, configuration_id) WHERE status IN ('queued','running')`,
+}
+
+// ErrNotMigrated is returned by CheckMigrated when `supervisor migrate` has
+// not been run against the database.
+var ErrNotMigrated = fmt.Errorf("the database is not migrated for the worker: run `supervisor migrate` first")
+
+// CheckMigrated verifies that every table and worker column exists.
+func (s *Store) CheckMigrated(ctx context.Context) error {
+	m := s.db.WithContext(ctx).Migrator()
+	for _, model := range models {
+		if !m.HasTable(model) {
+			return fmt.Errorf("%w (table %s is missing)", ErrNotMigrated, tableName(s.db, model))
+		}
+	}
+	for _, c := range workerColumns {
+		if !m.HasColumn(c.model, c.column) {
+			return fmt.Errorf("%w (column %s.%s is missing)", ErrNotMigrated, c.table, c.column)
+		}
+	}
+	return nil
+}
+
+func tableName(db *gorm.DB, model any) string {
+	stmt := &gorm.Statement{DB: db}
+	if err := stmt.Parse(model); err != nil {
+		return fmt.Sprintf("%T", model)
+	}
+	return stmt.Schema.Table
+}
+
+func firstLine(s string) string {
+	for i, r := range s {
+		if r == '\n' {
+			return s[:i]
+		}
+	}
+	return s
+}

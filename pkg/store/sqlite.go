@@ -1,0 +1,46 @@
+package store
+
+import (
+	"database/sql"
+	"time"
+)
+
+type sqliteDialect struct{}
+
+func (sqliteDialect) name() string { return "sqlite" }
+
+func (sqliteDialect) configurePool(db *sql.DB) {
+	// One writer at a time is SQLite's rule anyway; a few connections let
+	// reads (status, heartbeats of other jobs) proceed beside a write.
+	db.SetMaxOpenConns(4)
+	db.SetMaxIdleConns(4)
+	db.SetConnMaxIdleTime(0)
+}
+
+func (sqliteDialect) timeArg(t time.Time) any { return t.UTC().Format(sqliteTimeLayout) }
+
+// One UPDATE ... RETURNING on a subselect: SQLite runs it under its single
+// writer lock, so two supervisors can never pick the same row.
+func (sqliteDialect) claimRunsSQL() string {
+	return `UPDATE runs SET status = 'running', claimed_by = @worker, claim_expires_at = @expires,
+	started_at = @now, attempt_count = attempt_count + 1, error_message = NULL
+WHERE id IN (
+	SELECT r.id FROM runs r LEFT JOIN builds b ON b.id = r.build_id
+	WHERE r.status = 'queued' AND r.available_at <= @now AND r.attempt_count < r.max_attempts
+	  AND (r.build_id IS NULL OR b.status = 'ready')
+	ORDER BY r.available_at, r.created_at LIMIT @limit)
+RETURNING ` + runClaimColumns
+}
+
+func (sqliteDialect) claimBuildsSQL() string {
+	return `UPDATE builds SET status = 'building', claimed_by = @worker, claim_expires_at = @expires,
+	started_at = @now, attempt_count = attempt_count + 1, error_message = NULL
+WHERE id IN (
+	SELECT id FROM builds
+	WHERE status = 'queued' AND (available_at IS NULL OR available_at <= @now) AND attempt_count < max_attempts
+	ORDER BY created_at LIMIT @limit)
+RETURNING ` + buildClaimColumns
+}
+
+// No dialect-only migrations yet.
+func (sqliteDialect) migrations() []string { return nil }

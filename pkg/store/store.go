@@ -1,0 +1,191 @@
+// Package store is the job queue: claims, leases, heartbeats and every write
+// the worker makes about builds, runs and documents. The SQL that differs
+// between SQLite and PostgreSQL lives in one dialect per database; everything
+// else is shared.
+package store
+
+import (
+	"context"
+	"database/sql"
+	"database/sql/driver"
+	"errors"
+	"fmt"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"time"
+
+	"gorm.io/driver/postgres"
+	"gorm.io/driver/sqlite"
+	"gorm.io/gorm"
+	"gorm.io/gorm/logger"
+
+	"github.com/ade-org/ade-worker/pkg/settings"
+)
+
+// ErrLeaseLost is returned by fenced writes when the job is no longer held by
+// this worker at this attempt: someone else owns it now, so nothing is written.
+var ErrLeaseLost = errors.New("lease lost: the job is no longer held by this worker")
+
+// ErrNotFound is returned when a job, document or configuration row is missing.
+var ErrNotFound = errors.New("not found")
+
+// Options tune how the database is opened.
+type Options struct {
+	SQLiteJournalMode string
+	SQLiteSynchronous string
+	SQLiteBusyTimeout time.Duration
+}
+
+// Store is the worker's handle on the database.
+type Store struct {
+	db      *gorm.DB
+	dialect dialect
+}
+
+// Open connects to the database named by u.
+func Open(ctx context.Context, u settings.DatabaseURL, opts Options) (*Store, error) {
+	cfg := &gorm.Config{Logger: logger.Discard, PrepareStmt: true, SkipDefaultTransaction: true}
+	var (
+		dial gorm.Dialector
+		d    dialect
+	)
+	switch u.Driver {
+	case settings.SQLite:
+		if err := os.MkdirAll(filepath.Dir(u.Path), 0o755); err != nil {
+			return nil, fmt.Errorf("create database folder: %w", err)
+		}
+		dial = sqlite.Open(sqliteDSN(u.Path, opts))
+		d = sqliteDialect{}
+	case settings.Postgres:
+		dial = postgres.Open(u.DSN)
+		d = postgresDialect{}
+	default:
+		return nil, fmt.Errorf("unsupported database driver %q", u.Driver)
+	}
+	db, err := gorm.Open(dial, cfg)
+	if err != nil {
+		return nil, fmt.Errorf("open database: %w", err)
+	}
+	sqlDB, err := db.DB()
+	if err != nil {
+		return nil, err
+	}
+	d.configurePool(sqlDB)
+	if err := sqlDB.PingContext(ctx); err != nil {
+		sqlDB.Close()
+		return nil, fmt.Errorf("connect to database: %w", err)
+	}
+	return &Store{db: db, dialect: d}, nil
+}
+
+func sqliteDSN(path string, opts Options) string {
+	q := url.Values{}
+	q.Set("_journal_mode", orDefault(opts.SQLiteJournalMode, "WAL"))
+	q.Set("_synchronous", orDefault(opts.SQLiteSynchronous, "NORMAL"))
+	busy := opts.SQLiteBusyTimeout
+	if busy == 0 {
+		busy = 30 * time.Second
+	}
+	q.Set("_busy_timeout", fmt.Sprint(busy.Milliseconds()))
+	q.Set("_foreign_keys", "1")
+	// Transactions write, so take the write lock at BEGIN: a deferred
+	// transaction that later upgrades can fail with SQLITE_BUSY at once.
+	q.Set("_txlock", "immediate")
+	return "file:" + path + "?" + q.Encode()
+}
+
+func orDefault(v, d string) string {
+	if v == "" {
+		return d
+	}
+	return v
+}
+
+// Close releases the connection pool.
+func (s *Store) Close() error {
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return err
+	}
+	return sqlDB.Close()
+}
+
+// DB exposes the gorm handle for tests and operator commands.
+func (s *Store) DB() *gorm.DB { return s.db }
+
+// Dialect names the database kind ("sqlite" or "postgres").
+func (s *Store) Dialect() string { return s.dialect.name() }
+
+// tx runs fn in one transaction.
+func (s *Store) tx(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	return s.db.WithContext(ctx).Transaction(fn)
+}
+
+// ts encodes a time the way the database stores it.
+func (s *Store) ts(t time.Time) any { return s.dialect.timeArg(t) }
+
+// dialect is everything that differs between the databases.
+type dialect interface {
+	name() string
+	configurePool(db *sql.DB)
+	timeArg(t time.Time) any
+	claimRunsSQL() string
+	claimBuildsSQL() string
+	migrations() []string
+}
+
+// sqliteTimeLayout is how the ADE API writes timestamps on SQLite: naive UTC
+// text that sorts in time order, so comparisons can use indexes.
+const sqliteTimeLayout = "2006-01-02 15:04:05.000000"
+
+// Time is a timestamp read from either database; SQLite hands back text in
+// several layouts, PostgreSQL a time.Time.
+type Time struct {
+	time.Time
+	Valid bool
+}
+
+var timeLayouts = []string{
+	sqliteTimeLayout, "2006-01-02 15:04:05.999999999", "2006-01-02 15:04:05",
+	"2006-01-02T15:04:05.999999999", "2006-01-02 15:04:05.999999999-07:00",
+	time.RFC3339Nano, "2006-01-02",
+}
+
+// Value implements driver.Valuer, so gorm accepts Time as a column type.
+func (t Time) Value() (driver.Value, error) {
+	if !t.Valid {
+		return nil, nil
+	}
+	return t.Time, nil
+}
+
+// Scan implements sql.Scanner.
+func (t *Time) Scan(v any) error {
+	switch x := v.(type) {
+	case nil:
+		*t = Time{}
+		return nil
+	case time.Time:
+		*t = Time{Time: x.UTC(), Valid: true}
+		return nil
+	case string:
+		return t.parse(x)
+	case []byte:
+		return t.parse(string(x))
+	default:
+		return fmt.Errorf("cannot read %T as a timestamp", v)
+	}
+}
+
+func (t *Time) parse(s string) error {
+	s = strings.TrimSpace(s)
+	for _, layout := range timeLayouts {
+		if p, err := time.Parse(layout, s); err == nil {
+			*t = Time{Time: p.UTC(), Valid: true}
+			return nil
+		}
+	}
+	return fmt.Errorf("cannot parse timestamp %q", s)
+}

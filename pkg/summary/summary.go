@@ -1,0 +1,320 @@
+// Package summary turns the data of the engine's engine.run.completed event
+// into the rows the worker stores for a run: run_metrics (Metrics),
+// run_fields (Field) and run_table_columns (Column), and the normalized
+// output's path.
+//
+// The data comes from user-written configuration code run by the engine, so
+// nothing in it is trusted: a member that is missing or of the wrong type is
+// ignored on its own (a metric stays nil, a field or column without its key
+// is skipped) and the rest is kept. Rows are made to fit the ADE database's
+// columns: integers must fit in a 32-bit INTEGER, strings are trimmed, NUL
+// bytes removed and cut to their VARCHAR width in characters.
+package summary
+
+import (
+	"bytes"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+)
+
+// Metrics is the run_metrics row. A nil field is a metric the engine did not
+// report (or reported with the wrong type).
+type Metrics struct {
+	EvaluationOutcome *string
+
+	EvaluationFindingsTotal, EvaluationFindingsInfo, EvaluationFindingsWarning, EvaluationFindingsError *int64
+
+	ValidationIssuesTotal, ValidationIssuesInfo, ValidationIssuesWarning, ValidationIssuesError *int64
+	ValidationMaxSeverity                                                                       *string
+
+	WorkbookCount, SheetCount, TableCount                                      *int64
+	RowCountTotal, RowCountEmpty                                               *int64
+	ColumnCountTotal, ColumnCountEmpty, ColumnCountMapped, ColumnCountUnmapped *int64
+	FieldCountExpected, FieldCountDetected, FieldCountNotDetected              *int64
+	CellCountTotal, CellCountNonEmpty                                          *int64
+}
+
+// Field is one run_fields row: a canonical field of the configuration.
+type Field struct {
+	Field              string
+	Label              *string
+	Detected           bool
+	BestMappingScore   *float64
+	OccurrencesTables  int64
+	OccurrencesColumns int64
+}
+
+// Column is one run_table_columns row: a physical column of a detected table.
+// (WorkbookIndex, SheetIndex, TableIndex, ColumnIndex) is its key.
+type Column struct {
+	WorkbookIndex    int64
+	WorkbookName     string
+	SheetIndex       int64
+	SheetName        string
+	TableIndex       int64
+	ColumnIndex      int64
+	HeaderRaw        *string
+	HeaderNormalized *string
+	NonEmptyCells    int64
+	MappingStatus    string // lower case; "unknown" when the engine gave none
+	MappedField      *string
+	MappingScore     *float64
+	MappingMethod    *string
+	UnmappedReason   *string
+}
+
+// Summary is what a run's engine.run.completed event reports.
+type Summary struct {
+	// Metrics is nil when the engine reported no metric at all.
+	Metrics *Metrics
+	// Fields holds one row per field name, the first the engine listed.
+	Fields []Field
+	// Columns holds one row per column key, the first the engine listed.
+	Columns []Column
+	// OutputPath is data.outputs.normalized.path as the engine wrote it, ""
+	// when absent or not a string. See RelativeOutputPath.
+	OutputPath string
+}
+
+// Widths of the ADE database's VARCHAR columns, in characters; 0 for TEXT.
+const (
+	widthOutcome  = 20
+	widthSeverity = 10
+	widthField    = 128
+	widthLabel    = 255
+	widthName     = 255 // workbook_name, sheet_name
+	widthStatus   = 32
+	widthMethod   = 32
+	widthReason   = 64
+	widthText     = 0
+)
+
+// statusUnknown is the mapping status of a column the engine gave none for.
+const statusUnknown = "unknown"
+
+const errNotObject = "summary: engine.run.completed data is not a JSON object"
+
+// Parse reads the data of an engine.run.completed event. It fails only when
+// data is not a single JSON object. When data has a "scope" other than "run"
+// (a per-file summary of a batch), it returns an empty Summary.
+func Parse(data json.RawMessage) (*Summary, error) {
+	root, err := decodeObject(data)
+	if err != nil {
+		return nil, err
+	}
+	if scope, ok := root["scope"]; ok && scope != nil {
+		if s, ok := scope.(string); !ok || !strings.EqualFold(strings.TrimSpace(s), "run") {
+			return &Summary{}, nil
+		}
+	}
+	s := &Summary{
+		Metrics: parseMetrics(root),
+		Fields:  parseFields(list(root["fields"])),
+		Columns: parseColumns(list(root["workbooks"])),
+	}
+	s.OutputPath, _ = get(root, "outputs", "normalized", "path").(string)
+	return s, nil
+}
+
+func decodeObject(data []byte) (map[string]any, error) {
+	dec := json.NewDecoder(bytes.NewReader(data))
+	dec.UseNumber()
+	var root any
+	if err := dec.Decode(&root); err != nil {
+		return nil, fmt.Errorf("%s: %w", errNotObject, err)
+	}
+	if _, err := dec.Token(); !errors.Is(err, io.EOF) {
+		return nil, fmt.Errorf("%s: more than one JSON value", errNotObject)
+	}
+	obj, ok := root.(map[string]any)
+	if !ok {
+		return nil, errors.New(errNotObject)
+	}
+	return obj, nil
+}
+
+func parseMetrics(root map[string]any) *Metrics {
+	m := &Metrics{}
+	evaluation := object(root["evaluation"])
+	m.EvaluationOutcome = str(evaluation["outcome"], widthOutcome)
+	if findings, ok := evaluation["findings"].([]any); ok {
+		var bySeverity [3]int64
+		for _, f := range findings {
+			if i := severityIndex(object(f)["severity"]); i >= 0 {
+				bySeverity[i]++
+			}
+		}
+		m.EvaluationFindingsTotal = ptr(int64(len(findings)))
+		m.EvaluationFindingsInfo = ptr(bySeverity[0])
+		m.EvaluationFindingsWarning = ptr(bySeverity[1])
+		m.EvaluationFindingsError = ptr(bySeverity[2])
+	}
+
+	validation := object(root["validation"])
+	m.ValidationIssuesTotal = integer(validation["issues_total"])
+	bySeverity := object(validation["issues_by_severity"])
+	m.ValidationIssuesInfo = integer(bySeverity["info"])
+	m.ValidationIssuesWarning = integer(bySeverity["warning"])
+	m.ValidationIssuesError = integer(bySeverity["error"])
+	m.ValidationMaxSeverity = str(validation["max_severity"], widthSeverity)
+
+	counts := object(root["counts"])
+	m.WorkbookCount = integer(counts["workbooks"])
+	m.SheetCount = integer(counts["sheets"])
+	m.TableCount = integer(counts["tables"])
+	rows := object(counts["rows"])
+	m.RowCountTotal = integer(rows["total"])
+	m.RowCountEmpty = integer(rows["empty"])
+	columns := object(counts["columns"])
+	m.ColumnCountTotal = integer(columns["total"])
+	m.ColumnCountEmpty = integer(columns["empty"])
+	m.ColumnCountMapped = integer(columns["mapped"])
+	m.ColumnCountUnmapped = integer(columns["unmapped"])
+	fields := object(counts["fields"])
+	m.FieldCountExpected = integer(fields["expected"])
+	m.FieldCountDetected = integer(fields["detected"])
+	m.FieldCountNotDetected = integer(fields["not_detected"])
+	cells := object(counts["cells"])
+	m.CellCountTotal = integer(cells["total"])
+	m.CellCountNonEmpty = integer(cells["non_empty"])
+
+	if *m == (Metrics{}) {
+		return nil
+	}
+	return m
+}
+
+// severityIndex maps info, warning and error (any case) to 0, 1 and 2.
+func severityIndex(v any) int {
+	s, _ := v.(string)
+	switch strings.ToLower(strings.TrimSpace(s)) {
+	case "info":
+		return 0
+	case "warning":
+		return 1
+	case "error":
+		return 2
+	}
+	return -1
+}
+
+// parseFields reads fields[]; an item needs a field name and a detected flag.
+func parseFields(items []any) []Field {
+	var out []Field
+	seen := map[string]bool{}
+	for _, item := range items {
+		f := object(item)
+		name := str(f["field"], widthField)
+		detected, ok := boolean(f["detected"])
+		if name == nil || !ok || seen[*name] {
+			continue
+		}
+		seen[*name] = true
+		occurrences := object(f["occurrences"])
+		out = append(out, Field{
+			Field:              *name,
+			Label:              str(f["label"], widthLabel),
+			Detected:           detected,
+			BestMappingScore:   float(f["best_mapping_score"]),
+			OccurrencesTables:  integerOr0(occurrences["tables"]),
+			OccurrencesColumns: integerOr0(occurrences["columns"]),
+		})
+	}
+	return out
+}
+
+// columnKey is the primary key of a run_table_columns row within a run.
+type columnKey struct{ workbook, sheet, table, column int64 }
+
+// parseColumns walks workbooks[].sheets[].tables[].structure.columns[].
+func parseColumns(workbooks []any) []Column {
+	var out []Column
+	seen := map[columnKey]bool{}
+	for _, wb := range workbooks {
+		wbIndex, wbName, ok := indexAndName(get(wb, "locator", "workbook"))
+		if !ok {
+			continue
+		}
+		for _, sh := range list(object(wb)["sheets"]) {
+			shIndex, shName, ok := indexAndName(get(sh, "locator", "sheet"))
+			if !ok {
+				continue
+			}
+			for _, tb := range list(object(sh)["tables"]) {
+				tbIndex := integer(get(tb, "locator", "table", "index"))
+				if tbIndex == nil {
+					continue
+				}
+				for _, col := range tableColumns(tb) {
+					c, ok := parseColumn(col)
+					if !ok {
+						continue
+					}
+					c.WorkbookIndex, c.WorkbookName = wbIndex, wbName
+					c.SheetIndex, c.SheetName = shIndex, shName
+					c.TableIndex = *tbIndex
+					key := columnKey{wbIndex, shIndex, *tbIndex, c.ColumnIndex}
+					if seen[key] {
+						continue
+					}
+					seen[key] = true
+					out = append(out, c)
+				}
+			}
+		}
+	}
+	return out
+}
+
+// indexAndName reads a workbook or sheet locator; both are required.
+func indexAndName(locator any) (int64, string, bool) {
+	loc := object(locator)
+	index := integer(loc["index"])
+	name := str(loc["name"], widthName)
+	if index == nil || name == nil {
+		return 0, "", false
+	}
+	return *index, *name, true
+}
+
+// tableColumns returns a table's structure.columns, or its columns when it
+// has no structure.
+func tableColumns(table any) []any {
+	if cols, ok := get(table, "structure", "columns").([]any); ok {
+		return cols
+	}
+	return list(object(table)["columns"])
+}
+
+// parseColumn reads one column; its index is required.
+func parseColumn(v any) (Column, bool) {
+	col := object(v)
+	index := integer(col["index"])
+	if index == nil {
+		return Column{}, false
+	}
+	header := object(col["header"])
+	mapping := object(col["mapping"])
+	status := statusUnknown
+	if s := str(mapping["status"], widthStatus); s != nil {
+		status = strings.ToLower(*s)
+	}
+	reason := str(mapping["reason"], widthReason)
+	if reason == nil {
+		reason = str(mapping["unmapped_reason"], widthReason)
+	}
+	return Column{
+		ColumnIndex:      *index,
+		HeaderRaw:        str(header["raw"], widthText),
+		HeaderNormalized: str(header["normalized"], widthText),
+		NonEmptyCells:    integerOr0(col["non_empty_cells"]),
+		MappingStatus:    status,
+		MappedField:      str(mapping["field"], widthField),
+		MappingScore:     float(mapping["score"]),
+		MappingMethod:    str(mapping["method"], widthMethod),
+		UnmappedReason:   reason,
+	}, true
+}

@@ -1,0 +1,259 @@
+// Package supervisor is the long-running worker: it claims builds and runs,
+// starts one jobrunner process per job, keeps the job's lease alive, enforces
+// timeouts, and writes every outcome to the database.
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"sync"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ade-org/ade-worker/pkg/settings"
+	"github.com/ade-org/ade-worker/pkg/store"
+)
+
+// Supervisor runs the queue.
+type Supervisor struct {
+	cfg       *settings.Settings
+	store     *store.Store
+	log       zerolog.Logger
+	planner   *Planner
+	jobrunner string
+
+	hardStop     chan struct{} // closed by StopNow
+	hardStopOnce sync.Once
+
+	// ExitWhenIdle makes Run return once no job is queued or running
+	// anywhere (for batch use and demos).
+	ExitWhenIdle bool
+
+	slots chan struct{} // one token per running job
+	freed chan struct{} // a job ended: claim again without waiting
+	jobs  sync.WaitGroup
+}
+
+// New makes a supervisor. jobrunner is the path of the jobrunner binary.
+func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner string) *Supervisor {
+	return &Supervisor{
+		cfg: cfg, store: st, log: log, jobrunner: jobrunner,
+		planner:  &Planner{Settings: cfg, Store: st},
+		slots:    make(chan struct{}, cfg.Concurrency),
+		freed:    make(chan struct{}, 1),
+		hardStop: make(chan struct{}),
+	}
+}
+
+// StopNow ends the shutdown grace early: running jobs are stopped at once
+// and their claims handed back. It is safe to call more than once.
+func (s *Supervisor) StopNow() {
+	s.hardStopOnce.Do(func() { close(s.hardStop) })
+}
+
+// Run works the queue until ctx ends, then stops claiming, gives running jobs
+// the shutdown grace to finish, stops the rest and hands their claims back.
+func (s *Supervisor) Run(ctx context.Context) error {
+	if err := s.store.CheckMigrated(ctx); err != nil {
+		return err
+	}
+	s.log.Info().Str("worker_id", s.cfg.WorkerID).Int("concurrency", s.cfg.Concurrency).
+		Str("database", s.store.Dialect()).Msg("supervisor started")
+
+	// Jobs get their own context: ending ctx stops claiming, not the jobs.
+	jobsCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
+	defer stopJobs()
+	var services sync.WaitGroup
+	services.Add(2)
+	loopCtx, stopLoop := context.WithCancel(ctx)
+	defer stopLoop()
+	go func() { defer services.Done(); s.every(loopCtx, s.cfg.CleanupInterval, s.cleanup) }()
+	go func() { defer services.Done(); s.every(loopCtx, s.cfg.MetricsInterval, s.logQueue) }()
+
+	s.cleanup(ctx)
+	s.claimLoop(loopCtx, jobsCtx)
+	stopLoop() // also stops the services when the loop ended by itself
+	services.Wait()
+	s.drain(stopJobs)
+	return nil
+}
+
+// claimLoop claims while there are free slots. Idle polling backs off from
+// the poll interval to its max and snaps back as soon as work appears.
+func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
+	interval := s.cfg.PollInterval
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-timer.C:
+		case <-s.freed:
+			if !timer.Stop() {
+				select {
+				case <-timer.C:
+				default:
+				}
+			}
+		}
+		free := cap(s.slots) - len(s.slots)
+		claimed := 0
+		if free > 0 {
+			var err error
+			claimed, err = s.claim(ctx, jobsCtx, free)
+			if err != nil && ctx.Err() == nil {
+				s.log.Error().Err(err).Msg("claim failed; will retry")
+			}
+		}
+		switch {
+		case claimed > 0:
+			interval = s.cfg.PollInterval
+			if claimed == free {
+				// Every slot is busy: the next chance is when a job ends.
+				timer.Reset(s.cfg.PollIntervalMax)
+				continue
+			}
+		case free > 0:
+			interval = min(time.Duration(float64(interval)*1.5), s.cfg.PollIntervalMax)
+			if s.ExitWhenIdle && len(s.slots) == 0 && s.idle(ctx) {
+				s.log.Info().Msg("queue drained: nothing queued or running")
+				return
+			}
+		}
+		timer.Reset(interval)
+	}
+}
+
+// claim takes up to free jobs, builds first (runs wait on them), and starts
+// each one.
+func (s *Supervisor) claim(ctx, jobsCtx context.Context, free int) (int, error) {
+	now := time.Now()
+	builds, err := s.store.ClaimBuilds(ctx, s.cfg.WorkerID, now, s.buildLease(), free)
+	if err != nil {
+		return 0, err
+	}
+	for i := range builds {
+		s.start(jobsCtx, &buildJob{s: s, row: builds[i]})
+	}
+	free -= len(builds)
+	if free == 0 {
+		return len(builds), nil
+	}
+	runs, err := s.store.ClaimRuns(ctx, s.cfg.WorkerID, now, s.runLease(), free)
+	if err != nil {
+		return len(builds), err
+	}
+	for i := range runs {
+		s.start(jobsCtx, &runJob{s: s, row: runs[i]})
+	}
+	return len(builds) + len(runs), nil
+}
+
+func (s *Supervisor) runLease() time.Duration   { return s.cfg.Lease(s.cfg.RunTimeout) }
+func (s *Supervisor) buildLease() time.Duration { return s.cfg.Lease(s.cfg.BuildTimeout) }
+
+// job is a claimed build or run.
+type job interface {
+	fence() store.Fence
+	pickupLatency(now time.Time) time.Duration
+	execute(ctx context.Context, log zerolog.Logger)
+}
+
+func (s *Supervisor) start(ctx context.Context, j job) {
+	s.slots <- struct{}{}
+	s.jobs.Add(1)
+	f := j.fence()
+	log := s.log.With().Str("kind", string(f.Kind)).Str("job_id", f.ID).Int("attempt", f.Attempt).Logger()
+	log.Info().Float64("pickup_latency_ms", float64(j.pickupLatency(time.Now()).Microseconds())/1000).Msg("job claimed")
+	go func() {
+		defer func() {
+			<-s.slots
+			s.jobs.Done()
+			select {
+			case s.freed <- struct{}{}:
+			default:
+			}
+		}()
+		j.execute(ctx, log)
+	}()
+}
+
+// drain waits for running jobs for the shutdown grace, then stops them; each
+// stopped job hands its claim back itself.
+func (s *Supervisor) drain(stopJobs context.CancelFunc) {
+	done := make(chan struct{})
+	go func() { s.jobs.Wait(); close(done) }()
+	if n := len(s.slots); n > 0 {
+		s.log.Info().Int("running", n).Dur("grace", s.cfg.ShutdownGrace).Msg("shutting down: waiting for running jobs")
+	}
+	grace := time.NewTimer(s.cfg.ShutdownGrace)
+	defer grace.Stop()
+	select {
+	case <-done:
+	case <-grace.C:
+		s.log.Warn().Int("running", len(s.slots)).Msg("shutdown grace over: stopping running jobs and handing their claims back")
+	case <-s.hardStop:
+	}
+	stopJobs()
+	<-done
+	s.log.Info().Msg("supervisor stopped")
+}
+
+// idle reports whether no job is queued or running anywhere.
+func (s *Supervisor) idle(ctx context.Context) bool {
+	n, err := s.store.PendingJobs(ctx)
+	return err == nil && n == 0
+}
+
+// every calls fn each interval until ctx ends.
+func (s *Supervisor) every(ctx context.Context, interval time.Duration, fn func(context.Context)) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			fn(ctx)
+		}
+	}
+}
+
+func (s *Supervisor) cleanup(ctx context.Context) {
+	res, err := s.store.Cleanup(ctx, time.Now(), s.cfg.Backoff, s.cfg.BuildTimeout)
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			s.log.Error().Err(err).Msg("cleanup failed; will retry")
+		}
+		return
+	}
+	if res.Changed() {
+		s.log.Info().Int("runs_requeued", res.RunsRequeued).Int("runs_failed", res.RunsFailed).
+			Int("builds_requeued", res.BuildsRequeued).Int("builds_failed", res.BuildsFailed).
+			Int("runs_failed_by_build", res.RunsFailedByBuild).Msg("cleanup recovered jobs")
+		s.wake()
+	}
+}
+
+// wake makes the claim loop look for work now.
+func (s *Supervisor) wake() {
+	select {
+	case s.freed <- struct{}{}:
+	default:
+	}
+}
+
+func (s *Supervisor) logQueue(ctx context.Context) {
+	counts, err := s.store.Counts(ctx)
+	if err != nil {
+		s.log.Warn().Err(err).Msg("queue counts unavailable")
+		return
+	}
+	ev := s.log.Info().Int("running_here", len(s.slots))
+	for _, c := range counts {
+		ev = ev.Int64(string(c.Kind)+"s_"+c.Status, c.Count)
+	}
+	ev.Msg("queue")
+}

@@ -1,0 +1,313 @@
+// Package e2e drives the real supervisor and jobrunner binaries against real
+// SQLite files, real venvs and the test engine under test/engine.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/ade-org/ade-worker/pkg/settings"
+	"github.com/ade-org/ade-worker/pkg/store"
+)
+
+var (
+	binDir  string // holds the supervisor and jobrunner binaries
+	repoDir string
+)
+
+func TestMain(m *testing.M) {
+	code, err := setupBinaries(m)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "e2e setup:", err)
+		os.Exit(1)
+	}
+	os.Exit(code)
+}
+
+func setupBinaries(m *testing.M) (int, error) {
+	_, file, _, _ := runtime.Caller(0)
+	repoDir = filepath.Clean(filepath.Join(filepath.Dir(file), "..", ".."))
+	dir, err := os.MkdirTemp("", "ade-e2e-bin-")
+	if err != nil {
+		return 0, err
+	}
+	defer os.RemoveAll(dir)
+	binDir = dir
+	for _, name := range []string{"supervisor", "jobrunner"} {
+		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "./cmd/"+name)
+		cmd.Dir = repoDir
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return 0, fmt.Errorf("go build %s: %v\n%s", name, err, out)
+		}
+	}
+	return m.Run(), nil
+}
+
+// world is one isolated installation: a database, data folders and settings.
+type world struct {
+	t    *testing.T
+	dir  string
+	env  map[string]string
+	st   *store.Store
+	ws   string
+	sups []*exec.Cmd
+}
+
+// newWorld makes a migrated SQLite database under a fresh folder. extra
+// overrides settings (ADE_* variables).
+func newWorld(t *testing.T, extra map[string]string) *world {
+	t.Helper()
+	dir := t.TempDir()
+	w := &world{t: t, dir: dir, ws: "ws-" + store.NewID()[:8], env: map[string]string{
+		"ADE_DATABASE_URL":                    "sqlite:///" + filepath.Join(dir, "db", "ade.sqlite"),
+		"ADE_WORKSPACES_DIR":                  filepath.Join(dir, "workspaces"),
+		"ADE_VENVS_DIR":                       filepath.Join(dir, "venvs"),
+		"ADE_PIP_CACHE_DIR":                   filepath.Join(dir, "pip-cache"),
+		"ADE_ENGINE_SPEC":                     filepath.Join(repoDir, "test", "engine"),
+		"ADE_WORKER_POLL_INTERVAL":            "0.05",
+		"ADE_WORKER_POLL_INTERVAL_MAX":        "0.2",
+		"ADE_WORKER_CLEANUP_INTERVAL":         "0.5",
+		"ADE_WORKER_CONCURRENCY":              "2",
+		"ADE_WORKER_JOB_BACKOFF_BASE_SECONDS": "0",
+		"ADE_WORKER_SHUTDOWN_GRACE_SECONDS":   "5",
+		"ADE_WORKER_LOG_FORMAT":               "console",
+		"PIP_NO_INDEX":                        "1",
+		"PIP_DISABLE_PIP_VERSION_CHECK":       "1",
+	}}
+	for k, v := range extra {
+		w.env[k] = v
+	}
+	w.supervisor("migrate")
+	w.st = w.open()
+	t.Cleanup(func() {
+		w.stopAll()
+		w.st.Close()
+	})
+	return w
+}
+
+func (w *world) open() *store.Store {
+	u, err := settings.ParseDatabaseURL(w.env["ADE_DATABASE_URL"])
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	st, err := store.Open(context.Background(), u, store.Options{})
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	return st
+}
+
+func (w *world) environ() []string {
+	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+	for k, v := range w.env {
+		env = append(env, k+"="+v)
+	}
+	return env
+}
+
+// supervisor runs a supervisor subcommand to completion and returns stdout.
+func (w *world) supervisor(args ...string) string {
+	w.t.Helper()
+	out, errOut, err := w.try(args...)
+	if err != nil {
+		w.t.Fatalf("supervisor %s: %v\nstdout: %s\nstderr: %s", strings.Join(args, " "), err, out, errOut)
+	}
+	return strings.TrimSpace(out)
+}
+
+// try runs a supervisor subcommand and returns its output and error.
+func (w *world) try(args ...string) (string, string, error) {
+	cmd := exec.Command(filepath.Join(binDir, "supervisor"), args...)
+	cmd.Env = w.environ()
+	cmd.Dir = w.dir
+	var stdout, stderr bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &stdout, &stderr
+	err := cmd.Run()
+	return stdout.String(), stderr.String(), err
+}
+
+// start launches the worker loop in the background; its log goes to a file
+// that is shown when the test fails.
+func (w *world) start() *exec.Cmd {
+	w.t.Helper()
+	logPath := filepath.Join(w.dir, fmt.Sprintf("supervisor-%d.log", len(w.sups)))
+	logFile, err := os.Create(logPath)
+	if err != nil {
+		w.t.Fatal(err)
+	}
+	cmd := exec.Command(filepath.Join(binDir, "supervisor"))
+	cmd.Env = w.environ()
+	cmd.Dir = w.dir
+	cmd.Stdout, cmd.Stderr = logFile, logFile
+	if err := cmd.Start(); err != nil {
+		w.t.Fatal(err)
+	}
+	w.sups = append(w.sups, cmd)
+	w.t.Cleanup(func() {
+		logFile.Close()
+		if w.t.Failed() {
+			data, _ := os.ReadFile(logPath)
+			w.t.Logf("supervisor log %s:\n%s", logPath, data)
+		}
+	})
+	return cmd
+}
+
+// stop sends SIGTERM and waits; it fails the test when the exit is not clean.
+func (w *world) stop(cmd *exec.Cmd) {
+	w.t.Helper()
+	if cmd.ProcessState != nil {
+		return
+	}
+	_ = cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		if err != nil {
+			w.t.Errorf("supervisor exited with %v after SIGTERM, want exit 0", err)
+		}
+	case <-time.After(30 * time.Second):
+		_ = cmd.Process.Kill()
+		w.t.Errorf("supervisor did not stop within 30s of SIGTERM")
+	}
+}
+
+func (w *world) stopAll() {
+	for _, cmd := range w.sups {
+		w.stop(cmd)
+	}
+}
+
+// addConfig copies the sample configuration package (or dir) into the workspace.
+func (w *world) addConfig(dir string) string {
+	w.t.Helper()
+	if dir == "" {
+		dir = filepath.Join(repoDir, "test", "config")
+	}
+	return w.supervisor("enqueue", "configuration", "--workspace", w.ws, "--from", dir)
+}
+
+// addDocument stores a CSV document with the given content and name.
+func (w *world) addDocument(name, content string) string {
+	w.t.Helper()
+	src := filepath.Join(w.t.TempDir(), name)
+	if err := os.WriteFile(src, []byte(content), 0o644); err != nil {
+		w.t.Fatal(err)
+	}
+	return w.supervisor("enqueue", "document", "--workspace", w.ws, "--file", src)
+}
+
+func (w *world) addBuild(cfg string) string {
+	w.t.Helper()
+	return w.supervisor("enqueue", "build", "--workspace", w.ws, "--configuration", cfg)
+}
+
+func (w *world) addRun(cfg, doc string, extra ...string) string {
+	w.t.Helper()
+	args := append([]string{"enqueue", "run", "--workspace", w.ws, "--configuration", cfg, "--document", doc}, extra...)
+	return w.supervisor(args...)
+}
+
+// query scans one row of a raw query into dest.
+func (w *world) query(dest any, sql string, args ...any) {
+	w.t.Helper()
+	if err := w.st.DB().Raw(sql, args...).Scan(dest).Error; err != nil {
+		w.t.Fatalf("query %q: %v", sql, err)
+	}
+}
+
+func (w *world) exec(sql string, args ...any) {
+	w.t.Helper()
+	if err := w.st.DB().Exec(sql, args...).Error; err != nil {
+		w.t.Fatalf("exec %q: %v", sql, err)
+	}
+}
+
+// jobRow is the state of a build or run as tests check it.
+type jobRow struct {
+	Status       string
+	ExitCode     *int
+	ErrorMessage *string
+	AttemptCount int
+	ClaimedBy    *string
+	AvailableAt  store.Time
+}
+
+func (j jobRow) errText() string {
+	if j.ErrorMessage == nil {
+		return ""
+	}
+	return *j.ErrorMessage
+}
+
+func (w *world) job(table, id string) jobRow {
+	w.t.Helper()
+	var r jobRow
+	w.query(&r, `SELECT status, exit_code, error_message, attempt_count, claimed_by, available_at FROM `+table+` WHERE id = ?`, id)
+	return r
+}
+
+// waitFor polls until every job reaches one of the terminal statuses.
+func (w *world) waitFor(table string, ids []string, timeout time.Duration, terminal ...string) map[string]jobRow {
+	w.t.Helper()
+	if len(terminal) == 0 {
+		terminal = []string{"succeeded", "failed", "ready", "cancelled"}
+	}
+	deadline := time.Now().Add(timeout)
+	for {
+		rows, done := map[string]jobRow{}, true
+		for _, id := range ids {
+			r := w.job(table, id)
+			rows[id] = r
+			if !contains(terminal, r.Status) {
+				done = false
+			}
+		}
+		if done {
+			return rows
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("timed out after %s waiting for %s %v to reach %v; now %+v", timeout, table, ids, terminal, rows)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+// runDir is where a run's files are.
+func (w *world) runDir(runID string) string {
+	return filepath.Join(w.dir, "workspaces", w.ws, "runs", runID)
+}
+
+func (w *world) buildDir(cfg, buildID string) string {
+	return filepath.Join(w.dir, "venvs", w.ws, cfg, buildID)
+}
+
+// csv builds a test document: directives first, then the CSV body.
+func csv(directives ...string) string {
+	var b strings.Builder
+	for _, d := range directives {
+		b.WriteString("#ade-test: " + d + "\n")
+	}
+	b.WriteString("E-mail,First Name,Last Name,Phone,Notes\nann@example.com,Ann,Lee,555-0101,\nbob.example.com,Bob,,555-0102,vip\n")
+	return b.String()
+}

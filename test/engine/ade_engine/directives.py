@@ -1,0 +1,191 @@
+"""``#ade-test:`` directives: let a test choose the engine's behaviour.
+
+Leading lines of the input file of the form ``#ade-test: key=value`` (or a
+bare ``#ade-test: key``) are removed before the CSV is parsed and run in
+file order once ``engine.run.started`` has been emitted. Several
+whitespace-separated directives may share a line. See README.md.
+"""
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+
+PREFIX = "#ade-test:"
+
+
+class Directive:
+    def __init__(self, key, value, line):
+        self.key = key
+        self.value = value
+        self.line = line
+
+    def as_dict(self):
+        return {"key": self.key, "value": self.value, "line": self.line}
+
+
+def split_directives(text):
+    """Return (directives, remaining_text) for the decoded input ``text``."""
+    directives = []
+    lines = text.splitlines(keepends=True)
+    consumed = 0
+    for number, line in enumerate(lines, start=1):
+        if not line.startswith(PREFIX):
+            break
+        consumed += 1
+        for token in line[len(PREFIX):].split():
+            key, sep, value = token.partition("=")
+            directives.append(Directive(key.strip().lower(), value.strip() if sep else None, number))
+    return directives, "".join(lines[consumed:])
+
+
+class DirectiveRunner:
+    """Runs directives; ``run`` returns an exit code when the engine must stop."""
+
+    def __init__(self, log, input_path, output_dir, input_ends_with_newline=True):
+        self.log = log
+        self.input_path = input_path
+        self.output_dir = output_dir
+        self.input_ends_with_newline = input_ends_with_newline
+        self.handlers = {
+            "exit": (int, self._exit),
+            "sleep": (float, self._sleep),
+            "spawn-sleeper": (float, self._spawn_sleeper),
+            "noise": (int, self._noise),
+            "crash": (None, self._crash),
+            "segv": (None, self._segv),
+            "cpu-ms": (int, self._cpu_ms),
+            "dump-env": (None, self._dump_env),
+            "firehose": (int, self._firehose),
+            "write-input": (None, self._write_input),
+        }
+
+    def run(self, directives):
+        if directives:
+            self.log.emit(
+                "engine.test.directives",
+                "Test directives found in input",
+                {"directives": [d.as_dict() for d in directives]},
+            )
+        for directive in directives:
+            handler = self.handlers.get(directive.key)
+            if handler is None:
+                self.log.emit(
+                    "engine.test.directive.unknown",
+                    "Ignoring unknown test directive %r" % directive.key,
+                    directive.as_dict(),
+                    level="warning",
+                )
+                continue
+            convert, action = handler
+            if convert is None:
+                code = action()
+            else:
+                try:
+                    value = convert(directive.value)
+                except (TypeError, ValueError):
+                    self.log.emit(
+                        "engine.test.directive.invalid",
+                        "Ignoring test directive %r with bad value %r" % (directive.key, directive.value),
+                        directive.as_dict(),
+                        level="warning",
+                    )
+                    continue
+                code = action(value)
+            if code is not None:
+                return code
+        return None
+
+    def _ensure_output_dir(self):
+        os.makedirs(self.output_dir, exist_ok=True)
+
+    # -- directives ---------------------------------------------------------
+
+    def _exit(self, code):
+        self.log.emit(
+            "engine.run.failed",
+            "Run failed: exit=%d requested by test directive" % code,
+            {"status": "failed", "exit_code": code, "reason": "test_directive"},
+            level="error",
+            error={"type": "TestDirectiveExit", "message": "exit=%d" % code},
+            always=True,
+        )
+        return code
+
+    def _sleep(self, seconds):
+        self.log.emit("engine.test.sleep", "Sleeping %gs" % seconds, {"seconds": seconds})
+        time.sleep(max(0.0, seconds))
+
+    def _spawn_sleeper(self, seconds):
+        # Same process group and inherited stdout/stderr, like a real child.
+        child = subprocess.Popen(
+            [sys.executable, "-c", "import time; time.sleep(%r)" % seconds],
+            stdin=subprocess.DEVNULL,
+        )
+        self._ensure_output_dir()
+        pid_file = os.path.join(self.output_dir, "sleeper.pid")
+        with open(pid_file, "w", encoding="utf-8") as handle:
+            handle.write("%d\n" % child.pid)
+        self.log.emit(
+            "engine.test.sleeper.spawned",
+            "Spawned sleeper child %d" % child.pid,
+            {"pid": child.pid, "seconds": seconds, "pid_file": os.path.abspath(pid_file)},
+        )
+
+    def _noise(self, count):
+        stdout = sys.stdout.buffer
+        for i in range(1, count + 1):
+            stdout.write(("plain stdout line %d\n" % i).encode("utf-8"))
+            stdout.flush()
+            self.log.write_line("plain stderr line %d" % i)
+            self.log.emit("engine.test.noise", "Noise %d of %d" % (i, count), {"line": i, "total": count})
+
+    def _crash(self):
+        self.log.emit("engine.test.crash", "Killing self with SIGKILL", {"pid": os.getpid()}, level="warning")
+        self.log.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+        time.sleep(10)  # not reached
+
+    def _segv(self):
+        self.log.emit("engine.test.segv", "Killing self with SIGSEGV", {"pid": os.getpid()}, level="warning")
+        self.log.flush()
+        signal.signal(signal.SIGSEGV, signal.SIG_DFL)
+        os.kill(os.getpid(), signal.SIGSEGV)
+        time.sleep(10)  # not reached
+
+    def _cpu_ms(self, millis):
+        start = time.process_time()
+        deadline = start + max(0, millis) / 1000.0
+        counter = 0
+        while time.process_time() < deadline:
+            for _ in range(10000):
+                counter += 1
+        used = (time.process_time() - start) * 1000.0
+        self.log.emit(
+            "engine.test.cpu",
+            "Burned %.0f ms of CPU" % used,
+            {"requested_ms": millis, "cpu_ms": round(used, 3)},
+        )
+
+    def _dump_env(self):
+        self._ensure_output_dir()
+        path = os.path.join(self.output_dir, "env.json")
+        with open(path, "w", encoding="utf-8") as handle:
+            json.dump(dict(os.environ), handle, indent=2, sort_keys=True)
+            handle.write("\n")
+        self.log.emit("engine.test.env.dumped", "Wrote environment", {"path": os.path.abspath(path)})
+
+    def _firehose(self, count):
+        for i in range(count):
+            self.log.emit("engine.debug.tick", "tick %d" % i, {"seq": i, "total": count}, flush=False)
+        self.log.flush()
+
+    def _write_input(self):
+        line = "ade-test-engine: write-input directive appended this line\n"
+        if not self.input_ends_with_newline:
+            line = "\n" + line
+        with open(self.input_path, "a", encoding="utf-8") as handle:
+            handle.write(line)
+        self.log.emit("engine.test.input.written", "Appended a line to the input file", {"path": os.path.abspath(self.input_path)})
