@@ -3,6 +3,8 @@ package jobrunner
 import (
 	"context"
 	"encoding/json"
+	"errors"
+	"io/fs"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -69,7 +71,7 @@ func (j *job) engineArgs() ([]string, *jobspec.Result) {
 	}
 	input := filepath.Join(r.RunDir, "input", r.InputName)
 	if err := layout.Stage(r.DocumentPath, input); err != nil {
-		if os.IsNotExist(err) {
+		if errors.Is(err, fs.ErrNotExist) {
 			return nil, failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, fmt.Sprintf("document file not found: %s", r.DocumentPath), false)
 		}
 		return nil, failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("stage document: %v", err), true)

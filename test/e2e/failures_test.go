@@ -125,8 +125,8 @@ func TestFailedBuildFailsItsRuns(t *testing.T) {
 	run := w.addRun(cfg, w.addDocument("a.csv", csv()))
 	w.start()
 	b := w.waitFor("builds", []string{build}, 2*time.Minute)[build]
-	if b.Status != "failed" || !strings.Contains(b.errText(), "install_engine") {
-		t.Errorf("build = %+v (%s), want failed at install_engine", b, b.errText())
+	if b.Status != "failed" || !strings.Contains(b.errText(), "Installing the engine") {
+		t.Errorf("build = %+v (%s), want failed while installing the engine", b, b.errText())
 	}
 	r := w.waitFor("runs", []string{run}, 30*time.Second)[run]
 	if r.Status != "failed" || r.errText() != "Build failed before run could start" || r.AttemptCount != 0 {

@@ -187,7 +187,7 @@ func assertResultsMatchSummary(t *testing.T, w *world, run string, sum map[strin
 			"occurrences_tables": occ["tables"], "occurrences_columns": occ["columns"]}
 		for col, v := range checks {
 			if !sameValue(row[col], v) {
-				t.Errorf("run_fields[%v].%s = %v, engine said %v", e["field"], col, row[col], v)
+				t.Errorf("run_fields[%v].%s = %v (%T), engine said %v", e["field"], col, row[col], row[col], v)
 			}
 		}
 	}
@@ -311,6 +311,8 @@ func sameValue(db, js any) bool {
 		case bool:
 			return d == j
 		case int64:
+			return (d != 0) == j
+		case float64: // SQLite's BOOLEAN affinity is NUMERIC
 			return (d != 0) == j
 		}
 	case string:
