@@ -29,7 +29,7 @@ func TestBuildAndRuns(t *testing.T) {
 	}
 	var facts struct {
 		PythonVersion, EngineVersion, PythonInterpreter, Summary string
-		ActiveBuildID, ActiveBuildFingerprint, Fingerprint      string
+		ActiveBuildID, ActiveBuildFingerprint, Fingerprint       string
 	}
 	w.query(&facts, `SELECT b.python_version, b.engine_version, b.python_interpreter, b.summary, b.fingerprint,
 		c.active_build_id, c.active_build_fingerprint FROM builds b JOIN configurations c ON c.id = b.configuration_id WHERE b.id = ?`, build)
