@@ -10,9 +10,18 @@ import (
 // process's environment passes: the basics (PATH, HOME, locale, TZ, TMPDIR,
 // user, CA bundles) and pip's and uv's settings. ADE_* settings, database
 // URLs and credentials never do. PIP_CACHE_DIR defaults to PipCacheDir.
-// extra is merged in last and wins.
+// Names in EnvPassthrough pass too. extra is merged in last and wins.
 func (s *Settings) ChildEnv(extra map[string]string) map[string]string {
-	return childEnv(os.Environ(), s.PipCacheDir, extra)
+	out := childEnv(os.Environ(), s.PipCacheDir, nil)
+	for _, name := range s.EnvPassthrough {
+		if v, ok := os.LookupEnv(name); ok {
+			out[name] = v
+		}
+	}
+	for k, v := range extra {
+		out[k] = v
+	}
+	return out
 }
 
 func childEnv(environ []string, pipCache string, extra map[string]string) map[string]string {

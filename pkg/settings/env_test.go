@@ -69,3 +69,29 @@ func TestChildEnv(t *testing.T) {
 		t.Errorf("PIP_CACHE_DIR = %q, want the operator's /own/cache", got)
 	}
 }
+
+func TestChildEnvPassthrough(t *testing.T) {
+	t.Setenv("HTTPS_PROXY", "http://proxy:3128")
+	t.Setenv("PGPASSWORD", "secret")
+	s := &Settings{EnvPassthrough: []string{"HTTPS_PROXY", "NOT_SET_ANYWHERE"}}
+	env := s.ChildEnv(nil)
+	if env["HTTPS_PROXY"] != "http://proxy:3128" {
+		t.Errorf("HTTPS_PROXY = %q, want it passed through", env["HTTPS_PROXY"])
+	}
+	if _, ok := env["NOT_SET_ANYWHERE"]; ok {
+		t.Error("an unset passthrough name appeared in the child environment")
+	}
+	if _, ok := env["PGPASSWORD"]; ok {
+		t.Error("PGPASSWORD reached the child environment")
+	}
+}
+
+func TestEnvNames(t *testing.T) {
+	got, err := envNames(" HTTPS_PROXY, no_proxy ,,X1")
+	if err != nil || len(got) != 3 || got[0] != "HTTPS_PROXY" || got[1] != "no_proxy" || got[2] != "X1" {
+		t.Errorf("envNames = %v, %v", got, err)
+	}
+	if _, err := envNames("GOOD,BAD-NAME"); err == nil {
+		t.Error("envNames accepted BAD-NAME")
+	}
+}

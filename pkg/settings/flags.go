@@ -227,6 +227,13 @@ func table() []setting {
 				return err
 			}},
 
+		{name: "env-passthrough", env: env("ADE_WORKER_ENV_PASSTHROUGH"), category: catJobs,
+			defText: "none", usage: "comma-separated `NAMES` of extra environment variables jobs may see (e.g. HTTPS_PROXY); never give them credentials",
+			set: func(s *Settings, v string) (err error) {
+				s.EnvPassthrough, err = envNames(v)
+				return err
+			}},
+
 		{name: "log-level", env: env("ADE_WORKER_LOG_LEVEL", "ADE_LOG_LEVEL"), def: "INFO", category: catLogging,
 			usage: "DEBUG, INFO, WARNING, ERROR or CRITICAL",
 			set: func(s *Settings, v string) (err error) {

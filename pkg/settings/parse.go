@@ -143,3 +143,21 @@ func logLevel(v string) (string, error) {
 	}
 	return "", errors.New("want one of DEBUG, INFO, WARNING, ERROR, CRITICAL")
 }
+
+// envNames parses a comma-separated list of environment variable names.
+func envNames(v string) ([]string, error) {
+	var names []string
+	for _, n := range strings.Split(v, ",") {
+		n = strings.TrimSpace(n)
+		if n == "" {
+			continue
+		}
+		for i, r := range n {
+			if !(r == '_' || r >= 'A' && r <= 'Z' || r >= 'a' && r <= 'z' || i > 0 && r >= '0' && r <= '9') {
+				return nil, fmt.Errorf("want comma-separated environment variable names, and %q is not one", n)
+			}
+		}
+		names = append(names, n)
+	}
+	return names, nil
+}

@@ -52,6 +52,10 @@ type Settings struct {
 	BackoffBase  time.Duration
 	BackoffMax   time.Duration
 
+	// EnvPassthrough names extra variables jobs may see, beyond ChildEnv's
+	// allow-list (ADE_WORKER_ENV_PASSTHROUGH).
+	EnvPassthrough []string
+
 	LogLevel      string // a zerolog level name: debug, info, warn, error
 	LogFormat     string // json or console
 	ShutdownGrace time.Duration

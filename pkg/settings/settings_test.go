@@ -7,6 +7,7 @@ import (
 	"io"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -82,7 +83,7 @@ func TestDefaults(t *testing.T) {
 		LogFormat:         "json",
 		ShutdownGrace:     30 * time.Second,
 	}
-	if *s != want {
+	if !reflect.DeepEqual(*s, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", *s, want)
 	}
 	if s.Python != "python3" && !filepath.IsAbs(s.Python) {

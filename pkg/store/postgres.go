@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"database/sql"
 	"time"
 )
@@ -43,5 +44,25 @@ FROM picked WHERE builds.id = picked.id
 RETURNING ` + qualify("builds", buildClaimColumns)
 }
 
-// No dialect-only migrations yet.
-func (postgresDialect) migrations() []string { return nil }
+func (postgresDialect) watch(ctx context.Context, dsn string, wake func()) error {
+	return listenPostgres(ctx, dsn, wake)
+}
+
+// migrations install the triggers that wake idle supervisors: a run or build
+// queued (inserted or re-queued), or a build turning ready so its runs
+// became claimable. Drop-and-create keeps them current and idempotent.
+func (postgresDialect) migrations() []string {
+	return []string{
+		`CREATE OR REPLACE FUNCTION ade_worker_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_notify('` + notifyChannel + `', TG_TABLE_NAME);
+	RETURN NULL;
+END $$`,
+		`DROP TRIGGER IF EXISTS ade_worker_runs_notify ON runs`,
+		`CREATE TRIGGER ade_worker_runs_notify AFTER INSERT OR UPDATE OF status, available_at ON runs
+	FOR EACH ROW WHEN (NEW.status = 'queued') EXECUTE FUNCTION ade_worker_notify()`,
+		`DROP TRIGGER IF EXISTS ade_worker_builds_notify ON builds`,
+		`CREATE TRIGGER ade_worker_builds_notify AFTER INSERT OR UPDATE OF status, available_at ON builds
+	FOR EACH ROW WHEN (NEW.status IN ('queued', 'ready')) EXECUTE FUNCTION ade_worker_notify()`,
+	}
+}

@@ -13,12 +13,12 @@ import (
 // written by hand in the dialect files so that it stays obvious and fast.
 
 type configurationModel struct {
-	ID                     string     `gorm:"type:char(36);primaryKey"`
-	WorkspaceID            string     `gorm:"type:char(36);not null;index:ix_configurations_workspace_status,priority:1"`
+	ID                     string     `gorm:"type:varchar(36);primaryKey"`
+	WorkspaceID            string     `gorm:"type:varchar(36);not null;index:ix_configurations_workspace_status,priority:1"`
 	DisplayName            string     `gorm:"type:varchar(255);not null"`
 	Status                 string     `gorm:"type:varchar(20);not null;default:draft;index:ix_configurations_workspace_status,priority:2;check:configuration_status,status IN ('draft','active','archived')"`
 	ContentDigest          *string    `gorm:"type:varchar(80)"`
-	ActiveBuildID          *string    `gorm:"type:char(36);index:ix_configurations_active_build_id"`
+	ActiveBuildID          *string    `gorm:"type:varchar(36);index:ix_configurations_active_build_id"`
 	ActiveBuildFingerprint *string    `gorm:"type:varchar(128)"`
 	LastUsedAt             *time.Time ``
 	ActivatedAt            *time.Time ``
@@ -29,9 +29,9 @@ type configurationModel struct {
 func (configurationModel) TableName() string { return "configurations" }
 
 type buildModel struct {
-	ID                string     `gorm:"type:char(36);primaryKey"`
-	WorkspaceID       string     `gorm:"type:char(36);not null;index:ix_builds_workspace"`
-	ConfigurationID   string     `gorm:"type:char(36);not null;index:ix_builds_configuration;uniqueIndex:ux_builds_config_fingerprint,priority:1"`
+	ID                string     `gorm:"type:varchar(36);primaryKey"`
+	WorkspaceID       string     `gorm:"type:varchar(36);not null;index:ix_builds_workspace"`
+	ConfigurationID   string     `gorm:"type:varchar(36);not null;index:ix_builds_configuration;uniqueIndex:ux_builds_config_fingerprint,priority:1"`
 	Fingerprint       string     `gorm:"type:varchar(128);not null;index:ix_builds_fingerprint;uniqueIndex:ux_builds_config_fingerprint,priority:2"`
 	EngineSpec        *string    `gorm:"type:varchar(255)"`
 	EngineVersion     *string    `gorm:"type:varchar(50)"`
@@ -39,7 +39,7 @@ type buildModel struct {
 	PythonInterpreter *string    `gorm:"type:varchar(255)"`
 	ConfigDigest      *string    `gorm:"type:varchar(80)"`
 	Status            string     `gorm:"type:varchar(20);not null;default:queued;index:ix_builds_status;check:build_status,status IN ('queued','building','ready','failed','cancelled')"`
-	ExitCode          *int       ``
+	ExitCode          *int       `gorm:"type:integer"`
 	CreatedAt         time.Time  `gorm:"not null;default:CURRENT_TIMESTAMP"`
 	StartedAt         *time.Time ``
 	FinishedAt        *time.Time ``
@@ -49,8 +49,8 @@ type buildModel struct {
 	// heartbeated and retried like runs. Nullable or defaulted, so the API's
 	// inserts keep working.
 	AvailableAt    *time.Time ``
-	AttemptCount   int        `gorm:"not null;default:0"`
-	MaxAttempts    int        `gorm:"not null;default:3"`
+	AttemptCount   int        `gorm:"type:integer;not null;default:0"`
+	MaxAttempts    int        `gorm:"type:integer;not null;default:3"`
 	ClaimedBy      *string    `gorm:"type:varchar(255)"`
 	ClaimExpiresAt *time.Time ``
 }
@@ -58,8 +58,8 @@ type buildModel struct {
 func (buildModel) TableName() string { return "builds" }
 
 type documentModel struct {
-	ID               string     `gorm:"type:char(36);primaryKey"`
-	WorkspaceID      string     `gorm:"type:char(36);not null;index:ix_documents_workspace_last_run,priority:1"`
+	ID               string     `gorm:"type:varchar(36);primaryKey"`
+	WorkspaceID      string     `gorm:"type:varchar(36);not null;index:ix_documents_workspace_last_run,priority:1"`
 	OriginalFilename string     `gorm:"type:varchar(255);not null"`
 	ContentType      *string    `gorm:"type:varchar(255)"`
 	ByteSize         int64      `gorm:"not null"`
@@ -70,17 +70,17 @@ type documentModel struct {
 	LastRunAt        *time.Time `gorm:"index:ix_documents_workspace_last_run,priority:2"`
 	CreatedAt        time.Time  `gorm:"not null;default:CURRENT_TIMESTAMP"`
 	UpdatedAt        time.Time  `gorm:"not null;default:CURRENT_TIMESTAMP"`
-	Version          int        `gorm:"not null;default:1"`
+	Version          int        `gorm:"type:integer;not null;default:1"`
 }
 
 func (documentModel) TableName() string { return "documents" }
 
 type documentChangeModel struct {
 	Cursor          int64     `gorm:"primaryKey;autoIncrement"`
-	WorkspaceID     string    `gorm:"type:char(36);not null;index:ix_document_changes_workspace_cursor,priority:1"`
-	DocumentID      *string   `gorm:"type:char(36)"`
+	WorkspaceID     string    `gorm:"type:varchar(36);not null;index:ix_document_changes_workspace_cursor,priority:1"`
+	DocumentID      *string   `gorm:"type:varchar(36)"`
 	Type            string    `gorm:"type:varchar(20);not null;check:document_change_type,type IN ('upsert','deleted')"`
-	DocumentVersion *int      ``
+	DocumentVersion *int      `gorm:"type:integer"`
 	ClientRequestID *string   `gorm:"type:varchar(128)"`
 	Payload         string    `gorm:"type:json;not null;default:'{}'"`
 	OccurredAt      time.Time `gorm:"not null;default:CURRENT_TIMESTAMP"`
@@ -89,16 +89,16 @@ type documentChangeModel struct {
 func (documentChangeModel) TableName() string { return "document_changes" }
 
 type runModel struct {
-	ID                string     `gorm:"type:char(36);primaryKey"`
-	ConfigurationID   string     `gorm:"type:char(36);not null;index:ix_runs_configuration"`
-	WorkspaceID       string     `gorm:"type:char(36);not null;index:ix_runs_workspace"`
-	BuildID           *string    `gorm:"type:char(36);index:ix_runs_build"`
-	InputDocumentID   string     `gorm:"type:char(36);not null;index:ix_runs_input_document"`
+	ID                string     `gorm:"type:varchar(36);primaryKey"`
+	ConfigurationID   string     `gorm:"type:varchar(36);not null;index:ix_runs_configuration"`
+	WorkspaceID       string     `gorm:"type:varchar(36);not null;index:ix_runs_workspace"`
+	BuildID           *string    `gorm:"type:varchar(36);index:ix_runs_build"`
+	InputDocumentID   string     `gorm:"type:varchar(36);not null;index:ix_runs_input_document"`
 	InputSheetNames   *string    `gorm:"type:json"`
 	OutputPath        *string    `gorm:"type:varchar(512)"`
 	Status            string     `gorm:"type:varchar(20);not null;default:queued;index:ix_runs_status;check:run_status,status IN ('queued','running','succeeded','failed','cancelled')"`
-	ExitCode          *int       ``
-	SubmittedByUserID *string    `gorm:"type:char(36)"`
+	ExitCode          *int       `gorm:"type:integer"`
+	SubmittedByUserID *string    `gorm:"type:varchar(36)"`
 	CreatedAt         time.Time  `gorm:"not null;default:CURRENT_TIMESTAMP"`
 	StartedAt         *time.Time ``
 	CompletedAt       *time.Time ``
@@ -106,8 +106,8 @@ type runModel struct {
 	ErrorMessage      *string    `gorm:"type:text"`
 	AvailableAt       time.Time  `gorm:"not null;default:CURRENT_TIMESTAMP"`
 	RunOptions        *string    `gorm:"type:json"`
-	AttemptCount      int        `gorm:"not null;default:0"`
-	MaxAttempts       int        `gorm:"not null;default:3"`
+	AttemptCount      int        `gorm:"type:integer;not null;default:0"`
+	MaxAttempts       int        `gorm:"type:integer;not null;default:3"`
 	ClaimedBy         *string    `gorm:"type:varchar(255)"`
 	ClaimExpiresAt    *time.Time ``
 }
@@ -115,58 +115,58 @@ type runModel struct {
 func (runModel) TableName() string { return "runs" }
 
 type runMetricsModel struct {
-	RunID                     string  `gorm:"type:char(36);primaryKey"`
+	RunID                     string  `gorm:"type:varchar(36);primaryKey"`
 	EvaluationOutcome         *string `gorm:"type:varchar(20)"`
-	EvaluationFindingsTotal   *int64  ``
-	EvaluationFindingsInfo    *int64  ``
-	EvaluationFindingsWarning *int64  ``
-	EvaluationFindingsError   *int64  ``
-	ValidationIssuesTotal     *int64  ``
-	ValidationIssuesInfo      *int64  ``
-	ValidationIssuesWarning   *int64  ``
-	ValidationIssuesError     *int64  ``
+	EvaluationFindingsTotal   *int64  `gorm:"type:integer"`
+	EvaluationFindingsInfo    *int64  `gorm:"type:integer"`
+	EvaluationFindingsWarning *int64  `gorm:"type:integer"`
+	EvaluationFindingsError   *int64  `gorm:"type:integer"`
+	ValidationIssuesTotal     *int64  `gorm:"type:integer"`
+	ValidationIssuesInfo      *int64  `gorm:"type:integer"`
+	ValidationIssuesWarning   *int64  `gorm:"type:integer"`
+	ValidationIssuesError     *int64  `gorm:"type:integer"`
 	ValidationMaxSeverity     *string `gorm:"type:varchar(10)"`
-	WorkbookCount             *int64  ``
-	SheetCount                *int64  ``
-	TableCount                *int64  ``
-	RowCountTotal             *int64  ``
-	RowCountEmpty             *int64  ``
-	ColumnCountTotal          *int64  ``
-	ColumnCountEmpty          *int64  ``
-	ColumnCountMapped         *int64  ``
-	ColumnCountUnmapped       *int64  ``
-	FieldCountExpected        *int64  ``
-	FieldCountDetected        *int64  ``
-	FieldCountNotDetected     *int64  ``
-	CellCountTotal            *int64  ``
-	CellCountNonEmpty         *int64  ``
+	WorkbookCount             *int64  `gorm:"type:integer"`
+	SheetCount                *int64  `gorm:"type:integer"`
+	TableCount                *int64  `gorm:"type:integer"`
+	RowCountTotal             *int64  `gorm:"type:integer"`
+	RowCountEmpty             *int64  `gorm:"type:integer"`
+	ColumnCountTotal          *int64  `gorm:"type:integer"`
+	ColumnCountEmpty          *int64  `gorm:"type:integer"`
+	ColumnCountMapped         *int64  `gorm:"type:integer"`
+	ColumnCountUnmapped       *int64  `gorm:"type:integer"`
+	FieldCountExpected        *int64  `gorm:"type:integer"`
+	FieldCountDetected        *int64  `gorm:"type:integer"`
+	FieldCountNotDetected     *int64  `gorm:"type:integer"`
+	CellCountTotal            *int64  `gorm:"type:integer"`
+	CellCountNonEmpty         *int64  `gorm:"type:integer"`
 }
 
 func (runMetricsModel) TableName() string { return "run_metrics" }
 
 type runFieldModel struct {
-	RunID              string   `gorm:"type:char(36);primaryKey;index:ix_run_fields_run"`
+	RunID              string   `gorm:"type:varchar(36);primaryKey;index:ix_run_fields_run"`
 	Field              string   `gorm:"type:varchar(128);primaryKey;index:ix_run_fields_field"`
 	Label              *string  `gorm:"type:varchar(255)"`
 	Detected           bool     `gorm:"not null"`
 	BestMappingScore   *float64 ``
-	OccurrencesTables  int64    `gorm:"not null"`
-	OccurrencesColumns int64    `gorm:"not null"`
+	OccurrencesTables  int64    `gorm:"type:integer;not null"`
+	OccurrencesColumns int64    `gorm:"type:integer;not null"`
 }
 
 func (runFieldModel) TableName() string { return "run_fields" }
 
 type runTableColumnModel struct {
-	RunID            string   `gorm:"type:char(36);primaryKey;index:ix_run_table_columns_run"`
-	WorkbookIndex    int64    `gorm:"primaryKey;autoIncrement:false"`
+	RunID            string   `gorm:"type:varchar(36);primaryKey;index:ix_run_table_columns_run"`
+	WorkbookIndex    int64    `gorm:"type:integer;primaryKey;autoIncrement:false"`
 	WorkbookName     string   `gorm:"type:varchar(255);not null"`
-	SheetIndex       int64    `gorm:"primaryKey;autoIncrement:false"`
+	SheetIndex       int64    `gorm:"type:integer;primaryKey;autoIncrement:false"`
 	SheetName        string   `gorm:"type:varchar(255);not null"`
-	TableIndex       int64    `gorm:"primaryKey;autoIncrement:false"`
-	ColumnIndex      int64    `gorm:"primaryKey;autoIncrement:false"`
+	TableIndex       int64    `gorm:"type:integer;primaryKey;autoIncrement:false"`
+	ColumnIndex      int64    `gorm:"type:integer;primaryKey;autoIncrement:false"`
 	HeaderRaw        *string  `gorm:"type:text"`
 	HeaderNormalized *string  `gorm:"type:text"`
-	NonEmptyCells    int64    `gorm:"not null"`
+	NonEmptyCells    int64    `gorm:"type:integer;not null"`
 	MappingStatus    string   `gorm:"type:varchar(32);not null"`
 	MappedField      *string  `gorm:"type:varchar(128)"`
 	MappingScore     *float64 ``

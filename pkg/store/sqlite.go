@@ -1,6 +1,7 @@
 package store
 
 import (
+	"context"
 	"database/sql"
 	"time"
 )
@@ -40,6 +41,10 @@ WHERE id IN (
 	WHERE status = 'queued' AND (available_at IS NULL OR available_at <= @now) AND attempt_count < max_attempts
 	ORDER BY created_at LIMIT @limit)
 RETURNING ` + buildClaimColumns
+}
+
+func (sqliteDialect) watch(ctx context.Context, path string, wake func()) error {
+	return watchSQLite(ctx, path, wake)
 }
 
 // No dialect-only migrations yet.

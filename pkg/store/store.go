@@ -42,14 +42,18 @@ type Options struct {
 type Store struct {
 	db      *gorm.DB
 	dialect dialect
+	// watchTarget is what WatchQueue watches: the PostgreSQL DSN or the
+	// SQLite file.
+	watchTarget string
 }
 
 // Open connects to the database named by u.
 func Open(ctx context.Context, u settings.DatabaseURL, opts Options) (*Store, error) {
 	cfg := &gorm.Config{Logger: logger.Discard, PrepareStmt: true, SkipDefaultTransaction: true}
 	var (
-		dial gorm.Dialector
-		d    dialect
+		dial   gorm.Dialector
+		d      dialect
+		target string
 	)
 	switch u.Driver {
 	case settings.SQLite:
@@ -57,10 +61,10 @@ func Open(ctx context.Context, u settings.DatabaseURL, opts Options) (*Store, er
 			return nil, fmt.Errorf("create database folder: %w", err)
 		}
 		dial = sqlite.Open(sqliteDSN(u.Path, opts))
-		d = sqliteDialect{}
+		d, target = sqliteDialect{}, u.Path
 	case settings.Postgres:
 		dial = postgres.Open(u.DSN)
-		d = postgresDialect{}
+		d, target = postgresDialect{}, u.DSN
 	default:
 		return nil, fmt.Errorf("unsupported database driver %q", u.Driver)
 	}
@@ -77,7 +81,7 @@ func Open(ctx context.Context, u settings.DatabaseURL, opts Options) (*Store, er
 		sqlDB.Close()
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
-	return &Store{db: db, dialect: d}, nil
+	return &Store{db: db, dialect: d, watchTarget: target}, nil
 }
 
 func sqliteDSN(path string, opts Options) string {
@@ -134,6 +138,7 @@ type dialect interface {
 	claimRunsSQL() string
 	claimBuildsSQL() string
 	migrations() []string
+	watch(ctx context.Context, target string, wake func()) error
 }
 
 // sqliteTimeLayout is how the ADE API writes timestamps on SQLite: naive UTC

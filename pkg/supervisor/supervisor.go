@@ -65,11 +65,17 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	jobsCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopJobs()
 	var services sync.WaitGroup
-	services.Add(2)
+	services.Add(3)
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
 	go func() { defer services.Done(); s.every(loopCtx, s.cfg.CleanupInterval, s.cleanup) }()
 	go func() { defer services.Done(); s.every(loopCtx, s.cfg.MetricsInterval, s.logQueue) }()
+	go func() {
+		defer services.Done()
+		s.store.WatchQueue(loopCtx, s.wake, func(err error) {
+			s.log.Warn().Err(err).Msg("instant wake-ups unavailable; polling until they are back")
+		})
+	}()
 
 	s.cleanup(ctx)
 	s.claimLoop(loopCtx, jobsCtx)
@@ -121,6 +127,8 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 				s.log.Info().Msg("queue drained: nothing queued or running")
 				return
 			}
+			timer.Reset(s.untilNextAvailable(ctx, interval))
+			continue
 		}
 		timer.Reset(interval)
 	}
@@ -199,6 +207,17 @@ func (s *Supervisor) drain(stopJobs context.CancelFunc) {
 	stopJobs()
 	<-done
 	s.log.Info().Msg("supervisor stopped")
+}
+
+// untilNextAvailable shortens an idle sleep so that a job in retry backoff is
+// claimed when its available_at comes, not at the next poll after it.
+func (s *Supervisor) untilNextAvailable(ctx context.Context, sleep time.Duration) time.Duration {
+	now := time.Now()
+	next, ok, err := s.store.NextAvailable(ctx, now)
+	if err != nil || !ok {
+		return sleep
+	}
+	return max(min(sleep, next.Sub(now)), time.Millisecond)
 }
 
 // idle reports whether no job is queued or running anywhere.

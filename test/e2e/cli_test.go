@@ -15,14 +15,14 @@ import (
 )
 
 func TestUnmigratedDatabaseIsRefused(t *testing.T) {
-	t.Parallel()
-	dir := t.TempDir()
-	cmd := exec.Command(filepath.Join(binDir, "supervisor"))
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "ADE_DATABASE_URL=sqlite:///" + filepath.Join(dir, "fresh.sqlite")}
-	out, err := cmd.CombinedOutput()
-	if err == nil || !strings.Contains(string(out), "supervisor migrate") {
-		t.Errorf("supervisor on an unmigrated database: err %v, output %q; want a failure naming `supervisor migrate`", err, out)
-	}
+	eachBackend(t, func(t *testing.T, backend string) {
+		cmd := exec.Command(filepath.Join(binDir, "supervisor"))
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "ADE_DATABASE_URL=" + newDatabase(t, backend, t.TempDir())}
+		out, err := cmd.CombinedOutput()
+		if err == nil || !strings.Contains(string(out), "supervisor migrate") {
+			t.Errorf("supervisor on an unmigrated database: err %v, output %q; want a failure naming `supervisor migrate`", err, out)
+		}
+	})
 }
 
 func TestBadSettingsStopStartup(t *testing.T) {
@@ -80,73 +80,75 @@ func TestJobrunnerRejectsBadSpecs(t *testing.T) {
 // TestJobSpecReproducesRunByHand: the spec printed by `supervisor job-spec`,
 // piped into jobrunner, runs the job the same way the supervisor would.
 func TestJobSpecReproducesRunByHand(t *testing.T) {
-	t.Parallel()
-	w, cfg, _ := readyWorld(t, nil)
-	w.stopAll() // nothing may claim the run; we run it by hand
-	run := w.addRun(cfg, w.addDocument("byhand.csv", csv()))
-	spec := w.supervisor("job-spec", run)
-	cmd := exec.Command(filepath.Join(binDir, "jobrunner"))
-	cmd.Env = []string{} // the spec carries everything
-	cmd.Stdin = strings.NewReader(spec)
-	var stdout, stderr bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &stdout, &stderr
-	if err := cmd.Run(); err != nil {
-		t.Fatalf("jobrunner < job-spec: %v\nstdout %s\nstderr %s", err, stdout.String(), stderr.String())
-	}
-	var res struct {
-		Status   string
-		ExitCode int `json:"exit_code"`
-		Summary  map[string]any
-	}
-	if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
-		t.Fatalf("result %q: %v", stdout.String(), err)
-	}
-	if res.Status != "succeeded" || res.ExitCode != 0 || obj(res.Summary["counts"]) == nil {
-		t.Errorf("result = %+v, want succeeded with the engine summary", res)
-	}
-	events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
-	if events[0]["event"] != "run.start" {
-		t.Errorf("first event = %v, want run.start", events[0]["event"])
-	}
-	findEvent(t, events, "engine.run.completed")
-	if _, err := os.Stat(filepath.Join(w.runDir(run), "output", "normalized.csv")); err != nil {
-		t.Errorf("output: %v", err)
-	}
-	if r := w.job("runs", run); r.Status != "queued" {
-		t.Errorf("run by hand changed the database: %+v", r)
-	}
+	eachBackend(t, func(t *testing.T, backend string) {
+		w, cfg, _ := readyWorld(t, backend, nil)
+		w.stopAll() // nothing may claim the run; we run it by hand
+		run := w.addRun(cfg, w.addDocument("byhand.csv", csv()))
+		spec := w.supervisor("job-spec", run)
+		cmd := exec.Command(filepath.Join(binDir, "jobrunner"))
+		cmd.Env = []string{} // the spec carries everything
+		cmd.Stdin = strings.NewReader(spec)
+		var stdout, stderr bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &stdout, &stderr
+		if err := cmd.Run(); err != nil {
+			t.Fatalf("jobrunner < job-spec: %v\nstdout %s\nstderr %s", err, stdout.String(), stderr.String())
+		}
+		var res struct {
+			Status   string
+			ExitCode int `json:"exit_code"`
+			Summary  map[string]any
+		}
+		if err := json.Unmarshal(stdout.Bytes(), &res); err != nil {
+			t.Fatalf("result %q: %v", stdout.String(), err)
+		}
+		if res.Status != "succeeded" || res.ExitCode != 0 || obj(res.Summary["counts"]) == nil {
+			t.Errorf("result = %+v, want succeeded with the engine summary", res)
+		}
+		events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
+		if events[0]["event"] != "run.start" {
+			t.Errorf("first event = %v, want run.start", events[0]["event"])
+		}
+		findEvent(t, events, "engine.run.completed")
+		if _, err := os.Stat(filepath.Join(w.runDir(run), "output", "normalized.csv")); err != nil {
+			t.Errorf("output: %v", err)
+		}
+		if r := w.job("runs", run); r.Status != "queued" {
+			t.Errorf("run by hand changed the database: %+v", r)
+		}
+	})
 }
 
 // TestConcurrencyLimit: never more jobs at once than ADE_WORKER_CONCURRENCY,
 // and the limit is actually reached.
 func TestConcurrencyLimit(t *testing.T) {
-	t.Parallel()
-	w, cfg, _ := readyWorld(t, map[string]string{"ADE_WORKER_CONCURRENCY": "2"})
-	var runs []string
-	for i := 0; i < 6; i++ {
-		runs = append(runs, w.addRun(cfg, w.addDocument("c.csv", csv("sleep=0.7"))))
-	}
-	peak := 0
-	deadline := time.Now().Add(time.Minute)
-	for time.Now().Before(deadline) {
-		var running, done int
-		w.query(&running, `SELECT COUNT(*) FROM runs WHERE status = 'running'`)
-		w.query(&done, `SELECT COUNT(*) FROM runs WHERE status IN ('succeeded', 'failed')`)
-		peak = max(peak, running)
-		if done == len(runs) {
-			break
+	eachBackend(t, func(t *testing.T, backend string) {
+		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_CONCURRENCY": "2"})
+		var runs []string
+		for i := 0; i < 6; i++ {
+			runs = append(runs, w.addRun(cfg, w.addDocument("c.csv", csv("sleep=0.7"))))
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	rows := w.waitFor("runs", runs, 5*time.Second)
-	for id, r := range rows {
-		if r.Status != "succeeded" {
-			t.Errorf("run %s = %+v (%s)", id, r, r.errText())
+		peak := 0
+		deadline := time.Now().Add(time.Minute)
+		for time.Now().Before(deadline) {
+			var running, done int
+			w.query(&running, `SELECT COUNT(*) FROM runs WHERE status = 'running'`)
+			w.query(&done, `SELECT COUNT(*) FROM runs WHERE status IN ('succeeded', 'failed')`)
+			peak = max(peak, running)
+			if done == len(runs) {
+				break
+			}
+			time.Sleep(20 * time.Millisecond)
 		}
-	}
-	if peak != 2 {
-		t.Errorf("peak running runs = %d, want exactly the concurrency limit 2", peak)
-	}
+		rows := w.waitFor("runs", runs, 5*time.Second)
+		for id, r := range rows {
+			if r.Status != "succeeded" {
+				t.Errorf("run %s = %+v (%s)", id, r, r.errText())
+			}
+		}
+		if peak != 2 {
+			t.Errorf("peak running runs = %d, want exactly the concurrency limit 2", peak)
+		}
+	})
 }
 
 // TestADEAPISchema runs the pipeline on a database made by the ADE API's own
@@ -176,8 +178,8 @@ func TestADEAPISchema(t *testing.T) {
 	}
 	db.Close()
 
-	w := newWorld(t, map[string]string{"ADE_DATABASE_URL": "sqlite:///" + dbPath}) // runs migrate
-	w.supervisor("migrate")                                                        // twice: nothing changes, nothing fails
+	w := newWorld(t, "sqlite", map[string]string{"ADE_DATABASE_URL": "sqlite:///" + dbPath}) // runs migrate
+	w.supervisor("migrate")                                                                  // twice: nothing changes, nothing fails
 
 	var users, alembic int
 	w.query(&users, `SELECT COUNT(*) FROM users`)

@@ -11,9 +11,9 @@ import (
 )
 
 // readyWorld is a world with one configuration whose build is ready.
-func readyWorld(t *testing.T, extra map[string]string) (w *world, cfg, build string) {
+func readyWorld(t *testing.T, backend string, extra map[string]string) (w *world, cfg, build string) {
 	t.Helper()
-	w = newWorld(t, extra)
+	w = newWorld(t, backend, extra)
 	cfg = w.addConfig("")
 	build = w.addBuild(cfg)
 	w.start()
@@ -24,35 +24,36 @@ func readyWorld(t *testing.T, extra map[string]string) (w *world, cfg, build str
 }
 
 func TestEngineFailureAndTimeout(t *testing.T) {
-	t.Parallel()
-	w, cfg, _ := readyWorld(t, map[string]string{"ADE_RUN_TIMEOUT_SECONDS": "2"})
-	failing := w.addRun(cfg, w.addDocument("fail.csv", csv("exit=7")))
-	slowDoc := w.addDocument("slow.csv", csv("spawn-sleeper=120", "sleep=60"))
-	slow := w.addRun(cfg, slowDoc)
+	eachBackend(t, func(t *testing.T, backend string) {
+		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_RUN_TIMEOUT_SECONDS": "2"})
+		failing := w.addRun(cfg, w.addDocument("fail.csv", csv("exit=7")))
+		slowDoc := w.addDocument("slow.csv", csv("spawn-sleeper=120", "sleep=60"))
+		slow := w.addRun(cfg, slowDoc)
 
-	rows := w.waitFor("runs", []string{failing, slow}, 90*time.Second)
-	if r := rows[failing]; r.Status != "failed" || r.ExitCode == nil || *r.ExitCode != 7 || !strings.Contains(r.errText(), "exit status 7") {
-		t.Errorf("failing run = %+v (%s), want failed with exit 7", r, r.errText())
-	}
-	if r := rows[slow]; r.Status != "failed" || r.ExitCode == nil || *r.ExitCode != 124 || !strings.Contains(r.errText(), "timed out") {
-		t.Errorf("slow run = %+v (%s), want failed with exit 124 and a timeout message", r, r.errText())
-	}
-	assertDocumentChanges(t, w, slowDoc, "failed", []string{"processing", "failed"})
+		rows := w.waitFor("runs", []string{failing, slow}, 90*time.Second)
+		if r := rows[failing]; r.Status != "failed" || r.ExitCode == nil || *r.ExitCode != 7 || !strings.Contains(r.errText(), "exit status 7") {
+			t.Errorf("failing run = %+v (%s), want failed with exit 7", r, r.errText())
+		}
+		if r := rows[slow]; r.Status != "failed" || r.ExitCode == nil || *r.ExitCode != 124 || !strings.Contains(r.errText(), "timed out") {
+			t.Errorf("slow run = %+v (%s), want failed with exit 124 and a timeout message", r, r.errText())
+		}
+		assertDocumentChanges(t, w, slowDoc, "failed", []string{"processing", "failed"})
 
-	// The engine's own child must be gone too: timeouts kill the group.
-	pidText, err := os.ReadFile(filepath.Join(w.runDir(slow), "output", "sleeper.pid"))
-	if err != nil {
-		t.Fatalf("sleeper pid: %v", err)
-	}
-	pid, _ := strconv.Atoi(strings.TrimSpace(string(pidText)))
-	if alive(pid) {
-		t.Errorf("engine child %d is still alive after the timeout", pid)
-	}
-	events := readEvents(t, filepath.Join(w.runDir(slow), "logs", "events.ndjson"))
-	assertFirstLast(t, events, "run.start", "run.complete")
-	if d := data(events[len(events)-1]); d["exit_code"] != float64(124) {
-		t.Errorf("run.complete exit_code = %v, want 124", d["exit_code"])
-	}
+		// The engine's own child must be gone too: timeouts kill the group.
+		pidText, err := os.ReadFile(filepath.Join(w.runDir(slow), "output", "sleeper.pid"))
+		if err != nil {
+			t.Fatalf("sleeper pid: %v", err)
+		}
+		pid, _ := strconv.Atoi(strings.TrimSpace(string(pidText)))
+		if alive(pid) {
+			t.Errorf("engine child %d is still alive after the timeout", pid)
+		}
+		events := readEvents(t, filepath.Join(w.runDir(slow), "logs", "events.ndjson"))
+		assertFirstLast(t, events, "run.start", "run.complete")
+		if d := data(events[len(events)-1]); d["exit_code"] != float64(124) {
+			t.Errorf("run.complete exit_code = %v, want 124", d["exit_code"])
+		}
+	})
 }
 
 // alive reports whether pid is a live process (zombies count as dead).
@@ -69,191 +70,202 @@ func alive(pid int) bool {
 }
 
 func TestCrashIsRetriedThenFails(t *testing.T) {
-	t.Parallel()
-	w, cfg, _ := readyWorld(t, map[string]string{"ADE_WORKER_JOB_MAX_ATTEMPTS": "2"})
-	run := w.addRun(cfg, w.addDocument("crash.csv", csv("crash")))
-	r := w.waitFor("runs", []string{run}, time.Minute)[run]
-	if r.Status != "failed" || r.AttemptCount != 2 || !strings.Contains(r.errText(), "SIGKILL") || !strings.Contains(r.errText(), "2 attempts") {
-		t.Errorf("run = %+v (%s), want failed after 2 attempts naming SIGKILL", r, r.errText())
-	}
-	events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
-	starts := 0
-	for _, e := range events {
-		if e["event"] == "run.start" {
-			starts++
+	eachBackend(t, func(t *testing.T, backend string) {
+		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_MAX_ATTEMPTS": "2"})
+		run := w.addRun(cfg, w.addDocument("crash.csv", csv("crash")))
+		r := w.waitFor("runs", []string{run}, time.Minute)[run]
+		if r.Status != "failed" || r.AttemptCount != 2 || !strings.Contains(r.errText(), "SIGKILL") || !strings.Contains(r.errText(), "2 attempts") {
+			t.Errorf("run = %+v (%s), want failed after 2 attempts naming SIGKILL", r, r.errText())
 		}
-	}
-	if starts != 2 {
-		t.Errorf("run.start events = %d, want one per attempt (2)", starts)
-	}
-	assertFirstLast(t, events, "run.start", "run.complete")
+		events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
+		starts := 0
+		for _, e := range events {
+			if e["event"] == "run.start" {
+				starts++
+			}
+		}
+		if starts != 2 {
+			t.Errorf("run.start events = %d, want one per attempt (2)", starts)
+		}
+		assertFirstLast(t, events, "run.start", "run.complete")
+	})
 }
 
 func TestLeaseExpiry(t *testing.T) {
-	t.Parallel()
-	w := newWorld(t, map[string]string{
-		"ADE_WORKER_JOB_BACKOFF_BASE_SECONDS": "60",
-		"ADE_WORKER_JOB_BACKOFF_MAX_SECONDS":  "600",
-	})
-	cfg := w.addConfig("")
-	// Two runs held by a worker that died: one with attempts left, one without.
-	retry := w.addRun(cfg, w.addDocument("a.csv", csv()))
-	exhausted := w.addRun(cfg, w.addDocument("b.csv", csv()))
-	past := time.Now().UTC().Add(-time.Minute).Format("2006-01-02 15:04:05.000000")
-	w.exec(`UPDATE runs SET status = 'running', claimed_by = 'dead-worker', claim_expires_at = ?, attempt_count = 2, max_attempts = 3 WHERE id = ?`, past, retry)
-	w.exec(`UPDATE runs SET status = 'running', claimed_by = 'dead-worker', claim_expires_at = ?, attempt_count = 3, max_attempts = 3 WHERE id = ?`, past, exhausted)
-	before := time.Now()
-	w.start()
+	eachBackend(t, func(t *testing.T, backend string) {
+		w := newWorld(t, backend, map[string]string{
+			"ADE_WORKER_JOB_BACKOFF_BASE_SECONDS": "60",
+			"ADE_WORKER_JOB_BACKOFF_MAX_SECONDS":  "600",
+		})
+		cfg := w.addConfig("")
+		// Two runs held by a worker that died: one with attempts left, one without.
+		retry := w.addRun(cfg, w.addDocument("a.csv", csv()))
+		exhausted := w.addRun(cfg, w.addDocument("b.csv", csv()))
+		past := w.ts(time.Now().Add(-time.Minute))
+		w.exec(`UPDATE runs SET status = 'running', claimed_by = 'dead-worker', claim_expires_at = ?, attempt_count = 2, max_attempts = 3 WHERE id = ?`, past, retry)
+		w.exec(`UPDATE runs SET status = 'running', claimed_by = 'dead-worker', claim_expires_at = ?, attempt_count = 3, max_attempts = 3 WHERE id = ?`, past, exhausted)
+		before := time.Now()
+		w.start()
 
-	r := w.waitFor("runs", []string{retry}, 30*time.Second, "queued")[retry]
-	// attempt 2 -> base * 2^(2-1) = 120 s.
-	delay := r.AvailableAt.Sub(before)
-	if r.errText() != "Run lease expired" || r.ClaimedBy != nil || delay < 115*time.Second || delay > 130*time.Second {
-		t.Errorf("re-queued run = %+v (%s), available in %s; want lease-expired error and ~120s backoff", r, r.errText(), delay)
-	}
-	e := w.waitFor("runs", []string{exhausted}, 30*time.Second)[exhausted]
-	if e.Status != "failed" || !strings.Contains(e.errText(), "Run lease expired") {
-		t.Errorf("exhausted run = %+v (%s), want failed", e, e.errText())
-	}
+		r := w.waitFor("runs", []string{retry}, 30*time.Second, "queued")[retry]
+		// attempt 2 -> base * 2^(2-1) = 120 s.
+		delay := r.AvailableAt.Sub(before)
+		if r.errText() != "Run lease expired" || r.ClaimedBy != nil || delay < 115*time.Second || delay > 130*time.Second {
+			t.Errorf("re-queued run = %+v (%s), available in %s; want lease-expired error and ~120s backoff", r, r.errText(), delay)
+		}
+		e := w.waitFor("runs", []string{exhausted}, 30*time.Second)[exhausted]
+		if e.Status != "failed" || !strings.Contains(e.errText(), "Run lease expired") {
+			t.Errorf("exhausted run = %+v (%s), want failed", e, e.errText())
+		}
+	})
 }
 
 func TestFailedBuildFailsItsRuns(t *testing.T) {
-	t.Parallel()
-	w := newWorld(t, map[string]string{"ADE_ENGINE_SPEC": filepath.Join(t.TempDir(), "no-such-engine")})
-	cfg := w.addConfig("")
-	build := w.addBuild(cfg)
-	run := w.addRun(cfg, w.addDocument("a.csv", csv()))
-	w.start()
-	b := w.waitFor("builds", []string{build}, 2*time.Minute)[build]
-	if b.Status != "failed" || !strings.Contains(b.errText(), "Installing the engine") {
-		t.Errorf("build = %+v (%s), want failed while installing the engine", b, b.errText())
-	}
-	r := w.waitFor("runs", []string{run}, 30*time.Second)[run]
-	if r.Status != "failed" || r.errText() != "Build failed before run could start" || r.AttemptCount != 0 {
-		t.Errorf("run = %+v (%s), want failed before start", r, r.errText())
-	}
-	if _, err := os.Stat(filepath.Join(w.buildDir(cfg, build), ".venv")); !os.IsNotExist(err) {
-		t.Errorf("a failed build left a venv behind (stat err %v)", err)
-	}
+	eachBackend(t, func(t *testing.T, backend string) {
+		w := newWorld(t, backend, map[string]string{"ADE_ENGINE_SPEC": filepath.Join(t.TempDir(), "no-such-engine")})
+		cfg := w.addConfig("")
+		build := w.addBuild(cfg)
+		run := w.addRun(cfg, w.addDocument("a.csv", csv()))
+		w.start()
+		b := w.waitFor("builds", []string{build}, 2*time.Minute)[build]
+		if b.Status != "failed" || !strings.Contains(b.errText(), "Installing the engine") {
+			t.Errorf("build = %+v (%s), want failed while installing the engine", b, b.errText())
+		}
+		r := w.waitFor("runs", []string{run}, 30*time.Second)[run]
+		if r.Status != "failed" || r.errText() != "Build failed before run could start" || r.AttemptCount != 0 {
+			t.Errorf("run = %+v (%s), want failed before start", r, r.errText())
+		}
+		if _, err := os.Stat(filepath.Join(w.buildDir(cfg, build), ".venv")); !os.IsNotExist(err) {
+			t.Errorf("a failed build left a venv behind (stat err %v)", err)
+		}
+	})
 }
 
 func TestRunWithoutBuildAndMissingVenv(t *testing.T) {
-	t.Parallel()
-	w, cfg, build := readyWorld(t, nil)
-	other := w.addConfig("")
-	noBuild := w.addRun(other, w.addDocument("a.csv", csv()))
-	r := w.waitFor("runs", []string{noBuild}, 30*time.Second)[noBuild]
-	if r.Status != "failed" || r.ExitCode == nil || *r.ExitCode != 2 || r.errText() != "Build is required before running" {
-		t.Errorf("run without build = %+v (%s)", r, r.errText())
-	}
+	eachBackend(t, func(t *testing.T, backend string) {
+		w, cfg, build := readyWorld(t, backend, nil)
+		other := w.addConfig("")
+		noBuild := w.addRun(other, w.addDocument("a.csv", csv()))
+		r := w.waitFor("runs", []string{noBuild}, 30*time.Second)[noBuild]
+		if r.Status != "failed" || r.ExitCode == nil || *r.ExitCode != 2 || r.errText() != "Build is required before running" {
+			t.Errorf("run without build = %+v (%s)", r, r.errText())
+		}
 
-	if err := os.RemoveAll(filepath.Join(w.buildDir(cfg, build), ".venv")); err != nil {
-		t.Fatal(err)
-	}
-	missing := w.addRun(cfg, w.addDocument("b.csv", csv()), "--build", build)
-	r = w.waitFor("runs", []string{missing}, 30*time.Second)[missing]
-	if r.Status != "failed" || r.ExitCode == nil || *r.ExitCode != 2 || !strings.HasPrefix(r.errText(), "Build environment missing; rerun build") {
-		t.Errorf("run with missing venv = %+v (%s)", r, r.errText())
-	}
-	b := w.job("builds", build)
-	if b.Status != "failed" || b.errText() != "Build environment missing; rerun build" {
-		t.Errorf("build after its venv vanished = %+v (%s)", b, b.errText())
-	}
+		if err := os.RemoveAll(filepath.Join(w.buildDir(cfg, build), ".venv")); err != nil {
+			t.Fatal(err)
+		}
+		missing := w.addRun(cfg, w.addDocument("b.csv", csv()), "--build", build)
+		r = w.waitFor("runs", []string{missing}, 30*time.Second)[missing]
+		if r.Status != "failed" || r.ExitCode == nil || *r.ExitCode != 2 || !strings.HasPrefix(r.errText(), "Build environment missing; rerun build") {
+			t.Errorf("run with missing venv = %+v (%s)", r, r.errText())
+		}
+		b := w.job("builds", build)
+		if b.Status != "failed" || b.errText() != "Build environment missing; rerun build" {
+			t.Errorf("build after its venv vanished = %+v (%s)", b, b.errText())
+		}
+	})
 }
 
 func TestDryRunAndValidateOnly(t *testing.T) {
-	t.Parallel()
-	w, cfg, _ := readyWorld(t, nil)
-	dryDoc := w.addDocument("dry.csv", csv())
-	dry := w.addRun(cfg, dryDoc, "--options", `{"dry_run": true}`)
-	valDoc := w.addDocument("val.csv", csv())
-	validate := w.addRun(cfg, valDoc, "--options", `{"validate_only": true}`)
+	eachBackend(t, func(t *testing.T, backend string) {
+		w, cfg, _ := readyWorld(t, backend, nil)
+		dryDoc := w.addDocument("dry.csv", csv())
+		dry := w.addRun(cfg, dryDoc, "--options", `{"dry_run": true}`)
+		valDoc := w.addDocument("val.csv", csv())
+		validate := w.addRun(cfg, valDoc, "--options", `{"validate_only": true}`)
 
-	bad := filepath.Join(t.TempDir(), "bad-config")
-	copyDir(t, filepath.Join(repoDir, "test", "config"), bad)
-	if err := os.WriteFile(filepath.Join(bad, "INVALID"), []byte("x"), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	badCfg := w.addConfig(bad)
-	badBuild := w.addBuild(badCfg)
-	if b := w.waitFor("builds", []string{badBuild}, 3*time.Minute)[badBuild]; b.Status != "ready" {
-		t.Fatalf("build of the invalid config = %+v (%s)", b, b.errText())
-	}
-	invalid := w.addRun(badCfg, w.addDocument("inv.csv", csv()), "--options", `{"validate_only": true}`)
-
-	rows := w.waitFor("runs", []string{dry, validate, invalid}, time.Minute)
-	for _, id := range []string{dry, validate} {
-		if r := rows[id]; r.Status != "succeeded" || r.ExitCode == nil || *r.ExitCode != 0 {
-			t.Errorf("run %s = %+v (%s), want succeeded", id, r, r.errText())
+		bad := filepath.Join(t.TempDir(), "bad-config")
+		copyDir(t, filepath.Join(repoDir, "test", "config"), bad)
+		if err := os.WriteFile(filepath.Join(bad, "INVALID"), []byte("x"), 0o644); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if r := rows[invalid]; r.Status != "failed" || r.ExitCode == nil || *r.ExitCode != 1 {
-		t.Errorf("validate_only of an invalid config = %+v (%s), want failed with exit 1", r, r.errText())
-	}
-	for _, doc := range []string{dryDoc, valDoc} {
-		assertDocumentChanges(t, w, doc, "uploaded", nil)
-	}
-	events := readEvents(t, filepath.Join(w.runDir(validate), "logs", "events.ndjson"))
-	assertFirstLast(t, events, "run.start", "run.complete")
-	findEvent(t, events, "engine.config.validate.completed")
-	var metrics int
-	w.query(&metrics, `SELECT COUNT(*) FROM run_metrics WHERE run_id IN (?, ?)`, dry, validate)
-	if metrics != 0 {
-		t.Errorf("dry_run/validate_only stored %d metrics rows, want 0", metrics)
-	}
+		badCfg := w.addConfig(bad)
+		badBuild := w.addBuild(badCfg)
+		if b := w.waitFor("builds", []string{badBuild}, 3*time.Minute)[badBuild]; b.Status != "ready" {
+			t.Fatalf("build of the invalid config = %+v (%s)", b, b.errText())
+		}
+		invalid := w.addRun(badCfg, w.addDocument("inv.csv", csv()), "--options", `{"validate_only": true}`)
+
+		rows := w.waitFor("runs", []string{dry, validate, invalid}, time.Minute)
+		for _, id := range []string{dry, validate} {
+			if r := rows[id]; r.Status != "succeeded" || r.ExitCode == nil || *r.ExitCode != 0 {
+				t.Errorf("run %s = %+v (%s), want succeeded", id, r, r.errText())
+			}
+		}
+		if r := rows[invalid]; r.Status != "failed" || r.ExitCode == nil || *r.ExitCode != 1 {
+			t.Errorf("validate_only of an invalid config = %+v (%s), want failed with exit 1", r, r.errText())
+		}
+		for _, doc := range []string{dryDoc, valDoc} {
+			assertDocumentChanges(t, w, doc, "uploaded", nil)
+		}
+		events := readEvents(t, filepath.Join(w.runDir(validate), "logs", "events.ndjson"))
+		assertFirstLast(t, events, "run.start", "run.complete")
+		findEvent(t, events, "engine.config.validate.completed")
+		var metrics int
+		w.query(&metrics, `SELECT COUNT(*) FROM run_metrics WHERE run_id IN (?, ?)`, dry, validate)
+		if metrics != 0 {
+			t.Errorf("dry_run/validate_only stored %d metrics rows, want 0", metrics)
+		}
+	})
 }
 
 // TestBadRunsDoNotStopTheWorker: each run with broken data fails with a clear
 // message, and a good run queued behind them still succeeds.
 func TestBadRunsDoNotStopTheWorker(t *testing.T) {
-	t.Parallel()
-	w, cfg, _ := readyWorld(t, map[string]string{"ADE_WORKER_CONCURRENCY": "1"})
-	badOptions := w.addRun(cfg, w.addDocument("a.csv", csv()))
-	w.exec(`UPDATE runs SET run_options = '{"dry_run": ' WHERE id = ?`, badOptions)
-
-	missingRowDoc := w.addDocument("b.csv", csv())
-	missingRow := w.addRun(cfg, missingRowDoc)
-	w.exec(`UPDATE runs SET input_document_id = 'no-such-document' WHERE id = ?`, missingRow)
-
-	missingFileDoc := w.addDocument("c.csv", csv())
-	missingFile := w.addRun(cfg, missingFileDoc)
-	var stored string
-	w.query(&stored, `SELECT stored_uri FROM documents WHERE id = ?`, missingFileDoc)
-	if err := os.Remove(filepath.Join(w.dir, "workspaces", w.ws, "documents", stored)); err != nil {
-		t.Fatal(err)
-	}
-
-	hostileDoc := w.addDocument("d.csv", csv())
-	w.exec(`UPDATE documents SET stored_uri = '../../../../etc/passwd' WHERE id = ?`, hostileDoc)
-	hostile := w.addRun(cfg, hostileDoc)
-
-	noPackage := w.addConfig("")
-	if b := w.waitFor("builds", []string{w.addBuild(noPackage)}, 3*time.Minute); len(b) != 1 {
-		t.Fatal("build missing")
-	}
-	if err := os.RemoveAll(filepath.Join(w.dir, "workspaces", w.ws, "config_packages", noPackage)); err != nil {
-		t.Fatal(err)
-	}
-	missingPackage := w.addRun(noPackage, w.addDocument("e.csv", csv()))
-
-	good := w.addRun(cfg, w.addDocument("f.csv", csv()))
-
-	rows := w.waitFor("runs", []string{badOptions, missingRow, missingFile, hostile, missingPackage, good}, time.Minute)
-	want := map[string]string{
-		badOptions:     "invalid run_options JSON",
-		missingRow:     "input document no-such-document does not exist",
-		missingFile:    "document file not found",
-		hostile:        "stored_uri",
-		missingPackage: "configuration package not found",
-	}
-	for id, msg := range want {
-		if r := rows[id]; r.Status != "failed" || !strings.Contains(r.errText(), msg) {
-			t.Errorf("run %s = %+v (%q), want failed with %q", id, r, r.errText(), msg)
+	eachBackend(t, func(t *testing.T, backend string) {
+		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_CONCURRENCY": "1"})
+		noPackage := w.addConfig("")
+		w.waitFor("builds", []string{w.addBuild(noPackage)}, 3*time.Minute)
+		if err := os.RemoveAll(filepath.Join(w.dir, "workspaces", w.ws, "config_packages", noPackage)); err != nil {
+			t.Fatal(err)
 		}
-	}
-	if r := rows[good]; r.Status != "succeeded" {
-		t.Errorf("good run after the bad ones = %+v (%s), want succeeded", r, r.errText())
-	}
+		w.stopAll() // nothing may claim a run before its row is broken
+		// PostgreSQL's json type cannot hold malformed JSON; SQLite's can.
+		badOptions := w.addRun(cfg, w.addDocument("a.csv", csv()))
+		if backend == "sqlite" {
+			w.exec(`UPDATE runs SET run_options = '{"dry_run": ' WHERE id = ?`, badOptions)
+		} else {
+			w.exec(`UPDATE runs SET run_options = '["not", "an", "object"]' WHERE id = ?`, badOptions)
+		}
+
+		missingRowDoc := w.addDocument("b.csv", csv())
+		missingRow := w.addRun(cfg, missingRowDoc)
+		w.exec(`UPDATE runs SET input_document_id = 'no-such-document' WHERE id = ?`, missingRow)
+
+		missingFileDoc := w.addDocument("c.csv", csv())
+		missingFile := w.addRun(cfg, missingFileDoc)
+		var stored string
+		w.query(&stored, `SELECT stored_uri FROM documents WHERE id = ?`, missingFileDoc)
+		if err := os.Remove(filepath.Join(w.dir, "workspaces", w.ws, "documents", stored)); err != nil {
+			t.Fatal(err)
+		}
+
+		hostileDoc := w.addDocument("d.csv", csv())
+		w.exec(`UPDATE documents SET stored_uri = '../../../../etc/passwd' WHERE id = ?`, hostileDoc)
+		hostile := w.addRun(cfg, hostileDoc)
+
+		missingPackage := w.addRun(noPackage, w.addDocument("e.csv", csv()))
+
+		good := w.addRun(cfg, w.addDocument("f.csv", csv()))
+		w.start()
+
+		rows := w.waitFor("runs", []string{badOptions, missingRow, missingFile, hostile, missingPackage, good}, time.Minute)
+		want := map[string]string{
+			badOptions:     "invalid run_options",
+			missingRow:     "input document no-such-document does not exist",
+			missingFile:    "document file not found",
+			hostile:        "stored_uri",
+			missingPackage: "configuration package not found",
+		}
+		for id, msg := range want {
+			if r := rows[id]; r.Status != "failed" || !strings.Contains(r.errText(), msg) {
+				t.Errorf("run %s = %+v (%q), want failed with %q", id, r, r.errText(), msg)
+			}
+		}
+		if r := rows[good]; r.Status != "succeeded" {
+			t.Errorf("good run after the bad ones = %+v (%s), want succeeded", r, r.errText())
+		}
+	})
 }
 
 func copyDir(t *testing.T, src, dst string) {

@@ -6,6 +6,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -14,6 +15,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/jackc/pgx/v5"
 
 	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
@@ -52,23 +55,82 @@ func setupBinaries(m *testing.M) (int, error) {
 	return m.Run(), nil
 }
 
+// Backends every end-to-end test runs on.
+var backends = []string{"sqlite", "postgres"}
+
+// eachBackend runs fn as a parallel subtest per database.
+func eachBackend(t *testing.T, fn func(t *testing.T, backend string)) {
+	for _, b := range backends {
+		t.Run(b, func(t *testing.T) {
+			t.Parallel()
+			fn(t, b)
+		})
+	}
+}
+
+// postgresAdminURL is where tests create their throw-away databases.
+func postgresAdminURL() string {
+	if u := os.Getenv("ADE_TEST_POSTGRES_URL"); u != "" {
+		return u
+	}
+	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+}
+
+// newDatabase returns the URL of a fresh, empty database of the backend,
+// dropped when the test ends.
+func newDatabase(t *testing.T, backend, dir string) string {
+	t.Helper()
+	if backend == "sqlite" {
+		return "sqlite:///" + filepath.Join(dir, "db", "ade.sqlite")
+	}
+	admin := postgresAdminURL()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Fatalf("PostgreSQL is required for the postgres backend (set ADE_TEST_POSTGRES_URL): %v", err)
+	}
+	defer conn.Close(ctx)
+	name := "ade_e2e_" + strings.ReplaceAll(store.NewID(), "-", "")[:16]
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, admin)
+		if err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
 // world is one isolated installation: a database, data folders and settings.
 type world struct {
-	t    *testing.T
-	dir  string
-	env  map[string]string
-	st   *store.Store
-	ws   string
-	sups []*exec.Cmd
+	t       *testing.T
+	backend string
+	dir     string
+	env     map[string]string
+	st      *store.Store
+	ws      string
+	sups    []*exec.Cmd
 }
 
 // newWorld makes a migrated SQLite database under a fresh folder. extra
 // overrides settings (ADE_* variables).
-func newWorld(t *testing.T, extra map[string]string) *world {
+func newWorld(t *testing.T, backend string, extra map[string]string) *world {
 	t.Helper()
 	dir := t.TempDir()
-	w := &world{t: t, dir: dir, ws: "ws-" + store.NewID()[:8], env: map[string]string{
-		"ADE_DATABASE_URL":                    "sqlite:///" + filepath.Join(dir, "db", "ade.sqlite"),
+	w := &world{t: t, backend: backend, dir: dir, ws: "ws-" + store.NewID()[:8], env: map[string]string{
+		"ADE_DATABASE_URL":                    newDatabase(t, backend, dir),
 		"ADE_WORKSPACES_DIR":                  filepath.Join(dir, "workspaces"),
 		"ADE_VENVS_DIR":                       filepath.Join(dir, "venvs"),
 		"ADE_PIP_CACHE_DIR":                   filepath.Join(dir, "pip-cache"),
@@ -226,6 +288,9 @@ func (w *world) query(dest any, sql string, args ...any) {
 		w.t.Fatalf("query %q: %v", sql, err)
 	}
 }
+
+// ts encodes a time the way the world's database stores timestamps.
+func (w *world) ts(t time.Time) any { return w.st.TimeArg(t) }
 
 func (w *world) exec(sql string, args ...any) {
 	w.t.Helper()

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"reflect"
 	"strings"
 	"testing"
 	"time"
@@ -15,74 +16,75 @@ import (
 // venv, then runs succeed with metrics, fields, columns, output path, events
 // and document changes exactly as the engine reported them.
 func TestBuildAndRuns(t *testing.T) {
-	t.Parallel()
-	w := newWorld(t, nil)
-	cfg := w.addConfig("")
-	build := w.addBuild(cfg)
-	doc := w.addDocument("contacts.csv", csv("noise=3"))
-	run := w.addRun(cfg, doc)
-	w.start()
+	eachBackend(t, func(t *testing.T, backend string) {
+		w := newWorld(t, backend, nil)
+		cfg := w.addConfig("")
+		build := w.addBuild(cfg)
+		doc := w.addDocument("contacts.csv", csv("noise=3"))
+		run := w.addRun(cfg, doc)
+		w.start()
 
-	b := w.waitFor("builds", []string{build}, 3*time.Minute)[build]
-	if b.Status != "ready" || b.ExitCode == nil || *b.ExitCode != 0 {
-		t.Fatalf("build = %+v (%s), want ready with exit 0", b, b.errText())
-	}
-	var facts struct {
-		PythonVersion, EngineVersion, PythonInterpreter, Summary string
-		ActiveBuildID, ActiveBuildFingerprint, Fingerprint       string
-	}
-	w.query(&facts, `SELECT b.python_version, b.engine_version, b.python_interpreter, b.summary, b.fingerprint,
-		c.active_build_id, c.active_build_fingerprint FROM builds b JOIN configurations c ON c.id = b.configuration_id WHERE b.id = ?`, build)
-	if facts.EngineVersion != "0.0.1" || !strings.HasPrefix(facts.PythonVersion, "3.") || facts.Summary == "" {
-		t.Errorf("build facts = %+v", facts)
-	}
-	venv := filepath.Join(w.buildDir(cfg, build), ".venv")
-	if facts.PythonInterpreter != filepath.Join(venv, "bin", "python") {
-		t.Errorf("python_interpreter = %q, want %q", facts.PythonInterpreter, filepath.Join(venv, "bin", "python"))
-	}
-	if _, err := os.Stat(filepath.Join(venv, "ade-build.json")); err != nil {
-		t.Errorf("ready venv has no marker: %v", err)
-	}
-	if facts.ActiveBuildID != build || facts.ActiveBuildFingerprint != facts.Fingerprint {
-		t.Errorf("configuration active build = %q/%q, want %q/%q", facts.ActiveBuildID, facts.ActiveBuildFingerprint, build, facts.Fingerprint)
-	}
-	buildEvents := readEvents(t, filepath.Join(w.buildDir(cfg, build), "logs", "events.ndjson"))
-	assertFirstLast(t, buildEvents, "build.start", "build.complete")
-	if d := data(buildEvents[len(buildEvents)-1]); d["status"] != "ready" || d["exit_code"] != float64(0) {
-		t.Errorf("build.complete data = %v", d)
-	}
-
-	r := w.waitFor("runs", []string{run}, time.Minute)[run]
-	if r.Status != "succeeded" || r.ExitCode == nil || *r.ExitCode != 0 || r.ErrorMessage != nil {
-		t.Fatalf("run = %+v (%s), want succeeded with exit 0", r, r.errText())
-	}
-	events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
-	assertFirstLast(t, events, "run.start", "run.complete")
-	if d := data(events[len(events)-1]); d["status"] != "succeeded" || d["exit_code"] != float64(0) {
-		t.Errorf("run.complete data = %v", d)
-	}
-	completed := findEvent(t, events, "engine.run.completed")
-	for key, want := range map[string]string{"jobId": run, "workspaceId": w.ws, "configurationId": cfg, "buildId": build} {
-		if got := data(completed)[key]; got != want {
-			t.Errorf("engine event data.%s = %v, want %q", key, got, want)
+		b := w.waitFor("builds", []string{build}, 3*time.Minute)[build]
+		if b.Status != "ready" || b.ExitCode == nil || *b.ExitCode != 0 {
+			t.Fatalf("build = %+v (%s), want ready with exit 0", b, b.errText())
 		}
-	}
-	assertConsoleLines(t, events)
-	assertResultsMatchSummary(t, w, run, data(completed))
+		var facts struct {
+			PythonVersion, EngineVersion, PythonInterpreter, Summary string
+			ActiveBuildID, ActiveBuildFingerprint, Fingerprint       string
+		}
+		w.query(&facts, `SELECT b.python_version, b.engine_version, b.python_interpreter, b.summary, b.fingerprint,
+			c.active_build_id, c.active_build_fingerprint FROM builds b JOIN configurations c ON c.id = b.configuration_id WHERE b.id = ?`, build)
+		if facts.EngineVersion != "0.0.1" || !strings.HasPrefix(facts.PythonVersion, "3.") || facts.Summary == "" {
+			t.Errorf("build facts = %+v", facts)
+		}
+		venv := filepath.Join(w.buildDir(cfg, build), ".venv")
+		if facts.PythonInterpreter != filepath.Join(venv, "bin", "python") {
+			t.Errorf("python_interpreter = %q, want %q", facts.PythonInterpreter, filepath.Join(venv, "bin", "python"))
+		}
+		if _, err := os.Stat(filepath.Join(venv, "ade-build.json")); err != nil {
+			t.Errorf("ready venv has no marker: %v", err)
+		}
+		if facts.ActiveBuildID != build || facts.ActiveBuildFingerprint != facts.Fingerprint {
+			t.Errorf("configuration active build = %q/%q, want %q/%q", facts.ActiveBuildID, facts.ActiveBuildFingerprint, build, facts.Fingerprint)
+		}
+		buildEvents := readEvents(t, filepath.Join(w.buildDir(cfg, build), "logs", "events.ndjson"))
+		assertFirstLast(t, buildEvents, "build.start", "build.complete")
+		if d := data(buildEvents[len(buildEvents)-1]); d["status"] != "ready" || d["exit_code"] != float64(0) {
+			t.Errorf("build.complete data = %v", d)
+		}
 
-	var outputPath string
-	w.query(&outputPath, `SELECT output_path FROM runs WHERE id = ?`, run)
-	if outputPath != "output/normalized.csv" {
-		t.Errorf("output_path = %q, want output/normalized.csv", outputPath)
-	}
-	if _, err := os.Stat(filepath.Join(w.runDir(run), outputPath)); err != nil {
-		t.Errorf("output file: %v", err)
-	}
-	staged, _ := os.ReadFile(filepath.Join(w.runDir(run), "input", "contacts.csv"))
-	if !strings.Contains(string(staged), "ann@example.com") {
-		t.Errorf("staged input = %q", staged)
-	}
-	assertDocumentChanges(t, w, doc, "processed", []string{"processing", "processed"})
+		r := w.waitFor("runs", []string{run}, time.Minute)[run]
+		if r.Status != "succeeded" || r.ExitCode == nil || *r.ExitCode != 0 || r.ErrorMessage != nil {
+			t.Fatalf("run = %+v (%s), want succeeded with exit 0", r, r.errText())
+		}
+		events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
+		assertFirstLast(t, events, "run.start", "run.complete")
+		if d := data(events[len(events)-1]); d["status"] != "succeeded" || d["exit_code"] != float64(0) {
+			t.Errorf("run.complete data = %v", d)
+		}
+		completed := findEvent(t, events, "engine.run.completed")
+		for key, want := range map[string]string{"jobId": run, "workspaceId": w.ws, "configurationId": cfg, "buildId": build} {
+			if got := data(completed)[key]; got != want {
+				t.Errorf("engine event data.%s = %v, want %q", key, got, want)
+			}
+		}
+		assertConsoleLines(t, events)
+		assertResultsMatchSummary(t, w, run, data(completed))
+
+		var outputPath string
+		w.query(&outputPath, `SELECT output_path FROM runs WHERE id = ?`, run)
+		if outputPath != "output/normalized.csv" {
+			t.Errorf("output_path = %q, want output/normalized.csv", outputPath)
+		}
+		if _, err := os.Stat(filepath.Join(w.runDir(run), outputPath)); err != nil {
+			t.Errorf("output file: %v", err)
+		}
+		staged, _ := os.ReadFile(filepath.Join(w.runDir(run), "input", "contacts.csv"))
+		if !strings.Contains(string(staged), "ann@example.com") {
+			t.Errorf("staged input = %q", staged)
+		}
+		assertDocumentChanges(t, w, doc, "processed", []string{"processing", "processed"})
+	})
 }
 
 // assertConsoleLines checks that non-JSON engine output became console.line
@@ -300,11 +302,12 @@ func sameValue(db, js any) bool {
 	case nil:
 		return db == nil
 	case float64:
-		switch d := db.(type) {
-		case int64:
-			return float64(d) == j
-		case float64:
-			return d == j
+		v := reflect.ValueOf(db)
+		switch v.Kind() {
+		case reflect.Int, reflect.Int8, reflect.Int16, reflect.Int32, reflect.Int64:
+			return float64(v.Int()) == j
+		case reflect.Float32, reflect.Float64:
+			return v.Float() == j
 		}
 	case bool:
 		switch d := db.(type) {

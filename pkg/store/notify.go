@@ -1,0 +1,141 @@
+package store
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"syscall"
+	"time"
+	"unsafe"
+
+	"github.com/jackc/pgx/v5"
+)
+
+// notifyChannel is the PostgreSQL channel the worker's triggers notify.
+const notifyChannel = "ade_worker_jobs"
+
+// WatchQueue calls wake whenever work may have become claimable: on
+// PostgreSQL when a trigger notifies, on SQLite when another process writes
+// the database file. It returns when ctx ends, reconnecting or re-arming on
+// errors (reported to onError). Polling stays on as the safety net.
+func (s *Store) WatchQueue(ctx context.Context, wake func(), onError func(error)) {
+	for ctx.Err() == nil {
+		err := s.dialect.watch(ctx, s.watchTarget, wake)
+		if ctx.Err() != nil {
+			return
+		}
+		if err != nil {
+			onError(err)
+		}
+		select {
+		case <-ctx.Done():
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// listenPostgres holds one dedicated connection that LISTENs until an error.
+func listenPostgres(ctx context.Context, dsn string, wake func()) error {
+	conn, err := pgx.Connect(ctx, dsn)
+	if err != nil {
+		return fmt.Errorf("connect for LISTEN: %w", err)
+	}
+	defer conn.Close(context.WithoutCancel(ctx))
+	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
+		return fmt.Errorf("LISTEN %s: %w", notifyChannel, err)
+	}
+	// Anything queued while we were not listening is found by this claim.
+	wake()
+	for {
+		if _, err := conn.WaitForNotification(ctx); err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("wait for notification: %w", err)
+		}
+		wake()
+	}
+}
+
+// watchSQLite wakes on every write another connection makes to the database
+// (in WAL mode the -wal file; otherwise the file itself), through inotify on
+// the folder so a recreated -wal file is still seen.
+func watchSQLite(ctx context.Context, dbPath string, wake func()) error {
+	fd, err := syscall.InotifyInit1(syscall.IN_CLOEXEC | syscall.IN_NONBLOCK)
+	if err != nil {
+		return fmt.Errorf("inotify: %w", err)
+	}
+	file := os.NewFile(uintptr(fd), "inotify")
+	defer file.Close()
+	dir, base := filepath.Dir(dbPath), filepath.Base(dbPath)
+	if _, err := syscall.InotifyAddWatch(fd, dir, syscall.IN_MODIFY|syscall.IN_CREATE|syscall.IN_MOVED_TO); err != nil {
+		return fmt.Errorf("watch %s: %w", dir, err)
+	}
+	stop := context.AfterFunc(ctx, func() { file.SetReadDeadline(time.Now()) })
+	defer stop()
+	buf := make([]byte, 64*(syscall.SizeofInotifyEvent+syscall.NAME_MAX+1))
+	for {
+		n, err := file.Read(buf)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil
+			}
+			return fmt.Errorf("read inotify: %w", err)
+		}
+		if touches(buf[:n], base) {
+			wake()
+		}
+	}
+}
+
+// touches reports whether any inotify event in buf names the database or
+// its WAL.
+func touches(buf []byte, base string) bool {
+	for off := 0; off+syscall.SizeofInotifyEvent <= len(buf); {
+		ev := (*syscall.InotifyEvent)(unsafe.Pointer(&buf[off]))
+		nameStart := off + syscall.SizeofInotifyEvent
+		nameEnd := nameStart + int(ev.Len)
+		if nameEnd > len(buf) {
+			return false
+		}
+		name := string(trimNUL(buf[nameStart:nameEnd]))
+		if name == base || name == base+"-wal" {
+			return true
+		}
+		off = nameEnd
+	}
+	return false
+}
+
+func trimNUL(b []byte) []byte {
+	for i, c := range b {
+		if c == 0 {
+			return b[:i]
+		}
+	}
+	return b
+}
+
+// NextAvailable returns when the soonest job that is waiting for its
+// available_at (a retry in backoff) becomes claimable; ok is false when none
+// waits.
+func (s *Store) NextAvailable(ctx context.Context, now time.Time) (time.Time, bool, error) {
+	var next []Time
+	err := s.db.WithContext(ctx).Raw(`SELECT MIN(t) FROM (
+		SELECT MIN(available_at) AS t FROM runs WHERE status = 'queued' AND available_at > @now
+		UNION ALL
+		SELECT MIN(available_at) AS t FROM builds WHERE status = 'queued' AND available_at > @now) AS waiting`,
+		map[string]any{"now": s.ts(now)}).Scan(&next).Error
+	if err != nil {
+		return time.Time{}, false, fmt.Errorf("find next available job: %w", err)
+	}
+	if len(next) == 0 || !next[0].Valid {
+		return time.Time{}, false, nil
+	}
+	return next[0].Time, true, nil
+}
+
+// TimeArg encodes t as this database stores timestamps (for tests and tools
+// that write raw SQL).
+func (s *Store) TimeArg(t time.Time) any { return s.ts(t) }

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Build both ade-worker binaries (supervisor and jobrunner) into OUT_DIR.
+# Used by the Dockerfile's build stage and by scripts/docker-build.sh in CI.
+#
+#   scripts/build-binaries.sh OUT_DIR
+#
+# VERSION (env, or the Dockerfile's build ARG) is stamped into both binaries;
+# unset or empty means `git describe`, else "dev" (the image build has no .git).
+# cgo is required: gorm.io/driver/sqlite uses mattn/go-sqlite3.
+set -euo pipefail
+
+if [ $# -ne 1 ] || [ -z "$1" ]; then
+  echo "usage: $0 OUT_DIR" >&2
+  exit 2
+fi
+OUT=$1
+cd "$(dirname "$0")/.."
+
+if [ -z "${VERSION:-}" ]; then
+  VERSION=$(git describe --tags --always --dirty 2>/dev/null || true)
+  VERSION=${VERSION:-dev}
+fi
+
+mkdir -p "$OUT"
+echo "build-binaries: version $VERSION -> $OUT" >&2
+CGO_ENABLED=1 go build -trimpath -ldflags "-s -w -X main.version=$VERSION" \
+  -o "$OUT/" ./cmd/supervisor ./cmd/jobrunner
