@@ -16,6 +16,7 @@ import (
 
 	"github.com/ade-org/ade-worker/pkg/jobrunner"
 	"github.com/ade-org/ade-worker/pkg/jobspec"
+	"github.com/ade-org/ade-worker/pkg/procs"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -70,6 +71,11 @@ func run(c *cli.Context) error {
 	spec, err := jobspec.Decode(in)
 	if err != nil {
 		return cli.Exit(report(badSpec(err.Error())), jobspec.ExitBadSpec)
+	}
+	// Orphans of the engine (daemons it detached) become ours, so they are
+	// killed with the job instead of living on.
+	if err := procs.BecomeSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, "jobrunner: cannot become a subreaper; detached engine processes may outlive the job:", err)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()

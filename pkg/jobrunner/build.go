@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/jobspec"
@@ -33,15 +34,30 @@ func (j *job) build(ctx context.Context) *jobspec.Result {
 	j.emit("info", "build.start", "Build started", map[string]any{
 		"attempt": j.spec.Attempt, "engine_spec": b.EngineSpec, "venv_dir": b.VenvDir,
 	})
+	var res *jobspec.Result
+	err := withBuildLock(ctx, b.VenvDir, func() { res = j.makeVenv(ctx, b) })
+	if err != nil {
+		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, err.Error(), true)
+	}
+	return res
+}
+
+// makeVenv creates b's virtual environment. The caller holds the build lock.
+func (j *job) makeVenv(ctx context.Context, b *jobspec.BuildSpec) *jobspec.Result {
 	if _, err := os.Stat(b.ConfigDir); err != nil {
 		return failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, fmt.Sprintf("configuration package not found: %s", b.ConfigDir), false)
 	}
 	// Build beside the final folder and rename at the end: an interrupted
 	// build never leaves a venv at the path runs use.
-	tmp := fmt.Sprintf("%s.tmp-%d", b.VenvDir, j.spec.Attempt)
-	if err := os.RemoveAll(tmp); err != nil {
-		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("remove leftover build folder: %v", err), true)
+	// Holding the lock, any temporary folder is a leftover of a build that
+	// was killed: remove it.
+	leftovers, _ := filepath.Glob(b.VenvDir + ".tmp-*")
+	for _, dir := range leftovers {
+		if err := os.RemoveAll(dir); err != nil {
+			return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("remove leftover build folder: %v", err), true)
+		}
 	}
+	tmp := fmt.Sprintf("%s.tmp-%d", b.VenvDir, os.Getpid())
 	if err := os.MkdirAll(filepath.Dir(tmp), 0o755); err != nil {
 		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("create build folder: %v", err), true)
 	}
@@ -67,7 +83,7 @@ func (j *job) build(ctx context.Context) *jobspec.Result {
 	if res := j.buildStep(ctx, verify); res != nil {
 		return res
 	}
-	if err := j.install(tmp, facts); err != nil {
+	if err := j.install(b, tmp, facts); err != nil {
 		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, err.Error(), true)
 	}
 	return &jobspec.Result{
@@ -105,8 +121,7 @@ func (j *job) buildStep(ctx context.Context, s step) *jobspec.Result {
 }
 
 // install writes the ready marker and moves the finished venv into place.
-func (j *job) install(tmp string, facts buildFacts) error {
-	b := j.spec.Build
+func (j *job) install(b *jobspec.BuildSpec, tmp string, facts buildFacts) error {
 	marker, _ := json.Marshal(map[string]any{
 		"build_id": j.spec.JobID, "fingerprint": b.Fingerprint, "engine_spec": b.EngineSpec,
 		"engine_version": facts.EngineVersion, "python_version": facts.PythonVersion,
@@ -136,4 +151,37 @@ func offline(env map[string]string) bool {
 func lastLine(data []byte) []byte {
 	lines := strings.Split(strings.TrimSpace(string(data)), "\n")
 	return []byte(lines[len(lines)-1])
+}
+
+// withBuildLock runs fn holding an exclusive lock on the build folder of
+// venv, so a build and the runs that rebuild a missing venv (or two
+// supervisors sharing ADE_VENVS_DIR) never install into it at once. It waits
+// for the lock until ctx ends.
+func withBuildLock(ctx context.Context, venv string, fn func()) error {
+	dir := filepath.Dir(venv)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return fmt.Errorf("create build folder: %w", err)
+	}
+	f, err := os.OpenFile(filepath.Join(dir, ".build.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return fmt.Errorf("open build lock: %w", err)
+	}
+	defer f.Close()
+	for {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			break
+		}
+		if err != syscall.EWOULDBLOCK {
+			return fmt.Errorf("lock build folder: %w", err)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("waiting for another build of this environment: %w", ctx.Err())
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
+	fn()
+	return nil
 }

@@ -13,7 +13,10 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"golang.org/x/sys/unix"
 
 	"github.com/ade-org/ade-worker/pkg/eventlog"
 	"github.com/ade-org/ade-worker/pkg/jobspec"
@@ -84,6 +87,7 @@ type step struct {
 
 // stepResult is how a step ended, with the tail of its stderr for messages.
 type stepResult struct {
+	limit    string // a limit the step tripped, if any
 	exit     procs.Exit
 	tail     string
 	timedOut bool
@@ -93,8 +97,17 @@ type stepResult struct {
 // maxCaptured bounds a captured stdout (version probes print a line).
 const maxCaptured = 64 << 10
 
-// runStep runs one child, piping its output into the events file.
+// runStep runs one child, piping its output into the events file, under
+// the job's limits.
 func (j *job) runStep(ctx context.Context, s step) (stepResult, error) {
+	stepCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	var tripped atomic.Pointer[string]
+	trip := func(limit string) {
+		if tripped.CompareAndSwap(nil, &limit) {
+			stop()
+		}
+	}
 	tail := &tailBuffer{max: 2048}
 	var mu sync.Mutex
 	onEvent := func(name string, data json.RawMessage) {
@@ -104,16 +117,20 @@ func (j *job) runStep(ctx context.Context, s step) (stepResult, error) {
 			s.onEvent(name, data)
 		}
 	}
+	output := &outputBudget{left: int64(j.spec.Limits.OutputMB) << 20, exceeded: func() { trip(limitOutput) }}
 	pipe := func(stream string) func(r io.Reader) {
 		return func(r io.Reader) {
 			if stream == "stderr" {
 				r = io.TeeReader(r, tail)
 			}
+			if j.spec.Limits.OutputMB > 0 {
+				r = io.TeeReader(r, output)
+			}
 			_ = j.log.Pipe(r, s.name, stream, onEvent)
 		}
 	}
 	cmd := procs.Command{Path: s.path, Args: s.args, Env: s.env, Dir: s.dir, KillGrace: 2 * time.Second,
-		Stdout: pipe("stdout"), Stderr: pipe("stderr")}
+		Stdout: pipe("stdout"), Stderr: pipe("stderr"), KillDescendants: true, Rlimits: rlimits(j.spec.Limits)}
 	if s.stdout != nil {
 		cmd.Stdout = func(r io.Reader) {
 			data, _ := io.ReadAll(io.LimitReader(r, maxCaptured))
@@ -121,16 +138,81 @@ func (j *job) runStep(ctx context.Context, s step) (stepResult, error) {
 			s.stdout(data)
 		}
 	}
-	exit, err := procs.Run(ctx, cmd)
+	if max := j.spec.Limits.Processes; max > 0 {
+		go watchProcesses(stepCtx, max, func() { trip(limitProcesses) })
+	}
+	exit, err := procs.Run(stepCtx, cmd)
 	res := stepResult{exit: exit, tail: tail.String()}
 	if err != nil {
 		return res, err
+	}
+	if p := tripped.Load(); p != nil {
+		res.limit = *p
+		return res, nil
 	}
 	if ctxErr := ctx.Err(); ctxErr != nil {
 		res.timedOut = errors.Is(ctxErr, context.DeadlineExceeded)
 		res.canceled = !res.timedOut
 	}
 	return res, nil
+}
+
+// Limits a step can trip while it runs; the others show in how it ended.
+const (
+	limitOutput    = "output"
+	limitProcesses = "processes"
+)
+
+// rlimits turns the job's limits into kernel resource limits.
+func rlimits(l jobspec.Limits) []procs.Rlimit {
+	var out []procs.Rlimit
+	if l.MemoryMB > 0 {
+		out = append(out, procs.Rlimit{Resource: unix.RLIMIT_AS, Max: uint64(l.MemoryMB) << 20})
+	}
+	if l.OpenFiles > 0 {
+		out = append(out, procs.Rlimit{Resource: unix.RLIMIT_NOFILE, Max: uint64(l.OpenFiles)})
+	}
+	if l.OutputMB > 0 {
+		out = append(out, procs.Rlimit{Resource: unix.RLIMIT_FSIZE, Max: uint64(l.OutputMB) << 20})
+	}
+	return out
+}
+
+// outputBudget counts console output and calls exceeded once it runs out.
+type outputBudget struct {
+	left     int64
+	exceeded func()
+	once     sync.Once
+	mu       sync.Mutex
+}
+
+func (o *outputBudget) Write(p []byte) (int, error) {
+	o.mu.Lock()
+	o.left -= int64(len(p))
+	over := o.left < 0
+	o.mu.Unlock()
+	if over {
+		o.once.Do(o.exceeded)
+	}
+	return len(p), nil
+}
+
+// watchProcesses calls exceeded when this process has more than max
+// descendants (the job's processes), checking a few times a second.
+func watchProcesses(ctx context.Context, max int, exceeded func()) {
+	t := time.NewTicker(200 * time.Millisecond)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+			if len(procs.Descendants(os.Getpid())) > max {
+				exceeded()
+				return
+			}
+		}
+	}
 }
 
 // tailBuffer keeps the last max bytes written to it.

@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 
 	"github.com/ade-org/ade-worker/pkg/jobspec"
 	"github.com/ade-org/ade-worker/pkg/layout"
@@ -28,8 +29,8 @@ func (j *job) run(ctx context.Context) *jobspec.Result {
 	if _, err := os.Stat(r.ConfigDir); err != nil {
 		return failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, fmt.Sprintf("configuration package not found: %s", r.ConfigDir), false)
 	}
-	if !venvReady(r.VenvDir) {
-		return failure(jobspec.ReasonVenvMissing, jobspec.CodeMissingBuild, MsgBuildEnvMissing+" ("+r.VenvDir+")", false)
+	if res := j.ensureVenv(ctx); res != nil {
+		return res
 	}
 	args, res := j.engineArgs()
 	if res != nil {
@@ -56,6 +57,43 @@ func (j *job) run(ctx context.Context) *jobspec.Result {
 		return out
 	}
 	return &jobspec.Result{Status: jobspec.StatusSucceeded, ExitCode: 0, Summary: completed}
+}
+
+// ensureVenv rebuilds a ready build's environment that is missing on this
+// host (supervisors that do not share ADE_VENVS_DIR, a deleted folder),
+// under the build lock so concurrent runs of that build wait for one rebuild.
+func (j *job) ensureVenv(ctx context.Context) *jobspec.Result {
+	r := j.spec.Run
+	if venvReady(r.VenvDir) {
+		return nil
+	}
+	missing := func(detail string) *jobspec.Result {
+		return failure(jobspec.ReasonVenvMissing, jobspec.CodeMissingBuild, MsgBuildEnvMissing+" ("+detail+")", false)
+	}
+	if r.Rebuild == nil {
+		return missing(r.VenvDir)
+	}
+	j.emit("warning", "run.venv.rebuild", "Build environment missing on this host; rebuilding it", map[string]any{"venv_dir": r.VenvDir})
+	var res *jobspec.Result
+	err := withBuildLock(ctx, r.VenvDir, func() {
+		if venvReady(r.VenvDir) { // another run rebuilt it while we waited
+			return
+		}
+		res = j.makeVenv(ctx, r.Rebuild)
+		if res.Status == jobspec.StatusSucceeded {
+			res = nil
+		}
+	})
+	if err != nil {
+		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, err.Error(), true)
+	}
+	if res != nil {
+		if res.Reason == jobspec.ReasonTimeout || res.Reason == jobspec.ReasonCancelled {
+			return res
+		}
+		return missing("rebuilding it here failed: " + res.Error)
+	}
+	return nil
 }
 
 // engineArgs stages the input and builds the engine's command line.
@@ -95,6 +133,9 @@ func (j *job) engineArgs() ([]string, *jobspec.Result) {
 // stepFailure turns a step that did not succeed into a failed result, or
 // returns nil when it succeeded. what names the step in messages.
 func (j *job) stepFailure(what string, sr stepResult) *jobspec.Result {
+	if msg := j.limitMessage(sr); msg != "" {
+		return failure(jobspec.ReasonLimit, jobspec.CodeGenericFailure, fmt.Sprintf("%s was stopped: %s", capitalize(what), msg), false)
+	}
 	switch {
 	case sr.timedOut:
 		return failure(jobspec.ReasonTimeout, jobspec.CodeTimeout, fmt.Sprintf("%s timed out after %s", capitalize(what), j.timeoutText()), false)
@@ -108,6 +149,27 @@ func (j *job) stepFailure(what string, sr stepResult) *jobspec.Result {
 		return failure(jobspec.ReasonEngineFailed, sr.exit.Code, fmt.Sprintf("%s failed with %s%s", capitalize(what), sr.exit, detail(sr.tail)), false)
 	}
 	return nil
+}
+
+// limitMessage names the job limit a step exceeded, or returns "".
+func (j *job) limitMessage(sr stepResult) string {
+	l := j.spec.Limits
+	switch {
+	case sr.limit == limitOutput:
+		return fmt.Sprintf("it printed more than the output limit of %d MB (ADE_WORKER_JOB_MAX_OUTPUT_MB)", l.OutputMB)
+	case sr.limit == limitProcesses:
+		return fmt.Sprintf("it started more than the process limit of %d (ADE_WORKER_JOB_MAX_PROCESSES)", l.Processes)
+	case sr.exit.Code == 0 && !sr.exit.Signaled():
+		return ""
+	case l.OutputMB > 0 && sr.exit.Signal == syscall.SIGXFSZ:
+		return fmt.Sprintf("it wrote a file larger than the output limit of %d MB (ADE_WORKER_JOB_MAX_OUTPUT_MB)", l.OutputMB)
+	case l.MemoryMB > 0 && (strings.Contains(sr.tail, "MemoryError") || strings.Contains(sr.tail, "Cannot allocate memory") ||
+		strings.Contains(sr.tail, "out of memory")):
+		return fmt.Sprintf("it ran out of its memory limit of %d MB (ADE_WORKER_JOB_MEMORY_MB)", l.MemoryMB)
+	case l.OpenFiles > 0 && strings.Contains(sr.tail, "Too many open files"):
+		return fmt.Sprintf("it hit the open-files limit of %d (ADE_WORKER_JOB_MAX_OPEN_FILES)", l.OpenFiles)
+	}
+	return ""
 }
 
 func detail(tail string) string {

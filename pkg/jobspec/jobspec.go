@@ -48,8 +48,19 @@ type Spec struct {
 	// TimeoutSeconds bounds the job's main work; 0 means no limit.
 	TimeoutSeconds float64 `json:"timeout_seconds,omitempty"`
 
+	// Limits bound every process the job starts.
+	Limits Limits `json:"limits,omitzero"`
+
 	Build *BuildSpec `json:"build,omitempty"`
 	Run   *RunSpec   `json:"run,omitempty"`
+}
+
+// Limits bound what one job may use; zero means no limit.
+type Limits struct {
+	MemoryMB  int `json:"memory_mb,omitempty"`  // address space per process
+	Processes int `json:"processes,omitempty"`  // processes at once
+	OpenFiles int `json:"open_files,omitempty"` // per process
+	OutputMB  int `json:"output_mb,omitempty"`  // largest file written, and console output
 }
 
 // BuildSpec says how to make a build's virtual environment.
@@ -77,6 +88,9 @@ type RunSpec struct {
 	// InputName is the file name the document is staged as under input/.
 	InputName string     `json:"input_name,omitempty"`
 	Options   RunOptions `json:"options"`
+	// Rebuild says how to remake the build's environment when it is
+	// missing on this host; nil fails such a run instead.
+	Rebuild *BuildSpec `json:"rebuild,omitempty"`
 }
 
 // RunOptions are the run's options as the ADE API stores them.
@@ -129,6 +143,9 @@ func (s *Spec) Validate() error {
 	}
 	if s.EventsPath == "" || !filepath.IsAbs(s.EventsPath) {
 		return fmt.Errorf("job spec events_path %q must be an absolute path", s.EventsPath)
+	}
+	if s.Limits.MemoryMB < 0 || s.Limits.Processes < 0 || s.Limits.OpenFiles < 0 || s.Limits.OutputMB < 0 {
+		return errors.New("job spec limits must not be negative")
 	}
 	if s.TimeoutSeconds < 0 {
 		return fmt.Errorf("job spec timeout_seconds %v is negative", s.TimeoutSeconds)
@@ -209,6 +226,7 @@ const (
 	ReasonBadSpec      Reason = "bad_spec"      // the spec itself is unusable
 	ReasonEnvironment  Reason = "environment"   // a host fault; a retry may help
 	ReasonCancelled    Reason = "cancelled"     // stopped on request (SIGTERM)
+	ReasonLimit        Reason = "limit"         // the job exceeded one of its Limits
 )
 
 // Exit codes of the jobrunner process.

@@ -14,6 +14,8 @@ import (
 	"sort"
 	"syscall"
 	"time"
+
+	"golang.org/x/sys/unix"
 )
 
 // Command is one process to run.
@@ -31,6 +33,24 @@ type Command struct {
 	Stdout, Stderr func(io.Reader)
 	// Started is called with the child's pid once it runs.
 	Started func(pid int)
+	// DeathSignal is what the kernel sends the child if this process dies;
+	// zero means SIGKILL. A child that must clean up (a jobrunner killing
+	// its engine) asks for SIGTERM.
+	DeathSignal syscall.Signal
+	// KillDescendants kills every remaining descendant of this process once
+	// the child exits: with a subreaper (see BecomeSubreaper) that includes
+	// daemons the child started in a session of their own.
+	KillDescendants bool
+	// Rlimits are applied to the child with prlimit(2) as soon as it has
+	// started (before it can have done much: an interpreter takes
+	// milliseconds to start); its children inherit them.
+	Rlimits []Rlimit
+}
+
+// Rlimit is one resource limit (unix.RLIMIT_AS, ...), soft and hard alike.
+type Rlimit struct {
+	Resource int
+	Max      uint64
 }
 
 // Exit describes how a child ended.
@@ -65,7 +85,11 @@ func Run(ctx context.Context, c Command) (Exit, error) {
 	cmd.Dir = c.Dir
 	cmd.Stdin = c.Stdin
 	// Pdeathsig: if this process dies, the kernel kills the child.
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: syscall.SIGKILL}
+	death := c.DeathSignal
+	if death == 0 {
+		death = syscall.SIGKILL
+	}
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: death}
 
 	outR, outW, err := os.Pipe()
 	if err != nil {
@@ -88,6 +112,16 @@ func Run(ctx context.Context, c Command) (Exit, error) {
 		return Exit{}, fmt.Errorf("start %s: %w", c.Path, err)
 	}
 	pgid := cmd.Process.Pid
+	for _, l := range c.Rlimits {
+		lim := unix.Rlimit{Cur: l.Max, Max: l.Max}
+		if err := unix.Prlimit(pgid, l.Resource, &lim, nil); err != nil {
+			KillGroup(pgid)
+			_ = cmd.Wait()
+			outR.Close()
+			errR.Close()
+			return Exit{}, fmt.Errorf("limit resource %d of %s: %w", l.Resource, c.Path, err)
+		}
+	}
 	if c.Started != nil {
 		c.Started(pgid)
 	}
@@ -104,6 +138,9 @@ func Run(ctx context.Context, c Command) (Exit, error) {
 		waitErr = stop(pgid, c.KillGrace, waited)
 	}
 	KillGroup(pgid)
+	if c.KillDescendants {
+		KillDescendants()
+	}
 	drain(drained, outR, errR)
 	exit := Exit{Code: cmd.ProcessState.ExitCode(), Duration: time.Since(start)}
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {

@@ -227,6 +227,30 @@ func table() []setting {
 				return err
 			}},
 
+		{name: "job-memory-mb", env: env("ADE_WORKER_JOB_MEMORY_MB"), def: "0", category: catJobs, defText: "0: none",
+			usage: "address-space limit of each process a job starts, in `MB` (RLIMIT_AS)",
+			set: func(s *Settings, v string) (err error) {
+				s.JobMemoryMB, err = limit(v)
+				return err
+			}},
+		{name: "job-max-processes", env: env("ADE_WORKER_JOB_MAX_PROCESSES"), def: "0", category: catJobs, defText: "0: none",
+			usage: "most processes a job may have at once",
+			set: func(s *Settings, v string) (err error) {
+				s.JobMaxProcesses, err = limit(v)
+				return err
+			}},
+		{name: "job-max-open-files", env: env("ADE_WORKER_JOB_MAX_OPEN_FILES"), def: "0", category: catJobs, defText: "0: none",
+			usage: "most open files per job process (RLIMIT_NOFILE)",
+			set: func(s *Settings, v string) (err error) {
+				s.JobMaxOpenFiles, err = limit(v)
+				return err
+			}},
+		{name: "job-max-output-mb", env: env("ADE_WORKER_JOB_MAX_OUTPUT_MB"), def: "0", category: catJobs, defText: "0: none",
+			usage: "largest file a job may write and most console output it may print, in `MB`",
+			set: func(s *Settings, v string) (err error) {
+				s.JobMaxOutputMB, err = limit(v)
+				return err
+			}},
 		{name: "env-passthrough", env: env("ADE_WORKER_ENV_PASSTHROUGH"), category: catJobs,
 			defText: "none", usage: "comma-separated `NAMES` of extra environment variables jobs may see (e.g. HTTPS_PROXY); never give them credentials",
 			set: func(s *Settings, v string) (err error) {

@@ -39,6 +39,15 @@ func positiveInt(v string) (int, error) {
 	return n, nil
 }
 
+// limit parses a per-job limit: a whole number, 0 for none.
+func limit(v string) (int, error) {
+	n, err := strconv.Atoi(v)
+	if err != nil || n < 0 {
+		return 0, errors.New("want a whole number (0 for no limit)")
+	}
+	return n, nil
+}
+
 func milliseconds(v string) (time.Duration, error) {
 	n, err := strconv.ParseInt(v, 10, 64)
 	if err != nil || n < 0 || n > math.MaxInt64/int64(time.Millisecond) {

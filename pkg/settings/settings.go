@@ -52,6 +52,12 @@ type Settings struct {
 	BackoffBase  time.Duration
 	BackoffMax   time.Duration
 
+	// Per-job limits; 0 means none.
+	JobMemoryMB     int
+	JobMaxProcesses int
+	JobMaxOpenFiles int
+	JobMaxOutputMB  int
+
 	// EnvPassthrough names extra variables jobs may see, beyond ChildEnv's
 	// allow-list (ADE_WORKER_ENV_PASSTHROUGH).
 	EnvPassthrough []string

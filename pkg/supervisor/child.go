@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"io"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -38,7 +39,7 @@ const maxResultBytes = 64 << 20
 const backstop = 30 * time.Second
 
 // runChild runs the jobrunner for spec, heartbeating f's lease while it runs.
-func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, f store.Fence, spec *jobspec.Spec, lease time.Duration) childOutcome {
+func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease, spec *jobspec.Spec) childOutcome {
 	var stdin bytes.Buffer
 	if err := spec.Encode(&stdin); err != nil {
 		return childOutcome{problem: fmt.Sprintf("encode job spec: %v", err)}
@@ -54,12 +55,15 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, f store.F
 	hbDone := make(chan struct{})
 	go func() {
 		defer close(hbDone)
-		s.heartbeat(childCtx, log, f, lease, func() { lost.Store(true); cancel() })
+		s.heartbeat(childCtx, log, l, func() { lost.Store(true); cancel() })
 	}()
 
 	var stdout bytes.Buffer
 	exit, err := procs.Run(childCtx, procs.Command{
 		Path: s.jobrunner, Env: spec.Env, Stdin: &stdin, KillGrace: 5 * time.Second,
+		// SIGTERM, not SIGKILL, if this supervisor dies: the jobrunner then
+		// kills its engine and everything the engine started.
+		DeathSignal: syscall.SIGTERM,
 		Stdout: func(r io.Reader) {
 			_, _ = io.Copy(&stdout, io.LimitReader(r, maxResultBytes))
 			_, _ = io.Copy(io.Discard, r)
@@ -88,8 +92,8 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, f store.F
 
 // heartbeat extends the lease until ctx ends; lost is called once when the
 // lease turns out to be someone else's.
-func (s *Supervisor) heartbeat(ctx context.Context, log zerolog.Logger, f store.Fence, lease time.Duration, lost func()) {
-	t := time.NewTicker(heartbeatInterval(lease))
+func (s *Supervisor) heartbeat(ctx context.Context, log zerolog.Logger, l *lease, lost func()) {
+	t := time.NewTicker(heartbeatInterval(l.length))
 	defer t.Stop()
 	for {
 		select {
@@ -97,9 +101,11 @@ func (s *Supervisor) heartbeat(ctx context.Context, log zerolog.Logger, f store.
 			return
 		case <-t.C:
 		}
-		err := s.store.Heartbeat(ctx, f, time.Now().Add(lease))
+		now := time.Now()
+		err := s.store.Heartbeat(ctx, l.fence, now.Add(l.length))
 		switch {
 		case err == nil:
+			l.renewed(now)
 		case errors.Is(err, store.ErrLeaseLost):
 			log.Warn().Msg("lease lost: another worker holds this job now; stopping it and writing nothing")
 			lost()
@@ -107,6 +113,53 @@ func (s *Supervisor) heartbeat(ctx context.Context, log zerolog.Logger, f store.
 		case ctx.Err() == nil:
 			log.Warn().Err(err).Msg("heartbeat failed; will retry")
 		}
+	}
+}
+
+// lease tracks until when this worker holds a claimed job.
+type lease struct {
+	fence  store.Fence
+	length time.Duration
+	until  atomic.Int64 // unix nanoseconds
+}
+
+func newLease(f store.Fence, length time.Duration, claimedAt time.Time) *lease {
+	l := &lease{fence: f, length: length}
+	l.renewed(claimedAt)
+	return l
+}
+
+// renewed records a lease renewal made at t.
+func (l *lease) renewed(t time.Time) { l.until.Store(t.Add(l.length).UnixNano()) }
+
+// end is when the lease runs out unless renewed.
+func (l *lease) end() time.Time { return time.Unix(0, l.until.Load()) }
+
+// persist retries a fenced write with backoff until it lands, the fence
+// says another worker holds the job, or the lease runs out (from then on
+// cleanup re-queues the job, so the attempt is retried, not lost). A
+// database outage thus delays an outcome instead of dropping it.
+func (s *Supervisor) persist(log zerolog.Logger, l *lease, what string, write func() error) error {
+	delay := 100 * time.Millisecond
+	for attempt := 1; ; attempt++ {
+		err := write()
+		switch {
+		case err == nil:
+			if attempt > 1 {
+				log.Info().Str("write", what).Int("tries", attempt).Msg("database write landed after retries")
+			}
+			return nil
+		case errors.Is(err, store.ErrLeaseLost):
+			log.Warn().Str("write", what).Msg("lease lost before the write landed; the job's new owner decides")
+			return err
+		case time.Now().Add(delay).After(l.end()):
+			log.Error().Err(err).Str("write", what).Msg("database write failed until the lease ran out; the job will be retried after lease expiry")
+			return err
+		case attempt == 1:
+			log.Warn().Err(err).Str("write", what).Msg("database write failed; retrying until it lands or the lease runs out")
+		}
+		time.Sleep(delay)
+		delay = min(delay*2, 5*time.Second)
 	}
 }
 

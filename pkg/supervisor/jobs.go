@@ -2,7 +2,6 @@ package supervisor
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"time"
 
@@ -46,13 +45,16 @@ func (s *Supervisor) retryOrFail(f store.Fence, maxAttempts int, msg string, cod
 	return ending{code: &code, message: fmt.Sprintf("%s (gave up after %d attempts)", msg, f.Attempt), result: r}
 }
 
-// requeue writes a retry or a hand-back; it reports whether it was written.
-func (s *Supervisor) requeue(ctx context.Context, log zerolog.Logger, f store.Fence, e ending) error {
+// requeue writes a retry or a hand-back.
+func (s *Supervisor) requeue(ctx context.Context, log zerolog.Logger, l *lease, e ending) error {
 	delay := time.Duration(0)
 	if e.retry {
-		delay = s.cfg.Backoff(f.Attempt)
+		delay = s.cfg.Backoff(l.fence.Attempt)
 	}
-	if err := s.store.Requeue(ctx, f, time.Now().Add(delay), e.message, e.retry); err != nil {
+	err := s.persist(log, l, "requeue", func() error {
+		return s.store.Requeue(ctx, l.fence, time.Now().Add(delay), e.message, e.retry)
+	})
+	if err != nil {
 		return err
 	}
 	log.Warn().Str("error", e.message).Float64("retry_in_s", delay.Seconds()).Bool("attempt_counted", e.retry).Msg("job re-queued")
@@ -101,21 +103,11 @@ func logEnd(log zerolog.Logger, status string, code *int, message string, starte
 	ev.Str("status", status).Float64("duration_ms", float64(time.Since(started).Microseconds())/1000).Msg("job finished")
 }
 
-// handleWriteError logs a failed final write. A lost lease is expected after
-// a partition; anything else leaves the lease to expire and the job to be
-// retried by cleanup, so nothing is lost either way.
-func handleWriteError(log zerolog.Logger, err error) {
-	if errors.Is(err, store.ErrLeaseLost) {
-		log.Warn().Msg("lease lost before the outcome was written; the job's new owner decides")
-		return
-	}
-	log.Error().Err(err).Msg("cannot write job outcome; the lease will expire and the job will be retried")
-}
-
 // runJob is a claimed run.
 type runJob struct {
-	s   *Supervisor
-	row store.ClaimedRun
+	s     *Supervisor
+	row   store.ClaimedRun
+	lease *lease
 }
 
 func (j *runJob) fence() store.Fence {
@@ -151,12 +143,14 @@ func (j *runJob) execute(ctx context.Context, log zerolog.Logger) {
 		e = ending{succeeded: true, code: &zero}
 	default:
 		if plan.DocumentID != "" {
-			if err := s.store.StartDocument(ctx, f, plan.DocumentID, time.Now()); err != nil {
-				handleWriteError(log, err)
+			err := s.persist(log, j.lease, "document processing", func() error {
+				return s.store.StartDocument(ctx, f, plan.DocumentID, time.Now())
+			})
+			if err != nil {
 				return
 			}
 		}
-		e = s.decide(f, j.row.MaxAttempts, s.runChild(ctx, log, f, plan.Spec, s.runLease()))
+		e = s.decide(f, j.row.MaxAttempts, s.runChild(ctx, log, j.lease, plan.Spec))
 	}
 	j.finish(context.WithoutCancel(ctx), log, plan, e, started)
 }
@@ -164,8 +158,7 @@ func (j *runJob) execute(ctx context.Context, log zerolog.Logger) {
 func (j *runJob) finish(ctx context.Context, log zerolog.Logger, plan *RunPlan, e ending, started time.Time) {
 	s, f := j.s, j.fence()
 	if e.retry || e.handBack {
-		if err := s.requeue(ctx, log, f, e); err != nil {
-			handleWriteError(log, err)
+		if err := s.requeue(ctx, log, j.lease, e); err != nil {
 			return
 		}
 		appendEvent(log, plan.Spec, "warning", "run.requeued", "Run re-queued: "+e.message, map[string]any{"attempt": f.Attempt, "error": e.message})
@@ -177,8 +170,7 @@ func (j *runJob) finish(ctx context.Context, log zerolog.Logger, plan *RunPlan, 
 	}
 	// The document follows the run whenever the run touched it.
 	o.DocumentID = plan.DocumentID
-	if err := s.store.FinishRun(ctx, f, o, time.Now()); err != nil {
-		handleWriteError(log, err)
+	if err := s.persist(log, j.lease, "run outcome", func() error { return s.store.FinishRun(ctx, f, o, time.Now()) }); err != nil {
 		return
 	}
 	if e.result != nil && e.result.Reason == jobspec.ReasonVenvMissing {
@@ -222,8 +214,9 @@ func levelFor(ok bool) string {
 
 // buildJob is a claimed build.
 type buildJob struct {
-	s   *Supervisor
-	row store.ClaimedBuild
+	s     *Supervisor
+	row   store.ClaimedBuild
+	lease *lease
 }
 
 func (j *buildJob) fence() store.Fence {
@@ -242,12 +235,11 @@ func (j *buildJob) execute(ctx context.Context, log zerolog.Logger) {
 		code := rej.Code
 		e = ending{code: &code, message: rej.Message}
 	} else {
-		e = s.decide(f, j.row.MaxAttempts, s.runChild(ctx, log, f, spec, s.buildLease()))
+		e = s.decide(f, j.row.MaxAttempts, s.runChild(ctx, log, j.lease, spec))
 	}
 	ctx = context.WithoutCancel(ctx)
 	if e.retry || e.handBack {
-		if err := s.requeue(ctx, log, f, e); err != nil {
-			handleWriteError(log, err)
+		if err := s.requeue(ctx, log, j.lease, e); err != nil {
 			return
 		}
 		appendEvent(log, spec, "warning", "build.requeued", "Build re-queued: "+e.message, map[string]any{"attempt": f.Attempt, "error": e.message})
@@ -257,8 +249,7 @@ func (j *buildJob) execute(ctx context.Context, log zerolog.Logger) {
 	if r := e.result; r != nil && e.succeeded {
 		o.Summary, o.EngineVersion, o.PythonVersion, o.PythonInterpreter = r.BuildSummary, r.EngineVersion, r.PythonVersion, r.PythonInterpreter
 	}
-	if err := s.store.FinishBuild(ctx, f, o, time.Now()); err != nil {
-		handleWriteError(log, err)
+	if err := s.persist(log, j.lease, "build outcome", func() error { return s.store.FinishBuild(ctx, f, o, time.Now()) }); err != nil {
 		return
 	}
 	status := "ready"

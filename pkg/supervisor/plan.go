@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -73,6 +74,7 @@ func (p *Planner) PlanRun(ctx context.Context, r *store.ClaimedRun) (*RunPlan, e
 		WorkspaceID: r.WorkspaceID, ConfigurationID: r.ConfigurationID,
 		EventsPath: filepath.Join(runDir, "logs", "events.ndjson"),
 		Env:        p.Settings.ChildEnv(nil),
+		Limits:     p.limits(),
 		Run:        &jobspec.RunSpec{RunDir: runDir, Options: opts},
 	}
 	plan.Spec = spec
@@ -100,6 +102,10 @@ func (p *Planner) PlanRun(ctx context.Context, r *store.ClaimedRun) (*RunPlan, e
 	if spec.Run.ConfigDir, err = lay.ConfigDir(r.WorkspaceID, r.ConfigurationID); err != nil {
 		plan.Reject = reject(jobspec.CodeGenericFailure, "%v", err)
 		return plan, nil
+	}
+	spec.Run.Rebuild = &jobspec.BuildSpec{
+		VenvDir: spec.Run.VenvDir, Python: p.Settings.Python, EngineSpec: p.engineSpec(rc.Build.EngineSpec),
+		ConfigDir: spec.Run.ConfigDir, Fingerprint: rc.Build.Fingerprint,
 	}
 	if opts.ValidateOnly {
 		spec.TimeoutSeconds = p.Settings.BuildTimeout.Seconds()
@@ -207,21 +213,33 @@ func (p *Planner) PlanBuild(b *store.ClaimedBuild) (*jobspec.Spec, *Rejection) {
 	if err != nil {
 		return nil, reject(jobspec.CodeGenericFailure, "%v", err)
 	}
-	engineSpec := p.Settings.EngineSpec
-	if b.EngineSpec.Valid && strings.TrimSpace(b.EngineSpec.String) != "" {
-		engineSpec = resolveLocal(strings.TrimSpace(b.EngineSpec.String))
-	}
 	return &jobspec.Spec{
 		Version: jobspec.Version, Kind: jobspec.KindBuild, JobID: b.ID, Attempt: b.AttemptCount,
 		WorkspaceID: b.WorkspaceID, ConfigurationID: b.ConfigurationID, BuildID: b.ID,
 		EventsPath:     filepath.Join(buildDir, "logs", "events.ndjson"),
 		Env:            p.Settings.ChildEnv(nil),
+		Limits:         p.limits(),
 		TimeoutSeconds: p.Settings.BuildTimeout.Seconds(),
 		Build: &jobspec.BuildSpec{
 			VenvDir: filepath.Join(buildDir, ".venv"), Python: p.Settings.Python,
-			EngineSpec: engineSpec, ConfigDir: configDir, Fingerprint: b.Fingerprint,
+			EngineSpec: p.engineSpec(b.EngineSpec), ConfigDir: configDir, Fingerprint: b.Fingerprint,
 		},
 	}, nil
+}
+
+// engineSpec is the build row's engine spec when it has one, else the
+// worker's ADE_ENGINE_SPEC.
+func (p *Planner) engineSpec(row sql.NullString) string {
+	if row.Valid && strings.TrimSpace(row.String) != "" {
+		return resolveLocal(strings.TrimSpace(row.String))
+	}
+	return p.Settings.EngineSpec
+}
+
+// limits are the per-job limits of the settings.
+func (p *Planner) limits() jobspec.Limits {
+	s := p.Settings
+	return jobspec.Limits{MemoryMB: s.JobMemoryMB, Processes: s.JobMaxProcesses, OpenFiles: s.JobMaxOpenFiles, OutputMB: s.JobMaxOutputMB}
 }
 
 // resolveLocal makes an engine spec that names an existing path absolute, so

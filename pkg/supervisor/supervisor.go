@@ -143,7 +143,9 @@ func (s *Supervisor) claim(ctx, jobsCtx context.Context, free int) (int, error) 
 		return 0, err
 	}
 	for i := range builds {
-		s.start(jobsCtx, &buildJob{s: s, row: builds[i]})
+		j := &buildJob{s: s, row: builds[i]}
+		j.lease = newLease(j.fence(), s.buildLease(), now)
+		s.start(jobsCtx, j)
 	}
 	free -= len(builds)
 	if free == 0 {
@@ -154,7 +156,9 @@ func (s *Supervisor) claim(ctx, jobsCtx context.Context, free int) (int, error) 
 		return len(builds), err
 	}
 	for i := range runs {
-		s.start(jobsCtx, &runJob{s: s, row: runs[i]})
+		j := &runJob{s: s, row: runs[i]}
+		j.lease = newLease(j.fence(), s.runLease(), now)
+		s.start(jobsCtx, j)
 	}
 	return len(builds) + len(runs), nil
 }

@@ -141,7 +141,7 @@ func TestFailedBuildFailsItsRuns(t *testing.T) {
 	})
 }
 
-func TestRunWithoutBuildAndMissingVenv(t *testing.T) {
+func TestRunWithoutBuildAndMissingVenvRebuilt(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, build := readyWorld(t, backend, nil)
 		other := w.addConfig("")
@@ -151,18 +151,26 @@ func TestRunWithoutBuildAndMissingVenv(t *testing.T) {
 			t.Errorf("run without build = %+v (%s)", r, r.errText())
 		}
 
-		if err := os.RemoveAll(filepath.Join(w.buildDir(cfg, build), ".venv")); err != nil {
+		// A ready build whose venv is missing on this host is rebuilt there,
+		// under the build lock, and the run goes on.
+		venv := filepath.Join(w.buildDir(cfg, build), ".venv")
+		if err := os.RemoveAll(venv); err != nil {
 			t.Fatal(err)
 		}
 		missing := w.addRun(cfg, w.addDocument("b.csv", csv()), "--build", build)
-		r = w.waitFor("runs", []string{missing}, 30*time.Second)[missing]
-		if r.Status != "failed" || r.ExitCode == nil || *r.ExitCode != 2 || !strings.HasPrefix(r.errText(), "Build environment missing; rerun build") {
-			t.Errorf("run with missing venv = %+v (%s)", r, r.errText())
+		r = w.waitFor("runs", []string{missing}, 2*time.Minute)[missing]
+		if r.Status != "succeeded" {
+			t.Errorf("run with missing venv = %+v (%s), want succeeded after a rebuild", r, r.errText())
 		}
-		b := w.job("builds", build)
-		if b.Status != "failed" || b.errText() != "Build environment missing; rerun build" {
-			t.Errorf("build after its venv vanished = %+v (%s)", b, b.errText())
+		if _, err := os.Stat(filepath.Join(venv, "ade-build.json")); err != nil {
+			t.Errorf("venv not rebuilt: %v", err)
 		}
+		if b := w.job("builds", build); b.Status != "ready" {
+			t.Errorf("build after the rebuild = %+v (%s), want still ready", b, b.errText())
+		}
+		events := readEvents(t, filepath.Join(w.runDir(missing), "logs", "events.ndjson"))
+		findEvent(t, events, "run.venv.rebuild")
+		assertFirstLast(t, events, "run.start", "run.complete")
 	})
 }
 

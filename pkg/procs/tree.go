@@ -1,0 +1,101 @@
+package procs
+
+import (
+	"bytes"
+	"os"
+	"strconv"
+	"syscall"
+)
+
+// prSetChildSubreaper is prctl's PR_SET_CHILD_SUBREAPER.
+const prSetChildSubreaper = 36
+
+// BecomeSubreaper makes orphaned descendants of this process (a daemon the
+// engine forked and detached) its children instead of init's, so
+// KillDescendants can still find them.
+func BecomeSubreaper() error {
+	_, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, prSetChildSubreaper, 1, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}
+
+// KillDescendants sends SIGKILL to every descendant of this process and
+// reaps the ones that became its children. It repeats until no descendant
+// is left, so a process forking while it is being killed is caught too.
+func KillDescendants() {
+	self := os.Getpid()
+	for round := 0; round < 20; round++ {
+		victims := Descendants(self)
+		if len(victims) == 0 {
+			break
+		}
+		for _, pid := range victims {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	reapOrphans()
+}
+
+// reapOrphans collects exited processes that were reparented to us. Only
+// called when no os/exec child of ours is being waited for.
+func reapOrphans() {
+	for {
+		var ws syscall.WaitStatus
+		pid, err := syscall.Wait4(-1, &ws, syscall.WNOHANG, nil)
+		if pid <= 0 || err != nil {
+			return
+		}
+	}
+}
+
+// Descendants lists the live (not zombie) descendants of pid, from /proc.
+func Descendants(pid int) []int {
+	children := map[int][]int{}
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return nil
+	}
+	for _, e := range entries {
+		p, err := strconv.Atoi(e.Name())
+		if err != nil {
+			continue
+		}
+		ppid, state, ok := statOf(p)
+		if ok && state != 'Z' {
+			children[ppid] = append(children[ppid], p)
+		}
+	}
+	var out []int
+	queue := []int{pid}
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		for _, c := range children[p] {
+			out = append(out, c)
+			queue = append(queue, c)
+		}
+	}
+	return out
+}
+
+// statOf reads a process's parent and state from /proc/<pid>/stat.
+func statOf(pid int) (ppid int, state byte, ok bool) {
+	data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/stat")
+	if err != nil {
+		return 0, 0, false
+	}
+	// The command name is in parentheses and may contain anything; the
+	// fields after the last ')' are fixed.
+	i := bytes.LastIndexByte(data, ')')
+	if i < 0 {
+		return 0, 0, false
+	}
+	fields := bytes.Fields(data[i+1:])
+	if len(fields) < 2 || len(fields[0]) != 1 {
+		return 0, 0, false
+	}
+	ppid, err = strconv.Atoi(string(fields[1]))
+	return ppid, fields[0][0], err == nil
+}
