@@ -127,11 +127,13 @@ func laterOf(a, b store.Time) time.Time {
 
 func (j *runJob) execute(ctx context.Context, log zerolog.Logger) {
 	s, f, started := j.s, j.fence(), time.Now()
-	plan, err := s.planner.PlanRun(ctx, &j.row)
+	var plan *RunPlan
+	err := s.persist(log, j.lease, "read the run's rows", func() (err error) {
+		plan, err = s.planner.PlanRun(ctx, &j.row)
+		return err
+	})
 	if err != nil {
-		// The database failed us: leave the lease to expire so the run is retried.
-		log.Error().Err(err).Msg("cannot read the run's rows; leaving it to lease expiry")
-		return
+		return // lease expiry re-queues the run
 	}
 	var e ending
 	switch {

@@ -89,6 +89,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 // the poll interval to its max and snaps back as soon as work appears.
 func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 	interval := s.cfg.PollInterval
+	outage := &outageLog{log: s.log, what: "claims"}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -109,8 +110,8 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 		if free > 0 {
 			var err error
 			claimed, err = s.claim(ctx, jobsCtx, free)
-			if err != nil && ctx.Err() == nil {
-				s.log.Error().Err(err).Msg("claim failed; will retry")
+			if ctx.Err() == nil {
+				outage.report(err)
 			}
 		}
 		switch {
@@ -257,6 +258,36 @@ func (s *Supervisor) cleanup(ctx context.Context) {
 			Int("builds_requeued", res.BuildsRequeued).Int("builds_failed", res.BuildsFailed).
 			Int("runs_failed_by_build", res.RunsFailedByBuild).Msg("cleanup recovered jobs")
 		s.wake()
+	}
+}
+
+// outageLog reports a database outage once when it starts, every minute
+// while it lasts, and once when it ends, instead of once per poll.
+type outageLog struct {
+	log      zerolog.Logger
+	what     string
+	since    time.Time
+	reported time.Time
+	failures int
+}
+
+func (o *outageLog) report(err error) {
+	now := time.Now()
+	if err == nil {
+		if o.failures > 0 {
+			o.log.Info().Str("paused_for", now.Sub(o.since).Round(time.Millisecond).String()).Int("failures", o.failures).
+				Msg(o.what + " resumed: the database answers again")
+			o.failures = 0
+		}
+		return
+	}
+	if o.failures == 0 {
+		o.since = now
+	}
+	o.failures++
+	if o.failures == 1 || now.Sub(o.reported) >= time.Minute {
+		o.reported = now
+		o.log.Error().Err(err).Int("failures", o.failures).Msg(o.what + " paused: the database does not answer; retrying")
 	}
 }
 

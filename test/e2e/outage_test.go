@@ -1,0 +1,114 @@
+package e2e
+
+import (
+	"database/sql"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// TestPostgresRestartWhileJobsRun restarts the PostgreSQL server under
+// running jobs: no result is lost, no job fails, the supervisor keeps
+// serving and its wake-ups come back. It is a top-level test without
+// parallel subtests, so no other test of this package sees the restart.
+func TestPostgresRestartWhileJobsRun(t *testing.T) {
+	restart := postgresRestartCommand(t)
+	w, cfg, _ := readyWorld(t, "postgres", map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "30"})
+	var runs []string
+	for i := 0; i < 4; i++ {
+		runs = append(runs, w.addRun(cfg, w.addDocument("slow.csv", csv("sleep=3"))))
+	}
+	w.waitFor("runs", runs[:2], 30*time.Second, "running")
+	if out, err := exec.Command(restart[0], restart[1:]...).CombinedOutput(); err != nil {
+		t.Fatalf("restart PostgreSQL: %v\n%s", err, out)
+	}
+	w.reconnect()
+	rows := w.waitFor("runs", runs, 2*time.Minute)
+	for id, r := range rows {
+		if r.Status != "succeeded" || r.AttemptCount != 1 {
+			t.Errorf("run %s after the restart = %+v (%s), want succeeded at the first attempt", id, r, r.errText())
+		}
+	}
+	// A run queued after the restart is picked up promptly: LISTEN is back
+	// (or polling covers it).
+	late := w.addRun(cfg, w.addDocument("late.csv", csv()))
+	if r := w.waitFor("runs", []string{late}, 30*time.Second)[late]; r.Status != "succeeded" {
+		t.Errorf("run queued after the restart = %+v (%s)", r, r.errText())
+	}
+	log := strings.Join(w.supervisorLogs(), "\n")
+	if !strings.Contains(log, "database") {
+		t.Errorf("the supervisor log does not mention the outage")
+	}
+}
+
+// postgresRestartCommand is how the test restarts the server
+// (ADE_TEST_POSTGRES_RESTART overrides).
+func postgresRestartCommand(t *testing.T) []string {
+	if cmd := os.Getenv("ADE_TEST_POSTGRES_RESTART"); cmd != "" {
+		return strings.Fields(cmd)
+	}
+	versions, _ := filepath.Glob("/etc/postgresql/*")
+	if len(versions) == 0 {
+		t.Skip("no local PostgreSQL cluster to restart (set ADE_TEST_POSTGRES_RESTART)")
+	}
+	return []string{"pg_ctlcluster", "--skip-systemctl-redirect", filepath.Base(versions[0]), "main", "restart", "-m", "fast"}
+}
+
+// reconnect replaces the test's own database handle after a restart.
+func (w *world) reconnect() {
+	w.t.Helper()
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		var one int
+		err := w.st.DB().Raw("SELECT 1").Scan(&one).Error
+		if err == nil {
+			return
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("database did not come back: %v", err)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+}
+
+// TestSQLiteLockedLongerThanBusyTimeout: another process holds the write
+// lock for longer than the busy timeout while a job ends; the supervisor
+// retries the final write until it lands instead of losing the result.
+func TestSQLiteLockedLongerThanBusyTimeout(t *testing.T) {
+	w, cfg, _ := readyWorld(t, "sqlite", map[string]string{
+		"ADE_DATABASE_SQLITE_BUSY_TIMEOUT_MS": "300",
+		"ADE_WORKER_JOB_LEASE_SECONDS":        "30",
+	})
+	run := w.addRun(cfg, w.addDocument("a.csv", csv("sleep=1")))
+	w.waitFor("runs", []string{run}, 30*time.Second, "running")
+
+	db, err := sql.Open("sqlite3", "file:"+filepath.Join(w.dir, "db", "ade.sqlite")+"?_txlock=exclusive&_busy_timeout=5000")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer db.Close()
+	tx, err := db.Begin()
+	if err != nil {
+		t.Fatalf("take the write lock: %v", err)
+	}
+	if _, err := tx.Exec(`UPDATE documents SET updated_at = updated_at WHERE 1 = 0`); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(5 * time.Second) // the run ends meanwhile; its write cannot land
+	if err := tx.Commit(); err != nil {
+		t.Fatal(err)
+	}
+	r := w.waitFor("runs", []string{run}, 30*time.Second)[run]
+	if r.Status != "succeeded" || r.AttemptCount != 1 {
+		t.Errorf("run = %+v (%s), want succeeded at the first attempt", r, r.errText())
+	}
+	log := strings.Join(w.supervisorLogs(), "\n")
+	for _, want := range []string{"retrying until it lands", "landed after retries"} {
+		if !strings.Contains(log, want) {
+			t.Errorf("supervisor log lacks %q", want)
+		}
+	}
+}
