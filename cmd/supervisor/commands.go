@@ -280,7 +280,10 @@ func printJobSpec(c *cli.Context, e *env) error {
 		return err
 	}
 	b.AttemptCount++
-	spec, rej := p.PlanBuild(b)
+	spec, rej, err := p.PlanBuild(c.Context, b)
+	if err != nil {
+		return err
+	}
 	if rej != nil {
 		return fmt.Errorf("build %s cannot start: %s", id, rej.Message)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -62,6 +63,9 @@ func (j *job) makeVenv(ctx context.Context, b *jobspec.BuildSpec) *jobspec.Resul
 		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("create build folder: %v", err), true)
 	}
 	defer os.RemoveAll(tmp)
+	if res := j.reuseVenv(ctx, b, tmp); res != nil {
+		return res
+	}
 
 	py := venvPython(tmp)
 	pip := []string{"-m", "pip", "install", "--disable-pip-version-check", "--no-input"}
@@ -77,9 +81,15 @@ func (j *job) makeVenv(ctx context.Context, b *jobspec.BuildSpec) *jobspec.Resul
 			return res
 		}
 	}
+	return j.finishVenv(ctx, b, tmp, "Installed ade_engine %s and the configuration package with Python %s")
+}
+
+// finishVenv verifies the environment in tmp, marks it ready and moves it
+// into place. summary is a format for the engine and Python versions.
+func (j *job) finishVenv(ctx context.Context, b *jobspec.BuildSpec, tmp, summary string) *jobspec.Result {
 	var facts buildFacts
-	verify := step{name: "build.step.verify", what: "importing ade_engine and ade_config", path: py, args: []string{"-c", verifyScript}, env: j.spec.Env, dir: filepath.Dir(tmp),
-		stdout: func(data []byte) { _ = json.Unmarshal(lastLine(data), &facts) }}
+	verify := step{name: "build.step.verify", what: "importing ade_engine and ade_config", path: venvPython(tmp), args: []string{"-c", verifyScript},
+		env: j.spec.Env, dir: filepath.Dir(tmp), stdout: func(data []byte) { _ = json.Unmarshal(lastLine(data), &facts) }}
 	if res := j.buildStep(ctx, verify); res != nil {
 		return res
 	}
@@ -90,8 +100,69 @@ func (j *job) makeVenv(ctx context.Context, b *jobspec.BuildSpec) *jobspec.Resul
 		Status: jobspec.StatusSucceeded, ExitCode: 0,
 		PythonVersion: facts.PythonVersion, EngineVersion: facts.EngineVersion,
 		PythonInterpreter: venvPython(b.VenvDir),
-		BuildSummary:      fmt.Sprintf("Installed ade_engine %s and the configuration package with Python %s", facts.EngineVersion, facts.PythonVersion),
+		BuildSummary:      fmt.Sprintf(summary, facts.EngineVersion, facts.PythonVersion),
 	}
+}
+
+// reuseVenv makes tmp a hard-linked copy of a ready environment of another
+// build with the same fingerprint, and finishes the build from it. It
+// returns nil when there is none to reuse (or linking failed), and the
+// caller installs from scratch.
+//
+// Safe because the fingerprint covers everything installed (engine spec,
+// configuration package contents, interpreter), a ready environment is never
+// modified in place (builds install into a fresh folder and rename it), and
+// the copy is verified by importing both packages like any build. Files are
+// shared by hard links, so removing either environment later leaves the
+// other intact.
+func (j *job) reuseVenv(ctx context.Context, b *jobspec.BuildSpec, tmp string) *jobspec.Result {
+	for _, src := range b.ReuseFrom {
+		if src == b.VenvDir || !venvReady(src) {
+			continue
+		}
+		start := time.Now()
+		if err := linkTree(src, tmp); err != nil {
+			j.emit("warning", "build.step.reuse", "Cannot reuse "+src+"; installing from scratch: "+err.Error(), map[string]any{"source": src})
+			_ = os.RemoveAll(tmp)
+			continue
+		}
+		_ = os.Remove(filepath.Join(tmp, markerName))
+		j.emit("info", "build.step.reuse", "Reusing the environment of a ready build with the same fingerprint",
+			map[string]any{"source": src, "duration_ms": time.Since(start).Milliseconds()})
+		return j.finishVenv(ctx, b, tmp, "Reused a ready environment with the same fingerprint (ade_engine %s, Python %s)")
+	}
+	return nil
+}
+
+// linkTree copies the folder src to dst with hard links for files and the
+// same symlinks (a link into src points into dst instead).
+func linkTree(src, dst string) error {
+	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(target, 0o755)
+		case d.Type()&fs.ModeSymlink != 0:
+			link, err := os.Readlink(path)
+			if err != nil {
+				return err
+			}
+			if inside, err := filepath.Rel(src, link); err == nil && filepath.IsAbs(link) && !strings.HasPrefix(inside, "..") {
+				link = filepath.Join(dst, inside)
+			}
+			return os.Symlink(link, target)
+		case d.Type().IsRegular():
+			return os.Link(path, target)
+		}
+		return nil
+	})
 }
 
 // buildStep runs one step of a build; nil means it succeeded.

@@ -75,6 +75,10 @@ type BuildSpec struct {
 	ConfigDir string `json:"config_dir"`
 	// Fingerprint identifies what is installed; recorded in the venv marker.
 	Fingerprint string `json:"fingerprint,omitempty"`
+	// ReuseFrom lists environments of ready builds with the same
+	// fingerprint; the first one that is intact is copied instead of
+	// installing again.
+	ReuseFrom []string `json:"reuse_from,omitempty"`
 }
 
 // RunSpec says how to process one document.

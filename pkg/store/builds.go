@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"fmt"
 	"time"
 
 	"gorm.io/gorm"
@@ -54,3 +55,16 @@ const (
 	MsgRunLeaseExpired   = "Run lease expired"
 	MsgBuildLeaseExpired = "Build lease expired"
 )
+
+// ReadyBuildsLike lists other ready builds with the given fingerprint,
+// newest first: their environments can be reused.
+func (s *Store) ReadyBuildsLike(ctx context.Context, fingerprint, exceptID string) ([]Build, error) {
+	var out []Build
+	err := s.db.WithContext(ctx).Raw(`SELECT id, workspace_id, configuration_id, fingerprint, engine_spec, status, attempt_count
+		FROM builds WHERE fingerprint = ? AND status = 'ready' AND id <> ? ORDER BY finished_at DESC LIMIT 5`,
+		fingerprint, exceptID).Scan(&out).Error
+	if err != nil {
+		return nil, fmt.Errorf("find ready builds like %s: %w", exceptID, err)
+	}
+	return out, nil
+}

@@ -231,7 +231,17 @@ func (j *buildJob) pickupLatency(now time.Time) time.Duration {
 
 func (j *buildJob) execute(ctx context.Context, log zerolog.Logger) {
 	s, f, started := j.s, j.fence(), time.Now()
-	spec, rej := s.planner.PlanBuild(&j.row)
+	var (
+		spec *jobspec.Spec
+		rej  *Rejection
+	)
+	err := s.persist(log, j.lease, "read the build's rows", func() (err error) {
+		spec, rej, err = s.planner.PlanBuild(ctx, &j.row)
+		return err
+	})
+	if err != nil {
+		return // lease expiry re-queues the build
+	}
 	var e ending
 	if rej != nil {
 		code := rej.Code

@@ -202,16 +202,27 @@ func truncate(s string, n int) string {
 	return s[:n] + "…"
 }
 
-// PlanBuild resolves everything a build needs.
-func (p *Planner) PlanBuild(b *store.ClaimedBuild) (*jobspec.Spec, *Rejection) {
+// PlanBuild resolves everything a build needs. An error is a database
+// problem; problems with the build's own data come back as a Rejection.
+func (p *Planner) PlanBuild(ctx context.Context, b *store.ClaimedBuild) (*jobspec.Spec, *Rejection, error) {
 	lay := p.Layout()
 	buildDir, err := lay.BuildDir(b.WorkspaceID, b.ConfigurationID, b.ID)
 	if err != nil {
-		return nil, reject(jobspec.CodeGenericFailure, "%v", err)
+		return nil, reject(jobspec.CodeGenericFailure, "%v", err), nil
 	}
 	configDir, err := lay.ConfigDir(b.WorkspaceID, b.ConfigurationID)
 	if err != nil {
-		return nil, reject(jobspec.CodeGenericFailure, "%v", err)
+		return nil, reject(jobspec.CodeGenericFailure, "%v", err), nil
+	}
+	twins, err := p.Store.ReadyBuildsLike(ctx, b.Fingerprint, b.ID)
+	if err != nil {
+		return nil, nil, err
+	}
+	var reuse []string
+	for _, t := range twins {
+		if dir, err := lay.BuildDir(t.WorkspaceID, t.ConfigurationID, t.ID); err == nil {
+			reuse = append(reuse, filepath.Join(dir, ".venv"))
+		}
 	}
 	return &jobspec.Spec{
 		Version: jobspec.Version, Kind: jobspec.KindBuild, JobID: b.ID, Attempt: b.AttemptCount,
@@ -223,8 +234,9 @@ func (p *Planner) PlanBuild(b *store.ClaimedBuild) (*jobspec.Spec, *Rejection) {
 		Build: &jobspec.BuildSpec{
 			VenvDir: filepath.Join(buildDir, ".venv"), Python: p.Settings.Python,
 			EngineSpec: p.engineSpec(b.EngineSpec), ConfigDir: configDir, Fingerprint: b.Fingerprint,
+			ReuseFrom: reuse,
 		},
-	}, nil
+	}, nil, nil
 }
 
 // engineSpec is the build row's engine spec when it has one, else the

@@ -84,6 +84,29 @@ func TestBuildAndRuns(t *testing.T) {
 			t.Errorf("staged input = %q", staged)
 		}
 		assertDocumentChanges(t, w, doc, "processed", []string{"processing", "processed"})
+
+		// A second configuration with the same contents has the same
+		// fingerprint: its build reuses the ready environment (hard links)
+		// instead of installing again, and works.
+		twinCfg := w.addConfig("")
+		twin := w.addBuild(twinCfg)
+		twinRun := w.addRun(twinCfg, w.addDocument("twin.csv", csv()))
+		if b := w.waitFor("builds", []string{twin}, time.Minute)[twin]; b.Status != "ready" {
+			t.Fatalf("twin build = %+v (%s)", b, b.errText())
+		}
+		var twinSummary string
+		w.query(&twinSummary, `SELECT summary FROM builds WHERE id = ?`, twin)
+		if !strings.HasPrefix(twinSummary, "Reused a ready environment") {
+			t.Errorf("twin build summary = %q, want a reuse", twinSummary)
+		}
+		firstCfg, errA := os.Stat(filepath.Join(venv, "pyvenv.cfg"))
+		twinCfgFile, errB := os.Stat(filepath.Join(w.buildDir(twinCfg, twin), ".venv", "pyvenv.cfg"))
+		if errA != nil || errB != nil || !os.SameFile(firstCfg, twinCfgFile) {
+			t.Errorf("twin venv files are not hard links of the first (%v, %v)", errA, errB)
+		}
+		if r := w.waitFor("runs", []string{twinRun}, time.Minute)[twinRun]; r.Status != "succeeded" {
+			t.Errorf("run on the reused environment = %+v (%s)", r, r.errText())
+		}
 	})
 }
 
