@@ -67,14 +67,7 @@ func (j *job) makeVenv(ctx context.Context, b *jobspec.BuildSpec) *jobspec.Resul
 		return res
 	}
 
-	py := venvPython(tmp)
-	pip := []string{"-m", "pip", "install", "--disable-pip-version-check", "--no-input"}
-	steps := []step{
-		{name: "build.step.venv", what: "creating the virtual environment with " + b.Python, path: b.Python, args: []string{"-m", "venv", tmp}},
-		{name: "build.step.upgrade_pip", what: "upgrading pip", path: py, args: append(pip, "--upgrade", "pip", "setuptools", "wheel")},
-		{name: "build.step.install_engine", what: "installing the engine (" + b.EngineSpec + ")", path: py, args: append(pip, b.EngineSpec)},
-		{name: "build.step.install_config", what: "installing the configuration package", path: py, args: append(pip, b.ConfigDir)},
-	}
+	steps := installSteps(b, tmp)
 	for _, s := range steps {
 		s.env, s.dir = j.spec.Env, filepath.Dir(tmp)
 		if res := j.buildStep(ctx, s); res != nil {
@@ -82,6 +75,27 @@ func (j *job) makeVenv(ctx context.Context, b *jobspec.BuildSpec) *jobspec.Resul
 		}
 	}
 	return j.finishVenv(ctx, b, tmp, "Installed ade_engine %s and the configuration package with Python %s")
+}
+
+// installSteps are the commands that make the venv in tmp: uv when the
+// spec names it, else python -m venv and pip.
+func installSteps(b *jobspec.BuildSpec, tmp string) []step {
+	py := venvPython(tmp)
+	if b.UV != "" {
+		install := []string{"pip", "install", "--python", py}
+		return []step{
+			{name: "build.step.venv", what: "creating the virtual environment with uv and " + b.Python, path: b.UV, args: []string{"venv", "--python", b.Python, tmp}},
+			{name: "build.step.install_engine", what: "installing the engine (" + b.EngineSpec + ") with uv", path: b.UV, args: append(install, b.EngineSpec)},
+			{name: "build.step.install_config", what: "installing the configuration package with uv", path: b.UV, args: append(install, b.ConfigDir)},
+		}
+	}
+	pip := []string{"-m", "pip", "install", "--disable-pip-version-check", "--no-input"}
+	return []step{
+		{name: "build.step.venv", what: "creating the virtual environment with " + b.Python, path: b.Python, args: []string{"-m", "venv", tmp}},
+		{name: "build.step.upgrade_pip", what: "upgrading pip", path: py, args: append(pip, "--upgrade", "pip", "setuptools", "wheel")},
+		{name: "build.step.install_engine", what: "installing the engine (" + b.EngineSpec + ")", path: py, args: append(pip, b.EngineSpec)},
+		{name: "build.step.install_config", what: "installing the configuration package", path: py, args: append(pip, b.ConfigDir)},
+	}
 }
 
 // finishVenv verifies the environment in tmp, marks it ready and moves it

@@ -75,6 +75,9 @@ type BuildSpec struct {
 	ConfigDir string `json:"config_dir"`
 	// Fingerprint identifies what is installed; recorded in the venv marker.
 	Fingerprint string `json:"fingerprint,omitempty"`
+	// UV, when set, is the uv binary that creates the venv and installs
+	// into it instead of python -m venv and pip.
+	UV string `json:"uv,omitempty"`
 	// ReuseFrom lists environments of ready builds with the same
 	// fingerprint; the first one that is intact is copied instead of
 	// installing again.

@@ -2,6 +2,7 @@ package settings
 
 import (
 	"os"
+	"path/filepath"
 	"testing"
 )
 
@@ -93,5 +94,31 @@ func TestEnvNames(t *testing.T) {
 	}
 	if _, err := envNames("GOOD,BAD-NAME"); err == nil {
 		t.Error("envNames accepted BAD-NAME")
+	}
+}
+
+func TestInstaller(t *testing.T) {
+	dir := t.TempDir()
+	t.Setenv("PATH", dir)
+	if got, err := installer("auto"); err != nil || got != "pip" {
+		t.Errorf("auto without uv = %q, %v; want pip", got, err)
+	}
+	if _, err := installer("uv"); err == nil {
+		t.Error("uv without uv on PATH was accepted")
+	}
+	uv := filepath.Join(dir, "uv")
+	if err := os.WriteFile(uv, []byte("#!/bin/sh\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	for _, mode := range []string{"auto", "uv"} {
+		if got, err := installer(mode); err != nil || got != uv {
+			t.Errorf("%s with uv = %q, %v; want %s", mode, got, err, uv)
+		}
+	}
+	if got, _ := installer("pip"); got != "pip" {
+		t.Errorf("pip = %q", got)
+	}
+	if _, err := installer("conda"); err == nil {
+		t.Error("conda accepted")
 	}
 }

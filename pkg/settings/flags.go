@@ -227,6 +227,12 @@ func table() []setting {
 				return err
 			}},
 
+		{name: "installer", env: env("ADE_WORKER_INSTALLER"), def: "auto", category: catJobs,
+			usage: "what builds install with: auto (uv when it is on PATH, else pip), uv or pip",
+			set: func(s *Settings, v string) (err error) {
+				s.Installer, err = installer(v)
+				return err
+			}},
 		{name: "job-memory-mb", env: env("ADE_WORKER_JOB_MEMORY_MB"), def: "0", category: catJobs, defText: "0: none",
 			usage: "address-space limit of each process a job starts, in `MB` (RLIMIT_AS)",
 			set: func(s *Settings, v string) (err error) {

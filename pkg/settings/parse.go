@@ -170,3 +170,22 @@ func envNames(v string) ([]string, error) {
 	}
 	return names, nil
 }
+
+// installer resolves ADE_WORKER_INSTALLER to "pip" or the path of uv.
+func installer(v string) (string, error) {
+	mode, err := oneOf(v, "auto", "uv", "pip")
+	if err != nil {
+		return "", err
+	}
+	if mode == "pip" {
+		return "pip", nil
+	}
+	uv, lookErr := exec.LookPath("uv")
+	switch {
+	case lookErr == nil:
+		return filepath.Abs(uv)
+	case mode == "uv":
+		return "", errors.New("want uv on PATH for ADE_WORKER_INSTALLER=uv (or use auto or pip)")
+	}
+	return "pip", nil
+}

@@ -52,6 +52,9 @@ type Settings struct {
 	BackoffBase  time.Duration
 	BackoffMax   time.Duration
 
+	// Installer is "pip", or the absolute path of uv (ADE_WORKER_INSTALLER).
+	Installer string
+
 	// Per-job limits; 0 means none.
 	JobMemoryMB     int
 	JobMaxProcesses int

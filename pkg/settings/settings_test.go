@@ -83,6 +83,10 @@ func TestDefaults(t *testing.T) {
 		LogFormat:         "json",
 		ShutdownGrace:     30 * time.Second,
 	}
+	if s.Installer != "pip" && !filepath.IsAbs(s.Installer) {
+		t.Errorf("Installer = %q, want pip or the path of uv", s.Installer)
+	}
+	want.Installer = s.Installer // depends on whether uv is on PATH
 	if !reflect.DeepEqual(*s, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", *s, want)
 	}

@@ -105,7 +105,7 @@ func (p *Planner) PlanRun(ctx context.Context, r *store.ClaimedRun) (*RunPlan, e
 	}
 	spec.Run.Rebuild = &jobspec.BuildSpec{
 		VenvDir: spec.Run.VenvDir, Python: p.Settings.Python, EngineSpec: p.engineSpec(rc.Build.EngineSpec),
-		ConfigDir: spec.Run.ConfigDir, Fingerprint: rc.Build.Fingerprint,
+		ConfigDir: spec.Run.ConfigDir, Fingerprint: rc.Build.Fingerprint, UV: p.uv(),
 	}
 	if opts.ValidateOnly {
 		spec.TimeoutSeconds = p.Settings.BuildTimeout.Seconds()
@@ -234,7 +234,7 @@ func (p *Planner) PlanBuild(ctx context.Context, b *store.ClaimedBuild) (*jobspe
 		Build: &jobspec.BuildSpec{
 			VenvDir: filepath.Join(buildDir, ".venv"), Python: p.Settings.Python,
 			EngineSpec: p.engineSpec(b.EngineSpec), ConfigDir: configDir, Fingerprint: b.Fingerprint,
-			ReuseFrom: reuse,
+			ReuseFrom: reuse, UV: p.uv(),
 		},
 	}, nil, nil
 }
@@ -246,6 +246,14 @@ func (p *Planner) engineSpec(row sql.NullString) string {
 		return resolveLocal(strings.TrimSpace(row.String))
 	}
 	return p.Settings.EngineSpec
+}
+
+// uv is the uv binary builds use, or "" for pip.
+func (p *Planner) uv() string {
+	if p.Settings.Installer == "pip" {
+		return ""
+	}
+	return p.Settings.Installer
 }
 
 // limits are the per-job limits of the settings.
