@@ -8,6 +8,7 @@ whitespace-separated directives may share a line. See README.md.
 
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -60,6 +61,9 @@ class DirectiveRunner:
             "dump-env": (None, self._dump_env),
             "firehose": (int, self._firehose),
             "write-input": (None, self._write_input),
+            "hugeline": (float, self._hugeline),
+            "hugeline-stderr": (float, self._hugeline_stderr),
+            "garbage": (None, self._garbage),
         }
 
     def run(self, directives):
@@ -189,3 +193,44 @@ class DirectiveRunner:
         with open(self.input_path, "a", encoding="utf-8") as handle:
             handle.write(line)
         self.log.emit("engine.test.input.written", "Appended a line to the input file", {"path": os.path.abspath(self.input_path)})
+
+    def _huge_text(self, mib):
+        # Looks like the start of an engine event but never ends; mixes
+        # multi-byte UTF-8 ("é" is 2 bytes) so a cut must respect boundaries.
+        size = max(0, int(mib * (1 << 20)))
+        head = b'{"event": "engine.test.fake", "message": "'
+        body = ("x\u00e9" * (size // 3 + 1)).encode("utf-8")
+        return (head + body)[:size]
+
+    def _hugeline(self, mib):
+        text = self._huge_text(mib)
+        self.log.flush()
+        stdout = sys.stdout.buffer
+        stdout.write(text)  # no newline: the line ends when stdout closes
+        stdout.flush()
+        self.log.emit("engine.test.hugeline", "Wrote %d bytes on stdout without a newline" % len(text),
+                      {"bytes": len(text), "stream": "stdout"})
+
+    def _hugeline_stderr(self, mib):
+        text = self._huge_text(mib)
+        self.log.flush()
+        self.log.stream.write(text + b"\n")
+        self.log.flush()
+        self.log.emit("engine.test.hugeline", "Wrote a %d-byte line on stderr" % len(text),
+                      {"bytes": len(text), "stream": "stderr"})
+
+    def _garbage(self):
+        rnd = random.Random(4)
+        noise = bytes(range(256)) + bytes(rnd.getrandbits(8) for _ in range(8192))
+        out = b"\x00\x01garbage on stdout \xff\xfe\xc3\x28 bad utf-8 \xed\xa0\x80 surrogate\n" + noise + b"\n"
+        err = b"\x00garbage on stderr \xc0\xaf overlong \xf8\x88\x80\x80\x80\n" + noise + b"\n"
+        bad_event = (b'{"event": "engine.test.garbage.json", "message": "bad \xff\xfe utf-8 \x00 in an event", '
+                     b'"data": {"raw": "\xc3\x28"}}\n')
+        self.log.flush()
+        stdout = sys.stdout.buffer
+        stdout.write(out)
+        stdout.flush()
+        self.log.stream.write(err + bad_event)
+        self.log.flush()
+        self.log.emit("engine.test.garbage", "Wrote binary garbage on stdout and stderr",
+                      {"stdout_bytes": len(out), "stderr_bytes": len(err) + len(bad_event)})
