@@ -161,7 +161,8 @@ func (j *job) limitMessage(sr stepResult) string {
 		return fmt.Sprintf("it started more than the process limit of %d (ADE_WORKER_JOB_MAX_PROCESSES)", l.Processes)
 	case sr.exit.Code == 0 && !sr.exit.Signaled():
 		return ""
-	case l.OutputMB > 0 && sr.exit.Signal == syscall.SIGXFSZ:
+	// Python ignores SIGXFSZ and sees EFBIG ("File too large") instead.
+	case l.OutputMB > 0 && (sr.exit.Signal == syscall.SIGXFSZ || strings.Contains(sr.tail, "File too large")):
 		return fmt.Sprintf("it wrote a file larger than the output limit of %d MB (ADE_WORKER_JOB_MAX_OUTPUT_MB)", l.OutputMB)
 	case l.MemoryMB > 0 && (strings.Contains(sr.tail, "MemoryError") || strings.Contains(sr.tail, "Cannot allocate memory") ||
 		strings.Contains(sr.tail, "out of memory")):

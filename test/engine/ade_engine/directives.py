@@ -64,6 +64,11 @@ class DirectiveRunner:
             "hugeline": (float, self._hugeline),
             "hugeline-stderr": (float, self._hugeline_stderr),
             "garbage": (None, self._garbage),
+            "alloc-mb": (int, self._alloc_mb),
+            "spawn": (int, self._spawn),
+            "write-mb": (int, self._write_mb),
+            "open-files": (int, self._open_files),
+            "daemon": (float, self._daemon),
         }
 
     def run(self, directives):
@@ -121,6 +126,62 @@ class DirectiveRunner:
     def _sleep(self, seconds):
         self.log.emit("engine.test.sleep", "Sleeping %gs" % seconds, {"seconds": seconds})
         time.sleep(max(0.0, seconds))
+
+    def _alloc_mb(self, mib):
+        # Touch every page so the memory is really used.
+        self.log.emit("engine.test.alloc", "Allocating %d MiB" % mib, {"mib": mib})
+        block = bytearray(mib << 20)
+        for i in range(0, len(block), 4096):
+            block[i] = 1
+        self._kept = block
+
+    def _spawn(self, count):
+        # count sleeping children in our process group, left running.
+        self.log.emit("engine.test.spawn", "Starting %d children" % count, {"count": count})
+        self._children = [
+            subprocess.Popen([sys.executable, "-c", "import time; time.sleep(30)"], stdin=subprocess.DEVNULL)
+            for _ in range(count)
+        ]
+        time.sleep(1)
+
+    def _write_mb(self, mib):
+        self._ensure_output_dir()
+        path = os.path.join(self.output_dir, "big.bin")
+        self.log.emit("engine.test.write", "Writing %d MiB to %s" % (mib, path), {"mib": mib})
+        chunk = b"x" * (1 << 20)
+        with open(path, "wb") as handle:
+            for _ in range(mib):
+                handle.write(chunk)
+
+    def _open_files(self, count):
+        self._ensure_output_dir()
+        self.log.emit("engine.test.open", "Opening %d files" % count, {"count": count})
+        self._files = [open(os.path.join(self.output_dir, "f%d" % i), "w") for i in range(count)]
+
+    def _daemon(self, seconds):
+        # A detached daemon: double fork, own session, output closed. Its pid
+        # goes to output/daemon.pid; the engine then goes on and exits.
+        self._ensure_output_dir()
+        pid_file = os.path.join(self.output_dir, "daemon.pid")
+        read_end, write_end = os.pipe()
+        if os.fork() == 0:
+            os.setsid()
+            if os.fork() == 0:
+                os.close(read_end)
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(devnull, fd)
+                os.write(write_end, b"%d" % os.getpid())
+                os.close(write_end)
+                time.sleep(seconds)
+                os._exit(0)
+            os._exit(0)
+        os.close(write_end)
+        pid = int(os.read(read_end, 32) or b"0")
+        os.close(read_end)
+        with open(pid_file, "w", encoding="utf-8") as handle:
+            handle.write("%d\n" % pid)
+        self.log.emit("engine.test.daemon", "Detached daemon %d" % pid, {"pid": pid, "seconds": seconds})
 
     def _spawn_sleeper(self, seconds):
         # Same process group and inherited stdout/stderr, like a real child.

@@ -1,0 +1,126 @@
+package main
+
+import (
+	"bufio"
+	"context"
+	"database/sql"
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	_ "github.com/mattn/go-sqlite3" // the driver gorm's SQLite dialector uses
+)
+
+func cpuModel() string {
+	f, err := os.Open("/proc/cpuinfo")
+	if err != nil {
+		return "unknown CPU"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
+			return strings.TrimSpace(v)
+		}
+	}
+	return "unknown CPU"
+}
+
+func memTotal() string {
+	f, err := os.Open("/proc/meminfo")
+	if err != nil {
+		return "?"
+	}
+	defer f.Close()
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		if v, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
+			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
+			return fmt.Sprintf("%.1f GiB", kb/(1<<20))
+		}
+	}
+	return "?"
+}
+
+func readTrim(path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return "?"
+	}
+	return strings.TrimSpace(string(data))
+}
+
+func commandOutput(name string, args ...string) string {
+	out, err := exec.Command(name, args...).CombinedOutput()
+	if err != nil {
+		return name + " unavailable"
+	}
+	return strings.TrimSpace(string(out))
+}
+
+func sqliteVersion() string {
+	db, err := sql.Open("sqlite3", ":memory:")
+	if err != nil {
+		return "?"
+	}
+	defer db.Close()
+	var v string
+	if err := db.QueryRow("SELECT sqlite_version()").Scan(&v); err != nil {
+		return "?"
+	}
+	return v
+}
+
+func (b *bench) postgresVersion() string {
+	if !contains(b.opts.backends, "postgres") {
+		return "PostgreSQL not used"
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	conn, err := pgx.Connect(ctx, b.opts.pgAdmin)
+	if err != nil {
+		return "PostgreSQL unreachable"
+	}
+	defer conn.Close(ctx)
+	var v string
+	if err := conn.QueryRow(ctx, "SHOW server_version").Scan(&v); err != nil {
+		return "PostgreSQL ?"
+	}
+	return "PostgreSQL " + strings.Fields(v)[0]
+}
+
+// fsType names the file system that holds path, from /proc/mounts.
+func fsType(path string) string {
+	f, err := os.Open("/proc/mounts")
+	if err != nil {
+		return "?"
+	}
+	defer f.Close()
+	best, typ := "", "?"
+	sc := bufio.NewScanner(f)
+	for sc.Scan() {
+		fields := strings.Fields(sc.Text())
+		if len(fields) < 3 {
+			continue
+		}
+		mnt := fields[1]
+		if (path == mnt || strings.HasPrefix(path, strings.TrimSuffix(mnt, "/")+"/")) && len(mnt) >= len(best) {
+			best, typ = mnt, fields[2]
+		}
+	}
+	return typ
+}
+
+// loadAvg is the 1, 5 and 15 minute load averages: other work on the
+// machine skews every figure, so the report shows it.
+func loadAvg() string {
+	f := strings.Fields(readTrim("/proc/loadavg"))
+	if len(f) < 3 {
+		return "?"
+	}
+	return strings.Join(f[:3], " ")
+}

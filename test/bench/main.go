@@ -1,0 +1,317 @@
+// Command bench measures ade-worker the way a user sees it: it builds the
+// supervisor and jobrunner binaries, makes its own databases and folders,
+// runs the real `supervisor` processes and reads throughput, latency, CPU
+// and memory from outside (database timestamps, the wall clock and /proc).
+// Each figure is the median over repeats, with min and max.
+//
+//	go run ./test/bench [--backend sqlite|postgres|both] [--workload NAME|all]
+//	                    [--quick] [--repeat N] [--markdown] [--keep]
+//
+// Workloads (issue 5): engine-realistic, overhead, pickup, depth, firehose,
+// builds. PostgreSQL databases are created and dropped through the admin URL
+// in ADE_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres).
+// It exits non-zero when a workload fails, not when a target is missed.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+)
+
+var workloadNames = []string{"engine-realistic", "overhead", "pickup", "depth", "firehose", "builds"}
+
+type options struct {
+	backends  []string
+	workloads []string
+	quick     bool
+	markdown  bool
+	repeat    int
+	keep      bool
+	pgAdmin   string
+	tmpDir    string
+}
+
+func parseFlags(args []string) (options, error) {
+	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
+	backend := fs.String("backend", "both", "database: sqlite, postgres or both")
+	workload := fs.String("workload", "all", "workload: "+strings.Join(workloadNames, ", ")+", or all (comma-separated list allowed)")
+	quick := fs.Bool("quick", false, "smoke run: a few seconds per workload (CI)")
+	markdown := fs.Bool("markdown", false, "print the table in Markdown (for BENCHMARKS.md)")
+	repeat := fs.Int("repeat", 0, "repeats per figure (default 3; 1 with --quick)")
+	keep := fs.Bool("keep", false, "keep the temporary folders (supervisor logs) for inspection")
+	tmpDir := fs.String("dir", "", "where to make the temporary folders (default: the system temp dir)")
+	fs.Usage = func() {
+		fmt.Fprintln(fs.Output(), "usage: go run ./test/bench [flags]\n\nMeasures the real supervisor and jobrunner processes; see BENCHMARKS.md.\n\nFlags:")
+		fs.PrintDefaults()
+	}
+	if err := fs.Parse(args); err != nil {
+		return options{}, err
+	}
+	if fs.NArg() > 0 {
+		return options{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
+	}
+	o := options{quick: *quick, markdown: *markdown, repeat: *repeat, keep: *keep, tmpDir: *tmpDir,
+		pgAdmin: os.Getenv("ADE_BENCH_POSTGRES_URL")}
+	if o.pgAdmin == "" {
+		o.pgAdmin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+	}
+	switch *backend {
+	case "both":
+		o.backends = []string{"sqlite", "postgres"}
+	case "sqlite", "postgres":
+		o.backends = []string{*backend}
+	default:
+		return o, fmt.Errorf("--backend %q: want sqlite, postgres or both", *backend)
+	}
+	if *workload == "all" {
+		o.workloads = workloadNames
+	} else {
+		for _, w := range strings.Split(*workload, ",") {
+			if !contains(workloadNames, w) {
+				return o, fmt.Errorf("--workload %q: want one of %s, or all", w, strings.Join(workloadNames, ", "))
+			}
+			o.workloads = append(o.workloads, w)
+		}
+	}
+	if o.repeat == 0 {
+		o.repeat = 3
+		if o.quick {
+			o.repeat = 1
+		}
+	}
+	if o.repeat < 1 {
+		return o, fmt.Errorf("--repeat %d: want at least 1", o.repeat)
+	}
+	return o, nil
+}
+
+func contains(list []string, s string) bool {
+	for _, x := range list {
+		if x == s {
+			return true
+		}
+	}
+	return false
+}
+
+func main() {
+	os.Exit(run())
+}
+
+func run() int {
+	opts, err := parseFlags(os.Args[1:])
+	if errors.Is(err, flag.ErrHelp) {
+		return 0
+	}
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
+	defer stop()
+	b, err := newBench(ctx, opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "bench:", err)
+		return 1
+	}
+	defer b.close()
+
+	var rows []row
+	failed := false
+	for _, wl := range opts.workloads {
+		for _, backend := range opts.backends {
+			if ctx.Err() != nil {
+				break
+			}
+			b.logf("== %s on %s", wl, backend)
+			got, err := b.runWorkload(ctx, wl, backend)
+			rows = append(rows, got...)
+			if err != nil {
+				failed = true
+				b.logf("%s on %s FAILED: %v", wl, backend, err)
+				rows = append(rows, row{workload: wl, backend: backend, err: err})
+			}
+		}
+	}
+	b.printReport(os.Stdout, rows)
+	if failed || ctx.Err() != nil {
+		return 1
+	}
+	return 0
+}
+
+// bench holds what every workload shares: the binaries, the stand-in
+// environments and the settings.
+type bench struct {
+	opts    options
+	repo    string
+	tmp     string
+	bin     string
+	clkTck  float64
+	noopEnv string // a "venv" whose bin/python is the no-op engine
+	realEnv string // a real venv with the test engine, made on first use
+	floors  map[floorKey]floorResult
+	started time.Time
+	load    string // /proc/loadavg when the bench started
+}
+
+func newBench(ctx context.Context, opts options) (*bench, error) {
+	b := &bench{opts: opts, clkTck: clockTicks(), floors: map[floorKey]floorResult{}, started: time.Now(),
+		load: loadAvg()}
+	var err error
+	if b.repo, err = findRepo(); err != nil {
+		return nil, err
+	}
+	if b.tmp, err = os.MkdirTemp(opts.tmpDir, "ade-bench-"); err != nil {
+		return nil, err
+	}
+	if opts.keep {
+		b.logf("keeping temporary folders under %s", b.tmp)
+	}
+	b.bin = filepath.Join(b.tmp, "bin")
+	b.logf("building supervisor, jobrunner and the no-op engine")
+	build := exec.CommandContext(ctx, "go", "build", "-o", b.bin+"/", "./cmd/supervisor", "./cmd/jobrunner", "./test/bench/noopengine")
+	build.Dir = b.repo
+	build.Env = append(os.Environ(), "CGO_ENABLED=1")
+	if out, err := build.CombinedOutput(); err != nil {
+		b.close()
+		return nil, fmt.Errorf("go build: %v\n%s", err, out)
+	}
+	b.noopEnv = filepath.Join(b.tmp, "noop-venv")
+	if err := makeFakeVenv(b.noopEnv, filepath.Join(b.bin, "noopengine")); err != nil {
+		b.close()
+		return nil, err
+	}
+	return b, nil
+}
+
+func (b *bench) close() {
+	if !b.opts.keep {
+		os.RemoveAll(b.tmp)
+	}
+}
+
+func (b *bench) logf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "[bench %6.1fs] %s\n", time.Since(b.started).Seconds(), fmt.Sprintf(format, args...))
+}
+
+// findRepo walks up from the working directory to this module's root.
+func findRepo() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", err
+	}
+	for {
+		data, err := os.ReadFile(filepath.Join(dir, "go.mod"))
+		if err == nil && strings.Contains(string(data), "module github.com/ade-org/ade-worker\n") {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("run the bench from inside the ade-worker repository (go run ./test/bench)")
+		}
+		dir = parent
+	}
+}
+
+// makeFakeVenv makes a folder that passes for a ready build environment:
+// bin/python is the given program, and the build marker is present.
+func makeFakeVenv(dir, python string) error {
+	if err := os.MkdirAll(filepath.Join(dir, "bin"), 0o755); err != nil {
+		return err
+	}
+	if err := os.Link(python, filepath.Join(dir, "bin", "python")); err != nil {
+		return err
+	}
+	return writeMarker(dir)
+}
+
+func writeMarker(venv string) error {
+	return os.WriteFile(filepath.Join(venv, "ade-build.json"), []byte(`{"build_id":"bench","fingerprint":"bench"}`), 0o644)
+}
+
+// realVenv makes, once, a real virtual environment with the test engine and
+// the test configuration installed offline (python3 -m venv, pip install).
+func (b *bench) realVenv(ctx context.Context) (string, error) {
+	if b.realEnv != "" {
+		return b.realEnv, nil
+	}
+	dir := filepath.Join(b.tmp, "real-venv")
+	b.logf("making a real venv with the test engine (python3 -m venv; pip install test/engine test/config)")
+	steps := [][]string{
+		{"python3", "-m", "venv", dir},
+		{filepath.Join(dir, "bin", "python"), "-m", "pip", "install", "-q", "--no-index", "--disable-pip-version-check",
+			filepath.Join(b.repo, "test", "engine"), filepath.Join(b.repo, "test", "config")},
+	}
+	for _, s := range steps {
+		cmd := exec.CommandContext(ctx, s[0], s[1:]...)
+		cmd.Dir = b.tmp
+		if out, err := cmd.CombinedOutput(); err != nil {
+			return "", fmt.Errorf("%s: %v\n%s", strings.Join(s, " "), err, out)
+		}
+	}
+	if err := writeMarker(dir); err != nil {
+		return "", err
+	}
+	b.realEnv = dir
+	return dir, nil
+}
+
+func (b *bench) runWorkload(ctx context.Context, name, backend string) ([]row, error) {
+	switch name {
+	case "engine-realistic":
+		return b.engineRealistic(ctx, backend)
+	case "overhead":
+		return b.overhead(ctx, backend)
+	case "pickup":
+		return b.pickup(ctx, backend)
+	case "depth":
+		return b.depth(ctx, backend)
+	case "firehose":
+		return b.firehose(ctx, backend)
+	case "builds":
+		return b.builds(ctx, backend)
+	}
+	return nil, fmt.Errorf("unknown workload %q", name)
+}
+
+// printReport writes the machine header and the table.
+func (b *bench) printReport(w io.Writer, rows []row) {
+	mode := "full"
+	if b.opts.quick {
+		mode = "quick (smoke run; not comparable with full runs)"
+	}
+	facts := [][2]string{
+		{"date", time.Now().UTC().Format("2006-01-02 15:04 UTC")},
+		{"command", "go run ./test/bench " + strings.Join(os.Args[1:], " ")},
+		{"mode", fmt.Sprintf("%s, %d repeat(s) per figure", mode, b.opts.repeat)},
+		{"machine", fmt.Sprintf("%s, %d cores, %s RAM, Linux %s", cpuModel(), runtime.NumCPU(), memTotal(), readTrim("/proc/sys/kernel/osrelease"))},
+		{"software", fmt.Sprintf("%s, SQLite %s, %s, %s", runtime.Version(), sqliteVersion(), b.postgresVersion(), commandOutput("python3", "--version"))},
+		{"temp folders", fmt.Sprintf("%s (%s)", b.tmp, fsType(b.tmp))},
+		{"other load", fmt.Sprintf("load average %s at start, %s at end (1, 5, 15 min; the bench itself adds to it)", b.load, loadAvg())},
+	}
+	if b.opts.markdown {
+		for _, f := range facts {
+			fmt.Fprintf(w, "- **%s**: %s\n", f[0], f[1])
+		}
+		fmt.Fprintln(w)
+		writeMarkdown(w, rows)
+		return
+	}
+	for _, f := range facts {
+		fmt.Fprintf(w, "%-13s %s\n", f[0]+":", f[1])
+	}
+	fmt.Fprintln(w)
+	writeText(w, rows)
+}
