@@ -110,23 +110,10 @@ type runJob struct {
 	lease *lease
 }
 
-func (j *runJob) fence() store.Fence {
-	return store.Fence{Kind: store.KindRun, ID: j.row.ID, Worker: j.s.cfg.WorkerID, Attempt: j.row.AttemptCount}
-}
-
-func (j *runJob) pickupLatency(now time.Time) time.Duration {
-	return now.Sub(laterOf(j.row.AvailableAt, j.row.CreatedAt))
-}
-
-func laterOf(a, b store.Time) time.Time {
-	if a.Time.After(b.Time) {
-		return a.Time
-	}
-	return b.Time
-}
+func (j *runJob) claim() *lease { return j.lease }
 
 func (j *runJob) execute(ctx context.Context, log zerolog.Logger) {
-	s, f, started := j.s, j.fence(), time.Now()
+	s, f, started := j.s, j.lease.fence, time.Now()
 	var plan *RunPlan
 	err := s.persist(log, j.lease, "read the run's rows", func() (err error) {
 		plan, err = s.planner.PlanRun(ctx, &j.row)
@@ -158,7 +145,7 @@ func (j *runJob) execute(ctx context.Context, log zerolog.Logger) {
 }
 
 func (j *runJob) finish(ctx context.Context, log zerolog.Logger, plan *RunPlan, e ending, started time.Time) {
-	s, f := j.s, j.fence()
+	s, f := j.s, j.lease.fence
 	if e.retry || e.handBack {
 		if err := s.requeue(ctx, log, j.lease, e); err != nil {
 			return
@@ -221,16 +208,10 @@ type buildJob struct {
 	lease *lease
 }
 
-func (j *buildJob) fence() store.Fence {
-	return store.Fence{Kind: store.KindBuild, ID: j.row.ID, Worker: j.s.cfg.WorkerID, Attempt: j.row.AttemptCount}
-}
-
-func (j *buildJob) pickupLatency(now time.Time) time.Duration {
-	return now.Sub(laterOf(j.row.AvailableAt, j.row.CreatedAt))
-}
+func (j *buildJob) claim() *lease { return j.lease }
 
 func (j *buildJob) execute(ctx context.Context, log zerolog.Logger) {
-	s, f, started := j.s, j.fence(), time.Now()
+	s, f, started := j.s, j.lease.fence, time.Now()
 	var (
 		spec *jobspec.Spec
 		rej  *Rejection

@@ -143,10 +143,9 @@ func (s *Supervisor) claim(ctx, jobsCtx context.Context, free int) (int, error) 
 	if err != nil {
 		return 0, err
 	}
-	for i := range builds {
-		j := &buildJob{s: s, row: builds[i]}
-		j.lease = newLease(j.fence(), s.buildLease(), now)
-		s.start(jobsCtx, j)
+	for _, b := range builds {
+		f := store.Fence{Kind: store.KindBuild, ID: b.ID, Worker: s.cfg.WorkerID, Attempt: b.AttemptCount}
+		s.start(jobsCtx, &buildJob{s: s, row: b, lease: newLease(f, s.buildLease(), now)}, laterOf(b.AvailableAt, b.CreatedAt))
 	}
 	free -= len(builds)
 	if free == 0 {
@@ -156,10 +155,9 @@ func (s *Supervisor) claim(ctx, jobsCtx context.Context, free int) (int, error) 
 	if err != nil {
 		return len(builds), err
 	}
-	for i := range runs {
-		j := &runJob{s: s, row: runs[i]}
-		j.lease = newLease(j.fence(), s.runLease(), now)
-		s.start(jobsCtx, j)
+	for _, r := range runs {
+		f := store.Fence{Kind: store.KindRun, ID: r.ID, Worker: s.cfg.WorkerID, Attempt: r.AttemptCount}
+		s.start(jobsCtx, &runJob{s: s, row: r, lease: newLease(f, s.runLease(), now)}, laterOf(r.AvailableAt, r.CreatedAt))
 	}
 	return len(builds) + len(runs), nil
 }
@@ -169,17 +167,26 @@ func (s *Supervisor) buildLease() time.Duration { return s.cfg.Lease(s.cfg.Build
 
 // job is a claimed build or run.
 type job interface {
-	fence() store.Fence
-	pickupLatency(now time.Time) time.Duration
+	claim() *lease
 	execute(ctx context.Context, log zerolog.Logger)
 }
 
-func (s *Supervisor) start(ctx context.Context, j job) {
+// laterOf is when a job became claimable: created, or available again.
+func laterOf(a, b store.Time) time.Time {
+	if a.Time.After(b.Time) {
+		return a.Time
+	}
+	return b.Time
+}
+
+// start runs a claimed job in its own goroutine; readyAt (when it became
+// claimable) gives the pickup latency that is logged.
+func (s *Supervisor) start(ctx context.Context, j job, readyAt time.Time) {
 	s.slots <- struct{}{}
 	s.jobs.Add(1)
-	f := j.fence()
+	f := j.claim().fence
 	log := s.log.With().Str("kind", string(f.Kind)).Str("job_id", f.ID).Int("attempt", f.Attempt).Logger()
-	log.Info().Float64("pickup_latency_ms", float64(j.pickupLatency(time.Now()).Microseconds())/1000).Msg("job claimed")
+	log.Info().Float64("pickup_latency_ms", float64(time.Since(readyAt).Microseconds())/1000).Msg("job claimed")
 	go func() {
 		defer func() {
 			<-s.slots

@@ -1,0 +1,173 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ade-org/ade-worker/pkg/store"
+)
+
+func TestCleanup(t *testing.T) {
+	backoff := func(attempt int) time.Duration { return time.Duration(attempt) * time.Minute }
+	const buildTimeout = 10 * time.Minute
+	expired, live := ptr(t0.Add(-time.Second)), ptr(t0.Add(time.Minute))
+
+	type want struct {
+		status    string
+		attempt   int
+		available *time.Time // nil: unchanged
+		errMsg    string     // "": unchanged
+		finished  bool
+		docStatus string // "": the run has no document to check
+	}
+	cases := []struct {
+		name  string
+		kind  store.Kind
+		setup func(t *testing.T, e *env) (id, docID string)
+		want  want
+	}{
+		{"expired run with attempts left is re-queued", store.KindRun, func(t *testing.T, e *env) (string, string) {
+			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-time.Hour))
+			e.hold(t, store.KindRun, id, "dead", 2, 3, expired)
+			return id, ""
+		}, want{status: "queued", attempt: 2, available: ptr(t0.Add(2 * time.Minute)), errMsg: store.MsgRunLeaseExpired}},
+		{"expired run out of attempts fails with its document", store.KindRun, func(t *testing.T, e *env) (string, string) {
+			doc := e.doc(t)
+			id := e.runFor(t, doc, "", t0.Add(-time.Hour), t0.Add(-time.Hour))
+			e.hold(t, store.KindRun, id, "dead", 3, 3, expired)
+			if err := e.s.StartDocument(context.Background(), store.Fence{Kind: store.KindRun, ID: id, Worker: "dead", Attempt: 3}, doc, t0.Add(-time.Hour)); err != nil {
+				t.Fatal(err)
+			}
+			return id, doc
+		}, want{status: "failed", attempt: 3, errMsg: store.MsgRunLeaseExpired + " after 3 attempts", finished: true, docStatus: "failed"}},
+		{"expired run out of attempts, document not processing", store.KindRun, func(t *testing.T, e *env) (string, string) {
+			doc := e.doc(t)
+			id := e.runFor(t, doc, "", t0.Add(-time.Hour), t0.Add(-time.Hour))
+			e.hold(t, store.KindRun, id, "dead", 1, 1, expired)
+			return id, doc
+		}, want{status: "failed", attempt: 1, errMsg: store.MsgRunLeaseExpired + " after 1 attempts", finished: true, docStatus: "uploaded"}},
+		{"live run is left alone", store.KindRun, func(t *testing.T, e *env) (string, string) {
+			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-time.Hour))
+			e.hold(t, store.KindRun, id, "alive", 3, 3, live)
+			return id, ""
+		}, want{status: "running", attempt: 3}},
+		{"expired build with attempts left is re-queued", store.KindBuild, func(t *testing.T, e *env) (string, string) {
+			id := e.build(t, "queued")
+			e.hold(t, store.KindBuild, id, "dead", 1, 3, expired)
+			return id, ""
+		}, want{status: "queued", attempt: 1, available: ptr(t0.Add(time.Minute)), errMsg: store.MsgBuildLeaseExpired}},
+		{"expired build out of attempts fails", store.KindBuild, func(t *testing.T, e *env) (string, string) {
+			id := e.build(t, "queued")
+			e.hold(t, store.KindBuild, id, "dead", 2, 2, expired)
+			return id, ""
+		}, want{status: "failed", attempt: 2, errMsg: store.MsgBuildLeaseExpired + " after 2 attempts", finished: true}},
+		{"live build is left alone", store.KindBuild, func(t *testing.T, e *env) (string, string) {
+			id := e.build(t, "queued")
+			e.hold(t, store.KindBuild, id, "alive", 2, 2, live)
+			return id, ""
+		}, want{status: "building", attempt: 2}},
+		{"unleased build past the build timeout fails", store.KindBuild, func(t *testing.T, e *env) (string, string) {
+			id := e.build(t, "queued")
+			e.hold(t, store.KindBuild, id, "api", 0, 3, nil)
+			e.exec(t, `UPDATE builds SET started_at = ? WHERE id = ?`, e.ts(t0.Add(-buildTimeout-time.Second)), id)
+			return id, ""
+		}, want{status: "failed", errMsg: "Build timed out after 10m0s", finished: true}},
+		{"unleased build within the build timeout is left alone", store.KindBuild, func(t *testing.T, e *env) (string, string) {
+			id := e.build(t, "queued")
+			e.hold(t, store.KindBuild, id, "api", 0, 3, nil)
+			e.exec(t, `UPDATE builds SET started_at = ? WHERE id = ?`, e.ts(t0.Add(-buildTimeout+time.Second)), id)
+			return id, ""
+		}, want{status: "building"}},
+		{"queued run of a failed build fails", store.KindRun, func(t *testing.T, e *env) (string, string) {
+			return e.run(t, e.build(t, "failed"), t0.Add(-time.Hour), t0.Add(-time.Hour)), ""
+		}, want{status: "failed", errMsg: store.MsgBuildFailedBefore, finished: true}},
+		{"queued run of a cancelled build fails", store.KindRun, func(t *testing.T, e *env) (string, string) {
+			return e.run(t, e.build(t, "cancelled"), t0.Add(-time.Hour), t0.Add(time.Hour)), ""
+		}, want{status: "failed", errMsg: store.MsgBuildFailedBefore, finished: true}},
+		{"queued run of a build that fails in the same pass fails", store.KindRun, func(t *testing.T, e *env) (string, string) {
+			b := e.build(t, "queued")
+			e.hold(t, store.KindBuild, b, "dead", 3, 3, expired)
+			return e.run(t, b, t0.Add(-time.Hour), t0.Add(-time.Hour)), ""
+		}, want{status: "failed", errMsg: store.MsgBuildFailedBefore, finished: true}},
+		{"queued run of a re-queued build waits", store.KindRun, func(t *testing.T, e *env) (string, string) {
+			b := e.build(t, "queued")
+			e.hold(t, store.KindBuild, b, "dead", 1, 3, expired)
+			return e.run(t, b, t0.Add(-time.Hour), t0.Add(-time.Hour)), ""
+		}, want{status: "queued"}},
+		{"queued run of a ready build waits", store.KindRun, func(t *testing.T, e *env) (string, string) {
+			return e.run(t, e.build(t, "ready"), t0.Add(-time.Hour), t0.Add(-time.Hour)), ""
+		}, want{status: "queued"}},
+	}
+	eachEnv(t, func(t *testing.T, e *env) {
+		ids := make([]string, len(cases))
+		docs := make([]string, len(cases))
+		before := make([]jobRow, len(cases))
+		row := func(i int) jobRow {
+			if cases[i].kind == store.KindBuild {
+				return e.buildRow(t, ids[i])
+			}
+			return e.runRow(t, ids[i])
+		}
+		for i, tc := range cases {
+			ids[i], docs[i] = tc.setup(t, e)
+			before[i] = row(i)
+		}
+		res, err := e.s.Cleanup(context.Background(), t0, backoff, buildTimeout)
+		if err != nil {
+			t.Fatal(err)
+		}
+		wantRes := store.CleanupResult{RunsRequeued: 1, RunsFailed: 2, BuildsRequeued: 2, BuildsFailed: 3, RunsFailedByBuild: 3}
+		if res != wantRes || !res.Changed() {
+			t.Errorf("Cleanup = %+v, want %+v", res, wantRes)
+		}
+		for i, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				r, b, w := row(i), before[i], tc.want
+				if w.status == b.Status && w.available == nil && w.errMsg == "" && !w.finished {
+					if r != b {
+						t.Errorf("changed:\nbefore %+v\nafter  %+v", b, r)
+					}
+					return
+				}
+				if r.Status != w.status || (w.attempt != 0 && r.AttemptCount != w.attempt) {
+					t.Errorf("status/attempt = %s/%d, want %s/%d", r.Status, r.AttemptCount, w.status, w.attempt)
+				}
+				if w.available != nil {
+					sameTime(t, "available_at", r.AvailableAt, *w.available)
+				} else if r.AvailableAt != b.AvailableAt {
+					t.Errorf("available_at changed: %v -> %v", b.AvailableAt, r.AvailableAt)
+				}
+				if r.ErrorMessage.String != w.errMsg {
+					t.Errorf("error_message = %q, want %q", r.ErrorMessage.String, w.errMsg)
+				}
+				if w.finished {
+					sameTime(t, "completed/finished_at", r.FinishedAt, t0)
+				}
+				if r.Status == "queued" && (r.ClaimedBy.Valid || r.ClaimExpiresAt.Valid) {
+					t.Errorf("re-queued job still claimed: %+v", r)
+				}
+				if r.Status == "failed" && r.ClaimExpiresAt.Valid {
+					t.Errorf("failed job keeps a lease: %+v", r)
+				}
+				if w.docStatus != "" {
+					d := e.docRow(t, docs[i])
+					if d.Status != w.docStatus {
+						t.Errorf("document = %+v, want %s", d, w.docStatus)
+					}
+					if w.docStatus == "failed" {
+						ch := e.docChanges(t, docs[i])
+						if d.Version != 3 || len(ch) != 2 || ch[1].DocumentVersion != 3 {
+							t.Errorf("document version %d, changes %+v", d.Version, ch)
+						}
+					}
+				}
+			})
+		}
+		// A second pass finds nothing more to do.
+		res, err = e.s.Cleanup(context.Background(), t0, backoff, buildTimeout)
+		if err != nil || res.Changed() {
+			t.Errorf("second Cleanup = %+v, %v", res, err)
+		}
+	})
+}

@@ -1,0 +1,277 @@
+package store_test
+
+import (
+	"context"
+	"database/sql"
+	"net/url"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ade-org/ade-worker/pkg/settings"
+	"github.com/ade-org/ade-worker/pkg/store"
+)
+
+// backends are the databases every store test runs on.
+var backends = []string{"sqlite", "postgres"}
+
+// t0 is the fixed "now" of the tests: the queue takes now as an argument, so
+// nothing depends on the wall clock.
+var t0 = time.Date(2025, 3, 4, 10, 0, 0, 0, time.UTC)
+
+// postgresAdminURL is where tests create their throw-away databases.
+func postgresAdminURL() string {
+	if u := os.Getenv("ADE_TEST_POSTGRES_URL"); u != "" {
+		return u
+	}
+	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+}
+
+// newDatabaseURL returns the URL of a fresh, empty database of the backend,
+// removed when the test ends.
+func newDatabaseURL(t *testing.T, backend string) string {
+	t.Helper()
+	if backend == "sqlite" {
+		return "sqlite:///" + filepath.Join(t.TempDir(), "ade.sqlite")
+	}
+	admin := postgresAdminURL()
+	ctx := context.Background()
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		t.Fatalf("PostgreSQL is required for the store tests (set ADE_TEST_POSTGRES_URL): %v", err)
+	}
+	defer conn.Close(ctx)
+	name := "ade_store_" + strings.ReplaceAll(store.NewID(), "-", "")[:16]
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		t.Fatalf("create database: %v", err)
+	}
+	t.Cleanup(func() {
+		conn, err := pgx.Connect(ctx, admin)
+		if err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+			return
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			t.Errorf("drop database %s: %v", name, err)
+		}
+	})
+	u, err := url.Parse(admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	u.Path = "/" + name
+	return u.String()
+}
+
+// openStore opens the database at rawURL, closed when the test ends.
+func openStore(t *testing.T, rawURL string) *store.Store {
+	t.Helper()
+	u, err := settings.ParseDatabaseURL(rawURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	s, err := store.Open(context.Background(), u, store.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// env is one fresh, migrated database.
+type env struct {
+	backend string
+	url     string
+	s       *store.Store
+	ws      string // workspace id
+	cfg     string // configuration id
+}
+
+// newEnv creates, opens and migrates a fresh database with one configuration.
+func newEnv(t *testing.T, backend string) *env {
+	t.Helper()
+	e := &env{backend: backend, url: newDatabaseURL(t, backend), ws: store.NewID(), cfg: store.NewID()}
+	e.s = openStore(t, e.url)
+	if err := e.s.Migrate(context.Background()); err != nil {
+		t.Fatalf("migrate: %v", err)
+	}
+	err := e.s.InsertConfiguration(context.Background(), store.NewConfiguration{ID: e.cfg, WorkspaceID: e.ws, DisplayName: "cfg"}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return e
+}
+
+// eachBackend runs fn as a parallel subtest on every backend.
+func eachBackend(t *testing.T, fn func(t *testing.T, backend string)) {
+	t.Helper()
+	for _, b := range backends {
+		t.Run(b, func(t *testing.T) {
+			t.Parallel()
+			fn(t, b)
+		})
+	}
+}
+
+// eachEnv runs fn on a fresh migrated database of every backend.
+func eachEnv(t *testing.T, fn func(t *testing.T, e *env)) {
+	t.Helper()
+	eachBackend(t, func(t *testing.T, backend string) { fn(t, newEnv(t, backend)) })
+}
+
+func (e *env) exec(t *testing.T, query string, args ...any) int64 {
+	t.Helper()
+	res := e.s.DB().Exec(query, args...)
+	if res.Error != nil {
+		t.Fatalf("%s: %v", query, res.Error)
+	}
+	return res.RowsAffected
+}
+
+func (e *env) scan(t *testing.T, dest any, query string, args ...any) {
+	t.Helper()
+	res := e.s.DB().Raw(query, args...).Scan(dest)
+	if res.Error != nil {
+		t.Fatalf("%s: %v", query, res.Error)
+	}
+}
+
+func (e *env) ts(t time.Time) any { return e.s.TimeArg(t) }
+
+// doc inserts an uploaded document and returns its id.
+func (e *env) doc(t *testing.T) string {
+	t.Helper()
+	id := store.NewID()
+	err := e.s.InsertDocument(context.Background(), store.NewDocument{ID: id, WorkspaceID: e.ws,
+		OriginalFilename: "in.xlsx", StoredURI: "files/" + id, Sha256: strings.Repeat("0", 64), ByteSize: 10}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// run queues a run (created at created, available at avail) with its own
+// document id, which need not exist.
+func (e *env) run(t *testing.T, buildID string, created, avail time.Time) string {
+	t.Helper()
+	return e.runFor(t, store.NewID(), buildID, created, avail)
+}
+
+func (e *env) runFor(t *testing.T, docID, buildID string, created, avail time.Time) string {
+	t.Helper()
+	id, err := e.s.EnqueueRun(context.Background(), store.NewRun{WorkspaceID: e.ws, ConfigurationID: e.cfg,
+		DocumentID: docID, BuildID: buildID, MaxAttempts: 3, AvailableAt: avail}, created)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// build queues a build with a new fingerprint and sets its status.
+func (e *env) build(t *testing.T, status string) string {
+	t.Helper()
+	id, created, err := e.s.EnqueueBuild(context.Background(), store.NewBuild{WorkspaceID: e.ws, ConfigurationID: e.cfg,
+		Fingerprint: store.NewID(), MaxAttempts: 3}, t0.Add(-time.Hour))
+	if err != nil || !created {
+		t.Fatalf("enqueue build: %v (created %v)", err, created)
+	}
+	e.exec(t, `UPDATE builds SET status = ? WHERE id = ?`, status, id)
+	return id
+}
+
+// hold puts a job straight into its running/building state under a lease.
+func (e *env) hold(t *testing.T, kind store.Kind, id, worker string, attempt, maxAttempts int, expires *time.Time) {
+	t.Helper()
+	table, status := "runs", "running"
+	if kind == store.KindBuild {
+		table, status = "builds", "building"
+	}
+	var exp any
+	if expires != nil {
+		exp = e.ts(*expires)
+	}
+	e.exec(t, `UPDATE `+table+` SET status = ?, claimed_by = ?, attempt_count = ?, max_attempts = ?,
+		claim_expires_at = ?, started_at = ? WHERE id = ?`, status, worker, attempt, maxAttempts, exp, e.ts(t0.Add(-time.Hour)), id)
+}
+
+// jobRow is the queue state of one run or build.
+type jobRow struct {
+	Status         string
+	ClaimedBy      sql.NullString
+	ClaimExpiresAt store.Time
+	StartedAt      store.Time
+	AvailableAt    store.Time
+	AttemptCount   int
+	MaxAttempts    int
+	ErrorMessage   sql.NullString
+	ExitCode       sql.NullInt64
+	FinishedAt     store.Time
+}
+
+func (e *env) runRow(t *testing.T, id string) jobRow {
+	t.Helper()
+	return e.jobRow(t, "runs", "completed_at", id)
+}
+
+func (e *env) buildRow(t *testing.T, id string) jobRow {
+	t.Helper()
+	return e.jobRow(t, "builds", "finished_at", id)
+}
+
+func (e *env) jobRow(t *testing.T, table, finished, id string) jobRow {
+	t.Helper()
+	var rows []jobRow
+	e.scan(t, &rows, `SELECT status, claimed_by, claim_expires_at, started_at, available_at, attempt_count, max_attempts,
+		error_message, exit_code, `+finished+` AS finished_at FROM `+table+` WHERE id = ?`, id)
+	if len(rows) != 1 {
+		t.Fatalf("%s %s: %d rows", table, id, len(rows))
+	}
+	return rows[0]
+}
+
+// docRow is a document's state.
+type docRow struct {
+	Status    string
+	Version   int
+	LastRunAt store.Time
+}
+
+func (e *env) docRow(t *testing.T, id string) docRow {
+	t.Helper()
+	var rows []docRow
+	e.scan(t, &rows, `SELECT status, version, last_run_at FROM documents WHERE id = ?`, id)
+	if len(rows) != 1 {
+		t.Fatalf("document %s: %d rows", id, len(rows))
+	}
+	return rows[0]
+}
+
+// docChange is one document_changes row.
+type docChange struct {
+	Type            string
+	DocumentVersion int
+	Payload         string
+}
+
+func (e *env) docChanges(t *testing.T, id string) []docChange {
+	t.Helper()
+	var rows []docChange
+	e.scan(t, &rows, `SELECT type, document_version, CAST(payload AS TEXT) AS payload FROM document_changes
+		WHERE document_id = ? ORDER BY cursor`, id)
+	return rows
+}
+
+// sameTime compares a stored timestamp with the time it should hold.
+func sameTime(t *testing.T, what string, got store.Time, want time.Time) {
+	t.Helper()
+	if !got.Valid || !got.Time.Equal(want) {
+		t.Errorf("%s = %v (valid %v), want %v", what, got.Time, got.Valid, want)
+	}
+}
+
+func ptr[T any](v T) *T { return &v }

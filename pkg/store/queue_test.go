@@ -1,0 +1,431 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sort"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ade-org/ade-worker/pkg/store"
+)
+
+func TestClaimRunsClaimability(t *testing.T) {
+	min := time.Minute
+	cases := []struct {
+		name      string
+		setup     func(t *testing.T, e *env) string // returns the run id
+		claimable bool
+	}{
+		{"queued, past, no build", func(t *testing.T, e *env) string { return e.run(t, "", t0.Add(-time.Hour), t0.Add(-min)) }, true},
+		{"available exactly now", func(t *testing.T, e *env) string { return e.run(t, "", t0.Add(-time.Hour), t0) }, true},
+		{"ready build", func(t *testing.T, e *env) string {
+			return e.run(t, e.build(t, "ready"), t0.Add(-time.Hour), t0.Add(-min))
+		}, true},
+		{"last attempt left", func(t *testing.T, e *env) string {
+			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-min))
+			e.exec(t, `UPDATE runs SET attempt_count = 2, max_attempts = 3 WHERE id = ?`, id)
+			return id
+		}, true},
+		{"available in the future", func(t *testing.T, e *env) string { return e.run(t, "", t0.Add(-time.Hour), t0.Add(time.Second)) }, false},
+		{"attempts used up", func(t *testing.T, e *env) string {
+			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-min))
+			e.exec(t, `UPDATE runs SET attempt_count = 3, max_attempts = 3 WHERE id = ?`, id)
+			return id
+		}, false},
+		{"build queued", func(t *testing.T, e *env) string {
+			return e.run(t, e.build(t, "queued"), t0.Add(-time.Hour), t0.Add(-min))
+		}, false},
+		{"build building", func(t *testing.T, e *env) string {
+			return e.run(t, e.build(t, "building"), t0.Add(-time.Hour), t0.Add(-min))
+		}, false},
+		{"build failed", func(t *testing.T, e *env) string {
+			return e.run(t, e.build(t, "failed"), t0.Add(-time.Hour), t0.Add(-min))
+		}, false},
+		{"build cancelled", func(t *testing.T, e *env) string {
+			return e.run(t, e.build(t, "cancelled"), t0.Add(-time.Hour), t0.Add(-min))
+		}, false},
+		{"build row missing", func(t *testing.T, e *env) string { return e.run(t, store.NewID(), t0.Add(-time.Hour), t0.Add(-min)) }, false},
+		{"already running", func(t *testing.T, e *env) string {
+			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-min))
+			e.hold(t, store.KindRun, id, "other", 1, 3, ptr(t0.Add(time.Hour)))
+			return id
+		}, false},
+		{"succeeded", func(t *testing.T, e *env) string {
+			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-min))
+			e.exec(t, `UPDATE runs SET status = 'succeeded' WHERE id = ?`, id)
+			return id
+		}, false},
+		{"cancelled", func(t *testing.T, e *env) string {
+			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-min))
+			e.exec(t, `UPDATE runs SET status = 'cancelled' WHERE id = ?`, id)
+			return id
+		}, false},
+	}
+	eachEnv(t, func(t *testing.T, e *env) {
+		ids := make([]string, len(cases))
+		before := make([]jobRow, len(cases))
+		for i, tc := range cases {
+			ids[i] = tc.setup(t, e)
+			e.exec(t, `UPDATE runs SET error_message = 'from before' WHERE id = ?`, ids[i])
+			before[i] = e.runRow(t, ids[i])
+		}
+		claimed, err := e.s.ClaimRuns(context.Background(), "w1", t0, 10*time.Minute, 100)
+		if err != nil {
+			t.Fatal(err)
+		}
+		got := map[string]store.ClaimedRun{}
+		for _, c := range claimed {
+			got[c.ID] = c
+		}
+		for i, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				c, ok := got[ids[i]]
+				if ok != tc.claimable {
+					t.Fatalf("claimed = %v, want %v", ok, tc.claimable)
+				}
+				r := e.runRow(t, ids[i])
+				if !tc.claimable {
+					if r != before[i] {
+						t.Errorf("unclaimable run changed:\nbefore %+v\nafter  %+v", before[i], r)
+					}
+					return
+				}
+				if c.AttemptCount != before[i].AttemptCount+1 || r.AttemptCount != c.AttemptCount {
+					t.Errorf("attempt: claim %d, row %d, before %d", c.AttemptCount, r.AttemptCount, before[i].AttemptCount)
+				}
+				if r.Status != "running" || r.ClaimedBy.String != "w1" || r.ErrorMessage.Valid {
+					t.Errorf("claimed row: %+v", r)
+				}
+				sameTime(t, "claim_expires_at", r.ClaimExpiresAt, t0.Add(10*time.Minute))
+				sameTime(t, "started_at", r.StartedAt, t0)
+				if c.WorkspaceID != e.ws || c.ConfigurationID != e.cfg || c.MaxAttempts != 3 || !c.CreatedAt.Valid || !c.AvailableAt.Valid {
+					t.Errorf("claim: %+v", c)
+				}
+			})
+		}
+	})
+}
+
+func TestClaimRunsOrderAndLimit(t *testing.T) {
+	eachEnv(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		// Inserted out of order: claims go by available_at, then created_at.
+		c := e.run(t, "", t0.Add(-10*time.Minute), t0.Add(-1*time.Minute))
+		b := e.run(t, "", t0.Add(-5*time.Minute), t0.Add(-2*time.Minute))
+		a := e.run(t, "", t0.Add(-6*time.Minute), t0.Add(-2*time.Minute))
+		d := e.run(t, "", t0.Add(-20*time.Minute), t0.Add(-1*time.Minute+time.Microsecond))
+		cases := []struct {
+			limit int
+			want  []string
+		}{
+			{2, []string{a, b}},
+			{1, []string{c}},
+			{5, []string{d}},
+			{5, nil},
+		}
+		for i, tc := range cases {
+			claimed, err := e.s.ClaimRuns(ctx, fmt.Sprint("w", i), t0, time.Minute, tc.limit)
+			if err != nil {
+				t.Fatal(err)
+			}
+			var got []string
+			for _, r := range claimed {
+				got = append(got, r.ID)
+			}
+			// RETURNING does not promise an order: compare as sets, in
+			// the claim order of the table.
+			sortLike(got, []string{a, b, c, d})
+			if fmt.Sprint(got) != fmt.Sprint(tc.want) {
+				t.Errorf("claim %d (limit %d) = %v, want %v", i, tc.limit, got, tc.want)
+			}
+		}
+	})
+}
+
+func sortLike(ids, order []string) {
+	pos := map[string]int{}
+	for i, id := range order {
+		pos[id] = i
+	}
+	sort.Slice(ids, func(i, j int) bool { return pos[ids[i]] < pos[ids[j]] })
+}
+
+func TestClaimRunsConcurrently(t *testing.T) {
+	const (
+		runs    = 200
+		workers = 8
+		limit   = 5
+	)
+	eachEnv(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		for i := 0; i < runs; i++ {
+			e.run(t, "", t0.Add(-time.Hour), t0.Add(-time.Duration(i%7)*time.Second))
+		}
+		handles := make([]*store.Store, workers)
+		for i := range handles {
+			handles[i] = openStore(t, e.url) // its own connections
+		}
+		claims := make([][]string, workers)
+		errs := make([]error, workers)
+		var wg sync.WaitGroup
+		start := make(chan struct{})
+		for w := 0; w < workers; w++ {
+			wg.Add(1)
+			go func() {
+				defer wg.Done()
+				<-start
+				for {
+					got, err := handles[w].ClaimRuns(ctx, fmt.Sprint("worker-", w), t0, time.Minute, limit)
+					if err != nil {
+						errs[w] = err
+						return
+					}
+					if len(got) > limit {
+						errs[w] = fmt.Errorf("claimed %d rows with limit %d", len(got), limit)
+						return
+					}
+					if len(got) == 0 {
+						return
+					}
+					for _, r := range got {
+						claims[w] = append(claims[w], r.ID)
+					}
+				}
+			}()
+		}
+		close(start)
+		wg.Wait()
+		owner := map[string]int{}
+		for w, ids := range claims {
+			if errs[w] != nil {
+				t.Fatalf("worker %d: %v", w, errs[w])
+			}
+			for _, id := range ids {
+				if prev, dup := owner[id]; dup {
+					t.Errorf("run %s claimed by worker %d and worker %d", id, prev, w)
+				}
+				owner[id] = w
+			}
+		}
+		if len(owner) != runs {
+			t.Errorf("%d distinct runs claimed, want %d", len(owner), runs)
+		}
+		var rows []struct {
+			Status       string
+			AttemptCount int
+			N            int
+		}
+		e.scan(t, &rows, `SELECT status, attempt_count, COUNT(*) AS n FROM runs GROUP BY status, attempt_count`)
+		if len(rows) != 1 || rows[0].Status != "running" || rows[0].AttemptCount != 1 || rows[0].N != runs {
+			t.Errorf("runs after the claims: %+v", rows)
+		}
+		for w, ids := range claims {
+			var n int
+			e.scan(t, &n, `SELECT COUNT(*) FROM runs WHERE claimed_by = ?`, fmt.Sprint("worker-", w))
+			if n != len(ids) {
+				t.Errorf("worker %d: claimed_by on %d rows, claims returned %d", w, n, len(ids))
+			}
+		}
+	})
+}
+
+func TestClaimBuilds(t *testing.T) {
+	eachEnv(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		old := e.build(t, "queued")
+		e.exec(t, `UPDATE builds SET created_at = ? WHERE id = ?`, e.ts(t0.Add(-2*time.Hour)), old)
+		newer := e.build(t, "queued")
+		future := e.build(t, "queued")
+		e.exec(t, `UPDATE builds SET available_at = ? WHERE id = ?`, e.ts(t0.Add(time.Minute)), future)
+		apiRow := e.build(t, "queued") // the ADE API leaves available_at NULL
+		e.exec(t, `UPDATE builds SET available_at = NULL, created_at = ? WHERE id = ?`, e.ts(t0.Add(-90*time.Minute)), apiRow)
+		e.build(t, "ready")
+		e.build(t, "failed")
+
+		got, err := e.s.ClaimBuilds(ctx, "w", t0, time.Minute, 2)
+		if err != nil {
+			t.Fatal(err)
+		}
+		ids := []string{}
+		for _, b := range got {
+			ids = append(ids, b.ID)
+		}
+		sortLike(ids, []string{old, apiRow, newer})
+		if fmt.Sprint(ids) != fmt.Sprint([]string{old, apiRow}) {
+			t.Errorf("first claim = %v, want oldest two %v", ids, []string{old, apiRow})
+		}
+		got, err = e.s.ClaimBuilds(ctx, "w", t0, time.Minute, 5)
+		if err != nil || len(got) != 1 || got[0].ID != newer {
+			t.Fatalf("second claim = %+v, %v; want only %s", got, err, newer)
+		}
+		r := e.buildRow(t, newer)
+		if r.Status != "building" || r.ClaimedBy.String != "w" || r.AttemptCount != 1 {
+			t.Errorf("claimed build: %+v", r)
+		}
+		sameTime(t, "claim_expires_at", r.ClaimExpiresAt, t0.Add(time.Minute))
+	})
+}
+
+// fencedOp is one write about a claimed run.
+type fencedOp struct {
+	name string
+	do   func(ctx context.Context, e *env, f store.Fence, docID string) error
+}
+
+var fencedOps = []fencedOp{
+	{"Heartbeat", func(ctx context.Context, e *env, f store.Fence, _ string) error {
+		return e.s.Heartbeat(ctx, f, t0.Add(time.Hour))
+	}},
+	{"FinishRun", func(ctx context.Context, e *env, f store.Fence, docID string) error {
+		return e.s.FinishRun(ctx, f, store.RunOutcome{Succeeded: true, ExitCode: ptr(0), DocumentID: docID,
+			Summary: testSummary("late")}, t0.Add(time.Minute))
+	}},
+	{"Requeue", func(ctx context.Context, e *env, f store.Fence, _ string) error {
+		return e.s.Requeue(ctx, f, t0.Add(time.Hour), "again", true)
+	}},
+	{"Requeue without counting", func(ctx context.Context, e *env, f store.Fence, _ string) error {
+		return e.s.Requeue(ctx, f, t0.Add(time.Hour), "again", false)
+	}},
+	{"StartDocument", func(ctx context.Context, e *env, f store.Fence, docID string) error {
+		return e.s.StartDocument(ctx, f, docID, t0)
+	}},
+}
+
+// runState is everything a fenced write may touch.
+type runState struct {
+	Run     jobRow
+	Doc     docRow
+	Changes int
+	Fields  int
+}
+
+func (e *env) runState(t *testing.T, runID, docID string) runState {
+	t.Helper()
+	st := runState{Run: e.runRow(t, runID), Doc: e.docRow(t, docID), Changes: len(e.docChanges(t, docID))}
+	e.scan(t, &st.Fields, `SELECT COUNT(*) FROM run_fields WHERE run_id = ?`, runID)
+	return st
+}
+
+func TestFencing(t *testing.T) {
+	fences := []struct {
+		name   string
+		mangle func(f store.Fence) store.Fence
+	}{
+		{"wrong worker", func(f store.Fence) store.Fence { f.Worker = "other"; return f }},
+		{"older attempt", func(f store.Fence) store.Fence { f.Attempt--; return f }},
+		{"newer attempt", func(f store.Fence) store.Fence { f.Attempt++; return f }},
+		{"other run", func(f store.Fence) store.Fence { f.ID = store.NewID(); return f }},
+	}
+	for _, op := range fencedOps {
+		t.Run(op.name, func(t *testing.T) {
+			eachEnv(t, func(t *testing.T, e *env) {
+				ctx := context.Background()
+				docID := e.doc(t)
+				runID := e.runFor(t, docID, "", t0.Add(-time.Hour), t0.Add(-time.Minute))
+				claimed, err := e.s.ClaimRuns(ctx, "w1", t0, time.Minute, 1)
+				if err != nil || len(claimed) != 1 {
+					t.Fatalf("claim: %v %v", claimed, err)
+				}
+				good := store.Fence{Kind: store.KindRun, ID: runID, Worker: "w1", Attempt: claimed[0].AttemptCount}
+				before := e.runState(t, runID, docID)
+				for _, fc := range fences {
+					if err := op.do(ctx, e, fc.mangle(good), docID); !errors.Is(err, store.ErrLeaseLost) {
+						t.Errorf("%s: err = %v, want ErrLeaseLost", fc.name, err)
+					}
+					if after := e.runState(t, runID, docID); after != before {
+						t.Errorf("%s changed the run:\nbefore %+v\nafter  %+v", fc.name, before, after)
+					}
+				}
+				if err := op.do(ctx, e, good, docID); err != nil {
+					t.Fatalf("with the right fence: %v", err)
+				}
+				if after := e.runState(t, runID, docID); after == before {
+					t.Errorf("the right fence changed nothing: %+v", after)
+				}
+			})
+		})
+	}
+}
+
+func TestHeartbeat(t *testing.T) {
+	eachEnv(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		runID := e.run(t, "", t0, t0)
+		buildID := e.build(t, "queued")
+		e.hold(t, store.KindRun, runID, "w", 2, 3, ptr(t0.Add(time.Minute)))
+		e.hold(t, store.KindBuild, buildID, "w", 1, 3, ptr(t0.Add(time.Minute)))
+		cases := []struct {
+			f   store.Fence
+			row func(*testing.T, string) jobRow
+		}{
+			{store.Fence{Kind: store.KindRun, ID: runID, Worker: "w", Attempt: 2}, e.runRow},
+			{store.Fence{Kind: store.KindBuild, ID: buildID, Worker: "w", Attempt: 1}, e.buildRow},
+		}
+		for _, tc := range cases {
+			if err := e.s.Heartbeat(ctx, tc.f, t0.Add(5*time.Minute)); err != nil {
+				t.Fatalf("%s: %v", tc.f.Kind, err)
+			}
+			r := tc.row(t, tc.f.ID)
+			sameTime(t, string(tc.f.Kind)+" claim_expires_at", r.ClaimExpiresAt, t0.Add(5*time.Minute))
+			if r.AttemptCount != tc.f.Attempt || r.ClaimedBy.String != "w" || r.Status == "queued" {
+				t.Errorf("%s after heartbeat: %+v", tc.f.Kind, r)
+			}
+			// A finished job's lease cannot be renewed.
+			e.exec(t, `UPDATE `+map[store.Kind]string{store.KindRun: "runs", store.KindBuild: "builds"}[tc.f.Kind]+
+				` SET status = 'failed' WHERE id = ?`, tc.f.ID)
+			if err := e.s.Heartbeat(ctx, tc.f, t0.Add(10*time.Minute)); !errors.Is(err, store.ErrLeaseLost) {
+				t.Errorf("%s heartbeat after it ended: %v, want ErrLeaseLost", tc.f.Kind, err)
+			}
+		}
+	})
+}
+
+func TestRequeue(t *testing.T) {
+	cases := []struct {
+		name         string
+		countAttempt bool
+		message      string
+		wantAttempt  int
+	}{
+		{"counted", true, "Jobrunner died", 1},
+		{"given back", false, "Supervisor shutting down", 0},
+		{"no message", true, "", 1},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			eachEnv(t, func(t *testing.T, e *env) {
+				ctx := context.Background()
+				id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-time.Minute))
+				claimed, err := e.s.ClaimRuns(ctx, "w", t0, time.Minute, 1)
+				if err != nil || len(claimed) != 1 {
+					t.Fatalf("claim: %v %v", claimed, err)
+				}
+				f := store.Fence{Kind: store.KindRun, ID: id, Worker: "w", Attempt: 1}
+				if err := e.s.Requeue(ctx, f, t0.Add(30*time.Second), tc.message, tc.countAttempt); err != nil {
+					t.Fatal(err)
+				}
+				r := e.runRow(t, id)
+				if r.Status != "queued" || r.AttemptCount != tc.wantAttempt || r.ClaimedBy.Valid || r.ClaimExpiresAt.Valid ||
+					r.ErrorMessage.Valid != (tc.message != "") || r.ErrorMessage.String != tc.message {
+					t.Errorf("requeued run: %+v", r)
+				}
+				sameTime(t, "available_at", r.AvailableAt, t0.Add(30*time.Second))
+				// Not claimable before available_at, claimable after.
+				if got, _ := e.s.ClaimRuns(ctx, "w2", t0.Add(29*time.Second), time.Minute, 5); len(got) != 0 {
+					t.Errorf("claimed during backoff: %+v", got)
+				}
+				got, err := e.s.ClaimRuns(ctx, "w2", t0.Add(30*time.Second), time.Minute, 5)
+				if err != nil || len(got) != 1 || got[0].AttemptCount != tc.wantAttempt+1 {
+					t.Errorf("claim after backoff: %+v %v", got, err)
+				}
+				// The old fence is dead.
+				if err := e.s.Heartbeat(ctx, f, t0.Add(time.Hour)); !errors.Is(err, store.ErrLeaseLost) {
+					t.Errorf("old fence heartbeat: %v", err)
+				}
+			})
+		})
+	}
+}

@@ -1,0 +1,313 @@
+package store_test
+
+import (
+	"context"
+	"database/sql"
+	"encoding/json"
+	"fmt"
+	"reflect"
+	"testing"
+	"time"
+
+	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/pkg/summary"
+)
+
+// testSummary builds an engine summary whose values all carry tag, so rows
+// of one summary are told apart from another's.
+func testSummary(tag string) *summary.Summary {
+	return &summary.Summary{
+		Metrics: &summary.Metrics{
+			EvaluationOutcome: ptr("success"), ValidationMaxSeverity: ptr("warning"),
+			ValidationIssuesTotal: ptr(int64(len(tag))), RowCountTotal: ptr(int64(42)), CellCountNonEmpty: ptr(int64(7)),
+		},
+		Fields: []summary.Field{
+			{Field: "amount_" + tag, Label: ptr("Amount"), Detected: true, BestMappingScore: ptr(0.75), OccurrencesTables: 1, OccurrencesColumns: 2},
+			{Field: "name_" + tag, Detected: false, OccurrencesTables: 0, OccurrencesColumns: 0},
+		},
+		Columns: []summary.Column{
+			{WorkbookIndex: 0, WorkbookName: "in.xlsx", SheetIndex: 0, SheetName: "S1", TableIndex: 0, ColumnIndex: 0,
+				HeaderRaw: ptr("Amount " + tag), NonEmptyCells: 5, MappingStatus: "mapped", MappedField: ptr("amount_" + tag),
+				MappingScore: ptr(0.75), MappingMethod: ptr("classifier")},
+			{WorkbookIndex: 0, WorkbookName: "in.xlsx", SheetIndex: 1, SheetName: "S2", TableIndex: 0, ColumnIndex: 3,
+				HeaderRaw: ptr("?"), NonEmptyCells: 0, MappingStatus: "unmapped", UnmappedReason: ptr("empty_" + tag)},
+		},
+	}
+}
+
+// results are the run_* rows of one run, in a comparable form.
+type results struct {
+	Metrics []string
+	Fields  []string
+	Columns []string
+}
+
+func (e *env) results(t *testing.T, runID string) results {
+	t.Helper()
+	var r results
+	var metrics []struct {
+		EvaluationOutcome     *string
+		ValidationMaxSeverity *string
+		ValidationIssuesTotal *int64
+		RowCountTotal         *int64
+		CellCountNonEmpty     *int64
+		SheetCount            *int64
+	}
+	e.scan(t, &metrics, `SELECT evaluation_outcome, validation_max_severity, validation_issues_total, row_count_total,
+		cell_count_non_empty, sheet_count FROM run_metrics WHERE run_id = ?`, runID)
+	for _, m := range metrics {
+		r.Metrics = append(r.Metrics, fmt.Sprintf("%s %s %d %d %d %v", *m.EvaluationOutcome, *m.ValidationMaxSeverity,
+			*m.ValidationIssuesTotal, *m.RowCountTotal, *m.CellCountNonEmpty, m.SheetCount))
+	}
+	var fields []struct {
+		Field              string
+		Label              *string
+		Detected           bool
+		BestMappingScore   *float64
+		OccurrencesTables  int64
+		OccurrencesColumns int64
+	}
+	e.scan(t, &fields, `SELECT field, label, detected, best_mapping_score, occurrences_tables, occurrences_columns
+		FROM run_fields WHERE run_id = ? ORDER BY field`, runID)
+	for _, f := range fields {
+		r.Fields = append(r.Fields, fmt.Sprintf("%s %s %v %s %d %d", f.Field, deref(f.Label), f.Detected, deref(f.BestMappingScore),
+			f.OccurrencesTables, f.OccurrencesColumns))
+	}
+	var cols []struct {
+		WorkbookIndex, SheetIndex, TableIndex, ColumnIndex, NonEmptyCells int64
+		WorkbookName, SheetName, MappingStatus                            string
+		HeaderRaw, MappedField, MappingMethod, UnmappedReason             *string
+		MappingScore                                                      *float64
+	}
+	e.scan(t, &cols, `SELECT * FROM run_table_columns WHERE run_id = ?
+		ORDER BY workbook_index, sheet_index, table_index, column_index`, runID)
+	for _, c := range cols {
+		r.Columns = append(r.Columns, fmt.Sprintf("%d/%s %d/%s %d %d %s %d %s %s %s %s %s", c.WorkbookIndex, c.WorkbookName,
+			c.SheetIndex, c.SheetName, c.TableIndex, c.ColumnIndex, deref(c.HeaderRaw), c.NonEmptyCells, c.MappingStatus,
+			deref(c.MappedField), deref(c.MappingScore), deref(c.MappingMethod), deref(c.UnmappedReason)))
+	}
+	return r
+}
+
+func deref[T any](p *T) string {
+	if p == nil {
+		return "<nil>"
+	}
+	return fmt.Sprint(*p)
+}
+
+// wantResults is what results should read for a summary.
+func wantResults(s *summary.Summary) results {
+	var r results
+	if s == nil {
+		return r
+	}
+	if m := s.Metrics; m != nil {
+		r.Metrics = []string{fmt.Sprintf("%s %s %d %d %d %v", *m.EvaluationOutcome, *m.ValidationMaxSeverity,
+			*m.ValidationIssuesTotal, *m.RowCountTotal, *m.CellCountNonEmpty, m.SheetCount)}
+	}
+	for _, f := range s.Fields {
+		r.Fields = append(r.Fields, fmt.Sprintf("%s %s %v %s %d %d", f.Field, deref(f.Label), f.Detected, deref(f.BestMappingScore),
+			f.OccurrencesTables, f.OccurrencesColumns))
+	}
+	for _, c := range s.Columns {
+		r.Columns = append(r.Columns, fmt.Sprintf("%d/%s %d/%s %d %d %s %d %s %s %s %s %s", c.WorkbookIndex, c.WorkbookName,
+			c.SheetIndex, c.SheetName, c.TableIndex, c.ColumnIndex, deref(c.HeaderRaw), c.NonEmptyCells, c.MappingStatus,
+			deref(c.MappedField), deref(c.MappingScore), deref(c.MappingMethod), deref(c.UnmappedReason)))
+	}
+	return r
+}
+
+func TestFinishRun(t *testing.T) {
+	fewer := testSummary("second")
+	fewer.Fields = fewer.Fields[:1]
+	fewer.Columns = nil
+	noMetrics := testSummary("third")
+	noMetrics.Metrics = nil
+	cases := []struct {
+		name      string
+		succeeded bool
+		exitCode  *int
+		errMsg    string
+		output    string
+		first     *summary.Summary // written by attempt 1
+		second    *summary.Summary // written by attempt 2, replacing it
+	}{
+		{name: "succeeded", succeeded: true, exitCode: ptr(0), output: "output/normalized.xlsx", first: testSummary("first"), second: testSummary("second")},
+		{name: "fewer rows replace more", succeeded: true, exitCode: ptr(0), first: testSummary("first"), second: fewer},
+		{name: "no metrics", succeeded: true, exitCode: ptr(0), first: testSummary("first"), second: noMetrics},
+		{name: "failed without summary clears rows", exitCode: ptr(3), errMsg: "Engine exited with 3", first: testSummary("first")},
+		{name: "failed without exit code", errMsg: "Jobrunner died", first: nil, second: testSummary("x")},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			eachEnv(t, func(t *testing.T, e *env) {
+				ctx := context.Background()
+				docID := e.doc(t)
+				runID := e.runFor(t, docID, "", t0.Add(-time.Hour), t0.Add(-time.Hour))
+				claim := func(now time.Time) store.Fence {
+					t.Helper()
+					got, err := e.s.ClaimRuns(ctx, "w", now, time.Minute, 1)
+					if err != nil || len(got) != 1 {
+						t.Fatalf("claim: %+v %v", got, err)
+					}
+					f := store.Fence{Kind: store.KindRun, ID: runID, Worker: "w", Attempt: got[0].AttemptCount}
+					if err := e.s.StartDocument(ctx, f, docID, now); err != nil {
+						t.Fatalf("start document: %v", err)
+					}
+					if d := e.docRow(t, docID); d.Status != "processing" {
+						t.Fatalf("document after StartDocument: %+v", d)
+					}
+					return f
+				}
+
+				// Attempt 1 finishes and writes its results; the run is
+				// then queued again (a retry) and attempt 2 finishes.
+				f1 := claim(t0)
+				if err := e.s.FinishRun(ctx, f1, store.RunOutcome{Succeeded: true, ExitCode: ptr(0), Summary: tc.first, DocumentID: docID}, t0.Add(time.Second)); err != nil {
+					t.Fatal(err)
+				}
+				if got, want := e.results(t, runID), wantResults(tc.first); !reflect.DeepEqual(got, want) {
+					t.Fatalf("results of attempt 1:\n got %q\nwant %q", got, want)
+				}
+				e.exec(t, `UPDATE runs SET status = 'queued', claimed_by = NULL WHERE id = ?`, runID)
+				now := t0.Add(time.Minute)
+				f2 := claim(now)
+				if f2.Attempt != 2 {
+					t.Fatalf("second attempt = %d", f2.Attempt)
+				}
+				finished := now.Add(90 * time.Second)
+				err := e.s.FinishRun(ctx, f2, store.RunOutcome{Succeeded: tc.succeeded, ExitCode: tc.exitCode, Error: tc.errMsg,
+					OutputPath: tc.output, Summary: tc.second, DocumentID: docID}, finished)
+				if err != nil {
+					t.Fatal(err)
+				}
+
+				r := e.runRow(t, runID)
+				wantStatus, wantDoc := "failed", "failed"
+				if tc.succeeded {
+					wantStatus, wantDoc = "succeeded", "processed"
+				}
+				if r.Status != wantStatus || r.ClaimExpiresAt.Valid || r.ErrorMessage.String != tc.errMsg || r.ErrorMessage.Valid != (tc.errMsg != "") {
+					t.Errorf("run: %+v", r)
+				}
+				if r.ExitCode.Valid != (tc.exitCode != nil) || (tc.exitCode != nil && int(r.ExitCode.Int64) != *tc.exitCode) {
+					t.Errorf("exit_code = %+v, want %v", r.ExitCode, deref(tc.exitCode))
+				}
+				sameTime(t, "completed_at", r.FinishedAt, finished)
+				var output []sql.NullString
+				e.scan(t, &output, `SELECT output_path FROM runs WHERE id = ?`, runID)
+				if len(output) != 1 || output[0].Valid != (tc.output != "") || output[0].String != tc.output {
+					t.Errorf("output_path = %+v, want %q", output, tc.output)
+				}
+				if got, want := e.results(t, runID), wantResults(tc.second); !reflect.DeepEqual(got, want) {
+					t.Errorf("results of attempt 2:\n got %q\nwant %q", got, want)
+				}
+
+				// Document: uploaded(1) -> processing(2) -> processed(3) ->
+				// processing(4) -> final(5), one change row per move.
+				d := e.docRow(t, docID)
+				if d.Status != wantDoc || d.Version != 5 {
+					t.Errorf("document: %+v, want %s version 5", d, wantDoc)
+				}
+				sameTime(t, "last_run_at", d.LastRunAt, finished)
+				changes := e.docChanges(t, docID)
+				wantStatuses := []string{"processing", "processed", "processing", wantDoc}
+				if len(changes) != len(wantStatuses) {
+					t.Fatalf("document_changes: %+v", changes)
+				}
+				for i, c := range changes {
+					var p struct {
+						Status  string
+						Version int
+						RunID   string `json:"run_id"`
+					}
+					if err := json.Unmarshal([]byte(c.Payload), &p); err != nil {
+						t.Fatalf("payload %q: %v", c.Payload, err)
+					}
+					if c.Type != "upsert" || c.DocumentVersion != i+2 || p.Version != i+2 || p.Status != wantStatuses[i] || p.RunID != runID {
+						t.Errorf("change %d: %+v (payload %+v), want %s version %d", i, c, p, wantStatuses[i], i+2)
+					}
+				}
+			})
+		})
+	}
+}
+
+func TestFinishRunWithoutDocument(t *testing.T) {
+	cases := []struct {
+		name  string
+		docID func(e *env, t *testing.T) string
+	}{
+		{"no document id (validate only)", func(*env, *testing.T) string { return "" }},
+		{"document row gone", func(*env, *testing.T) string { return store.NewID() }},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			eachEnv(t, func(t *testing.T, e *env) {
+				ctx := context.Background()
+				other := e.doc(t) // must stay untouched
+				runID := e.run(t, "", t0, t0)
+				if _, err := e.s.ClaimRuns(ctx, "w", t0, time.Minute, 1); err != nil {
+					t.Fatal(err)
+				}
+				f := store.Fence{Kind: store.KindRun, ID: runID, Worker: "w", Attempt: 1}
+				if err := e.s.FinishRun(ctx, f, store.RunOutcome{Succeeded: true, ExitCode: ptr(0), DocumentID: tc.docID(e, t)}, t0); err != nil {
+					t.Fatal(err)
+				}
+				if r := e.runRow(t, runID); r.Status != "succeeded" {
+					t.Errorf("run: %+v", r)
+				}
+				if d := e.docRow(t, other); d.Status != "uploaded" || d.Version != 1 {
+					t.Errorf("unrelated document changed: %+v", d)
+				}
+				var n int
+				e.scan(t, &n, `SELECT COUNT(*) FROM document_changes`)
+				if n != 0 {
+					t.Errorf("%d document_changes rows, want 0", n)
+				}
+			})
+		})
+	}
+}
+
+func TestFinishBuild(t *testing.T) {
+	cases := []struct {
+		name       string
+		outcome    store.BuildOutcome
+		wantStatus string
+		wantActive bool
+	}{
+		{"ready", store.BuildOutcome{Succeeded: true, ExitCode: ptr(0), EngineVersion: "1.2.3", PythonVersion: "3.12.1"}, "ready", true},
+		{"failed", store.BuildOutcome{ExitCode: ptr(1), Error: "pip failed"}, "failed", false},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			eachEnv(t, func(t *testing.T, e *env) {
+				ctx := context.Background()
+				id := e.build(t, "queued")
+				got, err := e.s.ClaimBuilds(ctx, "w", t0, time.Minute, 1)
+				if err != nil || len(got) != 1 {
+					t.Fatalf("claim: %+v %v", got, err)
+				}
+				f := store.Fence{Kind: store.KindBuild, ID: id, Worker: "w", Attempt: 1}
+				if err := e.s.FinishBuild(ctx, store.Fence{Kind: store.KindBuild, ID: id, Worker: "x", Attempt: 1}, tc.outcome, t0); err != store.ErrLeaseLost {
+					t.Errorf("wrong fence: %v, want ErrLeaseLost", err)
+				}
+				if err := e.s.FinishBuild(ctx, f, tc.outcome, t0.Add(time.Minute)); err != nil {
+					t.Fatal(err)
+				}
+				r := e.buildRow(t, id)
+				if r.Status != tc.wantStatus || r.ClaimExpiresAt.Valid || r.ErrorMessage.String != tc.outcome.Error {
+					t.Errorf("build: %+v", r)
+				}
+				sameTime(t, "finished_at", r.FinishedAt, t0.Add(time.Minute))
+				var active []sql.NullString
+				e.scan(t, &active, `SELECT active_build_id FROM configurations WHERE id = ?`, e.cfg)
+				if len(active) != 1 || (active[0].String == id) != tc.wantActive {
+					t.Errorf("active_build_id = %+v, want active %v", active, tc.wantActive)
+				}
+			})
+		})
+	}
+}

@@ -1,0 +1,96 @@
+package store_test
+
+import (
+	"context"
+	"errors"
+	"reflect"
+	"testing"
+
+	"github.com/ade-org/ade-worker/pkg/store"
+)
+
+// schemaOf describes every table, column, index, constraint and trigger.
+func schemaOf(t *testing.T, e *env) []string {
+	t.Helper()
+	var out []string
+	if e.backend == "sqlite" {
+		e.scan(t, &out, `SELECT type || ' ' || name || ': ' || COALESCE(sql, '') FROM sqlite_master ORDER BY type, name`)
+		return out
+	}
+	e.scan(t, &out, `SELECT * FROM (
+		SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable || ' ' || COALESCE(column_default, '') AS d
+			FROM information_schema.columns WHERE table_schema = 'public'
+		UNION ALL SELECT 'index ' || indexname || ': ' || indexdef FROM pg_indexes WHERE schemaname = 'public'
+		UNION ALL SELECT 'constraint ' || conname || ': ' || pg_get_constraintdef(oid) FROM pg_constraint
+			WHERE connamespace = 'public'::regnamespace
+		UNION ALL SELECT 'trigger ' || tgname || ': ' || pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal
+		UNION ALL SELECT 'function ' || proname || ': ' || prosrc FROM pg_proc WHERE pronamespace = 'public'::regnamespace
+	) AS s ORDER BY d`)
+	return out
+}
+
+func TestMigrateTwiceIsNoOp(t *testing.T) {
+	eachEnv(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		runID := e.run(t, "", t0, t0)
+		before := schemaOf(t, e)
+		if len(before) < 8 {
+			t.Fatalf("schema after migrate looks empty: %q", before)
+		}
+		if err := e.s.Migrate(ctx); err != nil {
+			t.Fatalf("second migrate: %v", err)
+		}
+		if after := schemaOf(t, e); !reflect.DeepEqual(before, after) {
+			t.Errorf("second migrate changed the schema:\nbefore %q\nafter  %q", before, after)
+		}
+		if r := e.runRow(t, runID); r.Status != "queued" {
+			t.Errorf("run after second migrate: %+v", r)
+		}
+		if err := e.s.CheckMigrated(ctx); err != nil {
+			t.Errorf("CheckMigrated after migrate: %v", err)
+		}
+	})
+}
+
+func TestCheckMigrated(t *testing.T) {
+	cases := []struct {
+		name    string
+		prepare func(t *testing.T, e *env) // on a migrated database
+		wantErr bool
+	}{
+		{name: "empty database", wantErr: true},
+		{name: "migrated", prepare: func(t *testing.T, e *env) {}},
+		{name: "ADE API database without worker columns", wantErr: true, prepare: func(t *testing.T, e *env) {
+			e.exec(t, `ALTER TABLE builds DROP COLUMN claimed_by`)
+		}},
+		{name: "table missing", wantErr: true, prepare: func(t *testing.T, e *env) {
+			e.exec(t, `DROP TABLE run_table_columns`)
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			eachBackend(t, func(t *testing.T, backend string) {
+				ctx := context.Background()
+				e := &env{backend: backend, url: newDatabaseURL(t, backend)}
+				e.s = openStore(t, e.url)
+				if tc.prepare != nil {
+					if err := e.s.Migrate(ctx); err != nil {
+						t.Fatal(err)
+					}
+					tc.prepare(t, e)
+				}
+				err := e.s.CheckMigrated(ctx)
+				if tc.wantErr != (err != nil) || (err != nil && !errors.Is(err, store.ErrNotMigrated)) {
+					t.Fatalf("CheckMigrated = %v, want ErrNotMigrated: %v", err, tc.wantErr)
+				}
+				// Migrate repairs whatever was missing.
+				if err := e.s.Migrate(ctx); err != nil {
+					t.Fatalf("migrate: %v", err)
+				}
+				if err := e.s.CheckMigrated(ctx); err != nil {
+					t.Fatalf("CheckMigrated after migrate: %v", err)
+				}
+			})
+		})
+	}
+}
