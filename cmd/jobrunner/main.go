@@ -41,6 +41,12 @@ send and pipe it in:
 SIGTERM or SIGINT stops the job's processes and reports the job cancelled.`
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == procs.LimitShimArg {
+		// Internal: apply the job's resource limits, then exec the engine.
+		err := procs.ExecWithLimits(os.Args[2:])
+		fmt.Fprintln(os.Stderr, "jobrunner:", err)
+		os.Exit(127)
+	}
 	app := &cli.App{
 		Name:        "jobrunner",
 		Usage:       "run one ADE build or run from a JSON job spec",

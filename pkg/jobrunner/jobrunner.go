@@ -130,7 +130,7 @@ func (j *job) runStep(ctx context.Context, s step) (stepResult, error) {
 		}
 	}
 	cmd := procs.Command{Path: s.path, Args: s.args, Env: s.env, Dir: s.dir, KillGrace: 2 * time.Second,
-		Stdout: pipe("stdout"), Stderr: pipe("stderr"), KillDescendants: true, Rlimits: rlimits(j.spec.Limits)}
+		Stdout: pipe("stdout"), Stderr: pipe("stderr"), KillDescendants: true, Rlimits: rlimits(j.spec.Limits), LimitShim: self()}
 	if s.stdout != nil {
 		cmd.Stdout = func(r io.Reader) {
 			data, _ := io.ReadAll(io.LimitReader(r, maxCaptured))
@@ -162,6 +162,15 @@ const (
 	limitOutput    = "output"
 	limitProcesses = "processes"
 )
+
+// self is this binary, which doubles as the limit shim (procs.LimitShimArg).
+func self() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return ""
+	}
+	return exe
+}
 
 // rlimits turns the job's limits into kernel resource limits.
 func rlimits(l jobspec.Limits) []procs.Rlimit {

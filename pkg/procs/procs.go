@@ -14,8 +14,6 @@ import (
 	"sort"
 	"syscall"
 	"time"
-
-	"golang.org/x/sys/unix"
 )
 
 // Command is one process to run.
@@ -41,10 +39,11 @@ type Command struct {
 	// the child exits: with a subreaper (see BecomeSubreaper) that includes
 	// daemons the child started in a session of their own.
 	KillDescendants bool
-	// Rlimits are applied to the child with prlimit(2) as soon as it has
-	// started (before it can have done much: an interpreter takes
-	// milliseconds to start); its children inherit them.
-	Rlimits []Rlimit
+	// Rlimits are in force from the child's first instruction on (its
+	// children inherit them). They need LimitShim: a binary that calls
+	// ExecWithLimits when its first argument is LimitShimArg.
+	Rlimits   []Rlimit
+	LimitShim string
 }
 
 // Rlimit is one resource limit (unix.RLIMIT_AS, ...), soft and hard alike.
@@ -80,7 +79,14 @@ const drainTimeout = 2 * time.Second
 // rest of the group is killed once the child exits, so nothing it started
 // outlives it. The error is non-nil only when the child could not start.
 func Run(ctx context.Context, c Command) (Exit, error) {
-	cmd := exec.Command(c.Path, c.Args...)
+	path, args := c.Path, c.Args
+	if len(c.Rlimits) > 0 {
+		if c.LimitShim == "" {
+			return Exit{}, fmt.Errorf("run %s: resource limits need a LimitShim", c.Path)
+		}
+		path, args = c.LimitShim, shimArgs(c.Rlimits, c.Path, c.Args)
+	}
+	cmd := exec.Command(path, args...)
 	cmd.Env = envList(c.Env)
 	cmd.Dir = c.Dir
 	cmd.Stdin = c.Stdin
@@ -112,16 +118,6 @@ func Run(ctx context.Context, c Command) (Exit, error) {
 		return Exit{}, fmt.Errorf("start %s: %w", c.Path, err)
 	}
 	pgid := cmd.Process.Pid
-	for _, l := range c.Rlimits {
-		lim := unix.Rlimit{Cur: l.Max, Max: l.Max}
-		if err := unix.Prlimit(pgid, l.Resource, &lim, nil); err != nil {
-			KillGroup(pgid)
-			_ = cmd.Wait()
-			outR.Close()
-			errR.Close()
-			return Exit{}, fmt.Errorf("limit resource %d of %s: %w", l.Resource, c.Path, err)
-		}
-	}
 	if c.Started != nil {
 		c.Started(pgid)
 	}

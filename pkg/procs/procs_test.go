@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
@@ -477,10 +478,8 @@ func TestRlimits(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
 			var out collect
-			// The pause gives prlimit(2) time to land: see
-			// TestRlimitsBeforeChildRuns for why it is needed.
-			c := sh("sleep 0.2; " + tc.script)
-			c.Rlimits, c.Stdout = tc.limits, out.sink
+			c := sh(tc.script)
+			c.Rlimits, c.LimitShim, c.Stdout = tc.limits, shim(t), out.sink
 			if exit := run(t, context.Background(), c); exit.Code != 0 || strings.TrimSpace(out.String()) != tc.want {
 				t.Errorf("printed %q (exit %+v), want %q", out.String(), exit, tc.want)
 			}
@@ -488,18 +487,12 @@ func TestRlimits(t *testing.T) {
 	}
 }
 
-// TestRlimitsBeforeChildRuns shows a race: Run applies Rlimits with
-// prlimit(2) after the child has exec'd, so a child that reads its limits
-// (or forks a grandchild, which inherits them) in its first milliseconds can
-// still see the parent's. RLIMIT_STACK can even be lost for good: the kernel
-// pins it at the start of execve and writes it back at the end
-// (finalize_exec), after the close-on-exec pipe that Start waits for has
-// closed. Opt in with ADE_TEST_RLIMIT_RACE=1 until Run applies limits
-// before exec.
+// TestRlimitsBeforeChildRuns: limits are in force from the child's first
+// instruction. (Applying them with prlimit(2) after the child started lost
+// this race: a child reading its limits at once saw the parent's, and
+// RLIMIT_STACK could be lost for good, since the kernel writes it back at the
+// end of execve.)
 func TestRlimitsBeforeChildRuns(t *testing.T) {
-	if os.Getenv("ADE_TEST_RLIMIT_RACE") == "" {
-		t.Skip("known race in Run's Rlimits (set ADE_TEST_RLIMIT_RACE=1 to run)")
-	}
 	cases := []struct {
 		name   string
 		limit  procs.Rlimit
@@ -516,7 +509,7 @@ func TestRlimitsBeforeChildRuns(t *testing.T) {
 			for i := 0; i < tries; i++ {
 				var out collect
 				c := sh(tc.script)
-				c.Rlimits, c.Stdout = []procs.Rlimit{tc.limit}, out.sink
+				c.Rlimits, c.LimitShim, c.Stdout = []procs.Rlimit{tc.limit}, shim(t), out.sink
 				if run(t, context.Background(), c); strings.TrimSpace(out.String()) != tc.want {
 					misses++
 				}
@@ -686,5 +679,32 @@ func checkGone(t *testing.T, self int, pids []int) {
 	}
 	if got := procs.Descendants(self); len(got) != 0 {
 		t.Errorf("Descendants(self) after KillDescendants = %v", got)
+	}
+}
+
+// TestMain lets the test binary serve as the limit shim.
+func TestMain(m *testing.M) {
+	if len(os.Args) > 1 && os.Args[1] == procs.LimitShimArg {
+		err := procs.ExecWithLimits(os.Args[2:])
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(127)
+	}
+	os.Exit(m.Run())
+}
+
+// shim is the test binary, which execs commands with limits (see TestMain).
+func shim(t *testing.T) string {
+	exe, err := os.Executable()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return exe
+}
+
+func TestRlimitsNeedShim(t *testing.T) {
+	c := sh("true")
+	c.Rlimits = []procs.Rlimit{{Resource: unix.RLIMIT_NOFILE, Max: 64}}
+	if _, err := procs.Run(context.Background(), c); err == nil || !strings.Contains(err.Error(), "LimitShim") {
+		t.Errorf("Run with limits and no shim: err = %v, want one naming LimitShim", err)
 	}
 }

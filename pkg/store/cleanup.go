@@ -64,6 +64,7 @@ func (s *Store) expireLeases(ctx context.Context, kind Kind, now time.Time, back
 	}
 	for _, j := range jobs {
 		exhausted := j.AttemptCount >= j.MaxAttempts
+		changed := false
 		err := s.tx(ctx, func(tx *gorm.DB) error {
 			where := "id = ? AND status = ? AND attempt_count = ? AND claim_expires_at < ?"
 			args := []any{j.ID, f.activeStatus(), j.AttemptCount, s.ts(now)}
@@ -82,7 +83,8 @@ func (s *Store) expireLeases(ctx context.Context, kind Kind, now time.Time, back
 			if q.Error != nil {
 				return q.Error
 			}
-			if q.RowsAffected == 0 || !exhausted || kind != KindRun {
+			changed = q.RowsAffected > 0 // not when the lease was renewed meanwhile
+			if !changed || !exhausted || kind != KindRun {
 				return nil
 			}
 			return s.failProcessingDocument(tx, j.ID, now)
@@ -90,9 +92,11 @@ func (s *Store) expireLeases(ctx context.Context, kind Kind, now time.Time, back
 		if err != nil {
 			return requeued, failed, fmt.Errorf("expire %s %s: %w", kind, j.ID, err)
 		}
-		if exhausted {
+		switch {
+		case !changed:
+		case exhausted:
 			failed++
-		} else {
+		default:
 			requeued++
 		}
 	}
@@ -115,7 +119,7 @@ func (s *Store) failProcessingDocument(tx *gorm.DB, runID string, now time.Time)
 // that did not lease builds) for longer than the build timeout.
 func (s *Store) failUnleasedBuilds(ctx context.Context, now time.Time, timeout time.Duration) (int, error) {
 	res := s.db.WithContext(ctx).Exec(`UPDATE builds SET status = 'failed', finished_at = ?, error_message = ?
-		WHERE status = 'building' AND claim_expires_at IS NULL AND started_at < ?`,
+		WHERE status = 'building' AND claim_expires_at IS NULL AND COALESCE(started_at, created_at) < ?`,
 		s.ts(now), fmt.Sprintf("Build timed out after %s", timeout), s.ts(now.Add(-timeout)))
 	if res.Error != nil {
 		return 0, fmt.Errorf("fail stuck builds: %w", res.Error)

@@ -226,7 +226,9 @@ func (s *Supervisor) drain(stopJobs context.CancelFunc) {
 func (s *Supervisor) untilNextAvailable(ctx context.Context, sleep time.Duration) time.Duration {
 	now := time.Now()
 	next, ok, err := s.store.NextAvailable(ctx, now)
-	if err != nil || !ok {
+	if err != nil || !ok || !next.After(now) {
+		// A "future" time in the past means a timestamp the database
+		// compares differently than we read it: never spin on it.
 		return sleep
 	}
 	return max(min(sleep, next.Sub(now)), time.Millisecond)

@@ -1,0 +1,79 @@
+package procs
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strconv"
+	"strings"
+	"syscall"
+	"unsafe"
+
+	"golang.org/x/sys/unix"
+)
+
+// LimitShimArg, as the first argument of a binary that calls
+// ExecWithLimits from main, makes it apply resource limits to itself and
+// exec the real command: limits are then in force before the command's
+// first instruction, which prlimit(2) on a running child cannot promise.
+const LimitShimArg = "__exec-with-limits"
+
+// shimArgs builds the shim's command line: the limits, "--", the command.
+func shimArgs(limits []Rlimit, path string, args []string) []string {
+	out := []string{LimitShimArg}
+	for _, l := range limits {
+		out = append(out, fmt.Sprintf("%d=%d", l.Resource, l.Max))
+	}
+	out = append(out, "--", path)
+	return append(out, args...)
+}
+
+// ExecWithLimits is the shim's main: args are what follows LimitShimArg.
+// It only returns on failure.
+func ExecWithLimits(args []string) error {
+	var limits []Rlimit
+	for len(args) > 0 && args[0] != "--" {
+		res, max, ok := strings.Cut(args[0], "=")
+		r, err1 := strconv.Atoi(res)
+		m, err2 := strconv.ParseUint(max, 10, 64)
+		if !ok || err1 != nil || err2 != nil {
+			return fmt.Errorf("bad limit %q", args[0])
+		}
+		limits = append(limits, Rlimit{Resource: r, Max: m})
+		args = args[1:]
+	}
+	if len(args) < 2 {
+		return fmt.Errorf("no command after --")
+	}
+	if !strings.Contains(args[1], "/") {
+		resolved, err := exec.LookPath(args[1])
+		if err != nil {
+			return err
+		}
+		args[1] = resolved
+	}
+	// Everything execve needs is built before the limits are set: with an
+	// address-space limit below this process's own size, any allocation
+	// after it could fail.
+	argv, err := syscall.SlicePtrFromStrings(args[1:])
+	if err != nil {
+		return err
+	}
+	envv, err := syscall.SlicePtrFromStrings(os.Environ())
+	if err != nil {
+		return err
+	}
+	path, err := syscall.BytePtrFromString(args[1])
+	if err != nil {
+		return err
+	}
+	for _, l := range limits {
+		lim := unix.Rlimit{Cur: l.Max, Max: l.Max}
+		if err := unix.Setrlimit(l.Resource, &lim); err != nil {
+			return fmt.Errorf("set limit %d: %w", l.Resource, err)
+		}
+	}
+	_, _, errno := syscall.RawSyscall(syscall.SYS_EXECVE, uintptr(unsafe.Pointer(path)),
+		uintptr(unsafe.Pointer(&argv[0])), uintptr(unsafe.Pointer(&envv[0])))
+	return fmt.Errorf("exec %s: %w", args[1], errno)
+}
