@@ -26,7 +26,9 @@ type ending struct {
 // decide maps a child's outcome to what gets written.
 func (s *Supervisor) decide(f store.Fence, maxAttempts int, out childOutcome) ending {
 	switch {
-	case out.stopped:
+	case out.stopped && (out.result == nil || out.result.Reason == jobspec.ReasonCancelled):
+		// Stopped by the shutdown; a job that finished just before it keeps
+		// its real outcome.
 		return ending{handBack: true, message: "Worker shut down; job handed back"}
 	case out.result == nil:
 		return s.retryOrFail(f, maxAttempts, out.problem, jobspec.CodeGenericFailure, nil)

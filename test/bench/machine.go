@@ -2,6 +2,7 @@ package main
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"database/sql"
 	"fmt"
@@ -123,4 +124,22 @@ func loadAvg() string {
 		return "?"
 	}
 	return strings.Join(f[:3], " ")
+}
+
+// gitDescribe names the commit the binaries are built from, and whether the
+// working tree had changes.
+func gitDescribe(repo string) string {
+	cmd := exec.Command("git", "log", "-1", "--format=%h %cd", "--date=format:%Y-%m-%d %H:%M")
+	cmd.Dir = repo
+	out, err := cmd.Output()
+	if err != nil {
+		return "unknown (no git)"
+	}
+	desc := strings.TrimSpace(string(out))
+	st := exec.Command("git", "status", "--porcelain", "--untracked-files=no")
+	st.Dir = repo
+	if dirty, err := st.Output(); err == nil && len(bytes.TrimSpace(dirty)) > 0 {
+		desc += " + uncommitted changes"
+	}
+	return "commit " + desc
 }

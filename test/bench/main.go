@@ -164,6 +164,7 @@ type bench struct {
 	floors  map[floorKey]floorResult
 	started time.Time
 	load    string // /proc/loadavg when the bench started
+	commit  string // the commit the binaries were built from
 }
 
 func newBench(ctx context.Context, opts options) (*bench, error) {
@@ -179,6 +180,7 @@ func newBench(ctx context.Context, opts options) (*bench, error) {
 	if opts.keep {
 		b.logf("keeping temporary folders under %s", b.tmp)
 	}
+	b.commit = gitDescribe(b.repo)
 	b.bin = filepath.Join(b.tmp, "bin")
 	b.logf("building supervisor, jobrunner and the no-op engine")
 	build := exec.CommandContext(ctx, "go", "build", "-o", b.bin+"/", "./cmd/supervisor", "./cmd/jobrunner", "./test/bench/noopengine")
@@ -295,6 +297,7 @@ func (b *bench) printReport(w io.Writer, rows []row) {
 	facts := [][2]string{
 		{"date", time.Now().UTC().Format("2006-01-02 15:04 UTC")},
 		{"command", "go run ./test/bench " + strings.Join(os.Args[1:], " ")},
+		{"code", b.commit},
 		{"mode", fmt.Sprintf("%s, %d repeat(s) per figure", mode, b.opts.repeat)},
 		{"machine", fmt.Sprintf("%s, %d cores, %s RAM, Linux %s", cpuModel(), runtime.NumCPU(), memTotal(), readTrim("/proc/sys/kernel/osrelease"))},
 		{"software", fmt.Sprintf("%s, SQLite %s, %s, %s", runtime.Version(), sqliteVersion(), b.postgresVersion(), commandOutput("python3", "--version"))},
