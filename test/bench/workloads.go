@@ -3,11 +3,13 @@ package main
 import (
 	"bytes"
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"runtime"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -235,7 +237,7 @@ func (b *bench) overhead(ctx context.Context, backend string) ([]row, error) {
 			key := floorKey{c, n, rep}
 			fl, ok := b.floors[key]
 			if !ok {
-				if fl, err = b.floor(ctx, c, n); err != nil {
+				if fl, err = b.floor(ctx, w, c, n); err != nil {
 					return rows, fmt.Errorf("floor: %w", err)
 				}
 				b.floors[key], newFloor = fl, true
@@ -276,28 +278,26 @@ func (b *bench) overhead(ctx context.Context, backend string) ([]row, error) {
 }
 
 // floor runs n no-op run jobs through the jobrunner binary, concurrency at a
-// time, with real job specs and no database: the cost of spawning and
-// reaping a jobrunner and its engine, which any design with a child per job
-// pays. Its CPU is this process's children's CPU (jobrunners reap engines).
-func (b *bench) floor(ctx context.Context, concurrency, n int) (floorResult, error) {
+// time, with no database: the cost of spawning and reaping a jobrunner and
+// its engine, which any design with a child per job pays. The specs are the
+// one `supervisor job-spec` prints for a queued run of w (same env, limits,
+// venv, document), each with its own job id and run folder. Its CPU is this
+// process's children's CPU (jobrunners reap their engines).
+func (b *bench) floor(ctx context.Context, w *world, concurrency, n int) (floorResult, error) {
+	template, err := w.specTemplate(ctx)
+	if err != nil {
+		return floorResult{}, err
+	}
 	dir, err := os.MkdirTemp(b.tmp, "floor-")
 	if err != nil {
 		return floorResult{}, err
 	}
-	doc := filepath.Join(dir, "input.csv")
-	if err := os.WriteFile(doc, noopInput, 0o644); err != nil {
-		return floorResult{}, err
-	}
 	specs := make([][]byte, n)
 	for i := range specs {
-		id := store.NewID()
-		runDir := filepath.Join(dir, "runs", id)
-		spec := &jobspec.Spec{Version: jobspec.Version, Kind: jobspec.KindRun, JobID: id, Attempt: 1,
-			WorkspaceID: "bench", ConfigurationID: "bench", BuildID: "bench",
-			EventsPath: filepath.Join(runDir, "logs", "events.ndjson"),
-			Env:        map[string]string{"PATH": os.Getenv("PATH"), "HOME": os.Getenv("HOME"), "PIP_CACHE_DIR": filepath.Join(dir, "pip")},
-			Run: &jobspec.RunSpec{VenvDir: b.noopEnv, ConfigDir: filepath.Join(b.repo, "test", "config"), RunDir: runDir,
-				DocumentPath: doc, InputName: "input.csv"}}
+		spec, run := *template, *template.Run
+		spec.JobID, spec.Run = store.NewID(), &run
+		run.RunDir = filepath.Join(dir, "runs", spec.JobID)
+		spec.EventsPath = filepath.Join(run.RunDir, "logs", "events.ndjson")
 		var buf bytes.Buffer
 		if err := spec.Encode(&buf); err != nil {
 			return floorResult{}, err
@@ -344,6 +344,31 @@ func (b *bench) floor(ctx context.Context, concurrency, n int) (floorResult, err
 		runsPerSec: float64(n) / elapsed.Seconds(),
 		cpuMs:      float64(after.sub(before).children()) / b.clkTck * 1000 / float64(n),
 	}, nil
+}
+
+// specTemplate is the job spec the supervisor would send for a run of the
+// world's ready build, from `supervisor job-spec`. The run used to print it
+// is deleted again.
+func (w *world) specTemplate(ctx context.Context) (*jobspec.Spec, error) {
+	ids, err := w.enqueue(ctx, store.NewID(), 1, noopInput)
+	if err != nil {
+		return nil, err
+	}
+	out, err := w.cli(ctx, "job-spec", ids[0])
+	if err != nil {
+		return nil, err
+	}
+	if err := w.exec(ctx, `DELETE FROM runs WHERE id = ?`, ids[0]); err != nil {
+		return nil, err
+	}
+	spec, err := jobspec.Decode(strings.NewReader(out))
+	if err != nil {
+		return nil, fmt.Errorf("supervisor job-spec: %w", err)
+	}
+	if spec.Run == nil {
+		return nil, errors.New("supervisor job-spec printed no run")
+	}
+	return spec, nil
 }
 
 // spawnJob runs one jobrunner with spec on stdin, as the supervisor does
