@@ -550,6 +550,10 @@ func TestDescendants(t *testing.T) {
 			t.Errorf("descendant %+v is not a sleep under %d", p, shPid)
 		}
 	}
+	// The fallback for kernels without children lists sees the same tree.
+	if scanned := procs.DescendantsByScan(shPid); !sameSet(scanned, sleeps) {
+		t.Errorf("DescendantsByScan(%d) = %v, Descendants = %v", shPid, scanned, sleeps)
+	}
 	// From the test process: the shell and, below it, both sleeps.
 	mine := map[int]bool{}
 	for _, pid := range procs.Descendants(os.Getpid()) {
@@ -568,6 +572,22 @@ func TestDescendants(t *testing.T) {
 	}
 	cancel()
 	<-done
+}
+
+func sameSet(a, b []int) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	in := map[int]bool{}
+	for _, x := range a {
+		in[x] = true
+	}
+	for _, x := range b {
+		if !in[x] {
+			return false
+		}
+	}
+	return true
 }
 
 // helperEnv makes the test binary run one destructive scenario in a process

@@ -50,8 +50,65 @@ func reapOrphans() {
 	}
 }
 
-// Descendants lists the live (not zombie) descendants of pid, from /proc.
+// Descendants lists the live (not zombie) descendants of pid. It follows
+// the kernel's per-thread children lists, which costs a few reads per
+// process in the tree; where the kernel has no such lists it scans every
+// process on the machine instead.
 func Descendants(pid int) []int {
+	if out, ok := descendantsByChildren(pid); ok {
+		return out
+	}
+	return descendantsByScan(pid)
+}
+
+// descendantsByChildren walks /proc/<pid>/task/<tid>/children. ok is false
+// when the kernel lacks them (CONFIG_PROC_CHILDREN). A process that exits
+// during the walk simply drops out; callers repeat when it matters.
+func descendantsByChildren(pid int) (out []int, ok bool) {
+	first, ok := childrenOf(pid)
+	if !ok {
+		return nil, false
+	}
+	queue := first
+	for len(queue) > 0 {
+		p := queue[0]
+		queue = queue[1:]
+		if _, state, live := statOf(p); !live || state == 'Z' {
+			continue // a zombie has no children left: they went to a reaper
+		}
+		out = append(out, p)
+		kids, _ := childrenOf(p)
+		queue = append(queue, kids...)
+	}
+	return out, true
+}
+
+// childrenOf lists the children of every thread of pid.
+func childrenOf(pid int) ([]int, bool) {
+	base := "/proc/" + strconv.Itoa(pid) + "/task/"
+	tasks, err := os.ReadDir(base)
+	if err != nil {
+		return nil, false
+	}
+	var kids []int
+	found := false
+	for _, t := range tasks {
+		data, err := os.ReadFile(base + t.Name() + "/children")
+		if err != nil {
+			continue
+		}
+		found = true
+		for _, f := range bytes.Fields(data) {
+			if k, err := strconv.Atoi(string(f)); err == nil {
+				kids = append(kids, k)
+			}
+		}
+	}
+	return kids, found
+}
+
+// descendantsByScan builds the process tree from every /proc/<pid>/stat.
+func descendantsByScan(pid int) []int {
 	children := map[int][]int{}
 	entries, err := os.ReadDir("/proc")
 	if err != nil {
