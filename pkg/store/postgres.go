@@ -32,6 +32,14 @@ FROM picked WHERE runs.id = picked.id
 RETURNING ` + qualify("runs", runClaimColumns)
 }
 
+// clearRunResultsSQL is one statement: every statement is a round trip.
+func (postgresDialect) clearRunResultsSQL() []string {
+	return []string{`WITH r AS (SELECT CAST(? AS varchar) AS id),
+	m AS (DELETE FROM run_metrics WHERE run_id = (SELECT id FROM r)),
+	f AS (DELETE FROM run_fields WHERE run_id = (SELECT id FROM r))
+DELETE FROM run_table_columns WHERE run_id = (SELECT id FROM r)`}
+}
+
 func (postgresDialect) claimBuildsSQL() string {
 	return `WITH picked AS (
 	SELECT id FROM builds

@@ -99,27 +99,42 @@ func claimArgs(worker string, now time.Time, lease time.Duration, limit int, ts 
 
 // ClaimRuns atomically takes up to limit claimable runs for worker.
 func (s *Store) ClaimRuns(ctx context.Context, worker string, now time.Time, lease time.Duration, limit int) ([]ClaimedRun, error) {
-	var out []ClaimedRun
-	// In a transaction, so rows that cannot be read back are not left claimed.
-	err := s.tx(ctx, func(tx *gorm.DB) error {
-		return tx.Raw(s.dialect.claimRunsSQL(), claimArgs(worker, now, lease, limit, s.ts)).Scan(&out).Error
-	})
-	if err != nil {
-		return nil, fmt.Errorf("claim runs: %w", err)
-	}
-	return out, nil
+	_, runs, err := s.ClaimJobs(ctx, worker, now, 0, lease, 0, limit)
+	return runs, err
 }
 
 // ClaimBuilds atomically takes up to limit queued builds for worker.
 func (s *Store) ClaimBuilds(ctx context.Context, worker string, now time.Time, lease time.Duration, limit int) ([]ClaimedBuild, error) {
-	var out []ClaimedBuild
-	err := s.tx(ctx, func(tx *gorm.DB) error {
-		return tx.Raw(s.dialect.claimBuildsSQL(), claimArgs(worker, now, lease, limit, s.ts)).Scan(&out).Error
+	builds, _, err := s.ClaimJobs(ctx, worker, now, lease, 0, limit, 0)
+	return builds, err
+}
+
+// ClaimJobs takes up to buildLimit queued builds, then as many claimable
+// runs as the builds left room for within runLimit, in one transaction (one
+// BEGIN and COMMIT for both: on PostgreSQL each is a round trip). In a
+// transaction, so rows that cannot be read back are not left claimed.
+func (s *Store) ClaimJobs(ctx context.Context, worker string, now time.Time, buildLease, runLease time.Duration,
+	buildLimit, runLimit int) (builds []ClaimedBuild, runs []ClaimedRun, err error) {
+	err = s.tx(ctx, func(tx *gorm.DB) error {
+		builds, runs = nil, nil
+		if buildLimit > 0 {
+			err := tx.Raw(s.dialect.claimBuildsSQL(), claimArgs(worker, now, buildLease, buildLimit, s.ts)).Scan(&builds).Error
+			if err != nil {
+				return fmt.Errorf("claim builds: %w", err)
+			}
+		}
+		if left := runLimit - len(builds); left > 0 {
+			err := tx.Raw(s.dialect.claimRunsSQL(), claimArgs(worker, now, runLease, left, s.ts)).Scan(&runs).Error
+			if err != nil {
+				return fmt.Errorf("claim runs: %w", err)
+			}
+		}
+		return nil
 	})
 	if err != nil {
-		return nil, fmt.Errorf("claim builds: %w", err)
+		return nil, nil, err
 	}
-	return out, nil
+	return builds, runs, nil
 }
 
 // Heartbeat extends the lease of a held job. It returns ErrLeaseLost when the

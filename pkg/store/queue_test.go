@@ -269,6 +269,38 @@ func TestClaimBuilds(t *testing.T) {
 	})
 }
 
+func TestClaimJobs(t *testing.T) {
+	eachEnv(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		b1, b2 := e.build(t, "queued"), e.build(t, "queued")
+		ready := e.build(t, "ready")
+		r1 := e.run(t, ready, t0.Add(-time.Hour), t0.Add(-time.Hour))
+		r2 := e.run(t, ready, t0.Add(-time.Minute), t0.Add(-time.Minute))
+
+		// Builds come first and leave the rest of the slots to runs, each
+		// with its own lease.
+		builds, runs, err := e.s.ClaimJobs(ctx, "w", t0, time.Hour, time.Minute, 3, 3)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(builds) != 2 || len(runs) != 1 || runs[0].ID != r1 {
+			t.Fatalf("claimed builds %+v, runs %+v; want both builds and the older run %s", builds, runs, r1)
+		}
+		sameTime(t, "build lease", e.buildRow(t, b1).ClaimExpiresAt, t0.Add(time.Hour))
+		sameTime(t, "build lease", e.buildRow(t, b2).ClaimExpiresAt, t0.Add(time.Hour))
+		sameTime(t, "run lease", e.runRow(t, r1).ClaimExpiresAt, t0.Add(time.Minute))
+		if r := e.runRow(t, r2); r.Status != "queued" {
+			t.Errorf("run beyond the limit: %+v", r)
+		}
+
+		// A build limit of 0 claims runs only.
+		builds, runs, err = e.s.ClaimJobs(ctx, "w", t0, time.Hour, time.Minute, 0, 5)
+		if err != nil || len(builds) != 0 || len(runs) != 1 || runs[0].ID != r2 {
+			t.Fatalf("runs only: %+v %+v %v", builds, runs, err)
+		}
+	})
+}
+
 // fencedOp is one write about a claimed run.
 type fencedOp struct {
 	name string
@@ -359,7 +391,7 @@ func TestHeartbeat(t *testing.T) {
 		e.hold(t, store.KindBuild, buildID, "w", 1, 3, ptr(t0.Add(time.Minute)))
 		cases := []struct {
 			f   store.Fence
-			row func(*testing.T, string) jobRow
+			row func(testing.TB, string) jobRow
 		}{
 			{store.Fence{Kind: store.KindRun, ID: runID, Worker: "w", Attempt: 2}, e.runRow},
 			{store.Fence{Kind: store.KindBuild, ID: buildID, Worker: "w", Attempt: 1}, e.buildRow},

@@ -4,7 +4,6 @@ import (
 	"context"
 	"database/sql"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"time"
 
@@ -50,27 +49,54 @@ type Build struct {
 
 // LoadRunContext reads the rows a run refers to. Missing rows are nil, not
 // errors: the caller fails the run with a message that names what is missing.
+// One statement, because on PostgreSQL every statement is a round trip.
 func (s *Store) LoadRunContext(ctx context.Context, r *ClaimedRun) (*RunContext, error) {
-	db := s.db.WithContext(ctx)
+	var row struct {
+		CID               sql.NullString `gorm:"column:c_id"`
+		CWorkspaceID      sql.NullString `gorm:"column:c_workspace_id"`
+		CStatus           sql.NullString `gorm:"column:c_status"`
+		DID               sql.NullString `gorm:"column:d_id"`
+		DWorkspaceID      sql.NullString `gorm:"column:d_workspace_id"`
+		DOriginalFilename sql.NullString `gorm:"column:d_original_filename"`
+		DStoredURI        sql.NullString `gorm:"column:d_stored_uri"`
+		DStatus           sql.NullString `gorm:"column:d_status"`
+		DVersion          sql.NullInt64  `gorm:"column:d_version"`
+		BID               sql.NullString `gorm:"column:b_id"`
+		BWorkspaceID      sql.NullString `gorm:"column:b_workspace_id"`
+		BConfigurationID  sql.NullString `gorm:"column:b_configuration_id"`
+		BFingerprint      sql.NullString `gorm:"column:b_fingerprint"`
+		BEngineSpec       sql.NullString `gorm:"column:b_engine_spec"`
+		BStatus           sql.NullString `gorm:"column:b_status"`
+		BAttemptCount     sql.NullInt64  `gorm:"column:b_attempt_count"`
+	}
+	buildID := r.BuildID // NULL matches no build
+	err := s.db.WithContext(ctx).Raw(`SELECT
+	c.id AS c_id, c.workspace_id AS c_workspace_id, c.status AS c_status,
+	d.id AS d_id, d.workspace_id AS d_workspace_id, d.original_filename AS d_original_filename,
+	d.stored_uri AS d_stored_uri, d.status AS d_status, d.version AS d_version,
+	b.id AS b_id, b.workspace_id AS b_workspace_id, b.configuration_id AS b_configuration_id,
+	b.fingerprint AS b_fingerprint, b.engine_spec AS b_engine_spec, b.status AS b_status,
+	b.attempt_count AS b_attempt_count
+FROM (SELECT 1 AS one) AS q
+LEFT JOIN configurations c ON c.id = ?
+LEFT JOIN documents d ON d.id = ?
+LEFT JOIN builds b ON b.id = ?`, r.ConfigurationID, r.InputDocumentID, buildID).Scan(&row).Error
+	if err != nil {
+		return nil, fmt.Errorf("read the run's rows: %w", err)
+	}
 	out := &RunContext{}
-	var cfg Configuration
-	if err := first(db.Raw(`SELECT id, workspace_id, status FROM configurations WHERE id = ?`, r.ConfigurationID), &cfg); err == nil {
-		out.Configuration = &cfg
-	} else if !errors.Is(err, ErrNotFound) {
-		return nil, err
+	if row.CID.Valid {
+		out.Configuration = &Configuration{ID: row.CID.String, WorkspaceID: row.CWorkspaceID.String, Status: row.CStatus.String}
 	}
-	var doc Document
-	if err := first(db.Raw(`SELECT id, workspace_id, original_filename, stored_uri, status, version FROM documents WHERE id = ?`, r.InputDocumentID), &doc); err == nil {
-		out.Document = &doc
-	} else if !errors.Is(err, ErrNotFound) {
-		return nil, err
+	if row.DID.Valid {
+		out.Document = &Document{ID: row.DID.String, WorkspaceID: row.DWorkspaceID.String,
+			OriginalFilename: row.DOriginalFilename.String, StoredURI: row.DStoredURI.String,
+			Status: row.DStatus.String, Version: int(row.DVersion.Int64)}
 	}
-	if r.BuildID.Valid {
-		b, err := s.GetBuild(ctx, r.BuildID.String)
-		if err != nil && !errors.Is(err, ErrNotFound) {
-			return nil, err
-		}
-		out.Build = b
+	if row.BID.Valid {
+		out.Build = &Build{ID: row.BID.String, WorkspaceID: row.BWorkspaceID.String,
+			ConfigurationID: row.BConfigurationID.String, Fingerprint: row.BFingerprint.String,
+			EngineSpec: row.BEngineSpec, Status: row.BStatus.String, AttemptCount: int(row.BAttemptCount.Int64)}
 	}
 	return out, nil
 }
@@ -170,7 +196,7 @@ func (s *Store) FinishRun(ctx context.Context, f Fence, o RunOutcome, now time.T
 		if err != nil {
 			return err
 		}
-		if err := replaceRunResults(tx, f.ID, o.Summary); err != nil {
+		if err := s.replaceRunResults(tx, f.ID, o.Summary); err != nil {
 			return err
 		}
 		if o.DocumentID == "" {
@@ -186,10 +212,10 @@ func (s *Store) FinishRun(ctx context.Context, f Fence, o RunOutcome, now time.T
 
 // replaceRunResults stores the engine's summary for a run; rows of an
 // earlier attempt are removed first so a retry never mixes results.
-func replaceRunResults(tx *gorm.DB, runID string, sum *summary.Summary) error {
-	for _, table := range []string{"run_metrics", "run_fields", "run_table_columns"} {
-		if err := tx.Exec("DELETE FROM "+table+" WHERE run_id = ?", runID).Error; err != nil {
-			return fmt.Errorf("clear %s: %w", table, err)
+func (s *Store) replaceRunResults(tx *gorm.DB, runID string, sum *summary.Summary) error {
+	for _, stmt := range s.dialect.clearRunResultsSQL() {
+		if err := tx.Exec(stmt, runID).Error; err != nil {
+			return fmt.Errorf("clear the results of an earlier attempt: %w", err)
 		}
 	}
 	if sum == nil {

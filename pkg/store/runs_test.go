@@ -311,3 +311,42 @@ func TestFinishBuild(t *testing.T) {
 		})
 	}
 }
+
+func TestLoadRunContext(t *testing.T) {
+	eachEnv(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		build := e.build(t, "ready")
+		doc := e.doc(t)
+		e.exec(t, `UPDATE builds SET engine_spec = 'ade-engine==1.2' WHERE id = ?`, build)
+
+		full := &store.ClaimedRun{ConfigurationID: e.cfg, InputDocumentID: doc, BuildID: sql.NullString{String: build, Valid: true}}
+		rc, err := e.s.LoadRunContext(ctx, full)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if rc.Configuration == nil || rc.Configuration.ID != e.cfg || rc.Configuration.WorkspaceID != e.ws || rc.Configuration.Status == "" {
+			t.Errorf("configuration = %+v", rc.Configuration)
+		}
+		if d := rc.Document; d == nil || d.ID != doc || d.WorkspaceID != e.ws || d.OriginalFilename != "in.xlsx" ||
+			d.StoredURI != "files/"+doc || d.Status == "" || d.Version < 1 {
+			t.Errorf("document = %+v", rc.Document)
+		}
+		if b := rc.Build; b == nil || b.ID != build || b.ConfigurationID != e.cfg || b.Status != "ready" ||
+			b.EngineSpec.String != "ade-engine==1.2" || b.Fingerprint == "" {
+			t.Errorf("build = %+v", rc.Build)
+		}
+
+		// Missing rows and a run without a build come back nil, not as errors.
+		missing := &store.ClaimedRun{ConfigurationID: store.NewID(), InputDocumentID: store.NewID(),
+			BuildID: sql.NullString{String: store.NewID(), Valid: true}}
+		rc, err = e.s.LoadRunContext(ctx, missing)
+		if err != nil || rc.Configuration != nil || rc.Document != nil || rc.Build != nil {
+			t.Errorf("missing rows: %+v, %v", rc, err)
+		}
+		noBuild := &store.ClaimedRun{ConfigurationID: e.cfg, InputDocumentID: doc}
+		rc, err = e.s.LoadRunContext(ctx, noBuild)
+		if err != nil || rc.Configuration == nil || rc.Document == nil || rc.Build != nil {
+			t.Errorf("no build: %+v, %v", rc, err)
+		}
+	})
+}

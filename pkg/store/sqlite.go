@@ -47,5 +47,13 @@ func (sqliteDialect) watch(ctx context.Context, path string, wake func()) error 
 	return watchSQLite(ctx, path, wake)
 }
 
+func (sqliteDialect) clearRunResultsSQL() []string {
+	return []string{ // SQLite runs in-process: three statements cost little.
+		`DELETE FROM run_metrics WHERE run_id = ?`,
+		`DELETE FROM run_fields WHERE run_id = ?`,
+		`DELETE FROM run_table_columns WHERE run_id = ?`,
+	}
+}
+
 // No dialect-only migrations yet.
 func (sqliteDialect) migrations() []string { return nil }

@@ -49,7 +49,7 @@ type Store struct {
 
 // Open connects to the database named by u.
 func Open(ctx context.Context, u settings.DatabaseURL, opts Options) (*Store, error) {
-	cfg := &gorm.Config{Logger: logger.Discard, PrepareStmt: true, SkipDefaultTransaction: true}
+	cfg := &gorm.Config{Logger: logger.Discard, PrepareStmt: false, SkipDefaultTransaction: true}
 	var (
 		dial   gorm.Dialector
 		d      dialect
@@ -137,6 +137,9 @@ type dialect interface {
 	timeArg(t time.Time) any
 	claimRunsSQL() string
 	claimBuildsSQL() string
+	// clearRunResultsSQL removes a run's rows from the run_* result tables;
+	// each statement takes the run id as its only argument.
+	clearRunResultsSQL() []string
 	migrations() []string
 	watch(ctx context.Context, target string, wake func()) error
 }

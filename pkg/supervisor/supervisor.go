@@ -139,21 +139,13 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 // each one.
 func (s *Supervisor) claim(ctx, jobsCtx context.Context, free int) (int, error) {
 	now := time.Now()
-	builds, err := s.store.ClaimBuilds(ctx, s.cfg.WorkerID, now, s.buildLease(), free)
+	builds, runs, err := s.store.ClaimJobs(ctx, s.cfg.WorkerID, now, s.buildLease(), s.runLease(), free, free)
 	if err != nil {
 		return 0, err
 	}
 	for _, b := range builds {
 		f := store.Fence{Kind: store.KindBuild, ID: b.ID, Worker: s.cfg.WorkerID, Attempt: b.AttemptCount}
 		s.start(jobsCtx, &buildJob{s: s, row: b, lease: newLease(f, s.buildLease(), now)}, laterOf(b.AvailableAt, b.CreatedAt))
-	}
-	free -= len(builds)
-	if free == 0 {
-		return len(builds), nil
-	}
-	runs, err := s.store.ClaimRuns(ctx, s.cfg.WorkerID, now, s.runLease(), free)
-	if err != nil {
-		return len(builds), err
 	}
 	for _, r := range runs {
 		f := store.Fence{Kind: store.KindRun, ID: r.ID, Worker: s.cfg.WorkerID, Attempt: r.AttemptCount}
