@@ -3,17 +3,14 @@ package store_test
 import (
 	"context"
 	"database/sql"
-	"net/url"
-	"os"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/pgtemp"
 )
 
 // backends are the databases every store test runs on.
@@ -23,53 +20,18 @@ var backends = []string{"sqlite", "postgres"}
 // nothing depends on the wall clock.
 var t0 = time.Date(2025, 3, 4, 10, 0, 0, 0, time.UTC)
 
-// postgresAdminURL is where tests create their throw-away databases.
-func postgresAdminURL() string {
-	if u := os.Getenv("ADE_TEST_POSTGRES_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-}
-
 // newDatabaseURL returns the URL of a fresh, empty database of the backend,
 // removed when the test ends.
-func newDatabaseURL(t *testing.T, backend string) string {
+func newDatabaseURL(t testing.TB, backend string) string {
 	t.Helper()
 	if backend == "sqlite" {
 		return "sqlite:///" + filepath.Join(t.TempDir(), "ade.sqlite")
 	}
-	admin := postgresAdminURL()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		t.Fatalf("PostgreSQL is required for the store tests (set ADE_TEST_POSTGRES_URL): %v", err)
-	}
-	defer conn.Close(ctx)
-	name := "ade_store_" + strings.ReplaceAll(store.NewID(), "-", "")[:16]
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-	})
-	u, err := url.Parse(admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
+	return pgtemp.ForTest(t, "ade_store")
 }
 
 // openStore opens the database at rawURL, closed when the test ends.
-func openStore(t *testing.T, rawURL string) *store.Store {
+func openStore(t testing.TB, rawURL string) *store.Store {
 	t.Helper()
 	u, err := settings.ParseDatabaseURL(rawURL)
 	if err != nil {
@@ -93,7 +55,7 @@ type env struct {
 }
 
 // newEnv creates, opens and migrates a fresh database with one configuration.
-func newEnv(t *testing.T, backend string) *env {
+func newEnv(t testing.TB, backend string) *env {
 	t.Helper()
 	e := &env{backend: backend, url: newDatabaseURL(t, backend), ws: store.NewID(), cfg: store.NewID()}
 	e.s = openStore(t, e.url)
@@ -124,7 +86,7 @@ func eachEnv(t *testing.T, fn func(t *testing.T, e *env)) {
 	eachBackend(t, func(t *testing.T, backend string) { fn(t, newEnv(t, backend)) })
 }
 
-func (e *env) exec(t *testing.T, query string, args ...any) int64 {
+func (e *env) exec(t testing.TB, query string, args ...any) int64 {
 	t.Helper()
 	res := e.s.DB().Exec(query, args...)
 	if res.Error != nil {
@@ -133,7 +95,7 @@ func (e *env) exec(t *testing.T, query string, args ...any) int64 {
 	return res.RowsAffected
 }
 
-func (e *env) scan(t *testing.T, dest any, query string, args ...any) {
+func (e *env) scan(t testing.TB, dest any, query string, args ...any) {
 	t.Helper()
 	res := e.s.DB().Raw(query, args...).Scan(dest)
 	if res.Error != nil {
@@ -144,7 +106,7 @@ func (e *env) scan(t *testing.T, dest any, query string, args ...any) {
 func (e *env) ts(t time.Time) any { return e.s.TimeArg(t) }
 
 // doc inserts an uploaded document and returns its id.
-func (e *env) doc(t *testing.T) string {
+func (e *env) doc(t testing.TB) string {
 	t.Helper()
 	id := store.NewID()
 	err := e.s.InsertDocument(context.Background(), store.NewDocument{ID: id, WorkspaceID: e.ws,
@@ -157,12 +119,12 @@ func (e *env) doc(t *testing.T) string {
 
 // run queues a run (created at created, available at avail) with its own
 // document id, which need not exist.
-func (e *env) run(t *testing.T, buildID string, created, avail time.Time) string {
+func (e *env) run(t testing.TB, buildID string, created, avail time.Time) string {
 	t.Helper()
 	return e.runFor(t, store.NewID(), buildID, created, avail)
 }
 
-func (e *env) runFor(t *testing.T, docID, buildID string, created, avail time.Time) string {
+func (e *env) runFor(t testing.TB, docID, buildID string, created, avail time.Time) string {
 	t.Helper()
 	id, err := e.s.EnqueueRun(context.Background(), store.NewRun{WorkspaceID: e.ws, ConfigurationID: e.cfg,
 		DocumentID: docID, BuildID: buildID, MaxAttempts: 3, AvailableAt: avail}, created)
@@ -173,7 +135,7 @@ func (e *env) runFor(t *testing.T, docID, buildID string, created, avail time.Ti
 }
 
 // build queues a build with a new fingerprint and sets its status.
-func (e *env) build(t *testing.T, status string) string {
+func (e *env) build(t testing.TB, status string) string {
 	t.Helper()
 	id, created, err := e.s.EnqueueBuild(context.Background(), store.NewBuild{WorkspaceID: e.ws, ConfigurationID: e.cfg,
 		Fingerprint: store.NewID(), MaxAttempts: 3}, t0.Add(-time.Hour))
@@ -185,7 +147,7 @@ func (e *env) build(t *testing.T, status string) string {
 }
 
 // hold puts a job straight into its running/building state under a lease.
-func (e *env) hold(t *testing.T, kind store.Kind, id, worker string, attempt, maxAttempts int, expires *time.Time) {
+func (e *env) hold(t testing.TB, kind store.Kind, id, worker string, attempt, maxAttempts int, expires *time.Time) {
 	t.Helper()
 	table, status := "runs", "running"
 	if kind == store.KindBuild {
@@ -213,17 +175,17 @@ type jobRow struct {
 	FinishedAt     store.Time
 }
 
-func (e *env) runRow(t *testing.T, id string) jobRow {
+func (e *env) runRow(t testing.TB, id string) jobRow {
 	t.Helper()
 	return e.jobRow(t, "runs", "completed_at", id)
 }
 
-func (e *env) buildRow(t *testing.T, id string) jobRow {
+func (e *env) buildRow(t testing.TB, id string) jobRow {
 	t.Helper()
 	return e.jobRow(t, "builds", "finished_at", id)
 }
 
-func (e *env) jobRow(t *testing.T, table, finished, id string) jobRow {
+func (e *env) jobRow(t testing.TB, table, finished, id string) jobRow {
 	t.Helper()
 	var rows []jobRow
 	e.scan(t, &rows, `SELECT status, claimed_by, claim_expires_at, started_at, available_at, attempt_count, max_attempts,
@@ -241,7 +203,7 @@ type docRow struct {
 	LastRunAt store.Time
 }
 
-func (e *env) docRow(t *testing.T, id string) docRow {
+func (e *env) docRow(t testing.TB, id string) docRow {
 	t.Helper()
 	var rows []docRow
 	e.scan(t, &rows, `SELECT status, version, last_run_at FROM documents WHERE id = ?`, id)
@@ -258,7 +220,7 @@ type docChange struct {
 	Payload         string
 }
 
-func (e *env) docChanges(t *testing.T, id string) []docChange {
+func (e *env) docChanges(t testing.TB, id string) []docChange {
 	t.Helper()
 	var rows []docChange
 	e.scan(t, &rows, `SELECT type, document_version, CAST(payload AS TEXT) AS payload FROM document_changes
@@ -267,7 +229,7 @@ func (e *env) docChanges(t *testing.T, id string) []docChange {
 }
 
 // sameTime compares a stored timestamp with the time it should hold.
-func sameTime(t *testing.T, what string, got store.Time, want time.Time) {
+func sameTime(t testing.TB, what string, got store.Time, want time.Time) {
 	t.Helper()
 	if !got.Valid || !got.Time.Equal(want) {
 		t.Errorf("%s = %v (valid %v), want %v", what, got.Time, got.Valid, want)

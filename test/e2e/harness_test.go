@@ -6,7 +6,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -16,10 +15,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/pgtemp"
 )
 
 var (
@@ -45,12 +43,11 @@ func setupBinaries(m *testing.M) (int, error) {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
-	for _, name := range []string{"supervisor", "jobrunner"} {
-		cmd := exec.Command("go", "build", "-o", filepath.Join(dir, name), "./cmd/"+name)
-		cmd.Dir = repoDir
-		if out, err := cmd.CombinedOutput(); err != nil {
-			return 0, fmt.Errorf("go build %s: %v\n%s", name, err, out)
-		}
+	// Built the way the image builds them.
+	cmd := exec.Command("bash", "scripts/build-binaries.sh", dir)
+	cmd.Dir = repoDir
+	if out, err := cmd.CombinedOutput(); err != nil {
+		return 0, fmt.Errorf("scripts/build-binaries.sh: %v\n%s", err, out)
 	}
 	return m.Run(), nil
 }
@@ -68,14 +65,6 @@ func eachBackend(t *testing.T, fn func(t *testing.T, backend string)) {
 	}
 }
 
-// postgresAdminURL is where tests create their throw-away databases.
-func postgresAdminURL() string {
-	if u := os.Getenv("ADE_TEST_POSTGRES_URL"); u != "" {
-		return u
-	}
-	return "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
-}
-
 // newDatabase returns the URL of a fresh, empty database of the backend,
 // dropped when the test ends.
 func newDatabase(t *testing.T, backend, dir string) string {
@@ -83,34 +72,7 @@ func newDatabase(t *testing.T, backend, dir string) string {
 	if backend == "sqlite" {
 		return "sqlite:///" + filepath.Join(dir, "db", "ade.sqlite")
 	}
-	admin := postgresAdminURL()
-	ctx := context.Background()
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		t.Fatalf("PostgreSQL is required for the postgres backend (set ADE_TEST_POSTGRES_URL): %v", err)
-	}
-	defer conn.Close(ctx)
-	name := "ade_e2e_" + strings.ReplaceAll(store.NewID(), "-", "")[:16]
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		t.Fatalf("create database: %v", err)
-	}
-	t.Cleanup(func() {
-		conn, err := pgx.Connect(ctx, admin)
-		if err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-			return
-		}
-		defer conn.Close(ctx)
-		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
-			t.Errorf("drop database %s: %v", name, err)
-		}
-	})
-	u, err := url.Parse(admin)
-	if err != nil {
-		t.Fatal(err)
-	}
-	u.Path = "/" + name
-	return u.String()
+	return pgtemp.ForTest(t, "ade_e2e")
 }
 
 // world is one isolated installation: a database, data folders and settings.

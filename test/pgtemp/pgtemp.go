@@ -1,0 +1,79 @@
+// Package pgtemp makes throw-away PostgreSQL databases for the tests and the
+// bench tool: each gets a fresh database of its own and drops it afterwards.
+package pgtemp
+
+import (
+	"context"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+
+	"github.com/ade-org/ade-worker/pkg/store"
+)
+
+// DefaultAdminURL is the local server's maintenance database (trust auth).
+const DefaultAdminURL = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+
+// TestAdminURL is where tests create their databases: $ADE_TEST_POSTGRES_URL,
+// else DefaultAdminURL.
+func TestAdminURL() string {
+	if u := os.Getenv("ADE_TEST_POSTGRES_URL"); u != "" {
+		return u
+	}
+	return DefaultAdminURL
+}
+
+// Create makes an empty database named prefix_<random> through the admin
+// URL and returns its URL and how to drop it (connections still open to it
+// are closed by the drop).
+func Create(ctx context.Context, admin, prefix string) (string, func() error, error) {
+	u, err := url.Parse(admin)
+	if err != nil {
+		return "", nil, fmt.Errorf("admin URL: %w", err)
+	}
+	conn, err := pgx.Connect(ctx, admin)
+	if err != nil {
+		return "", nil, fmt.Errorf("connect to PostgreSQL at %s: %w", u.Redacted(), err)
+	}
+	defer conn.Close(ctx)
+	name := prefix + "_" + strings.ReplaceAll(store.NewID(), "-", "")[:16]
+	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
+		return "", nil, fmt.Errorf("create database %s: %w", name, err)
+	}
+	drop := func() error {
+		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+		defer cancel()
+		conn, err := pgx.Connect(ctx, admin)
+		if err != nil {
+			return fmt.Errorf("drop database %s: %w", name, err)
+		}
+		defer conn.Close(ctx)
+		if _, err := conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)"); err != nil {
+			return fmt.Errorf("drop database %s: %w", name, err)
+		}
+		return nil
+	}
+	u.Path = "/" + name
+	return u.String(), drop, nil
+}
+
+// ForTest returns the URL of a fresh database dropped when t ends; t fails
+// at once when PostgreSQL cannot be reached.
+func ForTest(t testing.TB, prefix string) string {
+	t.Helper()
+	dbURL, drop, err := Create(context.Background(), TestAdminURL(), prefix)
+	if err != nil {
+		t.Fatalf("PostgreSQL is required (set ADE_TEST_POSTGRES_URL): %v", err)
+	}
+	t.Cleanup(func() {
+		if err := drop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return dbURL
+}
