@@ -23,5 +23,7 @@ fi
 
 mkdir -p "$OUT"
 echo "build-binaries: version $VERSION -> $OUT" >&2
-CGO_ENABLED=1 go build -trimpath -ldflags "-s -w -X main.version=$VERSION" \
+# urfave_cli_no_docs drops the man-page and Markdown generators (and their
+# package initialisation, which every short-lived jobrunner would pay for).
+CGO_ENABLED=1 go build -trimpath -tags urfave_cli_no_docs -ldflags "-s -w -X main.version=$VERSION" \
   -o "$OUT/" ./cmd/supervisor ./cmd/jobrunner

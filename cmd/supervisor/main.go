@@ -12,6 +12,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"runtime/pprof"
 	"syscall"
 	"time"
 
@@ -39,7 +40,9 @@ environment variable and a flag; run 'supervisor migrate' once first.`,
 			&cli.StringFlag{Name: "jobrunner", EnvVars: []string{"ADE_WORKER_JOBRUNNER"},
 				Usage: "path of the jobrunner binary (default: beside this binary, else on PATH)", Category: "Worker"},
 			&cli.BoolFlag{Name: "exit-when-idle", EnvVars: []string{"ADE_WORKER_EXIT_WHEN_IDLE"},
-				Usage: "exit once no build or run is queued or running (batch use)", Category: "Worker"}),
+				Usage: "exit once no build or run is queued or running (batch use)", Category: "Worker"},
+			&cli.StringFlag{Name: "cpu-profile", EnvVars: []string{"ADE_WORKER_CPU_PROFILE"},
+				Usage: "write a Go pprof CPU profile of the worker loop to this file (until exit)", Category: "Debugging"}),
 		Action:          runWorker,
 		Commands:        commands(),
 		HideHelpCommand: true,
@@ -109,6 +112,13 @@ func runWorker(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	if path := c.String("cpu-profile"); path != "" {
+		stop, err := startCPUProfile(path)
+		if err != nil {
+			return err
+		}
+		defer stop()
+	}
 	sup := supervisor.New(e.cfg, e.store, e.log, jobrunner)
 	sup.ExitWhenIdle = c.Bool("exit-when-idle")
 	ctx, cancel := context.WithCancel(c.Context)
@@ -125,6 +135,23 @@ func runWorker(c *cli.Context) error {
 		sup.StopNow()
 	}()
 	return sup.Run(ctx)
+}
+
+// startCPUProfile starts a pprof CPU profile written to path; the returned
+// function stops it and closes the file.
+func startCPUProfile(path string) (func(), error) {
+	f, err := os.Create(path)
+	if err != nil {
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	if err := pprof.StartCPUProfile(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("cpu profile: %w", err)
+	}
+	return func() {
+		pprof.StopCPUProfile()
+		f.Close()
+	}, nil
 }
 
 // findJobrunner locates the jobrunner binary: the flag, else beside this

@@ -5,7 +5,7 @@
 // Each figure is the median over repeats, with min and max.
 //
 //	go run ./test/bench [--backend sqlite|postgres|both] [--workload NAME|all]
-//	                    [--quick] [--repeat N] [--markdown] [--keep]
+//	                    [--quick] [--repeat N] [--markdown] [--keep] [--profile DIR]
 //
 // Workloads (issue 5): engine-realistic, overhead, pickup, depth, firehose,
 // builds. PostgreSQL databases are created and dropped through the admin URL
@@ -32,14 +32,15 @@ import (
 var workloadNames = []string{"engine-realistic", "overhead", "pickup", "depth", "firehose", "builds"}
 
 type options struct {
-	backends  []string
-	workloads []string
-	quick     bool
-	markdown  bool
-	repeat    int
-	keep      bool
-	pgAdmin   string
-	tmpDir    string
+	backends   []string
+	workloads  []string
+	quick      bool
+	markdown   bool
+	repeat     int
+	keep       bool
+	pgAdmin    string
+	tmpDir     string
+	profileDir string
 }
 
 func parseFlags(args []string) (options, error) {
@@ -51,6 +52,7 @@ func parseFlags(args []string) (options, error) {
 	repeat := fs.Int("repeat", 0, "repeats per figure (default 3; 1 with --quick)")
 	keep := fs.Bool("keep", false, "keep the temporary folders (supervisor logs) for inspection")
 	tmpDir := fs.String("dir", "", "where to make the temporary folders (default: the system temp dir)")
+	profileDir := fs.String("profile", "", "write a pprof CPU profile of every supervisor started into this folder")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: go run ./test/bench [flags]\n\nMeasures the real supervisor and jobrunner processes; see BENCHMARKS.md.\n\nFlags:")
 		fs.PrintDefaults()
@@ -63,6 +65,16 @@ func parseFlags(args []string) (options, error) {
 	}
 	o := options{quick: *quick, markdown: *markdown, repeat: *repeat, keep: *keep, tmpDir: *tmpDir,
 		pgAdmin: os.Getenv("ADE_BENCH_POSTGRES_URL")}
+	if *profileDir != "" {
+		abs, err := filepath.Abs(*profileDir)
+		if err != nil {
+			return o, err
+		}
+		if err := os.MkdirAll(abs, 0o755); err != nil {
+			return o, fmt.Errorf("--profile: %w", err)
+		}
+		o.profileDir = abs
+	}
 	if o.pgAdmin == "" {
 		o.pgAdmin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
 	}
@@ -183,12 +195,18 @@ func newBench(ctx context.Context, opts options) (*bench, error) {
 	b.commit = gitDescribe(b.repo)
 	b.bin = filepath.Join(b.tmp, "bin")
 	b.logf("building supervisor, jobrunner and the no-op engine")
-	build := exec.CommandContext(ctx, "go", "build", "-o", b.bin+"/", "./cmd/supervisor", "./cmd/jobrunner", "./test/bench/noopengine")
-	build.Dir = b.repo
-	build.Env = append(os.Environ(), "CGO_ENABLED=1")
-	if out, err := build.CombinedOutput(); err != nil {
-		b.close()
-		return nil, fmt.Errorf("go build: %v\n%s", err, out)
+	// The binaries are built the way the image builds them.
+	for _, args := range [][]string{
+		{"bash", "scripts/build-binaries.sh", b.bin},
+		{"go", "build", "-o", b.bin + "/", "./test/bench/noopengine"},
+	} {
+		build := exec.CommandContext(ctx, args[0], args[1:]...)
+		build.Dir = b.repo
+		build.Env = append(os.Environ(), "CGO_ENABLED=1")
+		if out, err := build.CombinedOutput(); err != nil {
+			b.close()
+			return nil, fmt.Errorf("%s: %v\n%s", strings.Join(args, " "), err, out)
+		}
 	}
 	b.noopEnv = filepath.Join(b.tmp, "noop-venv")
 	if err := makeFakeVenv(b.noopEnv, filepath.Join(b.bin, "noopengine")); err != nil {

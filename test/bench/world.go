@@ -14,11 +14,11 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/jackc/pgx/v5"
 	"gorm.io/gorm"
 
 	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/pgtemp"
 )
 
 // world is one isolated installation: a fresh database, data folders, one
@@ -95,35 +95,15 @@ func (b *bench) newDatabase(ctx context.Context, backend, dir string) (string, f
 	if backend == "sqlite" {
 		return "sqlite:///" + filepath.Join(dir, "db", "ade.sqlite"), func() {}, nil
 	}
-	admin := b.opts.pgAdmin
-	conn, err := pgx.Connect(ctx, admin)
+	dbURL, drop, err := pgtemp.Create(ctx, b.opts.pgAdmin, "ade_bench")
 	if err != nil {
-		return "", nil, fmt.Errorf("connect to PostgreSQL at ADE_BENCH_POSTGRES_URL (%s): %w", redact(admin), err)
-	}
-	defer conn.Close(ctx)
-	name := "ade_bench_" + strings.ReplaceAll(store.NewID(), "-", "")[:16]
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		return "", nil, fmt.Errorf("create database %s: %w", name, err)
-	}
-	drop := func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		defer cancel()
-		conn, err := pgx.Connect(ctx, admin)
-		if err == nil {
-			defer conn.Close(ctx)
-			_, err = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+name+" WITH (FORCE)")
-		}
-		if err != nil {
-			b.logf("warning: cannot drop database %s: %v", name, err)
-		}
-	}
-	u, err := url.Parse(admin)
-	if err != nil {
-		drop()
 		return "", nil, err
 	}
-	u.Path = "/" + name
-	return u.String(), drop, nil
+	return dbURL, func() {
+		if err := drop(); err != nil {
+			b.logf("warning: %v", err)
+		}
+	}, nil
 }
 
 // benchAppName marks the bench's own PostgreSQL connections, so that the
@@ -384,7 +364,12 @@ func (w *world) start(ctx context.Context, concurrency int) (*supervisorProc, er
 	}
 	defer logFile.Close()
 	cmd := exec.Command(filepath.Join(w.b.bin, "supervisor"))
-	cmd.Env = w.environ(map[string]string{"ADE_WORKER_CONCURRENCY": fmt.Sprint(concurrency)})
+	extra := map[string]string{"ADE_WORKER_CONCURRENCY": fmt.Sprint(concurrency)}
+	if w.b.opts.profileDir != "" {
+		extra["ADE_WORKER_CPU_PROFILE"] = filepath.Join(w.b.opts.profileDir,
+			fmt.Sprintf("%s-c%d-%d.pprof", filepath.Base(w.dir), concurrency, w.nsup))
+	}
+	cmd.Env = w.environ(extra)
 	cmd.Dir = w.dir
 	cmd.Stdout, cmd.Stderr = logFile, logFile
 	cmd.SysProcAttr = &syscall.SysProcAttr{Pdeathsig: syscall.SIGKILL}
