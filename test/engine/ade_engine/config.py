@@ -1,6 +1,5 @@
 """Loading and validating the configuration package (``ade_config``)."""
 
-import copy
 import importlib
 import os
 import sys
@@ -100,7 +99,7 @@ def load_fields(spec, log):
             {"config_package": spec, "code": exc.code, "reason": exc.message},
             level="warning",
         )
-        return copy.deepcopy(DEFAULT_FIELDS), {"source": "default", "config_version": None, "module_file": None}
+        return check_fields(DEFAULT_FIELDS), {"source": "default", "config_version": None, "module_file": None}
     info = {
         "source": "package",
         "config_version": getattr(module, "__version__", None),

@@ -3,9 +3,8 @@
 import csv
 import io
 import os
-import platform
 import re
-import traceback
+import sys
 
 from ade_engine import __version__
 from ade_engine.config import load_fields
@@ -200,10 +199,16 @@ def _fail(log, message, exc, code=1):
         message,
         {"status": "failed", "exit_code": code},
         level="error",
-        error={"type": type(exc).__name__, "message": str(exc), "traceback": traceback.format_exc()},
+        error={"type": type(exc).__name__, "message": str(exc), "traceback": _traceback()},
         always=True,
     )
     return code
+
+
+def _traceback():
+    import traceback  # only on failure: keeps start-up cheap
+
+    return traceback.format_exc()
 
 
 def process_file(args, log):
@@ -218,7 +223,7 @@ def process_file(args, log):
         "input_sheets": args.input_sheet or [],
         "active_sheet_only": args.active_sheet_only,
         "engine_version": __version__,
-        "python_version": platform.python_version(),
+        "python_version": "%d.%d.%d" % sys.version_info[:3],
         "pid": os.getpid(),
     }, always=True)
 
