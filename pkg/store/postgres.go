@@ -32,6 +32,31 @@ FROM picked WHERE runs.id = picked.id
 RETURNING ` + qualify("runs", runClaimColumns)
 }
 
+// moveDocumentSQL does in one round trip what moveDocument does in two (and
+// StartDocument, fenced, in five). The payload is built to match
+// moveDocument's json.Marshal output byte for byte.
+func (postgresDialect) moveDocumentSQL(fenced bool) string {
+	held, cond := "", ""
+	if fenced {
+		held = `r AS (SELECT id FROM runs WHERE id = @run AND status = 'running' AND claimed_by = @worker
+	AND attempt_count = @attempt FOR SHARE),
+`
+		cond = " AND EXISTS (SELECT 1 FROM r)"
+	}
+	final := "SELECT 1 AS held"
+	if fenced {
+		final = "SELECT (SELECT count(*) FROM r) AS held"
+	}
+	return `WITH ` + held + `d AS (UPDATE documents SET status = @status, version = version + 1, updated_at = @now, last_run_at = @now
+	WHERE id = @doc` + cond + ` RETURNING workspace_id, version),
+c AS (INSERT INTO document_changes (workspace_id, document_id, type, document_version, payload, occurred_at)
+	SELECT workspace_id, @doc, 'upsert', version,
+		CAST('{"run_id":' || to_json(CAST(@run AS text)) || ',"status":' || to_json(CAST(@status AS text)) ||
+			',"version":' || version || '}' AS json), @now
+	FROM d)
+` + final
+}
+
 // clearRunResultsSQL is one statement: every statement is a round trip.
 func (postgresDialect) clearRunResultsSQL() []string {
 	return []string{`WITH r AS (SELECT CAST(? AS varchar) AS id),

@@ -135,6 +135,18 @@ const (
 
 // StartDocument marks the run's document processing (fenced on the run).
 func (s *Store) StartDocument(ctx context.Context, f Fence, documentID string, now time.Time) error {
+	if q := s.dialect.moveDocumentSQL(true); q != "" {
+		args := s.moveDocumentArgs(documentID, f.ID, DocumentProcessing, now)
+		args["worker"], args["attempt"] = f.Worker, f.Attempt
+		var held int
+		if err := s.db.WithContext(ctx).Raw(q, args).Scan(&held).Error; err != nil {
+			return fmt.Errorf("update document %s: %w", documentID, err)
+		}
+		if held == 0 {
+			return ErrLeaseLost
+		}
+		return nil
+	}
 	return s.tx(ctx, func(tx *gorm.DB) error {
 		// A no-op fenced update proves the run is still ours before the
 		// document is touched.
@@ -145,9 +157,21 @@ func (s *Store) StartDocument(ctx context.Context, f Fence, documentID string, n
 	})
 }
 
+func (s *Store) moveDocumentArgs(documentID, runID string, status DocumentStatus, now time.Time) map[string]any {
+	return map[string]any{"doc": documentID, "run": runID, "status": string(status), "now": s.ts(now)}
+}
+
 // moveDocument sets a document's status, bumps its version and records the
-// change in document_changes so the ADE API's change feed sees it.
+// change in document_changes so the ADE API's change feed sees it. A
+// missing document row is not an error: the run's own status says why.
 func (s *Store) moveDocument(tx *gorm.DB, documentID, runID string, status DocumentStatus, now time.Time) error {
+	if q := s.dialect.moveDocumentSQL(false); q != "" {
+		var held int
+		if err := tx.Raw(q, s.moveDocumentArgs(documentID, runID, status, now)).Scan(&held).Error; err != nil {
+			return fmt.Errorf("update document %s: %w", documentID, err)
+		}
+		return nil
+	}
 	var row struct {
 		WorkspaceID string
 		Version     int
@@ -159,7 +183,7 @@ func (s *Store) moveDocument(tx *gorm.DB, documentID, runID string, status Docum
 		return fmt.Errorf("update document %s: %w", documentID, res.Error)
 	}
 	if res.RowsAffected == 0 {
-		return nil // the document row is gone; the run's own status says why
+		return nil
 	}
 	payload, _ := json.Marshal(map[string]any{"status": status, "version": row.Version, "run_id": runID})
 	err := tx.Exec(`INSERT INTO document_changes (workspace_id, document_id, type, document_version, payload, occurred_at)

@@ -228,6 +228,11 @@ func TestFinishRun(t *testing.T) {
 					if c.Type != "upsert" || c.DocumentVersion != i+2 || p.Version != i+2 || p.Status != wantStatuses[i] || p.RunID != runID {
 						t.Errorf("change %d: %+v (payload %+v), want %s version %d", i, c, p, wantStatuses[i], i+2)
 					}
+					// Both databases write the same bytes (PostgreSQL builds
+					// the payload in SQL).
+					if want := fmt.Sprintf(`{"run_id":%q,"status":%q,"version":%d}`, runID, wantStatuses[i], i+2); c.Payload != want {
+						t.Errorf("change %d payload = %s, want %s", i, c.Payload, want)
+					}
 				}
 			})
 		})

@@ -55,5 +55,8 @@ func (sqliteDialect) clearRunResultsSQL() []string {
 	}
 }
 
+// SQLite has no data-modifying CTEs; its statements cost no round trip.
+func (sqliteDialect) moveDocumentSQL(bool) string { return "" }
+
 // No dialect-only migrations yet.
 func (sqliteDialect) migrations() []string { return nil }

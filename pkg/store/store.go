@@ -140,6 +140,12 @@ type dialect interface {
 	// clearRunResultsSQL removes a run's rows from the run_* result tables;
 	// each statement takes the run id as its only argument.
 	clearRunResultsSQL() []string
+	// moveDocumentSQL is one statement that moves a document and records the
+	// change (named arguments, see moveDocumentArgs), or "" where the two
+	// statements of moveDocument must run in a transaction instead. Fenced,
+	// it first takes the run's row (FOR SHARE) under the fence and changes
+	// nothing unless the fence holds; it returns the column held (0 or 1).
+	moveDocumentSQL(fenced bool) string
 	migrations() []string
 	watch(ctx context.Context, target string, wake func()) error
 }
