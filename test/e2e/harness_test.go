@@ -302,6 +302,9 @@ func (w *world) waitFor(table string, ids []string, timeout time.Duration, termi
 			}
 		}
 		if done {
+			for id, r := range rows {
+				w.waitForLastEvent(table, id, r.Status)
+			}
 			return rows
 		}
 		if time.Now().After(deadline) {
@@ -309,6 +312,50 @@ func (w *world) waitFor(table string, ids []string, timeout time.Duration, termi
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+}
+
+// waitForLastEvent gives the supervisor a moment to append a finished job's
+// last event: it writes run.complete or build.complete just after the
+// database holds the outcome, so a test that saw the row may be early. Jobs
+// without such an event (rejected before a spec existed) only cost the wait.
+func (w *world) waitForLastEvent(table, id, status string) {
+	var last string
+	switch {
+	case table == "runs" && (status == "succeeded" || status == "failed"):
+		last = "run.complete"
+	case table == "builds" && (status == "ready" || status == "failed"):
+		last = "build.complete"
+	default:
+		return
+	}
+	var path string
+	if table == "runs" {
+		path = filepath.Join(w.runDir(id), "logs", "events.ndjson")
+	} else {
+		matches, _ := filepath.Glob(filepath.Join(w.dir, "venvs", w.ws, "*", id, "logs", "events.ndjson"))
+		if len(matches) != 1 {
+			return
+		}
+		path = matches[0]
+	}
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+		if lastEventIs(path, last) {
+			return
+		}
+	}
+}
+
+// lastEventIs reports whether the file's last line is the event name.
+func lastEventIs(path, name string) bool {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		return false
+	}
+	data = bytes.TrimRight(data, "\n")
+	if i := bytes.LastIndexByte(data, '\n'); i >= 0 {
+		data = data[i+1:]
+	}
+	return bytes.Contains(data, []byte(`"event":"`+name+`"`))
 }
 
 func contains(list []string, s string) bool {
