@@ -101,16 +101,6 @@ LEFT JOIN builds b ON b.id = ?`, r.ConfigurationID, r.InputDocumentID, buildID).
 	return out, nil
 }
 
-// GetBuild reads one build row.
-func (s *Store) GetBuild(ctx context.Context, id string) (*Build, error) {
-	var b Build
-	err := first(s.db.WithContext(ctx).Raw(`SELECT id, workspace_id, configuration_id, fingerprint, engine_spec, status, attempt_count FROM builds WHERE id = ?`, id), &b)
-	if err != nil {
-		return nil, err
-	}
-	return &b, nil
-}
-
 // first scans the first row of q into dest, or returns ErrNotFound.
 func first(q *gorm.DB, dest any) error {
 	res := q.Scan(dest)
