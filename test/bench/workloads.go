@@ -189,42 +189,54 @@ func (b *bench) engineAlone(ctx context.Context, venv string, content []byte, n,
 	if err := os.WriteFile(input, content, 0o644); err != nil {
 		return 0, 0, err
 	}
+	return b.spawnAll(ctx, n, concurrency, func(i int) error {
+		out := filepath.Join(dir, fmt.Sprint("out-", i))
+		cmd := exec.CommandContext(ctx, filepath.Join(venv, "bin", "python"), "-m", "ade_engine", "process", "file",
+			"--input", input, "--output-dir", out, "--config-package", filepath.Join(b.repo, "test", "config"),
+			"--log-format", "ndjson", "--log-level", "info")
+		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
+		if data, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%v: %s", err, oneLine(string(data), 300))
+		}
+		return nil
+	})
+}
+
+// spawnAll calls spawn(0..n-1), concurrency at a time, and returns this
+// process's children's CPU per call (what the spawned processes used, once
+// reaped) and calls per second of wall time. It stops at the first error.
+func (b *bench) spawnAll(ctx context.Context, n, concurrency int, spawn func(i int) error) (cpuMs, perSec float64, err error) {
 	before, err := readStat(os.Getpid())
 	if err != nil {
 		return 0, 0, err
 	}
+	var (
+		next     atomic.Int64
+		wg       sync.WaitGroup
+		errOnce  sync.Once
+		firstErr error
+	)
 	start := time.Now()
-	next := make(chan int, n)
-	for i := range n {
-		next <- i
-	}
-	close(next)
-	errs := make(chan error, concurrency)
 	for range concurrency {
+		wg.Add(1)
 		go func() {
-			for i := range next {
-				out := filepath.Join(dir, fmt.Sprint("out-", i))
-				cmd := exec.CommandContext(ctx, filepath.Join(venv, "bin", "python"), "-m", "ade_engine", "process", "file",
-					"--input", input, "--output-dir", out, "--config-package", filepath.Join(b.repo, "test", "config"),
-					"--log-format", "ndjson", "--log-level", "info")
-				cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
-				if data, err := cmd.CombinedOutput(); err != nil {
-					errs <- fmt.Errorf("%v: %s", err, oneLine(string(data), 300))
+			defer wg.Done()
+			for i := int(next.Add(1)) - 1; i < n && ctx.Err() == nil; i = int(next.Add(1)) - 1 {
+				if err := spawn(i); err != nil {
+					errOnce.Do(func() { firstErr = err })
 					return
 				}
 			}
-			errs <- nil
 		}()
 	}
-	for range concurrency {
-		if e := <-errs; e != nil && err == nil {
-			err = e
-		}
-	}
-	if err != nil {
-		return 0, 0, err
-	}
+	wg.Wait()
 	elapsed := time.Since(start)
+	if firstErr == nil {
+		firstErr = ctx.Err()
+	}
+	if firstErr != nil {
+		return 0, 0, firstErr
+	}
 	after, err := readStat(os.Getpid())
 	if err != nil {
 		return 0, 0, err
@@ -331,45 +343,11 @@ func (b *bench) floor(ctx context.Context, w *world, concurrency, n int) (floorR
 		specs[i] = buf.Bytes()
 	}
 	jobrunner := filepath.Join(b.bin, "jobrunner")
-	before, err := readStat(os.Getpid())
+	cpuMs, perSec, err := b.spawnAll(ctx, n, concurrency, func(i int) error { return spawnJob(jobrunner, specs[i]) })
 	if err != nil {
 		return floorResult{}, err
 	}
-	var (
-		next     atomic.Int64
-		wg       sync.WaitGroup
-		errOnce  sync.Once
-		firstErr error
-	)
-	start := time.Now()
-	for range concurrency {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for i := int(next.Add(1)) - 1; i < n && ctx.Err() == nil; i = int(next.Add(1)) - 1 {
-				if err := spawnJob(jobrunner, specs[i]); err != nil {
-					errOnce.Do(func() { firstErr = err })
-					return
-				}
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
-	if firstErr == nil {
-		firstErr = ctx.Err()
-	}
-	if firstErr != nil {
-		return floorResult{}, firstErr
-	}
-	after, err := readStat(os.Getpid())
-	if err != nil {
-		return floorResult{}, err
-	}
-	return floorResult{
-		runsPerSec: float64(n) / elapsed.Seconds(),
-		cpuMs:      float64(after.sub(before).children()) / b.clkTck * 1000 / float64(n),
-	}, nil
+	return floorResult{runsPerSec: perSec, cpuMs: cpuMs}, nil
 }
 
 // specTemplate is the job spec the supervisor would send for a run of the

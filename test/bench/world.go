@@ -158,14 +158,6 @@ func ticksSince(before, after map[int]uint64) uint64 {
 	return sum
 }
 
-func redact(raw string) string {
-	u, err := url.Parse(raw)
-	if err != nil {
-		return "(unparsable URL)"
-	}
-	return u.Redacted()
-}
-
 func (w *world) environ(extra map[string]string) []string {
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}
 	for k, v := range w.env {
