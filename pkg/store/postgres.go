@@ -36,15 +36,12 @@ RETURNING ` + qualify("runs", runClaimColumns)
 // StartDocument, fenced, in five). The payload is built to match
 // moveDocument's json.Marshal output byte for byte.
 func (postgresDialect) moveDocumentSQL(fenced bool) string {
-	held, cond := "", ""
+	held, cond, final := "", "", "SELECT 1 AS held"
 	if fenced {
 		held = `r AS (SELECT id FROM runs WHERE id = @run AND status = 'running' AND claimed_by = @worker
 	AND attempt_count = @attempt FOR SHARE),
 `
 		cond = " AND EXISTS (SELECT 1 FROM r)"
-	}
-	final := "SELECT 1 AS held"
-	if fenced {
 		final = "SELECT (SELECT count(*) FROM r) AS held"
 	}
 	return `WITH ` + held + `d AS (UPDATE documents SET status = @status, version = version + 1, updated_at = @now, last_run_at = @now
