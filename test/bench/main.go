@@ -27,6 +27,8 @@ import (
 	"strings"
 	"syscall"
 	"time"
+
+	"github.com/ade-org/ade-worker/test/pgtemp"
 )
 
 var workloadNames = []string{"engine-realistic", "overhead", "pickup", "depth", "firehose", "builds"}
@@ -76,7 +78,7 @@ func parseFlags(args []string) (options, error) {
 		o.profileDir = abs
 	}
 	if o.pgAdmin == "" {
-		o.pgAdmin = "postgres://postgres@127.0.0.1:5432/postgres?sslmode=disable"
+		o.pgAdmin = pgtemp.DefaultAdminURL
 	}
 	switch *backend {
 	case "both":
