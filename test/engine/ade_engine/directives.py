@@ -42,6 +42,15 @@ def split_directives(text):
     return directives, "".join(lines[consumed:])
 
 
+def _burn_until(deadline, step):
+    """Spin until the process has used ``deadline`` seconds of CPU in all,
+    looking at the clock every ``step`` iterations."""
+    counter = 0
+    while time.process_time() < deadline:
+        for _ in range(step):
+            counter += 1
+
+
 class DirectiveRunner:
     """Runs directives; ``run`` returns an exit code when the engine must stop."""
 
@@ -229,11 +238,7 @@ class DirectiveRunner:
 
     def _cpu_ms(self, millis):
         start = time.process_time()
-        deadline = start + max(0, millis) / 1000.0
-        counter = 0
-        while time.process_time() < deadline:
-            for _ in range(10000):
-                counter += 1
+        _burn_until(start + max(0, millis) / 1000.0, 10000)
         used = (time.process_time() - start) * 1000.0
         self.log.emit(
             "engine.test.cpu",
@@ -245,11 +250,7 @@ class DirectiveRunner:
         # Tops the process's CPU (start-up included) up to millis: an engine
         # run that costs a known total, whatever the interpreter's start-up.
         before = time.process_time()
-        deadline = max(0, millis) / 1000.0
-        counter = 0
-        while time.process_time() < deadline:
-            for _ in range(1000):
-                counter += 1
+        _burn_until(max(0, millis) / 1000.0, 1000)
         total = time.process_time() * 1000.0
         self.log.emit(
             "engine.test.cpu",
