@@ -9,18 +9,36 @@ import (
 // Entry is the part of one event that people read: what `supervisor tail`
 // and `supervisor inspect` show.
 type Entry struct {
-	Timestamp string  `json:"timestamp"`
-	Level     string  `json:"level"`
-	Event     string  `json:"event"`
-	Message   string  `json:"message"`
-	Error     string  `json:"error,omitempty"` // the envelope's error, as text
-	Fields    []Field `json:"fields,omitempty"`
+	Timestamp string `json:"timestamp"`
+	Level     string `json:"level"`
+	Event     string `json:"event"`
+	Message   string `json:"message"`
+	Error     string `json:"error,omitempty"` // the envelope's error, as text
+	Fields    Fields `json:"fields,omitempty"`
 }
 
 // Field is one member of an event's data, as text.
 type Field struct {
-	Key   string `json:"key"`
-	Value string `json:"value"`
+	Key   string
+	Value string
+}
+
+// Fields are the KeyFields an event has, in KeyFields order. In JSON they
+// are one object of strings, {"status":"failed","exit_code":"1"}.
+type Fields []Field
+
+// MarshalJSON writes the fields as one object, in order.
+func (fs Fields) MarshalJSON() ([]byte, error) {
+	b := []byte{'{'}
+	for i, f := range fs {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = appendString(b, []byte(f.Key))
+		b = append(b, ':')
+		b = appendString(b, []byte(f.Value))
+	}
+	return append(b, '}'), nil
 }
 
 // KeyFields are the data members an Entry keeps, in this order: the ones that
@@ -62,7 +80,7 @@ func ParseEntry(line []byte) (e Entry, ok bool) {
 }
 
 // keyFields picks the KeyFields out of data, when it is an object.
-func keyFields(data []byte) []Field {
+func keyFields(data []byte) Fields {
 	if len(data) == 0 || data[0] != '{' {
 		return nil
 	}
@@ -70,7 +88,7 @@ func keyFields(data []byte) []Field {
 	if !ok {
 		return nil
 	}
-	var out []Field
+	var out Fields
 	for _, k := range KeyFields {
 		quoted := `"` + k + `"`
 		for _, m := range ms {

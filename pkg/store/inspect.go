@@ -34,6 +34,8 @@ type JobDetail struct {
 	DocumentStoredURI sql.NullString
 	BuildID           sql.NullString
 	BuildStatus       sql.NullString // NULL when the run has no build or its row is missing
+	BuildWorkspaceID  sql.NullString // where the build's folder is
+	BuildConfigID     sql.NullString
 	OutputPath        sql.NullString
 	RunOptions        sql.NullString
 
@@ -49,7 +51,8 @@ const inspectRunSQL = `SELECT 'run' AS kind, r.id, r.workspace_id, r.configurati
 	r.attempt_count, r.max_attempts, r.claimed_by, r.claim_expires_at, r.created_at, r.available_at,
 	r.started_at, r.completed_at AS ended_at, r.cancelled_at, r.exit_code, r.error_message,
 	r.input_document_id AS document_id, d.original_filename AS document_filename,
-	d.stored_uri AS document_stored_uri, r.build_id, b.status AS build_status, r.output_path, r.run_options
+	d.stored_uri AS document_stored_uri, r.build_id, b.status AS build_status,
+	b.workspace_id AS build_workspace_id, b.configuration_id AS build_config_id, r.output_path, r.run_options
 FROM runs r
 LEFT JOIN documents d ON d.id = r.input_document_id
 LEFT JOIN builds b ON b.id = r.build_id
