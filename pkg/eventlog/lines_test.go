@@ -2,6 +2,7 @@ package eventlog_test
 
 import (
 	"bytes"
+	"encoding/json"
 	"errors"
 	"io"
 	"os"
@@ -118,5 +119,14 @@ func TestParseEntry(t *testing.T) {
 		if ok != tt.ok || !reflect.DeepEqual(got, tt.want) {
 			t.Errorf("ParseEntry(%s) = %+v, %v; want %+v, %v", tt.line, got, ok, tt.want, tt.ok)
 		}
+	}
+}
+
+func TestFieldsJSON(t *testing.T) {
+	e := eventlog.Entry{Event: "x", Fields: eventlog.Fields{{Key: "status", Value: "failed"}, {Key: "error", Value: "say \"hi\"\n"}}}
+	got, err := json.Marshal(e)
+	want := `{"timestamp":"","level":"","event":"x","message":"","fields":{"status":"failed","error":"say \"hi\"\n"}}`
+	if err != nil || string(got) != want {
+		t.Errorf("json = %s, %v; want %s", got, err, want)
 	}
 }
