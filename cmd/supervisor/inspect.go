@@ -326,10 +326,10 @@ func writeInspect(out io.Writer, d *inspectDoc) error {
 	if err := w.Flush(); err != nil {
 		return err
 	}
-	return writeLastEvents(out, d.Events)
+	return writeLastEvents(out, d.ID, d.Events)
 }
 
-func writeLastEvents(out io.Writer, ev eventsDoc) error {
+func writeLastEvents(out io.Writer, id string, ev eventsDoc) error {
 	switch {
 	case ev.Error != "":
 		_, err := fmt.Fprintf(out, "\nlast events: cannot read %s: %s\n", ev.Path, ev.Error)
@@ -338,7 +338,7 @@ func writeLastEvents(out io.Writer, ev eventsDoc) error {
 		_, err := fmt.Fprintln(out, "\nlast events: none yet")
 		return err
 	}
-	fmt.Fprintf(out, "\nlast %d events (supervisor tail ID for all)\n", len(ev.Last))
+	fmt.Fprintf(out, "\nlast %d events (all of them: supervisor tail %s)\n", len(ev.Last), id)
 	for _, e := range ev.Last {
 		if _, err := fmt.Fprintln(out, "  "+formatEntry(e, false)); err != nil {
 			return err

@@ -60,7 +60,7 @@ func tailCmd() *cli.Command {
 			if path == "" {
 				return fmt.Errorf("%s %s has no events file: %s", j.Kind, j.ID, files[0].Error)
 			}
-			t := &tailer{st: e.store, job: j, path: path, follow: c.Bool("follow"), lines: c.Int("lines"),
+			t := &tailer{reread: e.store.Inspect, job: j, path: path, follow: c.Bool("follow"), lines: c.Int("lines"),
 				out: newLinePrinter(os.Stdout, c.Bool("json"))}
 			return t.run(c.Context)
 		}),
@@ -69,7 +69,7 @@ func tailCmd() *cli.Command {
 
 // tailer prints one job's events file.
 type tailer struct {
-	st     *store.Store
+	reread func(ctx context.Context, id string) (*store.JobDetail, error) // store.Inspect
 	job    *store.JobDetail
 	path   string
 	follow bool
@@ -171,7 +171,7 @@ func (t *tailer) open(ctx context.Context) (*os.File, error) {
 // ended re-reads the job's row and reports whether it is terminal. A read
 // error counts as "not yet": following survives a database hiccup.
 func (t *tailer) ended(ctx context.Context) bool {
-	j, err := t.st.Inspect(ctx, t.job.ID)
+	j, err := t.reread(ctx, t.job.ID)
 	if err != nil {
 		return false
 	}

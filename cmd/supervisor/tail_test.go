@@ -3,10 +3,12 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -124,4 +126,81 @@ func TestInspectText(t *testing.T) {
 func testLayout(t *testing.T) layout.Layout {
 	dir := t.TempDir()
 	return layout.Layout{Configs: dir, Documents: dir, Runs: dir, Venvs: dir}
+}
+
+// syncBuffer is a bytes.Buffer safe for one writer and one reader.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+// TestTailFollow: --follow waits for the file, goes on past a terminal event
+// the row does not confirm (an earlier attempt's), and exits at the one that
+// comes once the row is terminal, printing whole lines only.
+func TestTailFollow(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "logs", "events.ndjson")
+	var mu sync.Mutex
+	status := "queued"
+	setStatus := func(s string) { mu.Lock(); status = s; mu.Unlock() }
+	reread := func(_ context.Context, id string) (*store.JobDetail, error) {
+		mu.Lock()
+		defer mu.Unlock()
+		return &store.JobDetail{Kind: store.KindRun, ID: id, Status: status}, nil
+	}
+	var out syncBuffer
+	tl := &tailer{reread: reread, job: &store.JobDetail{Kind: store.KindRun, ID: "r1", Status: "queued"}, path: path,
+		follow: true, out: &linePrinter{json: true, w: bufio.NewWriter(&out)}}
+	done := make(chan error, 1)
+	go func() { done <- tl.run(context.Background()) }()
+
+	old := `{"event":"run.complete","data":{"status":"failed"}}` + "\n"
+	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.Create(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.Close()
+	setStatus("running")
+	f.WriteString(old)
+	waitUntil(t, func() bool { return out.String() == old })
+	select {
+	case err := <-done:
+		t.Fatalf("tail stopped at a terminal event of a running job: %v", err)
+	default:
+	}
+	f.WriteString(`{"event":"run.complete","data":{"sta`)
+	setStatus("succeeded")
+	f.WriteString(`tus":"succeeded"}}` + "\n")
+	select {
+	case err := <-done:
+		want := old + `{"event":"run.complete","data":{"status":"succeeded"}}` + "\n"
+		if err != nil || out.String() != want {
+			t.Errorf("tail --follow: err %v, output %q; want %q", err, out.String(), want)
+		}
+	case <-time.After(time.Minute):
+		t.Fatalf("tail --follow did not stop at run.complete; output %q", out.String())
+	}
+}
+
+func waitUntil(t *testing.T, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(time.Minute); !cond(); time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("condition not met within a minute")
+		}
+	}
 }
