@@ -13,7 +13,7 @@ func validRun() *Spec {
 		WorkspaceID: "ws", ConfigurationID: "cfg", BuildID: "b1",
 		EventsPath: "/data/runs/ws/runs/run-1/logs/events.ndjson",
 		Env:        map[string]string{"PATH": "/usr/bin", "PIP_NO_INDEX": "1"}, TimeoutSeconds: 30,
-		Roots:      Roots{Documents: "/data/docs", Configs: "/data/cfg", Runs: "/data/runs", Venvs: "/data/venvs"},
+		Roots: Roots{Documents: "/data/docs", Configs: "/data/cfg", Runs: "/data/runs", Venvs: "/data/venvs"},
 		Run: &RunSpec{VenvDir: "/data/venvs/ws/cfg/b1/.venv", ConfigDir: "/data/cfg/ws/config_packages/cfg", RunDir: "/data/runs/ws/runs/run-1",
 			DocumentPath: "/data/docs/ws/documents/doc.csv", InputName: "doc.csv",
 			Options: RunOptions{LogLevel: "debug", InputSheetNames: []string{"A", "B"}, ActiveSheetOnly: true}},

@@ -27,9 +27,7 @@ func RemoveAll(root, rel string) error {
 	if len(p.elems) == 0 {
 		return &Error{Path: p.full(), Elem: rel, Err: errors.New("is the root itself, which RemoveAll never removes")}
 	}
-	last := len(p.elems) - 1
-	parent := path{root: p.root, rel: filepath.Dir(filepath.Clean(rel)), elems: p.elems[:last]}
-	dirfd, err := parent.open(unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	dirfd, err := p.parentFD()
 	if errors.Is(err, fs.ErrNotExist) {
 		return nil
 	}
@@ -37,7 +35,7 @@ func RemoveAll(root, rel string) error {
 		return err
 	}
 	defer unix.Close(dirfd)
-	return removeEntry(dirfd, p.elems[last], p.full())
+	return removeEntry(dirfd, p.elems[len(p.elems)-1], p.full())
 }
 
 // removeEntry removes name in dirfd: a folder with its contents, anything
@@ -104,4 +102,42 @@ func unlink(dirfd int, name, full string, flags int) error {
 		return nil
 	}
 	return &os.PathError{Op: "remove", Path: full, Err: err}
+}
+
+// Rename renames root/from to root/to, following no link below root in
+// either path's folders (a link as from's last element is renamed as a
+// link). to is replaced as rename(2) does.
+func Rename(root, from, to string) error {
+	src, err := split(root, from)
+	if err != nil {
+		return err
+	}
+	dst, err := split(root, to)
+	if err != nil {
+		return err
+	}
+	if len(src.elems) == 0 || len(dst.elems) == 0 {
+		return &Error{Path: src.full(), Elem: from, Err: errors.New("cannot rename the root")}
+	}
+	srcDir, err := src.parentFD()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(srcDir)
+	dstDir, err := dst.parentFD()
+	if err != nil {
+		return err
+	}
+	defer unix.Close(dstDir)
+	if err := unix.Renameat(srcDir, src.elems[len(src.elems)-1], dstDir, dst.elems[len(dst.elems)-1]); err != nil {
+		return &os.LinkError{Op: "rename", Old: src.full(), New: dst.full(), Err: err}
+	}
+	return nil
+}
+
+// parentFD opens the folder holding the path's last element.
+func (p path) parentFD() (int, error) {
+	last := len(p.elems) - 1
+	parent := path{root: p.root, rel: filepath.Dir(filepath.Clean(p.rel)), elems: p.elems[:last]}
+	return parent.open(unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
 }

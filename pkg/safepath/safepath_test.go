@@ -272,3 +272,18 @@ func TestFIFOOpensWithoutBlocking(t *testing.T) {
 		}
 	})
 }
+
+func TestRename(t *testing.T) {
+	modes(t, func(t *testing.T) {
+		root, outside := tree(t)
+		if err := Rename(root, "a/b/c/file", "a/b/moved"); err != nil {
+			t.Fatal(err)
+		}
+		if data, err := os.ReadFile(filepath.Join(root, "a/b/moved")); err != nil || string(data) != "inside" {
+			t.Fatalf("moved file: %q, %v", data, err)
+		}
+		link := linkAt(t, root, outside, 1)
+		wantSymlink(t, Rename(root, "a/b/moved", "a/x"), link)
+		assertOutsideIntact(t, outside)
+	})
+}
