@@ -88,6 +88,12 @@ func openat2Works() bool {
 // It returns an O_PATH descriptor the caller closes.
 func (p path) walk(n int, create bool, perm os.FileMode) (int, error) {
 	fd, err := unix.Open(p.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+	if errors.Is(err, unix.ENOENT) && create {
+		// The root is the operator's (a setting); make it like os.MkdirAll.
+		if err = os.MkdirAll(p.root, perm); err == nil {
+			fd, err = unix.Open(p.root, unix.O_PATH|unix.O_DIRECTORY|unix.O_CLOEXEC, 0)
+		}
+	}
 	if err != nil {
 		return -1, &os.PathError{Op: "open", Path: p.root, Err: err}
 	}

@@ -91,7 +91,8 @@ func Lstat(root, rel string) (os.FileInfo, error) {
 }
 
 // MkdirAll creates the folder root/rel and any missing parents below root
-// with perm (before umask), following no link. root must exist.
+// with perm (before umask), following no link below root. A missing root
+// is created too (the root is trusted, like os.MkdirAll).
 func MkdirAll(root, rel string, perm os.FileMode) error {
 	p, err := split(root, rel)
 	if err != nil {

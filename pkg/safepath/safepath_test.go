@@ -155,6 +155,9 @@ func TestMkdirAll(t *testing.T) {
 		if err := MkdirAll(root, "a/x/y/z", 0o755); err != nil {
 			t.Fatalf("second MkdirAll: %v", err)
 		}
+		if err := MkdirAll(filepath.Join(root, "new-root"), "x", 0o755); err != nil {
+			t.Fatalf("MkdirAll under a missing root: %v", err)
+		}
 		for i := range elems[:3] {
 			root, outside = tree(t)
 			link := linkAt(t, root, outside, i)
