@@ -88,8 +88,9 @@ func configFailure(root, dir string) *jobspec.Result {
 // output and staged input) so the terminal event and the next attempt
 // have room. Disk full is a fault a retry can fix once space is freed.
 func (j *job) noSpace(res *jobspec.Result) *jobspec.Result {
-	if res == nil || res.Status != jobspec.StatusFailed {
-		return res
+	if res == nil || res.Status != jobspec.StatusFailed ||
+		res.Reason != jobspec.ReasonEngineFailed && res.Reason != jobspec.ReasonEnvironment {
+		return res // a refusal, timeout, limit or shutdown keeps its own meaning
 	}
 	where := ""
 	if werr := j.log.WriteErr(); errors.Is(werr, syscall.ENOSPC) {
