@@ -66,7 +66,7 @@ func TestSymlinkedFoldersAreRefused(t *testing.T) {
 		if entries, _ := os.ReadDir(filepath.Join(w.runDir(evil), "input")); len(entries) != 0 {
 			t.Errorf("staged %v through the link", entries)
 		}
-		assertDocumentChanges(t, w, evilDoc, "uploaded", nil)
+		assertDocumentChanges(t, w, evilDoc, "failed", []string{"processing", "failed"})
 
 		// A linked workspace folder in the documents root.
 		wsDoc := w.addDocument("a.csv", csv())
