@@ -64,13 +64,15 @@ func (s *Supervisor) requeue(ctx context.Context, log zerolog.Logger, l *lease, 
 }
 
 // appendEvent writes one worker event to a job's events file after the
-// database holds the outcome it describes.
+// database holds the outcome it describes. The file is reached from its
+// root without following links; on a full disk the event is left out (the
+// file still ends on a whole line, see eventlog) and a warning logged.
 func appendEvent(log zerolog.Logger, spec *jobspec.Spec, level, event, message string, data map[string]any) {
 	if spec == nil {
 		return
 	}
 	l, err := eventlog.Open(spec.EventsPath, eventlog.Context{JobID: spec.JobID, WorkspaceID: spec.WorkspaceID,
-		BuildID: spec.BuildID, ConfigurationID: spec.ConfigurationID}, eventlog.Options{})
+		BuildID: spec.BuildID, ConfigurationID: spec.ConfigurationID}, eventlog.Options{Root: spec.EventsRoot()})
 	if err == nil {
 		err = l.Emit(level, event, message, data)
 		if cerr := l.Close(); err == nil {
