@@ -21,6 +21,9 @@ const (
 	OutcomeHandedBack = "handed_back" // re-queued at shutdown, attempt not counted
 )
 
+var outcomes = []string{OutcomeSucceeded, OutcomeFailed, OutcomeRetried, OutcomeTimedOut,
+	OutcomeCancelled, OutcomeLeaseLost, OutcomeHandedBack}
+
 // Observer is told what happens to jobs. The supervisor calls it from the
 // claim path and each job's end; Nop is used when metrics are off.
 type Observer interface {
@@ -94,9 +97,13 @@ func NewMetrics(info Info, queue QueueReader, queueEvery time.Duration) *Metrics
 	buildInfo.WithLabelValues(info.Version, info.Database).Set(1)
 	m.reg.MustRegister(conc, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	// Show 0, not nothing, so rates and ratios work before the first event.
 	for _, kind := range []string{"build", "run"} {
-		m.running.WithLabelValues(kind) // show 0, not nothing
+		m.running.WithLabelValues(kind)
 		m.claimed.WithLabelValues(kind)
+		for _, o := range outcomes {
+			m.finished.WithLabelValues(kind, o)
+		}
 	}
 	if queue != nil {
 		m.reg.MustRegister(newQueueCollector(queue, queueEvery, m.DBError))
