@@ -30,6 +30,10 @@ func newHealth(pollMax time.Duration) *telemetry.Health {
 	return h
 }
 
+// SetObserver makes the supervisor report claims, job endings and database
+// errors to o (metrics); call it before Run. The default records nothing.
+func (s *Supervisor) SetObserver(o telemetry.Observer) { s.obs = o }
+
 // Health is this supervisor's liveness and readiness; other code may add
 // conditions to it with Set.
 func (s *Supervisor) Health() *telemetry.Health { return s.health }

@@ -31,11 +31,8 @@ type Supervisor struct {
 	// anywhere (for batch use and demos).
 	ExitWhenIdle bool
 
-	// Observer is told about claims and job endings (metrics); set it
-	// before Run. New sets telemetry.Nop.
-	Observer telemetry.Observer
-	obs      telemetry.Observer
-	health   *telemetry.Health
+	obs    telemetry.Observer // metrics; see SetObserver
+	health *telemetry.Health
 
 	slots chan struct{} // one token per running job
 	freed chan struct{} // a job ended: claim again without waiting
@@ -50,7 +47,7 @@ func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner 
 		slots:    make(chan struct{}, cfg.Concurrency),
 		freed:    make(chan struct{}, 1),
 		hardStop: make(chan struct{}),
-		Observer: telemetry.Nop{},
+		obs:      telemetry.Nop{},
 		health:   newHealth(cfg.PollIntervalMax),
 	}
 }
@@ -64,10 +61,6 @@ func (s *Supervisor) StopNow() {
 // Run works the queue until ctx ends, then stops claiming, gives running jobs
 // the shutdown grace to finish, stops the rest and hands their claims back.
 func (s *Supervisor) Run(ctx context.Context) error {
-	s.obs = s.Observer
-	if s.obs == nil {
-		s.obs = telemetry.Nop{}
-	}
 	if err := s.store.CheckMigrated(ctx); err != nil {
 		s.health.Set(telemetry.CondSchema, false, err.Error())
 		return err
