@@ -278,6 +278,10 @@ func TestReadyzAndHealthCommand(t *testing.T) {
 		if code, out := w.healthCmd("ADE_WORKER_HTTP_ADDR="); code != 1 || !strings.Contains(out, "ADE_WORKER_HTTP_ADDR is empty") {
 			t.Errorf("supervisor health without an address = exit %d: %s; want 1 naming the variable", code, out)
 		}
+		// A second supervisor on the same port stops at start, naming the setting.
+		if _, errOut, err := w.try(); err == nil || !strings.Contains(errOut, "ADE_WORKER_HTTP_ADDR") {
+			t.Errorf("second supervisor on a busy port: err %v, stderr %q; want a failure naming ADE_WORKER_HTTP_ADDR", err, errOut)
+		}
 		w.stop(sup)
 		if code, out := w.healthCmd(); code != 1 || !strings.Contains(out, "does not answer") {
 			t.Errorf("supervisor health after the supervisor stopped = exit %d: %s; want 1", code, out)
