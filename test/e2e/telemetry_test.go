@@ -466,3 +466,38 @@ func (p *tcpProxy) restore() {
 	p.down = false
 	p.mu.Unlock()
 }
+
+// TestMetricsLeaseLostAndExpired: a running run whose row another worker
+// takes over ends here as lease_lost; when that worker's lease expires,
+// cleanup re-queues the run (leases_expired_total) and it succeeds.
+func TestMetricsLeaseLostAndExpired(t *testing.T) {
+	eachBackend(t, func(t *testing.T, backend string) {
+		addr := freeAddr(t)
+		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_HTTP_ADDR": addr, "ADE_WORKER_JOB_LEASE_SECONDS": "3"})
+		run := w.addRun(cfg, w.addDocument("slow.csv", csv("sleep=10")))
+		w.waitFor("runs", []string{run}, time.Minute, "running")
+		// A thief with a lease that runs out soon.
+		w.exec(`UPDATE runs SET claimed_by = 'thief', claim_expires_at = ? WHERE id = ?`, w.ts(time.Now().Add(2*time.Second)), run)
+		r := w.waitFor("runs", []string{run}, 2*time.Minute)[run]
+		if r.Status != "succeeded" || r.AttemptCount != 2 {
+			t.Fatalf("run = %+v (%s), want succeeded at attempt 2", r, r.errText())
+		}
+		var m map[string]float64
+		waitUntil(t, 30*time.Second, "the run's end in the metrics", func() bool {
+			m = scrape(t, addr)
+			return m[series("ade_worker_jobs_running", "kind", "run")] == 0
+		})
+		want := map[string]float64{
+			series("ade_worker_jobs_claimed_total", "kind", "run"):                           2,
+			series("ade_worker_jobs_finished_total", "kind", "run", "outcome", "lease_lost"): 1,
+			series("ade_worker_jobs_finished_total", "kind", "run", "outcome", "succeeded"):  1,
+			series("ade_worker_jobs_finished_total", "kind", "run", "outcome", "retried"):    0,
+			series("ade_worker_leases_expired_total", "action", "requeued", "kind", "run"):   1,
+		}
+		for k, v := range want {
+			if m[k] != v {
+				t.Errorf("%s = %v, want %v", k, m[k], v)
+			}
+		}
+	})
+}
