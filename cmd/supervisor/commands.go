@@ -58,6 +58,7 @@ func commands() []*cli.Command {
 		},
 		inspectCmd(),
 		tailCmd(),
+		healthCmd(),
 		{
 			Name:  "version",
 			Usage: "print the version",
