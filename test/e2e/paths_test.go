@@ -53,7 +53,7 @@ func TestSymlinkedFoldersAreRefused(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
 		base := t.TempDir()
 		docs, configs := filepath.Join(base, "docs"), filepath.Join(base, "configs")
-		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_DOCUMENTS_DIR": docs, "ADE_CONFIGS_DIR": configs})
+		w, cfg, build := readyWorld(t, backend, map[string]string{"ADE_DOCUMENTS_DIR": docs, "ADE_CONFIGS_DIR": configs})
 		wsDocs := filepath.Join(docs, w.ws, "documents")
 
 		// documents/<ws>/documents/evil -> /etc, stored_uri 'evil/passwd'.
@@ -115,6 +115,20 @@ func TestSymlinkedFoldersAreRefused(t *testing.T) {
 		wantRefused(t, "run of a linked configuration package", rows[cfgRun], link)
 		b := w.waitFor("builds", []string{cfgBuild}, 2*time.Minute)[cfgBuild]
 		wantRefused(t, "build of a linked configuration package", b, link)
+
+		// A linked build folder (venvs root): the run is refused, the
+		// build's environment is neither used nor rebuilt through it.
+		buildDir := w.buildDir(cfg, build)
+		movedBuild := filepath.Join(base, "elsewhere-build")
+		mustRename(t, buildDir, movedBuild)
+		mustSymlink(t, movedBuild, buildDir)
+		venvRun := w.addRun(cfg, w.addDocument("d.csv", csv()))
+		r = w.waitFor("runs", []string{venvRun}, 2*time.Minute)[venvRun]
+		wantRefused(t, "run with a linked build folder", r, `"`+w.ws+`/`+cfg+`/`+build+`" is a symbolic link`)
+		if err := os.Remove(buildDir); err != nil {
+			t.Fatal(err)
+		}
+		mustRename(t, movedBuild, buildDir)
 
 		good := w.addRun(cfg, w.addDocument("good.csv", csv()))
 		if r := w.waitFor("runs", []string{good}, 2*time.Minute)[good]; r.Status != "succeeded" {
