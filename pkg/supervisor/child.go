@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -28,6 +29,8 @@ type childOutcome struct {
 	leaseLost bool
 	// stopped: the supervisor is shutting down; hand the claim back.
 	stopped bool
+	// cancelled: the job's row was cancelled and the child stopped for it.
+	cancelled bool
 }
 
 // maxResultBytes bounds the jobrunner's stdout; the engine summary of a huge
@@ -40,6 +43,9 @@ const backstop = 30 * time.Second
 
 // runChild runs the jobrunner for spec, heartbeating f's lease while it runs.
 func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease, spec *jobspec.Spec) childOutcome {
+	if l.cancelRequested() {
+		return childOutcome{cancelled: true, problem: "cancelled before the jobrunner started"}
+	}
 	var stdin bytes.Buffer
 	if err := spec.Encode(&stdin); err != nil {
 		return childOutcome{problem: fmt.Sprintf("encode job spec: %v", err)}
@@ -51,6 +57,7 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 		childCtx, stop = context.WithTimeout(childCtx, time.Duration(spec.TimeoutSeconds*float64(time.Second))+backstop)
 		defer stop()
 	}
+	defer l.watchCancel(cancel)()
 	var lost atomic.Bool
 	hbDone := make(chan struct{})
 	go func() {
@@ -73,11 +80,12 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 	cancel()
 	<-hbDone
 
-	out := childOutcome{exit: exit, leaseLost: lost.Load(), stopped: ctx.Err() != nil && !lost.Load()}
+	out := childOutcome{exit: exit, leaseLost: lost.Load(), cancelled: l.cancelRequested()}
+	out.stopped = ctx.Err() != nil && !out.leaseLost && !out.cancelled
 	switch {
 	case err != nil:
 		out.problem = fmt.Sprintf("cannot start jobrunner: %v", err)
-	case errors.Is(childCtx.Err(), context.DeadlineExceeded) && !out.leaseLost && !out.stopped:
+	case errors.Is(childCtx.Err(), context.DeadlineExceeded) && !out.leaseLost && !out.stopped && !out.cancelled:
 		out.problem = fmt.Sprintf("jobrunner did not stop within %s of the job's timeout and was killed", backstop)
 	default:
 		res, decodeErr := jobspec.DecodeResult(bytes.TrimSpace(stdout.Bytes()))
@@ -107,7 +115,11 @@ func (s *Supervisor) heartbeat(ctx context.Context, log zerolog.Logger, l *lease
 		case err == nil:
 			l.renewed(now)
 		case errors.Is(err, store.ErrLeaseLost):
-			log.Warn().Msg("lease lost: another worker holds this job now; stopping it and writing nothing")
+			if s.rowCancelled(l.fence) {
+				s.stopCancelled(log, l, "heartbeat")
+				return
+			}
+			log.Warn().Str("outcome", outcomeLeaseLost).Msg("lease lost: another worker holds this job now; stopping it and writing nothing")
 			lost()
 			return
 		case ctx.Err() == nil:
@@ -116,11 +128,16 @@ func (s *Supervisor) heartbeat(ctx context.Context, log zerolog.Logger, l *lease
 	}
 }
 
-// lease tracks until when this worker holds a claimed job.
+// lease tracks until when this worker holds a claimed job, and whether the
+// job was cancelled meanwhile (see cancel.go).
 type lease struct {
 	fence  store.Fence
 	length time.Duration
 	until  atomic.Int64 // unix nanoseconds
+
+	cancelMu  sync.Mutex
+	cancelled bool
+	stopChild func() // set while a child runs
 }
 
 func newLease(f store.Fence, length time.Duration, claimedAt time.Time) *lease {
@@ -150,7 +167,11 @@ func (s *Supervisor) persist(log zerolog.Logger, l *lease, what string, write fu
 			}
 			return nil
 		case errors.Is(err, store.ErrLeaseLost):
-			log.Warn().Str("write", what).Msg("lease lost before the write landed; the job's new owner decides")
+			if s.rowCancelled(l.fence) {
+				l.requestCancel()
+				return errCancelled // the caller ends the job as cancelled
+			}
+			log.Warn().Str("write", what).Str("outcome", outcomeLeaseLost).Msg("lease lost before the write landed; the job's new owner decides")
 			return err
 		case time.Now().Add(delay).After(l.end()):
 			log.Error().Err(err).Str("write", what).Msg("database write failed until the lease ran out; the job will be retried after lease expiry")

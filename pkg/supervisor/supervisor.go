@@ -30,9 +30,10 @@ type Supervisor struct {
 	// anywhere (for batch use and demos).
 	ExitWhenIdle bool
 
-	slots chan struct{} // one token per running job
-	freed chan struct{} // a job ended: claim again without waiting
-	jobs  sync.WaitGroup
+	slots   chan struct{} // one token per running job
+	freed   chan struct{} // a job ended: claim again without waiting
+	jobs    sync.WaitGroup
+	running runningJobs // by kind and id, for cancels
 }
 
 // New makes a supervisor. jobrunner is the path of the jobrunner binary.
@@ -43,6 +44,7 @@ func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner 
 		slots:    make(chan struct{}, cfg.Concurrency),
 		freed:    make(chan struct{}, 1),
 		hardStop: make(chan struct{}),
+		running:  runningJobs{check: make(chan struct{}, 1)},
 	}
 }
 
@@ -72,16 +74,21 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	go func() { defer services.Done(); s.every(loopCtx, s.cfg.MetricsInterval, s.logQueue) }()
 	go func() {
 		defer services.Done()
-		s.store.WatchQueue(loopCtx, s.wake, func(err error) {
+		s.store.WatchQueue(loopCtx, s.wake, s.cancelSeen, func(err error) {
 			s.log.Warn().Err(err).Msg("instant wake-ups unavailable; polling until they are back")
 		})
 	}()
+
+	// Cancels are watched until the last job ends, shutdown grace included.
+	cancelsDone := make(chan struct{})
+	go func() { defer close(cancelsDone); s.watchCancels(jobsCtx) }()
 
 	s.cleanup(ctx)
 	s.claimLoop(loopCtx, jobsCtx)
 	stopLoop() // also stops the services when the loop ended by itself
 	services.Wait()
 	s.drain(stopJobs)
+	<-cancelsDone
 	return nil
 }
 
@@ -179,8 +186,10 @@ func (s *Supervisor) start(ctx context.Context, j job, readyAt time.Time) {
 	f := j.claim().fence
 	log := s.log.With().Str("kind", string(f.Kind)).Str("job_id", f.ID).Int("attempt", f.Attempt).Logger()
 	log.Info().Float64("pickup_latency_ms", float64(time.Since(readyAt).Microseconds())/1000).Msg("job claimed")
+	s.running.add(j.claim(), log)
 	go func() {
 		defer func() {
+			s.running.remove(j.claim())
 			<-s.slots
 			s.jobs.Done()
 			select {
