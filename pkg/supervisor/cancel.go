@@ -3,13 +3,16 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"os"
 	"sync"
 	"sync/atomic"
+	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
 
 	"github.com/ade-org/ade-worker/pkg/jobspec"
+	"github.com/ade-org/ade-worker/pkg/procs"
 	"github.com/ade-org/ade-worker/pkg/store"
 )
 
@@ -253,4 +256,58 @@ func (l *lease) watchCancel(stop func()) (release func()) {
 		defer l.cancelMu.Unlock()
 		l.stopChild = nil
 	}
+}
+
+// cancelGrace is how long a cancelled job's processes have between SIGTERM
+// (the jobrunner then stops its engine) and SIGKILL of the whole tree. The
+// usual grace of a stopped job (seconds) is too long for a cancel.
+const cancelGrace = 500 * time.Millisecond
+
+// treeKiller kills a jobrunner and every process under it (its engine, the
+// engine's children, daemons the jobrunner adopted as their subreaper).
+type treeKiller struct {
+	mu    sync.Mutex
+	proc  *os.Process // a pidfd on Linux: never a reused pid
+	ended bool
+}
+
+// started records the jobrunner; called before anything can reap it.
+func (k *treeKiller) started(pid int) {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.proc = p
+}
+
+// exited disarms the killer once the jobrunner has been waited for.
+func (k *treeKiller) exited() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.ended = true
+	if k.proc != nil {
+		_ = k.proc.Release()
+	}
+}
+
+// kill SIGKILLs the tree, descendants first so none is orphaned beyond
+// reach, unless the jobrunner is already gone.
+func (k *treeKiller) kill() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.ended || k.proc == nil || k.proc.Signal(syscall.Signal(0)) != nil {
+		return
+	}
+	for round := 0; round < 10; round++ {
+		victims := procs.Descendants(k.proc.Pid)
+		if len(victims) == 0 {
+			break
+		}
+		for _, pid := range victims {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	_ = k.proc.Kill()
 }

@@ -1,6 +1,11 @@
 package supervisor
 
 import (
+	"fmt"
+	"os"
+	"os/exec"
+	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -80,4 +85,38 @@ func TestRunningJobs(t *testing.T) {
 	if refs := r.refs(); len(refs) != 1 || refs[0] != (store.JobRef{Kind: store.KindBuild, ID: "x"}) {
 		t.Errorf("refs = %v", refs)
 	}
+}
+
+// TestTreeKiller: a jobrunner-like process that ignores SIGTERM, and its
+// child that does too, are both killed.
+func TestTreeKiller(t *testing.T) {
+	cmd := exec.Command("sh", "-c", `trap '' TERM; sleep 60 & echo $!; wait`)
+	out, err := cmd.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	var k treeKiller
+	k.started(cmd.Process.Pid)
+	var child int
+	if _, err := fmt.Fscan(out, &child); err != nil {
+		t.Fatal(err)
+	}
+	k.kill()
+	if err := cmd.Wait(); err == nil {
+		t.Errorf("the parent exited cleanly; want it killed")
+	}
+	k.exited()
+	for deadline := time.Now().Add(5 * time.Second); syscall.Kill(child, 0) == nil; time.Sleep(10 * time.Millisecond) {
+		if stat, _ := os.ReadFile(fmt.Sprintf("/proc/%d/stat", child)); strings.Contains(string(stat), ") Z ") {
+			break // killed, waiting for its reaper
+		}
+		if time.Now().After(deadline) {
+			_ = syscall.Kill(child, syscall.SIGKILL)
+			t.Fatalf("child %d still alive after kill", child)
+		}
+	}
+	k.kill() // after exit: a no-op, whatever now has that pid
 }

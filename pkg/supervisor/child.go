@@ -57,7 +57,11 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 		childCtx, stop = context.WithTimeout(childCtx, time.Duration(spec.TimeoutSeconds*float64(time.Second))+backstop)
 		defer stop()
 	}
-	defer l.watchCancel(cancel)()
+	killer := &treeKiller{}
+	defer l.watchCancel(func() {
+		cancel()                                 // SIGTERM now ...
+		time.AfterFunc(cancelGrace, killer.kill) // ... SIGKILL soon
+	})()
 	var lost atomic.Bool
 	hbDone := make(chan struct{})
 	go func() {
@@ -67,7 +71,7 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 
 	var stdout bytes.Buffer
 	exit, err := procs.Run(childCtx, procs.Command{
-		Path: s.jobrunner, Env: spec.Env, Stdin: &stdin, KillGrace: 5 * time.Second,
+		Path: s.jobrunner, Env: spec.Env, Stdin: &stdin, KillGrace: 5 * time.Second, Started: killer.started,
 		// SIGTERM, not SIGKILL, if this supervisor dies: the jobrunner then
 		// kills its engine and everything the engine started.
 		DeathSignal: syscall.SIGTERM,
@@ -77,6 +81,7 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 		},
 		Stderr: func(r io.Reader) { forwardLines(r, log) },
 	})
+	killer.exited()
 	cancel()
 	<-hbDone
 

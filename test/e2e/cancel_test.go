@@ -73,6 +73,30 @@ func TestCancelRunningRun(t *testing.T) {
 	})
 }
 
+// TestCancelStubbornEngine: an engine (and its child) that ignore SIGTERM
+// are killed after the cancel's short grace (0.5 s), not the jobrunner's
+// usual 2 s.
+func TestCancelStubbornEngine(t *testing.T) {
+	eachBackend(t, func(t *testing.T, backend string) {
+		w, cfg, _ := readyWorld(t, backend, nil)
+		run := w.addRun(cfg, w.addDocument("stubborn.csv", csv("ignore-sigterm", "spawn-sleeper=60", "sleep=60")))
+		sleeper := w.waitRunning(run)
+		procs := append(append(w.engineProcs(run), sleeper), childrenNamed(w.sups[0].Process.Pid, "jobrunner")...)
+		desc := describe(procs)
+		cancelled := time.Now()
+		now := w.ts(cancelled)
+		w.exec(cancelRunSQL, now, now, run)
+		took := waitGone(t, cancelled, cancelBound, procs)
+		t.Logf("%s: every process of the run that ignores SIGTERM gone %s after the cancel write (want about 0.5 s): %v",
+			backend, took.Round(time.Millisecond), desc)
+		w.waitForCancelledEvent(filepath.Join(w.runDir(run), "logs", "events.ndjson"), "run.complete")
+		if r := w.job("runs", run); r.Status != "cancelled" {
+			t.Errorf("run = %+v, want cancelled", r)
+		}
+		w.assertCancelLog(0)
+	})
+}
+
 // TestCancelRunningBuild: `supervisor cancel build` on a build whose import
 // check hangs; the build's processes die, its queued run fails at once
 // (not at the next cleanup), no venv is left, and the next build works.
