@@ -3,12 +3,16 @@ package e2e
 import (
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/store"
 )
+
+// ansi matches the colour codes of the console log format.
+var ansi = regexp.MustCompile("\x1b\\[[0-9;]*m")
 
 // cancelRunSQL is what the ADE API writes to cancel a run.
 const cancelRunSQL = `UPDATE runs SET status = 'cancelled', cancelled_at = ?, completed_at = ?,
@@ -63,6 +67,11 @@ func TestCancelRunningRun(t *testing.T) {
 			t.Errorf("document after the cancel = %+v, want untouched %+v", after, before)
 		}
 		w.assertCancelLog(0)
+		// PostgreSQL's NOTIFY stopped it, not the backstop poll; SQLite's
+		// check of its running ids (woken by the file change) did.
+		if via := map[string]string{"postgres": "seen_by=notify", "sqlite": "seen_by=poll"}[backend]; !strings.Contains(ansi.ReplaceAllString(w.supervisorLog(0), ""), via) {
+			t.Errorf("supervisor log has no %q", via)
+		}
 		next := w.addRun(cfg, w.addDocument("good.csv", csv()))
 		if r := w.waitFor("runs", []string{next}, time.Minute)[next]; r.Status != "succeeded" {
 			t.Errorf("run after the cancel = %+v (%s), want succeeded", r, r.errText())
