@@ -50,6 +50,7 @@ func commands() []*cli.Command {
 				return printStatus(c, e)
 			}),
 		},
+		cancelCmd(),
 		{
 			Name:      "job-spec",
 			Usage:     "print the job spec the supervisor would send to jobrunner for a run or build",

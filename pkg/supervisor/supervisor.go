@@ -34,9 +34,10 @@ type Supervisor struct {
 	obs    telemetry.Observer // metrics; see SetObserver
 	health *telemetry.Health
 
-	slots chan struct{} // one token per running job
-	freed chan struct{} // a job ended: claim again without waiting
-	jobs  sync.WaitGroup
+	slots   chan struct{} // one token per running job
+	freed   chan struct{} // a job ended: claim again without waiting
+	jobs    sync.WaitGroup
+	running runningJobs // by kind and id, for cancels
 }
 
 // New makes a supervisor. jobrunner is the path of the jobrunner binary.
@@ -49,6 +50,7 @@ func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner 
 		hardStop: make(chan struct{}),
 		obs:      telemetry.Nop{},
 		health:   newHealth(cfg.PollIntervalMax),
+		running:  runningJobs{check: make(chan struct{}, 1)},
 	}
 }
 
@@ -82,11 +84,15 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.health.Set(telemetry.CondWakeups, true, "instant wake-ups on")
 	go func() {
 		defer services.Done()
-		s.store.WatchQueue(loopCtx, s.wakeupsUp, func(err error) {
+		s.store.WatchQueue(loopCtx, s.wakeupsUp, s.cancelSeen, func(err error) {
 			s.wakeupsDown(err)
 			s.log.Warn().Err(err).Msg("instant wake-ups unavailable; polling until they are back")
 		})
 	}()
+
+	// Cancels are watched until the last job ends, shutdown grace included.
+	cancelsDone := make(chan struct{})
+	go func() { defer close(cancelsDone); s.watchCancels(jobsCtx) }()
 
 	s.cleanup(ctx)
 	s.claimLoop(loopCtx, jobsCtx)
@@ -94,6 +100,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	stopLoop() // also stops the services when the loop ended by itself
 	services.Wait()
 	s.drain(stopJobs)
+	<-cancelsDone
 	return nil
 }
 
@@ -197,9 +204,11 @@ func (s *Supervisor) start(ctx context.Context, j job, readyAt time.Time) {
 	log.Info().Float64("pickup_latency_ms", float64(time.Since(readyAt).Microseconds())/1000).Msg("job claimed")
 	claimedAt := time.Now()
 	s.obs.JobClaimed(string(f.Kind), claimedAt.Sub(readyAt))
+	s.running.add(j.claim(), log)
 	go func() {
 		defer func() {
 			s.obs.JobEnded(string(f.Kind), j.claim().outcomeOf(), time.Since(claimedAt))
+			s.running.remove(j.claim())
 			<-s.slots
 			s.jobs.Done()
 			select {
