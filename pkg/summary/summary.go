@@ -229,7 +229,12 @@ func parseFields(items []any) []Field {
 // columnKey is the primary key of a run_table_columns row within a run.
 type columnKey struct{ workbook, sheet, table, column int64 }
 
-// parseColumns walks workbooks[].sheets[].tables[].structure.columns[].
+// parseColumns walks workbooks[].sheets[].tables[] and each table's columns.
+// A table may come in either of two shapes, decided per table: the real
+// engine's (locator.table.index, structure.columns[], header.raw and
+// header.normalized) or the original worker's (locator.table_index,
+// columns[], header_raw and header_normalized); see tableIndex,
+// tableColumns and parseColumn.
 func parseColumns(workbooks []any) []Column {
 	var out []Column
 	seen := map[columnKey]bool{}
@@ -244,7 +249,7 @@ func parseColumns(workbooks []any) []Column {
 				continue
 			}
 			for _, tb := range list(object(sh)["tables"]) {
-				tbIndex := integer(get(tb, "locator", "table", "index"))
+				tbIndex := tableIndex(tb)
 				if tbIndex == nil {
 					continue
 				}
@@ -280,6 +285,16 @@ func indexAndName(locator any) (int64, string, bool) {
 	return *index, *name, true
 }
 
+// tableIndex reads locator.table.index, or locator.table_index when the
+// table has no locator.table object (the original worker's shape).
+func tableIndex(table any) *int64 {
+	loc := object(object(table)["locator"])
+	if t, ok := loc["table"].(map[string]any); ok {
+		return integer(t["index"])
+	}
+	return integer(loc["table_index"])
+}
+
 // tableColumns returns a table's structure.columns, or its columns when it
 // has no structure.
 func tableColumns(table any) []any {
@@ -296,7 +311,7 @@ func parseColumn(v any) (Column, bool) {
 	if index == nil {
 		return Column{}, false
 	}
-	header := object(col["header"])
+	raw, normalized := header(col)
 	mapping := object(col["mapping"])
 	status := statusUnknown
 	if s := str(mapping["status"], widthStatus); s != nil {
@@ -308,8 +323,8 @@ func parseColumn(v any) (Column, bool) {
 	}
 	return Column{
 		ColumnIndex:      *index,
-		HeaderRaw:        str(header["raw"], widthText),
-		HeaderNormalized: str(header["normalized"], widthText),
+		HeaderRaw:        raw,
+		HeaderNormalized: normalized,
 		NonEmptyCells:    integerOr0(col["non_empty_cells"]),
 		MappingStatus:    status,
 		MappedField:      str(mapping["field"], widthField),
@@ -317,4 +332,13 @@ func parseColumn(v any) (Column, bool) {
 		MappingMethod:    str(mapping["method"], widthMethod),
 		UnmappedReason:   reason,
 	}, true
+}
+
+// header reads a column's header.raw and header.normalized, or its
+// header_raw and header_normalized when it has no header object.
+func header(col map[string]any) (raw, normalized *string) {
+	if h, ok := col["header"].(map[string]any); ok {
+		return str(h["raw"], widthText), str(h["normalized"], widthText)
+	}
+	return str(col["header_raw"], widthText), str(col["header_normalized"], widthText)
 }

@@ -2,6 +2,7 @@ package summary
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -575,4 +576,69 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("Parse returned nil without an error")
 		}
 	})
+}
+
+// tableShapesPayload has one sheet whose tables come in both shapes the
+// worker accepts: the original worker's (locator.table_index, columns[],
+// header_raw/header_normalized) and the real engine's (locator.table.index,
+// structure.columns[], header.raw/normalized).
+const tableShapesPayload = `{"workbooks": [
+  {"locator": {"workbook": {"index": 0, "name": "w.xlsx"}}, "sheets": [
+    {"locator": {"sheet": {"index": 0, "name": "s"}}, "tables": [%s]}
+  ]}
+]}`
+
+const (
+	originalTable = `{"locator": {"table_index": 1}, "columns": [
+	  {"index": 0, "header_raw": " Member # ", "header_normalized": "member", "non_empty_cells": 5,
+	   "mapping": {"status": "MAPPED", "field": "member_id", "score": 0.9, "method": "classifier"}},
+	  {"index": 1, "header_raw": "Notes", "mapping": {"status": "unmapped", "unmapped_reason": "below_threshold"}}
+	]}`
+	engineTable = `{"locator": {"table": {"index": 2}}, "structure": {"columns": [
+	  {"index": 0, "header": {"raw": "Email", "normalized": "email"}, "non_empty_cells": 3,
+	   "mapping": {"status": "mapped", "field": "email"}}
+	]}}`
+)
+
+var (
+	originalColumns = []Column{
+		{WorkbookName: "w.xlsx", SheetName: "s", TableIndex: 1, ColumnIndex: 0,
+			HeaderRaw: sp("Member #"), HeaderNormalized: sp("member"), NonEmptyCells: 5, MappingStatus: "mapped",
+			MappedField: sp("member_id"), MappingScore: fp(0.9), MappingMethod: sp("classifier")},
+		{WorkbookName: "w.xlsx", SheetName: "s", TableIndex: 1, ColumnIndex: 1,
+			HeaderRaw: sp("Notes"), MappingStatus: "unmapped", UnmappedReason: sp("below_threshold")},
+	}
+	engineColumns = []Column{
+		{WorkbookName: "w.xlsx", SheetName: "s", TableIndex: 2, ColumnIndex: 0,
+			HeaderRaw: sp("Email"), HeaderNormalized: sp("email"), NonEmptyCells: 3, MappingStatus: "mapped",
+			MappedField: sp("email")},
+	}
+)
+
+func TestParseTableShapes(t *testing.T) {
+	cases := []struct {
+		name   string
+		tables string
+		want   []Column
+	}{
+		{"original worker's shape", originalTable, originalColumns},
+		{"real engine's shape", engineTable, engineColumns},
+		{"both in one report", originalTable + "," + engineTable, append(append([]Column{}, originalColumns...), engineColumns...)},
+		{"engine first, then original", engineTable + "," + originalTable, append(append([]Column{}, engineColumns...), originalColumns...)},
+		// A table without any index in either shape stores nothing; its
+		// neighbour is kept.
+		{"no table index", `{"locator": {}, "columns": [{"index": 0}]},` + engineTable, engineColumns},
+		{"table_index of the wrong type", `{"locator": {"table_index": "x"}, "columns": [{"index": 0}]},` + engineTable, engineColumns},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Parse(json.RawMessage(fmt.Sprintf(tableShapesPayload, tc.tables)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(s.Columns, tc.want) {
+				t.Errorf("Columns:\n got %s\nwant %s", dump(s.Columns), dump(tc.want))
+			}
+		})
+	}
 }
