@@ -15,9 +15,6 @@ import (
 	"github.com/ade-org/ade-worker/pkg/layout"
 )
 
-// MsgBuildEnvMissing is the error of a run whose build environment is gone.
-const MsgBuildEnvMissing = "Build environment missing; rerun build"
-
 func (j *job) run(ctx context.Context) *jobspec.Result {
 	r := j.spec.Run
 	j.emit("info", "run.start", "Run started", map[string]any{
@@ -68,7 +65,7 @@ func (j *job) ensureVenv(ctx context.Context) *jobspec.Result {
 		return nil
 	}
 	missing := func(detail string) *jobspec.Result {
-		return failure(jobspec.ReasonVenvMissing, jobspec.CodeMissingBuild, MsgBuildEnvMissing+" ("+detail+")", false)
+		return failure(jobspec.ReasonVenvMissing, jobspec.CodeMissingBuild, jobspec.MsgBuildEnvMissing+" ("+detail+")", false)
 	}
 	if r.Rebuild == nil {
 		return missing(r.VenvDir)

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
@@ -243,7 +242,7 @@ func (p *Planner) PlanBuild(ctx context.Context, b *store.ClaimedBuild) (*jobspe
 // worker's ADE_ENGINE_SPEC.
 func (p *Planner) engineSpec(row sql.NullString) string {
 	if row.Valid && strings.TrimSpace(row.String) != "" {
-		return resolveLocal(strings.TrimSpace(row.String))
+		return settings.ResolveEngineSpec(strings.TrimSpace(row.String))
 	}
 	return p.Settings.EngineSpec
 }
@@ -260,16 +259,4 @@ func (p *Planner) uv() string {
 func (p *Planner) limits() jobspec.Limits {
 	s := p.Settings
 	return jobspec.Limits{MemoryMB: s.JobMemoryMB, Processes: s.JobMaxProcesses, OpenFiles: s.JobMaxOpenFiles, OutputMB: s.JobMaxOutputMB}
-}
-
-// resolveLocal makes an engine spec that names an existing path absolute, so
-// pip finds it whatever folder it runs in.
-func resolveLocal(spec string) string {
-	if _, err := os.Stat(spec); err != nil {
-		return spec
-	}
-	if abs, err := filepath.Abs(spec); err == nil {
-		return abs
-	}
-	return spec
 }
