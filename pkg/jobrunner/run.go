@@ -99,12 +99,12 @@ func (j *job) engineArgs() ([]string, *jobspec.Result) {
 	if r.Options.ValidateOnly {
 		return []string{"-m", "ade_engine", "config", "validate", "--config-package", r.ConfigDir, "--log-format", "ndjson"}, nil
 	}
-	for _, sub := range []string{"input", "output", "logs"} {
-		if err := os.MkdirAll(filepath.Join(r.RunDir, sub), 0o755); err != nil {
+	for _, dir := range []string{layout.InputName, layout.OutputName, filepath.Dir(filepath.FromSlash(layout.EventsFile))} {
+		if err := os.MkdirAll(filepath.Join(r.RunDir, dir), 0o755); err != nil {
 			return nil, failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("create run folder: %v", err), true)
 		}
 	}
-	input := filepath.Join(r.RunDir, "input", r.InputName)
+	input := filepath.Join(r.RunDir, layout.InputName, r.InputName)
 	if err := layout.Stage(r.DocumentPath, input); err != nil {
 		if errors.Is(err, fs.ErrNotExist) {
 			return nil, failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, fmt.Sprintf("document file not found: %s", r.DocumentPath), false)
@@ -116,7 +116,7 @@ func (j *job) engineArgs() ([]string, *jobspec.Result) {
 		logLevel = "info"
 	}
 	args := []string{"-m", "ade_engine", "process", "file", "--input", input,
-		"--output-dir", filepath.Join(r.RunDir, "output"), "--config-package", r.ConfigDir,
+		"--output-dir", filepath.Join(r.RunDir, layout.OutputName), "--config-package", r.ConfigDir,
 		"--log-format", "ndjson", "--log-level", logLevel}
 	for _, sheet := range r.Options.InputSheetNames {
 		args = append(args, "--input-sheet", sheet)

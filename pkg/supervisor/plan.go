@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"path/filepath"
 	"strings"
 
 	"github.com/ade-org/ade-worker/pkg/jobspec"
@@ -71,7 +70,7 @@ func (p *Planner) PlanRun(ctx context.Context, r *store.ClaimedRun) (*RunPlan, e
 	spec := &jobspec.Spec{
 		Version: jobspec.Version, Kind: jobspec.KindRun, JobID: r.ID, Attempt: r.AttemptCount,
 		WorkspaceID: r.WorkspaceID, ConfigurationID: r.ConfigurationID,
-		EventsPath: filepath.Join(runDir, "logs", "events.ndjson"),
+		EventsPath: layout.EventsPath(runDir),
 		Env:        p.Settings.ChildEnv(nil),
 		Limits:     p.limits(),
 		Run:        &jobspec.RunSpec{RunDir: runDir, Options: opts},
@@ -97,7 +96,7 @@ func (p *Planner) PlanRun(ctx context.Context, r *store.ClaimedRun) (*RunPlan, e
 		plan.Reject = reject(jobspec.CodeGenericFailure, "%v", err)
 		return plan, nil
 	}
-	spec.Run.VenvDir = filepath.Join(buildDir, ".venv")
+	spec.Run.VenvDir = layout.VenvDir(buildDir)
 	if spec.Run.ConfigDir, err = lay.ConfigDir(r.WorkspaceID, r.ConfigurationID); err != nil {
 		plan.Reject = reject(jobspec.CodeGenericFailure, "%v", err)
 		return plan, nil
@@ -220,18 +219,18 @@ func (p *Planner) PlanBuild(ctx context.Context, b *store.ClaimedBuild) (*jobspe
 	var reuse []string
 	for _, t := range twins {
 		if dir, err := lay.BuildDir(t.WorkspaceID, t.ConfigurationID, t.ID); err == nil {
-			reuse = append(reuse, filepath.Join(dir, ".venv"))
+			reuse = append(reuse, layout.VenvDir(dir))
 		}
 	}
 	return &jobspec.Spec{
 		Version: jobspec.Version, Kind: jobspec.KindBuild, JobID: b.ID, Attempt: b.AttemptCount,
 		WorkspaceID: b.WorkspaceID, ConfigurationID: b.ConfigurationID, BuildID: b.ID,
-		EventsPath:     filepath.Join(buildDir, "logs", "events.ndjson"),
+		EventsPath:     layout.EventsPath(buildDir),
 		Env:            p.Settings.ChildEnv(nil),
 		Limits:         p.limits(),
 		TimeoutSeconds: p.Settings.BuildTimeout.Seconds(),
 		Build: &jobspec.BuildSpec{
-			VenvDir: filepath.Join(buildDir, ".venv"), Python: p.Settings.Python,
+			VenvDir: layout.VenvDir(buildDir), Python: p.Settings.Python,
 			EngineSpec: p.engineSpec(b.EngineSpec), ConfigDir: configDir, Fingerprint: b.Fingerprint,
 			ReuseFrom: reuse, UV: p.uv(),
 		},
