@@ -236,15 +236,14 @@ func (s *Store) replaceRunResults(tx *gorm.DB, runID string, sum *summary.Summar
 		return nil
 	}
 	if sum.Metrics != nil {
-		if err := tx.Create(metricsRow(runID, sum.Metrics)).Error; err != nil {
+		if err := tx.Create(&runMetricsModel{RunID: runID, Metrics: *sum.Metrics}).Error; err != nil {
 			return fmt.Errorf("insert run_metrics: %w", err)
 		}
 	}
 	if len(sum.Fields) > 0 {
 		rows := make([]runFieldModel, len(sum.Fields))
 		for i, f := range sum.Fields {
-			rows[i] = runFieldModel{RunID: runID, Field: f.Field, Label: f.Label, Detected: f.Detected,
-				BestMappingScore: f.BestMappingScore, OccurrencesTables: f.OccurrencesTables, OccurrencesColumns: f.OccurrencesColumns}
+			rows[i] = runFieldModel{RunID: runID, Field: f}
 		}
 		if err := tx.CreateInBatches(rows, 200).Error; err != nil {
 			return fmt.Errorf("insert run_fields: %w", err)
@@ -253,32 +252,11 @@ func (s *Store) replaceRunResults(tx *gorm.DB, runID string, sum *summary.Summar
 	if len(sum.Columns) > 0 {
 		rows := make([]runTableColumnModel, len(sum.Columns))
 		for i, c := range sum.Columns {
-			rows[i] = runTableColumnModel{RunID: runID, WorkbookIndex: c.WorkbookIndex, WorkbookName: c.WorkbookName,
-				SheetIndex: c.SheetIndex, SheetName: c.SheetName, TableIndex: c.TableIndex, ColumnIndex: c.ColumnIndex,
-				HeaderRaw: c.HeaderRaw, HeaderNormalized: c.HeaderNormalized, NonEmptyCells: c.NonEmptyCells,
-				MappingStatus: c.MappingStatus, MappedField: c.MappedField, MappingScore: c.MappingScore,
-				MappingMethod: c.MappingMethod, UnmappedReason: c.UnmappedReason}
+			rows[i] = runTableColumnModel{RunID: runID, Column: c}
 		}
 		if err := tx.CreateInBatches(rows, 50).Error; err != nil {
 			return fmt.Errorf("insert run_table_columns: %w", err)
 		}
 	}
 	return nil
-}
-
-func metricsRow(runID string, m *summary.Metrics) *runMetricsModel {
-	return &runMetricsModel{
-		RunID: runID, EvaluationOutcome: m.EvaluationOutcome,
-		EvaluationFindingsTotal: m.EvaluationFindingsTotal, EvaluationFindingsInfo: m.EvaluationFindingsInfo,
-		EvaluationFindingsWarning: m.EvaluationFindingsWarning, EvaluationFindingsError: m.EvaluationFindingsError,
-		ValidationIssuesTotal: m.ValidationIssuesTotal, ValidationIssuesInfo: m.ValidationIssuesInfo,
-		ValidationIssuesWarning: m.ValidationIssuesWarning, ValidationIssuesError: m.ValidationIssuesError,
-		ValidationMaxSeverity: m.ValidationMaxSeverity, WorkbookCount: m.WorkbookCount, SheetCount: m.SheetCount,
-		TableCount: m.TableCount, RowCountTotal: m.RowCountTotal, RowCountEmpty: m.RowCountEmpty,
-		ColumnCountTotal: m.ColumnCountTotal, ColumnCountEmpty: m.ColumnCountEmpty,
-		ColumnCountMapped: m.ColumnCountMapped, ColumnCountUnmapped: m.ColumnCountUnmapped,
-		FieldCountExpected: m.FieldCountExpected, FieldCountDetected: m.FieldCountDetected,
-		FieldCountNotDetected: m.FieldCountNotDetected, CellCountTotal: m.CellCountTotal,
-		CellCountNonEmpty: m.CellCountNonEmpty,
-	}
 }

@@ -22,48 +22,65 @@ import (
 
 // Metrics is the run_metrics row. A nil field is a metric the engine did not
 // report (or reported with the wrong type).
+//
+// The gorm tags of Metrics, Field and Column are the one definition of
+// their columns: pkg/store creates and fills its tables from these types,
+// and Parse cuts strings to the VARCHAR widths the tags give.
 type Metrics struct {
-	EvaluationOutcome *string
-
-	EvaluationFindingsTotal, EvaluationFindingsInfo, EvaluationFindingsWarning, EvaluationFindingsError *int64
-
-	ValidationIssuesTotal, ValidationIssuesInfo, ValidationIssuesWarning, ValidationIssuesError *int64
-	ValidationMaxSeverity                                                                       *string
-
-	WorkbookCount, SheetCount, TableCount                                      *int64
-	RowCountTotal, RowCountEmpty                                               *int64
-	ColumnCountTotal, ColumnCountEmpty, ColumnCountMapped, ColumnCountUnmapped *int64
-	FieldCountExpected, FieldCountDetected, FieldCountNotDetected              *int64
-	CellCountTotal, CellCountNonEmpty                                          *int64
+	EvaluationOutcome         *string `gorm:"type:varchar(20)"`
+	EvaluationFindingsTotal   *int64  `gorm:"type:integer"`
+	EvaluationFindingsInfo    *int64  `gorm:"type:integer"`
+	EvaluationFindingsWarning *int64  `gorm:"type:integer"`
+	EvaluationFindingsError   *int64  `gorm:"type:integer"`
+	ValidationIssuesTotal     *int64  `gorm:"type:integer"`
+	ValidationIssuesInfo      *int64  `gorm:"type:integer"`
+	ValidationIssuesWarning   *int64  `gorm:"type:integer"`
+	ValidationIssuesError     *int64  `gorm:"type:integer"`
+	ValidationMaxSeverity     *string `gorm:"type:varchar(10)"`
+	WorkbookCount             *int64  `gorm:"type:integer"`
+	SheetCount                *int64  `gorm:"type:integer"`
+	TableCount                *int64  `gorm:"type:integer"`
+	RowCountTotal             *int64  `gorm:"type:integer"`
+	RowCountEmpty             *int64  `gorm:"type:integer"`
+	ColumnCountTotal          *int64  `gorm:"type:integer"`
+	ColumnCountEmpty          *int64  `gorm:"type:integer"`
+	ColumnCountMapped         *int64  `gorm:"type:integer"`
+	ColumnCountUnmapped       *int64  `gorm:"type:integer"`
+	FieldCountExpected        *int64  `gorm:"type:integer"`
+	FieldCountDetected        *int64  `gorm:"type:integer"`
+	FieldCountNotDetected     *int64  `gorm:"type:integer"`
+	CellCountTotal            *int64  `gorm:"type:integer"`
+	CellCountNonEmpty         *int64  `gorm:"type:integer"`
 }
 
 // Field is one run_fields row: a canonical field of the configuration.
+// (run, Field) is its key.
 type Field struct {
-	Field              string
-	Label              *string
-	Detected           bool
-	BestMappingScore   *float64
-	OccurrencesTables  int64
-	OccurrencesColumns int64
+	Field              string   `gorm:"type:varchar(128);primaryKey;index:ix_run_fields_field"`
+	Label              *string  `gorm:"type:varchar(255)"`
+	Detected           bool     `gorm:"not null"`
+	BestMappingScore   *float64 ``
+	OccurrencesTables  int64    `gorm:"type:integer;not null"`
+	OccurrencesColumns int64    `gorm:"type:integer;not null"`
 }
 
 // Column is one run_table_columns row: a physical column of a detected table.
-// (WorkbookIndex, SheetIndex, TableIndex, ColumnIndex) is its key.
+// (run, WorkbookIndex, SheetIndex, TableIndex, ColumnIndex) is its key.
 type Column struct {
-	WorkbookIndex    int64
-	WorkbookName     string
-	SheetIndex       int64
-	SheetName        string
-	TableIndex       int64
-	ColumnIndex      int64
-	HeaderRaw        *string
-	HeaderNormalized *string
-	NonEmptyCells    int64
-	MappingStatus    string // lower case; "unknown" when the engine gave none
-	MappedField      *string
-	MappingScore     *float64
-	MappingMethod    *string
-	UnmappedReason   *string
+	WorkbookIndex    int64    `gorm:"type:integer;primaryKey;autoIncrement:false"`
+	WorkbookName     string   `gorm:"type:varchar(255);not null"`
+	SheetIndex       int64    `gorm:"type:integer;primaryKey;autoIncrement:false"`
+	SheetName        string   `gorm:"type:varchar(255);not null"`
+	TableIndex       int64    `gorm:"type:integer;primaryKey;autoIncrement:false"`
+	ColumnIndex      int64    `gorm:"type:integer;primaryKey;autoIncrement:false"`
+	HeaderRaw        *string  `gorm:"type:text"`
+	HeaderNormalized *string  `gorm:"type:text"`
+	NonEmptyCells    int64    `gorm:"type:integer;not null"`
+	MappingStatus    string   `gorm:"type:varchar(32);not null"` // lower case; "unknown" when the engine gave none
+	MappedField      *string  `gorm:"type:varchar(128)"`
+	MappingScore     *float64 ``
+	MappingMethod    *string  `gorm:"type:varchar(32)"`
+	UnmappedReason   *string  `gorm:"type:varchar(64)"`
 }
 
 // Summary is what a run's engine.run.completed event reports.
@@ -79,17 +96,18 @@ type Summary struct {
 	OutputPath string
 }
 
-// Widths of the ADE database's VARCHAR columns, in characters; 0 for TEXT.
-const (
-	widthOutcome  = 20
-	widthSeverity = 10
-	widthField    = 128
-	widthLabel    = 255
-	widthName     = 255 // workbook_name, sheet_name
-	widthStatus   = 32
-	widthMethod   = 32
-	widthReason   = 64
-	widthText     = 0
+// Widths of the ADE database's VARCHAR columns, in characters (0 for TEXT),
+// read from the gorm tags above.
+var (
+	widthOutcome  = width(Metrics{}, "EvaluationOutcome")
+	widthSeverity = width(Metrics{}, "ValidationMaxSeverity")
+	widthField    = width(Field{}, "Field")
+	widthLabel    = width(Field{}, "Label")
+	widthName     = width(Column{}, "WorkbookName") // and SheetName
+	widthStatus   = width(Column{}, "MappingStatus")
+	widthMethod   = width(Column{}, "MappingMethod")
+	widthReason   = width(Column{}, "UnmappedReason")
+	widthText     = width(Column{}, "HeaderRaw")
 )
 
 // statusUnknown is the mapping status of a column the engine gave none for.

@@ -642,3 +642,19 @@ func TestParseTableShapes(t *testing.T) {
 		})
 	}
 }
+
+// TestWidthsFromTags pins the widths read from the gorm tags to the ADE
+// API's VARCHAR columns, so a tag edit that would let a string overflow its
+// column fails here.
+func TestWidthsFromTags(t *testing.T) {
+	for name, c := range map[string]struct{ got, want int }{
+		"evaluation_outcome": {widthOutcome, 20}, "validation_max_severity": {widthSeverity, 10},
+		"field": {widthField, 128}, "label": {widthLabel, 255}, "workbook_name": {widthName, 255},
+		"mapping_status": {widthStatus, 32}, "mapping_method": {widthMethod, 32}, "unmapped_reason": {widthReason, 64},
+		"header_raw (text)": {widthText, 0},
+	} {
+		if c.got != c.want {
+			t.Errorf("width of %s = %d, want %d", name, c.got, c.want)
+		}
+	}
+}
