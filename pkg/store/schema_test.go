@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/pgtemp"
 )
 
 // schemaOf describes every table, column, index, constraint and trigger.
@@ -69,10 +70,10 @@ func TestCheckMigrated(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			eachBackend(t, func(t *testing.T, backend string) {
+			pgtemp.EachBackend(t, func(t *testing.T, backend string) {
 				ctx := context.Background()
 				e := &env{backend: backend, url: newDatabaseURL(t, backend)}
-				e.s = openStore(t, e.url)
+				e.s = pgtemp.Open(t, e.url)
 				if tc.prepare != nil {
 					if err := e.s.Migrate(ctx); err != nil {
 						t.Fatal(err)
