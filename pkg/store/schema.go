@@ -160,11 +160,9 @@ var workerColumns = []struct {
 	{&buildModel{}, "builds", "claim_expires_at"},
 }
 
-// Migrate creates missing tables, adds the worker's columns to existing ones
-// and creates the worker's indexes and triggers. It never drops or rewrites
-// anything, so it is safe on an ADE API database and safe to run twice.
-func (s *Store) Migrate(ctx context.Context) error {
-	db := s.db.WithContext(ctx)
+// baseline creates missing tables, adds the worker's columns to existing
+// ones and creates the worker's indexes and triggers: migration 1.
+func (s *Store) baseline(db *gorm.DB) error {
 	m := db.Migrator()
 	for _, model := range models {
 		if m.HasTable(model) {
@@ -184,7 +182,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	}
 	for _, stmt := range append(workerIndexes, s.dialect.migrations()...) {
 		if err := db.Exec(stmt).Error; err != nil {
-			return fmt.Errorf("migrate: %s: %w", firstLine(stmt), err)
+			return fmt.Errorf("%s: %w", firstLine(stmt), err)
 		}
 	}
 	return nil
@@ -206,8 +204,12 @@ var workerIndexes = []string{
 // not been run against the database.
 var ErrNotMigrated = fmt.Errorf("the database is not migrated for the worker: run `supervisor migrate` first")
 
-// CheckMigrated verifies that every table and worker column exists.
+// CheckMigrated verifies that every migration step is recorded and every
+// table and worker column exists.
 func (s *Store) CheckMigrated(ctx context.Context) error {
+	if err := s.checkVersion(ctx); err != nil {
+		return err
+	}
 	m := s.db.WithContext(ctx).Migrator()
 	for _, model := range models {
 		if !m.HasTable(model) {
