@@ -71,7 +71,7 @@ func (p *Planner) PlanRun(ctx context.Context, r *store.ClaimedRun) (*RunPlan, e
 		Version: jobspec.Version, Kind: jobspec.KindRun, JobID: r.ID, Attempt: r.AttemptCount,
 		WorkspaceID: r.WorkspaceID, ConfigurationID: r.ConfigurationID,
 		EventsPath: layout.EventsPath(runDir),
-		Env:        p.Settings.ChildEnv(nil),
+		Env:        p.Settings.ChildEnv(),
 		Limits:     p.limits(),
 		Run:        &jobspec.RunSpec{RunDir: runDir, Options: opts},
 	}
@@ -226,7 +226,7 @@ func (p *Planner) PlanBuild(ctx context.Context, b *store.ClaimedBuild) (*jobspe
 		Version: jobspec.Version, Kind: jobspec.KindBuild, JobID: b.ID, Attempt: b.AttemptCount,
 		WorkspaceID: b.WorkspaceID, ConfigurationID: b.ConfigurationID, BuildID: b.ID,
 		EventsPath:     layout.EventsPath(buildDir),
-		Env:            p.Settings.ChildEnv(nil),
+		Env:            p.Settings.ChildEnv(),
 		Limits:         p.limits(),
 		TimeoutSeconds: p.Settings.BuildTimeout.Seconds(),
 		Build: &jobspec.BuildSpec{
