@@ -240,23 +240,28 @@ func (s *Store) replaceRunResults(tx *gorm.DB, runID string, sum *summary.Summar
 			return fmt.Errorf("insert run_metrics: %w", err)
 		}
 	}
-	if len(sum.Fields) > 0 {
-		rows := make([]runFieldModel, len(sum.Fields))
-		for i, f := range sum.Fields {
-			rows[i] = runFieldModel{RunID: runID, Field: f}
-		}
-		if err := tx.CreateInBatches(rows, 200).Error; err != nil {
-			return fmt.Errorf("insert run_fields: %w", err)
-		}
+	err := insertRows(tx, "run_fields", 200, sum.Fields, func(f summary.Field) runFieldModel {
+		return runFieldModel{RunID: runID, Field: f}
+	})
+	if err != nil {
+		return err
 	}
-	if len(sum.Columns) > 0 {
-		rows := make([]runTableColumnModel, len(sum.Columns))
-		for i, c := range sum.Columns {
-			rows[i] = runTableColumnModel{RunID: runID, Column: c}
-		}
-		if err := tx.CreateInBatches(rows, 50).Error; err != nil {
-			return fmt.Errorf("insert run_table_columns: %w", err)
-		}
+	return insertRows(tx, "run_table_columns", 50, sum.Columns, func(c summary.Column) runTableColumnModel {
+		return runTableColumnModel{RunID: runID, Column: c}
+	})
+}
+
+// insertRows inserts row(item) for every item, batch rows per statement.
+func insertRows[T, M any](tx *gorm.DB, table string, batch int, items []T, row func(T) M) error {
+	if len(items) == 0 {
+		return nil
+	}
+	rows := make([]M, len(items))
+	for i, item := range items {
+		rows[i] = row(item)
+	}
+	if err := tx.CreateInBatches(rows, batch).Error; err != nil {
+		return fmt.Errorf("insert %s: %w", table, err)
 	}
 	return nil
 }
