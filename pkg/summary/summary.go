@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 )
 
@@ -26,31 +27,35 @@ import (
 // The gorm tags of Metrics, Field and Column are the one definition of
 // their columns: pkg/store creates and fills its tables from these types,
 // and Parse cuts strings to the VARCHAR widths the tags give.
+//
+// A metric's "from" tag is its dotted path in the event's data; the four
+// evaluation_findings counts have none: they are counted from
+// evaluation.findings. Adding a metric is adding a field here.
 type Metrics struct {
-	EvaluationOutcome         *string `gorm:"type:varchar(20)"`
+	EvaluationOutcome         *string `gorm:"type:varchar(20)" from:"evaluation.outcome"`
 	EvaluationFindingsTotal   *int64  `gorm:"type:integer"`
 	EvaluationFindingsInfo    *int64  `gorm:"type:integer"`
 	EvaluationFindingsWarning *int64  `gorm:"type:integer"`
 	EvaluationFindingsError   *int64  `gorm:"type:integer"`
-	ValidationIssuesTotal     *int64  `gorm:"type:integer"`
-	ValidationIssuesInfo      *int64  `gorm:"type:integer"`
-	ValidationIssuesWarning   *int64  `gorm:"type:integer"`
-	ValidationIssuesError     *int64  `gorm:"type:integer"`
-	ValidationMaxSeverity     *string `gorm:"type:varchar(10)"`
-	WorkbookCount             *int64  `gorm:"type:integer"`
-	SheetCount                *int64  `gorm:"type:integer"`
-	TableCount                *int64  `gorm:"type:integer"`
-	RowCountTotal             *int64  `gorm:"type:integer"`
-	RowCountEmpty             *int64  `gorm:"type:integer"`
-	ColumnCountTotal          *int64  `gorm:"type:integer"`
-	ColumnCountEmpty          *int64  `gorm:"type:integer"`
-	ColumnCountMapped         *int64  `gorm:"type:integer"`
-	ColumnCountUnmapped       *int64  `gorm:"type:integer"`
-	FieldCountExpected        *int64  `gorm:"type:integer"`
-	FieldCountDetected        *int64  `gorm:"type:integer"`
-	FieldCountNotDetected     *int64  `gorm:"type:integer"`
-	CellCountTotal            *int64  `gorm:"type:integer"`
-	CellCountNonEmpty         *int64  `gorm:"type:integer"`
+	ValidationIssuesTotal     *int64  `gorm:"type:integer" from:"validation.issues_total"`
+	ValidationIssuesInfo      *int64  `gorm:"type:integer" from:"validation.issues_by_severity.info"`
+	ValidationIssuesWarning   *int64  `gorm:"type:integer" from:"validation.issues_by_severity.warning"`
+	ValidationIssuesError     *int64  `gorm:"type:integer" from:"validation.issues_by_severity.error"`
+	ValidationMaxSeverity     *string `gorm:"type:varchar(10)" from:"validation.max_severity"`
+	WorkbookCount             *int64  `gorm:"type:integer" from:"counts.workbooks"`
+	SheetCount                *int64  `gorm:"type:integer" from:"counts.sheets"`
+	TableCount                *int64  `gorm:"type:integer" from:"counts.tables"`
+	RowCountTotal             *int64  `gorm:"type:integer" from:"counts.rows.total"`
+	RowCountEmpty             *int64  `gorm:"type:integer" from:"counts.rows.empty"`
+	ColumnCountTotal          *int64  `gorm:"type:integer" from:"counts.columns.total"`
+	ColumnCountEmpty          *int64  `gorm:"type:integer" from:"counts.columns.empty"`
+	ColumnCountMapped         *int64  `gorm:"type:integer" from:"counts.columns.mapped"`
+	ColumnCountUnmapped       *int64  `gorm:"type:integer" from:"counts.columns.unmapped"`
+	FieldCountExpected        *int64  `gorm:"type:integer" from:"counts.fields.expected"`
+	FieldCountDetected        *int64  `gorm:"type:integer" from:"counts.fields.detected"`
+	FieldCountNotDetected     *int64  `gorm:"type:integer" from:"counts.fields.not_detected"`
+	CellCountTotal            *int64  `gorm:"type:integer" from:"counts.cells.total"`
+	CellCountNonEmpty         *int64  `gorm:"type:integer" from:"counts.cells.non_empty"`
 }
 
 // Field is one run_fields row: a canonical field of the configuration.
@@ -99,15 +104,13 @@ type Summary struct {
 // Widths of the ADE database's VARCHAR columns, in characters (0 for TEXT),
 // read from the gorm tags above.
 var (
-	widthOutcome  = width(Metrics{}, "EvaluationOutcome")
-	widthSeverity = width(Metrics{}, "ValidationMaxSeverity")
-	widthField    = width(Field{}, "Field")
-	widthLabel    = width(Field{}, "Label")
-	widthName     = width(Column{}, "WorkbookName") // and SheetName
-	widthStatus   = width(Column{}, "MappingStatus")
-	widthMethod   = width(Column{}, "MappingMethod")
-	widthReason   = width(Column{}, "UnmappedReason")
-	widthText     = width(Column{}, "HeaderRaw")
+	widthField  = width(Field{}, "Field")
+	widthLabel  = width(Field{}, "Label")
+	widthName   = width(Column{}, "WorkbookName") // and SheetName
+	widthStatus = width(Column{}, "MappingStatus")
+	widthMethod = width(Column{}, "MappingMethod")
+	widthReason = width(Column{}, "UnmappedReason")
+	widthText   = width(Column{}, "HeaderRaw")
 )
 
 // statusUnknown is the mapping status of a column the engine gave none for.
@@ -156,9 +159,16 @@ func decodeObject(data []byte) (map[string]any, error) {
 
 func parseMetrics(root map[string]any) *Metrics {
 	m := &Metrics{}
-	evaluation := object(root["evaluation"])
-	m.EvaluationOutcome = str(evaluation["outcome"], widthOutcome)
-	if findings, ok := evaluation["findings"].([]any); ok {
+	v := reflect.ValueOf(m).Elem()
+	for _, src := range metricSources {
+		value := get(root, src.path...)
+		if src.width < 0 {
+			v.Field(src.index).Set(reflect.ValueOf(integer(value)))
+		} else {
+			v.Field(src.index).Set(reflect.ValueOf(str(value, src.width)))
+		}
+	}
+	if findings, ok := object(root["evaluation"])["findings"].([]any); ok {
 		var bySeverity [3]int64
 		for _, f := range findings {
 			if i := severityIndex(object(f)["severity"]); i >= 0 {
@@ -170,40 +180,37 @@ func parseMetrics(root map[string]any) *Metrics {
 		m.EvaluationFindingsWarning = ptr(bySeverity[1])
 		m.EvaluationFindingsError = ptr(bySeverity[2])
 	}
-
-	validation := object(root["validation"])
-	m.ValidationIssuesTotal = integer(validation["issues_total"])
-	bySeverity := object(validation["issues_by_severity"])
-	m.ValidationIssuesInfo = integer(bySeverity["info"])
-	m.ValidationIssuesWarning = integer(bySeverity["warning"])
-	m.ValidationIssuesError = integer(bySeverity["error"])
-	m.ValidationMaxSeverity = str(validation["max_severity"], widthSeverity)
-
-	counts := object(root["counts"])
-	m.WorkbookCount = integer(counts["workbooks"])
-	m.SheetCount = integer(counts["sheets"])
-	m.TableCount = integer(counts["tables"])
-	rows := object(counts["rows"])
-	m.RowCountTotal = integer(rows["total"])
-	m.RowCountEmpty = integer(rows["empty"])
-	columns := object(counts["columns"])
-	m.ColumnCountTotal = integer(columns["total"])
-	m.ColumnCountEmpty = integer(columns["empty"])
-	m.ColumnCountMapped = integer(columns["mapped"])
-	m.ColumnCountUnmapped = integer(columns["unmapped"])
-	fields := object(counts["fields"])
-	m.FieldCountExpected = integer(fields["expected"])
-	m.FieldCountDetected = integer(fields["detected"])
-	m.FieldCountNotDetected = integer(fields["not_detected"])
-	cells := object(counts["cells"])
-	m.CellCountTotal = integer(cells["total"])
-	m.CellCountNonEmpty = integer(cells["non_empty"])
-
 	if *m == (Metrics{}) {
 		return nil
 	}
 	return m
 }
+
+// metricSource is where one field of Metrics comes from.
+type metricSource struct {
+	index int      // of the field in Metrics
+	path  []string // keys in the event's data
+	width int      // of a string metric; -1 for an integer one
+}
+
+// metricSources are read from Metrics' "from" tags once.
+var metricSources = func() []metricSource {
+	var out []metricSource
+	t := reflect.TypeOf(Metrics{})
+	for i := range t.NumField() {
+		f := t.Field(i)
+		from, ok := f.Tag.Lookup("from")
+		if !ok {
+			continue
+		}
+		src := metricSource{index: i, path: strings.Split(from, "."), width: -1}
+		if f.Type.Elem().Kind() == reflect.String {
+			src.width = width(Metrics{}, f.Name)
+		}
+		out = append(out, src)
+	}
+	return out
+}()
 
 // severityIndex maps info, warning and error (any case) to 0, 1 and 2.
 func severityIndex(v any) int {

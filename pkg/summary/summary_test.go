@@ -648,7 +648,7 @@ func TestParseTableShapes(t *testing.T) {
 // column fails here.
 func TestWidthsFromTags(t *testing.T) {
 	for name, c := range map[string]struct{ got, want int }{
-		"evaluation_outcome": {widthOutcome, 20}, "validation_max_severity": {widthSeverity, 10},
+		"evaluation_outcome": {width(Metrics{}, "EvaluationOutcome"), 20}, "validation_max_severity": {width(Metrics{}, "ValidationMaxSeverity"), 10},
 		"field": {widthField, 128}, "label": {widthLabel, 255}, "workbook_name": {widthName, 255},
 		"mapping_status": {widthStatus, 32}, "mapping_method": {widthMethod, 32}, "unmapped_reason": {widthReason, 64},
 		"header_raw (text)": {widthText, 0},
@@ -656,5 +656,22 @@ func TestWidthsFromTags(t *testing.T) {
 		if c.got != c.want {
 			t.Errorf("width of %s = %d, want %d", name, c.got, c.want)
 		}
+	}
+}
+
+// TestEveryMetricHasASource guards against a Metrics field that nothing
+// fills: each has a "from" path or is one of the counted findings.
+func TestEveryMetricHasASource(t *testing.T) {
+	counted := map[string]bool{"EvaluationFindingsTotal": true, "EvaluationFindingsInfo": true,
+		"EvaluationFindingsWarning": true, "EvaluationFindingsError": true}
+	mt := reflect.TypeOf(Metrics{})
+	for i := range mt.NumField() {
+		f := mt.Field(i)
+		if _, ok := f.Tag.Lookup("from"); ok == counted[f.Name] {
+			t.Errorf("Metrics.%s: want either a from tag or to be a counted finding", f.Name)
+		}
+	}
+	if got, want := len(metricSources)+len(counted), mt.NumField(); got != want {
+		t.Errorf("%d metrics have a source, want all %d", got, want)
 	}
 }
