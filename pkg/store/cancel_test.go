@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/pgtemp"
 )
 
 // cancelRow is what a cancel writes on a run.
@@ -220,7 +221,7 @@ func TestWatchQueueReportsCancels(t *testing.T) {
 			e.s.WatchQueue(ctx, func() {}, func(r store.JobRef) { seen <- r }, func(err error) { t.Errorf("watch: %v", err) })
 		}()
 		defer func() { stop(); <-done }()
-		other := openStore(t, e.url)
+		other := pgtemp.Open(t, e.url)
 		run, build := e.run(t, "", t0, t0), e.build(t, "building")
 		want := map[store.JobRef]bool{{Kind: store.KindRun, ID: run}: true, {Kind: store.KindBuild, ID: build}: true}
 		deadline := time.After(30 * time.Second)

@@ -168,7 +168,7 @@ func (s *Supervisor) stopCancelled(log zerolog.Logger, l *lease, via string) {
 func (s *Supervisor) rowCancelled(f store.Fence) bool {
 	for try := 0; try < 3; try++ {
 		ctx, done := context.WithTimeout(context.Background(), 10*time.Second)
-		status, err := s.store.JobStatus(ctx, f.Kind, f.ID)
+		status, err := s.queue.JobStatus(ctx, f.Kind, f.ID)
 		done()
 		if err == nil {
 			return status == store.StatusCancelled

@@ -192,7 +192,7 @@ func (s *Supervisor) persist(log zerolog.Logger, l *lease, what string, write fu
 		case attempt == 1:
 			log.Warn().Err(err).Str("write", what).Msg("database write failed; retrying until it lands or the lease runs out")
 		}
-		time.Sleep(delay)
+		s.sleep(delay)
 		delay = min(delay*2, 5*time.Second)
 	}
 }

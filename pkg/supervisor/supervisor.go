@@ -20,6 +20,7 @@ import (
 type Supervisor struct {
 	cfg       *settings.Settings
 	store     *store.Store
+	queue     queue // the claim loop's view of store
 	log       zerolog.Logger
 	planner   *Planner
 	jobrunner string
@@ -38,12 +39,14 @@ type Supervisor struct {
 	freed   chan struct{} // a job ended: claim again without waiting
 	jobs    sync.WaitGroup
 	running runningJobs // by kind and id, for cancels
+
+	sleep func(time.Duration) // persist's wait between tries
 }
 
 // New makes a supervisor. jobrunner is the path of the jobrunner binary.
 func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner string) *Supervisor {
 	return &Supervisor{
-		cfg: cfg, store: st, log: log, jobrunner: jobrunner,
+		cfg: cfg, store: st, queue: st, log: log, jobrunner: jobrunner, sleep: time.Sleep,
 		planner:  &Planner{Settings: cfg, Store: st},
 		slots:    make(chan struct{}, cfg.Concurrency),
 		freed:    make(chan struct{}, 1),
@@ -162,7 +165,7 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 // each one.
 func (s *Supervisor) claim(ctx, jobsCtx context.Context, free int) (int, error) {
 	now := time.Now()
-	builds, runs, err := s.store.ClaimJobs(ctx, s.cfg.WorkerID, now, s.buildLease(), s.runLease(), free, free)
+	builds, runs, err := s.queue.ClaimJobs(ctx, s.cfg.WorkerID, now, s.buildLease(), s.runLease(), free, free)
 	if err != nil {
 		return 0, err
 	}
@@ -245,7 +248,7 @@ func (s *Supervisor) drain(stopJobs context.CancelFunc) {
 // claimed when its available_at comes, not at the next poll after it.
 func (s *Supervisor) untilNextAvailable(ctx context.Context, sleep time.Duration) time.Duration {
 	now := time.Now()
-	next, ok, err := s.store.NextAvailable(ctx, now)
+	next, ok, err := s.queue.NextAvailable(ctx, now)
 	if err != nil || !ok || !next.After(now) {
 		// A "future" time in the past means a timestamp the database
 		// compares differently than we read it: never spin on it.
@@ -256,7 +259,7 @@ func (s *Supervisor) untilNextAvailable(ctx context.Context, sleep time.Duration
 
 // idle reports whether no job is queued or running anywhere.
 func (s *Supervisor) idle(ctx context.Context) bool {
-	n, err := s.store.PendingJobs(ctx)
+	n, err := s.queue.PendingJobs(ctx)
 	return err == nil && n == 0
 }
 
