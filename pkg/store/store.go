@@ -135,6 +135,16 @@ type dialect interface {
 	name() string
 	configurePool(db *sql.DB)
 	timeArg(t time.Time) any
+	// nowSQL is the database's clock as an SQL expression, in the layout
+	// stored times use; laterSQL(secs) is that clock plus secs seconds (an
+	// SQL expression of type double precision). Every time the queue
+	// compares or stores comes from them: hosts' clocks drift, the
+	// database is the one clock all supervisors share.
+	nowSQL() string
+	laterSQL(secs string) string
+	// untilSQL is the seconds from the database's now until the time
+	// the scalar subquery q returns (NULL when q is NULL).
+	untilSQL(q string) string
 	claimRunsSQL() string
 	claimBuildsSQL() string
 	// clearRunResultsSQL removes a run's rows from the run_* result tables;
