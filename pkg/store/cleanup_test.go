@@ -68,7 +68,7 @@ func TestCleanup(t *testing.T) {
 		status    string
 		attempt   int
 		available *time.Duration // from now; nil: unchanged
-		errMsg    string     // "": unchanged
+		errMsg    string         // "": unchanged
 		finished  bool
 		docStatus string // "": the run has no document to check
 	}
