@@ -45,6 +45,9 @@ type Store struct {
 	// watchTarget is what WatchQueue watches: the PostgreSQL DSN or the
 	// SQLite file.
 	watchTarget string
+	// file is the identity of the SQLite file opened (nil on PostgreSQL);
+	// see CheckFile.
+	file *fileID
 }
 
 // Open connects to the database named by u.
@@ -81,7 +84,16 @@ func Open(ctx context.Context, u settings.DatabaseURL, opts Options) (*Store, er
 		sqlDB.Close()
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
-	return &Store{db: db, dialect: d, watchTarget: target}, nil
+	st := &Store{db: db, dialect: d, watchTarget: target}
+	if u.Driver == settings.SQLite {
+		id, err := statID(u.Path)
+		if err != nil {
+			sqlDB.Close()
+			return nil, fmt.Errorf("stat the database file: %w", err)
+		}
+		st.file = &id
+	}
+	return st, nil
 }
 
 func sqliteDSN(path string, opts Options) string {

@@ -33,6 +33,7 @@ type Supervisor struct {
 	freed  chan struct{} // a job ended: claim again without waiting
 	jobs   sync.WaitGroup
 	leases leaseSet
+	fatal  fatalError // set when the supervisor must stop (see Unready)
 
 	// now is the wall clock for logs only: every time the queue compares
 	// or stores comes from the database's clock (see WithClock).
@@ -88,9 +89,13 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	go func() { defer close(beats); s.heartbeats(beatCtx) }()
 	defer func() { stopBeats(); <-beats }()
 	var services sync.WaitGroup
-	services.Add(4)
+	services.Add(5)
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
+	go func() {
+		defer services.Done()
+		s.watchDatabaseFile(loopCtx, func() { stopLoop(); s.StopNow() })
+	}()
 	go func() { defer services.Done(); s.every(loopCtx, s.cfg.CleanupInterval, s.cleanup) }()
 	go func() { defer services.Done(); s.every(loopCtx, s.cfg.RescueInterval(), s.rescueOnly) }()
 	go func() { defer services.Done(); s.every(loopCtx, s.cfg.MetricsInterval, s.logQueue) }()
@@ -106,7 +111,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	stopLoop() // also stops the services when the loop ended by itself
 	services.Wait()
 	s.drain(stopJobs)
-	return nil
+	return s.Unready()
 }
 
 // claimLoop claims while there are free slots. Idle polling backs off from
