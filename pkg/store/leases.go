@@ -2,8 +2,8 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
-	"strings"
 	"time"
 
 	"gorm.io/gorm"
@@ -70,16 +70,22 @@ func (s *Store) RenewLeases(ctx context.Context, worker string, lease time.Durat
 // renewSQL is the fenced lease renewal of fs (all of one kind): each job's
 // row renews only while it is active, claimed by worker, at its attempt, and
 // its lease has not expired: an expired lease may be rescued any moment,
-// and its jobrunner has stopped itself, so it is lost, never revived.
+// and its jobrunner has stopped itself, so it is lost, never revived. The
+// jobs travel as one JSON argument, joined on the primary key.
 func (s *Store) renewSQL(kind Kind, worker string, lease time.Duration, fs []Fence) (string, []any) {
 	f := Fence{Kind: kind}
-	pairs := strings.TrimSuffix(strings.Repeat("(CAST(? AS varchar), CAST(? AS integer)), ", len(fs)), ", ")
-	args := []any{lease.Seconds(), worker, f.activeStatus()}
-	for _, x := range fs {
-		args = append(args, x.ID, x.Attempt)
+	type held struct {
+		ID      string `json:"vid"`
+		Attempt int    `json:"vattempt"`
 	}
-	return `UPDATE ` + f.table() + ` SET claim_expires_at = ` + s.dialect.laterSQL("?") + `
-WHERE claimed_by = ? AND status = ? AND claim_expires_at > ` + s.dialect.nowSQL() + `
-	AND (id, attempt_count) IN (VALUES ` + pairs + `)
-RETURNING '` + string(kind) + `' AS kind, id, attempt_count`, args
+	list := make([]held, len(fs))
+	for i, x := range fs {
+		list[i] = held{x.ID, x.Attempt}
+	}
+	data, _ := json.Marshal(list)
+	from, cond := s.dialect.jobListSQL()
+	return `UPDATE ` + f.table() + ` SET claim_expires_at = ` + s.dialect.laterSQL("?") + from + `
+WHERE ` + cond + ` AND claimed_by = ? AND status = ?
+	AND claim_expires_at > ` + s.dialect.nowSQL() + `
+RETURNING '` + string(kind) + `' AS kind, id, attempt_count`, []any{lease.Seconds(), string(data), worker, f.activeStatus()}
 }

@@ -21,6 +21,10 @@ func (postgresDialect) timeArg(t time.Time) any { return t.UTC() }
 // or a transaction writes.
 func (postgresDialect) nowSQL() string { return `now()` }
 
+func (postgresDialect) jobListSQL() (string, string) {
+	return "\nFROM json_to_recordset(CAST(? AS json)) AS v(vid text, vattempt integer)", "id = v.vid AND attempt_count = v.vattempt"
+}
+
 func (postgresDialect) untilSQL(q string) string {
 	return `SELECT EXTRACT(EPOCH FROM ((` + q + `) - now()))::double precision`
 }

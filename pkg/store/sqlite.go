@@ -25,6 +25,12 @@ func (sqliteDialect) timeArg(t time.Time) any { return t.UTC().Format(sqliteTime
 // API's microsecond values stay in time order.
 func (sqliteDialect) nowSQL() string { return `(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')` }
 
+// An IN list, not a join: SQLite would put the table-valued json_each in
+// the inner loop and parse the list once per row.
+func (sqliteDialect) jobListSQL() (string, string) {
+	return "", `(id, attempt_count) IN (SELECT json_extract(value, '$.vid'), json_extract(value, '$.vattempt') FROM json_each(?))`
+}
+
 func (sqliteDialect) untilSQL(q string) string {
 	return `SELECT (julianday((` + q + `)) - julianday('now')) * 86400.0`
 }

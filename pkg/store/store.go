@@ -157,6 +157,10 @@ type dialect interface {
 	// untilSQL is the seconds from the database's now until the time
 	// the scalar subquery q returns (NULL when q is NULL).
 	untilSQL(q string) string
+	// jobListSQL matches an UPDATE's rows (by id and attempt_count) to a
+	// list of jobs in one JSON argument, [{"vid": id, "vattempt": n}, ...]:
+	// a FROM clause (may be empty) and a condition.
+	jobListSQL() (from, cond string)
 	claimRunsSQL() string
 	claimBuildsSQL() string
 	// clearRunResultsSQL removes a run's rows from the run_* result tables;
