@@ -63,7 +63,11 @@ func Open(ctx context.Context, u settings.DatabaseURL, opts Options) (*Store, er
 		if err := os.MkdirAll(filepath.Dir(u.Path), 0o755); err != nil {
 			return nil, fmt.Errorf("create database folder: %w", err)
 		}
-		dial = sqlite.Open(sqliteDSN(u.Path, opts))
+		// An existing file is opened without create: a connection the
+		// pool opens after the file was deleted must fail, not start an
+		// empty database beside the real one (see CheckFile).
+		_, statErr := os.Stat(u.Path)
+		dial = sqlite.Open(sqliteDSN(u.Path, opts, statErr == nil))
 		d, target = sqliteDialect{}, u.Path
 	case settings.Postgres:
 		dial = postgres.Open(u.DSN)
@@ -96,8 +100,11 @@ func Open(ctx context.Context, u settings.DatabaseURL, opts Options) (*Store, er
 	return st, nil
 }
 
-func sqliteDSN(path string, opts Options) string {
+func sqliteDSN(path string, opts Options, exists bool) string {
 	q := url.Values{}
+	if exists {
+		q.Set("mode", "rw")
+	}
 	q.Set("_journal_mode", orDefault(opts.SQLiteJournalMode, "WAL"))
 	q.Set("_synchronous", orDefault(opts.SQLiteSynchronous, "NORMAL"))
 	busy := opts.SQLiteBusyTimeout

@@ -1,17 +1,11 @@
 package supervisor
 
 import (
-	"context"
 	"errors"
 	"sync/atomic"
-	"time"
 
 	"github.com/ade-org/ade-worker/pkg/store"
 )
-
-// dbFileCheckInterval is how often the supervisor checks that its SQLite
-// file is still the file at the database path.
-const dbFileCheckInterval = 2 * time.Second
 
 // Unready returns why the supervisor must not be considered ready (its
 // database file was deleted or replaced), or nil. A readiness endpoint
@@ -24,24 +18,18 @@ func (s *Supervisor) Unready() error {
 	return nil
 }
 
-// watchDatabaseFile checks the SQLite file until ctx ends; when it changed
-// it logs one error line, marks the supervisor unready and calls stop.
-func (s *Supervisor) watchDatabaseFile(ctx context.Context, stop func()) {
-	t := time.NewTicker(dbFileCheckInterval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		if err := s.store.CheckFile(); errors.Is(err, store.ErrDatabaseFileChanged) {
-			s.fatal.Store(&err)
-			s.log.Error().Err(err).Msg("database file gone: no more claims; stopping")
-			stop()
-			return
-		}
+// databaseFileChanged checks the SQLite file (a stat, on every turn of the
+// claim loop); when it changed it logs one error line, marks the
+// supervisor unready and reports true: the caller stops claiming.
+func (s *Supervisor) databaseFileChanged() bool {
+	err := s.store.CheckFile()
+	if !errors.Is(err, store.ErrDatabaseFileChanged) {
+		return false
 	}
+	s.fatal.Store(&err)
+	s.log.Error().Err(err).Msg("database file gone: no more claims; stopping")
+	s.StopNow()
+	return true
 }
 
 // fatalError is a reason the supervisor stopped by itself.

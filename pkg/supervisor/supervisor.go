@@ -89,13 +89,9 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	go func() { defer close(beats); s.heartbeats(beatCtx) }()
 	defer func() { stopBeats(); <-beats }()
 	var services sync.WaitGroup
-	services.Add(5)
+	services.Add(4)
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
-	go func() {
-		defer services.Done()
-		s.watchDatabaseFile(loopCtx, func() { stopLoop(); s.StopNow() })
-	}()
 	go func() { defer services.Done(); s.every(loopCtx, s.cfg.CleanupInterval, s.cleanup) }()
 	go func() { defer services.Done(); s.every(loopCtx, s.cfg.RescueInterval(), s.rescueOnly) }()
 	go func() { defer services.Done(); s.every(loopCtx, s.cfg.MetricsInterval, s.logQueue) }()
@@ -133,6 +129,9 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 				default:
 				}
 			}
+		}
+		if s.databaseFileChanged() {
+			return
 		}
 		free := cap(s.slots) - len(s.slots)
 		claimed := 0

@@ -205,7 +205,7 @@ func TestFrozenSupervisorFencesItself(t *testing.T) {
 		// Until the run ends: never two engines of it alive at once.
 		var seen []int
 		deadline := time.Now().Add(3 * time.Minute)
-		for w.job("runs", run).Status == "running" && time.Now().Before(deadline) {
+		for st := "running"; st != "succeeded" && st != "failed" && time.Now().Before(deadline); st = w.job("runs", run).Status {
 			procs := w.engineProcs(run)
 			if len(procs) > 1 {
 				t.Errorf("two engines of one run alive at once: %v", describe(procs))
