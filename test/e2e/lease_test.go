@@ -15,6 +15,7 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ade-org/ade-worker/pkg/settings"
+	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/supervisor"
 )
 
@@ -107,10 +108,13 @@ func TestClockSkewChangesNothing(t *testing.T) {
 					t.Errorf("quick run = %+v (%s), want succeeded by the skewed supervisor", r, r.errText())
 				}
 
-				// Back-off: a run available in 5 s on the database's clock
-				// starts no earlier and soon after.
-				waiting := w.addRun(cfg, w.addDocument("later.csv", csv()))
-				w.exec(`UPDATE runs SET available_at = `+w.later(5)+` WHERE id = ?`, waiting)
+				// Back-off: a run available in 5 s (as the API or a retry
+				// writes it) starts no earlier and soon after.
+				waiting, err := w.st.EnqueueRun(context.Background(), store.NewRun{WorkspaceID: w.ws, ConfigurationID: cfg,
+					DocumentID: w.addDocument("later.csv", csv()), MaxAttempts: 3, AvailableAt: time.Now().Add(5 * time.Second)}, time.Now())
+				if err != nil {
+					t.Fatal(err)
+				}
 				r = w.waitFor("runs", []string{waiting}, time.Minute)[waiting]
 				var early, late bool
 				w.query(&early, `SELECT started_at < available_at FROM runs WHERE id = ?`, waiting)
@@ -127,15 +131,6 @@ func TestClockSkewChangesNothing(t *testing.T) {
 			})
 		})
 	}
-}
-
-// later is the SQL for the database's now plus secs seconds, in the layout
-// the database stores.
-func (w *world) later(secs int) string {
-	if w.backend == "sqlite" {
-		return fmt.Sprintf(`(strftime('%%Y-%%m-%%d %%H:%%M:%%f', 'now', '+%d seconds') || '000')`, secs)
-	}
-	return fmt.Sprintf(`(now() + interval '%d seconds')`, secs)
 }
 
 // plus is the SQL for a timestamp column plus secs seconds.
