@@ -204,7 +204,7 @@ func table() []setting {
 				return err
 			}},
 		{name: "cleanup-interval", env: env("ADE_WORKER_CLEANUP_INTERVAL"), def: "30", category: catWorker,
-			usage: "how often expired leases and stuck builds are cleaned up, in `SECONDS`",
+			usage: "how often stuck builds and runs of failed builds are cleaned up, in `SECONDS` (expired leases: every lease / 4 when that is shorter)",
 			set: func(s *Settings, v string) (err error) {
 				s.CleanupInterval, err = seconds(v, false)
 				return err

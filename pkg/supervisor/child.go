@@ -105,7 +105,7 @@ func (s *Supervisor) childResult(ctx, childCtx context.Context, exit procs.Exit,
 // tellRenewal writes one renewal line: the seconds the lease has left. A
 // jobrunner that does not read must not stall the heartbeat of every job.
 func tellRenewal(w *os.File, left time.Duration) {
-	_ = w.SetWriteDeadline(time.Now().Add(time.Second))
+	_ = w.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	_, _ = fmt.Fprintf(w, "%.3f\n", left.Seconds())
 }
 
