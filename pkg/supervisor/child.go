@@ -78,6 +78,7 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 		},
 		Stderr: func(r io.Reader) { forwardLines(r, log) },
 	})
+	_ = renewR.Close() // when the child never started; else closed already
 	detach()
 	cancel()
 	return s.childResult(ctx, childCtx, exit, err, lost.Load(), stdout.Bytes())
