@@ -6,6 +6,7 @@ package main
 import (
 	"context"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -38,7 +39,10 @@ send and pipe it in:
   supervisor job-spec RUN_OR_BUILD_ID > job.json
   jobrunner < job.json
 
-SIGTERM or SIGINT stops the job's processes and reports the job cancelled.`
+SIGTERM or SIGINT stops the job's processes and reports the job cancelled.
+A spec from the supervisor carries a "lease": the jobrunner then stops the
+job by itself when the supervisor stops renewing it (see the README,
+"Leases and fencing"). A spec without one runs without that watch.`
 
 func main() {
 	if len(os.Args) > 1 && os.Args[1] == procs.LimitShimArg {
@@ -85,7 +89,18 @@ func run(c *cli.Context) error {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	if l := spec.Lease; l != nil {
+		// The engine must not inherit the renewal pipe.
+		syscall.CloseOnExec(l.RenewalFD)
+		var unfence context.CancelFunc
+		ctx, unfence = jobrunner.Fence(ctx, l, os.NewFile(uintptr(l.RenewalFD), "lease renewals"))
+		defer unfence()
+	}
 	res := jobrunner.Execute(ctx, spec)
+	if errors.Is(context.Cause(ctx), jobrunner.ErrLeaseLapsed) {
+		fmt.Fprintln(os.Stderr, "jobrunner: lease not renewed in time; the engine was stopped")
+		res = jobrunner.LeaseLapsed(res)
+	}
 	return cli.Exit(report(res), res.ProcessExit())
 }
 

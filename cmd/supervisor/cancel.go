@@ -28,7 +28,7 @@ func cancelJob(c *cli.Context, e *env) error {
 	if (kind != store.KindRun && kind != store.KindBuild) || id == "" || c.Args().Len() != 2 {
 		return errors.New("usage: supervisor cancel run|build ID")
 	}
-	was, err := e.store.CancelJob(c.Context, kind, id, now())
+	was, err := e.store.CancelJob(c.Context, kind, id)
 	if errors.Is(err, store.ErrNotCancellable) {
 		return fmt.Errorf("%s %s is already %s: only queued or running jobs can be cancelled", kind, id, was)
 	}
@@ -39,7 +39,7 @@ func cancelJob(c *cli.Context, e *env) error {
 	if kind == store.KindBuild {
 		// Its queued runs can never start: fail them now, as the
 		// supervisor does for a failed build.
-		n, err := e.store.FailRunsOfFailedBuilds(c.Context, now())
+		n, err := e.store.FailRunsOfFailedBuilds(c.Context)
 		if err != nil {
 			return fmt.Errorf("the build is cancelled, but failing its queued runs did not work (cleanup will): %w", err)
 		}

@@ -50,7 +50,9 @@ environment variable and a flag; run 'supervisor migrate' once first.`,
 			if err == nil {
 				return
 			}
-			fmt.Fprintln(os.Stderr, "supervisor:", err)
+			if err.Error() != "" {
+				fmt.Fprintln(os.Stderr, "supervisor:", err)
+			}
 			code := 1
 			var ec cli.ExitCoder
 			if errors.As(err, &ec) {
@@ -140,7 +142,13 @@ func runWorker(c *cli.Context) error {
 		e.log.Warn().Str("signal", sig.String()).Msg("second signal: stopping running jobs now")
 		sup.StopNow()
 	}()
-	return sup.Run(ctx)
+	if err := sup.Run(ctx); err != nil {
+		if errors.Is(err, store.ErrDatabaseFileChanged) {
+			return cli.Exit("", 1) // the supervisor logged the one error line
+		}
+		return err
+	}
+	return nil
 }
 
 // startCPUProfile starts a pprof CPU profile written to path; the returned

@@ -141,7 +141,20 @@ func (j *job) runStep(ctx context.Context, s step) (stepResult, error) {
 	if max := j.spec.Limits.Processes; max > 0 {
 		go watchProcesses(stepCtx, max, func() { trip(limitProcesses) })
 	}
+	var unfence func() bool
+	cmd.Started = func(pgid int) {
+		// The fence kills at once: the grace would eat into the margin
+		// that keeps two engines of one job from running together.
+		unfence = context.AfterFunc(ctx, func() {
+			if errors.Is(context.Cause(ctx), ErrLeaseLapsed) {
+				procs.KillGroup(pgid)
+			}
+		})
+	}
 	exit, err := procs.Run(stepCtx, cmd)
+	if unfence != nil {
+		unfence()
+	}
 	res := stepResult{exit: exit, tail: tail.String()}
 	if err != nil {
 		return res, err

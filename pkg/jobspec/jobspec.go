@@ -58,8 +58,32 @@ type Spec struct {
 	// Roots are the shared folders the paths below lie under; optional.
 	Roots Roots `json:"roots,omitzero"`
 
+	// Lease, when set, makes the jobrunner fence itself: it stops the job
+	// when its supervisor has not renewed the job's lease in time. Absent
+	// for a jobrunner started by hand, which then runs without one.
+	Lease *Lease `json:"lease,omitempty"`
+
 	Build *BuildSpec `json:"build,omitempty"`
 	Run   *RunSpec   `json:"run,omitempty"`
+}
+
+// Lease tells the jobrunner how its supervisor's claim on the job is kept.
+// The supervisor writes one line per successful renewal to file descriptor
+// RenewalFD: the seconds the lease has left, measured by the supervisor
+// from before it sent the renewal. The jobrunner stops the job once that
+// time less MarginSeconds has passed on its own monotonic clock without a
+// newer line, so its engine is dead before the lease can lapse and another
+// supervisor claim the job.
+type Lease struct {
+	// RemainingSeconds is the lease left when the spec was written; it
+	// holds until the first renewal line arrives.
+	RemainingSeconds float64 `json:"remaining_seconds"`
+	// MarginSeconds covers the renewal's trip to the jobrunner, stopping
+	// the engine, and clock rate drift.
+	MarginSeconds float64 `json:"margin_seconds"`
+	// RenewalFD is the descriptor the renewal lines arrive on (3 when
+	// the supervisor passes one extra file).
+	RenewalFD int `json:"renewal_fd"`
 }
 
 // Limits bound what one job may use; zero means no limit.
@@ -167,6 +191,9 @@ func (s *Spec) Validate() error {
 	if err := s.validateRoots(); err != nil {
 		return err
 	}
+	if l := s.Lease; l != nil && (l.RemainingSeconds < 0 || l.MarginSeconds < 0 || l.RenewalFD < 3) {
+		return errors.New("job spec lease needs remaining_seconds and margin_seconds >= 0 and renewal_fd >= 3")
+	}
 	switch s.Kind {
 	case KindBuild:
 		if s.Build == nil || s.Run != nil {
@@ -244,6 +271,7 @@ const (
 	ReasonEnvironment  Reason = "environment"   // a host fault; a retry may help
 	ReasonCancelled    Reason = "cancelled"     // stopped on request (SIGTERM)
 	ReasonLimit        Reason = "limit"         // the job exceeded one of its Limits
+	ReasonLeaseLapsed  Reason = "lease_lapsed"  // the supervisor stopped renewing the lease
 )
 
 // Exit codes of the jobrunner process.

@@ -28,8 +28,13 @@ func validBuild() *Spec {
 	}
 }
 
+func leased(s *Spec) *Spec {
+	s.Lease = &Lease{RemainingSeconds: 14.5, MarginSeconds: 3.75, RenewalFD: 3}
+	return s
+}
+
 func TestRoundTrip(t *testing.T) {
-	for _, spec := range []*Spec{validRun(), validBuild()} {
+	for _, spec := range []*Spec{validRun(), validBuild(), leased(validRun())} {
 		var buf bytes.Buffer
 		if err := spec.Encode(&buf); err != nil {
 			t.Fatal(err)
@@ -63,6 +68,8 @@ func TestDecodeRejects(t *testing.T) {
 		{"no job id", mutate(func(s *Spec) { s.JobID = "" }), "no job_id"},
 		{"relative events", mutate(func(s *Spec) { s.EventsPath = "logs/x" }), "events_path"},
 		{"negative timeout", mutate(func(s *Spec) { s.TimeoutSeconds = -1 }), "negative"},
+		{"lease on stdin", mutate(func(s *Spec) { leased(s).Lease.RenewalFD = 0 }), "renewal_fd"},
+		{"negative lease", mutate(func(s *Spec) { leased(s).Lease.RemainingSeconds = -1 }), "lease needs"},
 		{"unknown kind", mutate(func(s *Spec) { s.Kind = "deploy" }), `kind "deploy" is unknown`},
 		{"run without run", mutate(func(s *Spec) { s.Run = nil }), `needs a "run" object`},
 		{"relative venv", mutate(func(s *Spec) { s.Run.VenvDir = "v" }), "run.venv_dir"},
@@ -97,6 +104,22 @@ func TestSpecWithoutRootsStillDecodes(t *testing.T) {
 	root, rel, err := Split(s.Roots.Documents, s.Run.DocumentPath)
 	if err != nil || root != "/d" || rel != "a.csv" {
 		t.Fatalf("Split without a root = %q, %q, %v; want the file's folder", root, rel, err)
+	}
+}
+
+// A spec without a lease (as `supervisor job-spec` prints it for a run by
+// hand) has no "lease" key at all, and decodes to a nil Lease.
+func TestNoLeaseByHand(t *testing.T) {
+	var buf bytes.Buffer
+	if err := validRun().Encode(&buf); err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(buf.String(), `"lease"`) {
+		t.Errorf("spec without a lease mentions one:\n%s", buf.String())
+	}
+	got, err := Decode(&buf)
+	if err != nil || got.Lease != nil {
+		t.Errorf("Decode = %+v, %v; want no lease", got, err)
 	}
 }
 

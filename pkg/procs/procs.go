@@ -24,6 +24,9 @@ type Command struct {
 	Env   map[string]string
 	Dir   string
 	Stdin io.Reader
+	// ExtraFiles become the child's descriptors 3, 4, ... (os/exec's
+	// ExtraFiles): the supervisor's lease renewals reach a jobrunner so.
+	ExtraFiles []*os.File
 	// KillGrace is how long a child has between SIGTERM and SIGKILL when its
 	// context ends. Zero kills at once.
 	KillGrace time.Duration
@@ -90,6 +93,7 @@ func Run(ctx context.Context, c Command) (Exit, error) {
 	cmd.Env = envList(c.Env)
 	cmd.Dir = c.Dir
 	cmd.Stdin = c.Stdin
+	cmd.ExtraFiles = c.ExtraFiles
 	// Pdeathsig: if this process dies, the kernel kills the child.
 	death := c.DeathSignal
 	if death == 0 {

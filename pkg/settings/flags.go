@@ -15,6 +15,7 @@ const (
 	envDatabaseURL     = "ADE_DATABASE_URL"
 	envPollInterval    = "ADE_WORKER_POLL_INTERVAL"
 	envPollIntervalMax = "ADE_WORKER_POLL_INTERVAL_MAX"
+	envLease           = "ADE_WORKER_JOB_LEASE_SECONDS"
 )
 
 // Help categories.
@@ -158,8 +159,8 @@ func table() []setting {
 				}
 				return err
 			}},
-		{name: "job-lease-seconds", env: env("ADE_WORKER_JOB_LEASE_SECONDS"), def: "900", category: catJobs,
-			usage: "how long a claim on a job lasts without a heartbeat, in `SECONDS` (at least the job's timeout)",
+		{name: "job-lease-seconds", env: env(envLease), def: "15", category: catJobs,
+			usage: "how long a claim on a job lasts without a heartbeat, in `SECONDS`: a crashed host's jobs start again after about this long",
 			set: func(s *Settings, v string) (err error) {
 				s.LeaseSeconds, err = seconds(v, false)
 				return err
@@ -203,7 +204,7 @@ func table() []setting {
 				return err
 			}},
 		{name: "cleanup-interval", env: env("ADE_WORKER_CLEANUP_INTERVAL"), def: "30", category: catWorker,
-			usage: "how often expired leases and stuck builds are cleaned up, in `SECONDS`",
+			usage: "how often stuck builds and runs of failed builds are cleaned up, in `SECONDS` (expired leases: every lease / 4 when that is shorter)",
 			set: func(s *Settings, v string) (err error) {
 				s.CleanupInterval, err = seconds(v, false)
 				return err

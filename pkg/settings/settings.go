@@ -47,7 +47,9 @@ type Settings struct {
 	MetricsInterval time.Duration
 	WorkerID        string
 
-	LeaseSeconds time.Duration // the minimum lease; see Lease
+	// LeaseSeconds is the crash-detection window: how long a claim lasts
+	// without a heartbeat, whatever the job's timeout.
+	LeaseSeconds time.Duration
 	MaxAttempts  int
 	BackoffBase  time.Duration
 	BackoffMax   time.Duration
@@ -115,14 +117,24 @@ func (s *Settings) finish() error {
 			Want:  fmt.Sprintf("want at least %s (%s seconds)", envPollInterval, formatSeconds(s.PollInterval)),
 		}
 	}
+	if s.LeaseSeconds < minLease {
+		return &Error{Var: envLease, Value: formatSeconds(s.LeaseSeconds), Want: "want at least 2 seconds"}
+	}
 	return nil
 }
 
-// Lease is how long a claim on a job lasts before another worker may take
-// it over: ADE_WORKER_JOB_LEASE_SECONDS, or the job's timeout when longer.
-func (s *Settings) Lease(timeout time.Duration) time.Duration {
-	return max(s.LeaseSeconds, timeout)
-}
+// minLease is the shortest lease that leaves room for a heartbeat and the
+// jobrunner's safety margin.
+const minLease = 2 * time.Second
+
+// Heartbeat is how often a supervisor renews its leases: four times per
+// lease, so two beats may fail before the jobrunner fences itself.
+func (s *Settings) Heartbeat() time.Duration { return s.LeaseSeconds / 4 }
+
+// RescueInterval is how often a supervisor re-queues jobs whose lease
+// expired: every heartbeat, or the cleanup interval when that is shorter,
+// so a crashed host's jobs start again about one lease after the crash.
+func (s *Settings) RescueInterval() time.Duration { return min(s.CleanupInterval, s.Heartbeat()) }
 
 // Backoff is how long a job waits before its next attempt after failed
 // attempt number attempt (1 for the first): BackoffBase doubled for each

@@ -75,7 +75,7 @@ func TestDefaults(t *testing.T) {
 		CleanupInterval:   30 * time.Second,
 		MetricsInterval:   30 * time.Second,
 		WorkerID:          fmt.Sprintf("%s-%d", host, os.Getpid()),
-		LeaseSeconds:      900 * time.Second,
+		LeaseSeconds:      15 * time.Second,
 		MaxAttempts:       3,
 		BackoffBase:       5 * time.Second,
 		BackoffMax:        300 * time.Second,
@@ -279,6 +279,7 @@ func TestBadValues(t *testing.T) {
 		{env: "ADE_WORKER_METRICS_INTERVAL", value: "-30"},
 		{env: "ADE_WORKER_ID", value: strings.Repeat("w", 256)},
 		{env: "ADE_WORKER_JOB_LEASE_SECONDS", value: "0"},
+		{env: "ADE_WORKER_JOB_LEASE_SECONDS", value: "1.5"}, // no room for heartbeats and the fence margin
 		{env: "ADE_WORKER_JOB_MAX_ATTEMPTS", value: "0"},
 		{env: "ADE_WORKER_JOB_BACKOFF_BASE_SECONDS", value: "-1"},
 		{env: "ADE_WORKER_JOB_BACKOFF_MAX_SECONDS", value: "soon"},
@@ -392,16 +393,21 @@ func TestBackoff(t *testing.T) {
 	}
 }
 
-func TestLease(t *testing.T) {
-	s := &Settings{LeaseSeconds: 900 * time.Second}
-	tests := []struct{ timeout, want time.Duration }{
-		{0, 900 * time.Second},
-		{600 * time.Second, 900 * time.Second},
-		{3600 * time.Second, 3600 * time.Second},
+func TestLeaseTimings(t *testing.T) {
+	tests := []struct {
+		lease, cleanup, heartbeat, rescue time.Duration
+	}{
+		{15 * time.Second, 30 * time.Second, 3750 * time.Millisecond, 3750 * time.Millisecond},
+		{60 * time.Second, 5 * time.Second, 15 * time.Second, 5 * time.Second},
+		{2 * time.Second, 30 * time.Second, 500 * time.Millisecond, 500 * time.Millisecond},
 	}
 	for _, tt := range tests {
-		if got := s.Lease(tt.timeout); got != tt.want {
-			t.Errorf("Lease(%v) = %v, want %v", tt.timeout, got, tt.want)
+		s := &Settings{LeaseSeconds: tt.lease, CleanupInterval: tt.cleanup}
+		if got := s.Heartbeat(); got != tt.heartbeat {
+			t.Errorf("lease %v: Heartbeat() = %v, want %v", tt.lease, got, tt.heartbeat)
+		}
+		if got := s.RescueInterval(); got != tt.rescue {
+			t.Errorf("lease %v cleanup %v: RescueInterval() = %v, want %v", tt.lease, tt.cleanup, got, tt.rescue)
 		}
 	}
 }

@@ -31,8 +31,7 @@ func BenchmarkRunLifecycle(b *testing.B) {
 			b.ReportAllocs()
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
-				now := t0.Add(time.Duration(i) * time.Millisecond)
-				builds, runs, err := e.s.ClaimJobs(ctx, "w", now, time.Minute, time.Minute, 1, 1)
+				builds, runs, err := e.s.ClaimJobs(ctx, "w", time.Minute, 1, 1)
 				if err != nil || len(builds) != 0 || len(runs) != 1 {
 					b.Fatalf("claim: %v %v %v", builds, runs, err)
 				}
@@ -41,12 +40,12 @@ func BenchmarkRunLifecycle(b *testing.B) {
 					b.Fatal(err)
 				}
 				f := store.Fence{Kind: store.KindRun, ID: r.ID, Worker: "w", Attempt: r.AttemptCount}
-				if err := e.s.StartDocument(ctx, f, r.InputDocumentID, now); err != nil {
+				if err := e.s.StartDocument(ctx, f, r.InputDocumentID); err != nil {
 					b.Fatal(err)
 				}
 				o := store.RunOutcome{Succeeded: true, ExitCode: &code, OutputPath: "output/normalized.xlsx",
 					Summary: sum, DocumentID: r.InputDocumentID}
-				if err := e.s.FinishRun(ctx, f, o, now); err != nil {
+				if err := e.s.FinishRun(ctx, f, o); err != nil {
 					b.Fatal(err)
 				}
 			}

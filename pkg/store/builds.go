@@ -3,7 +3,6 @@ package store
 import (
 	"context"
 	"fmt"
-	"time"
 
 	"gorm.io/gorm"
 
@@ -23,30 +22,31 @@ type BuildOutcome struct {
 
 // FinishBuild writes a build's terminal status, fenced on the claim. A ready
 // build becomes its configuration's active build in the same transaction.
-func (s *Store) FinishBuild(ctx context.Context, f Fence, o BuildOutcome, now time.Time) error {
+func (s *Store) FinishBuild(ctx context.Context, f Fence, o BuildOutcome) error {
+	now := s.dialect.nowSQL()
 	return s.tx(ctx, func(tx *gorm.DB) error {
 		if !o.Succeeded {
-			return s.fencedUpdate(tx, f, `status = 'failed', exit_code = ?, finished_at = ?, error_message = ?,
-				summary = ?, claim_expires_at = NULL`, o.ExitCode, s.ts(now), nullIfEmpty(o.Error), nullIfEmpty(o.Summary))
+			return s.fencedUpdate(tx, f, `status = 'failed', exit_code = ?, finished_at = `+now+`, error_message = ?,
+				summary = ?, claim_expires_at = NULL`, o.ExitCode, nullIfEmpty(o.Error), nullIfEmpty(o.Summary))
 		}
-		err := s.fencedUpdate(tx, f, `status = 'ready', exit_code = ?, finished_at = ?, error_message = NULL,
+		err := s.fencedUpdate(tx, f, `status = 'ready', exit_code = ?, finished_at = `+now+`, error_message = NULL,
 			summary = ?, engine_version = ?, python_version = ?, python_interpreter = ?, claim_expires_at = NULL`,
-			o.ExitCode, s.ts(now), nullIfEmpty(o.Summary), nullIfEmpty(o.EngineVersion),
+			o.ExitCode, nullIfEmpty(o.Summary), nullIfEmpty(o.EngineVersion),
 			nullIfEmpty(o.PythonVersion), nullIfEmpty(o.PythonInterpreter))
 		if err != nil {
 			return err
 		}
-		return tx.Exec(`UPDATE configurations SET active_build_id = b.id, active_build_fingerprint = b.fingerprint, updated_at = ?
+		return tx.Exec(`UPDATE configurations SET active_build_id = b.id, active_build_fingerprint = b.fingerprint, updated_at = `+now+`
 			FROM (SELECT id, fingerprint, configuration_id FROM builds WHERE id = ?) AS b
-			WHERE configurations.id = b.configuration_id`, s.ts(now), f.ID).Error
+			WHERE configurations.id = b.configuration_id`, f.ID).Error
 	})
 }
 
 // FailBuildEnvironmentMissing marks a ready build failed because its venv is
 // gone, so the ADE API (and operators) know to build again.
-func (s *Store) FailBuildEnvironmentMissing(ctx context.Context, buildID string, now time.Time) error {
-	return s.db.WithContext(ctx).Exec(`UPDATE builds SET status = 'failed', error_message = ?, finished_at = ?
-		WHERE id = ? AND status = 'ready'`, MsgBuildEnvMissing, s.ts(now), buildID).Error
+func (s *Store) FailBuildEnvironmentMissing(ctx context.Context, buildID string) error {
+	return s.db.WithContext(ctx).Exec(`UPDATE builds SET status = 'failed', error_message = ?, finished_at = `+s.dialect.nowSQL()+`
+		WHERE id = ? AND status = 'ready'`, MsgBuildEnvMissing, buildID).Error
 }
 
 // Messages written on jobs; the ADE API and operators match on them.

@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"strings"
-	"time"
 )
 
 // StatusCancelled is the status the ADE API (or `supervisor cancel`) writes
@@ -22,12 +21,14 @@ type JobRef struct {
 }
 
 // cancelSet is the write the ADE API makes to cancel a job: the status, its
-// end time(s), and no claim. Runs have cancelled_at, builds do not.
-func cancelSet(k Kind) string {
+// end time(s) on the database's clock, and no claim. Runs have
+// cancelled_at, builds do not.
+func (s *Store) cancelSet(k Kind) string {
+	now := s.dialect.nowSQL()
 	if k == KindBuild {
-		return "status = 'cancelled', finished_at = ?, claimed_by = NULL, claim_expires_at = NULL"
+		return "status = 'cancelled', finished_at = " + now + ", claimed_by = NULL, claim_expires_at = NULL"
 	}
-	return "status = 'cancelled', cancelled_at = ?, completed_at = ?, claimed_by = NULL, claim_expires_at = NULL"
+	return "status = 'cancelled', cancelled_at = " + now + ", completed_at = " + now + ", claimed_by = NULL, claim_expires_at = NULL"
 }
 
 // CancelJob cancels a queued or running job the way the ADE API does and
@@ -35,7 +36,7 @@ func cancelSet(k Kind) string {
 // it loses to a worker's final write that committed first (the job keeps
 // that outcome, ErrNotCancellable), and a worker's fenced write that comes
 // after it finds the row no longer running and writes nothing.
-func (s *Store) CancelJob(ctx context.Context, k Kind, id string, now time.Time) (was string, err error) {
+func (s *Store) CancelJob(ctx context.Context, k Kind, id string) (was string, err error) {
 	f := Fence{Kind: k}
 	for try := 0; try < 5; try++ {
 		was, err = s.JobStatus(ctx, k, id)
@@ -45,12 +46,7 @@ func (s *Store) CancelJob(ctx context.Context, k Kind, id string, now time.Time)
 		if was != "queued" && was != f.activeStatus() {
 			return was, fmt.Errorf("%s %s is %s: %w", k, id, was, ErrNotCancellable)
 		}
-		args := []any{s.ts(now)}
-		if k == KindRun {
-			args = append(args, s.ts(now))
-		}
-		res := s.db.WithContext(ctx).Exec("UPDATE "+f.table()+" SET "+cancelSet(k)+" WHERE id = ? AND status = ?",
-			append(args, id, was)...)
+		res := s.db.WithContext(ctx).Exec("UPDATE "+f.table()+" SET "+s.cancelSet(k)+" WHERE id = ? AND status = ?", id, was)
 		if res.Error != nil {
 			return "", fmt.Errorf("cancel %s %s: %w", k, id, res.Error)
 		}

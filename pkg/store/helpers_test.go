@@ -203,3 +203,17 @@ func sameTime(t testing.TB, what string, got store.Time, want time.Time) {
 }
 
 func ptr[T any](v T) *T { return &v }
+
+// clockSlack is how far a time the database's clock wrote may be from the
+// test's own reading of the same host clock (a slow machine, a rounding).
+const clockSlack = 5 * time.Second
+
+// nearNow checks that a time written from the database's clock is d after
+// the moment it was written (the test reads the same host's clock).
+func nearNow(t testing.TB, what string, got store.Time, d time.Duration) {
+	t.Helper()
+	want := time.Now().Add(d)
+	if !got.Valid || got.Time.Before(want.Add(-clockSlack)) || got.Time.After(want.Add(clockSlack)) {
+		t.Errorf("%s = %v (valid %v), want about now+%v = %v", what, got.Time, got.Valid, d, want)
+	}
+}

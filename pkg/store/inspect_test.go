@@ -73,15 +73,18 @@ func TestWhyNotRunning(t *testing.T) {
 func TestInspectAgreesWithClaim(t *testing.T) {
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
+		// The claim compares with the database's clock: the rows are placed
+		// around now.
+		now := time.Now().UTC()
 		ready, building, failed := e.build(t, "ready"), e.build(t, "building"), e.build(t, "failed")
 		doc := e.doc(t)
 		want := map[string]store.WaitReason{
-			e.runFor(t, doc, ready, t0.Add(-time.Hour), t0.Add(-time.Minute)): store.WaitClaimable,
-			e.run(t, building, t0.Add(-time.Hour), t0.Add(-time.Minute)):      store.WaitForBuild,
-			e.run(t, failed, t0.Add(-time.Hour), t0.Add(-time.Minute)):        store.WaitBuildFailed,
-			e.run(t, ready, t0.Add(-time.Hour), t0.Add(time.Minute)):          store.WaitBackoff,
-			e.run(t, store.NewID(), t0.Add(-time.Hour), t0.Add(-time.Minute)): store.WaitBuildMissing,
-			e.run(t, ready, t0.Add(-2*time.Hour), t0.Add(-2*time.Minute)):     store.WaitAttemptsUsedUp,
+			e.runFor(t, doc, ready, now.Add(-time.Hour), now.Add(-time.Minute)): store.WaitClaimable,
+			e.run(t, building, now.Add(-time.Hour), now.Add(-time.Minute)):      store.WaitForBuild,
+			e.run(t, failed, now.Add(-time.Hour), now.Add(-time.Minute)):        store.WaitBuildFailed,
+			e.run(t, ready, now.Add(-time.Hour), now.Add(time.Minute)):          store.WaitBackoff,
+			e.run(t, store.NewID(), now.Add(-time.Hour), now.Add(-time.Minute)): store.WaitBuildMissing,
+			e.run(t, ready, now.Add(-2*time.Hour), now.Add(-2*time.Minute)):     store.WaitAttemptsUsedUp,
 		}
 		var claimable []string
 		for id, reason := range want {
@@ -95,7 +98,7 @@ func TestInspectAgreesWithClaim(t *testing.T) {
 			if d.Kind != store.KindRun || d.ID != id || d.Status != "queued" || d.MaxAttempts != 3 || !d.CreatedAt.Valid {
 				t.Errorf("inspect %s = %+v", id, d)
 			}
-			if got := d.WhyNotRunning(t0); got == nil || got.Reason != reason {
+			if got := d.WhyNotRunning(now); got == nil || got.Reason != reason {
 				t.Errorf("run %s: why = %+v, want %s", id, got, reason)
 			}
 			if reason == store.WaitClaimable {
@@ -108,7 +111,7 @@ func TestInspectAgreesWithClaim(t *testing.T) {
 				t.Errorf("inspect %s: attempts %d, error %v", id, d.AttemptCount, d.ErrorMessage)
 			}
 		}
-		claimed, err := e.s.ClaimRuns(ctx, "w1", t0, time.Minute, 10)
+		claimed, err := e.s.ClaimRuns(ctx, "w1", time.Minute, 10)
 		if err != nil {
 			t.Fatal(err)
 		}

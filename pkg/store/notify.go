@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"encoding/json"
 	"fmt"
 	"os"
@@ -153,23 +154,23 @@ func trimNUL(b []byte) []byte {
 	return b
 }
 
-// NextAvailable returns when the soonest job that is waiting for its
-// available_at (a retry in backoff) becomes claimable; ok is false when none
-// waits.
-func (s *Store) NextAvailable(ctx context.Context, now time.Time) (time.Time, bool, error) {
-	var next []Time
-	err := s.db.WithContext(ctx).Raw(`SELECT MIN(t) FROM (
-		SELECT MIN(available_at) AS t FROM runs WHERE status = 'queued' AND available_at > @now
+// NextAvailable returns how long until the soonest job that is waiting for
+// its available_at (a retry in backoff) becomes claimable, on the database's
+// clock; ok is false when none waits.
+func (s *Store) NextAvailable(ctx context.Context) (time.Duration, bool, error) {
+	var next []sql.NullFloat64
+	err := s.db.WithContext(ctx).Raw(s.dialect.untilSQL(`SELECT MIN(t) FROM (
+		SELECT MIN(available_at) AS t FROM runs WHERE status = 'queued' AND available_at > ` + s.dialect.nowSQL() + `
 		UNION ALL
-		SELECT MIN(available_at) AS t FROM builds WHERE status = 'queued' AND available_at > @now) AS waiting`,
-		map[string]any{"now": s.ts(now)}).Scan(&next).Error
+		SELECT MIN(available_at) AS t FROM builds WHERE status = 'queued' AND available_at > ` + s.dialect.nowSQL() + `) AS waiting`)).
+		Scan(&next).Error
 	if err != nil {
-		return time.Time{}, false, fmt.Errorf("find next available job: %w", err)
+		return 0, false, fmt.Errorf("find next available job: %w", err)
 	}
 	if len(next) == 0 || !next[0].Valid {
-		return time.Time{}, false, nil
+		return 0, false, nil
 	}
-	return next[0].Time, true, nil
+	return time.Duration(next[0].Float64 * float64(time.Second)), true, nil
 }
 
 // TimeArg encodes t as this database stores timestamps (for tests and tools

@@ -17,17 +17,33 @@ func (postgresDialect) configurePool(db *sql.DB) {
 
 func (postgresDialect) timeArg(t time.Time) any { return t.UTC() }
 
+// now() is the transaction's start: one instant for every row a statement
+// or a transaction writes.
+func (postgresDialect) nowSQL() string { return `now()` }
+
+func (postgresDialect) jobListSQL() (string, string) {
+	return "\nFROM json_to_recordset(CAST(? AS json)) AS v(vid text, vattempt integer)", "id = v.vid AND attempt_count = v.vattempt"
+}
+
+func (postgresDialect) untilSQL(q string) string {
+	return `SELECT EXTRACT(EPOCH FROM ((` + q + `) - now()))::double precision`
+}
+
+func (postgresDialect) laterSQL(secs string) string {
+	return `(now() + make_interval(secs => CAST(` + secs + ` AS double precision)))`
+}
+
 // SKIP LOCKED lets many supervisors claim side by side: each takes rows no
 // other transaction holds, without waiting.
 func (postgresDialect) claimRunsSQL() string {
 	return `WITH picked AS (
 	SELECT r.id FROM runs r LEFT JOIN builds b ON b.id = r.build_id
-	WHERE r.status = 'queued' AND r.available_at <= @now AND r.attempt_count < r.max_attempts
+	WHERE r.status = 'queued' AND r.available_at <= now() AND r.attempt_count < r.max_attempts
 	  AND (r.build_id IS NULL OR b.status = 'ready')
 	ORDER BY r.available_at, r.created_at LIMIT @limit
 	FOR UPDATE OF r SKIP LOCKED)
-UPDATE runs SET status = 'running', claimed_by = @worker, claim_expires_at = @expires,
-	started_at = @now, attempt_count = runs.attempt_count + 1, error_message = NULL
+UPDATE runs SET status = 'running', claimed_by = @worker, claim_expires_at = now() + make_interval(secs => CAST(@lease AS double precision)),
+	started_at = now(), attempt_count = runs.attempt_count + 1, error_message = NULL
 FROM picked WHERE runs.id = picked.id
 RETURNING ` + qualify("runs", runClaimColumns)
 }
@@ -44,12 +60,12 @@ func (postgresDialect) moveDocumentSQL(fenced bool) string {
 		cond = " AND EXISTS (SELECT 1 FROM r)"
 		final = "SELECT (SELECT count(*) FROM r) AS held"
 	}
-	return `WITH ` + held + `d AS (UPDATE documents SET status = @status, version = version + 1, updated_at = @now, last_run_at = @now
+	return `WITH ` + held + `d AS (UPDATE documents SET status = @status, version = version + 1, updated_at = now(), last_run_at = now()
 	WHERE id = @doc` + cond + ` RETURNING workspace_id, version),
 c AS (INSERT INTO document_changes (workspace_id, document_id, type, document_version, payload, occurred_at)
 	SELECT workspace_id, @doc, 'upsert', version,
 		CAST('{"run_id":' || to_json(CAST(@run AS text)) || ',"status":' || to_json(CAST(@status AS text)) ||
-			',"version":' || version || '}' AS json), @now
+			',"version":' || version || '}' AS json), now()
 	FROM d)
 ` + final
 }
@@ -65,11 +81,11 @@ DELETE FROM run_table_columns WHERE run_id = (SELECT id FROM r)`}
 func (postgresDialect) claimBuildsSQL() string {
 	return `WITH picked AS (
 	SELECT id FROM builds
-	WHERE status = 'queued' AND (available_at IS NULL OR available_at <= @now) AND attempt_count < max_attempts
+	WHERE status = 'queued' AND (available_at IS NULL OR available_at <= now()) AND attempt_count < max_attempts
 	ORDER BY created_at LIMIT @limit
 	FOR UPDATE SKIP LOCKED)
-UPDATE builds SET status = 'building', claimed_by = @worker, claim_expires_at = @expires,
-	started_at = @now, attempt_count = builds.attempt_count + 1, error_message = NULL
+UPDATE builds SET status = 'building', claimed_by = @worker, claim_expires_at = now() + make_interval(secs => CAST(@lease AS double precision)),
+	started_at = now(), attempt_count = builds.attempt_count + 1, error_message = NULL
 FROM picked WHERE builds.id = picked.id
 RETURNING ` + qualify("builds", buildClaimColumns)
 }

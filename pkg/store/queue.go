@@ -95,19 +95,20 @@ func qualify(table, columns string) string {
 	return strings.Join(parts, ", ")
 }
 
-func claimArgs(worker string, now time.Time, lease time.Duration, limit int, ts func(time.Time) any) map[string]any {
-	return map[string]any{"worker": worker, "now": ts(now), "expires": ts(now.Add(lease)), "limit": limit}
+func claimArgs(worker string, lease time.Duration, limit int) map[string]any {
+	return map[string]any{"worker": worker, "lease": lease.Seconds(), "limit": limit}
 }
 
-// ClaimRuns atomically takes up to limit claimable runs for worker.
-func (s *Store) ClaimRuns(ctx context.Context, worker string, now time.Time, lease time.Duration, limit int) ([]ClaimedRun, error) {
-	_, runs, err := s.ClaimJobs(ctx, worker, now, 0, lease, 0, limit)
+// ClaimRuns atomically takes up to limit claimable runs for worker, leased
+// for lease from the database's now.
+func (s *Store) ClaimRuns(ctx context.Context, worker string, lease time.Duration, limit int) ([]ClaimedRun, error) {
+	_, runs, err := s.ClaimJobs(ctx, worker, lease, 0, limit)
 	return runs, err
 }
 
 // ClaimBuilds atomically takes up to limit queued builds for worker.
-func (s *Store) ClaimBuilds(ctx context.Context, worker string, now time.Time, lease time.Duration, limit int) ([]ClaimedBuild, error) {
-	builds, _, err := s.ClaimJobs(ctx, worker, now, lease, 0, limit, 0)
+func (s *Store) ClaimBuilds(ctx context.Context, worker string, lease time.Duration, limit int) ([]ClaimedBuild, error) {
+	builds, _, err := s.ClaimJobs(ctx, worker, lease, limit, 0)
 	return builds, err
 }
 
@@ -115,18 +116,19 @@ func (s *Store) ClaimBuilds(ctx context.Context, worker string, now time.Time, l
 // runs as the builds left room for within runLimit, in one transaction (one
 // BEGIN and COMMIT for both: on PostgreSQL each is a round trip). In a
 // transaction, so rows that cannot be read back are not left claimed.
-func (s *Store) ClaimJobs(ctx context.Context, worker string, now time.Time, buildLease, runLease time.Duration,
+// Claimability and the lease's end use the database's clock.
+func (s *Store) ClaimJobs(ctx context.Context, worker string, lease time.Duration,
 	buildLimit, runLimit int) (builds []ClaimedBuild, runs []ClaimedRun, err error) {
 	err = s.tx(ctx, func(tx *gorm.DB) error {
 		builds, runs = nil, nil
 		if buildLimit > 0 {
-			err := tx.Raw(s.dialect.claimBuildsSQL(), claimArgs(worker, now, buildLease, buildLimit, s.ts)).Scan(&builds).Error
+			err := tx.Raw(s.dialect.claimBuildsSQL(), claimArgs(worker, lease, buildLimit)).Scan(&builds).Error
 			if err != nil {
 				return fmt.Errorf("claim builds: %w", err)
 			}
 		}
 		if left := runLimit - len(builds); left > 0 {
-			err := tx.Raw(s.dialect.claimRunsSQL(), claimArgs(worker, now, runLease, left, s.ts)).Scan(&runs).Error
+			err := tx.Raw(s.dialect.claimRunsSQL(), claimArgs(worker, lease, left)).Scan(&runs).Error
 			if err != nil {
 				return fmt.Errorf("claim runs: %w", err)
 			}
@@ -139,15 +141,14 @@ func (s *Store) ClaimJobs(ctx context.Context, worker string, now time.Time, bui
 	return builds, runs, nil
 }
 
-// Heartbeat extends the lease of a held job. It returns ErrLeaseLost when the
-// job is no longer held under f.
-func (s *Store) Heartbeat(ctx context.Context, f Fence, until time.Time) error {
-	where, args := f.where()
-	res := s.db.WithContext(ctx).Exec("UPDATE "+f.table()+" SET claim_expires_at = ? WHERE "+where, append([]any{s.ts(until)}, args...)...)
-	if res.Error != nil {
-		return fmt.Errorf("heartbeat %s %s: %w", f.Kind, f.ID, res.Error)
+// Heartbeat extends the lease of one held job to lease from the database's
+// now. It returns ErrLeaseLost when the job is no longer held under f.
+func (s *Store) Heartbeat(ctx context.Context, f Fence, lease time.Duration) error {
+	held, err := s.RenewLeases(ctx, f.Worker, lease, []Fence{f})
+	if err != nil {
+		return err
 	}
-	if res.RowsAffected == 0 {
+	if !held[f] {
 		return ErrLeaseLost
 	}
 	return nil
@@ -167,16 +168,16 @@ func (s *Store) fencedUpdate(tx *gorm.DB, f Fence, set string, setArgs ...any) e
 	return nil
 }
 
-// Requeue hands a held job back to the queue, available again at
-// availableAt. When countAttempt is false the attempt is given back too (a
-// shutdown is not the job's fault).
-func (s *Store) Requeue(ctx context.Context, f Fence, availableAt time.Time, message string, countAttempt bool) error {
-	set := "status = 'queued', available_at = ?, error_message = ?, claimed_by = NULL, claim_expires_at = NULL"
+// Requeue hands a held job back to the queue, available again after delay
+// (from the database's now). When countAttempt is false the attempt is given
+// back too (a shutdown is not the job's fault).
+func (s *Store) Requeue(ctx context.Context, f Fence, delay time.Duration, message string, countAttempt bool) error {
+	set := "status = 'queued', available_at = " + s.dialect.laterSQL("?") + ", error_message = ?, claimed_by = NULL, claim_expires_at = NULL"
 	if !countAttempt {
 		set += ", attempt_count = attempt_count - 1"
 	}
 	return s.tx(ctx, func(tx *gorm.DB) error {
-		return s.fencedUpdate(tx, f, set, s.ts(availableAt), nullIfEmpty(message))
+		return s.fencedUpdate(tx, f, set, delay.Seconds(), nullIfEmpty(message))
 	})
 }
 

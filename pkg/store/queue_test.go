@@ -21,7 +21,7 @@ func TestClaimRunsClaimability(t *testing.T) {
 		claimable bool
 	}{
 		{"queued, past, no build", func(t *testing.T, e *env) string { return e.run(t, "", t0.Add(-time.Hour), t0.Add(-min)) }, true},
-		{"available exactly now", func(t *testing.T, e *env) string { return e.run(t, "", t0.Add(-time.Hour), t0) }, true},
+		{"available just now", func(t *testing.T, e *env) string { return e.run(t, "", t0.Add(-time.Hour), time.Now()) }, true},
 		{"ready build", func(t *testing.T, e *env) string {
 			return e.run(t, e.build(t, "ready"), t0.Add(-time.Hour), t0.Add(-min))
 		}, true},
@@ -30,7 +30,9 @@ func TestClaimRunsClaimability(t *testing.T) {
 			e.exec(t, `UPDATE runs SET attempt_count = 2, max_attempts = 3 WHERE id = ?`, id)
 			return id
 		}, true},
-		{"available in the future", func(t *testing.T, e *env) string { return e.run(t, "", t0.Add(-time.Hour), t0.Add(time.Second)) }, false},
+		{"available in the future", func(t *testing.T, e *env) string {
+			return e.run(t, "", t0.Add(-time.Hour), time.Now().Add(time.Minute))
+		}, false},
 		{"attempts used up", func(t *testing.T, e *env) string {
 			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-min))
 			e.exec(t, `UPDATE runs SET attempt_count = 3, max_attempts = 3 WHERE id = ?`, id)
@@ -73,7 +75,7 @@ func TestClaimRunsClaimability(t *testing.T) {
 			e.exec(t, `UPDATE runs SET error_message = 'from before' WHERE id = ?`, ids[i])
 			before[i] = e.runRow(t, ids[i])
 		}
-		claimed, err := e.s.ClaimRuns(context.Background(), "w1", t0, 10*time.Minute, 100)
+		claimed, err := e.s.ClaimRuns(context.Background(), "w1", 10*time.Minute, 100)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -100,8 +102,8 @@ func TestClaimRunsClaimability(t *testing.T) {
 				if r.Status != "running" || r.ClaimedBy.String != "w1" || r.ErrorMessage.Valid {
 					t.Errorf("claimed row: %+v", r)
 				}
-				sameTime(t, "claim_expires_at", r.ClaimExpiresAt, t0.Add(10*time.Minute))
-				sameTime(t, "started_at", r.StartedAt, t0)
+				nearNow(t, "claim_expires_at", r.ClaimExpiresAt, 10*time.Minute)
+				nearNow(t, "started_at", r.StartedAt, 0)
 				if c.WorkspaceID != e.ws || c.ConfigurationID != e.cfg || c.MaxAttempts != 3 || !c.CreatedAt.Valid || !c.AvailableAt.Valid {
 					t.Errorf("claim: %+v", c)
 				}
@@ -128,7 +130,7 @@ func TestClaimRunsOrderAndLimit(t *testing.T) {
 			{5, nil},
 		}
 		for i, tc := range cases {
-			claimed, err := e.s.ClaimRuns(ctx, fmt.Sprint("w", i), t0, time.Minute, tc.limit)
+			claimed, err := e.s.ClaimRuns(ctx, fmt.Sprint("w", i), time.Minute, tc.limit)
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -179,7 +181,7 @@ func TestClaimRunsConcurrently(t *testing.T) {
 				defer wg.Done()
 				<-start
 				for {
-					got, err := handles[w].ClaimRuns(ctx, fmt.Sprint("worker-", w), t0, time.Minute, limit)
+					got, err := handles[w].ClaimRuns(ctx, fmt.Sprint("worker-", w), time.Minute, limit)
 					if err != nil {
 						errs[w] = err
 						return
@@ -240,13 +242,13 @@ func TestClaimBuilds(t *testing.T) {
 		e.exec(t, `UPDATE builds SET created_at = ? WHERE id = ?`, e.ts(t0.Add(-2*time.Hour)), old)
 		newer := e.build(t, "queued")
 		future := e.build(t, "queued")
-		e.exec(t, `UPDATE builds SET available_at = ? WHERE id = ?`, e.ts(t0.Add(time.Minute)), future)
+		e.exec(t, `UPDATE builds SET available_at = ? WHERE id = ?`, e.ts(time.Now().Add(time.Minute)), future)
 		apiRow := e.build(t, "queued") // the ADE API leaves available_at NULL
 		e.exec(t, `UPDATE builds SET available_at = NULL, created_at = ? WHERE id = ?`, e.ts(t0.Add(-90*time.Minute)), apiRow)
 		e.build(t, "ready")
 		e.build(t, "failed")
 
-		got, err := e.s.ClaimBuilds(ctx, "w", t0, time.Minute, 2)
+		got, err := e.s.ClaimBuilds(ctx, "w", time.Minute, 2)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -258,7 +260,7 @@ func TestClaimBuilds(t *testing.T) {
 		if fmt.Sprint(ids) != fmt.Sprint([]string{old, apiRow}) {
 			t.Errorf("first claim = %v, want oldest two %v", ids, []string{old, apiRow})
 		}
-		got, err = e.s.ClaimBuilds(ctx, "w", t0, time.Minute, 5)
+		got, err = e.s.ClaimBuilds(ctx, "w", time.Minute, 5)
 		if err != nil || len(got) != 1 || got[0].ID != newer {
 			t.Fatalf("second claim = %+v, %v; want only %s", got, err, newer)
 		}
@@ -266,7 +268,7 @@ func TestClaimBuilds(t *testing.T) {
 		if r.Status != "building" || r.ClaimedBy.String != "w" || r.AttemptCount != 1 {
 			t.Errorf("claimed build: %+v", r)
 		}
-		sameTime(t, "claim_expires_at", r.ClaimExpiresAt, t0.Add(time.Minute))
+		nearNow(t, "claim_expires_at", r.ClaimExpiresAt, time.Minute)
 	})
 }
 
@@ -278,24 +280,23 @@ func TestClaimJobs(t *testing.T) {
 		r1 := e.run(t, ready, t0.Add(-time.Hour), t0.Add(-time.Hour))
 		r2 := e.run(t, ready, t0.Add(-time.Minute), t0.Add(-time.Minute))
 
-		// Builds come first and leave the rest of the slots to runs, each
-		// with its own lease.
-		builds, runs, err := e.s.ClaimJobs(ctx, "w", t0, time.Hour, time.Minute, 3, 3)
+		// Builds come first and leave the rest of the slots to runs.
+		builds, runs, err := e.s.ClaimJobs(ctx, "w", time.Minute, 3, 3)
 		if err != nil {
 			t.Fatal(err)
 		}
 		if len(builds) != 2 || len(runs) != 1 || runs[0].ID != r1 {
 			t.Fatalf("claimed builds %+v, runs %+v; want both builds and the older run %s", builds, runs, r1)
 		}
-		sameTime(t, "build lease", e.buildRow(t, b1).ClaimExpiresAt, t0.Add(time.Hour))
-		sameTime(t, "build lease", e.buildRow(t, b2).ClaimExpiresAt, t0.Add(time.Hour))
-		sameTime(t, "run lease", e.runRow(t, r1).ClaimExpiresAt, t0.Add(time.Minute))
+		nearNow(t, "build lease", e.buildRow(t, b1).ClaimExpiresAt, time.Minute)
+		nearNow(t, "build lease", e.buildRow(t, b2).ClaimExpiresAt, time.Minute)
+		nearNow(t, "run lease", e.runRow(t, r1).ClaimExpiresAt, time.Minute)
 		if r := e.runRow(t, r2); r.Status != "queued" {
 			t.Errorf("run beyond the limit: %+v", r)
 		}
 
 		// A build limit of 0 claims runs only.
-		builds, runs, err = e.s.ClaimJobs(ctx, "w", t0, time.Hour, time.Minute, 0, 5)
+		builds, runs, err = e.s.ClaimJobs(ctx, "w", time.Minute, 0, 5)
 		if err != nil || len(builds) != 0 || len(runs) != 1 || runs[0].ID != r2 {
 			t.Fatalf("runs only: %+v %+v %v", builds, runs, err)
 		}
@@ -310,20 +311,20 @@ type fencedOp struct {
 
 var fencedOps = []fencedOp{
 	{"Heartbeat", func(ctx context.Context, e *env, f store.Fence, _ string) error {
-		return e.s.Heartbeat(ctx, f, t0.Add(time.Hour))
+		return e.s.Heartbeat(ctx, f, time.Hour)
 	}},
 	{"FinishRun", func(ctx context.Context, e *env, f store.Fence, docID string) error {
 		return e.s.FinishRun(ctx, f, store.RunOutcome{Succeeded: true, ExitCode: ptr(0), DocumentID: docID,
-			Summary: testSummary("late")}, t0.Add(time.Minute))
+			Summary: testSummary("late")})
 	}},
 	{"Requeue", func(ctx context.Context, e *env, f store.Fence, _ string) error {
-		return e.s.Requeue(ctx, f, t0.Add(time.Hour), "again", true)
+		return e.s.Requeue(ctx, f, time.Hour, "again", true)
 	}},
 	{"Requeue without counting", func(ctx context.Context, e *env, f store.Fence, _ string) error {
-		return e.s.Requeue(ctx, f, t0.Add(time.Hour), "again", false)
+		return e.s.Requeue(ctx, f, time.Hour, "again", false)
 	}},
 	{"StartDocument", func(ctx context.Context, e *env, f store.Fence, docID string) error {
-		return e.s.StartDocument(ctx, f, docID, t0)
+		return e.s.StartDocument(ctx, f, docID)
 	}},
 }
 
@@ -358,7 +359,7 @@ func TestFencing(t *testing.T) {
 				ctx := context.Background()
 				docID := e.doc(t)
 				runID := e.runFor(t, docID, "", t0.Add(-time.Hour), t0.Add(-time.Minute))
-				claimed, err := e.s.ClaimRuns(ctx, "w1", t0, time.Minute, 1)
+				claimed, err := e.s.ClaimRuns(ctx, "w1", time.Minute, 1)
 				if err != nil || len(claimed) != 1 {
 					t.Fatalf("claim: %v %v", claimed, err)
 				}
@@ -388,8 +389,8 @@ func TestHeartbeat(t *testing.T) {
 		ctx := context.Background()
 		runID := e.run(t, "", t0, t0)
 		buildID := e.build(t, "queued")
-		e.hold(t, store.KindRun, runID, "w", 2, 3, ptr(t0.Add(time.Minute)))
-		e.hold(t, store.KindBuild, buildID, "w", 1, 3, ptr(t0.Add(time.Minute)))
+		e.hold(t, store.KindRun, runID, "w", 2, 3, ptr(time.Now().Add(time.Minute)))
+		e.hold(t, store.KindBuild, buildID, "w", 1, 3, ptr(time.Now().Add(time.Minute)))
 		cases := []struct {
 			f   store.Fence
 			row func(testing.TB, string) jobRow
@@ -398,18 +399,18 @@ func TestHeartbeat(t *testing.T) {
 			{store.Fence{Kind: store.KindBuild, ID: buildID, Worker: "w", Attempt: 1}, e.buildRow},
 		}
 		for _, tc := range cases {
-			if err := e.s.Heartbeat(ctx, tc.f, t0.Add(5*time.Minute)); err != nil {
+			if err := e.s.Heartbeat(ctx, tc.f, 5*time.Minute); err != nil {
 				t.Fatalf("%s: %v", tc.f.Kind, err)
 			}
 			r := tc.row(t, tc.f.ID)
-			sameTime(t, string(tc.f.Kind)+" claim_expires_at", r.ClaimExpiresAt, t0.Add(5*time.Minute))
+			nearNow(t, string(tc.f.Kind)+" claim_expires_at", r.ClaimExpiresAt, 5*time.Minute)
 			if r.AttemptCount != tc.f.Attempt || r.ClaimedBy.String != "w" || r.Status == "queued" {
 				t.Errorf("%s after heartbeat: %+v", tc.f.Kind, r)
 			}
 			// A finished job's lease cannot be renewed.
 			e.exec(t, `UPDATE `+map[store.Kind]string{store.KindRun: "runs", store.KindBuild: "builds"}[tc.f.Kind]+
 				` SET status = 'failed' WHERE id = ?`, tc.f.ID)
-			if err := e.s.Heartbeat(ctx, tc.f, t0.Add(10*time.Minute)); !errors.Is(err, store.ErrLeaseLost) {
+			if err := e.s.Heartbeat(ctx, tc.f, 10*time.Minute); !errors.Is(err, store.ErrLeaseLost) {
 				t.Errorf("%s heartbeat after it ended: %v, want ErrLeaseLost", tc.f.Kind, err)
 			}
 		}
@@ -432,12 +433,12 @@ func TestRequeue(t *testing.T) {
 			eachEnv(t, func(t *testing.T, e *env) {
 				ctx := context.Background()
 				id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-time.Minute))
-				claimed, err := e.s.ClaimRuns(ctx, "w", t0, time.Minute, 1)
+				claimed, err := e.s.ClaimRuns(ctx, "w", time.Minute, 1)
 				if err != nil || len(claimed) != 1 {
 					t.Fatalf("claim: %v %v", claimed, err)
 				}
 				f := store.Fence{Kind: store.KindRun, ID: id, Worker: "w", Attempt: 1}
-				if err := e.s.Requeue(ctx, f, t0.Add(30*time.Second), tc.message, tc.countAttempt); err != nil {
+				if err := e.s.Requeue(ctx, f, 30*time.Second, tc.message, tc.countAttempt); err != nil {
 					t.Fatal(err)
 				}
 				r := e.runRow(t, id)
@@ -445,17 +446,19 @@ func TestRequeue(t *testing.T) {
 					r.ErrorMessage.Valid != (tc.message != "") || r.ErrorMessage.String != tc.message {
 					t.Errorf("requeued run: %+v", r)
 				}
-				sameTime(t, "available_at", r.AvailableAt, t0.Add(30*time.Second))
-				// Not claimable before available_at, claimable after.
-				if got, _ := e.s.ClaimRuns(ctx, "w2", t0.Add(29*time.Second), time.Minute, 5); len(got) != 0 {
+				nearNow(t, "available_at", r.AvailableAt, 30*time.Second)
+				// Not claimable before available_at (the database's
+				// clock), claimable after.
+				if got, _ := e.s.ClaimRuns(ctx, "w2", time.Minute, 5); len(got) != 0 {
 					t.Errorf("claimed during backoff: %+v", got)
 				}
-				got, err := e.s.ClaimRuns(ctx, "w2", t0.Add(30*time.Second), time.Minute, 5)
+				e.exec(t, `UPDATE runs SET available_at = ? WHERE id = ?`, e.ts(time.Now().Add(-time.Second)), id)
+				got, err := e.s.ClaimRuns(ctx, "w2", time.Minute, 5)
 				if err != nil || len(got) != 1 || got[0].AttemptCount != tc.wantAttempt+1 {
 					t.Errorf("claim after backoff: %+v %v", got, err)
 				}
 				// The old fence is dead.
-				if err := e.s.Heartbeat(ctx, f, t0.Add(time.Hour)); !errors.Is(err, store.ErrLeaseLost) {
+				if err := e.s.Heartbeat(ctx, f, time.Hour); !errors.Is(err, store.ErrLeaseLost) {
 					t.Errorf("old fence heartbeat: %v", err)
 				}
 			})

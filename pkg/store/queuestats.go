@@ -3,7 +3,7 @@ package store
 import (
 	"context"
 	"fmt"
-	"time"
+	"strings"
 )
 
 // QueueStat is the queue of one kind of job: what the queue gauges show.
@@ -14,6 +14,9 @@ type QueueStat struct {
 	Running int64 // running (runs) or building (builds)
 	// OldestReady is when the longest-waiting ready job became available.
 	OldestReady Time
+	// Now is the database's clock when the stats were read: the one clock
+	// that ages OldestReady.
+	Now Time
 }
 
 // queueStatsSQL reads only live rows: each part filters on exactly the
@@ -26,7 +29,8 @@ SELECT 'run' AS kind,
 	COALESCE(SUM(CASE WHEN available_at <= @now AND attempt_count < max_attempts THEN 1 ELSE 0 END), 0) AS ready,
 	COALESCE(SUM(CASE WHEN available_at > @now THEN 1 ELSE 0 END), 0) AS delayed,
 	(SELECT COUNT(*) FROM runs WHERE status = 'running') AS running,
-	MIN(CASE WHEN available_at <= @now AND attempt_count < max_attempts THEN available_at END) AS oldest_ready
+	MIN(CASE WHEN available_at <= @now AND attempt_count < max_attempts THEN available_at END) AS oldest_ready,
+	@now AS now
 FROM runs WHERE status = 'queued'
 UNION ALL
 SELECT 'build' AS kind,
@@ -34,14 +38,16 @@ SELECT 'build' AS kind,
 	COALESCE(SUM(CASE WHEN available_at > @now THEN 1 ELSE 0 END), 0),
 	(SELECT COUNT(*) FROM builds WHERE status = 'building'),
 	MIN(CASE WHEN (available_at IS NULL OR available_at <= @now) AND attempt_count < max_attempts
-		THEN COALESCE(available_at, created_at) END)
+		THEN COALESCE(available_at, created_at) END),
+	@now
 FROM builds WHERE status = 'queued'`
 
 // QueueStats counts queued and running jobs by kind, cheaply enough to run
-// every few seconds on a table of a million finished rows.
-func (s *Store) QueueStats(ctx context.Context, now time.Time) ([]QueueStat, error) {
+// every few seconds on a table of a million finished rows. Ready and
+// delayed are told apart on the database's clock.
+func (s *Store) QueueStats(ctx context.Context) ([]QueueStat, error) {
 	var out []QueueStat
-	err := s.db.WithContext(ctx).Raw(queueStatsSQL, map[string]any{"now": s.ts(now)}).Scan(&out).Error
+	err := s.db.WithContext(ctx).Raw(strings.ReplaceAll(queueStatsSQL, "@now", s.dialect.nowSQL())).Scan(&out).Error
 	if err != nil {
 		return nil, fmt.Errorf("read queue stats: %w", err)
 	}

@@ -5,7 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"time"
 
 	"gorm.io/gorm"
 
@@ -124,9 +123,9 @@ const (
 )
 
 // StartDocument marks the run's document processing (fenced on the run).
-func (s *Store) StartDocument(ctx context.Context, f Fence, documentID string, now time.Time) error {
+func (s *Store) StartDocument(ctx context.Context, f Fence, documentID string) error {
 	if q := s.dialect.moveDocumentSQL(true); q != "" {
-		args := s.moveDocumentArgs(documentID, f.ID, DocumentProcessing, now)
+		args := moveDocumentArgs(documentID, f.ID, DocumentProcessing)
 		args["worker"], args["attempt"] = f.Worker, f.Attempt
 		var held int
 		if err := s.db.WithContext(ctx).Raw(q, args).Scan(&held).Error; err != nil {
@@ -143,21 +142,22 @@ func (s *Store) StartDocument(ctx context.Context, f Fence, documentID string, n
 		if err := s.fencedUpdate(tx, f, "claim_expires_at = claim_expires_at"); err != nil {
 			return err
 		}
-		return s.moveDocument(tx, documentID, f.ID, DocumentProcessing, now)
+		return s.moveDocument(tx, documentID, f.ID, DocumentProcessing)
 	})
 }
 
-func (s *Store) moveDocumentArgs(documentID, runID string, status DocumentStatus, now time.Time) map[string]any {
-	return map[string]any{"doc": documentID, "run": runID, "status": string(status), "now": s.ts(now)}
+func moveDocumentArgs(documentID, runID string, status DocumentStatus) map[string]any {
+	return map[string]any{"doc": documentID, "run": runID, "status": string(status)}
 }
 
 // moveDocument sets a document's status, bumps its version and records the
-// change in document_changes so the ADE API's change feed sees it. A
+// change in document_changes so the ADE API's change feed sees it, at the
+// database's now. A
 // missing document row is not an error: the run's own status says why.
-func (s *Store) moveDocument(tx *gorm.DB, documentID, runID string, status DocumentStatus, now time.Time) error {
+func (s *Store) moveDocument(tx *gorm.DB, documentID, runID string, status DocumentStatus) error {
 	if q := s.dialect.moveDocumentSQL(false); q != "" {
 		var held int
-		if err := tx.Raw(q, s.moveDocumentArgs(documentID, runID, status, now)).Scan(&held).Error; err != nil {
+		if err := tx.Raw(q, moveDocumentArgs(documentID, runID, status)).Scan(&held).Error; err != nil {
 			return fmt.Errorf("update document %s: %w", documentID, err)
 		}
 		return nil
@@ -166,9 +166,9 @@ func (s *Store) moveDocument(tx *gorm.DB, documentID, runID string, status Docum
 		WorkspaceID string
 		Version     int
 	}
-	res := tx.Raw(`UPDATE documents SET status = ?, version = version + 1, updated_at = ?, last_run_at = ?
-		WHERE id = ? RETURNING workspace_id, version`,
-		string(status), s.ts(now), s.ts(now), documentID).Scan(&row)
+	now := s.dialect.nowSQL()
+	res := tx.Raw(`UPDATE documents SET status = ?, version = version + 1, updated_at = `+now+`, last_run_at = `+now+`
+		WHERE id = ? RETURNING workspace_id, version`, string(status), documentID).Scan(&row)
 	if res.Error != nil {
 		return fmt.Errorf("update document %s: %w", documentID, res.Error)
 	}
@@ -177,7 +177,7 @@ func (s *Store) moveDocument(tx *gorm.DB, documentID, runID string, status Docum
 	}
 	payload, _ := json.Marshal(map[string]any{"status": status, "version": row.Version, "run_id": runID})
 	err := tx.Exec(`INSERT INTO document_changes (workspace_id, document_id, type, document_version, payload, occurred_at)
-		VALUES (?, ?, 'upsert', ?, ?, ?)`, row.WorkspaceID, documentID, row.Version, string(payload), s.ts(now)).Error
+		VALUES (?, ?, 'upsert', ?, ?, `+now+`)`, row.WorkspaceID, documentID, row.Version, string(payload)).Error
 	if err != nil {
 		return fmt.Errorf("record document change %s: %w", documentID, err)
 	}
@@ -198,15 +198,15 @@ type RunOutcome struct {
 
 // FinishRun writes a run's terminal status, its results and its document's
 // status in one transaction, fenced on the claim.
-func (s *Store) FinishRun(ctx context.Context, f Fence, o RunOutcome, now time.Time) error {
+func (s *Store) FinishRun(ctx context.Context, f Fence, o RunOutcome) error {
 	status := "failed"
 	if o.Succeeded {
 		status = "succeeded"
 	}
 	return s.tx(ctx, func(tx *gorm.DB) error {
-		err := s.fencedUpdate(tx, f, `status = ?, exit_code = ?, completed_at = ?, error_message = ?,
+		err := s.fencedUpdate(tx, f, `status = ?, exit_code = ?, completed_at = `+s.dialect.nowSQL()+`, error_message = ?,
 			output_path = ?, claim_expires_at = NULL`,
-			status, o.ExitCode, s.ts(now), nullIfEmpty(o.Error), nullIfEmpty(o.OutputPath))
+			status, o.ExitCode, nullIfEmpty(o.Error), nullIfEmpty(o.OutputPath))
 		if err != nil {
 			return err
 		}
@@ -220,7 +220,7 @@ func (s *Store) FinishRun(ctx context.Context, f Fence, o RunOutcome, now time.T
 		if o.Succeeded {
 			doc = DocumentProcessed
 		}
-		return s.moveDocument(tx, o.DocumentID, f.ID, doc, now)
+		return s.moveDocument(tx, o.DocumentID, f.ID, doc)
 	})
 }
 

@@ -128,12 +128,12 @@ func TestFinishRun(t *testing.T) {
 				runID := e.runFor(t, docID, "", t0.Add(-time.Hour), t0.Add(-time.Hour))
 				claim := func(now time.Time) store.Fence {
 					t.Helper()
-					got, err := e.s.ClaimRuns(ctx, "w", now, time.Minute, 1)
+					got, err := e.s.ClaimRuns(ctx, "w", time.Minute, 1)
 					if err != nil || len(got) != 1 {
 						t.Fatalf("claim: %+v %v", got, err)
 					}
 					f := store.Fence{Kind: store.KindRun, ID: runID, Worker: "w", Attempt: got[0].AttemptCount}
-					if err := e.s.StartDocument(ctx, f, docID, now); err != nil {
+					if err := e.s.StartDocument(ctx, f, docID); err != nil {
 						t.Fatalf("start document: %v", err)
 					}
 					if d := e.docRow(t, docID); d.Status != "processing" {
@@ -145,7 +145,7 @@ func TestFinishRun(t *testing.T) {
 				// Attempt 1 finishes and writes its results; the run is
 				// then queued again (a retry) and attempt 2 finishes.
 				f1 := claim(t0)
-				if err := e.s.FinishRun(ctx, f1, store.RunOutcome{Succeeded: true, ExitCode: ptr(0), Summary: tc.first, DocumentID: docID}, t0.Add(time.Second)); err != nil {
+				if err := e.s.FinishRun(ctx, f1, store.RunOutcome{Succeeded: true, ExitCode: ptr(0), Summary: tc.first, DocumentID: docID}); err != nil {
 					t.Fatal(err)
 				}
 				if got, want := e.results(t, runID), wantResults(tc.first); !reflect.DeepEqual(got, want) {
@@ -157,9 +157,8 @@ func TestFinishRun(t *testing.T) {
 				if f2.Attempt != 2 {
 					t.Fatalf("second attempt = %d", f2.Attempt)
 				}
-				finished := now.Add(90 * time.Second)
 				err := e.s.FinishRun(ctx, f2, store.RunOutcome{Succeeded: tc.succeeded, ExitCode: tc.exitCode, Error: tc.errMsg,
-					OutputPath: tc.output, Summary: tc.second, DocumentID: docID}, finished)
+					OutputPath: tc.output, Summary: tc.second, DocumentID: docID})
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -175,7 +174,7 @@ func TestFinishRun(t *testing.T) {
 				if r.ExitCode.Valid != (tc.exitCode != nil) || (tc.exitCode != nil && int(r.ExitCode.Int64) != *tc.exitCode) {
 					t.Errorf("exit_code = %+v, want %v", r.ExitCode, deref(tc.exitCode))
 				}
-				sameTime(t, "completed_at", r.FinishedAt, finished)
+				nearNow(t, "completed_at", r.FinishedAt, 0)
 				var output []sql.NullString
 				e.scan(t, &output, `SELECT output_path FROM runs WHERE id = ?`, runID)
 				if len(output) != 1 || output[0].Valid != (tc.output != "") || output[0].String != tc.output {
@@ -191,7 +190,7 @@ func TestFinishRun(t *testing.T) {
 				if d.Status != wantDoc || d.Version != 5 {
 					t.Errorf("document: %+v, want %s version 5", d, wantDoc)
 				}
-				sameTime(t, "last_run_at", d.LastRunAt, finished)
+				nearNow(t, "last_run_at", d.LastRunAt, 0)
 				changes := e.docChanges(t, docID)
 				wantStatuses := []string{"processing", "processed", "processing", wantDoc}
 				if len(changes) != len(wantStatuses) {
@@ -234,11 +233,11 @@ func TestFinishRunWithoutDocument(t *testing.T) {
 				ctx := context.Background()
 				other := e.doc(t) // must stay untouched
 				runID := e.run(t, "", t0, t0)
-				if _, err := e.s.ClaimRuns(ctx, "w", t0, time.Minute, 1); err != nil {
+				if _, err := e.s.ClaimRuns(ctx, "w", time.Minute, 1); err != nil {
 					t.Fatal(err)
 				}
 				f := store.Fence{Kind: store.KindRun, ID: runID, Worker: "w", Attempt: 1}
-				if err := e.s.FinishRun(ctx, f, store.RunOutcome{Succeeded: true, ExitCode: ptr(0), DocumentID: tc.docID(e, t)}, t0); err != nil {
+				if err := e.s.FinishRun(ctx, f, store.RunOutcome{Succeeded: true, ExitCode: ptr(0), DocumentID: tc.docID(e, t)}); err != nil {
 					t.Fatal(err)
 				}
 				if r := e.runRow(t, runID); r.Status != "succeeded" {
@@ -272,22 +271,22 @@ func TestFinishBuild(t *testing.T) {
 			eachEnv(t, func(t *testing.T, e *env) {
 				ctx := context.Background()
 				id := e.build(t, "queued")
-				got, err := e.s.ClaimBuilds(ctx, "w", t0, time.Minute, 1)
+				got, err := e.s.ClaimBuilds(ctx, "w", time.Minute, 1)
 				if err != nil || len(got) != 1 {
 					t.Fatalf("claim: %+v %v", got, err)
 				}
 				f := store.Fence{Kind: store.KindBuild, ID: id, Worker: "w", Attempt: 1}
-				if err := e.s.FinishBuild(ctx, store.Fence{Kind: store.KindBuild, ID: id, Worker: "x", Attempt: 1}, tc.outcome, t0); err != store.ErrLeaseLost {
+				if err := e.s.FinishBuild(ctx, store.Fence{Kind: store.KindBuild, ID: id, Worker: "x", Attempt: 1}, tc.outcome); err != store.ErrLeaseLost {
 					t.Errorf("wrong fence: %v, want ErrLeaseLost", err)
 				}
-				if err := e.s.FinishBuild(ctx, f, tc.outcome, t0.Add(time.Minute)); err != nil {
+				if err := e.s.FinishBuild(ctx, f, tc.outcome); err != nil {
 					t.Fatal(err)
 				}
 				r := e.buildRow(t, id)
 				if r.Status != tc.wantStatus || r.ClaimExpiresAt.Valid || r.ErrorMessage.String != tc.outcome.Error {
 					t.Errorf("build: %+v", r)
 				}
-				sameTime(t, "finished_at", r.FinishedAt, t0.Add(time.Minute))
+				nearNow(t, "finished_at", r.FinishedAt, 0)
 				var active []sql.NullString
 				e.scan(t, &active, `SELECT active_build_id FROM configurations WHERE id = ?`, e.cfg)
 				if len(active) != 1 || (active[0].String == id) != tc.wantActive {

@@ -20,25 +20,46 @@ func (sqliteDialect) configurePool(db *sql.DB) {
 
 func (sqliteDialect) timeArg(t time.Time) any { return t.UTC().Format(sqliteTimeLayout) }
 
+// SQLite's strftime('%f') has milliseconds; three zeros make the six
+// fractional digits of sqliteTimeLayout, so text comparisons with the
+// API's microsecond values stay in time order.
+func (sqliteDialect) nowSQL() string { return `(strftime('%Y-%m-%d %H:%M:%f', 'now') || '000')` }
+
+// An IN list, not a join: SQLite would put the table-valued json_each in
+// the inner loop and parse the list once per row.
+func (sqliteDialect) jobListSQL() (string, string) {
+	return "", `(id, attempt_count) IN (SELECT json_extract(value, '$.vid'), json_extract(value, '$.vattempt') FROM json_each(?))`
+}
+
+func (sqliteDialect) untilSQL(q string) string {
+	return `SELECT (julianday((` + q + `)) - julianday('now')) * 86400.0`
+}
+
+func (sqliteDialect) laterSQL(secs string) string {
+	return `(strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', ` + secs + `)) || '000')`
+}
+
 // One UPDATE ... RETURNING on a subselect: SQLite runs it under its single
 // writer lock, so two supervisors can never pick the same row.
 func (sqliteDialect) claimRunsSQL() string {
-	return `UPDATE runs SET status = 'running', claimed_by = @worker, claim_expires_at = @expires,
-	started_at = @now, attempt_count = attempt_count + 1, error_message = NULL
+	d := sqliteDialect{}
+	return `UPDATE runs SET status = 'running', claimed_by = @worker, claim_expires_at = ` + d.laterSQL("@lease") + `,
+	started_at = ` + d.nowSQL() + `, attempt_count = attempt_count + 1, error_message = NULL
 WHERE id IN (
 	SELECT r.id FROM runs r LEFT JOIN builds b ON b.id = r.build_id
-	WHERE r.status = 'queued' AND r.available_at <= @now AND r.attempt_count < r.max_attempts
+	WHERE r.status = 'queued' AND r.available_at <= ` + d.nowSQL() + ` AND r.attempt_count < r.max_attempts
 	  AND (r.build_id IS NULL OR b.status = 'ready')
 	ORDER BY r.available_at, r.created_at LIMIT @limit)
 RETURNING ` + runClaimColumns
 }
 
 func (sqliteDialect) claimBuildsSQL() string {
-	return `UPDATE builds SET status = 'building', claimed_by = @worker, claim_expires_at = @expires,
-	started_at = @now, attempt_count = attempt_count + 1, error_message = NULL
+	d := sqliteDialect{}
+	return `UPDATE builds SET status = 'building', claimed_by = @worker, claim_expires_at = ` + d.laterSQL("@lease") + `,
+	started_at = ` + d.nowSQL() + `, attempt_count = attempt_count + 1, error_message = NULL
 WHERE id IN (
 	SELECT id FROM builds
-	WHERE status = 'queued' AND (available_at IS NULL OR available_at <= @now) AND attempt_count < max_attempts
+	WHERE status = 'queued' AND (available_at IS NULL OR available_at <= ` + d.nowSQL() + `) AND attempt_count < max_attempts
 	ORDER BY created_at LIMIT @limit)
 RETURNING ` + buildClaimColumns
 }

@@ -45,6 +45,9 @@ type Store struct {
 	// watchTarget is what WatchQueue watches: the PostgreSQL DSN or the
 	// SQLite file.
 	watchTarget string
+	// file is the identity of the SQLite file opened (nil on PostgreSQL);
+	// see CheckFile.
+	file *fileID
 }
 
 // Open connects to the database named by u.
@@ -60,7 +63,11 @@ func Open(ctx context.Context, u settings.DatabaseURL, opts Options) (*Store, er
 		if err := os.MkdirAll(filepath.Dir(u.Path), 0o755); err != nil {
 			return nil, fmt.Errorf("create database folder: %w", err)
 		}
-		dial = sqlite.Open(sqliteDSN(u.Path, opts))
+		// An existing file is opened without create: a connection the
+		// pool opens after the file was deleted must fail, not start an
+		// empty database beside the real one (see CheckFile).
+		_, statErr := os.Stat(u.Path)
+		dial = sqlite.Open(sqliteDSN(u.Path, opts, statErr == nil))
 		d, target = sqliteDialect{}, u.Path
 	case settings.Postgres:
 		dial = postgres.Open(u.DSN)
@@ -81,11 +88,23 @@ func Open(ctx context.Context, u settings.DatabaseURL, opts Options) (*Store, er
 		sqlDB.Close()
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
-	return &Store{db: db, dialect: d, watchTarget: target}, nil
+	st := &Store{db: db, dialect: d, watchTarget: target}
+	if u.Driver == settings.SQLite {
+		id, err := statID(u.Path)
+		if err != nil {
+			sqlDB.Close()
+			return nil, fmt.Errorf("stat the database file: %w", err)
+		}
+		st.file = &id
+	}
+	return st, nil
 }
 
-func sqliteDSN(path string, opts Options) string {
+func sqliteDSN(path string, opts Options, exists bool) string {
 	q := url.Values{}
+	if exists {
+		q.Set("mode", "rw")
+	}
 	q.Set("_journal_mode", orDefault(opts.SQLiteJournalMode, "WAL"))
 	q.Set("_synchronous", orDefault(opts.SQLiteSynchronous, "NORMAL"))
 	busy := opts.SQLiteBusyTimeout
@@ -135,6 +154,20 @@ type dialect interface {
 	name() string
 	configurePool(db *sql.DB)
 	timeArg(t time.Time) any
+	// nowSQL is the database's clock as an SQL expression, in the layout
+	// stored times use; laterSQL(secs) is that clock plus secs seconds (an
+	// SQL expression of type double precision). Every time the queue
+	// compares or stores comes from them: hosts' clocks drift, the
+	// database is the one clock all supervisors share.
+	nowSQL() string
+	laterSQL(secs string) string
+	// untilSQL is the seconds from the database's now until the time
+	// the scalar subquery q returns (NULL when q is NULL).
+	untilSQL(q string) string
+	// jobListSQL matches an UPDATE's rows (by id and attempt_count) to a
+	// list of jobs in one JSON argument, [{"vid": id, "vattempt": n}, ...]:
+	// a FROM clause (may be empty) and a condition.
+	jobListSQL() (from, cond string)
 	claimRunsSQL() string
 	claimBuildsSQL() string
 	// clearRunResultsSQL removes a run's rows from the run_* result tables;

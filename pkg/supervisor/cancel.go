@@ -133,7 +133,7 @@ func (s *Supervisor) watchCancels(ctx context.Context) {
 // lookups of this supervisor's own jobs, nothing when none runs.
 func (s *Supervisor) checkCancels(ctx context.Context) {
 	if s.running.buildCancelled.Swap(false) {
-		if _, err := s.store.FailRunsOfFailedBuilds(ctx, time.Now()); err != nil && ctx.Err() == nil {
+		if _, err := s.store.FailRunsOfFailedBuilds(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn().Err(err).Msg("cannot fail the runs of a cancelled build; cleanup will")
 		}
 	}
@@ -208,7 +208,7 @@ func (s *Supervisor) endCancelled(log zerolog.Logger, l *lease, spec *jobspec.Sp
 		Float64("duration_ms", float64(time.Since(started).Microseconds())/1000).
 		Msg("job cancelled: its processes are stopped and the worker wrote nothing more about it")
 	if f.Kind == store.KindBuild {
-		if _, err := s.store.FailRunsOfFailedBuilds(context.Background(), time.Now()); err != nil {
+		if _, err := s.store.FailRunsOfFailedBuilds(context.Background()); err != nil {
 			log.Warn().Err(err).Msg("cannot fail the runs of the cancelled build; cleanup will")
 		}
 	}

@@ -7,7 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"sync"
+	"os"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -42,13 +42,21 @@ const maxResultBytes = 64 << 20
 // jobrunner that did not stop its engine by itself.
 const backstop = 30 * time.Second
 
-// runChild runs the jobrunner for spec, heartbeating f's lease while it runs.
+// runChild runs the jobrunner for spec while the heartbeat keeps l's lease
+// alive, and tells the jobrunner of each renewal (see jobspec.Lease).
 func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease, spec *jobspec.Spec) childOutcome {
 	if l.cancelRequested() {
 		return childOutcome{cancelled: true, problem: "cancelled before the jobrunner started"}
 	}
+	renewR, renewW, err := os.Pipe()
+	if err != nil {
+		return childOutcome{problem: fmt.Sprintf("create the lease renewal pipe: %v", err)}
+	}
+	defer renewW.Close()
+	spec.Lease = &jobspec.Lease{RemainingSeconds: l.remaining().Seconds(), MarginSeconds: fenceMargin(l.length).Seconds(), RenewalFD: 3}
 	var stdin bytes.Buffer
 	if err := spec.Encode(&stdin); err != nil {
+		renewR.Close()
 		return childOutcome{problem: fmt.Sprintf("encode job spec: %v", err)}
 	}
 	childCtx, cancel := context.WithCancel(ctx)
@@ -64,15 +72,16 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 		time.AfterFunc(cancelGrace, killer.kill) // ... SIGKILL soon
 	})()
 	var lost atomic.Bool
-	hbDone := make(chan struct{})
-	go func() {
-		defer close(hbDone)
-		s.heartbeat(childCtx, log, l, func() { lost.Store(true); cancel() })
-	}()
+	detach := l.attach(func(left time.Duration) { tellRenewal(renewW, left) }, func() { lost.Store(true); cancel() })
 
 	var stdout bytes.Buffer
 	exit, err := procs.Run(childCtx, procs.Command{
-		Path: s.jobrunner, Env: spec.Env, Stdin: &stdin, KillGrace: 5 * time.Second, Started: killer.started,
+		Path: s.jobrunner, Env: spec.Env, Stdin: &stdin, KillGrace: 5 * time.Second,
+		ExtraFiles: []*os.File{renewR},
+		Started: func(pid int) {
+			renewR.Close() // the child has its copy now: a dead child then makes writes fail
+			killer.started(pid)
+		},
 		// SIGTERM, not SIGKILL, if this supervisor dies: the jobrunner then
 		// kills its engine and everything the engine started.
 		DeathSignal: syscall.SIGTERM,
@@ -83,10 +92,15 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 		Stderr: func(r io.Reader) { forwardLines(r, log) },
 	})
 	killer.exited()
+	_ = renewR.Close() // when the child never started; else closed already
+	detach()
 	cancel()
-	<-hbDone
+	return s.childResult(ctx, childCtx, exit, err, lost.Load(), l.cancelRequested(), stdout.Bytes())
+}
 
-	out := childOutcome{exit: exit, leaseLost: lost.Load(), cancelled: l.cancelRequested()}
+// childResult reads how the child ended.
+func (s *Supervisor) childResult(ctx, childCtx context.Context, exit procs.Exit, err error, lost, cancelled bool, stdout []byte) childOutcome {
+	out := childOutcome{exit: exit, leaseLost: lost, cancelled: cancelled}
 	out.stopped = ctx.Err() != nil && !out.leaseLost && !out.cancelled
 	switch {
 	case err != nil:
@@ -94,7 +108,7 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 	case errors.Is(childCtx.Err(), context.DeadlineExceeded) && !out.leaseLost && !out.stopped && !out.cancelled:
 		out.problem = fmt.Sprintf("jobrunner did not stop within %s of the job's timeout and was killed", backstop)
 	default:
-		res, decodeErr := jobspec.DecodeResult(bytes.TrimSpace(stdout.Bytes()))
+		res, decodeErr := jobspec.DecodeResult(bytes.TrimSpace(stdout))
 		if decodeErr != nil {
 			out.problem = fmt.Sprintf("jobrunner %s without a result", exit)
 		} else {
@@ -104,63 +118,17 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 	return out
 }
 
-// heartbeat extends the lease until ctx ends; lost is called once when the
-// lease turns out to be someone else's.
-func (s *Supervisor) heartbeat(ctx context.Context, log zerolog.Logger, l *lease, lost func()) {
-	t := time.NewTicker(heartbeatInterval(l.length))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
-		now := time.Now()
-		err := s.store.Heartbeat(ctx, l.fence, now.Add(l.length))
-		switch {
-		case err == nil:
-			l.renewed(now)
-		case errors.Is(err, store.ErrLeaseLost):
-			if s.rowCancelled(l.fence) {
-				s.stopCancelled(log, l, "heartbeat")
-				return
-			}
-			log.Warn().Str("outcome", telemetry.OutcomeLeaseLost).Msg("lease lost: another worker holds this job now; stopping it and writing nothing")
-			lost()
-			return
-		case ctx.Err() == nil:
-			s.obs.DBError("heartbeat")
-			log.Warn().Err(err).Msg("heartbeat failed; will retry")
-		}
-	}
+// tellRenewal writes one renewal line: the seconds the lease has left. A
+// jobrunner that does not read must not stall the heartbeat of every job.
+func tellRenewal(w *os.File, left time.Duration) {
+	_ = w.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	_, _ = fmt.Fprintf(w, "%.3f\n", left.Seconds())
 }
 
-// lease tracks until when this worker holds a claimed job, and whether the
-// job was cancelled meanwhile (see cancel.go).
-type lease struct {
-	fence  store.Fence
-	length time.Duration
-	until  atomic.Int64 // unix nanoseconds
-	// outcome is how this worker's part ended (see ended); only the job's
-	// own goroutine touches it.
-	outcome string
-
-	cancelMu  sync.Mutex
-	cancelled bool
-	stopChild func() // set while a child runs
-}
-
-func newLease(f store.Fence, length time.Duration, claimedAt time.Time) *lease {
-	l := &lease{fence: f, length: length}
-	l.renewed(claimedAt)
-	return l
-}
-
-// renewed records a lease renewal made at t.
-func (l *lease) renewed(t time.Time) { l.until.Store(t.Add(l.length).UnixNano()) }
-
-// end is when the lease runs out unless renewed.
-func (l *lease) end() time.Time { return time.Unix(0, l.until.Load()) }
+// fenceMargin is how long before the lease's end, as the supervisor last
+// told it, a jobrunner stops its job: one heartbeat interval, which covers
+// the renewal's trip, killing the engine and clock rate drift many times.
+func fenceMargin(lease time.Duration) time.Duration { return lease / 4 }
 
 // persist retries a fenced write with backoff until it lands, the fence
 // says another worker holds the job, or the lease runs out (from then on
@@ -186,7 +154,7 @@ func (s *Supervisor) persist(log zerolog.Logger, l *lease, what string, write fu
 			}
 			log.Warn().Str("write", what).Str("outcome", telemetry.OutcomeLeaseLost).Msg("lease lost before the write landed; the job's new owner decides")
 			return err
-		case time.Now().Add(delay).After(l.end()):
+		case time.Now().Add(delay).After(l.expires()):
 			log.Error().Err(err).Str("write", what).Msg("database write failed until the lease ran out; the job will be retried after lease expiry")
 			return err
 		case attempt == 1:
@@ -195,12 +163,6 @@ func (s *Supervisor) persist(log zerolog.Logger, l *lease, what string, write fu
 		s.sleep(delay)
 		delay = min(delay*2, 5*time.Second)
 	}
-}
-
-// heartbeatInterval renews a lease three times per lease period, at most
-// every 30 seconds, so one missed beat never costs the lease.
-func heartbeatInterval(lease time.Duration) time.Duration {
-	return max(min(lease/3, 30*time.Second), 100*time.Millisecond)
 }
 
 // forwardLines logs the jobrunner's own diagnostics.

@@ -19,7 +19,7 @@ type fakeQueue struct {
 	mu       sync.Mutex
 	claims   []claimCall
 	claimErr error
-	next     time.Duration // NextAvailable answers now+next when > 0
+	next     time.Duration // NextAvailable answers next when > 0
 	pending  int64
 	status   string        // JobStatus answers it for every job
 	calls    chan struct{} // one token per ClaimJobs call
@@ -33,7 +33,7 @@ type claimCall struct {
 
 func newFakeQueue() *fakeQueue { return &fakeQueue{calls: make(chan struct{}, 1000)} }
 
-func (q *fakeQueue) ClaimJobs(_ context.Context, worker string, now time.Time, _, _ time.Duration, buildLimit, runLimit int) ([]store.ClaimedBuild, []store.ClaimedRun, error) {
+func (q *fakeQueue) ClaimJobs(_ context.Context, worker string, _ time.Duration, buildLimit, runLimit int) ([]store.ClaimedBuild, []store.ClaimedRun, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	q.claims = append(q.claims, claimCall{at: time.Now(), worker: worker, free: min(buildLimit, runLimit)})
@@ -41,10 +41,10 @@ func (q *fakeQueue) ClaimJobs(_ context.Context, worker string, now time.Time, _
 	return nil, nil, q.claimErr
 }
 
-func (q *fakeQueue) NextAvailable(_ context.Context, now time.Time) (time.Time, bool, error) {
+func (q *fakeQueue) NextAvailable(context.Context) (time.Duration, bool, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
-	return now.Add(q.next), q.next > 0, nil
+	return q.next, q.next > 0, nil
 }
 
 func (q *fakeQueue) PendingJobs(context.Context) (int64, error) {
@@ -58,6 +58,8 @@ func (q *fakeQueue) JobStatus(context.Context, store.Kind, string) (string, erro
 	defer q.mu.Unlock()
 	return q.status, nil
 }
+
+func (q *fakeQueue) CheckFile() error { return nil }
 
 func (q *fakeQueue) set(fn func(q *fakeQueue)) {
 	q.mu.Lock()
@@ -217,6 +219,6 @@ func TestUntilNextAvailable(t *testing.T) {
 // pastQueue answers NextAvailable with a time that has passed.
 type pastQueue struct{ *fakeQueue }
 
-func (pastQueue) NextAvailable(_ context.Context, now time.Time) (time.Time, bool, error) {
-	return now.Add(-time.Second), true, nil
+func (pastQueue) NextAvailable(context.Context) (time.Duration, bool, error) {
+	return -time.Second, true, nil
 }

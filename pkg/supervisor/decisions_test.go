@@ -216,15 +216,3 @@ func TestPersist(t *testing.T) {
 		})
 	}
 }
-
-func TestHeartbeatInterval(t *testing.T) {
-	for lease, want := range map[time.Duration]time.Duration{
-		15 * time.Minute:       30 * time.Second,
-		30 * time.Second:       10 * time.Second,
-		150 * time.Millisecond: 100 * time.Millisecond,
-	} {
-		if got := heartbeatInterval(lease); got != want {
-			t.Errorf("heartbeatInterval(%s) = %s, want %s", lease, got, want)
-		}
-	}
-}

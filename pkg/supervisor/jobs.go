@@ -59,7 +59,7 @@ func (s *Supervisor) requeue(ctx context.Context, log zerolog.Logger, l *lease, 
 		delay = s.cfg.Backoff(l.fence.Attempt)
 	}
 	err := s.persist(log, l, "requeue", func() error {
-		return s.store.Requeue(ctx, l.fence, time.Now().Add(delay), e.message, e.retry)
+		return s.store.Requeue(ctx, l.fence, delay, e.message, e.retry)
 	})
 	if err != nil {
 		return err
@@ -142,7 +142,7 @@ func (j *runJob) execute(ctx context.Context, log zerolog.Logger) {
 	default:
 		if plan.DocumentID != "" {
 			err := s.persist(log, j.lease, "document processing", func() error {
-				return s.store.StartDocument(ctx, f, plan.DocumentID, time.Now())
+				return s.store.StartDocument(ctx, f, plan.DocumentID)
 			})
 			if errors.Is(err, errCancelled) {
 				s.endCancelled(log, j.lease, plan.Spec, started)
@@ -188,12 +188,12 @@ func (j *runJob) complete(ctx context.Context, log zerolog.Logger, plan *RunPlan
 	}
 	// The document follows the run whenever the run touched it.
 	o.DocumentID = plan.DocumentID
-	if err := s.persist(log, j.lease, "run outcome", func() error { return s.store.FinishRun(ctx, f, o, time.Now()) }); err != nil {
+	if err := s.persist(log, j.lease, "run outcome", func() error { return s.store.FinishRun(ctx, f, o) }); err != nil {
 		return err
 	}
 	j.lease.ended(e)
 	if e.result != nil && e.result.Reason == jobspec.ReasonVenvMissing {
-		if err := s.store.FailBuildEnvironmentMissing(ctx, plan.BuildID, time.Now()); err != nil {
+		if err := s.store.FailBuildEnvironmentMissing(ctx, plan.BuildID); err != nil {
 			log.Error().Err(err).Msg("cannot mark the build failed")
 		}
 	}
@@ -294,7 +294,7 @@ func (j *buildJob) complete(ctx context.Context, log zerolog.Logger, spec *jobsp
 	if r := e.result; r != nil && e.succeeded {
 		o.Summary, o.EngineVersion, o.PythonVersion, o.PythonInterpreter = r.BuildSummary, r.EngineVersion, r.PythonVersion, r.PythonInterpreter
 	}
-	if err := s.persist(log, j.lease, "build outcome", func() error { return s.store.FinishBuild(ctx, f, o, time.Now()) }); err != nil {
+	if err := s.persist(log, j.lease, "build outcome", func() error { return s.store.FinishBuild(ctx, f, o) }); err != nil {
 		return err
 	}
 	j.lease.ended(e)
@@ -303,7 +303,7 @@ func (j *buildJob) complete(ctx context.Context, log zerolog.Logger, spec *jobsp
 		status = "failed"
 		// Its queued runs can never start: fail them now rather than at the
 		// next cleanup.
-		if _, err := s.store.FailRunsOfFailedBuilds(ctx, time.Now()); err != nil {
+		if _, err := s.store.FailRunsOfFailedBuilds(ctx); err != nil {
 			log.Warn().Err(err).Msg("cannot fail the runs of the failed build; cleanup will")
 		}
 	} else {

@@ -98,25 +98,26 @@ func (l *lease) outcomeOf() string {
 }
 
 // observeCleanup counts the expired leases one cleanup pass handled.
-func (s *Supervisor) observeCleanup(res store.CleanupResult) {
-	s.obs.LeasesExpired(string(store.KindRun), "requeued", res.RunsRequeued)
-	s.obs.LeasesExpired(string(store.KindRun), "failed", res.RunsFailed)
-	s.obs.LeasesExpired(string(store.KindBuild), "requeued", res.BuildsRequeued)
-	s.obs.LeasesExpired(string(store.KindBuild), "failed", res.BuildsFailed)
+func (s *Supervisor) observeCleanup(res cleanupResult) {
+	s.obs.LeasesExpired(string(store.KindRun), "requeued", res.runsRequeued)
+	s.obs.LeasesExpired(string(store.KindRun), "failed", res.runsFailed)
+	s.obs.LeasesExpired(string(store.KindBuild), "requeued", res.buildsRequeued)
+	s.obs.LeasesExpired(string(store.KindBuild), "failed", res.buildsFailed)
 }
 
 // QueueReader reads the queue gauges from st.
 func QueueReader(st *store.Store) telemetry.QueueReader {
 	return func(ctx context.Context, now time.Time) ([]telemetry.QueueStat, error) {
-		stats, err := st.QueueStats(ctx, now)
+		stats, err := st.QueueStats(ctx)
 		if err != nil {
 			return nil, err
 		}
 		out := make([]telemetry.QueueStat, len(stats))
 		for i, q := range stats {
 			out[i] = telemetry.QueueStat{Kind: string(q.Kind), Ready: q.Ready, Delayed: q.Delayed, Running: q.Running}
-			if q.OldestReady.Valid {
-				out[i].OldestReady = q.OldestReady.Time
+			if q.OldestReady.Valid && q.Now.Valid {
+				// Aged on the database's clock, expressed on ours.
+				out[i].OldestReady = now.Add(-q.Now.Sub(q.OldestReady.Time))
 			}
 		}
 		return out, nil

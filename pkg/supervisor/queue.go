@@ -10,11 +10,11 @@ import (
 // queue is what the claim loop and persist need from the database:
 // *store.Store in production, a fake in the unit tests.
 type queue interface {
-	ClaimJobs(ctx context.Context, worker string, now time.Time, buildLease, runLease time.Duration,
-		buildLimit, runLimit int) ([]store.ClaimedBuild, []store.ClaimedRun, error)
-	NextAvailable(ctx context.Context, now time.Time) (time.Time, bool, error)
+	ClaimJobs(ctx context.Context, worker string, lease time.Duration, buildLimit, runLimit int) ([]store.ClaimedBuild, []store.ClaimedRun, error)
+	NextAvailable(ctx context.Context) (time.Duration, bool, error)
 	PendingJobs(ctx context.Context) (int64, error)
 	JobStatus(ctx context.Context, kind store.Kind, id string) (string, error)
+	CheckFile() error
 }
 
 var _ queue = (*store.Store)(nil)

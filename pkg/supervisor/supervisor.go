@@ -5,7 +5,6 @@ package supervisor
 
 import (
 	"context"
-	"errors"
 	"sync"
 	"time"
 
@@ -38,14 +37,27 @@ type Supervisor struct {
 	slots   chan struct{} // one token per running job
 	freed   chan struct{} // a job ended: claim again without waiting
 	jobs    sync.WaitGroup
+	leases  leaseSet
 	running runningJobs // by kind and id, for cancels
+	fatal   fatalError  // set when the supervisor must stop (see Unready)
 
 	sleep func(time.Duration) // persist's wait between tries
+	// now is the wall clock for logs only: every time the queue compares
+	// or stores comes from the database's clock (see WithClock).
+	now func() time.Time
 }
 
+// Option changes a Supervisor made by New.
+type Option func(*Supervisor)
+
+// WithClock replaces the wall clock the supervisor reads for its logs. The
+// queue never depends on it (claims, leases, back-off and expiry use the
+// database's clock): tests give a clock hours off to show that.
+func WithClock(now func() time.Time) Option { return func(s *Supervisor) { s.now = now } }
+
 // New makes a supervisor. jobrunner is the path of the jobrunner binary.
-func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner string) *Supervisor {
-	return &Supervisor{
+func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner string, opts ...Option) *Supervisor {
+	s := &Supervisor{
 		cfg: cfg, store: st, queue: st, log: log, jobrunner: jobrunner, sleep: time.Sleep,
 		planner:  &Planner{Settings: cfg, Store: st},
 		slots:    make(chan struct{}, cfg.Concurrency),
@@ -54,7 +66,12 @@ func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner 
 		obs:      telemetry.Nop{},
 		health:   newHealth(cfg.PollIntervalMax),
 		running:  runningJobs{check: make(chan struct{}, 1)},
+		now:      time.Now,
 	}
+	for _, o := range opts {
+		o(s)
+	}
+	return s
 }
 
 // StopNow ends the shutdown grace early: running jobs are stopped at once
@@ -71,17 +88,24 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	s.health.Set(telemetry.CondSchema, true, "migrated")
-	s.log.Info().Str("worker_id", s.cfg.WorkerID).Int("concurrency", s.cfg.Concurrency).
-		Str("database", s.store.Dialect()).Msg("supervisor started")
+	// The logger carries worker_id already (cmd/supervisor's newLogger).
+	s.log.Info().Int("concurrency", s.cfg.Concurrency).Str("database", s.store.Dialect()).
+		Dur("lease", s.cfg.LeaseSeconds).Msg("supervisor started")
 
 	// Jobs get their own context: ending ctx stops claiming, not the jobs.
 	jobsCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopJobs()
+	// Heartbeats go on while running jobs drain after ctx ends.
+	beatCtx, stopBeats := context.WithCancel(context.WithoutCancel(ctx))
+	beats := make(chan struct{})
+	go func() { defer close(beats); s.heartbeats(beatCtx) }()
+	defer func() { stopBeats(); <-beats }()
 	var services sync.WaitGroup
 	services.Add(4)
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
 	go func() { defer services.Done(); s.every(loopCtx, s.cfg.CleanupInterval, s.cleanup) }()
+	go func() { defer services.Done(); s.every(loopCtx, s.cfg.RescueInterval(), s.rescueOnly) }()
 	go func() { defer services.Done(); s.every(loopCtx, s.cfg.MetricsInterval, s.logQueue) }()
 	go func() { defer services.Done(); s.probe(loopCtx); s.every(loopCtx, probeEvery, s.probe) }()
 	s.health.Set(telemetry.CondWakeups, true, "instant wake-ups on")
@@ -104,14 +128,14 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	services.Wait()
 	s.drain(stopJobs)
 	<-cancelsDone
-	return nil
+	return s.Unready()
 }
 
 // claimLoop claims while there are free slots. Idle polling backs off from
 // the poll interval to its max and snaps back as soon as work appears.
 func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 	interval := s.cfg.PollInterval
-	outage := &outageLog{log: s.log, what: "claims"}
+	outage := &outageLog{log: s.log, what: "claims", now: s.now}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
@@ -127,6 +151,9 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 				default:
 				}
 			}
+		}
+		if s.databaseFileChanged() {
+			return
 		}
 		free := cap(s.slots) - len(s.slots)
 		claimed := 0
@@ -164,24 +191,22 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 // claim takes up to free jobs, builds first (runs wait on them), and starts
 // each one.
 func (s *Supervisor) claim(ctx, jobsCtx context.Context, free int) (int, error) {
-	now := time.Now()
-	builds, runs, err := s.queue.ClaimJobs(ctx, s.cfg.WorkerID, now, s.buildLease(), s.runLease(), free, free)
+	sent := time.Now() // the local lease is measured from before the claim
+	lease := s.cfg.LeaseSeconds
+	builds, runs, err := s.queue.ClaimJobs(ctx, s.cfg.WorkerID, lease, free, free)
 	if err != nil {
 		return 0, err
 	}
 	for _, b := range builds {
 		f := store.Fence{Kind: store.KindBuild, ID: b.ID, Worker: s.cfg.WorkerID, Attempt: b.AttemptCount}
-		s.start(jobsCtx, &buildJob{s: s, row: b, lease: newLease(f, s.buildLease(), now)}, laterOf(b.AvailableAt, b.CreatedAt))
+		s.start(jobsCtx, &buildJob{s: s, row: b, lease: newLease(f, lease, sent)}, laterOf(b.AvailableAt, b.CreatedAt))
 	}
 	for _, r := range runs {
 		f := store.Fence{Kind: store.KindRun, ID: r.ID, Worker: s.cfg.WorkerID, Attempt: r.AttemptCount}
-		s.start(jobsCtx, &runJob{s: s, row: r, lease: newLease(f, s.runLease(), now)}, laterOf(r.AvailableAt, r.CreatedAt))
+		s.start(jobsCtx, &runJob{s: s, row: r, lease: newLease(f, lease, sent)}, laterOf(r.AvailableAt, r.CreatedAt))
 	}
 	return len(builds) + len(runs), nil
 }
-
-func (s *Supervisor) runLease() time.Duration   { return s.cfg.Lease(s.cfg.RunTimeout) }
-func (s *Supervisor) buildLease() time.Duration { return s.cfg.Lease(s.cfg.BuildTimeout) }
 
 // job is a claimed build or run.
 type job interface {
@@ -202,16 +227,22 @@ func laterOf(a, b store.Time) time.Time {
 func (s *Supervisor) start(ctx context.Context, j job, readyAt time.Time) {
 	s.slots <- struct{}{}
 	s.jobs.Add(1)
-	f := j.claim().fence
+	l := j.claim()
+	f := l.fence
 	log := s.log.With().Str("kind", string(f.Kind)).Str("job_id", f.ID).Int("attempt", f.Attempt).Logger()
-	log.Info().Float64("pickup_latency_ms", float64(time.Since(readyAt).Microseconds())/1000).Msg("job claimed")
+	l.log = log
+	s.leases.add(l)
+	// Pickup latency compares a database time with this host's clock: a
+	// figure for the log, never for a decision.
+	log.Info().Float64("pickup_latency_ms", float64(s.now().Sub(readyAt).Microseconds())/1000).Msg("job claimed")
 	claimedAt := time.Now()
-	s.obs.JobClaimed(string(f.Kind), claimedAt.Sub(readyAt))
-	s.running.add(j.claim(), log)
+	s.obs.JobClaimed(string(f.Kind), s.now().Sub(readyAt))
+	s.running.add(l, log)
 	go func() {
 		defer func() {
-			s.obs.JobEnded(string(f.Kind), j.claim().outcomeOf(), time.Since(claimedAt))
-			s.running.remove(j.claim())
+			s.obs.JobEnded(string(f.Kind), l.outcomeOf(), time.Since(claimedAt))
+			s.running.remove(l)
+			s.leases.remove(l)
 			<-s.slots
 			s.jobs.Done()
 			select {
@@ -247,14 +278,11 @@ func (s *Supervisor) drain(stopJobs context.CancelFunc) {
 // untilNextAvailable shortens an idle sleep so that a job in retry backoff is
 // claimed when its available_at comes, not at the next poll after it.
 func (s *Supervisor) untilNextAvailable(ctx context.Context, sleep time.Duration) time.Duration {
-	now := time.Now()
-	next, ok, err := s.queue.NextAvailable(ctx, now)
-	if err != nil || !ok || !next.After(now) {
-		// A "future" time in the past means a timestamp the database
-		// compares differently than we read it: never spin on it.
+	next, ok, err := s.queue.NextAvailable(ctx)
+	if err != nil || !ok || next <= 0 {
 		return sleep
 	}
-	return max(min(sleep, next.Sub(now)), time.Millisecond)
+	return max(min(sleep, next), time.Millisecond)
 }
 
 // idle reports whether no job is queued or running anywhere.
@@ -277,36 +305,19 @@ func (s *Supervisor) every(ctx context.Context, interval time.Duration, fn func(
 	}
 }
 
-func (s *Supervisor) cleanup(ctx context.Context) {
-	res, err := s.store.Cleanup(ctx, time.Now(), s.cfg.Backoff, s.cfg.BuildTimeout)
-	if err != nil {
-		if !errors.Is(err, context.Canceled) {
-			s.obs.DBError("cleanup")
-			s.log.Error().Err(err).Msg("cleanup failed; will retry")
-		}
-		return
-	}
-	s.observeCleanup(res)
-	if res.Changed() {
-		s.log.Info().Int("runs_requeued", res.RunsRequeued).Int("runs_failed", res.RunsFailed).
-			Int("builds_requeued", res.BuildsRequeued).Int("builds_failed", res.BuildsFailed).
-			Int("runs_failed_by_build", res.RunsFailedByBuild).Msg("cleanup recovered jobs")
-		s.wake()
-	}
-}
-
 // outageLog reports a database outage once when it starts, every minute
 // while it lasts, and once when it ends, instead of once per poll.
 type outageLog struct {
 	log      zerolog.Logger
 	what     string
+	now      func() time.Time
 	since    time.Time
 	reported time.Time
 	failures int
 }
 
 func (o *outageLog) report(err error) {
-	now := time.Now()
+	now := o.now()
 	if err == nil {
 		if o.failures > 0 {
 			o.log.Info().Str("paused_for", now.Sub(o.since).Round(time.Millisecond).String()).Int("failures", o.failures).

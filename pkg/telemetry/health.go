@@ -20,6 +20,8 @@ const (
 	CondJobrunner = "jobrunner" // the jobrunner binary is there
 	CondWakeups   = "wakeups"   // instant wake-ups work, or polling took over
 	CondDraining  = "draining"  // false from the first SIGTERM on
+	// CondDatabaseFile is false once the SQLite file was deleted or replaced.
+	CondDatabaseFile = "database_file"
 )
 
 // Health is a set of named readiness conditions plus the claim loop's

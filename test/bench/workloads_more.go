@@ -114,7 +114,7 @@ func (w *world) claimCost(ctx context.Context, runID string, n int) ([]float64, 
 	var out []float64
 	for i := 0; i < warmup+n; i++ {
 		start := time.Now()
-		got, err := w.st.ClaimRuns(ctx, "bench-depth", time.Now(), 15*time.Minute, 1)
+		got, err := w.st.ClaimRuns(ctx, "bench-depth", 15*time.Minute, 1)
 		took := time.Since(start)
 		if err != nil {
 			return nil, err

@@ -167,7 +167,7 @@ func (w *world) assertHandedBack(run string, signalled time.Time) {
 // re-claims the run when its lease expires and finishes it exactly once.
 func TestSupervisorKilledMidJob(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
-		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "3"})
+		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "6"})
 		sup := w.sups[0]
 		doc := w.addDocument("slow.csv", csv("spawn-sleeper=60", "sleep=5"))
 		run := w.addRun(cfg, doc)
@@ -219,7 +219,7 @@ func TestSupervisorKilledMidJob(t *testing.T) {
 // writes nothing more about it but keeps serving.
 func TestLostLeaseStopsJobAndWritesNothing(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
-		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "3"})
+		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "6"})
 		sup := w.sups[0]
 		doc := w.addDocument("slow.csv", csv("spawn-sleeper=60", "sleep=30"))
 		run := w.addRun(cfg, doc)
@@ -735,10 +735,8 @@ func TestHostileRows(t *testing.T) {
 // after the lease and builds a working venv.
 func TestBuildInterrupted(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
-		// The build lease is max(lease, build timeout): the killed supervisor
-		// gets a short build timeout so its claim expires soon; the next one
-		// gets a long one, so a loaded machine does not time the rebuild out.
-		w := newWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "3", "ADE_BUILD_TIMEOUT": "20"})
+		// A short lease, so the killed supervisor's claim expires soon.
+		w := newWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "6", "ADE_BUILD_TIMEOUT": "20"})
 		cfg := w.addConfig("")
 		build := w.addBuild(cfg)
 		sup := w.start()

@@ -1,0 +1,67 @@
+package jobrunner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"testing"
+	"time"
+
+	"github.com/ade-org/ade-worker/pkg/jobspec"
+)
+
+// The fence holds while renewals arrive and strikes once they stop, after
+// the time left less the margin, on this process's clock.
+func TestFence(t *testing.T) {
+	r, w := io.Pipe()
+	defer w.Close()
+	l := &jobspec.Lease{RemainingSeconds: 0.6, MarginSeconds: 0.2, RenewalFD: 3}
+	ctx, stop := Fence(context.Background(), l, r)
+	defer stop()
+	start := time.Now()
+	for i := 0; i < 6; i++ { // 1.2 s of renewals, each giving 0.6 s
+		time.Sleep(200 * time.Millisecond)
+		fmt.Fprintf(w, "%.3f\n", 0.6)
+		if ctx.Err() != nil {
+			t.Fatalf("fence struck after %v while renewals arrived", time.Since(start))
+		}
+	}
+	renewed := time.Now()
+	<-ctx.Done()
+	took := time.Since(renewed)
+	if !errors.Is(context.Cause(ctx), ErrLeaseLapsed) {
+		t.Errorf("cause = %v, want ErrLeaseLapsed", context.Cause(ctx))
+	}
+	if took < 350*time.Millisecond || took > 2*time.Second {
+		t.Errorf("fence struck %v after the last renewal, want about 0.4 s", took)
+	}
+}
+
+// A renewal stream that ends (the supervisor went away) does not extend
+// the lease: the time left still runs out.
+func TestFenceStreamEnds(t *testing.T) {
+	r, w := io.Pipe()
+	w.Close()
+	ctx, stop := Fence(context.Background(), &jobspec.Lease{RemainingSeconds: 0.3, RenewalFD: 3}, r)
+	defer stop()
+	select {
+	case <-ctx.Done():
+	case <-time.After(5 * time.Second):
+		t.Fatal("fence did not strike after the stream ended")
+	}
+	if !errors.Is(context.Cause(ctx), ErrLeaseLapsed) {
+		t.Errorf("cause = %v", context.Cause(ctx))
+	}
+}
+
+func TestLeaseLapsedResult(t *testing.T) {
+	cancelled := &jobspec.Result{Status: jobspec.StatusFailed, Reason: jobspec.ReasonCancelled, Error: "stopped"}
+	if got := LeaseLapsed(cancelled); got.Reason != jobspec.ReasonLeaseLapsed || !got.Retryable || got.Error != ErrLeaseLapsed.Error() {
+		t.Errorf("cancelled job: %+v", got)
+	}
+	done := &jobspec.Result{Status: jobspec.StatusSucceeded}
+	if got := LeaseLapsed(done); got.Reason != "" {
+		t.Errorf("succeeded job changed: %+v", got)
+	}
+}

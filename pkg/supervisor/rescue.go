@@ -1,0 +1,106 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/ade-org/ade-worker/pkg/store"
+)
+
+// rescueBatch bounds the expired leases one pass writes, so a huge backlog
+// cannot hold the write lock for long.
+const rescueBatch = 500
+
+// cleanupResult counts what one cleanup pass changed.
+type cleanupResult struct {
+	runsRequeued, runsFailed, buildsRequeued, buildsFailed int // expired leases
+	buildsStuck, runsFailedByBuild                         int
+}
+
+// expiryDecisions is the policy for jobs whose lease expired (their
+// supervisor died or froze): another attempt after the backoff of the
+// attempt that was lost, or failure once attempts are used up.
+func expiryDecisions(kind store.Kind, jobs []store.ExpiredLease, backoff func(attempt int) time.Duration) []store.LeaseExpiry {
+	msg := store.MsgRunLeaseExpired
+	if kind == store.KindBuild {
+		msg = store.MsgBuildLeaseExpired
+	}
+	out := make([]store.LeaseExpiry, len(jobs))
+	for i, j := range jobs {
+		d := store.LeaseExpiry{ID: j.ID, Attempt: j.AttemptCount, Message: msg}
+		if j.AttemptCount >= j.MaxAttempts {
+			d.Fail, d.Message = true, fmt.Sprintf("%s after %d attempts", msg, j.AttemptCount)
+		} else {
+			d.Delay = backoff(j.AttemptCount)
+		}
+		out[i] = d
+	}
+	return out
+}
+
+// rescue re-queues (or fails) the jobs whose lease expired, on the
+// database's clock: decided here, written in one statement per kind.
+func (s *Supervisor) rescue(ctx context.Context) (cleanupResult, error) {
+	var res cleanupResult
+	for _, kind := range []store.Kind{store.KindRun, store.KindBuild} {
+		jobs, err := s.store.ExpiredLeases(ctx, kind, rescueBatch)
+		if err != nil {
+			return res, err
+		}
+		requeued, failed, err := s.store.ExpireLeases(ctx, kind, expiryDecisions(kind, jobs, s.cfg.Backoff))
+		if err != nil {
+			return res, err
+		}
+		if kind == store.KindRun {
+			res.runsRequeued, res.runsFailed = requeued, failed
+		} else {
+			res.buildsRequeued, res.buildsFailed = requeued, failed
+		}
+	}
+	return res, nil
+}
+
+// cleanup is the full pass: expired leases, builds stuck without a lease
+// past the build timeout, and queued runs whose build failed.
+func (s *Supervisor) cleanup(ctx context.Context) {
+	s.reportCleanup(s.cleanupPass(ctx))
+}
+
+func (s *Supervisor) cleanupPass(ctx context.Context) (cleanupResult, error) {
+	res, err := s.rescue(ctx)
+	if err != nil {
+		return res, err
+	}
+	stuck, err := s.store.FailUnleasedBuilds(ctx, s.cfg.BuildTimeout)
+	if err != nil {
+		return res, err
+	}
+	res.buildsStuck = stuck
+	res.runsFailedByBuild, err = s.store.FailRunsOfFailedBuilds(ctx)
+	return res, err
+}
+
+// rescueOnly is the frequent pass between cleanups: expired leases only.
+func (s *Supervisor) rescueOnly(ctx context.Context) {
+	s.reportCleanup(s.rescue(ctx))
+}
+
+func (s *Supervisor) reportCleanup(res cleanupResult, err error) {
+	if err != nil {
+		if !errors.Is(err, context.Canceled) {
+			s.obs.DBError("cleanup")
+			s.log.Error().Err(err).Msg("cleanup failed; will retry")
+		}
+		return
+	}
+	s.observeCleanup(res)
+	if res != (cleanupResult{}) {
+		s.log.Info().Int("runs_requeued", res.runsRequeued).Int("runs_failed", res.runsFailed).
+			Int("builds_requeued", res.buildsRequeued).Int("builds_failed", res.buildsFailed).
+			Int("builds_stuck_failed", res.buildsStuck).
+			Int("runs_failed_by_build", res.runsFailedByBuild).Msg("cleanup recovered jobs")
+		s.wake()
+	}
+}
