@@ -49,6 +49,7 @@ func commands() []*cli.Command {
 				return printStatus(c, e)
 			}),
 		},
+		gcCmd(),
 		{
 			Name:      "job-spec",
 			Usage:     "print the job spec the supervisor would send to jobrunner for a run or build",

@@ -243,19 +243,47 @@ func lastLine(data []byte) []byte {
 // supervisors sharing ADE_VENVS_DIR) never install into it at once. It waits
 // for the lock until ctx ends.
 func withBuildLock(ctx context.Context, venv string, fn func()) error {
-	dir := filepath.Dir(venv)
-	if err := os.MkdirAll(dir, 0o755); err != nil {
-		return fmt.Errorf("create build folder: %w", err)
-	}
-	f, err := os.OpenFile(filepath.Join(dir, ".build.lock"), os.O_CREATE|os.O_RDWR, 0o644)
+	f, err := lockBuildFolder(ctx, filepath.Dir(venv))
 	if err != nil {
-		return fmt.Errorf("open build lock: %w", err)
+		return err
 	}
-	defer f.Close()
+	defer f.Close() // closing releases the lock
+	fn()
+	return nil
+}
+
+// lockBuildFolder waits for the lock file of the build folder dir and
+// returns it locked. The garbage collector removes unused build folders,
+// lock file included, while holding the lock: a lock won on a file that is
+// no longer at the path protects nothing, so it is taken again on the file
+// there now.
+func lockBuildFolder(ctx context.Context, dir string) (*os.File, error) {
+	path := filepath.Join(dir, ".build.lock")
+	for {
+		if err := os.MkdirAll(dir, 0o755); err != nil {
+			return nil, fmt.Errorf("create build folder: %w", err)
+		}
+		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("open build lock: %w", err)
+		}
+		err = flockWait(ctx, f)
+		if err == nil && sameFile(f, path) {
+			return f, nil
+		}
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// flockWait takes an exclusive flock on f, polling until ctx ends.
+func flockWait(ctx context.Context, f *os.File) error {
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
-			break
+			return nil
 		}
 		if err != syscall.EWOULDBLOCK {
 			return fmt.Errorf("lock build folder: %w", err)
@@ -266,7 +294,14 @@ func withBuildLock(ctx context.Context, venv string, fn func()) error {
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	fn()
-	return nil
+}
+
+// sameFile reports whether the open file f is still the file at path.
+func sameFile(f *os.File, path string) bool {
+	held, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	now, err := os.Stat(path)
+	return err == nil && os.SameFile(held, now)
 }

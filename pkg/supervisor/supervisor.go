@@ -65,9 +65,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	jobsCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopJobs()
 	var services sync.WaitGroup
-	services.Add(3)
+	services.Add(4)
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
+	go func() { defer services.Done(); s.collectGarbage(loopCtx) }()
 	go func() { defer services.Done(); s.every(loopCtx, s.cfg.CleanupInterval, s.cleanup) }()
 	go func() { defer services.Done(); s.every(loopCtx, s.cfg.MetricsInterval, s.logQueue) }()
 	go func() {
