@@ -97,9 +97,15 @@ type Collector struct {
 
 	// runsFrom is where the next pass starts reading finished runs: the
 	// runs before it were handled by an earlier pass of this collector, so
-	// a million old rows are not read again every hour.
-	runsFrom time.Time
+	// a million old rows are not read again every hour. A row whose
+	// completion time is rewritten into the past is caught by the full
+	// scan made once every fullScanEvery (lastFullScan).
+	runsFrom     time.Time
+	lastFullScan time.Time
 }
+
+// fullScanEvery is how often a pass reads every finished run again.
+const fullScanEvery = 24 * time.Hour
 
 // New makes a collector for the folders of lay.
 func New(st *store.Store, lay layout.Layout, p Policy, log zerolog.Logger) *Collector {
@@ -179,7 +185,12 @@ func (c *Collector) runs(ctx context.Context, now time.Time, res *Result) error 
 	}
 	cutoff := now.Add(-c.policy.RunTTL)
 	resume := cutoff // the next pass starts here, or at the oldest failure
-	cur := c.store.RunsFrom(c.runsFrom)
+	from := c.runsFrom
+	full := now.Sub(c.lastFullScan) >= fullScanEvery
+	if full {
+		from = time.Time{}
+	}
+	cur := c.store.RunsFrom(from)
 	for {
 		page, next, err := c.store.FinishedRuns(ctx, cutoff, cur, batch)
 		if err != nil {
@@ -204,6 +215,9 @@ func (c *Collector) runs(ctx context.Context, now time.Time, res *Result) error 
 		// An hour of overlap: a row may be written with a time a little
 		// in the past.
 		c.runsFrom = resume.Add(-time.Hour)
+		if full {
+			c.lastFullScan = now
+		}
 	}
 	return ctx.Err()
 }

@@ -364,8 +364,8 @@ func TestGCOnePassAtATime(t *testing.T) {
 
 func TestGCVenvRebuiltAfterCollection(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
-		w := newWorld(t, backend, map[string]string{"ADE_WORKER_GC_INTERVAL": "0.5"})
-		w.start()
+		w := newWorld(t, backend, map[string]string{"ADE_WORKER_GC_INTERVAL": "0"})
+		first := w.start()
 		cfg := w.addConfig("")
 		build := w.addBuild(cfg)
 		doc := w.addDocument("people.csv", csv())
@@ -381,6 +381,10 @@ func TestGCVenvRebuiltAfterCollection(t *testing.T) {
 		w.exec(`UPDATE configurations SET active_build_id = NULL WHERE id = ?`, cfg)
 		w.exec(`UPDATE runs SET started_at = ?, completed_at = ? WHERE id = ?`, long, long, run)
 		w.exec(`UPDATE builds SET started_at = ?, finished_at = ? WHERE id = ?`, long, long, build)
+		// A supervisor that collects every half second takes over.
+		w.stop(first)
+		w.env["ADE_WORKER_GC_INTERVAL"] = "0.5"
+		w.start()
 
 		venv := filepath.Join(w.buildDir(cfg, build), ".venv")
 		for deadline := time.Now().Add(2 * time.Minute); exists(w.buildDir(cfg, build)) || exists(w.runDir(run)); time.Sleep(100 * time.Millisecond) {
@@ -403,8 +407,9 @@ func TestGCVenvRebuiltAfterCollection(t *testing.T) {
 			t.Errorf("build after the rebuild: %+v, want ready", b)
 		}
 		// The supervisor logged its passes with their counts.
-		log, _ := os.ReadFile(filepath.Join(w.dir, "supervisor-0.log"))
-		if !regexp.MustCompile(`gc pass.*venv_removed=1`).Match(log) {
+		log, _ := os.ReadFile(filepath.Join(w.dir, "supervisor-1.log"))
+		plain := regexp.MustCompile("\x1b\\[[0-9;]*m").ReplaceAll(log, nil) // console colours
+		if !regexp.MustCompile(`gc pass.*run_folder_removed=1 .*venv_removed=1 `).Match(plain) {
 			t.Errorf("no gc pass line with venv_removed=1 in the supervisor log:\n%s", log)
 		}
 	})
