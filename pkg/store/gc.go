@@ -98,8 +98,8 @@ const finishedAt = `COALESCE(completed_at, cancelled_at)`
 
 // FinishedRuns returns up to limit runs that succeeded, failed or were
 // cancelled before cutoff, from cur on, oldest first, and the cursor after
-// them. It reads a partial index, so its cost does not grow with the runs
-// it skips.
+// them. It seeks a partial index, so its cost does not grow with the runs
+// before the cursor.
 func (s *Store) FinishedRuns(ctx context.Context, cutoff time.Time, cur RunCursor, limit int) ([]FinishedRun, RunCursor, error) {
 	terminal := `status IN ('succeeded', 'failed', 'cancelled')`
 	if s.dialect.name() == "sqlite" {
@@ -107,15 +107,28 @@ func (s *Store) FinishedRuns(ctx context.Context, cutoff time.Time, cur RunCurso
 		// sorts every finished run; likely() steers it to the partial index.
 		terminal = `likely(` + terminal + `)`
 	}
-	q := `SELECT id, workspace_id, status, ` + finishedAt + ` FROM runs
-	WHERE ` + terminal + ` AND ` + finishedAt + ` < ?`
-	args := []any{s.ts(cutoff)}
-	if cur.doneAt != nil {
-		q += ` AND ` + finishedAt + ` >= ? AND (` + finishedAt + ` > ? OR id > ?)`
-		args = append(args, cur.doneAt, cur.doneAt, cur.id)
+	base := `SELECT id, workspace_id, status, ` + finishedAt + ` FROM runs WHERE ` + terminal + ` AND ` + finishedAt + ` < ?`
+	if cur.doneAt == nil {
+		return s.finishedRuns(ctx, base+` ORDER BY `+finishedAt+`, id LIMIT ?`, cur, s.ts(cutoff), limit)
 	}
-	q += ` ORDER BY ` + finishedAt + `, id LIMIT ?`
-	rows, err := s.db.WithContext(ctx).Raw(q, append(args, limit)...).Rows()
+	// Two seeks rather than one (finished, id) > (t, id) condition, which
+	// SQLite cannot seek on an expression index: the rest of the runs that
+	// finished at the cursor's instant, then the later ones. Each costs
+	// the rows it returns, even with a million runs finished at one instant.
+	out, next, err := s.finishedRuns(ctx, base+` AND `+finishedAt+` = ? AND id > ? ORDER BY id LIMIT ?`,
+		cur, s.ts(cutoff), cur.doneAt, cur.id, limit)
+	if err != nil || len(out) == limit {
+		return out, next, err
+	}
+	later, next, err := s.finishedRuns(ctx, base+` AND `+finishedAt+` > ? ORDER BY `+finishedAt+`, id LIMIT ?`,
+		next, s.ts(cutoff), cur.doneAt, limit-len(out))
+	return append(out, later...), next, err
+}
+
+// finishedRuns runs one query of FinishedRuns; cur is returned when it
+// finds nothing.
+func (s *Store) finishedRuns(ctx context.Context, q string, cur RunCursor, args ...any) ([]FinishedRun, RunCursor, error) {
+	rows, err := s.db.WithContext(ctx).Raw(q, args...).Rows()
 	if err != nil {
 		return nil, cur, fmt.Errorf("list finished runs: %w", err)
 	}
