@@ -44,7 +44,8 @@ func commands() []*cli.Command {
 		{
 			Name:  "status",
 			Usage: "show job counts by status and the most recent jobs",
-			Flags: []cli.Flag{&cli.IntFlag{Name: "limit", Value: 10, Usage: "how many recent jobs to list"}},
+			Flags: []cli.Flag{&cli.IntFlag{Name: "limit", Value: 10, Usage: "how many recent jobs to list"},
+				&cli.BoolFlag{Name: "json", Usage: "print one JSON document (fields in the README)"}},
 			Action: withStore(func(c *cli.Context, e *env) error {
 				return printStatus(c, e)
 			}),
@@ -56,6 +57,9 @@ func commands() []*cli.Command {
 			ArgsUsage: "RUN_OR_BUILD_ID",
 			Action:    withStore(printJobSpec),
 		},
+		inspectCmd(),
+		tailCmd(),
+		healthCmd(),
 		{
 			Name:  "version",
 			Usage: "print the version",
@@ -227,6 +231,9 @@ func printStatus(c *cli.Context, e *env) error {
 	jobs, err := e.store.RecentJobs(c.Context, c.Int("limit"))
 	if err != nil {
 		return err
+	}
+	if c.Bool("json") {
+		return writeStatusJSON(os.Stdout, counts, jobs)
 	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "KIND\tSTATUS\tCOUNT")

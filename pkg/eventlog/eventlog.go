@@ -16,6 +16,7 @@ package eventlog
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/rand"
 	"encoding/json"
 	"errors"
@@ -23,6 +24,9 @@ import (
 	"os"
 	"path/filepath"
 	"sync"
+	"syscall"
+
+	"github.com/ade-org/ade-worker/pkg/safepath"
 )
 
 // DefaultMaxLineBytes bounds one line of engine output when Options.MaxLineBytes
@@ -52,6 +56,10 @@ type Options struct {
 	// MaxLineBytes bounds one line of engine output read by Pipe, and so the
 	// memory one Pipe uses. 0 means DefaultMaxLineBytes.
 	MaxLineBytes int
+	// Root, when set, is a shared folder the events file lies below: the
+	// file and its folders are opened and created from it without
+	// following any symbolic link (package safepath).
+	Root string
 }
 
 // Event is one worker event for Append.
@@ -71,10 +79,11 @@ type Log struct {
 	engineRunID []byte // JSON string
 	ctx         []ctxKey
 
-	mu     sync.Mutex
-	f      *os.File
-	w      *bufio.Writer
-	closed bool
+	mu       sync.Mutex
+	f        *os.File
+	w        *bufio.Writer
+	closed   bool
+	writeErr error // the first failed write, for WriteErr
 }
 
 // ctxKey is one Context id as it is added to data.
@@ -86,8 +95,9 @@ type ctxKey struct {
 }
 
 // Open opens the events file at path for appending, creating it and its
-// parent folders when missing. If the file ends in a partial line (a previous
-// writer died mid-line), a newline is added first so new lines stay whole.
+// parent folders when missing. If the file ends in a partial line (a
+// previous writer died mid-line, or the disk filled up), that partial line
+// is cut so the file ends on a complete line.
 func Open(path string, c Context, opts Options) (*Log, error) {
 	if opts.MaxLineBytes < 0 {
 		return nil, fmt.Errorf("eventlog: MaxLineBytes %d is negative; use 0 for the default", opts.MaxLineBytes)
@@ -96,16 +106,13 @@ func Open(path string, c Context, opts Options) (*Log, error) {
 	if maxLine == 0 {
 		maxLine = DefaultMaxLineBytes
 	}
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		return nil, fmt.Errorf("eventlog: create folder for events file: %w", err)
-	}
-	f, err := os.OpenFile(path, os.O_APPEND|os.O_CREATE|os.O_WRONLY, 0o644)
+	f, err := openFile(path, opts.Root)
 	if err != nil {
-		return nil, fmt.Errorf("eventlog: open events file: %w", err)
-	}
-	if err := endPartialLine(path, f); err != nil {
-		f.Close()
 		return nil, err
+	}
+	if err := cutPartialLine(f); err != nil {
+		f.Close()
+		return nil, fmt.Errorf("eventlog: cut the partial last line of %s: %w", path, err)
 	}
 	runID := c.EngineRunID
 	if runID == "" {
@@ -121,32 +128,80 @@ func Open(path string, c Context, opts Options) (*Log, error) {
 	}, nil
 }
 
-// endPartialLine writes a newline to f when the file at path is not empty and
-// does not end with one.
-func endPartialLine(path string, f *os.File) error {
-	r, err := os.Open(path)
-	if err != nil {
-		return fmt.Errorf("eventlog: read events file: %w", err)
+// openFile opens (creating) the events file and its folder, from root
+// without following links when root is set.
+func openFile(path, root string) (*os.File, error) {
+	const flag = os.O_APPEND | os.O_CREATE | os.O_RDWR | syscall.O_NOFOLLOW
+	if root == "" {
+		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+			return nil, fmt.Errorf("eventlog: create folder for events file: %w", err)
+		}
+		f, err := os.OpenFile(path, flag, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("eventlog: open events file: %w", err)
+		}
+		return f, nil
 	}
-	defer r.Close()
-	st, err := r.Stat()
-	if err != nil {
-		return fmt.Errorf("eventlog: read events file: %w", err)
+	rel, err := filepath.Rel(root, path)
+	if err != nil || !filepath.IsLocal(rel) {
+		return nil, fmt.Errorf("eventlog: events file %q is not inside its root %q", path, root)
 	}
-	if st.Size() == 0 {
+	if err := safepath.MkdirAll(root, filepath.Dir(rel), 0o755); err != nil {
+		return nil, fmt.Errorf("eventlog: create folder for events file: %w", err)
+	}
+	f, err := safepath.Open(root, rel, flag, 0o644)
+	if err != nil {
+		return nil, fmt.Errorf("eventlog: open events file: %w", err)
+	}
+	return f, nil
+}
+
+// cutPartialLine truncates f after its last newline, dropping a line that
+// a writer did not finish.
+func cutPartialLine(f *os.File) error {
+	st, err := f.Stat()
+	if err != nil {
+		return err
+	}
+	end := st.Size()
+	buf := make([]byte, 64<<10)
+	for end > 0 {
+		start := max(0, end-int64(len(buf)))
+		chunk := buf[:end-start]
+		if _, err := f.ReadAt(chunk, start); err != nil {
+			return err
+		}
+		if i := bytes.LastIndexByte(chunk, '\n'); i >= 0 {
+			end = start + int64(i) + 1
+			break
+		}
+		end = start
+	}
+	if end == st.Size() {
 		return nil
 	}
-	last := make([]byte, 1)
-	if _, err := r.ReadAt(last, st.Size()-1); err != nil {
-		return fmt.Errorf("eventlog: read events file: %w", err)
+	return f.Truncate(end)
+}
+
+// failed handles a failed write (a full disk, say): buffered lines are
+// dropped and a line the file received in part is cut, so the file still
+// ends on a complete line and later writes can go on when there is room.
+// It returns the error to report. l.mu is held.
+func (l *Log) failed(err error) error {
+	if l.writeErr == nil {
+		l.writeErr = err
 	}
-	if last[0] == '\n' {
-		return nil
-	}
-	if _, err := f.Write([]byte{'\n'}); err != nil {
-		return fmt.Errorf("eventlog: end partial line of events file: %w", err)
-	}
-	return nil
+	l.w = bufio.NewWriterSize(l.f, writeBufferBytes)
+	_ = cutPartialLine(l.f)
+	return fmt.Errorf("eventlog: write events file: %w", err)
+}
+
+// WriteErr returns the first write that failed since Open, or nil, so a
+// caller can say why events are missing (errors.Is(err, syscall.ENOSPC)).
+func (l *Log) WriteErr() error {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.writeErr
 }
 
 func contextKeys(c Context) []ctxKey {
@@ -254,7 +309,7 @@ func (l *Log) writeLine(line []byte, flush bool) error {
 	}
 	if l.w.Available() < len(line) && l.w.Buffered() > 0 {
 		if err := l.w.Flush(); err != nil {
-			return fmt.Errorf("eventlog: write events file: %w", err)
+			return l.failed(err)
 		}
 	}
 	var err error
@@ -267,7 +322,7 @@ func (l *Log) writeLine(line []byte, flush bool) error {
 		err = l.w.Flush()
 	}
 	if err != nil {
-		return fmt.Errorf("eventlog: write events file: %w", err)
+		return l.failed(err)
 	}
 	return nil
 }
@@ -280,7 +335,7 @@ func (l *Log) Flush() error {
 		return ErrClosed
 	}
 	if err := l.w.Flush(); err != nil {
-		return fmt.Errorf("eventlog: write events file: %w", err)
+		return l.failed(err)
 	}
 	return nil
 }
@@ -296,9 +351,12 @@ func (l *Log) Close() error {
 	}
 	l.closed = true
 	ferr := l.w.Flush()
+	if ferr != nil {
+		ferr = l.failed(ferr)
+	}
 	cerr := l.f.Close()
 	if ferr != nil {
-		return fmt.Errorf("eventlog: write events file: %w", ferr)
+		return ferr
 	}
 	if cerr != nil {
 		return fmt.Errorf("eventlog: close events file: %w", cerr)

@@ -50,10 +50,10 @@ func (l *Log) Pipe(r io.Reader, scope, stream string, onEvent func(name string, 
 	p := l.newPipe(r, scope, stream)
 	var werr error
 	for {
-		line, dropped, rerr := p.next()
+		line, dropped, rerr := p.lines.next()
 		if dropped > 0 || !blank(line) {
 			out, isEvent, name, data := p.render(line, dropped)
-			if err := l.writeLine(out, p.br.Buffered() == 0); err != nil && werr == nil {
+			if err := l.writeLine(out, p.lines.br.Buffered() == 0); err != nil && werr == nil {
 				werr = err
 			}
 			if isEvent && onEvent != nil {
@@ -75,9 +75,8 @@ func (l *Log) Pipe(r io.Reader, scope, stream string, onEvent func(name string, 
 // pipe is the state of one Pipe call.
 type pipe struct {
 	log     *Log
-	br      *bufio.Reader
+	lines   lineReader
 	rnd     *rand.ChaCha8
-	acc     []byte // the line being assembled when it spans reads; at most maxLine bytes
 	out     []byte // the encoded line(s)
 	data    []byte // the encoded data of an engine event
 	clean   []byte // scratch for compacted input
@@ -94,7 +93,8 @@ func (l *Log) newPipe(r io.Reader, scope, stream string) *pipe {
 	if stream == "stderr" {
 		level = "error"
 	}
-	p := &pipe{log: l, br: bufio.NewReaderSize(r, readBufferBytes), rnd: rand.NewChaCha8(seed)}
+	p := &pipe{log: l, lines: lineReader{br: bufio.NewReaderSize(r, readBufferBytes), limit: l.maxLine},
+		rnd: rand.NewChaCha8(seed)}
 	p.console = append(p.console, `,"level":`...)
 	p.console = appendString(p.console, []byte(level))
 	p.console = append(p.console, `,"event":"console.line","message":`...)
@@ -103,49 +103,6 @@ func (l *Log) newPipe(r io.Reader, scope, stream string) *pipe {
 	p.tail = append(p.tail, `,"stream":`...)
 	p.tail = appendString(p.tail, []byte(stream))
 	return p
-}
-
-// next returns the next line without its "\n" or "\r\n", at most maxLine
-// bytes of it, and how many bytes of it were dropped beyond that. The line is
-// valid until the next call. err is io.EOF after the last line.
-func (p *pipe) next() (line []byte, dropped int64, err error) {
-	limit := p.log.maxLine
-	p.acc = p.acc[:0]
-	var last byte // last byte of the line, kept or dropped
-	for {
-		chunk, rerr := p.br.ReadSlice('\n')
-		complete := rerr == nil
-		if complete {
-			chunk = chunk[:len(chunk)-1]
-		}
-		done := rerr != bufio.ErrBufferFull
-		if done && len(p.acc) == 0 && dropped == 0 {
-			// The whole line is in the read buffer: no copy.
-			if trimmed := bytes.TrimSuffix(chunk, []byte{'\r'}); len(trimmed) <= limit {
-				return trimmed, 0, rerr
-			}
-		}
-		if len(chunk) > 0 {
-			last = chunk[len(chunk)-1]
-		}
-		if room := limit - len(p.acc); len(chunk) > room {
-			dropped += int64(len(chunk) - room)
-			chunk = chunk[:room]
-		}
-		p.acc = appendCapped(p.acc, chunk, limit)
-		if done {
-			err = rerr
-			break
-		}
-	}
-	if last == '\r' {
-		if dropped > 0 {
-			dropped--
-		} else {
-			p.acc = p.acc[:len(p.acc)-1]
-		}
-	}
-	return p.acc, dropped, err
 }
 
 // appendCapped appends src to dst, growing dst to at most limit bytes of

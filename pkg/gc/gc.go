@@ -17,6 +17,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ade-org/ade-worker/pkg/layout"
+	"github.com/ade-org/ade-worker/pkg/safepath"
 	"github.com/ade-org/ade-worker/pkg/store"
 )
 
@@ -248,7 +249,10 @@ func (c *Collector) remove(t Target, root, path, why string, dryRun bool) (Item,
 		it.Err = err
 		return it, true
 	}
-	st, err := removeTree(root, rel, dryRun)
+	st, err := measure(root, rel)
+	if err == nil && !st.Missing && !dryRun {
+		err = safepath.RemoveAll(root, rel)
+	}
 	it.Bytes, it.Err = st.Bytes, err
 	if st.Link && err == nil {
 		it.Detail += "; it was a symbolic link: only the link goes, never what it points to"

@@ -11,9 +11,8 @@ import (
 	"golang.org/x/sys/unix"
 )
 
-// This file removes and measures folders without following symbolic links.
-// Its RemoveAll has the signature of pkg/safepath's (written on another
-// branch), so the integrator can fold one into the other.
+// This file measures folders without following symbolic links, and finds
+// what a removal would refuse, before pkg/safepath removes them.
 
 // LinkError is a symbolic link found where a folder was expected on the way
 // to what was to be removed. It is never followed.
@@ -23,16 +22,6 @@ func (e *LinkError) Error() string {
 	return fmt.Sprintf("refusing to follow the symbolic link %s (a folder was expected there; nothing behind it was touched)", e.Path)
 }
 
-// RemoveAll removes root/rel and everything below it without following any
-// symbolic link in rel's elements or below: a link in an element before the
-// last is refused with a *LinkError naming it; the last element, if a link,
-// is removed as a link. root itself is trusted (an operator's setting). A
-// missing root/rel is not an error.
-func RemoveAll(root, rel string) error {
-	_, err := removeTree(root, rel, false)
-	return err
-}
-
 // treeStat is what removeTree found at root/rel.
 type treeStat struct {
 	Bytes   int64 // sizes of the files and links below, as lstat reports them
@@ -40,9 +29,10 @@ type treeStat struct {
 	Missing bool  // nothing was there
 }
 
-// removeTree removes root/rel (or only measures it when dryRun) as
-// RemoveAll describes, and reports its size.
-func removeTree(root, rel string, dryRun bool) (treeStat, error) {
+// measure reports the size of root/rel without following any link: a link
+// in an element before the last is a *LinkError naming it; the last
+// element, if a link, is measured as a link.
+func measure(root, rel string) (treeStat, error) {
 	var st treeStat
 	parent, name, err := openParent(root, rel)
 	if err != nil {
@@ -62,21 +52,17 @@ func removeTree(root, rel string, dryRun bool) (treeStat, error) {
 		return st, pathError("lstat", filepath.Join(root, rel), err)
 	}
 	st.Link = s.Mode&unix.S_IFMT == unix.S_IFLNK
-	path := filepath.Join(root, rel)
 	if s.Mode&unix.S_IFMT != unix.S_IFDIR {
 		st.Bytes = s.Size
-		if dryRun {
-			return st, nil
-		}
-		return st, ignoreMissing(pathError("remove", path, unix.Unlinkat(parent, name, 0)))
+		return st, nil
 	}
-	st.Bytes, err = walkDir(parent, name, path, dryRun)
+	st.Bytes, err = walkDir(parent, name, filepath.Join(root, rel))
 	return st, err
 }
 
-// walkDir measures, and unless dryRun removes, the directory name in the
-// directory parent; path names it in errors.
-func walkDir(parent int, name, path string, dryRun bool) (int64, error) {
+// walkDir measures the directory name in the directory parent; path names
+// it in errors.
+func walkDir(parent int, name, path string) (int64, error) {
 	fd, err := unix.Openat(parent, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
 	if err != nil {
 		return 0, ignoreMissing(pathError("open", path, err))
@@ -97,7 +83,7 @@ func walkDir(parent int, name, path string, dryRun bool) (int64, error) {
 			return total, pathError("lstat", filepath.Join(path, n), err)
 		}
 		if s.Mode&unix.S_IFMT == unix.S_IFDIR {
-			b, err := walkDir(fd, n, filepath.Join(path, n), dryRun)
+			b, err := walkDir(fd, n, filepath.Join(path, n))
 			total += b
 			if err != nil {
 				return total, err
@@ -105,16 +91,8 @@ func walkDir(parent int, name, path string, dryRun bool) (int64, error) {
 			continue
 		}
 		total += s.Size
-		if !dryRun {
-			if err := ignoreMissing(pathError("remove", filepath.Join(path, n), unix.Unlinkat(fd, n, 0))); err != nil {
-				return total, err
-			}
-		}
 	}
-	if dryRun {
-		return total, nil
-	}
-	return total, ignoreMissing(pathError("remove", path, unix.Unlinkat(parent, name, unix.AT_REMOVEDIR)))
+	return total, nil
 }
 
 // openParent opens the folder that holds rel's last element, walking from

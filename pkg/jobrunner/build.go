@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/jobspec"
+	"github.com/ade-org/ade-worker/pkg/safepath"
 )
 
 // verifyScript imports both packages and reports versions as one JSON line.
@@ -36,33 +37,37 @@ func (j *job) build(ctx context.Context) *jobspec.Result {
 		"attempt": j.spec.Attempt, "engine_spec": b.EngineSpec, "venv_dir": b.VenvDir,
 	})
 	var res *jobspec.Result
-	err := withBuildLock(ctx, b.VenvDir, func() { res = j.makeVenv(ctx, b) })
+	err := withBuildLock(ctx, j.spec.Roots.Venvs, b.VenvDir, func() { res = j.makeVenv(ctx, b) })
 	if err != nil {
-		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, err.Error(), true)
+		return pathFailure("build lock", err)
 	}
 	return res
 }
 
 // makeVenv creates b's virtual environment. The caller holds the build lock.
 func (j *job) makeVenv(ctx context.Context, b *jobspec.BuildSpec) *jobspec.Result {
-	if _, err := os.Stat(b.ConfigDir); err != nil {
-		return failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, fmt.Sprintf("configuration package not found: %s", b.ConfigDir), false)
+	if res := configFailure(j.spec.Roots.Configs, b.ConfigDir); res != nil {
+		return res
+	}
+	if res := venvFailure(j.spec.Roots.Venvs, b.VenvDir); res != nil {
+		return res
 	}
 	// Build beside the final folder and rename at the end: an interrupted
 	// build never leaves a venv at the path runs use.
 	// Holding the lock, any temporary folder is a leftover of a build that
-	// was killed: remove it.
+	// was killed: remove it (never through a link).
+	root := j.spec.Roots.Venvs
 	leftovers, _ := filepath.Glob(b.VenvDir + ".tmp-*")
 	for _, dir := range leftovers {
-		if err := os.RemoveAll(dir); err != nil {
-			return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("remove leftover build folder: %v", err), true)
+		if err := removeAll(root, dir); err != nil {
+			return pathFailure("remove leftover build folder", err)
 		}
 	}
 	tmp := fmt.Sprintf("%s.tmp-%d", b.VenvDir, os.Getpid())
-	if err := os.MkdirAll(filepath.Dir(tmp), 0o755); err != nil {
-		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("create build folder: %v", err), true)
+	if err := mkdirAll(root, filepath.Dir(tmp)); err != nil {
+		return pathFailure("create build folder", err)
 	}
-	defer os.RemoveAll(tmp)
+	defer removeAll(root, tmp)
 	if res := j.reuseVenv(ctx, b, tmp); res != nil {
 		return res
 	}
@@ -108,7 +113,7 @@ func (j *job) finishVenv(ctx context.Context, b *jobspec.BuildSpec, tmp, summary
 		return res
 	}
 	if err := j.install(b, tmp, facts); err != nil {
-		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, err.Error(), true)
+		return pathFailure("install the environment", err)
 	}
 	return &jobspec.Result{
 		Status: jobspec.StatusSucceeded, ExitCode: 0,
@@ -131,13 +136,13 @@ func (j *job) finishVenv(ctx context.Context, b *jobspec.BuildSpec, tmp, summary
 // other intact.
 func (j *job) reuseVenv(ctx context.Context, b *jobspec.BuildSpec, tmp string) *jobspec.Result {
 	for _, src := range b.ReuseFrom {
-		if src == b.VenvDir || !venvReady(src) {
+		if src == b.VenvDir || checkFolder(j.spec.Roots.Venvs, src) != nil || !venvReady(src) {
 			continue
 		}
 		start := time.Now()
 		if err := linkTree(src, tmp); err != nil {
 			j.emit("warning", "build.step.reuse", "Cannot reuse "+src+"; installing from scratch: "+err.Error(), map[string]any{"source": src})
-			_ = os.RemoveAll(tmp)
+			_ = removeAll(j.spec.Roots.Venvs, tmp)
 			continue
 		}
 		_ = os.Remove(filepath.Join(tmp, markerName))
@@ -215,10 +220,14 @@ func (j *job) install(b *jobspec.BuildSpec, tmp string, facts buildFacts) error 
 	if err := os.WriteFile(filepath.Join(tmp, markerName), marker, 0o644); err != nil {
 		return fmt.Errorf("write build marker: %w", err)
 	}
-	if err := os.RemoveAll(b.VenvDir); err != nil {
+	root, rel, err := jobspec.Split(j.spec.Roots.Venvs, b.VenvDir)
+	if err != nil {
+		return err
+	}
+	if err := safepath.RemoveAll(root, rel); err != nil {
 		return fmt.Errorf("remove old environment: %w", err)
 	}
-	if err := os.Rename(tmp, b.VenvDir); err != nil {
+	if err := safepath.Rename(root, filepath.Join(filepath.Dir(rel), filepath.Base(tmp)), rel); err != nil {
 		return fmt.Errorf("move environment into place: %w", err)
 	}
 	return nil
@@ -242,8 +251,12 @@ func lastLine(data []byte) []byte {
 // venv, so a build and the runs that rebuild a missing venv (or two
 // supervisors sharing ADE_VENVS_DIR) never install into it at once. It waits
 // for the lock until ctx ends.
-func withBuildLock(ctx context.Context, venv string, fn func()) error {
-	f, err := lockBuildFolder(ctx, filepath.Dir(venv))
+func withBuildLock(ctx context.Context, venvsRoot, venv string, fn func()) error {
+	root, rel, err := jobspec.Split(venvsRoot, filepath.Join(filepath.Dir(venv), ".build.lock"))
+	if err != nil {
+		return err
+	}
+	f, err := lockBuildFolder(ctx, root, rel)
 	if err != nil {
 		return err
 	}
@@ -252,23 +265,21 @@ func withBuildLock(ctx context.Context, venv string, fn func()) error {
 	return nil
 }
 
-// lockBuildFolder waits for the lock file of the build folder dir and
-// returns it locked. The garbage collector removes unused build folders,
-// lock file included, while holding the lock: a lock won on a file that is
-// no longer at the path protects nothing, so it is taken again on the file
-// there now.
-func lockBuildFolder(ctx context.Context, dir string) (*os.File, error) {
-	path := filepath.Join(dir, ".build.lock")
+// lockBuildFolder waits for the build lock file root/rel and returns it
+// locked. The garbage collector removes unused build folders, lock file
+// included, while holding the lock: a lock won on a file that is no longer
+// at the path protects nothing, so it is taken again on the file there now.
+func lockBuildFolder(ctx context.Context, root, rel string) (*os.File, error) {
 	for {
-		if err := os.MkdirAll(dir, 0o755); err != nil {
+		if err := safepath.MkdirAll(root, filepath.Dir(rel), 0o755); err != nil {
 			return nil, fmt.Errorf("create build folder: %w", err)
 		}
-		f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+		f, err := safepath.Open(root, rel, os.O_CREATE|os.O_RDWR, 0o644)
 		if err != nil {
 			return nil, fmt.Errorf("open build lock: %w", err)
 		}
 		err = flockWait(ctx, f)
-		if err == nil && sameFile(f, path) {
+		if err == nil && sameFile(f, root, rel) {
 			return f, nil
 		}
 		f.Close()
@@ -296,12 +307,12 @@ func flockWait(ctx context.Context, f *os.File) error {
 	}
 }
 
-// sameFile reports whether the open file f is still the file at path.
-func sameFile(f *os.File, path string) bool {
+// sameFile reports whether the open file f is still the file root/rel.
+func sameFile(f *os.File, root, rel string) bool {
 	held, err := f.Stat()
 	if err != nil {
 		return false
 	}
-	now, err := os.Stat(path)
+	now, err := safepath.Lstat(root, rel)
 	return err == nil && os.SameFile(held, now)
 }

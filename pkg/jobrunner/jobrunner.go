@@ -4,10 +4,10 @@
 package jobrunner
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"errors"
-	"fmt"
 	"io"
 	"os"
 	"path/filepath"
@@ -39,9 +39,9 @@ func execute(ctx context.Context, spec *jobspec.Spec) *jobspec.Result {
 	}
 	log, err := eventlog.Open(spec.EventsPath, eventlog.Context{
 		JobID: spec.JobID, WorkspaceID: spec.WorkspaceID, BuildID: spec.BuildID, ConfigurationID: spec.ConfigurationID,
-	}, eventlog.Options{})
+	}, eventlog.Options{Root: spec.EventsRoot()})
 	if err != nil {
-		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("open events file: %v", err), true)
+		return pathFailure("open events file", err)
 	}
 	defer log.Close()
 	j := &job{spec: spec, log: log}
@@ -51,9 +51,9 @@ func execute(ctx context.Context, spec *jobspec.Spec) *jobspec.Result {
 		defer cancel()
 	}
 	if spec.Kind == jobspec.KindBuild {
-		return j.build(ctx)
+		return j.noSpace(j.build(ctx))
 	}
-	return j.run(ctx)
+	return j.noSpace(j.run(ctx))
 }
 
 // job carries what every step of one job needs.
@@ -226,19 +226,36 @@ func watchProcesses(ctx context.Context, max int, exceeded func()) {
 
 // tailBuffer keeps the last max bytes written to it.
 type tailBuffer struct {
-	mu  sync.Mutex
-	buf []byte
-	max int
+	mu   sync.Mutex
+	buf  []byte
+	max  int
+	skip bool // dropping the rest of a line whose start is gone
 }
 
 func (t *tailBuffer) Write(p []byte) (int, error) {
 	t.mu.Lock()
 	defer t.mu.Unlock()
+	n := len(p)
+	if t.skip { // inside a line whose start was dropped
+		i := bytes.IndexByte(p, '\n')
+		if i < 0 {
+			return n, nil
+		}
+		p, t.skip = p[i+1:], false
+	}
 	t.buf = append(t.buf, p...)
 	if len(t.buf) > t.max {
-		t.buf = append(t.buf[:0], t.buf[len(t.buf)-t.max:]...)
+		// The kept part starts mid-line: drop that scrap, or a long event
+		// line's tail would pass for the engine's last message.
+		keep := t.buf[len(t.buf)-t.max:]
+		if i := bytes.IndexByte(keep, '\n'); i >= 0 {
+			keep = keep[i+1:]
+		} else {
+			keep, t.skip = nil, true
+		}
+		t.buf = append(t.buf[:0], keep...)
 	}
-	return len(p), nil
+	return n, nil
 }
 
 // String returns the last non-empty line that is not a JSON event.

@@ -14,14 +14,16 @@ import (
 // for that lock must end up holding the lock of the file now at the path,
 // so a third process cannot take it beside it.
 func TestBuildLockRetakenAfterFolderRemoved(t *testing.T) {
-	dir := filepath.Join(t.TempDir(), "ws", "cfg", "build")
-	gcHeld, err := lockBuildFolder(context.Background(), dir)
+	root := t.TempDir()
+	dir := filepath.Join(root, "ws", "cfg", "build")
+	rel := filepath.Join("ws", "cfg", "build", ".build.lock")
+	gcHeld, err := lockBuildFolder(context.Background(), root, rel)
 	if err != nil {
 		t.Fatal(err)
 	}
 	got := make(chan *os.File, 1)
 	go func() {
-		f, err := lockBuildFolder(context.Background(), dir)
+		f, err := lockBuildFolder(context.Background(), root, rel)
 		if err != nil {
 			t.Error(err)
 		}
@@ -39,7 +41,7 @@ func TestBuildLockRetakenAfterFolderRemoved(t *testing.T) {
 		t.Fatal("the waiter never got the lock")
 	}
 	defer waiter.Close()
-	if !sameFile(waiter, filepath.Join(dir, ".build.lock")) {
+	if !sameFile(waiter, root, rel) {
 		t.Fatal("the waiter holds a lock on a file that is no longer at the path")
 	}
 	third, err := os.OpenFile(filepath.Join(dir, ".build.lock"), os.O_RDWR, 0)

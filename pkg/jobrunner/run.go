@@ -6,7 +6,6 @@ import (
 	"errors"
 	"fmt"
 	"io/fs"
-	"os"
 	"path/filepath"
 	"strings"
 	"syscall"
@@ -26,8 +25,8 @@ func (j *job) run(ctx context.Context) *jobspec.Result {
 	if r.Options.DryRun {
 		return &jobspec.Result{Status: jobspec.StatusSucceeded}
 	}
-	if _, err := os.Stat(r.ConfigDir); err != nil {
-		return failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, fmt.Sprintf("configuration package not found: %s", r.ConfigDir), false)
+	if res := configFailure(j.spec.Roots.Configs, r.ConfigDir); res != nil {
+		return res
 	}
 	if res := j.ensureVenv(ctx); res != nil {
 		return res
@@ -64,6 +63,9 @@ func (j *job) run(ctx context.Context) *jobspec.Result {
 // under the build lock so concurrent runs of that build wait for one rebuild.
 func (j *job) ensureVenv(ctx context.Context) *jobspec.Result {
 	r := j.spec.Run
+	if res := venvFailure(j.spec.Roots.Venvs, r.VenvDir); res != nil {
+		return res
+	}
 	if venvReady(r.VenvDir) {
 		return nil
 	}
@@ -75,7 +77,7 @@ func (j *job) ensureVenv(ctx context.Context) *jobspec.Result {
 	}
 	j.emit("warning", "run.venv.rebuild", "Build environment missing on this host; rebuilding it", map[string]any{"venv_dir": r.VenvDir})
 	var res *jobspec.Result
-	err := withBuildLock(ctx, r.VenvDir, func() {
+	err := withBuildLock(ctx, j.spec.Roots.Venvs, r.VenvDir, func() {
 		if venvReady(r.VenvDir) { // another run rebuilt it while we waited
 			return
 		}
@@ -85,7 +87,7 @@ func (j *job) ensureVenv(ctx context.Context) *jobspec.Result {
 		}
 	})
 	if err != nil {
-		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, err.Error(), true)
+		return pathFailure("build lock", err)
 	}
 	if res != nil {
 		if res.Reason == jobspec.ReasonTimeout || res.Reason == jobspec.ReasonCancelled {
@@ -102,17 +104,16 @@ func (j *job) engineArgs() ([]string, *jobspec.Result) {
 	if r.Options.ValidateOnly {
 		return []string{"-m", "ade_engine", "config", "validate", "--config-package", r.ConfigDir, "--log-format", "ndjson"}, nil
 	}
-	for _, sub := range []string{"input", "output", "logs"} {
-		if err := os.MkdirAll(filepath.Join(r.RunDir, sub), 0o755); err != nil {
-			return nil, failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("create run folder: %v", err), true)
-		}
+	if res := j.ensureRunFolders(); res != nil {
+		return nil, res
 	}
-	input := filepath.Join(r.RunDir, "input", r.InputName)
-	if err := layout.Stage(r.DocumentPath, input); err != nil {
-		if errors.Is(err, fs.ErrNotExist) {
-			return nil, failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, fmt.Sprintf("document file not found: %s", r.DocumentPath), false)
-		}
-		return nil, failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("stage document: %v", err), true)
+	input := filepath.Join(r.RunDir, layout.InputName, r.InputName)
+	err := layout.Stage(layout.Place{Root: j.spec.Roots.Documents, Path: r.DocumentPath}, layout.Place{Root: j.spec.Roots.Runs, Path: input})
+	if errors.Is(err, fs.ErrNotExist) {
+		return nil, failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, fmt.Sprintf("document file not found: %s", r.DocumentPath), false)
+	}
+	if err != nil {
+		return nil, pathFailure("stage document", err)
 	}
 	logLevel := r.Options.LogLevel
 	if logLevel == "" {

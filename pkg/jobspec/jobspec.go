@@ -50,6 +50,8 @@ type Spec struct {
 
 	// Limits bound every process the job starts.
 	Limits Limits `json:"limits,omitzero"`
+	// Roots are the shared folders the paths below lie under; optional.
+	Roots Roots `json:"roots,omitzero"`
 
 	Build *BuildSpec `json:"build,omitempty"`
 	Run   *RunSpec   `json:"run,omitempty"`
@@ -156,6 +158,9 @@ func (s *Spec) Validate() error {
 	}
 	if s.TimeoutSeconds < 0 {
 		return fmt.Errorf("job spec timeout_seconds %v is negative", s.TimeoutSeconds)
+	}
+	if err := s.validateRoots(); err != nil {
+		return err
 	}
 	switch s.Kind {
 	case KindBuild:

@@ -13,7 +13,9 @@ func validRun() *Spec {
 		WorkspaceID: "ws", ConfigurationID: "cfg", BuildID: "b1",
 		EventsPath: "/data/runs/ws/runs/run-1/logs/events.ndjson",
 		Env:        map[string]string{"PATH": "/usr/bin", "PIP_NO_INDEX": "1"}, TimeoutSeconds: 30,
-		Run: &RunSpec{VenvDir: "/v/.venv", ConfigDir: "/c", RunDir: "/r", DocumentPath: "/d/doc.csv", InputName: "doc.csv",
+		Roots: Roots{Documents: "/data/docs", Configs: "/data/cfg", Runs: "/data/runs", Venvs: "/data/venvs"},
+		Run: &RunSpec{VenvDir: "/data/venvs/ws/cfg/b1/.venv", ConfigDir: "/data/cfg/ws/config_packages/cfg", RunDir: "/data/runs/ws/runs/run-1",
+			DocumentPath: "/data/docs/ws/documents/doc.csv", InputName: "doc.csv",
 			Options: RunOptions{LogLevel: "debug", InputSheetNames: []string{"A", "B"}, ActiveSheetOnly: true}},
 	}
 }
@@ -66,6 +68,9 @@ func TestDecodeRejects(t *testing.T) {
 		{"relative venv", mutate(func(s *Spec) { s.Run.VenvDir = "v" }), "run.venv_dir"},
 		{"input name with slash", mutate(func(s *Spec) { s.Run.InputName = "../x.csv" }), "plain file name"},
 		{"no document", mutate(func(s *Spec) { s.Run.DocumentPath = "" }), "document_path"},
+		{"relative root", mutate(func(s *Spec) { s.Roots.Documents = "docs" }), "roots.documents"},
+		{"document outside its root", mutate(func(s *Spec) { s.Run.DocumentPath = "/etc/passwd" }), `run.document_path: path "/etc/passwd" is not inside its root "/data/docs"`},
+		{"run dir is the root", mutate(func(s *Spec) { s.Run.RunDir = "/data/runs" }), "run.run_dir"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -74,6 +79,24 @@ func TestDecodeRejects(t *testing.T) {
 				t.Errorf("Decode error = %v, want one containing %q", err, tt.want)
 			}
 		})
+	}
+}
+
+// TestSpecWithoutRootsStillDecodes: roots are optional, so a spec written
+// before they existed (or by hand) is still accepted.
+func TestSpecWithoutRootsStillDecodes(t *testing.T) {
+	old := `{"version":1,"kind":"run","job_id":"r","events_path":"/r/logs/events.ndjson",
+	 "run":{"venv_dir":"/v/.venv","config_dir":"/c","run_dir":"/r","document_path":"/d/a.csv","input_name":"a.csv","options":{}}}`
+	s, err := Decode(strings.NewReader(old))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if s.Roots != (Roots{}) {
+		t.Fatalf("roots = %+v, want none", s.Roots)
+	}
+	root, rel, err := Split(s.Roots.Documents, s.Run.DocumentPath)
+	if err != nil || root != "/d" || rel != "a.csv" {
+		t.Fatalf("Split without a root = %q, %q, %v; want the file's folder", root, rel, err)
 	}
 }
 

@@ -7,94 +7,117 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+
+	"golang.org/x/sys/unix"
+
+	"github.com/ade-org/ade-worker/pkg/safepath"
 )
+
+// ErrNotRegular marks a document that is not a regular file (a folder, a
+// FIFO, a device): staging it can never succeed.
+var ErrNotRegular = errors.New("not a regular file")
+
+// Place is a path below a shared root (documents, runs). Everything below
+// Root is opened without following symbolic links; an empty Root means the
+// path's own folder, so only its last element is protected.
+type Place struct {
+	Root string
+	Path string
+}
+
+// split returns the root and the path relative to it.
+func (p Place) split() (string, string, error) {
+	if p.Root == "" {
+		return filepath.Dir(p.Path), filepath.Base(p.Path), nil
+	}
+	rel, err := filepath.Rel(p.Root, p.Path)
+	if err != nil || rel == "." || !filepath.IsLocal(rel) {
+		return "", "", fmt.Errorf("%q is not inside its root %q: %w", p.Path, p.Root, safepath.ErrEscape)
+	}
+	return p.Root, rel, nil
+}
 
 // Stage puts a copy of the document src at dst, for a run's input folder
 // (which must exist). It clones the file where the filesystem can (copy on
 // write: instant, no extra space) and copies it otherwise; it never hard
 // links, so an engine that writes to its input cannot change the stored
-// document. An existing dst is replaced. src must be a regular file, not a
-// symbolic link: a link could point anywhere.
-func Stage(src, dst string) error {
+// document. An existing dst is replaced. No symbolic link below either
+// root is followed (a link could point anywhere): such a path fails with
+// safepath.ErrSymlink, and a src that is not a regular file with
+// ErrNotRegular.
+func Stage(src, dst Place) error {
 	if err := stage(src, dst); err != nil {
-		return fmt.Errorf("stage %s as %s: %w", src, dst, err)
+		return fmt.Errorf("stage %s as %s: %w", src.Path, dst.Path, err)
 	}
 	return nil
 }
 
-func stage(src, dst string) error {
-	in, info, err := openRegular(src)
+func stage(src, dst Place) error {
+	srcRoot, srcRel, err := src.split()
+	if err != nil {
+		return err
+	}
+	dstRoot, dstRel, err := dst.split()
+	if err != nil {
+		return err
+	}
+	if filepath.Join(srcRoot, srcRel) == filepath.Join(dstRoot, dstRel) {
+		return errors.New("refusing to stage a document onto itself")
+	}
+	in, err := openRegular(srcRoot, srcRel)
 	if err != nil {
 		return err
 	}
 	defer in.Close()
-	if err := removeOld(dst, src, info); err != nil {
+	if err := safepath.RemoveAll(dstRoot, dstRel); err != nil {
 		return err
 	}
-	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
+	out, err := safepath.Open(dstRoot, dstRel, os.O_WRONLY|os.O_CREATE|os.O_EXCL, 0o644)
 	if err != nil {
 		return err
 	}
 	if err := fill(out, in); err != nil {
 		out.Close()
-		os.Remove(dst)
+		_ = safepath.RemoveAll(dstRoot, dstRel)
 		return err
 	}
 	if err := out.Close(); err != nil {
-		os.Remove(dst)
+		_ = safepath.RemoveAll(dstRoot, dstRel)
 		return err
 	}
 	return nil
 }
 
-// openRegular opens path, which must be a regular file and not a symbolic
-// link.
-func openRegular(path string) (*os.File, fs.FileInfo, error) {
-	before, err := os.Lstat(path)
+// openRegular opens root/rel, which must be a regular file reached without
+// any link. O_NONBLOCK keeps a FIFO from blocking the open.
+func openRegular(root, rel string) (*os.File, error) {
+	f, err := safepath.Open(root, rel, os.O_RDONLY|unix.O_NONBLOCK, 0)
 	if err != nil {
-		return nil, nil, err
-	}
-	if !before.Mode().IsRegular() {
-		return nil, nil, fmt.Errorf("the document is not a regular file (%s)", before.Mode().Type())
-	}
-	f, err := os.Open(path)
-	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	info, err := f.Stat()
-	if err == nil && !os.SameFile(before, info) {
-		err = errors.New("the document was replaced while it was being staged")
+	if err == nil && !info.Mode().IsRegular() {
+		err = fmt.Errorf("the document is %w (%s)", ErrNotRegular, typeName(info.Mode()))
 	}
 	if err != nil {
 		f.Close()
-		return nil, nil, err
+		return nil, err
 	}
-	return f, info, nil
+	return f, nil
 }
 
-// removeOld removes dst, unless it is the very directory entry of src.
-func removeOld(dst, src string, srcInfo fs.FileInfo) error {
-	old, err := os.Lstat(dst)
-	if errors.Is(err, fs.ErrNotExist) {
-		return nil
+func typeName(m fs.FileMode) string {
+	switch {
+	case m.IsDir():
+		return "a folder"
+	case m&fs.ModeNamedPipe != 0:
+		return "a named pipe"
+	case m&fs.ModeDevice != 0:
+		return "a device"
+	case m&fs.ModeSocket != 0:
+		return "a socket"
 	}
-	if err != nil {
-		return err
-	}
-	if os.SameFile(old, srcInfo) && sameEntry(src, dst) {
-		return errors.New("refusing to stage a document onto itself")
-	}
-	return os.Remove(dst)
-}
-
-// sameEntry reports whether paths a and b name one directory entry.
-func sameEntry(a, b string) bool {
-	if filepath.Base(a) != filepath.Base(b) {
-		return false
-	}
-	da, errA := os.Stat(filepath.Dir(a))
-	db, errB := os.Stat(filepath.Dir(b))
-	return errA == nil && errB == nil && os.SameFile(da, db)
+	return m.Type().String()
 }
 
 // fill writes in's content to the new, empty file out.

@@ -1,9 +1,14 @@
 package layout
 
 import (
+	"errors"
 	"os"
 	"path/filepath"
+	"strings"
+	"syscall"
 	"testing"
+
+	"github.com/ade-org/ade-worker/pkg/safepath"
 )
 
 func writeFile(t *testing.T, path, content string) {
@@ -49,7 +54,7 @@ func TestStage(t *testing.T) {
 			writeFile(t, src, "original")
 			tt.setup(t, src, dst)
 
-			if err := Stage(src, dst); err != nil {
+			if err := Stage(Place{Path: src}, Place{Path: dst}); err != nil {
 				t.Fatal(err)
 			}
 			if got := readFile(t, dst); got != "original" {
@@ -108,7 +113,7 @@ func TestStageRefuses(t *testing.T) {
 		t.Run(tt.name, func(t *testing.T) {
 			dir := t.TempDir()
 			src, dst := tt.setup(t, dir)
-			if err := Stage(src, dst); err == nil {
+			if err := Stage(Place{Path: src}, Place{Path: dst}); err == nil {
 				t.Fatal("no error")
 			}
 			if tt.onSelf {
@@ -121,5 +126,57 @@ func TestStageRefuses(t *testing.T) {
 				t.Errorf("dst exists after a refused stage (%v)", err)
 			}
 		})
+	}
+}
+
+// TestStageNeverFollowsLinks: a link anywhere below the documents root
+// ("documents/<ws>/evil -> /etc") is refused, names the link, and nothing
+// of its target is staged.
+func TestStageNeverFollowsLinks(t *testing.T) {
+	base := t.TempDir()
+	docs, runs, secret := filepath.Join(base, "docs"), filepath.Join(base, "runs"), filepath.Join(base, "etc")
+	for _, d := range []string{filepath.Join(docs, "ws", "documents"), filepath.Join(runs, "ws", "runs", "r1", "input"), secret} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	writeFile(t, filepath.Join(secret, "passwd"), "root:x:0:0")
+	if err := os.Symlink(secret, filepath.Join(docs, "ws", "documents", "evil")); err != nil {
+		t.Fatal(err)
+	}
+	dst := Place{Root: runs, Path: filepath.Join(runs, "ws", "runs", "r1", "input", "passwd")}
+	err := Stage(Place{Root: docs, Path: filepath.Join(docs, "ws", "documents", "evil", "passwd")}, dst)
+	if !errors.Is(err, safepath.ErrSymlink) || !strings.Contains(err.Error(), `"ws/documents/evil" is a symbolic link`) {
+		t.Fatalf("Stage through a link = %v", err)
+	}
+	if _, err := os.Lstat(dst.Path); !os.IsNotExist(err) {
+		t.Fatalf("something was staged: %v", err)
+	}
+	// A run folder reached through a link is refused too.
+	writeFile(t, filepath.Join(docs, "ws", "documents", "a.csv"), "a")
+	if err := os.Symlink(secret, filepath.Join(runs, "ws", "runs", "r2")); err != nil {
+		t.Fatal(err)
+	}
+	err = Stage(Place{Root: docs, Path: filepath.Join(docs, "ws", "documents", "a.csv")},
+		Place{Root: runs, Path: filepath.Join(runs, "ws", "runs", "r2", "a.csv")})
+	if !errors.Is(err, safepath.ErrSymlink) {
+		t.Fatalf("Stage into a linked run folder = %v", err)
+	}
+	if _, err := os.Lstat(filepath.Join(secret, "a.csv")); !os.IsNotExist(err) {
+		t.Fatal("staged through the linked run folder")
+	}
+}
+
+func TestStageRefusesNonRegular(t *testing.T) {
+	dir := t.TempDir()
+	fifo := filepath.Join(dir, "fifo.csv")
+	if err := syscall.Mkfifo(fifo, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	for _, src := range []string{fifo, filepath.Join(dir)} {
+		err := Stage(Place{Path: src}, Place{Path: filepath.Join(t.TempDir(), "in.csv")})
+		if !errors.Is(err, ErrNotRegular) {
+			t.Errorf("Stage(%s) = %v, want ErrNotRegular", src, err)
+		}
 	}
 }

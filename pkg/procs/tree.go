@@ -5,6 +5,7 @@ import (
 	"os"
 	"strconv"
 	"syscall"
+	"time"
 )
 
 // prSetChildSubreaper is prctl's PR_SET_CHILD_SUBREAPER.
@@ -26,7 +27,11 @@ func BecomeSubreaper() error {
 // is left, so a process forking while it is being killed is caught too.
 func KillDescendants() {
 	self := os.Getpid()
-	for round := 0; round < 20; round++ {
+	// SIGKILL is delivered asynchronously: on a loaded machine a victim may
+	// still be alive (not yet a zombie) right after kill returns, so keep
+	// killing and reaping until none is left, within a bound.
+	deadline := time.Now().Add(2 * time.Second)
+	for pause := 100 * time.Microsecond; time.Now().Before(deadline); pause = min(2*pause, 20*time.Millisecond) {
 		victims := Descendants(self)
 		if len(victims) == 0 {
 			break
@@ -34,6 +39,8 @@ func KillDescendants() {
 		for _, pid := range victims {
 			_ = syscall.Kill(pid, syscall.SIGKILL)
 		}
+		reapOrphans()
+		time.Sleep(pause)
 	}
 	reapOrphans()
 }

@@ -226,6 +226,12 @@ func table() []setting {
 				s.ShutdownGrace, err = seconds(v, true)
 				return err
 			}},
+		{name: "http-addr", env: env("ADE_WORKER_HTTP_ADDR"), category: catWorker, defText: "off",
+			usage: "serve /livez, /readyz and /metrics on this `HOST:PORT` (e.g. :9464); empty: no HTTP server",
+			set: func(s *Settings, v string) (err error) {
+				s.HTTPAddr, err = httpAddr(v)
+				return err
+			}},
 
 		{name: "gc-interval", env: env("ADE_WORKER_GC_INTERVAL"), def: "3600", category: catWorker, defText: "3600 (0: off)",
 			usage: "how often old run folders, unused venvs and leftover build folders are removed, in `SECONDS`",

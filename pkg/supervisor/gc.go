@@ -15,7 +15,11 @@ func (s *Supervisor) collectGarbage(ctx context.Context) {
 	c.Run(ctx, s.cfg.GCInterval)
 }
 
-// gcPassed gets the result of each gc pass this supervisor made, with the
-// count and bytes removed per target (gc.Targets; res.Removed). The hook for
-// ade_worker_gc_removed_total{target}.
-func (s *Supervisor) gcPassed(res *gc.Result) {}
+// gcPassed counts what each gc pass of this supervisor removed, per target
+// (ade_worker_gc_removed_total{target}).
+func (s *Supervisor) gcPassed(res *gc.Result) {
+	for _, t := range gc.Targets {
+		n, _ := res.Removed(t)
+		s.obs.GCRemoved(string(t), n)
+	}
+}

@@ -64,13 +64,15 @@ func (s *Supervisor) requeue(ctx context.Context, log zerolog.Logger, l *lease, 
 }
 
 // appendEvent writes one worker event to a job's events file after the
-// database holds the outcome it describes.
+// database holds the outcome it describes. The file is reached from its
+// root without following links; on a full disk the event is left out (the
+// file still ends on a whole line, see eventlog) and a warning logged.
 func appendEvent(log zerolog.Logger, spec *jobspec.Spec, level, event, message string, data map[string]any) {
 	if spec == nil {
 		return
 	}
 	l, err := eventlog.Open(spec.EventsPath, eventlog.Context{JobID: spec.JobID, WorkspaceID: spec.WorkspaceID,
-		BuildID: spec.BuildID, ConfigurationID: spec.ConfigurationID}, eventlog.Options{})
+		BuildID: spec.BuildID, ConfigurationID: spec.ConfigurationID}, eventlog.Options{Root: spec.EventsRoot()})
 	if err == nil {
 		err = l.Emit(level, event, message, data)
 		if cerr := l.Close(); err == nil {
@@ -152,6 +154,7 @@ func (j *runJob) finish(ctx context.Context, log zerolog.Logger, plan *RunPlan, 
 		if err := s.requeue(ctx, log, j.lease, e); err != nil {
 			return
 		}
+		j.lease.ended(e)
 		appendEvent(log, plan.Spec, "warning", "run.requeued", "Run re-queued: "+e.message, map[string]any{"attempt": f.Attempt, "error": e.message})
 		return
 	}
@@ -164,6 +167,7 @@ func (j *runJob) finish(ctx context.Context, log zerolog.Logger, plan *RunPlan, 
 	if err := s.persist(log, j.lease, "run outcome", func() error { return s.store.FinishRun(ctx, f, o, time.Now()) }); err != nil {
 		return
 	}
+	j.lease.ended(e)
 	if e.result != nil && e.result.Reason == jobspec.ReasonVenvMissing {
 		if err := s.store.FailBuildEnvironmentMissing(ctx, plan.BuildID, time.Now()); err != nil {
 			log.Error().Err(err).Msg("cannot mark the build failed")
@@ -237,6 +241,7 @@ func (j *buildJob) execute(ctx context.Context, log zerolog.Logger) {
 		if err := s.requeue(ctx, log, j.lease, e); err != nil {
 			return
 		}
+		j.lease.ended(e)
 		appendEvent(log, spec, "warning", "build.requeued", "Build re-queued: "+e.message, map[string]any{"attempt": f.Attempt, "error": e.message})
 		return
 	}
@@ -247,6 +252,7 @@ func (j *buildJob) execute(ctx context.Context, log zerolog.Logger) {
 	if err := s.persist(log, j.lease, "build outcome", func() error { return s.store.FinishBuild(ctx, f, o, time.Now()) }); err != nil {
 		return
 	}
+	j.lease.ended(e)
 	status := "ready"
 	if !e.succeeded {
 		status = "failed"

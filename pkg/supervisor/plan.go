@@ -29,6 +29,13 @@ func (p *Planner) Layout() layout.Layout {
 	return layout.Layout{Configs: s.ConfigsDir, Documents: s.DocumentsDir, Runs: s.RunsDir, Venvs: s.VenvsDir}
 }
 
+// Roots are the shared folders of the settings, for the jobrunner to
+// resolve every path from without following links.
+func (p *Planner) Roots() jobspec.Roots {
+	s := p.Settings
+	return jobspec.Roots{Documents: s.DocumentsDir, Configs: s.ConfigsDir, Runs: s.RunsDir, Venvs: s.VenvsDir}
+}
+
 // Rejection is a job that cannot run because of its own data. It is failed
 // at once with Code and Message, never retried.
 type Rejection struct {
@@ -75,6 +82,7 @@ func (p *Planner) PlanRun(ctx context.Context, r *store.ClaimedRun) (*RunPlan, e
 		EventsPath: filepath.Join(runDir, "logs", "events.ndjson"),
 		Env:        p.Settings.ChildEnv(nil),
 		Limits:     p.limits(),
+		Roots:      p.Roots(),
 		Run:        &jobspec.RunSpec{RunDir: runDir, Options: opts},
 	}
 	plan.Spec = spec
@@ -230,6 +238,7 @@ func (p *Planner) PlanBuild(ctx context.Context, b *store.ClaimedBuild) (*jobspe
 		EventsPath:     filepath.Join(buildDir, "logs", "events.ndjson"),
 		Env:            p.Settings.ChildEnv(nil),
 		Limits:         p.limits(),
+		Roots:          p.Roots(),
 		TimeoutSeconds: p.Settings.BuildTimeout.Seconds(),
 		Build: &jobspec.BuildSpec{
 			VenvDir: filepath.Join(buildDir, ".venv"), Python: p.Settings.Python,

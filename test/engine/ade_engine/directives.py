@@ -77,6 +77,7 @@ class DirectiveRunner:
             "alloc-mb": (int, self._alloc_mb),
             "spawn": (int, self._spawn),
             "write-mb": (int, self._write_mb),
+            "fill-disk": (None, self._fill_disk),
             "open-files": (int, self._open_files),
             "daemon": (float, self._daemon),
         }
@@ -164,6 +165,30 @@ class DirectiveRunner:
         with open(path, "wb") as handle:
             for _ in range(mib):
                 handle.write(chunk)
+
+    def _fill_disk(self):
+        # Write output/fill.bin until the disk is full, then, like an engine
+        # that goes on logging, emit 64 events of about 1 KiB (so the events
+        # file cannot take them either) and fail with the OSError.
+        import errno
+
+        self._ensure_output_dir()
+        path = os.path.join(self.output_dir, "fill.bin")
+        chunk = b"x" * (1 << 20)
+        written = 0
+        try:
+            with open(path, "wb") as handle:
+                while True:
+                    handle.write(chunk)
+                    handle.flush()
+                    written += len(chunk)
+        except OSError as exc:
+            if exc.errno != errno.ENOSPC:
+                raise
+            for i in range(64):
+                self.log.emit("engine.test.disk.full", "Disk full after %d bytes" % written,
+                              {"seq": i, "pad": "y" * 1000}, level="warning")
+            raise
 
     def _open_files(self, count):
         self._ensure_output_dir()

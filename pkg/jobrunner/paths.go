@@ -1,0 +1,158 @@
+package jobrunner
+
+import (
+	"errors"
+	"fmt"
+	"io/fs"
+	"path/filepath"
+	"strings"
+	"syscall"
+
+	"github.com/ade-org/ade-worker/pkg/jobspec"
+	"github.com/ade-org/ade-worker/pkg/layout"
+	"github.com/ade-org/ade-worker/pkg/safepath"
+)
+
+// Every path a job opens, creates or removes lies below one of the spec's
+// roots and is resolved from it without following links (package
+// safepath). A spec without a root protects only the last element.
+
+// mkdirAll creates the folder path below root.
+func mkdirAll(root, path string) error {
+	r, rel, err := jobspec.Split(root, path)
+	if err != nil {
+		return err
+	}
+	return safepath.MkdirAll(r, rel, 0o755)
+}
+
+// removeAll removes path below root, never through a link.
+func removeAll(root, path string) error {
+	r, rel, err := jobspec.Split(root, path)
+	if err != nil {
+		return err
+	}
+	return safepath.RemoveAll(r, rel)
+}
+
+// checkFolder returns nil when path is a folder reached from root without
+// any link; a link as the folder itself is refused like one above it.
+func checkFolder(root, path string) error {
+	r, rel, err := jobspec.Split(root, path)
+	if err != nil {
+		return err
+	}
+	info, err := safepath.Lstat(r, rel)
+	switch {
+	case err != nil:
+		return err
+	case info.Mode()&fs.ModeSymlink != 0:
+		return &safepath.Error{Path: path, Elem: rel, Err: safepath.ErrSymlink}
+	case !info.IsDir():
+		return &safepath.Error{Path: path, Elem: rel, Err: safepath.ErrNotDir}
+	}
+	return nil
+}
+
+// refused reports whether err is certain: hostile or impossible input that
+// no retry can fix (a link, a file where a folder must be, not a regular
+// file, a path outside its root).
+func refused(err error) bool {
+	return safepath.Refused(err) || errors.Is(err, layout.ErrNotRegular)
+}
+
+// pathFailure turns an error about one of the job's paths into a result:
+// certain refusals fail at once, other faults may be retried.
+func pathFailure(what string, err error) *jobspec.Result {
+	msg := fmt.Sprintf("%s: %v", what, err)
+	if refused(err) {
+		return failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, msg, false)
+	}
+	return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, msg, true)
+}
+
+// configFailure checks the configuration package folder, or returns nil.
+func configFailure(root, dir string) *jobspec.Result {
+	err := checkFolder(root, dir)
+	switch {
+	case err == nil:
+		return nil
+	case errors.Is(err, fs.ErrNotExist):
+		return failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, fmt.Sprintf("configuration package not found: %s", dir), false)
+	}
+	return pathFailure("configuration package", err)
+}
+
+// noSpace rewrites a failed result whose cause was a full disk so that it
+// says so and where, and, for a run, frees what the attempt wrote (its
+// output and staged input) so the terminal event and the next attempt
+// have room. Disk full is a fault a retry can fix once space is freed.
+func (j *job) noSpace(res *jobspec.Result) *jobspec.Result {
+	if res == nil || res.Status != jobspec.StatusFailed ||
+		res.Reason != jobspec.ReasonEngineFailed && res.Reason != jobspec.ReasonEnvironment {
+		return res // a refusal, timeout, limit or shutdown keeps its own meaning
+	}
+	where := ""
+	if werr := j.log.WriteErr(); errors.Is(werr, syscall.ENOSPC) {
+		where = "writing " + j.spec.EventsPath
+	} else if mentionsNoSpace(res.Error) {
+		where = "under " + filepath.Dir(filepath.Dir(j.spec.EventsPath))
+	}
+	if where == "" {
+		return res
+	}
+	msg := "no space left on device " + where
+	if j.spec.Run != nil {
+		msg += "; " + j.cleanRun()
+	}
+	if !strings.Contains(strings.ToLower(res.Error), "no space left on device "+strings.ToLower(where)) {
+		msg += " (" + res.Error + ")"
+	}
+	out := failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, msg, true)
+	out.Summary = res.Summary
+	return out
+}
+
+func mentionsNoSpace(s string) bool {
+	s = strings.ToLower(s)
+	return strings.Contains(s, "no space left on device") || strings.Contains(s, "errno 28")
+}
+
+// cleanRun removes the run's output and staged input, says what it did.
+func (j *job) cleanRun() string {
+	r := j.spec.Run
+	for _, sub := range []string{layout.InputName, layout.OutputName} {
+		if err := removeAll(j.spec.Roots.Runs, filepath.Join(r.RunDir, sub)); err != nil {
+			return fmt.Sprintf("could not remove the run's %s folder: %v", sub, err)
+		}
+	}
+	return "the run's output and input folders were removed to free space"
+}
+
+// venvFailure refuses a build environment reached through a link below the
+// venvs root (a missing one is left to the caller), or returns nil.
+func venvFailure(root, venv string) *jobspec.Result {
+	err := checkFolder(root, venv)
+	if err == nil || errors.Is(err, fs.ErrNotExist) {
+		return nil
+	}
+	return pathFailure("build environment", err)
+}
+
+// ensureRunFolders empties and recreates the run's input and output
+// folders (what an earlier attempt left there must not break this one)
+// and creates its logs folder.
+func (j *job) ensureRunFolders() *jobspec.Result {
+	r := j.spec.Run
+	for _, sub := range []string{layout.InputName, layout.OutputName} {
+		if err := removeAll(j.spec.Roots.Runs, filepath.Join(r.RunDir, sub)); err != nil {
+			return pathFailure("clean run folder", err)
+		}
+	}
+	for _, sub := range []string{layout.InputName, layout.OutputName, "logs"} {
+		if err := mkdirAll(j.spec.Roots.Runs, filepath.Join(r.RunDir, sub)); err != nil {
+			return pathFailure("create run folder", err)
+		}
+	}
+	return nil
+}

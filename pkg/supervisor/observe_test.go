@@ -1,0 +1,34 @@
+package supervisor
+
+import (
+	"testing"
+
+	"github.com/ade-org/ade-worker/pkg/jobspec"
+	"github.com/ade-org/ade-worker/pkg/telemetry"
+)
+
+func TestOutcomeOfEnding(t *testing.T) {
+	code := func(c int) *int { return &c }
+	tests := []struct {
+		name string
+		e    *ending // nil: the job's outcome was never written
+		want string
+	}{
+		{"never written", nil, telemetry.OutcomeLeaseLost},
+		{"succeeded", &ending{succeeded: true, code: code(0)}, telemetry.OutcomeSucceeded},
+		{"failed", &ending{code: code(7)}, telemetry.OutcomeFailed},
+		{"rejected without a code", &ending{message: "bad row"}, telemetry.OutcomeFailed},
+		{"timed out", &ending{code: code(jobspec.CodeTimeout)}, telemetry.OutcomeTimedOut},
+		{"retried", &ending{retry: true}, telemetry.OutcomeRetried},
+		{"handed back", &ending{handBack: true}, telemetry.OutcomeHandedBack},
+	}
+	for _, tt := range tests {
+		l := &lease{}
+		if tt.e != nil {
+			l.ended(*tt.e)
+		}
+		if got := l.outcomeOf(); got != tt.want {
+			t.Errorf("%s: outcome %q, want %q", tt.name, got, tt.want)
+		}
+	}
+}
