@@ -384,12 +384,25 @@ func TestGCVenvRebuiltAfterCollection(t *testing.T) {
 		// A supervisor that collects every half second takes over.
 		w.stop(first)
 		w.env["ADE_WORKER_GC_INTERVAL"] = "0.5"
+		addr := freeAddr(t)
+		w.env["ADE_WORKER_HTTP_ADDR"] = addr
 		w.start()
 
 		venv := filepath.Join(w.buildDir(cfg, build), ".venv")
 		for deadline := time.Now().Add(2 * time.Minute); exists(w.buildDir(cfg, build)) || exists(w.runDir(run)); time.Sleep(100 * time.Millisecond) {
 			if time.Now().After(deadline) {
 				t.Fatalf("the supervisor's gc did not remove the build folder and the run folder within 2 minutes")
+			}
+		}
+		// The pass is counted once the supervisor has handed it to metrics.
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(100 * time.Millisecond) {
+			m := scrape(t, addr)
+			if m[series("ade_worker_gc_removed_total", "target", "venv")] == 1 && m[series("ade_worker_gc_removed_total", "target", "run_folder")] == 1 {
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("ade_worker_gc_removed_total: venv %v, run_folder %v; want 1 and 1",
+					m[series("ade_worker_gc_removed_total", "target", "venv")], m[series("ade_worker_gc_removed_total", "target", "run_folder")])
 			}
 		}
 		again := w.addRun(cfg, doc, "--build", build)
