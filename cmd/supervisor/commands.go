@@ -11,12 +11,12 @@ import (
 	"mime"
 	"os"
 	"path/filepath"
-	"sort"
 	"strings"
 	"text/tabwriter"
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ade-org/ade-worker/pkg/fingerprint"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/supervisor"
 )
@@ -50,6 +50,7 @@ func commands() []*cli.Command {
 				return printStatus(c, e)
 			}),
 		},
+		cancelCmd(),
 		gcCmd(),
 		{
 			Name:      "job-spec",
@@ -99,7 +100,7 @@ func enqueueConfigurationCmd() *cli.Command {
 			if err := copyTree(from, dst); err != nil {
 				return fmt.Errorf("copy configuration package: %w", err)
 			}
-			digest, err := treeDigest(dst)
+			digest, err := fingerprint.Config(dst)
 			if err != nil {
 				return err
 			}
@@ -173,7 +174,7 @@ func enqueueBuildCmd() *cli.Command {
 			if err != nil {
 				return err
 			}
-			digest, err := treeDigest(dir)
+			digest, err := fingerprint.Config(dir)
 			if err != nil {
 				return fmt.Errorf("read configuration package %s: %w", dir, err)
 			}
@@ -181,9 +182,8 @@ func enqueueBuildCmd() *cli.Command {
 			if spec == "" {
 				spec = e.cfg.EngineSpec
 			}
-			fp := sha256.Sum256([]byte("engine=" + spec + "\nconfig=" + digest + "\npython=" + e.cfg.Python))
 			id, created, err := e.store.EnqueueBuild(c.Context, store.NewBuild{WorkspaceID: ws, ConfigurationID: cfgID,
-				Fingerprint: hex.EncodeToString(fp[:]), EngineSpec: spec, ConfigDigest: digest, MaxAttempts: e.cfg.MaxAttempts}, now())
+				Fingerprint: fingerprint.Build(spec, digest, e.cfg.Python), EngineSpec: spec, ConfigDigest: digest, MaxAttempts: e.cfg.MaxAttempts}, now())
 			if err != nil {
 				return err
 			}
@@ -298,14 +298,16 @@ func printJobSpec(c *cli.Context, e *env) error {
 	return spec.Encode(os.Stdout)
 }
 
-// copyTree copies a configuration package folder, skipping caches.
+// copyTree copies a configuration package folder, skipping caches. A
+// symbolic link to a file is copied as the file it names (the test packages
+// share one build backend that way); links to folders are left out.
 func copyTree(src, dst string) error {
 	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
 		}
 		rel, _ := filepath.Rel(src, path)
-		if skipInDigest(d.Name()) && rel != "." {
+		if fingerprint.Skip(d.Name()) && rel != "." {
 			if d.IsDir() {
 				return filepath.SkipDir
 			}
@@ -315,16 +317,16 @@ func copyTree(src, dst string) error {
 		if d.IsDir() {
 			return os.MkdirAll(target, 0o755)
 		}
-		if !d.Type().IsRegular() {
+		if d.Type()&fs.ModeSymlink != 0 {
+			if info, err := os.Stat(path); err != nil || !info.Mode().IsRegular() {
+				return nil
+			}
+		} else if !d.Type().IsRegular() {
 			return nil
 		}
 		_, _, err = copyFile(path, target)
 		return err
 	})
-}
-
-func skipInDigest(name string) bool {
-	return name == "__pycache__" || name == ".venv" || name == ".git" || strings.HasSuffix(name, ".pyc") || strings.HasSuffix(name, ".egg-info")
 }
 
 // copyFile copies src to dst and returns its sha256 and size.
@@ -344,39 +346,4 @@ func copyFile(src, dst string) (string, int64, error) {
 		err = cerr
 	}
 	return hex.EncodeToString(h.Sum(nil)), n, err
-}
-
-// treeDigest hashes a folder's file names and contents, in a stable order.
-func treeDigest(dir string) (string, error) {
-	var files []string
-	err := filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		if skipInDigest(d.Name()) && path != dir {
-			if d.IsDir() {
-				return filepath.SkipDir
-			}
-			return nil
-		}
-		if d.Type().IsRegular() {
-			files = append(files, path)
-		}
-		return nil
-	})
-	if err != nil {
-		return "", err
-	}
-	sort.Strings(files)
-	h := sha256.New()
-	for _, f := range files {
-		rel, _ := filepath.Rel(dir, f)
-		data, err := os.ReadFile(f)
-		if err != nil {
-			return "", err
-		}
-		fmt.Fprintf(h, "%s\x00%d\x00", filepath.ToSlash(rel), len(data))
-		h.Write(data)
-	}
-	return "sha256:" + hex.EncodeToString(h.Sum(nil)), nil
 }

@@ -14,9 +14,6 @@ import (
 	"github.com/ade-org/ade-worker/pkg/layout"
 )
 
-// MsgBuildEnvMissing is the error of a run whose build environment is gone.
-const MsgBuildEnvMissing = "Build environment missing; rerun build"
-
 func (j *job) run(ctx context.Context) *jobspec.Result {
 	r := j.spec.Run
 	j.emit("info", "run.start", "Run started", map[string]any{
@@ -70,7 +67,7 @@ func (j *job) ensureVenv(ctx context.Context) *jobspec.Result {
 		return nil
 	}
 	missing := func(detail string) *jobspec.Result {
-		return failure(jobspec.ReasonVenvMissing, jobspec.CodeMissingBuild, MsgBuildEnvMissing+" ("+detail+")", false)
+		return failure(jobspec.ReasonVenvMissing, jobspec.CodeMissingBuild, jobspec.MsgBuildEnvMissing+" ("+detail+")", false)
 	}
 	if r.Rebuild == nil {
 		return missing(r.VenvDir)
@@ -120,7 +117,7 @@ func (j *job) engineArgs() ([]string, *jobspec.Result) {
 		logLevel = "info"
 	}
 	args := []string{"-m", "ade_engine", "process", "file", "--input", input,
-		"--output-dir", filepath.Join(r.RunDir, "output"), "--config-package", r.ConfigDir,
+		"--output-dir", filepath.Join(r.RunDir, layout.OutputName), "--config-package", r.ConfigDir,
 		"--log-format", "ndjson", "--log-level", logLevel}
 	for _, sheet := range r.Options.InputSheetNames {
 		args = append(args, "--input-sheet", sheet)

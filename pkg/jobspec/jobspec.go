@@ -29,6 +29,11 @@ const (
 	KindRun   Kind = "run"
 )
 
+// MsgBuildEnvMissing is the error of a run whose build environment is gone
+// (and, written by the supervisor, of its build). The ADE API and operators
+// match on it.
+const MsgBuildEnvMissing = "Build environment missing; rerun build"
+
 // Spec is one job, fully resolved by the supervisor.
 type Spec struct {
 	Version int    `json:"version"`

@@ -10,21 +10,18 @@ import (
 // process's environment passes: the basics (PATH, HOME, locale, TZ, TMPDIR,
 // user, CA bundles) and pip's and uv's settings. ADE_* settings, database
 // URLs and credentials never do. PIP_CACHE_DIR defaults to PipCacheDir.
-// Names in EnvPassthrough pass too. extra is merged in last and wins.
-func (s *Settings) ChildEnv(extra map[string]string) map[string]string {
-	out := childEnv(os.Environ(), s.PipCacheDir, nil)
+// Names in EnvPassthrough pass too.
+func (s *Settings) ChildEnv() map[string]string {
+	out := childEnv(os.Environ(), s.PipCacheDir)
 	for _, name := range s.EnvPassthrough {
 		if v, ok := os.LookupEnv(name); ok {
 			out[name] = v
 		}
 	}
-	for k, v := range extra {
-		out[k] = v
-	}
 	return out
 }
 
-func childEnv(environ []string, pipCache string, extra map[string]string) map[string]string {
+func childEnv(environ []string, pipCache string) map[string]string {
 	out := make(map[string]string)
 	for _, kv := range environ {
 		k, v, ok := strings.Cut(kv, "=")
@@ -34,9 +31,6 @@ func childEnv(environ []string, pipCache string, extra map[string]string) map[st
 	}
 	if _, ok := out["PIP_CACHE_DIR"]; !ok && pipCache != "" {
 		out["PIP_CACHE_DIR"] = pipCache
-	}
-	for k, v := range extra {
-		out[k] = v
 	}
 	return out
 }

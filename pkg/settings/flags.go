@@ -133,9 +133,9 @@ func table() []setting {
 			func(s *Settings) *string { return &s.PipCacheDir }),
 		{name: "engine-spec", env: env("ADE_ENGINE_SPEC"), def: "apps/ade-engine", category: catPaths,
 			usage: "the ADE engine to install in builds: a local path or a pip requirement",
-			set: func(s *Settings, v string) (err error) {
-				s.EngineSpec, err = resolveEngineSpec(v)
-				return err
+			set: func(s *Settings, v string) error {
+				s.EngineSpec = ResolveEngineSpec(v)
+				return nil
 			}},
 		{name: "python", env: env("ADE_PYTHON"), defText: "python3, else python, found on PATH", category: catPaths,
 			usage: "the Python interpreter that creates build environments",

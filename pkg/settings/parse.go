@@ -99,19 +99,24 @@ func absPath(v string) (string, error) {
 	return p, nil
 }
 
-// resolveEngineSpec turns a spec naming an existing local path into an
-// absolute path. Like pip, only a spec that looks like a path (it contains
-// a slash or starts with a dot) is taken as one; anything else is a pip
-// requirement and is kept as given.
-func resolveEngineSpec(v string) (string, error) {
+// ResolveEngineSpec turns an engine spec naming an existing local path into
+// an absolute path, so pip finds it whatever folder it runs in. Like pip,
+// only a spec that looks like a path (it contains a slash or starts with a
+// dot) is taken as one; anything else is a pip requirement and is kept as
+// given. It is the one rule for ADE_ENGINE_SPEC and a build row's
+// engine_spec.
+func ResolveEngineSpec(v string) string {
 	looksLikePath := strings.ContainsRune(v, filepath.Separator) || strings.HasPrefix(v, ".")
 	if !looksLikePath || strings.Contains(v, "://") {
-		return v, nil
+		return v
 	}
 	if _, err := os.Stat(v); err != nil {
-		return v, nil
+		return v
 	}
-	return absPath(v)
+	if abs, err := filepath.Abs(v); err == nil {
+		return abs
+	}
+	return v
 }
 
 // resolvePython finds the interpreter on PATH. An empty value means python3,

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/pgtemp"
 )
 
 // BenchmarkRunLifecycle is the database work the supervisor does for one
@@ -15,7 +16,7 @@ import (
 //
 //	go test ./pkg/store -run '^$' -bench RunLifecycle -cpuprofile cpu.out
 func BenchmarkRunLifecycle(b *testing.B) {
-	for _, backend := range backends {
+	for _, backend := range pgtemp.Backends {
 		b.Run(backend, func(b *testing.B) {
 			e := newEnv(b, backend)
 			ctx := context.Background()

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/ade-org/ade-worker/pkg/jobspec"
 )
 
 // BuildOutcome is the terminal state of a build.
@@ -50,7 +52,7 @@ func (s *Store) FailBuildEnvironmentMissing(ctx context.Context, buildID string,
 // Messages written on jobs; the ADE API and operators match on them.
 const (
 	MsgBuildRequired     = "Build is required before running"
-	MsgBuildEnvMissing   = "Build environment missing; rerun build"
+	MsgBuildEnvMissing   = jobspec.MsgBuildEnvMissing
 	MsgBuildFailedBefore = "Build failed before run could start"
 	MsgRunLeaseExpired   = "Run lease expired"
 	MsgBuildLeaseExpired = "Build lease expired"

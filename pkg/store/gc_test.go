@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/pgtemp"
 )
 
 // finish makes a run terminal at done; on SQLite some rows get the ADE API's
@@ -133,7 +134,7 @@ func TestBuildsInUseAndLastUse(t *testing.T) {
 func TestGCLockIsExclusive(t *testing.T) {
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
-		other := openStore(t, e.url) // another process would hold its own handle
+		other := pgtemp.Open(t, e.url) // another process would hold its own handle
 		release, ok, err := e.s.TryGCLock(ctx)
 		if err != nil || !ok {
 			t.Fatalf("first lock: ok %v, %v", ok, err)

@@ -8,13 +8,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/test/pgtemp"
 )
-
-// backends are the databases every store test runs on.
-var backends = []string{"sqlite", "postgres"}
 
 // t0 is the fixed "now" of the tests: the queue takes now as an argument, so
 // nothing depends on the wall clock.
@@ -23,26 +19,7 @@ var t0 = time.Date(2025, 3, 4, 10, 0, 0, 0, time.UTC)
 // newDatabaseURL returns the URL of a fresh, empty database of the backend,
 // removed when the test ends.
 func newDatabaseURL(t testing.TB, backend string) string {
-	t.Helper()
-	if backend == "sqlite" {
-		return "sqlite:///" + filepath.Join(t.TempDir(), "ade.sqlite")
-	}
-	return pgtemp.ForTest(t, "ade_store")
-}
-
-// openStore opens the database at rawURL, closed when the test ends.
-func openStore(t testing.TB, rawURL string) *store.Store {
-	t.Helper()
-	u, err := settings.ParseDatabaseURL(rawURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	s, err := store.Open(context.Background(), u, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { s.Close() })
-	return s
+	return pgtemp.URL(t, backend, filepath.Join(t.TempDir(), "ade.sqlite"), "ade_store")
 }
 
 // env is one fresh, migrated database.
@@ -58,7 +35,7 @@ type env struct {
 func newEnv(t testing.TB, backend string) *env {
 	t.Helper()
 	e := &env{backend: backend, url: newDatabaseURL(t, backend), ws: store.NewID(), cfg: store.NewID()}
-	e.s = openStore(t, e.url)
+	e.s = pgtemp.Open(t, e.url)
 	if err := e.s.Migrate(context.Background()); err != nil {
 		t.Fatalf("migrate: %v", err)
 	}
@@ -69,21 +46,10 @@ func newEnv(t testing.TB, backend string) *env {
 	return e
 }
 
-// eachBackend runs fn as a parallel subtest on every backend.
-func eachBackend(t *testing.T, fn func(t *testing.T, backend string)) {
-	t.Helper()
-	for _, b := range backends {
-		t.Run(b, func(t *testing.T) {
-			t.Parallel()
-			fn(t, b)
-		})
-	}
-}
-
 // eachEnv runs fn on a fresh migrated database of every backend.
 func eachEnv(t *testing.T, fn func(t *testing.T, e *env)) {
 	t.Helper()
-	eachBackend(t, func(t *testing.T, backend string) { fn(t, newEnv(t, backend)) })
+	pgtemp.EachBackend(t, func(t *testing.T, backend string) { fn(t, newEnv(t, backend)) })
 }
 
 func (e *env) exec(t testing.TB, query string, args ...any) int64 {

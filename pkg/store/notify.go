@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -15,13 +16,22 @@ import (
 // notifyChannel is the PostgreSQL channel the worker's triggers notify.
 const notifyChannel = "ade_worker_jobs"
 
+// controlChannel carries orders about jobs that already run: today, a
+// cancel, with a JSON payload {"action":"cancel","kind":"run","id":"..."}.
+const controlChannel = "ade_worker_control"
+
 // WatchQueue calls wake whenever work may have become claimable: on
 // PostgreSQL when a trigger notifies, on SQLite when another process writes
 // the database file. It returns when ctx ends, reconnecting or re-arming on
 // errors (reported to onError). Polling stays on as the safety net.
-func (s *Store) WatchQueue(ctx context.Context, wake func(), onError func(error)) {
+//
+// cancelled is called when a job may have been cancelled: with the job when
+// the database names it (a PostgreSQL NOTIFY), with a zero JobRef when any
+// job may have been (a write to the SQLite file, a LISTEN reconnect), so
+// the caller checks every job it runs.
+func (s *Store) WatchQueue(ctx context.Context, wake func(), cancelled func(JobRef), onError func(error)) {
 	for ctx.Err() == nil {
-		err := s.dialect.watch(ctx, s.watchTarget, wake)
+		err := s.dialect.watch(ctx, s.watchTarget, wake, cancelled)
 		if ctx.Err() != nil {
 			return
 		}
@@ -36,32 +46,57 @@ func (s *Store) WatchQueue(ctx context.Context, wake func(), onError func(error)
 }
 
 // listenPostgres holds one dedicated connection that LISTENs until an error.
-func listenPostgres(ctx context.Context, dsn string, wake func()) error {
+func listenPostgres(ctx context.Context, dsn string, wake func(), cancelled func(JobRef)) error {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return fmt.Errorf("connect for LISTEN: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	if _, err := conn.Exec(ctx, "LISTEN "+notifyChannel); err != nil {
-		return fmt.Errorf("LISTEN %s: %w", notifyChannel, err)
+	for _, ch := range []string{notifyChannel, controlChannel} {
+		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
+			return fmt.Errorf("LISTEN %s: %w", ch, err)
+		}
 	}
-	// Anything queued while we were not listening is found by this claim.
+	// Anything queued or cancelled while we were not listening is found by
+	// this claim and this check.
 	wake()
+	cancelled(JobRef{})
 	for {
-		if _, err := conn.WaitForNotification(ctx); err != nil {
+		n, err := conn.WaitForNotification(ctx)
+		if err != nil {
 			if ctx.Err() != nil {
 				return nil
 			}
 			return fmt.Errorf("wait for notification: %w", err)
 		}
-		wake()
+		if n.Channel != controlChannel {
+			wake()
+			continue
+		}
+		if ref, ok := parseControl(n.Payload); ok {
+			cancelled(ref)
+		}
 	}
+}
+
+// parseControl reads a control notification; ok is false for an order this
+// version does not know.
+func parseControl(payload string) (JobRef, bool) {
+	var msg struct{ Action, Kind, ID string }
+	if json.Unmarshal([]byte(payload), &msg) != nil || msg.Action != "cancel" || msg.ID == "" {
+		return JobRef{}, false
+	}
+	switch Kind(msg.Kind) {
+	case KindRun, KindBuild:
+		return JobRef{Kind: Kind(msg.Kind), ID: msg.ID}, true
+	}
+	return JobRef{}, false
 }
 
 // watchSQLite wakes on every write another connection makes to the database
 // (in WAL mode the -wal file; otherwise the file itself), through inotify on
 // the folder so a recreated -wal file is still seen.
-func watchSQLite(ctx context.Context, dbPath string, wake func()) error {
+func watchSQLite(ctx context.Context, dbPath string, wake func(), cancelled func(JobRef)) error {
 	fd, err := syscall.InotifyInit1(syscall.IN_CLOEXEC | syscall.IN_NONBLOCK)
 	if err != nil {
 		return fmt.Errorf("inotify: %w", err)
@@ -85,6 +120,7 @@ func watchSQLite(ctx context.Context, dbPath string, wake func()) error {
 		}
 		if touches(buf[:n], base) {
 			wake()
+			cancelled(JobRef{})
 		}
 	}
 }

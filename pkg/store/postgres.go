@@ -74,15 +74,15 @@ FROM picked WHERE builds.id = picked.id
 RETURNING ` + qualify("builds", buildClaimColumns)
 }
 
-func (postgresDialect) watch(ctx context.Context, dsn string, wake func()) error {
-	return listenPostgres(ctx, dsn, wake)
+func (postgresDialect) watch(ctx context.Context, dsn string, wake func(), cancelled func(JobRef)) error {
+	return listenPostgres(ctx, dsn, wake, cancelled)
 }
 
 // migrations install the triggers that wake idle supervisors: a run or build
 // queued (inserted or re-queued), or a build turning ready so its runs
 // became claimable. Drop-and-create keeps them current and idempotent.
 func (postgresDialect) migrations() []string {
-	return []string{
+	return append([]string{
 		`CREATE OR REPLACE FUNCTION ade_worker_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 BEGIN
 	PERFORM pg_notify('` + notifyChannel + `', TG_TABLE_NAME);
@@ -94,5 +94,23 @@ END $$`,
 		`DROP TRIGGER IF EXISTS ade_worker_builds_notify ON builds`,
 		`CREATE TRIGGER ade_worker_builds_notify AFTER INSERT OR UPDATE OF status, available_at ON builds
 	FOR EACH ROW WHEN (NEW.status IN ('queued', 'ready')) EXECUTE FUNCTION ade_worker_notify()`,
+	}, cancelTriggers()...)
+}
+
+// cancelTriggers tell every supervisor at once that a job was cancelled
+// (the payload names it), so the one running it stops it within a second.
+func cancelTriggers() []string {
+	stmts := []string{`CREATE OR REPLACE FUNCTION ade_worker_notify_cancel() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+	PERFORM pg_notify('` + controlChannel + `', json_build_object('action', 'cancel', 'kind', TG_ARGV[0], 'id', NEW.id)::text);
+	RETURN NULL;
+END $$`}
+	for _, t := range []struct{ table, kind string }{{"runs", "run"}, {"builds", "build"}} {
+		name := "ade_worker_" + t.table + "_cancel"
+		stmts = append(stmts, `DROP TRIGGER IF EXISTS `+name+` ON `+t.table,
+			`CREATE TRIGGER `+name+` AFTER UPDATE OF status ON `+t.table+`
+	FOR EACH ROW WHEN (NEW.status = 'cancelled' AND OLD.status IS DISTINCT FROM 'cancelled')
+	EXECUTE FUNCTION ade_worker_notify_cancel('`+t.kind+`')`)
 	}
+	return stmts
 }

@@ -8,15 +8,17 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/ade-org/ade-worker/pkg/jobspec"
 )
 
-// Kind is the table a job lives in.
-type Kind string
+// Kind is the table a job lives in: the job spec's kind.
+type Kind = jobspec.Kind
 
 // Job kinds.
 const (
-	KindBuild Kind = "build"
-	KindRun   Kind = "run"
+	KindBuild = jobspec.KindBuild
+	KindRun   = jobspec.KindRun
 )
 
 // Fence identifies one claim of one job. Every write about a claimed job is

@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/pgtemp"
 )
 
 func TestClaimRunsClaimability(t *testing.T) {
@@ -166,7 +167,7 @@ func TestClaimRunsConcurrently(t *testing.T) {
 		}
 		handles := make([]*store.Store, workers)
 		for i := range handles {
-			handles[i] = openStore(t, e.url) // its own connections
+			handles[i] = pgtemp.Open(t, e.url) // its own connections
 		}
 		claims := make([][]string, workers)
 		errs := make([]error, workers)

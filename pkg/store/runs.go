@@ -236,49 +236,32 @@ func (s *Store) replaceRunResults(tx *gorm.DB, runID string, sum *summary.Summar
 		return nil
 	}
 	if sum.Metrics != nil {
-		if err := tx.Create(metricsRow(runID, sum.Metrics)).Error; err != nil {
+		if err := tx.Create(&runMetricsModel{RunID: runID, Metrics: *sum.Metrics}).Error; err != nil {
 			return fmt.Errorf("insert run_metrics: %w", err)
 		}
 	}
-	if len(sum.Fields) > 0 {
-		rows := make([]runFieldModel, len(sum.Fields))
-		for i, f := range sum.Fields {
-			rows[i] = runFieldModel{RunID: runID, Field: f.Field, Label: f.Label, Detected: f.Detected,
-				BestMappingScore: f.BestMappingScore, OccurrencesTables: f.OccurrencesTables, OccurrencesColumns: f.OccurrencesColumns}
-		}
-		if err := tx.CreateInBatches(rows, 200).Error; err != nil {
-			return fmt.Errorf("insert run_fields: %w", err)
-		}
+	err := insertRows(tx, "run_fields", 200, sum.Fields, func(f summary.Field) runFieldModel {
+		return runFieldModel{RunID: runID, Field: f}
+	})
+	if err != nil {
+		return err
 	}
-	if len(sum.Columns) > 0 {
-		rows := make([]runTableColumnModel, len(sum.Columns))
-		for i, c := range sum.Columns {
-			rows[i] = runTableColumnModel{RunID: runID, WorkbookIndex: c.WorkbookIndex, WorkbookName: c.WorkbookName,
-				SheetIndex: c.SheetIndex, SheetName: c.SheetName, TableIndex: c.TableIndex, ColumnIndex: c.ColumnIndex,
-				HeaderRaw: c.HeaderRaw, HeaderNormalized: c.HeaderNormalized, NonEmptyCells: c.NonEmptyCells,
-				MappingStatus: c.MappingStatus, MappedField: c.MappedField, MappingScore: c.MappingScore,
-				MappingMethod: c.MappingMethod, UnmappedReason: c.UnmappedReason}
-		}
-		if err := tx.CreateInBatches(rows, 50).Error; err != nil {
-			return fmt.Errorf("insert run_table_columns: %w", err)
-		}
-	}
-	return nil
+	return insertRows(tx, "run_table_columns", 50, sum.Columns, func(c summary.Column) runTableColumnModel {
+		return runTableColumnModel{RunID: runID, Column: c}
+	})
 }
 
-func metricsRow(runID string, m *summary.Metrics) *runMetricsModel {
-	return &runMetricsModel{
-		RunID: runID, EvaluationOutcome: m.EvaluationOutcome,
-		EvaluationFindingsTotal: m.EvaluationFindingsTotal, EvaluationFindingsInfo: m.EvaluationFindingsInfo,
-		EvaluationFindingsWarning: m.EvaluationFindingsWarning, EvaluationFindingsError: m.EvaluationFindingsError,
-		ValidationIssuesTotal: m.ValidationIssuesTotal, ValidationIssuesInfo: m.ValidationIssuesInfo,
-		ValidationIssuesWarning: m.ValidationIssuesWarning, ValidationIssuesError: m.ValidationIssuesError,
-		ValidationMaxSeverity: m.ValidationMaxSeverity, WorkbookCount: m.WorkbookCount, SheetCount: m.SheetCount,
-		TableCount: m.TableCount, RowCountTotal: m.RowCountTotal, RowCountEmpty: m.RowCountEmpty,
-		ColumnCountTotal: m.ColumnCountTotal, ColumnCountEmpty: m.ColumnCountEmpty,
-		ColumnCountMapped: m.ColumnCountMapped, ColumnCountUnmapped: m.ColumnCountUnmapped,
-		FieldCountExpected: m.FieldCountExpected, FieldCountDetected: m.FieldCountDetected,
-		FieldCountNotDetected: m.FieldCountNotDetected, CellCountTotal: m.CellCountTotal,
-		CellCountNonEmpty: m.CellCountNonEmpty,
+// insertRows inserts row(item) for every item, batch rows per statement.
+func insertRows[T, M any](tx *gorm.DB, table string, batch int, items []T, row func(T) M) error {
+	if len(items) == 0 {
+		return nil
 	}
+	rows := make([]M, len(items))
+	for i, item := range items {
+		rows[i] = row(item)
+	}
+	if err := tx.CreateInBatches(rows, batch).Error; err != nil {
+		return fmt.Errorf("insert %s: %w", table, err)
+	}
+	return nil
 }

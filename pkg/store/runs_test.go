@@ -45,40 +45,21 @@ type results struct {
 func (e *env) results(t *testing.T, runID string) results {
 	t.Helper()
 	var r results
-	var metrics []struct {
-		EvaluationOutcome     *string
-		ValidationMaxSeverity *string
-		ValidationIssuesTotal *int64
-		RowCountTotal         *int64
-		CellCountNonEmpty     *int64
-		SheetCount            *int64
-	}
-	e.scan(t, &metrics, `SELECT evaluation_outcome, validation_max_severity, validation_issues_total, row_count_total,
-		cell_count_non_empty, sheet_count FROM run_metrics WHERE run_id = ?`, runID)
+	// Read back into the summary's own row types: their gorm tags define the
+	// tables.
+	var metrics []summary.Metrics
+	e.scan(t, &metrics, `SELECT * FROM run_metrics WHERE run_id = ?`, runID)
 	for _, m := range metrics {
 		r.Metrics = append(r.Metrics, fmt.Sprintf("%s %s %d %d %d %v", *m.EvaluationOutcome, *m.ValidationMaxSeverity,
 			*m.ValidationIssuesTotal, *m.RowCountTotal, *m.CellCountNonEmpty, m.SheetCount))
 	}
-	var fields []struct {
-		Field              string
-		Label              *string
-		Detected           bool
-		BestMappingScore   *float64
-		OccurrencesTables  int64
-		OccurrencesColumns int64
-	}
-	e.scan(t, &fields, `SELECT field, label, detected, best_mapping_score, occurrences_tables, occurrences_columns
-		FROM run_fields WHERE run_id = ? ORDER BY field`, runID)
+	var fields []summary.Field
+	e.scan(t, &fields, `SELECT * FROM run_fields WHERE run_id = ? ORDER BY field`, runID)
 	for _, f := range fields {
 		r.Fields = append(r.Fields, fmt.Sprintf("%s %s %v %s %d %d", f.Field, deref(f.Label), f.Detected, deref(f.BestMappingScore),
 			f.OccurrencesTables, f.OccurrencesColumns))
 	}
-	var cols []struct {
-		WorkbookIndex, SheetIndex, TableIndex, ColumnIndex, NonEmptyCells int64
-		WorkbookName, SheetName, MappingStatus                            string
-		HeaderRaw, MappedField, MappingMethod, UnmappedReason             *string
-		MappingScore                                                      *float64
-	}
+	var cols []summary.Column
 	e.scan(t, &cols, `SELECT * FROM run_table_columns WHERE run_id = ?
 		ORDER BY workbook_index, sheet_index, table_index, column_index`, runID)
 	for _, c := range cols {

@@ -6,6 +6,8 @@ import (
 	"time"
 
 	"gorm.io/gorm"
+
+	"github.com/ade-org/ade-worker/pkg/summary"
 )
 
 // The models below describe the tables the worker reads and writes, with the
@@ -114,64 +116,26 @@ type runModel struct {
 
 func (runModel) TableName() string { return "runs" }
 
+// The result tables' columns are defined once, by the gorm tags of the
+// summary package's row types; the models add the run's id.
+
 type runMetricsModel struct {
-	RunID                     string  `gorm:"type:varchar(36);primaryKey"`
-	EvaluationOutcome         *string `gorm:"type:varchar(20)"`
-	EvaluationFindingsTotal   *int64  `gorm:"type:integer"`
-	EvaluationFindingsInfo    *int64  `gorm:"type:integer"`
-	EvaluationFindingsWarning *int64  `gorm:"type:integer"`
-	EvaluationFindingsError   *int64  `gorm:"type:integer"`
-	ValidationIssuesTotal     *int64  `gorm:"type:integer"`
-	ValidationIssuesInfo      *int64  `gorm:"type:integer"`
-	ValidationIssuesWarning   *int64  `gorm:"type:integer"`
-	ValidationIssuesError     *int64  `gorm:"type:integer"`
-	ValidationMaxSeverity     *string `gorm:"type:varchar(10)"`
-	WorkbookCount             *int64  `gorm:"type:integer"`
-	SheetCount                *int64  `gorm:"type:integer"`
-	TableCount                *int64  `gorm:"type:integer"`
-	RowCountTotal             *int64  `gorm:"type:integer"`
-	RowCountEmpty             *int64  `gorm:"type:integer"`
-	ColumnCountTotal          *int64  `gorm:"type:integer"`
-	ColumnCountEmpty          *int64  `gorm:"type:integer"`
-	ColumnCountMapped         *int64  `gorm:"type:integer"`
-	ColumnCountUnmapped       *int64  `gorm:"type:integer"`
-	FieldCountExpected        *int64  `gorm:"type:integer"`
-	FieldCountDetected        *int64  `gorm:"type:integer"`
-	FieldCountNotDetected     *int64  `gorm:"type:integer"`
-	CellCountTotal            *int64  `gorm:"type:integer"`
-	CellCountNonEmpty         *int64  `gorm:"type:integer"`
+	RunID           string `gorm:"type:varchar(36);primaryKey"`
+	summary.Metrics `gorm:"embedded"`
 }
 
 func (runMetricsModel) TableName() string { return "run_metrics" }
 
 type runFieldModel struct {
-	RunID              string   `gorm:"type:varchar(36);primaryKey;index:ix_run_fields_run"`
-	Field              string   `gorm:"type:varchar(128);primaryKey;index:ix_run_fields_field"`
-	Label              *string  `gorm:"type:varchar(255)"`
-	Detected           bool     `gorm:"not null"`
-	BestMappingScore   *float64 ``
-	OccurrencesTables  int64    `gorm:"type:integer;not null"`
-	OccurrencesColumns int64    `gorm:"type:integer;not null"`
+	RunID         string `gorm:"type:varchar(36);primaryKey;index:ix_run_fields_run"`
+	summary.Field `gorm:"embedded"`
 }
 
 func (runFieldModel) TableName() string { return "run_fields" }
 
 type runTableColumnModel struct {
-	RunID            string   `gorm:"type:varchar(36);primaryKey;index:ix_run_table_columns_run"`
-	WorkbookIndex    int64    `gorm:"type:integer;primaryKey;autoIncrement:false"`
-	WorkbookName     string   `gorm:"type:varchar(255);not null"`
-	SheetIndex       int64    `gorm:"type:integer;primaryKey;autoIncrement:false"`
-	SheetName        string   `gorm:"type:varchar(255);not null"`
-	TableIndex       int64    `gorm:"type:integer;primaryKey;autoIncrement:false"`
-	ColumnIndex      int64    `gorm:"type:integer;primaryKey;autoIncrement:false"`
-	HeaderRaw        *string  `gorm:"type:text"`
-	HeaderNormalized *string  `gorm:"type:text"`
-	NonEmptyCells    int64    `gorm:"type:integer;not null"`
-	MappingStatus    string   `gorm:"type:varchar(32);not null"`
-	MappedField      *string  `gorm:"type:varchar(128)"`
-	MappingScore     *float64 ``
-	MappingMethod    *string  `gorm:"type:varchar(32)"`
-	UnmappedReason   *string  `gorm:"type:varchar(64)"`
+	RunID          string `gorm:"type:varchar(36);primaryKey;index:ix_run_table_columns_run"`
+	summary.Column `gorm:"embedded"`
 }
 
 func (runTableColumnModel) TableName() string { return "run_table_columns" }
@@ -196,11 +160,9 @@ var workerColumns = []struct {
 	{&buildModel{}, "builds", "claim_expires_at"},
 }
 
-// Migrate creates missing tables, adds the worker's columns to existing ones
-// and creates the worker's indexes and triggers. It never drops or rewrites
-// anything, so it is safe on an ADE API database and safe to run twice.
-func (s *Store) Migrate(ctx context.Context) error {
-	db := s.db.WithContext(ctx)
+// baseline creates missing tables, adds the worker's columns to existing
+// ones and creates the worker's indexes and triggers: migration 1.
+func (s *Store) baseline(db *gorm.DB) error {
 	m := db.Migrator()
 	for _, model := range models {
 		if m.HasTable(model) {
@@ -220,7 +182,7 @@ func (s *Store) Migrate(ctx context.Context) error {
 	}
 	for _, stmt := range append(workerIndexes, s.dialect.migrations()...) {
 		if err := db.Exec(stmt).Error; err != nil {
-			return fmt.Errorf("migrate: %s: %w", firstLine(stmt), err)
+			return fmt.Errorf("%s: %w", firstLine(stmt), err)
 		}
 	}
 	return nil
@@ -246,8 +208,12 @@ var workerIndexes = []string{
 // not been run against the database.
 var ErrNotMigrated = fmt.Errorf("the database is not migrated for the worker: run `supervisor migrate` first")
 
-// CheckMigrated verifies that every table and worker column exists.
+// CheckMigrated verifies that every migration step is recorded and every
+// table and worker column exists.
 func (s *Store) CheckMigrated(ctx context.Context) error {
+	if err := s.checkVersion(ctx); err != nil {
+		return err
+	}
 	m := s.db.WithContext(ctx).Migrator()
 	for _, model := range models {
 		if !m.HasTable(model) {

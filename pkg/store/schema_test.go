@@ -4,9 +4,11 @@ import (
 	"context"
 	"errors"
 	"reflect"
+	"strings"
 	"testing"
 
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/pgtemp"
 )
 
 // schemaOf describes every table, column, index, constraint and trigger.
@@ -60,7 +62,17 @@ func TestCheckMigrated(t *testing.T) {
 	}{
 		{name: "empty database", wantErr: true},
 		{name: "migrated", prepare: func(t *testing.T, e *env) {}},
+		// An ADE API database, or one migrated before versioned migrations.
 		{name: "ADE API database without worker columns", wantErr: true, prepare: func(t *testing.T, e *env) {
+			e.exec(t, `ALTER TABLE builds DROP COLUMN claimed_by`)
+			e.exec(t, `DROP TABLE ade_worker_migrations`)
+		}},
+		{name: "migrations not recorded", wantErr: true, prepare: func(t *testing.T, e *env) {
+			e.exec(t, `DELETE FROM ade_worker_migrations`)
+		}},
+		// Another program dropped what the baseline made: migrate again
+		// completes it, since the baseline runs on every migrate.
+		{name: "worker column dropped later", wantErr: true, prepare: func(t *testing.T, e *env) {
 			e.exec(t, `ALTER TABLE builds DROP COLUMN claimed_by`)
 		}},
 		{name: "table missing", wantErr: true, prepare: func(t *testing.T, e *env) {
@@ -69,10 +81,10 @@ func TestCheckMigrated(t *testing.T) {
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
-			eachBackend(t, func(t *testing.T, backend string) {
+			pgtemp.EachBackend(t, func(t *testing.T, backend string) {
 				ctx := context.Background()
 				e := &env{backend: backend, url: newDatabaseURL(t, backend)}
-				e.s = openStore(t, e.url)
+				e.s = pgtemp.Open(t, e.url)
 				if tc.prepare != nil {
 					if err := e.s.Migrate(ctx); err != nil {
 						t.Fatal(err)
@@ -93,4 +105,32 @@ func TestCheckMigrated(t *testing.T) {
 			})
 		})
 	}
+}
+
+// TestMigrationsRecorded checks that migrate records each step once, with
+// the database's time, and that a second migrate adds no row.
+func TestMigrationsRecorded(t *testing.T) {
+	eachEnv(t, func(t *testing.T, e *env) {
+		type row struct {
+			Version int
+			Name    string
+			Applied int
+		}
+		read := func() []row {
+			var rows []row
+			e.scan(t, &rows, `SELECT version, name, CASE WHEN applied_at IS NULL THEN 0 ELSE 1 END AS applied
+				FROM ade_worker_migrations ORDER BY version`)
+			return rows
+		}
+		first := read()
+		if len(first) == 0 || first[0].Version != 1 || first[0].Applied != 1 || !strings.HasPrefix(first[0].Name, "baseline") {
+			t.Fatalf("ade_worker_migrations after migrate = %+v, want version 1 (baseline) with its time", first)
+		}
+		if err := e.s.Migrate(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		if again := read(); !reflect.DeepEqual(again, first) {
+			t.Errorf("second migrate changed ade_worker_migrations: %+v, was %+v", again, first)
+		}
+	})
 }

@@ -43,8 +43,8 @@ WHERE id IN (
 RETURNING ` + buildClaimColumns
 }
 
-func (sqliteDialect) watch(ctx context.Context, path string, wake func()) error {
-	return watchSQLite(ctx, path, wake)
+func (sqliteDialect) watch(ctx context.Context, path string, wake func(), cancelled func(JobRef)) error {
+	return watchSQLite(ctx, path, wake, cancelled)
 }
 
 func (sqliteDialect) clearRunResultsSQL() []string {

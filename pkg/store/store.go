@@ -147,7 +147,7 @@ type dialect interface {
 	// nothing unless the fence holds; it returns the column held (0 or 1).
 	moveDocumentSQL(fenced bool) string
 	migrations() []string
-	watch(ctx context.Context, target string, wake func()) error
+	watch(ctx context.Context, target string, wake func(), cancelled func(JobRef)) error
 }
 
 // sqliteTimeLayout is how the ADE API writes timestamps on SQLite: naive UTC

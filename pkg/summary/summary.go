@@ -17,53 +17,75 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"reflect"
 	"strings"
 )
 
 // Metrics is the run_metrics row. A nil field is a metric the engine did not
 // report (or reported with the wrong type).
+//
+// The gorm tags of Metrics, Field and Column are the one definition of
+// their columns: pkg/store creates and fills its tables from these types,
+// and Parse cuts strings to the VARCHAR widths the tags give.
+//
+// A metric's "from" tag is its dotted path in the event's data; the four
+// evaluation_findings counts have none: they are counted from
+// evaluation.findings. Adding a metric is adding a field here.
 type Metrics struct {
-	EvaluationOutcome *string
-
-	EvaluationFindingsTotal, EvaluationFindingsInfo, EvaluationFindingsWarning, EvaluationFindingsError *int64
-
-	ValidationIssuesTotal, ValidationIssuesInfo, ValidationIssuesWarning, ValidationIssuesError *int64
-	ValidationMaxSeverity                                                                       *string
-
-	WorkbookCount, SheetCount, TableCount                                      *int64
-	RowCountTotal, RowCountEmpty                                               *int64
-	ColumnCountTotal, ColumnCountEmpty, ColumnCountMapped, ColumnCountUnmapped *int64
-	FieldCountExpected, FieldCountDetected, FieldCountNotDetected              *int64
-	CellCountTotal, CellCountNonEmpty                                          *int64
+	EvaluationOutcome         *string `gorm:"type:varchar(20)" from:"evaluation.outcome"`
+	EvaluationFindingsTotal   *int64  `gorm:"type:integer"`
+	EvaluationFindingsInfo    *int64  `gorm:"type:integer"`
+	EvaluationFindingsWarning *int64  `gorm:"type:integer"`
+	EvaluationFindingsError   *int64  `gorm:"type:integer"`
+	ValidationIssuesTotal     *int64  `gorm:"type:integer" from:"validation.issues_total"`
+	ValidationIssuesInfo      *int64  `gorm:"type:integer" from:"validation.issues_by_severity.info"`
+	ValidationIssuesWarning   *int64  `gorm:"type:integer" from:"validation.issues_by_severity.warning"`
+	ValidationIssuesError     *int64  `gorm:"type:integer" from:"validation.issues_by_severity.error"`
+	ValidationMaxSeverity     *string `gorm:"type:varchar(10)" from:"validation.max_severity"`
+	WorkbookCount             *int64  `gorm:"type:integer" from:"counts.workbooks"`
+	SheetCount                *int64  `gorm:"type:integer" from:"counts.sheets"`
+	TableCount                *int64  `gorm:"type:integer" from:"counts.tables"`
+	RowCountTotal             *int64  `gorm:"type:integer" from:"counts.rows.total"`
+	RowCountEmpty             *int64  `gorm:"type:integer" from:"counts.rows.empty"`
+	ColumnCountTotal          *int64  `gorm:"type:integer" from:"counts.columns.total"`
+	ColumnCountEmpty          *int64  `gorm:"type:integer" from:"counts.columns.empty"`
+	ColumnCountMapped         *int64  `gorm:"type:integer" from:"counts.columns.mapped"`
+	ColumnCountUnmapped       *int64  `gorm:"type:integer" from:"counts.columns.unmapped"`
+	FieldCountExpected        *int64  `gorm:"type:integer" from:"counts.fields.expected"`
+	FieldCountDetected        *int64  `gorm:"type:integer" from:"counts.fields.detected"`
+	FieldCountNotDetected     *int64  `gorm:"type:integer" from:"counts.fields.not_detected"`
+	CellCountTotal            *int64  `gorm:"type:integer" from:"counts.cells.total"`
+	CellCountNonEmpty         *int64  `gorm:"type:integer" from:"counts.cells.non_empty"`
 }
 
 // Field is one run_fields row: a canonical field of the configuration.
+// (run, Field) is its key.
 type Field struct {
-	Field              string
-	Label              *string
-	Detected           bool
-	BestMappingScore   *float64
-	OccurrencesTables  int64
-	OccurrencesColumns int64
+	Field              string   `gorm:"type:varchar(128);primaryKey;index:ix_run_fields_field"`
+	Label              *string  `gorm:"type:varchar(255)"`
+	Detected           bool     `gorm:"not null"`
+	BestMappingScore   *float64 ``
+	OccurrencesTables  int64    `gorm:"type:integer;not null"`
+	OccurrencesColumns int64    `gorm:"type:integer;not null"`
 }
 
 // Column is one run_table_columns row: a physical column of a detected table.
-// (WorkbookIndex, SheetIndex, TableIndex, ColumnIndex) is its key.
+// (run, WorkbookIndex, SheetIndex, TableIndex, ColumnIndex) is its key.
 type Column struct {
-	WorkbookIndex    int64
-	WorkbookName     string
-	SheetIndex       int64
-	SheetName        string
-	TableIndex       int64
-	ColumnIndex      int64
-	HeaderRaw        *string
-	HeaderNormalized *string
-	NonEmptyCells    int64
-	MappingStatus    string // lower case; "unknown" when the engine gave none
-	MappedField      *string
-	MappingScore     *float64
-	MappingMethod    *string
-	UnmappedReason   *string
+	WorkbookIndex    int64    `gorm:"type:integer;primaryKey;autoIncrement:false"`
+	WorkbookName     string   `gorm:"type:varchar(255);not null"`
+	SheetIndex       int64    `gorm:"type:integer;primaryKey;autoIncrement:false"`
+	SheetName        string   `gorm:"type:varchar(255);not null"`
+	TableIndex       int64    `gorm:"type:integer;primaryKey;autoIncrement:false"`
+	ColumnIndex      int64    `gorm:"type:integer;primaryKey;autoIncrement:false"`
+	HeaderRaw        *string  `gorm:"type:text"`
+	HeaderNormalized *string  `gorm:"type:text"`
+	NonEmptyCells    int64    `gorm:"type:integer;not null"`
+	MappingStatus    string   `gorm:"type:varchar(32);not null"` // lower case; "unknown" when the engine gave none
+	MappedField      *string  `gorm:"type:varchar(128)"`
+	MappingScore     *float64 ``
+	MappingMethod    *string  `gorm:"type:varchar(32)"`
+	UnmappedReason   *string  `gorm:"type:varchar(64)"`
 }
 
 // Summary is what a run's engine.run.completed event reports.
@@ -79,17 +101,16 @@ type Summary struct {
 	OutputPath string
 }
 
-// Widths of the ADE database's VARCHAR columns, in characters; 0 for TEXT.
-const (
-	widthOutcome  = 20
-	widthSeverity = 10
-	widthField    = 128
-	widthLabel    = 255
-	widthName     = 255 // workbook_name, sheet_name
-	widthStatus   = 32
-	widthMethod   = 32
-	widthReason   = 64
-	widthText     = 0
+// Widths of the ADE database's VARCHAR columns, in characters (0 for TEXT),
+// read from the gorm tags above.
+var (
+	widthField  = width(Field{}, "Field")
+	widthLabel  = width(Field{}, "Label")
+	widthName   = width(Column{}, "WorkbookName") // and SheetName
+	widthStatus = width(Column{}, "MappingStatus")
+	widthMethod = width(Column{}, "MappingMethod")
+	widthReason = width(Column{}, "UnmappedReason")
+	widthText   = width(Column{}, "HeaderRaw")
 )
 
 // statusUnknown is the mapping status of a column the engine gave none for.
@@ -138,9 +159,16 @@ func decodeObject(data []byte) (map[string]any, error) {
 
 func parseMetrics(root map[string]any) *Metrics {
 	m := &Metrics{}
-	evaluation := object(root["evaluation"])
-	m.EvaluationOutcome = str(evaluation["outcome"], widthOutcome)
-	if findings, ok := evaluation["findings"].([]any); ok {
+	v := reflect.ValueOf(m).Elem()
+	for _, src := range metricSources {
+		value := get(root, src.path...)
+		if src.width < 0 {
+			v.Field(src.index).Set(reflect.ValueOf(integer(value)))
+		} else {
+			v.Field(src.index).Set(reflect.ValueOf(str(value, src.width)))
+		}
+	}
+	if findings, ok := object(root["evaluation"])["findings"].([]any); ok {
 		var bySeverity [3]int64
 		for _, f := range findings {
 			if i := severityIndex(object(f)["severity"]); i >= 0 {
@@ -152,40 +180,37 @@ func parseMetrics(root map[string]any) *Metrics {
 		m.EvaluationFindingsWarning = ptr(bySeverity[1])
 		m.EvaluationFindingsError = ptr(bySeverity[2])
 	}
-
-	validation := object(root["validation"])
-	m.ValidationIssuesTotal = integer(validation["issues_total"])
-	bySeverity := object(validation["issues_by_severity"])
-	m.ValidationIssuesInfo = integer(bySeverity["info"])
-	m.ValidationIssuesWarning = integer(bySeverity["warning"])
-	m.ValidationIssuesError = integer(bySeverity["error"])
-	m.ValidationMaxSeverity = str(validation["max_severity"], widthSeverity)
-
-	counts := object(root["counts"])
-	m.WorkbookCount = integer(counts["workbooks"])
-	m.SheetCount = integer(counts["sheets"])
-	m.TableCount = integer(counts["tables"])
-	rows := object(counts["rows"])
-	m.RowCountTotal = integer(rows["total"])
-	m.RowCountEmpty = integer(rows["empty"])
-	columns := object(counts["columns"])
-	m.ColumnCountTotal = integer(columns["total"])
-	m.ColumnCountEmpty = integer(columns["empty"])
-	m.ColumnCountMapped = integer(columns["mapped"])
-	m.ColumnCountUnmapped = integer(columns["unmapped"])
-	fields := object(counts["fields"])
-	m.FieldCountExpected = integer(fields["expected"])
-	m.FieldCountDetected = integer(fields["detected"])
-	m.FieldCountNotDetected = integer(fields["not_detected"])
-	cells := object(counts["cells"])
-	m.CellCountTotal = integer(cells["total"])
-	m.CellCountNonEmpty = integer(cells["non_empty"])
-
 	if *m == (Metrics{}) {
 		return nil
 	}
 	return m
 }
+
+// metricSource is where one field of Metrics comes from.
+type metricSource struct {
+	index int      // of the field in Metrics
+	path  []string // keys in the event's data
+	width int      // of a string metric; -1 for an integer one
+}
+
+// metricSources are read from Metrics' "from" tags once.
+var metricSources = func() []metricSource {
+	var out []metricSource
+	t := reflect.TypeOf(Metrics{})
+	for i := range t.NumField() {
+		f := t.Field(i)
+		from, ok := f.Tag.Lookup("from")
+		if !ok {
+			continue
+		}
+		src := metricSource{index: i, path: strings.Split(from, "."), width: -1}
+		if f.Type.Elem().Kind() == reflect.String {
+			src.width = width(Metrics{}, f.Name)
+		}
+		out = append(out, src)
+	}
+	return out
+}()
 
 // severityIndex maps info, warning and error (any case) to 0, 1 and 2.
 func severityIndex(v any) int {
@@ -229,7 +254,12 @@ func parseFields(items []any) []Field {
 // columnKey is the primary key of a run_table_columns row within a run.
 type columnKey struct{ workbook, sheet, table, column int64 }
 
-// parseColumns walks workbooks[].sheets[].tables[].structure.columns[].
+// parseColumns walks workbooks[].sheets[].tables[] and each table's columns.
+// A table may come in either of two shapes, decided per table: the real
+// engine's (locator.table.index, structure.columns[], header.raw and
+// header.normalized) or the original worker's (locator.table_index,
+// columns[], header_raw and header_normalized); see tableIndex,
+// tableColumns and parseColumn.
 func parseColumns(workbooks []any) []Column {
 	var out []Column
 	seen := map[columnKey]bool{}
@@ -244,7 +274,7 @@ func parseColumns(workbooks []any) []Column {
 				continue
 			}
 			for _, tb := range list(object(sh)["tables"]) {
-				tbIndex := integer(get(tb, "locator", "table", "index"))
+				tbIndex := tableIndex(tb)
 				if tbIndex == nil {
 					continue
 				}
@@ -280,6 +310,16 @@ func indexAndName(locator any) (int64, string, bool) {
 	return *index, *name, true
 }
 
+// tableIndex reads locator.table.index, or locator.table_index when the
+// table has no locator.table object (the original worker's shape).
+func tableIndex(table any) *int64 {
+	loc := object(object(table)["locator"])
+	if t, ok := loc["table"].(map[string]any); ok {
+		return integer(t["index"])
+	}
+	return integer(loc["table_index"])
+}
+
 // tableColumns returns a table's structure.columns, or its columns when it
 // has no structure.
 func tableColumns(table any) []any {
@@ -296,7 +336,7 @@ func parseColumn(v any) (Column, bool) {
 	if index == nil {
 		return Column{}, false
 	}
-	header := object(col["header"])
+	raw, normalized := header(col)
 	mapping := object(col["mapping"])
 	status := statusUnknown
 	if s := str(mapping["status"], widthStatus); s != nil {
@@ -308,8 +348,8 @@ func parseColumn(v any) (Column, bool) {
 	}
 	return Column{
 		ColumnIndex:      *index,
-		HeaderRaw:        str(header["raw"], widthText),
-		HeaderNormalized: str(header["normalized"], widthText),
+		HeaderRaw:        raw,
+		HeaderNormalized: normalized,
 		NonEmptyCells:    integerOr0(col["non_empty_cells"]),
 		MappingStatus:    status,
 		MappedField:      str(mapping["field"], widthField),
@@ -317,4 +357,13 @@ func parseColumn(v any) (Column, bool) {
 		MappingMethod:    str(mapping["method"], widthMethod),
 		UnmappedReason:   reason,
 	}, true
+}
+
+// header reads a column's header.raw and header.normalized, or its
+// header_raw and header_normalized when it has no header object.
+func header(col map[string]any) (raw, normalized *string) {
+	if h, ok := col["header"].(map[string]any); ok {
+		return str(h["raw"], widthText), str(h["normalized"], widthText)
+	}
+	return str(col["header_raw"], widthText), str(col["header_normalized"], widthText)
 }

@@ -2,6 +2,7 @@ package summary
 
 import (
 	"encoding/json"
+	"fmt"
 	"reflect"
 	"strings"
 	"testing"
@@ -575,4 +576,102 @@ func FuzzParse(f *testing.F) {
 			t.Fatal("Parse returned nil without an error")
 		}
 	})
+}
+
+// tableShapesPayload has one sheet whose tables come in both shapes the
+// worker accepts: the original worker's (locator.table_index, columns[],
+// header_raw/header_normalized) and the real engine's (locator.table.index,
+// structure.columns[], header.raw/normalized).
+const tableShapesPayload = `{"workbooks": [
+  {"locator": {"workbook": {"index": 0, "name": "w.xlsx"}}, "sheets": [
+    {"locator": {"sheet": {"index": 0, "name": "s"}}, "tables": [%s]}
+  ]}
+]}`
+
+const (
+	originalTable = `{"locator": {"table_index": 1}, "columns": [
+	  {"index": 0, "header_raw": " Member # ", "header_normalized": "member", "non_empty_cells": 5,
+	   "mapping": {"status": "MAPPED", "field": "member_id", "score": 0.9, "method": "classifier"}},
+	  {"index": 1, "header_raw": "Notes", "mapping": {"status": "unmapped", "unmapped_reason": "below_threshold"}}
+	]}`
+	engineTable = `{"locator": {"table": {"index": 2}}, "structure": {"columns": [
+	  {"index": 0, "header": {"raw": "Email", "normalized": "email"}, "non_empty_cells": 3,
+	   "mapping": {"status": "mapped", "field": "email"}}
+	]}}`
+)
+
+var (
+	originalColumns = []Column{
+		{WorkbookName: "w.xlsx", SheetName: "s", TableIndex: 1, ColumnIndex: 0,
+			HeaderRaw: sp("Member #"), HeaderNormalized: sp("member"), NonEmptyCells: 5, MappingStatus: "mapped",
+			MappedField: sp("member_id"), MappingScore: fp(0.9), MappingMethod: sp("classifier")},
+		{WorkbookName: "w.xlsx", SheetName: "s", TableIndex: 1, ColumnIndex: 1,
+			HeaderRaw: sp("Notes"), MappingStatus: "unmapped", UnmappedReason: sp("below_threshold")},
+	}
+	engineColumns = []Column{
+		{WorkbookName: "w.xlsx", SheetName: "s", TableIndex: 2, ColumnIndex: 0,
+			HeaderRaw: sp("Email"), HeaderNormalized: sp("email"), NonEmptyCells: 3, MappingStatus: "mapped",
+			MappedField: sp("email")},
+	}
+)
+
+func TestParseTableShapes(t *testing.T) {
+	cases := []struct {
+		name   string
+		tables string
+		want   []Column
+	}{
+		{"original worker's shape", originalTable, originalColumns},
+		{"real engine's shape", engineTable, engineColumns},
+		{"both in one report", originalTable + "," + engineTable, append(append([]Column{}, originalColumns...), engineColumns...)},
+		{"engine first, then original", engineTable + "," + originalTable, append(append([]Column{}, engineColumns...), originalColumns...)},
+		// A table without any index in either shape stores nothing; its
+		// neighbour is kept.
+		{"no table index", `{"locator": {}, "columns": [{"index": 0}]},` + engineTable, engineColumns},
+		{"table_index of the wrong type", `{"locator": {"table_index": "x"}, "columns": [{"index": 0}]},` + engineTable, engineColumns},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			s, err := Parse(json.RawMessage(fmt.Sprintf(tableShapesPayload, tc.tables)))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !reflect.DeepEqual(s.Columns, tc.want) {
+				t.Errorf("Columns:\n got %s\nwant %s", dump(s.Columns), dump(tc.want))
+			}
+		})
+	}
+}
+
+// TestWidthsFromTags pins the widths read from the gorm tags to the ADE
+// API's VARCHAR columns, so a tag edit that would let a string overflow its
+// column fails here.
+func TestWidthsFromTags(t *testing.T) {
+	for name, c := range map[string]struct{ got, want int }{
+		"evaluation_outcome": {width(Metrics{}, "EvaluationOutcome"), 20}, "validation_max_severity": {width(Metrics{}, "ValidationMaxSeverity"), 10},
+		"field": {widthField, 128}, "label": {widthLabel, 255}, "workbook_name": {widthName, 255},
+		"mapping_status": {widthStatus, 32}, "mapping_method": {widthMethod, 32}, "unmapped_reason": {widthReason, 64},
+		"header_raw (text)": {widthText, 0},
+	} {
+		if c.got != c.want {
+			t.Errorf("width of %s = %d, want %d", name, c.got, c.want)
+		}
+	}
+}
+
+// TestEveryMetricHasASource guards against a Metrics field that nothing
+// fills: each has a "from" path or is one of the counted findings.
+func TestEveryMetricHasASource(t *testing.T) {
+	counted := map[string]bool{"EvaluationFindingsTotal": true, "EvaluationFindingsInfo": true,
+		"EvaluationFindingsWarning": true, "EvaluationFindingsError": true}
+	mt := reflect.TypeOf(Metrics{})
+	for i := range mt.NumField() {
+		f := mt.Field(i)
+		if _, ok := f.Tag.Lookup("from"); ok == counted[f.Name] {
+			t.Errorf("Metrics.%s: want either a from tag or to be a counted finding", f.Name)
+		}
+	}
+	if got, want := len(metricSources)+len(counted), mt.NumField(); got != want {
+		t.Errorf("%d metrics have a source, want all %d", got, want)
+	}
 }

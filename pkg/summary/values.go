@@ -3,6 +3,7 @@ package summary
 import (
 	"encoding/json"
 	"math"
+	"reflect"
 	"strconv"
 	"strings"
 	"unicode/utf8"
@@ -136,4 +137,30 @@ func str(v any, width int) *string {
 		return nil
 	}
 	return &s
+}
+
+// width reads the VARCHAR width of a field of row from its gorm tag: N for
+// "type:varchar(N)", 0 for any other type. A field without a type is a bug
+// in this package, caught by its tests at start-up.
+func width(row any, field string) int {
+	f, ok := reflect.TypeOf(row).FieldByName(field)
+	if !ok {
+		panic("summary: no field " + field)
+	}
+	for _, part := range strings.Split(f.Tag.Get("gorm"), ";") {
+		typ, ok := strings.CutPrefix(part, "type:")
+		if !ok {
+			continue
+		}
+		n, ok := strings.CutPrefix(typ, "varchar(")
+		if !ok {
+			return 0
+		}
+		w, err := strconv.Atoi(strings.TrimSuffix(n, ")"))
+		if err != nil {
+			panic("summary: bad width in the tag of " + field)
+		}
+		return w
+	}
+	panic("summary: no column type in the tag of " + field)
 }

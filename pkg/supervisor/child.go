@@ -7,6 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -16,6 +17,7 @@ import (
 	"github.com/ade-org/ade-worker/pkg/jobspec"
 	"github.com/ade-org/ade-worker/pkg/procs"
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/pkg/telemetry"
 )
 
 // childOutcome is how a jobrunner process ended, as the supervisor saw it.
@@ -28,6 +30,8 @@ type childOutcome struct {
 	leaseLost bool
 	// stopped: the supervisor is shutting down; hand the claim back.
 	stopped bool
+	// cancelled: the job's row was cancelled and the child stopped for it.
+	cancelled bool
 }
 
 // maxResultBytes bounds the jobrunner's stdout; the engine summary of a huge
@@ -40,6 +44,9 @@ const backstop = 30 * time.Second
 
 // runChild runs the jobrunner for spec, heartbeating f's lease while it runs.
 func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease, spec *jobspec.Spec) childOutcome {
+	if l.cancelRequested() {
+		return childOutcome{cancelled: true, problem: "cancelled before the jobrunner started"}
+	}
 	var stdin bytes.Buffer
 	if err := spec.Encode(&stdin); err != nil {
 		return childOutcome{problem: fmt.Sprintf("encode job spec: %v", err)}
@@ -51,6 +58,11 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 		childCtx, stop = context.WithTimeout(childCtx, time.Duration(spec.TimeoutSeconds*float64(time.Second))+backstop)
 		defer stop()
 	}
+	killer := &treeKiller{}
+	defer l.watchCancel(func() {
+		cancel()                                 // SIGTERM now ...
+		time.AfterFunc(cancelGrace, killer.kill) // ... SIGKILL soon
+	})()
 	var lost atomic.Bool
 	hbDone := make(chan struct{})
 	go func() {
@@ -60,7 +72,7 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 
 	var stdout bytes.Buffer
 	exit, err := procs.Run(childCtx, procs.Command{
-		Path: s.jobrunner, Env: spec.Env, Stdin: &stdin, KillGrace: 5 * time.Second,
+		Path: s.jobrunner, Env: spec.Env, Stdin: &stdin, KillGrace: 5 * time.Second, Started: killer.started,
 		// SIGTERM, not SIGKILL, if this supervisor dies: the jobrunner then
 		// kills its engine and everything the engine started.
 		DeathSignal: syscall.SIGTERM,
@@ -70,14 +82,16 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 		},
 		Stderr: func(r io.Reader) { forwardLines(r, log) },
 	})
+	killer.exited()
 	cancel()
 	<-hbDone
 
-	out := childOutcome{exit: exit, leaseLost: lost.Load(), stopped: ctx.Err() != nil && !lost.Load()}
+	out := childOutcome{exit: exit, leaseLost: lost.Load(), cancelled: l.cancelRequested()}
+	out.stopped = ctx.Err() != nil && !out.leaseLost && !out.cancelled
 	switch {
 	case err != nil:
 		out.problem = fmt.Sprintf("cannot start jobrunner: %v", err)
-	case errors.Is(childCtx.Err(), context.DeadlineExceeded) && !out.leaseLost && !out.stopped:
+	case errors.Is(childCtx.Err(), context.DeadlineExceeded) && !out.leaseLost && !out.stopped && !out.cancelled:
 		out.problem = fmt.Sprintf("jobrunner did not stop within %s of the job's timeout and was killed", backstop)
 	default:
 		res, decodeErr := jobspec.DecodeResult(bytes.TrimSpace(stdout.Bytes()))
@@ -107,7 +121,11 @@ func (s *Supervisor) heartbeat(ctx context.Context, log zerolog.Logger, l *lease
 		case err == nil:
 			l.renewed(now)
 		case errors.Is(err, store.ErrLeaseLost):
-			log.Warn().Msg("lease lost: another worker holds this job now; stopping it and writing nothing")
+			if s.rowCancelled(l.fence) {
+				s.stopCancelled(log, l, "heartbeat")
+				return
+			}
+			log.Warn().Str("outcome", telemetry.OutcomeLeaseLost).Msg("lease lost: another worker holds this job now; stopping it and writing nothing")
 			lost()
 			return
 		case ctx.Err() == nil:
@@ -117,7 +135,8 @@ func (s *Supervisor) heartbeat(ctx context.Context, log zerolog.Logger, l *lease
 	}
 }
 
-// lease tracks until when this worker holds a claimed job.
+// lease tracks until when this worker holds a claimed job, and whether the
+// job was cancelled meanwhile (see cancel.go).
 type lease struct {
 	fence  store.Fence
 	length time.Duration
@@ -125,6 +144,10 @@ type lease struct {
 	// outcome is how this worker's part ended (see ended); only the job's
 	// own goroutine touches it.
 	outcome string
+
+	cancelMu  sync.Mutex
+	cancelled bool
+	stopChild func() // set while a child runs
 }
 
 func newLease(f store.Fence, length time.Duration, claimedAt time.Time) *lease {
@@ -157,7 +180,11 @@ func (s *Supervisor) persist(log zerolog.Logger, l *lease, what string, write fu
 			}
 			return nil
 		case errors.Is(err, store.ErrLeaseLost):
-			log.Warn().Str("write", what).Msg("lease lost before the write landed; the job's new owner decides")
+			if s.rowCancelled(l.fence) {
+				l.requestCancel()
+				return errCancelled // the caller ends the job as cancelled
+			}
+			log.Warn().Str("write", what).Str("outcome", telemetry.OutcomeLeaseLost).Msg("lease lost before the write landed; the job's new owner decides")
 			return err
 		case time.Now().Add(delay).After(l.end()):
 			log.Error().Err(err).Str("write", what).Msg("database write failed until the lease ran out; the job will be retried after lease expiry")
@@ -165,7 +192,7 @@ func (s *Supervisor) persist(log zerolog.Logger, l *lease, what string, write fu
 		case attempt == 1:
 			log.Warn().Err(err).Str("write", what).Msg("database write failed; retrying until it lands or the lease runs out")
 		}
-		time.Sleep(delay)
+		s.sleep(delay)
 		delay = min(delay*2, 5*time.Second)
 	}
 }

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -17,6 +18,7 @@ import (
 type ending struct {
 	retry     bool // re-queue with backoff
 	handBack  bool // re-queue now, attempt not counted (shutdown)
+	cancelled bool // the row was cancelled: write nothing (see cancel.go)
 	succeeded bool
 	code      *int
 	message   string
@@ -26,6 +28,9 @@ type ending struct {
 // decide maps a child's outcome to what gets written.
 func (s *Supervisor) decide(f store.Fence, maxAttempts int, out childOutcome) ending {
 	switch {
+	case out.cancelled:
+		// The cancel wins even over a result the child printed meanwhile.
+		return ending{cancelled: true}
 	case out.stopped && (out.result == nil || out.result.Reason == jobspec.ReasonCancelled):
 		// Stopped by the shutdown; a job that finished just before it keeps
 		// its real outcome.
@@ -139,6 +144,9 @@ func (j *runJob) execute(ctx context.Context, log zerolog.Logger) {
 			err := s.persist(log, j.lease, "document processing", func() error {
 				return s.store.StartDocument(ctx, f, plan.DocumentID, time.Now())
 			})
+			if errors.Is(err, errCancelled) {
+				s.endCancelled(log, j.lease, plan.Spec, started)
+			}
 			if err != nil {
 				return
 			}
@@ -150,14 +158,30 @@ func (j *runJob) execute(ctx context.Context, log zerolog.Logger) {
 
 func (j *runJob) finish(ctx context.Context, log zerolog.Logger, plan *RunPlan, e ending, started time.Time) {
 	s, f := j.s, j.lease.fence
-	if e.retry || e.handBack {
-		if err := s.requeue(ctx, log, j.lease, e); err != nil {
-			return
-		}
-		j.lease.ended(e)
-		appendEvent(log, plan.Spec, "warning", "run.requeued", "Run re-queued: "+e.message, map[string]any{"attempt": f.Attempt, "error": e.message})
-		return
+	if e.cancelled {
+		e = s.confirmCancelled(log, j.lease)
 	}
+	var err error
+	switch {
+	case e.cancelled:
+		err = errCancelled
+	case e.retry || e.handBack:
+		if err = s.requeue(ctx, log, j.lease, e); err == nil {
+			j.lease.ended(e)
+			appendEvent(log, plan.Spec, "warning", "run.requeued", "Run re-queued: "+e.message, map[string]any{"attempt": f.Attempt, "error": e.message})
+		}
+	default:
+		err = j.complete(ctx, log, plan, e, started)
+	}
+	if errors.Is(err, errCancelled) {
+		s.endCancelled(log, j.lease, plan.Spec, started)
+	}
+}
+
+// complete writes a run's terminal outcome, then logs it and appends
+// run.complete.
+func (j *runJob) complete(ctx context.Context, log zerolog.Logger, plan *RunPlan, e ending, started time.Time) error {
+	s, f := j.s, j.lease.fence
 	o := store.RunOutcome{Succeeded: e.succeeded, ExitCode: e.code, Error: e.message}
 	if e.result != nil && plan.DocumentID != "" {
 		o.Summary, o.OutputPath = j.results(log, plan, e.result)
@@ -165,7 +189,7 @@ func (j *runJob) finish(ctx context.Context, log zerolog.Logger, plan *RunPlan, 
 	// The document follows the run whenever the run touched it.
 	o.DocumentID = plan.DocumentID
 	if err := s.persist(log, j.lease, "run outcome", func() error { return s.store.FinishRun(ctx, f, o, time.Now()) }); err != nil {
-		return
+		return err
 	}
 	j.lease.ended(e)
 	if e.result != nil && e.result.Reason == jobspec.ReasonVenvMissing {
@@ -179,6 +203,7 @@ func (j *runJob) finish(ctx context.Context, log zerolog.Logger, plan *RunPlan, 
 	}
 	logEnd(log, status, e.code, e.message, started)
 	appendEvent(log, plan.Spec, levelFor(e.succeeded), "run.complete", "Run "+status, terminalData(status, e.code, e.message, f.Attempt))
+	return nil
 }
 
 // results parses the engine's summary into rows and the output path.
@@ -236,21 +261,41 @@ func (j *buildJob) execute(ctx context.Context, log zerolog.Logger) {
 	} else {
 		e = s.decide(f, j.row.MaxAttempts, s.runChild(ctx, log, j.lease, spec))
 	}
-	ctx = context.WithoutCancel(ctx)
-	if e.retry || e.handBack {
-		if err := s.requeue(ctx, log, j.lease, e); err != nil {
-			return
-		}
-		j.lease.ended(e)
-		appendEvent(log, spec, "warning", "build.requeued", "Build re-queued: "+e.message, map[string]any{"attempt": f.Attempt, "error": e.message})
-		return
+	j.finish(context.WithoutCancel(ctx), log, spec, e, started)
+}
+
+func (j *buildJob) finish(ctx context.Context, log zerolog.Logger, spec *jobspec.Spec, e ending, started time.Time) {
+	s, f := j.s, j.lease.fence
+	if e.cancelled {
+		e = s.confirmCancelled(log, j.lease)
 	}
+	var err error
+	switch {
+	case e.cancelled:
+		err = errCancelled
+	case e.retry || e.handBack:
+		if err = s.requeue(ctx, log, j.lease, e); err == nil {
+			j.lease.ended(e)
+			appendEvent(log, spec, "warning", "build.requeued", "Build re-queued: "+e.message, map[string]any{"attempt": f.Attempt, "error": e.message})
+		}
+	default:
+		err = j.complete(ctx, log, spec, e, started)
+	}
+	if errors.Is(err, errCancelled) {
+		s.endCancelled(log, j.lease, spec, started)
+	}
+}
+
+// complete writes a build's terminal outcome, then logs it and appends
+// build.complete.
+func (j *buildJob) complete(ctx context.Context, log zerolog.Logger, spec *jobspec.Spec, e ending, started time.Time) error {
+	s, f := j.s, j.lease.fence
 	o := store.BuildOutcome{Succeeded: e.succeeded, ExitCode: e.code, Error: e.message}
 	if r := e.result; r != nil && e.succeeded {
 		o.Summary, o.EngineVersion, o.PythonVersion, o.PythonInterpreter = r.BuildSummary, r.EngineVersion, r.PythonVersion, r.PythonInterpreter
 	}
 	if err := s.persist(log, j.lease, "build outcome", func() error { return s.store.FinishBuild(ctx, f, o, time.Now()) }); err != nil {
-		return
+		return err
 	}
 	j.lease.ended(e)
 	status := "ready"
@@ -266,4 +311,5 @@ func (j *buildJob) execute(ctx context.Context, log zerolog.Logger) {
 	}
 	logEnd(log, status, e.code, e.message, started)
 	appendEvent(log, spec, levelFor(e.succeeded), "build.complete", "Build "+status, terminalData(status, e.code, e.message, f.Attempt))
+	return nil
 }

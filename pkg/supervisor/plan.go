@@ -5,8 +5,6 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 
 	"github.com/ade-org/ade-worker/pkg/jobspec"
@@ -79,8 +77,8 @@ func (p *Planner) PlanRun(ctx context.Context, r *store.ClaimedRun) (*RunPlan, e
 	spec := &jobspec.Spec{
 		Version: jobspec.Version, Kind: jobspec.KindRun, JobID: r.ID, Attempt: r.AttemptCount,
 		WorkspaceID: r.WorkspaceID, ConfigurationID: r.ConfigurationID,
-		EventsPath: filepath.Join(runDir, "logs", "events.ndjson"),
-		Env:        p.Settings.ChildEnv(nil),
+		EventsPath: layout.EventsPath(runDir),
+		Env:        p.Settings.ChildEnv(),
 		Limits:     p.limits(),
 		Roots:      p.Roots(),
 		Run:        &jobspec.RunSpec{RunDir: runDir, Options: opts},
@@ -106,7 +104,7 @@ func (p *Planner) PlanRun(ctx context.Context, r *store.ClaimedRun) (*RunPlan, e
 		plan.Reject = reject(jobspec.CodeGenericFailure, "%v", err)
 		return plan, nil
 	}
-	spec.Run.VenvDir = filepath.Join(buildDir, ".venv")
+	spec.Run.VenvDir = layout.VenvDir(buildDir)
 	if spec.Run.ConfigDir, err = lay.ConfigDir(r.WorkspaceID, r.ConfigurationID); err != nil {
 		plan.Reject = reject(jobspec.CodeGenericFailure, "%v", err)
 		return plan, nil
@@ -229,19 +227,19 @@ func (p *Planner) PlanBuild(ctx context.Context, b *store.ClaimedBuild) (*jobspe
 	var reuse []string
 	for _, t := range twins {
 		if dir, err := lay.BuildDir(t.WorkspaceID, t.ConfigurationID, t.ID); err == nil {
-			reuse = append(reuse, filepath.Join(dir, ".venv"))
+			reuse = append(reuse, layout.VenvDir(dir))
 		}
 	}
 	return &jobspec.Spec{
 		Version: jobspec.Version, Kind: jobspec.KindBuild, JobID: b.ID, Attempt: b.AttemptCount,
 		WorkspaceID: b.WorkspaceID, ConfigurationID: b.ConfigurationID, BuildID: b.ID,
-		EventsPath:     filepath.Join(buildDir, "logs", "events.ndjson"),
-		Env:            p.Settings.ChildEnv(nil),
+		EventsPath:     layout.EventsPath(buildDir),
+		Env:            p.Settings.ChildEnv(),
 		Limits:         p.limits(),
 		Roots:          p.Roots(),
 		TimeoutSeconds: p.Settings.BuildTimeout.Seconds(),
 		Build: &jobspec.BuildSpec{
-			VenvDir: filepath.Join(buildDir, ".venv"), Python: p.Settings.Python,
+			VenvDir: layout.VenvDir(buildDir), Python: p.Settings.Python,
 			EngineSpec: p.engineSpec(b.EngineSpec), ConfigDir: configDir, Fingerprint: b.Fingerprint,
 			ReuseFrom: reuse, UV: p.uv(),
 		},
@@ -252,7 +250,7 @@ func (p *Planner) PlanBuild(ctx context.Context, b *store.ClaimedBuild) (*jobspe
 // worker's ADE_ENGINE_SPEC.
 func (p *Planner) engineSpec(row sql.NullString) string {
 	if row.Valid && strings.TrimSpace(row.String) != "" {
-		return resolveLocal(strings.TrimSpace(row.String))
+		return settings.ResolveEngineSpec(strings.TrimSpace(row.String))
 	}
 	return p.Settings.EngineSpec
 }
@@ -269,16 +267,4 @@ func (p *Planner) uv() string {
 func (p *Planner) limits() jobspec.Limits {
 	s := p.Settings
 	return jobspec.Limits{MemoryMB: s.JobMemoryMB, Processes: s.JobMaxProcesses, OpenFiles: s.JobMaxOpenFiles, OutputMB: s.JobMaxOutputMB}
-}
-
-// resolveLocal makes an engine spec that names an existing path absolute, so
-// pip finds it whatever folder it runs in.
-func resolveLocal(spec string) string {
-	if _, err := os.Stat(spec); err != nil {
-		return spec
-	}
-	if abs, err := filepath.Abs(spec); err == nil {
-		return abs
-	}
-	return spec
 }

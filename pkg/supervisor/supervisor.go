@@ -20,6 +20,7 @@ import (
 type Supervisor struct {
 	cfg       *settings.Settings
 	store     *store.Store
+	queue     queue // the claim loop's view of store
 	log       zerolog.Logger
 	planner   *Planner
 	jobrunner string
@@ -34,21 +35,25 @@ type Supervisor struct {
 	obs    telemetry.Observer // metrics; see SetObserver
 	health *telemetry.Health
 
-	slots chan struct{} // one token per running job
-	freed chan struct{} // a job ended: claim again without waiting
-	jobs  sync.WaitGroup
+	slots   chan struct{} // one token per running job
+	freed   chan struct{} // a job ended: claim again without waiting
+	jobs    sync.WaitGroup
+	running runningJobs // by kind and id, for cancels
+
+	sleep func(time.Duration) // persist's wait between tries
 }
 
 // New makes a supervisor. jobrunner is the path of the jobrunner binary.
 func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner string) *Supervisor {
 	return &Supervisor{
-		cfg: cfg, store: st, log: log, jobrunner: jobrunner,
+		cfg: cfg, store: st, queue: st, log: log, jobrunner: jobrunner, sleep: time.Sleep,
 		planner:  &Planner{Settings: cfg, Store: st},
 		slots:    make(chan struct{}, cfg.Concurrency),
 		freed:    make(chan struct{}, 1),
 		hardStop: make(chan struct{}),
 		obs:      telemetry.Nop{},
 		health:   newHealth(cfg.PollIntervalMax),
+		running:  runningJobs{check: make(chan struct{}, 1)},
 	}
 }
 
@@ -83,11 +88,15 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.health.Set(telemetry.CondWakeups, true, "instant wake-ups on")
 	go func() {
 		defer services.Done()
-		s.store.WatchQueue(loopCtx, s.wakeupsUp, func(err error) {
+		s.store.WatchQueue(loopCtx, s.wakeupsUp, s.cancelSeen, func(err error) {
 			s.wakeupsDown(err)
 			s.log.Warn().Err(err).Msg("instant wake-ups unavailable; polling until they are back")
 		})
 	}()
+
+	// Cancels are watched until the last job ends, shutdown grace included.
+	cancelsDone := make(chan struct{})
+	go func() { defer close(cancelsDone); s.watchCancels(jobsCtx) }()
 
 	s.cleanup(ctx)
 	s.claimLoop(loopCtx, jobsCtx)
@@ -95,6 +104,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	stopLoop() // also stops the services when the loop ended by itself
 	services.Wait()
 	s.drain(stopJobs)
+	<-cancelsDone
 	return nil
 }
 
@@ -156,7 +166,7 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 // each one.
 func (s *Supervisor) claim(ctx, jobsCtx context.Context, free int) (int, error) {
 	now := time.Now()
-	builds, runs, err := s.store.ClaimJobs(ctx, s.cfg.WorkerID, now, s.buildLease(), s.runLease(), free, free)
+	builds, runs, err := s.queue.ClaimJobs(ctx, s.cfg.WorkerID, now, s.buildLease(), s.runLease(), free, free)
 	if err != nil {
 		return 0, err
 	}
@@ -198,9 +208,11 @@ func (s *Supervisor) start(ctx context.Context, j job, readyAt time.Time) {
 	log.Info().Float64("pickup_latency_ms", float64(time.Since(readyAt).Microseconds())/1000).Msg("job claimed")
 	claimedAt := time.Now()
 	s.obs.JobClaimed(string(f.Kind), claimedAt.Sub(readyAt))
+	s.running.add(j.claim(), log)
 	go func() {
 		defer func() {
 			s.obs.JobEnded(string(f.Kind), j.claim().outcomeOf(), time.Since(claimedAt))
+			s.running.remove(j.claim())
 			<-s.slots
 			s.jobs.Done()
 			select {
@@ -237,7 +249,7 @@ func (s *Supervisor) drain(stopJobs context.CancelFunc) {
 // claimed when its available_at comes, not at the next poll after it.
 func (s *Supervisor) untilNextAvailable(ctx context.Context, sleep time.Duration) time.Duration {
 	now := time.Now()
-	next, ok, err := s.store.NextAvailable(ctx, now)
+	next, ok, err := s.queue.NextAvailable(ctx, now)
 	if err != nil || !ok || !next.After(now) {
 		// A "future" time in the past means a timestamp the database
 		// compares differently than we read it: never spin on it.
@@ -248,7 +260,7 @@ func (s *Supervisor) untilNextAvailable(ctx context.Context, sleep time.Duration
 
 // idle reports whether no job is queued or running anywhere.
 func (s *Supervisor) idle(ctx context.Context) bool {
-	n, err := s.store.PendingJobs(ctx)
+	n, err := s.queue.PendingJobs(ctx)
 	return err == nil && n == 0
 }
 

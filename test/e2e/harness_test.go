@@ -4,7 +4,6 @@ package e2e
 
 import (
 	"bytes"
-	"context"
 	"fmt"
 	"os"
 	"os/exec"
@@ -15,7 +14,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/test/pgtemp"
 )
@@ -52,27 +50,13 @@ func setupBinaries(m *testing.M) (int, error) {
 	return m.Run(), nil
 }
 
-// Backends every end-to-end test runs on.
-var backends = []string{"sqlite", "postgres"}
-
 // eachBackend runs fn as a parallel subtest per database.
-func eachBackend(t *testing.T, fn func(t *testing.T, backend string)) {
-	for _, b := range backends {
-		t.Run(b, func(t *testing.T) {
-			t.Parallel()
-			fn(t, b)
-		})
-	}
-}
+func eachBackend(t *testing.T, fn func(t *testing.T, backend string)) { pgtemp.EachBackend(t, fn) }
 
 // newDatabase returns the URL of a fresh, empty database of the backend,
 // dropped when the test ends.
 func newDatabase(t *testing.T, backend, dir string) string {
-	t.Helper()
-	if backend == "sqlite" {
-		return "sqlite:///" + filepath.Join(dir, "db", "ade.sqlite")
-	}
-	return pgtemp.ForTest(t, "ade_e2e")
+	return pgtemp.URL(t, backend, filepath.Join(dir, "db", "ade.sqlite"), "ade_e2e")
 }
 
 // world is one isolated installation: a database, data folders and settings.
@@ -112,24 +96,11 @@ func newWorld(t *testing.T, backend string, extra map[string]string) *world {
 	}
 	w.supervisor("migrate")
 	w.st = w.open()
-	t.Cleanup(func() {
-		w.stopAll()
-		w.st.Close()
-	})
+	t.Cleanup(w.stopAll) // before the store closes (pgtemp.Open)
 	return w
 }
 
-func (w *world) open() *store.Store {
-	u, err := settings.ParseDatabaseURL(w.env["ADE_DATABASE_URL"])
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	st, err := store.Open(context.Background(), u, store.Options{})
-	if err != nil {
-		w.t.Fatal(err)
-	}
-	return st
-}
+func (w *world) open() *store.Store { return pgtemp.Open(w.t, w.env["ADE_DATABASE_URL"]) }
 
 func (w *world) environ() []string {
 	env := []string{"PATH=" + os.Getenv("PATH"), "HOME=" + os.Getenv("HOME")}

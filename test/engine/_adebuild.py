@@ -13,7 +13,10 @@ Conventions:
   ``-`` and ``.`` turned into ``_`` (``ade-engine`` -> ``ade_engine``);
 - editable installs add a ``.pth`` file pointing at the project folder.
 
-The same file is shipped in every test package; keep the copies identical.
+There is one copy: test/config/_adebuild.py is a symbolic link to
+test/engine/_adebuild.py (a PEP 517 backend-path must lie inside the
+package's own folder, and `supervisor enqueue configuration` copies the
+file the link names).
 """
 
 import base64

@@ -80,6 +80,7 @@ class DirectiveRunner:
             "fill-disk": (None, self._fill_disk),
             "open-files": (int, self._open_files),
             "daemon": (float, self._daemon),
+            "ignore-sigterm": (None, self._ignore_sigterm),
         }
 
     def run(self, directives):
@@ -137,6 +138,14 @@ class DirectiveRunner:
     def _sleep(self, seconds):
         self.log.emit("engine.test.sleep", "Sleeping %gs" % seconds, {"seconds": seconds})
         time.sleep(max(0.0, seconds))
+
+    def _ignore_sigterm(self):
+        # A stubborn engine: only SIGKILL stops it. Children started later
+        # inherit the ignored disposition too.
+        import signal
+
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)
+        self.log.emit("engine.test.sigterm.ignored", "Ignoring SIGTERM", {})
 
     def _alloc_mb(self, mib):
         # Touch every page so the memory is really used.

@@ -1,0 +1,126 @@
+package jobrunner
+
+import (
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/ade-org/ade-worker/pkg/jobspec"
+	"github.com/ade-org/ade-worker/pkg/procs"
+)
+
+// These tests cover the jobrunner's decisions about how a step ended. They
+// start no process and need no Python.
+
+var allLimits = jobspec.Limits{MemoryMB: 256, Processes: 20, OpenFiles: 64, OutputMB: 8}
+
+func TestLimitMessage(t *testing.T) {
+	killed := procs.Exit{Code: -1, Signal: syscall.SIGKILL}
+	cases := []struct {
+		name   string
+		limits jobspec.Limits
+		sr     stepResult
+		want   string // a part of the message; "" for none
+	}{
+		{"output limit tripped while running", allLimits, stepResult{limit: limitOutput, exit: killed}, "output limit of 8 MB (ADE_WORKER_JOB_MAX_OUTPUT_MB)"},
+		{"process limit tripped", allLimits, stepResult{limit: limitProcesses, exit: killed}, "process limit of 20 (ADE_WORKER_JOB_MAX_PROCESSES)"},
+		{"clean exit names no limit even with a memory error in the tail", allLimits, stepResult{tail: "MemoryError"}, ""},
+		{"SIGXFSZ is the file-size limit", allLimits, stepResult{exit: procs.Exit{Code: -1, Signal: syscall.SIGXFSZ}}, "wrote a file larger than the output limit of 8 MB"},
+		{"Python's EFBIG is the file-size limit", allLimits, stepResult{exit: procs.Exit{Code: 1}, tail: "OSError: [Errno 27] File too large"}, "larger than the output limit"},
+		{"MemoryError", allLimits, stepResult{exit: procs.Exit{Code: 1}, tail: "MemoryError"}, "memory limit of 256 MB (ADE_WORKER_JOB_MEMORY_MB)"},
+		{"cannot allocate memory", allLimits, stepResult{exit: procs.Exit{Code: 1}, tail: "OSError: Cannot allocate memory"}, "memory limit"},
+		{"too many open files", allLimits, stepResult{exit: procs.Exit{Code: 1}, tail: "OSError: Too many open files"}, "open-files limit of 64 (ADE_WORKER_JOB_MAX_OPEN_FILES)"},
+		{"memory error without a memory limit is the engine's own", jobspec.Limits{}, stepResult{exit: procs.Exit{Code: 1}, tail: "MemoryError"}, ""},
+		{"SIGXFSZ without an output limit", jobspec.Limits{}, stepResult{exit: procs.Exit{Code: -1, Signal: syscall.SIGXFSZ}}, ""},
+		{"an ordinary failure", allLimits, stepResult{exit: procs.Exit{Code: 3}, tail: "ValueError: bad sheet"}, ""},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			j := &job{spec: &jobspec.Spec{Limits: tc.limits}}
+			got := j.limitMessage(tc.sr)
+			if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
+				t.Errorf("limitMessage = %q, want one containing %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestStepFailure(t *testing.T) {
+	cases := []struct {
+		name string
+		sr   stepResult
+		want *jobspec.Result // Error compared as a prefix; nil: success
+	}{
+		{"success", stepResult{}, nil},
+		{"limit wins over the exit code", stepResult{limit: limitOutput, exit: procs.Exit{Code: -1, Signal: syscall.SIGKILL}},
+			&jobspec.Result{Reason: jobspec.ReasonLimit, ExitCode: jobspec.CodeGenericFailure, Error: "Engine was stopped: it printed more"}},
+		{"timeout", stepResult{timedOut: true, exit: procs.Exit{Code: -1, Signal: syscall.SIGKILL}},
+			&jobspec.Result{Reason: jobspec.ReasonTimeout, ExitCode: jobspec.CodeTimeout, Error: "Engine timed out after 1m30s"}},
+		{"cancelled is retryable", stepResult{canceled: true, exit: procs.Exit{Code: -1, Signal: syscall.SIGTERM}},
+			&jobspec.Result{Reason: jobspec.ReasonCancelled, ExitCode: jobspec.CodeGenericFailure, Error: "Engine stopped: the job was cancelled", Retryable: true}},
+		{"crash is retryable and quotes stderr", stepResult{exit: procs.Exit{Code: -1, Signal: syscall.SIGSEGV}, tail: "Segmentation fault"},
+			&jobspec.Result{Reason: jobspec.ReasonEnvironment, ExitCode: jobspec.CodeGenericFailure, Error: "Engine crashed: killed by signal", Retryable: true}},
+		{"non-zero exit keeps the engine's code", stepResult{exit: procs.Exit{Code: 3}, tail: "ValueError: bad sheet"},
+			&jobspec.Result{Reason: jobspec.ReasonEngineFailed, ExitCode: 3, Error: "Engine failed with exit status 3: ValueError: bad sheet"}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			j := &job{spec: &jobspec.Spec{Limits: allLimits, TimeoutSeconds: 90}}
+			got := j.stepFailure("engine", tc.sr)
+			if tc.want == nil {
+				if got != nil {
+					t.Fatalf("stepFailure = %+v, want nil", got)
+				}
+				return
+			}
+			if got == nil {
+				t.Fatalf("stepFailure = nil, want %+v", tc.want)
+			}
+			if got.Status != jobspec.StatusFailed || got.Reason != tc.want.Reason || got.ExitCode != tc.want.ExitCode ||
+				got.Retryable != tc.want.Retryable || !strings.HasPrefix(got.Error, tc.want.Error) {
+				t.Errorf("stepFailure = %+v, want %+v", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestInstallSteps(t *testing.T) {
+	b := &jobspec.BuildSpec{Python: "/usr/bin/python3", EngineSpec: "/src/engine", ConfigDir: "/cfg"}
+	tmp := "/venvs/b.tmp-1"
+	py := venvPython(tmp)
+	pip := "-m pip install --disable-pip-version-check --no-input "
+	uv := *b
+	uv.UV = "/bin/uv"
+	cases := []struct {
+		name string
+		b    *jobspec.BuildSpec
+		want []string // "name: path args"
+	}{
+		{"pip", b, []string{
+			"build.step.venv: /usr/bin/python3 -m venv " + tmp,
+			"build.step.upgrade_pip: " + py + " " + pip + "--upgrade pip setuptools wheel",
+			"build.step.install_engine: " + py + " " + pip + "/src/engine",
+			"build.step.install_config: " + py + " " + pip + "/cfg",
+		}},
+		{"uv", &uv, []string{
+			"build.step.venv: /bin/uv venv --python /usr/bin/python3 " + tmp,
+			"build.step.install_engine: /bin/uv pip install --python " + py + " /src/engine",
+			"build.step.install_config: /bin/uv pip install --python " + py + " /cfg",
+		}},
+	}
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			steps := installSteps(tc.b, tmp)
+			var got []string
+			for _, s := range steps {
+				got = append(got, s.name+": "+s.path+" "+strings.Join(s.args, " "))
+				if s.what == "" {
+					t.Errorf("step %s has no description for messages", s.name)
+				}
+			}
+			if strings.Join(got, "\n") != strings.Join(tc.want, "\n") {
+				t.Errorf("steps:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
+			}
+		})
+	}
+}

@@ -1,0 +1,309 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"os"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ade-org/ade-worker/pkg/jobspec"
+	"github.com/ade-org/ade-worker/pkg/procs"
+	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/pkg/telemetry"
+)
+
+// Cancelling a job is writing its row (status 'cancelled', no claim), by the
+// ADE API or `supervisor cancel`. A queued job is then never claimed. For a
+// running job the supervisor that runs it learns of it by a PostgreSQL
+// NOTIFY, by a check of its own running jobs (every cancelPoll, and on every
+// SQLite file change), or when a heartbeat or fenced write finds the row no
+// longer running; it stops the job's processes, writes nothing more about
+// the job (the cancel wins), and ends it here as cancelled.
+
+// errCancelled is returned by persist when a fenced write failed because
+// the job's row was cancelled.
+var errCancelled = errors.New("job cancelled")
+
+// cancelPoll is how often the supervisor checks its running jobs' rows. On
+// SQLite it is the bound on how late a cancel is seen (file changes make it
+// faster still); on PostgreSQL NOTIFY is the fast path and this a backstop.
+func cancelPoll(dialect string) time.Duration {
+	if dialect == "postgres" {
+		return 3 * time.Second
+	}
+	return time.Second
+}
+
+// cancelCheckGap spaces checks that file changes trigger: a busy SQLite
+// file changes many times a second.
+const cancelCheckGap = 50 * time.Millisecond
+
+// runningJobs are the jobs this supervisor holds, by kind and id.
+type runningJobs struct {
+	mu   sync.Mutex
+	jobs map[store.JobRef]runningJob
+	// buildCancelled: some build was cancelled; fail its queued runs.
+	buildCancelled atomic.Bool
+	check          chan struct{} // look at every running job's row now
+}
+
+type runningJob struct {
+	lease *lease
+	log   zerolog.Logger
+}
+
+func (r *runningJobs) add(l *lease, log zerolog.Logger) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.jobs == nil {
+		r.jobs = map[store.JobRef]runningJob{}
+	}
+	r.jobs[l.fence.Ref()] = runningJob{lease: l, log: log}
+}
+
+func (r *runningJobs) remove(l *lease) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	delete(r.jobs, l.fence.Ref())
+}
+
+func (r *runningJobs) get(ref store.JobRef) (runningJob, bool) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	j, ok := r.jobs[ref]
+	return j, ok
+}
+
+func (r *runningJobs) refs() []store.JobRef {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	out := make([]store.JobRef, 0, len(r.jobs))
+	for ref := range r.jobs {
+		out = append(out, ref)
+	}
+	return out
+}
+
+// cancelSeen is the watcher's callback (see store.WatchQueue): a named job
+// is stopped at once if it runs here; a zero ref asks for a check of all.
+func (s *Supervisor) cancelSeen(ref store.JobRef) {
+	if ref.ID != "" {
+		if j, ok := s.running.get(ref); ok {
+			s.stopCancelled(j.log, j.lease, "notify")
+		}
+		if ref.Kind == store.KindBuild {
+			s.running.buildCancelled.Store(true)
+		} else {
+			return
+		}
+	}
+	select {
+	case s.running.check <- struct{}{}:
+	default:
+	}
+}
+
+// watchCancels checks the rows of the jobs this supervisor runs, every
+// cancelPoll and whenever cancelSeen asks, until ctx ends.
+func (s *Supervisor) watchCancels(ctx context.Context) {
+	t := time.NewTicker(cancelPoll(s.store.Dialect()))
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-t.C:
+		case <-s.running.check:
+		}
+		s.checkCancels(ctx)
+		select {
+		case <-ctx.Done():
+			return
+		case <-time.After(cancelCheckGap):
+		}
+	}
+}
+
+// checkCancels stops every running job whose row is cancelled: primary-key
+// lookups of this supervisor's own jobs, nothing when none runs.
+func (s *Supervisor) checkCancels(ctx context.Context) {
+	if s.running.buildCancelled.Swap(false) {
+		if _, err := s.store.FailRunsOfFailedBuilds(ctx, time.Now()); err != nil && ctx.Err() == nil {
+			s.log.Warn().Err(err).Msg("cannot fail the runs of a cancelled build; cleanup will")
+		}
+	}
+	refs := s.running.refs()
+	if len(refs) == 0 {
+		return
+	}
+	cancelled, err := s.store.Cancelled(ctx, refs)
+	if err != nil {
+		if ctx.Err() == nil {
+			s.log.Debug().Err(err).Msg("cannot check running jobs for cancels; will retry")
+		}
+		return
+	}
+	for _, ref := range cancelled {
+		if j, ok := s.running.get(ref); ok {
+			s.stopCancelled(j.log, j.lease, "poll")
+		}
+	}
+}
+
+// stopCancelled stops a job whose row was seen cancelled; via names how it
+// was seen. Only the first sighting logs.
+func (s *Supervisor) stopCancelled(log zerolog.Logger, l *lease, via string) {
+	if l.requestCancel() {
+		log.Info().Str("seen_by", via).Msg("cancel seen: stopping the job's processes")
+	}
+}
+
+// rowCancelled re-reads a job's status after a fenced write failed: a
+// cancelled row is a cancel, anything else a lost lease.
+func (s *Supervisor) rowCancelled(f store.Fence) bool {
+	for try := 0; try < 3; try++ {
+		ctx, done := context.WithTimeout(context.Background(), 10*time.Second)
+		status, err := s.queue.JobStatus(ctx, f.Kind, f.ID)
+		done()
+		if err == nil {
+			return status == store.StatusCancelled
+		}
+		if errors.Is(err, store.ErrNotFound) {
+			return false
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	return false
+}
+
+// confirmCancelled is how a job whose child was stopped for a cancel ends:
+// when the re-read row is cancelled it ends as cancelled; otherwise (the
+// row changed again) the claim is handed back, as on shutdown.
+func (s *Supervisor) confirmCancelled(log zerolog.Logger, l *lease) ending {
+	var status string
+	err := s.persist(log, l, "read the job's status", func() (err error) {
+		status, err = s.store.JobStatus(context.Background(), l.fence.Kind, l.fence.ID)
+		return err
+	})
+	if err == nil && status == store.StatusCancelled {
+		return ending{cancelled: true}
+	}
+	return ending{handBack: true, message: "Worker stopped the job for a cancel the row no longer shows; job handed back"}
+}
+
+// endCancelled is the one place a job ends as cancelled:
+// its row was read back cancelled, the worker has written nothing about it
+// since, and now appends the terminal event the row agrees with. A
+// cancelled build's queued runs are failed now rather than at the next
+// cleanup.
+func (s *Supervisor) endCancelled(log zerolog.Logger, l *lease, spec *jobspec.Spec, started time.Time) {
+	f := l.fence
+	l.outcome = telemetry.OutcomeCancelled
+	log.Info().Str("status", store.StatusCancelled).Str("outcome", telemetry.OutcomeCancelled).
+		Float64("duration_ms", float64(time.Since(started).Microseconds())/1000).
+		Msg("job cancelled: its processes are stopped and the worker wrote nothing more about it")
+	if f.Kind == store.KindBuild {
+		if _, err := s.store.FailRunsOfFailedBuilds(context.Background(), time.Now()); err != nil {
+			log.Warn().Err(err).Msg("cannot fail the runs of the cancelled build; cleanup will")
+		}
+	}
+	event, what := "run.complete", "Run cancelled"
+	if f.Kind == store.KindBuild {
+		event, what = "build.complete", "Build cancelled"
+	}
+	appendEvent(log, spec, "warning", event, what, terminalData(store.StatusCancelled, nil, "", f.Attempt))
+}
+
+// requestCancel records that the job's row was cancelled and stops its
+// child if one runs; it reports whether this was the first request.
+func (l *lease) requestCancel() bool {
+	l.cancelMu.Lock()
+	defer l.cancelMu.Unlock()
+	first := !l.cancelled
+	l.cancelled = true
+	if l.stopChild != nil {
+		l.stopChild()
+	}
+	return first
+}
+
+func (l *lease) cancelRequested() bool {
+	l.cancelMu.Lock()
+	defer l.cancelMu.Unlock()
+	return l.cancelled
+}
+
+// watchCancel has stop called on a cancel while the child runs (at once
+// when the job is already cancelled); the returned func ends that.
+func (l *lease) watchCancel(stop func()) (release func()) {
+	l.cancelMu.Lock()
+	defer l.cancelMu.Unlock()
+	l.stopChild = stop
+	if l.cancelled {
+		stop()
+	}
+	return func() {
+		l.cancelMu.Lock()
+		defer l.cancelMu.Unlock()
+		l.stopChild = nil
+	}
+}
+
+// cancelGrace is how long a cancelled job's processes have between SIGTERM
+// (the jobrunner then stops its engine) and SIGKILL of the whole tree. The
+// usual grace of a stopped job (seconds) is too long for a cancel.
+const cancelGrace = 500 * time.Millisecond
+
+// treeKiller kills a jobrunner and every process under it (its engine, the
+// engine's children, daemons the jobrunner adopted as their subreaper).
+type treeKiller struct {
+	mu    sync.Mutex
+	proc  *os.Process // a pidfd on Linux: never a reused pid
+	ended bool
+}
+
+// started records the jobrunner; called before anything can reap it.
+func (k *treeKiller) started(pid int) {
+	p, err := os.FindProcess(pid)
+	if err != nil {
+		return
+	}
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.proc = p
+}
+
+// exited disarms the killer once the jobrunner has been waited for.
+func (k *treeKiller) exited() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	k.ended = true
+	if k.proc != nil {
+		_ = k.proc.Release()
+	}
+}
+
+// kill SIGKILLs the tree, descendants first so none is orphaned beyond
+// reach, unless the jobrunner is already gone.
+func (k *treeKiller) kill() {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.ended || k.proc == nil || k.proc.Signal(syscall.Signal(0)) != nil {
+		return
+	}
+	for round := 0; round < 10; round++ {
+		victims := procs.Descendants(k.proc.Pid)
+		if len(victims) == 0 {
+			break
+		}
+		for _, pid := range victims {
+			_ = syscall.Kill(pid, syscall.SIGKILL)
+		}
+	}
+	_ = k.proc.Kill()
+}
