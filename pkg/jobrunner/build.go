@@ -256,18 +256,45 @@ func withBuildLock(ctx context.Context, venvsRoot, venv string, fn func()) error
 	if err != nil {
 		return err
 	}
-	if err := safepath.MkdirAll(root, filepath.Dir(rel), 0o755); err != nil {
-		return fmt.Errorf("create build folder: %w", err)
-	}
-	f, err := safepath.Open(root, rel, os.O_CREATE|os.O_RDWR, 0o644)
+	f, err := lockBuildFolder(ctx, root, rel)
 	if err != nil {
-		return fmt.Errorf("open build lock: %w", err)
+		return err
 	}
-	defer f.Close()
+	defer f.Close() // closing releases the lock
+	fn()
+	return nil
+}
+
+// lockBuildFolder waits for the build lock file root/rel and returns it
+// locked. The garbage collector removes unused build folders, lock file
+// included, while holding the lock: a lock won on a file that is no longer
+// at the path protects nothing, so it is taken again on the file there now.
+func lockBuildFolder(ctx context.Context, root, rel string) (*os.File, error) {
+	for {
+		if err := safepath.MkdirAll(root, filepath.Dir(rel), 0o755); err != nil {
+			return nil, fmt.Errorf("create build folder: %w", err)
+		}
+		f, err := safepath.Open(root, rel, os.O_CREATE|os.O_RDWR, 0o644)
+		if err != nil {
+			return nil, fmt.Errorf("open build lock: %w", err)
+		}
+		err = flockWait(ctx, f)
+		if err == nil && sameFile(f, root, rel) {
+			return f, nil
+		}
+		f.Close()
+		if err != nil {
+			return nil, err
+		}
+	}
+}
+
+// flockWait takes an exclusive flock on f, polling until ctx ends.
+func flockWait(ctx context.Context, f *os.File) error {
 	for {
 		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
 		if err == nil {
-			break
+			return nil
 		}
 		if err != syscall.EWOULDBLOCK {
 			return fmt.Errorf("lock build folder: %w", err)
@@ -278,7 +305,14 @@ func withBuildLock(ctx context.Context, venvsRoot, venv string, fn func()) error
 		case <-time.After(100 * time.Millisecond):
 		}
 	}
-	defer syscall.Flock(int(f.Fd()), syscall.LOCK_UN)
-	fn()
-	return nil
+}
+
+// sameFile reports whether the open file f is still the file root/rel.
+func sameFile(f *os.File, root, rel string) bool {
+	held, err := f.Stat()
+	if err != nil {
+		return false
+	}
+	now, err := safepath.Lstat(root, rel)
+	return err == nil && os.SameFile(held, now)
 }

@@ -234,6 +234,25 @@ func table() []setting {
 				return err
 			}},
 
+		{name: "gc-interval", env: env("ADE_WORKER_GC_INTERVAL"), def: "3600", category: catWorker, defText: "3600 (0: off)",
+			usage: "how often old run folders, unused venvs and leftover build folders are removed, in `SECONDS`",
+			set: func(s *Settings, v string) (err error) {
+				s.GCInterval, err = seconds(v, true)
+				return err
+			}},
+		{name: "run-artifact-ttl-days", env: env("ADE_WORKER_RUN_ARTIFACT_TTL_DAYS"), def: "30", category: catWorker, defText: "30 (0: keep forever)",
+			usage: "remove a finished run's folder this many `DAYS` after it completed",
+			set: func(s *Settings, v string) (err error) {
+				s.RunArtifactTTL, err = days(v)
+				return err
+			}},
+		{name: "venv-ttl-days", env: env("ADE_WORKER_VENV_TTL_DAYS"), def: "30", category: catWorker, defText: "30 (0: keep forever)",
+			usage: "remove a build's venv when no run has used it for this many `DAYS`",
+			set: func(s *Settings, v string) (err error) {
+				s.VenvTTL, err = days(v)
+				return err
+			}},
+
 		{name: "installer", env: env("ADE_WORKER_INSTALLER"), def: "auto", category: catJobs,
 			usage: "what builds install with: auto (uv when it is on PATH, else pip), uv or pip",
 			set: func(s *Settings, v string) (err error) {

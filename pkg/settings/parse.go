@@ -77,6 +77,16 @@ func seconds(v string, zeroOK bool) (time.Duration, error) {
 	return d, nil
 }
 
+// days parses a number of days such as "30" or "0.5"; 0 means never.
+func days(v string) (time.Duration, error) {
+	const want = "want a number of days, 0 or more (0 keeps forever)"
+	f, err := strconv.ParseFloat(v, 64)
+	if err != nil || math.IsNaN(f) || f < 0 || f*24*3600 >= float64(math.MaxInt64)/float64(time.Second) {
+		return 0, errors.New(want)
+	}
+	return time.Duration(f * 24 * float64(time.Hour)), nil
+}
+
 func formatSeconds(d time.Duration) string {
 	return strconv.FormatFloat(d.Seconds(), 'f', -1, 64)
 }

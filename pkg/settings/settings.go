@@ -67,6 +67,11 @@ type Settings struct {
 	// allow-list (ADE_WORKER_ENV_PASSTHROUGH).
 	EnvPassthrough []string
 
+	// Retention (the garbage collector); 0 means off / keep forever.
+	GCInterval     time.Duration // ADE_WORKER_GC_INTERVAL
+	RunArtifactTTL time.Duration // ADE_WORKER_RUN_ARTIFACT_TTL_DAYS
+	VenvTTL        time.Duration // ADE_WORKER_VENV_TTL_DAYS
+
 	LogLevel      string // a zerolog level name: debug, info, warn, error
 	LogFormat     string // json or console
 	ShutdownGrace time.Duration

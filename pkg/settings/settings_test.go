@@ -82,6 +82,9 @@ func TestDefaults(t *testing.T) {
 		LogLevel:          "info",
 		LogFormat:         "json",
 		ShutdownGrace:     30 * time.Second,
+		GCInterval:        time.Hour,
+		RunArtifactTTL:    30 * 24 * time.Hour,
+		VenvTTL:           30 * 24 * time.Hour,
 	}
 	if s.Installer != "pip" && !filepath.IsAbs(s.Installer) {
 		t.Errorf("Installer = %q, want pip or the path of uv", s.Installer)

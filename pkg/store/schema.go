@@ -196,6 +196,10 @@ var workerIndexes = []string{
 	`CREATE INDEX IF NOT EXISTS ix_runs_running_lease ON runs (claim_expires_at) WHERE status = 'running'`,
 	`CREATE INDEX IF NOT EXISTS ix_builds_queued_claim ON builds (created_at) WHERE status = 'queued'`,
 	`CREATE INDEX IF NOT EXISTS ix_builds_building_lease ON builds (claim_expires_at) WHERE status = 'building'`,
+	// The garbage collector's reads (pkg/gc): finished runs by when they
+	// ended, and a build's last use in one probe.
+	`CREATE INDEX IF NOT EXISTS ix_runs_finished_gc ON runs ((COALESCE(completed_at, cancelled_at)), id) WHERE status IN ('succeeded', 'failed', 'cancelled')`,
+	`CREATE INDEX IF NOT EXISTS ix_runs_build_last_use ON runs (build_id, (COALESCE(completed_at, started_at))) WHERE COALESCE(completed_at, started_at) IS NOT NULL`,
 	// The ADE API's rule: one queued or running run per document and configuration.
 	`CREATE UNIQUE INDEX IF NOT EXISTS uq_runs_active_job ON runs (workspace_id, input_document_id, configuration_id) WHERE status IN ('queued','running')`,
 }

@@ -101,9 +101,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	go func() { defer close(beats); s.heartbeats(beatCtx) }()
 	defer func() { stopBeats(); <-beats }()
 	var services sync.WaitGroup
-	services.Add(4)
+	services.Add(5)
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
+	go func() { defer services.Done(); s.collectGarbage(loopCtx) }()
 	go func() { defer services.Done(); s.every(loopCtx, s.cfg.CleanupInterval, s.cleanup) }()
 	go func() { defer services.Done(); s.every(loopCtx, s.cfg.RescueInterval(), s.rescueOnly) }()
 	go func() { defer services.Done(); s.every(loopCtx, s.cfg.MetricsInterval, s.logQueue) }()

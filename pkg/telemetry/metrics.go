@@ -38,8 +38,8 @@ type Observer interface {
 	// LeasesExpired: cleanup found n jobs of kind whose lease had expired
 	// and requeued or failed them (action).
 	LeasesExpired(kind, action string, n int)
-	// GCRemoved: the garbage collector removed n things of target (e.g.
-	// run_dirs, venvs, build_tmp).
+	// GCRemoved: the garbage collector removed n things of target
+	// (run_folder, venv, build_tmp: pkg/gc's targets).
 	GCRemoved(target string, n int)
 }
 
