@@ -101,22 +101,24 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	go func() { defer close(beats); s.heartbeats(beatCtx) }()
 	defer func() { stopBeats(); <-beats }()
 	var services sync.WaitGroup
-	services.Add(5)
+	service := func(fn func()) {
+		services.Add(1)
+		go func() { defer services.Done(); fn() }()
+	}
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
-	go func() { defer services.Done(); s.collectGarbage(loopCtx) }()
-	go func() { defer services.Done(); s.every(loopCtx, s.cfg.CleanupInterval, s.cleanup) }()
-	go func() { defer services.Done(); s.every(loopCtx, s.cfg.RescueInterval(), s.rescueOnly) }()
-	go func() { defer services.Done(); s.every(loopCtx, s.cfg.MetricsInterval, s.logQueue) }()
-	go func() { defer services.Done(); s.probe(loopCtx); s.every(loopCtx, probeEvery, s.probe) }()
+	service(func() { s.collectGarbage(loopCtx) })
+	service(func() { s.every(loopCtx, s.cfg.CleanupInterval, s.cleanup) })
+	service(func() { s.every(loopCtx, s.cfg.RescueInterval(), s.rescueOnly) })
+	service(func() { s.every(loopCtx, s.cfg.MetricsInterval, s.logQueue) })
+	service(func() { s.probe(loopCtx); s.every(loopCtx, probeEvery, s.probe) })
 	s.health.Set(telemetry.CondWakeups, true, "instant wake-ups on")
-	go func() {
-		defer services.Done()
+	service(func() {
 		s.store.WatchQueue(loopCtx, s.wakeupsUp, s.cancelSeen, func(err error) {
 			s.wakeupsDown(err)
 			s.log.Warn().Err(err).Msg("instant wake-ups unavailable; polling until they are back")
 		})
-	}()
+	})
 
 	// Cancels are watched until the last job ends, shutdown grace included.
 	cancelsDone := make(chan struct{})
