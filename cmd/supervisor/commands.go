@@ -55,6 +55,7 @@ func commands() []*cli.Command {
 			ArgsUsage: "RUN_OR_BUILD_ID",
 			Action:    withStore(printJobSpec),
 		},
+		healthCmd(),
 		{
 			Name:  "version",
 			Usage: "print the version",

@@ -121,6 +121,11 @@ func runWorker(c *cli.Context) error {
 	}
 	sup := supervisor.New(e.cfg, e.store, e.log, jobrunner)
 	sup.ExitWhenIdle = c.Bool("exit-when-idle")
+	stopHTTP, err := serveTelemetry(e, sup)
+	if err != nil {
+		return err
+	}
+	defer stopHTTP()
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
 	sigs := make(chan os.Signal, 2)
@@ -128,6 +133,7 @@ func runWorker(c *cli.Context) error {
 	defer signal.Stop(sigs)
 	go func() {
 		sig := <-sigs
+		sup.Health().Draining() // not ready before anything else
 		e.log.Info().Str("signal", sig.String()).Msg("stopping: no new claims; running jobs get the shutdown grace")
 		cancel()
 		sig = <-sigs

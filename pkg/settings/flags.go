@@ -226,6 +226,12 @@ func table() []setting {
 				s.ShutdownGrace, err = seconds(v, true)
 				return err
 			}},
+		{name: "http-addr", env: env("ADE_WORKER_HTTP_ADDR"), category: catWorker, defText: "off",
+			usage: "serve /livez, /readyz and /metrics on this `HOST:PORT` (e.g. :9464); empty: no HTTP server",
+			set: func(s *Settings, v string) (err error) {
+				s.HTTPAddr, err = httpAddr(v)
+				return err
+			}},
 
 		{name: "installer", env: env("ADE_WORKER_INSTALLER"), def: "auto", category: catJobs,
 			usage: "what builds install with: auto (uv when it is on PATH, else pip), uv or pip",

@@ -68,6 +68,10 @@ type Settings struct {
 	LogLevel      string // a zerolog level name: debug, info, warn, error
 	LogFormat     string // json or console
 	ShutdownGrace time.Duration
+
+	// HTTPAddr is where /livez, /readyz and /metrics are served
+	// (ADE_WORKER_HTTP_ADDR); "" means no HTTP server.
+	HTTPAddr string
 }
 
 // Error is a setting with a bad value.

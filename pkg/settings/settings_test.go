@@ -199,6 +199,10 @@ func TestValues(t *testing.T) {
 			got: func(s *Settings) any { return s.LogFormat }, want: func(string) any { return "console" }},
 		{name: "shutdown grace zero", env: map[string]string{"ADE_WORKER_SHUTDOWN_GRACE_SECONDS": "0"},
 			got: func(s *Settings) any { return s.ShutdownGrace }, want: func(string) any { return time.Duration(0) }},
+		{name: "http addr port only", env: map[string]string{"ADE_WORKER_HTTP_ADDR": ":9464"},
+			got: func(s *Settings) any { return s.HTTPAddr }, want: func(string) any { return ":9464" }},
+		{name: "http addr by flag", args: []string{"--http-addr", "127.0.0.1:0"},
+			got: func(s *Settings) any { return s.HTTPAddr }, want: func(string) any { return "127.0.0.1:0" }},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
@@ -279,6 +283,9 @@ func TestBadValues(t *testing.T) {
 		{env: "ADE_WORKER_JOB_BACKOFF_BASE_SECONDS", value: "-1"},
 		{env: "ADE_WORKER_JOB_BACKOFF_MAX_SECONDS", value: "soon"},
 		{env: "ADE_WORKER_SHUTDOWN_GRACE_SECONDS", value: "-1"},
+		{env: "ADE_WORKER_HTTP_ADDR", value: "9464"},
+		{env: "ADE_WORKER_HTTP_ADDR", value: ":http"},
+		{env: "ADE_WORKER_HTTP_ADDR", value: ":70000"},
 		{env: "ADE_WORKER_LOG_LEVEL", value: "verbose"},
 		{env: "ADE_LOG_LEVEL", value: "verbose"},
 		{env: "ADE_WORKER_LOG_FORMAT", value: "xml"},

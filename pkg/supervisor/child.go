@@ -111,6 +111,7 @@ func (s *Supervisor) heartbeat(ctx context.Context, log zerolog.Logger, l *lease
 			lost()
 			return
 		case ctx.Err() == nil:
+			s.obs.DBError("heartbeat")
 			log.Warn().Err(err).Msg("heartbeat failed; will retry")
 		}
 	}
@@ -121,6 +122,9 @@ type lease struct {
 	fence  store.Fence
 	length time.Duration
 	until  atomic.Int64 // unix nanoseconds
+	// outcome is how this worker's part ended (see ended); only the job's
+	// own goroutine touches it.
+	outcome string
 }
 
 func newLease(f store.Fence, length time.Duration, claimedAt time.Time) *lease {
@@ -143,6 +147,9 @@ func (s *Supervisor) persist(log zerolog.Logger, l *lease, what string, write fu
 	delay := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := write()
+		if err != nil && !errors.Is(err, store.ErrLeaseLost) {
+			s.obs.DBError("write")
+		}
 		switch {
 		case err == nil:
 			if attempt > 1 {

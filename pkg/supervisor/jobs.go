@@ -152,6 +152,7 @@ func (j *runJob) finish(ctx context.Context, log zerolog.Logger, plan *RunPlan, 
 		if err := s.requeue(ctx, log, j.lease, e); err != nil {
 			return
 		}
+		j.lease.ended(e)
 		appendEvent(log, plan.Spec, "warning", "run.requeued", "Run re-queued: "+e.message, map[string]any{"attempt": f.Attempt, "error": e.message})
 		return
 	}
@@ -164,6 +165,7 @@ func (j *runJob) finish(ctx context.Context, log zerolog.Logger, plan *RunPlan, 
 	if err := s.persist(log, j.lease, "run outcome", func() error { return s.store.FinishRun(ctx, f, o, time.Now()) }); err != nil {
 		return
 	}
+	j.lease.ended(e)
 	if e.result != nil && e.result.Reason == jobspec.ReasonVenvMissing {
 		if err := s.store.FailBuildEnvironmentMissing(ctx, plan.BuildID, time.Now()); err != nil {
 			log.Error().Err(err).Msg("cannot mark the build failed")
@@ -237,6 +239,7 @@ func (j *buildJob) execute(ctx context.Context, log zerolog.Logger) {
 		if err := s.requeue(ctx, log, j.lease, e); err != nil {
 			return
 		}
+		j.lease.ended(e)
 		appendEvent(log, spec, "warning", "build.requeued", "Build re-queued: "+e.message, map[string]any{"attempt": f.Attempt, "error": e.message})
 		return
 	}
@@ -247,6 +250,7 @@ func (j *buildJob) execute(ctx context.Context, log zerolog.Logger) {
 	if err := s.persist(log, j.lease, "build outcome", func() error { return s.store.FinishBuild(ctx, f, o, time.Now()) }); err != nil {
 		return
 	}
+	j.lease.ended(e)
 	status := "ready"
 	if !e.succeeded {
 		status = "failed"

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/pkg/telemetry"
 )
 
 // Supervisor runs the queue.
@@ -30,6 +31,12 @@ type Supervisor struct {
 	// anywhere (for batch use and demos).
 	ExitWhenIdle bool
 
+	// Observer is told about claims and job endings (metrics); set it
+	// before Run. New sets telemetry.Nop.
+	Observer telemetry.Observer
+	obs      telemetry.Observer
+	health   *telemetry.Health
+
 	slots chan struct{} // one token per running job
 	freed chan struct{} // a job ended: claim again without waiting
 	jobs  sync.WaitGroup
@@ -43,6 +50,8 @@ func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner 
 		slots:    make(chan struct{}, cfg.Concurrency),
 		freed:    make(chan struct{}, 1),
 		hardStop: make(chan struct{}),
+		Observer: telemetry.Nop{},
+		health:   newHealth(cfg.PollIntervalMax),
 	}
 }
 
@@ -55,9 +64,15 @@ func (s *Supervisor) StopNow() {
 // Run works the queue until ctx ends, then stops claiming, gives running jobs
 // the shutdown grace to finish, stops the rest and hands their claims back.
 func (s *Supervisor) Run(ctx context.Context) error {
+	s.obs = s.Observer
+	if s.obs == nil {
+		s.obs = telemetry.Nop{}
+	}
 	if err := s.store.CheckMigrated(ctx); err != nil {
+		s.health.Set(telemetry.CondSchema, false, err.Error())
 		return err
 	}
+	s.health.Set(telemetry.CondSchema, true, "migrated")
 	s.log.Info().Str("worker_id", s.cfg.WorkerID).Int("concurrency", s.cfg.Concurrency).
 		Str("database", s.store.Dialect()).Msg("supervisor started")
 
@@ -65,20 +80,24 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	jobsCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
 	defer stopJobs()
 	var services sync.WaitGroup
-	services.Add(3)
+	services.Add(4)
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
 	go func() { defer services.Done(); s.every(loopCtx, s.cfg.CleanupInterval, s.cleanup) }()
 	go func() { defer services.Done(); s.every(loopCtx, s.cfg.MetricsInterval, s.logQueue) }()
+	go func() { defer services.Done(); s.probe(loopCtx); s.every(loopCtx, probeEvery, s.probe) }()
+	s.health.Set(telemetry.CondWakeups, true, "instant wake-ups on")
 	go func() {
 		defer services.Done()
-		s.store.WatchQueue(loopCtx, s.wake, func(err error) {
+		s.store.WatchQueue(loopCtx, s.wakeupsUp, func(err error) {
+			s.wakeupsDown(err)
 			s.log.Warn().Err(err).Msg("instant wake-ups unavailable; polling until they are back")
 		})
 	}()
 
 	s.cleanup(ctx)
 	s.claimLoop(loopCtx, jobsCtx)
+	s.health.Draining()
 	stopLoop() // also stops the services when the loop ended by itself
 	services.Wait()
 	s.drain(stopJobs)
@@ -93,6 +112,7 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	for {
+		s.health.Tick()
 		select {
 		case <-ctx.Done():
 			return
@@ -112,6 +132,9 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 			claimed, err = s.claim(ctx, jobsCtx, free)
 			if ctx.Err() == nil {
 				outage.report(err)
+				if err != nil {
+					s.obs.DBError("claim")
+				}
 			}
 		}
 		switch {
@@ -179,8 +202,11 @@ func (s *Supervisor) start(ctx context.Context, j job, readyAt time.Time) {
 	f := j.claim().fence
 	log := s.log.With().Str("kind", string(f.Kind)).Str("job_id", f.ID).Int("attempt", f.Attempt).Logger()
 	log.Info().Float64("pickup_latency_ms", float64(time.Since(readyAt).Microseconds())/1000).Msg("job claimed")
+	claimedAt := time.Now()
+	s.obs.JobClaimed(string(f.Kind), claimedAt.Sub(readyAt))
 	go func() {
 		defer func() {
+			s.obs.JobEnded(string(f.Kind), j.claim().outcomeOf(), time.Since(claimedAt))
 			<-s.slots
 			s.jobs.Done()
 			select {
@@ -250,10 +276,12 @@ func (s *Supervisor) cleanup(ctx context.Context) {
 	res, err := s.store.Cleanup(ctx, time.Now(), s.cfg.Backoff, s.cfg.BuildTimeout)
 	if err != nil {
 		if !errors.Is(err, context.Canceled) {
+			s.obs.DBError("cleanup")
 			s.log.Error().Err(err).Msg("cleanup failed; will retry")
 		}
 		return
 	}
+	s.observeCleanup(res)
 	if res.Changed() {
 		s.log.Info().Int("runs_requeued", res.RunsRequeued).Int("runs_failed", res.RunsFailed).
 			Int("builds_requeued", res.BuildsRequeued).Int("builds_failed", res.BuildsFailed).
