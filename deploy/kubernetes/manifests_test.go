@@ -339,4 +339,3 @@ func mustFloat(t *testing.T, s string) float64 {
 	}
 	return f
 }
-
