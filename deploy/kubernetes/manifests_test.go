@@ -308,7 +308,8 @@ func trigger(t *testing.T, so *kedav1alpha1.ScaledObject) kedav1alpha1.ScaleTrig
 
 // replicas is what KEDA and the HPA make of a query value: zero while the
 // value is at most the activation threshold (minReplicaCount 0), else
-// ceil(value / target) within the replica bounds.
+// ceil(value / target) within the replica bounds (the HPA's 10 % tolerance
+// aside, which only delays a change of one pod near a boundary).
 func replicas(t *testing.T, so *kedav1alpha1.ScaledObject, value float64) int {
 	t.Helper()
 	md := trigger(t, so).Metadata
