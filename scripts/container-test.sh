@@ -31,7 +31,12 @@ say() { printf 'container-test [%3ds] %s\n' $((SECONDS - T0)) "$*" >&2; }
 die() { say "FAILED: $*"; exit 1; }
 
 cleanup() {
+  local status=$? c
   set +e
+  if [ "$status" != 0 ]; then # what the containers said, for the CI log
+    for c in "${CONTAINERS[@]}"; do docker logs --tail 30 "$c" 2>&1 | sed "s/^/$c: /" >&2; done
+    [ "$COMPOSE_UP" = 0 ] || compose logs --no-color --tail 30 >&2 2>&1
+  fi
   [ "$COMPOSE_UP" = 0 ] || compose down -v -t 5 >/dev/null 2>&1
   [ ${#CONTAINERS[@]} = 0 ] || docker rm -f "${CONTAINERS[@]}" >/dev/null 2>&1
   [ ${#VOLUMES[@]} = 0 ] || docker volume rm "${VOLUMES[@]}" >/dev/null 2>&1
