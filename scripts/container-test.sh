@@ -65,12 +65,13 @@ setup_engine() {
   die "dockerd did not answer within 60 s"
 }
 
-# newdb: a fresh database; prints its URL.
+# newdb NAME: a fresh database (dropped at exit); its URL in NEWDB. Not
+# called in $(...): the list of databases to drop must survive.
 newdb() {
   local name=ade_${TAG}_$1
   psql "$PG_ADMIN" -Xqc "CREATE DATABASE $name" >/dev/null || die "cannot create database $name at $PG_ADMIN"
   DBS+=("$name")
-  echo "${PG_ADMIN%/*}/$name"
+  NEWDB=${PG_ADMIN%/*}/$name
 }
 q() { psql "$1" -XAtqc "$2"; }
 
@@ -105,7 +106,8 @@ ct_run() {
 test_jobs_in_image() {
   say "1. jobs in the image as uid 10001"
   local db vol=ade-$TAG-data cfg out
-  db=$(newdb jobs)
+  newdb jobs
+  db=$NEWDB
   VOLUMES+=("$vol")
   mkdir -p "$WORK/in"
   expect "the image's user" "$(docker run --rm --entrypoint id "$IMAGE" -u):$(docker run --rm --entrypoint id "$IMAGE" -g)" "10001:10001"
@@ -172,7 +174,8 @@ runs_done() {
 test_compose_three_supervisors() {
   say "3. docker-compose up --scale supervisor=3"
   local mig sups id t0 code pids=()
-  DB_COMPOSE=$(newdb compose)
+  newdb compose
+  DB_COMPOSE=$NEWDB
   COMPOSE_UP=1
   compose up -d --scale supervisor=3 >"$WORK/compose-up.log" 2>&1 || { cat "$WORK/compose-up.log" >&2; die "compose up"; }
   mig=$(docker ps -aq --filter "label=com.docker.compose.project=ade$TAG" --filter label=com.docker.compose.service=migrate)
