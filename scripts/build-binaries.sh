@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Build both ade-worker binaries (supervisor and jobrunner) into OUT_DIR.
-# Used by the Dockerfile's build stage and by scripts/docker-build.sh in CI.
+# Used by the Dockerfile's build stage, the end-to-end tests and the bench.
 #
 #   scripts/build-binaries.sh OUT_DIR
 #

@@ -4,10 +4,13 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-unformatted=$(gofmt -l cmd pkg test)
+unformatted=$(gofmt -l cmd pkg test deploy)
 if [ -n "$unformatted" ]; then
   echo "gofmt would change:" $unformatted >&2
   exit 1
 fi
 go vet ./...
 go test -count=1 -timeout 25m -parallel 4 "$@" ./...
+# The Kubernetes manifests' test is its own module (k8s.io and KEDA stay out
+# of the worker's dependencies): strict decoding and the KEDA query on PostgreSQL.
+(cd deploy/kubernetes && go vet ./... && go test -count=1 -timeout 10m ./...)
