@@ -215,7 +215,7 @@ func table() []setting {
 				s.MetricsInterval, err = seconds(v, false)
 				return err
 			}},
-		{name: "worker-id", env: env("ADE_WORKER_ID"), defText: "<hostname>-<pid>", category: catWorker,
+		{name: "worker-id", env: env("ADE_WORKER_ID"), defText: "<hostname>-<pid>-<random>", category: catWorker,
 			usage: "this worker's name in job claims",
 			set: func(s *Settings, v string) (err error) {
 				s.WorkerID, err = workerID(v)

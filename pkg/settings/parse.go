@@ -1,6 +1,8 @@
 package settings
 
 import (
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"math"
@@ -145,7 +147,13 @@ func workerID(v string) (string, error) {
 		if err != nil || host == "" {
 			host = "worker"
 		}
-		return fmt.Sprintf("%s-%d", host, os.Getpid()), nil
+		// The random part keeps ids apart where host and pid repeat:
+		// containers on the host's network share its name, and each one's
+		// supervisor is often pid 1 or 7. Two supervisors with one id
+		// would pass each other's fences.
+		var b [3]byte
+		_, _ = rand.Read(b[:])
+		return fmt.Sprintf("%s-%d-%s", host, os.Getpid(), hex.EncodeToString(b[:])), nil
 	}
 	if len(v) > 255 {
 		return "", errors.New("want at most 255 bytes")

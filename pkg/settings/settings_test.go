@@ -8,6 +8,7 @@ import (
 	"os"
 	"path/filepath"
 	"reflect"
+	"regexp"
 	"strings"
 	"testing"
 	"time"
@@ -74,7 +75,7 @@ func TestDefaults(t *testing.T) {
 		PollIntervalMax:   2 * time.Second,
 		CleanupInterval:   30 * time.Second,
 		MetricsInterval:   30 * time.Second,
-		WorkerID:          fmt.Sprintf("%s-%d", host, os.Getpid()),
+		WorkerID:          s.WorkerID, // checked below: it has a random part
 		LeaseSeconds:      15 * time.Second,
 		MaxAttempts:       3,
 		BackoffBase:       5 * time.Second,
@@ -90,6 +91,9 @@ func TestDefaults(t *testing.T) {
 		t.Errorf("Installer = %q, want pip or the path of uv", s.Installer)
 	}
 	want.Installer = s.Installer // depends on whether uv is on PATH
+	if !regexp.MustCompile("^" + regexp.QuoteMeta(fmt.Sprintf("%s-%d-", host, os.Getpid())) + "[0-9a-f]{6}$").MatchString(s.WorkerID) {
+		t.Errorf("WorkerID = %q, want <hostname>-<pid>-<6 hex digits>", s.WorkerID)
+	}
 	if !reflect.DeepEqual(*s, want) {
 		t.Errorf("defaults:\n got %+v\nwant %+v", *s, want)
 	}
