@@ -90,7 +90,9 @@ func TestRunningJobs(t *testing.T) {
 // TestTreeKiller: a jobrunner-like process that ignores SIGTERM, and its
 // child that does too, are both killed.
 func TestTreeKiller(t *testing.T) {
-	cmd := exec.Command("sh", "-c", `trap '' TERM; sleep 60 & echo $!; wait`)
+	// The shell outlives its child by spinning (no new process), so it is
+	// still there for the SIGKILL that follows its descendants'.
+	cmd := exec.Command("sh", "-c", `trap '' TERM; sleep 60 & echo $!; wait; while :; do :; done`)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)
