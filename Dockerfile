@@ -59,6 +59,10 @@ COPY --from=build /out/supervisor /out/jobrunner /usr/local/bin/
 COPY test/engine /usr/local/share/ade-worker/test-engine
 COPY test/config /usr/local/share/ade-worker/sample-config
 COPY test/samples /usr/local/share/ade-worker/samples
+# The sample configuration's build backend is a link to the engine's copy in
+# the repository (one file, two packages); here it becomes a file of its own.
+RUN cp --remove-destination /usr/local/share/ade-worker/test-engine/_adebuild.py \
+    /usr/local/share/ade-worker/sample-config/_adebuild.py
 
 # Defaults point at /data; override any ADE_* setting at run time (see README).
 ENV ADE_DATABASE_URL=sqlite:////data/db/ade.sqlite \

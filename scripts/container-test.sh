@@ -84,7 +84,8 @@ wait_for() {
     sleep 1
   done
 }
-expect() { [ "$2" = "$3" ] || die "$1: got '$2', want '$3'"; }
+# expect WHAT GOT WANT [DETAIL]: DETAIL is shown when GOT is not WANT.
+expect() { [ "$2" = "$3" ] || die "$1: got '$2', want '$3'${4:+ ($4)}"; }
 
 
 SHARE=/usr/local/share/ade-worker
@@ -122,7 +123,8 @@ test_jobs_in_image() {
     echo "$cfg"' 2>"$WORK/enqueue.log") || { cat "$WORK/enqueue.log" >&2; die "enqueue in the image"; }
   cfg=$out
   ct_run "$db" "$vol" "$IMAGE" --exit-when-idle >"$WORK/jobs.log" 2>&1 || { tail -30 "$WORK/jobs.log" >&2; die "supervisor --exit-when-idle"; }
-  expect "builds" "$(q "$db" "SELECT status || ' ' || count(*) FROM builds GROUP BY status")" "ready 1"
+  expect "builds" "$(q "$db" "SELECT status || ' ' || count(*) FROM builds GROUP BY status")" "ready 1" \
+    "$(q "$db" "SELECT error_message FROM builds WHERE status <> 'ready'")"
   expect "runs" "$(q "$db" "SELECT status || ' ' || count(*) FROM runs WHERE configuration_id = '$cfg' AND exit_code = 0 GROUP BY status")" "succeeded 3"
   expect "documents" "$(q "$db" "SELECT status || ' ' || count(*) FROM documents GROUP BY status")" "processed 3"
   expect "run metrics" "$(q "$db" "SELECT count(*) FROM run_metrics")" "3"
