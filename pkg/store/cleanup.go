@@ -72,12 +72,15 @@ FROM v WHERE id = v.vid AND attempt_count = v.vattempt AND status = ? AND claim_
 RETURNING id, status`
 	err = s.tx(ctx, func(tx *gorm.DB) error {
 		requeued, failed = 0, 0
-		var rows []struct{ ID, Status string }
+		var rows []struct {
+			ID     string
+			Status Status
+		}
 		if err := tx.Raw(q, args...).Scan(&rows).Error; err != nil {
 			return err
 		}
 		for _, r := range rows {
-			if r.Status == "queued" {
+			if r.Status == StatusQueued {
 				requeued++
 				continue
 			}

@@ -65,7 +65,7 @@ func TestCleanup(t *testing.T) {
 	expired, live := ptr(now.Add(-time.Second)), ptr(now.Add(time.Hour))
 
 	type want struct {
-		status    string
+		status    store.Status
 		attempt   int
 		available *time.Duration // from now; nil: unchanged
 		errMsg    string         // "": unchanged

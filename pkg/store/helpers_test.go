@@ -129,7 +129,7 @@ func (e *env) hold(t testing.TB, kind store.Kind, id, worker string, attempt, ma
 
 // jobRow is the queue state of one run or build.
 type jobRow struct {
-	Status         string
+	Status         store.Status
 	ClaimedBy      sql.NullString
 	ClaimExpiresAt store.Time
 	StartedAt      store.Time

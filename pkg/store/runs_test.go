@@ -164,9 +164,9 @@ func TestFinishRun(t *testing.T) {
 				}
 
 				r := e.runRow(t, runID)
-				wantStatus, wantDoc := "failed", "failed"
+				wantStatus, wantDoc := store.StatusFailed, "failed"
 				if tc.succeeded {
-					wantStatus, wantDoc = "succeeded", "processed"
+					wantStatus, wantDoc = store.StatusSucceeded, "processed"
 				}
 				if r.Status != wantStatus || r.ClaimExpiresAt.Valid || r.ErrorMessage.String != tc.errMsg || r.ErrorMessage.Valid != (tc.errMsg != "") {
 					t.Errorf("run: %+v", r)
@@ -260,7 +260,7 @@ func TestFinishBuild(t *testing.T) {
 	cases := []struct {
 		name       string
 		outcome    store.BuildOutcome
-		wantStatus string
+		wantStatus store.Status
 		wantActive bool
 	}{
 		{"ready", store.BuildOutcome{Succeeded: true, ExitCode: ptr(0), EngineVersion: "1.2.3", PythonVersion: "3.12.1"}, "ready", true},
