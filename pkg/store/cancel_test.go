@@ -228,7 +228,7 @@ func TestWatchQueueReportsCancels(t *testing.T) {
 		for len(want) > 0 {
 			// Cancel again until seen: the watcher may not listen yet.
 			for ref := range want {
-				other.DB().Exec(`UPDATE `+map[store.Kind]string{store.KindRun: "runs", store.KindBuild: "builds"}[ref.Kind]+
+				other.TestDB().Exec(`UPDATE `+map[store.Kind]string{store.KindRun: "runs", store.KindBuild: "builds"}[ref.Kind]+
 					` SET status = 'queued' WHERE id = ?`, ref.ID)
 				if _, err := other.CancelJob(ctx, ref.Kind, ref.ID); err != nil {
 					t.Fatal(err)

@@ -45,7 +45,7 @@ func cleanup(t *testing.T, e *env, backoff func(int) time.Duration, buildTimeout
 			res.BuildsRequeued, res.BuildsFailed = requeued, failed
 		}
 	}
-	stuck, err := e.s.FailUnleasedBuilds(ctx, buildTimeout)
+	stuck, err := e.s.FailUnleasedBuilds(ctx, buildTimeout, fmt.Sprintf("Build timed out after %s", buildTimeout))
 	if err != nil {
 		t.Fatal(err)
 	}

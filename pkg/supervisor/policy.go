@@ -56,6 +56,12 @@ func rejected(r *Rejection) ending {
 	return ending{code: &code, message: r.Message}
 }
 
+// stuckBuildMessage is the error of a build failed for being left building
+// without a lease past the build timeout.
+func stuckBuildMessage(timeout time.Duration) string {
+	return fmt.Sprintf("Build timed out after %s", timeout)
+}
+
 // expiryDecisions is the policy for jobs whose lease expired (their
 // supervisor died or froze): another attempt after the backoff of the
 // attempt that was lost, or failure once attempts are used up.

@@ -50,7 +50,7 @@ func (s *Supervisor) cleanupPass(ctx context.Context) (cleanupResult, error) {
 	if err != nil {
 		return res, err
 	}
-	stuck, err := s.store.FailUnleasedBuilds(ctx, s.cfg.BuildTimeout)
+	stuck, err := s.store.FailUnleasedBuilds(ctx, s.cfg.BuildTimeout, stuckBuildMessage(s.cfg.BuildTimeout))
 	if err != nil {
 		return res, err
 	}
