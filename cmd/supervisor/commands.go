@@ -288,14 +288,14 @@ func printJobSpec(c *cli.Context, e *env) error {
 		return err
 	}
 	b.AttemptCount++
-	spec, rej, err := p.PlanBuild(c.Context, b)
+	plan, err := p.PlanBuild(c.Context, b)
 	if err != nil {
 		return err
 	}
-	if rej != nil {
-		return fmt.Errorf("build %s cannot start: %s", id, rej.Message)
+	if plan.Reject != nil {
+		return fmt.Errorf("build %s cannot start: %s", id, plan.Reject.Message)
 	}
-	return spec.Encode(os.Stdout)
+	return plan.Spec.Encode(os.Stdout)
 }
 
 // copyTree copies a configuration package folder, skipping caches. A

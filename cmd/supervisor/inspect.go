@@ -122,7 +122,7 @@ type eventsDoc struct {
 // describe gathers what inspect shows about j.
 func describe(j *store.JobDetail, lay layout.Layout, now time.Time) *inspectDoc {
 	d := &inspectDoc{
-		Kind: string(j.Kind), ID: j.ID, Status: j.Status, WorkspaceID: j.WorkspaceID, ConfigurationID: j.ConfigurationID,
+		Kind: string(j.Kind), ID: j.ID, Status: string(j.Status), WorkspaceID: j.WorkspaceID, ConfigurationID: j.ConfigurationID,
 		AttemptCount: j.AttemptCount, MaxAttempts: j.MaxAttempts, ClaimedBy: nullString(j.ClaimedBy),
 		ClaimExpiresAt: jsonTime(j.ClaimExpiresAt), ExitCode: nullInt(j.ExitCode), ErrorMessage: nullString(j.ErrorMessage),
 		Times: map[string]*string{"created_at": jsonTime(j.CreatedAt), "available_at": jsonTime(j.AvailableAt),

@@ -34,10 +34,10 @@ type recentJob struct {
 func writeStatusJSON(w io.Writer, counts []store.StatusCount, jobs []store.JobSummary) error {
 	doc := statusDoc{Counts: []statusCount{}, Recent: []recentJob{}}
 	for _, n := range counts {
-		doc.Counts = append(doc.Counts, statusCount{Kind: string(n.Kind), Status: n.Status, Count: n.Count})
+		doc.Counts = append(doc.Counts, statusCount{Kind: string(n.Kind), Status: string(n.Status), Count: n.Count})
 	}
 	for _, j := range jobs {
-		doc.Recent = append(doc.Recent, recentJob{Kind: string(j.Kind), ID: j.ID, Status: j.Status,
+		doc.Recent = append(doc.Recent, recentJob{Kind: string(j.Kind), ID: j.ID, Status: string(j.Status),
 			AttemptCount: j.AttemptCount, ExitCode: nullInt(j.ExitCode), ClaimedBy: nullString(j.ClaimedBy),
 			CreatedAt: jsonTime(j.CreatedAt), ErrorMessage: nullString(j.ErrorMessage)})
 	}

@@ -176,7 +176,7 @@ func (t *tailer) ended(ctx context.Context) bool {
 		return false
 	}
 	t.job = j
-	return store.Terminal(j.Status)
+	return j.Status.Final()
 }
 
 func sleep(ctx context.Context, d time.Duration) error {

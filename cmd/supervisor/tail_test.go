@@ -152,8 +152,8 @@ func (s *syncBuffer) String() string {
 func TestTailFollow(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "logs", "events.ndjson")
 	var mu sync.Mutex
-	status := "queued"
-	setStatus := func(s string) { mu.Lock(); status = s; mu.Unlock() }
+	status := store.StatusQueued
+	setStatus := func(s store.Status) { mu.Lock(); status = s; mu.Unlock() }
 	reread := func(_ context.Context, id string) (*store.JobDetail, error) {
 		mu.Lock()
 		defer mu.Unlock()

@@ -48,7 +48,7 @@ func newQueueRows(t *testing.T, dbURL string) *queueRows {
 }
 
 func (q *queueRows) exec(sql string, args ...any) {
-	if err := q.st.DB().WithContext(q.ctx).Exec(sql, args...).Error; err != nil {
+	if err := q.st.TestDB().WithContext(q.ctx).Exec(sql, args...).Error; err != nil {
 		q.t.Fatalf("%s: %v", sql, err)
 	}
 }

@@ -29,8 +29,8 @@ import (
 	"github.com/ade-org/ade-worker/pkg/safepath"
 )
 
-// DefaultMaxLineBytes bounds one line of engine output when Options.MaxLineBytes
-// is zero. Longer lines are cut (see Log.Pipe).
+// DefaultMaxLineBytes bounds one line of engine output (this package's tests
+// set a smaller bound). Longer lines are cut (see Log.Pipe).
 const DefaultMaxLineBytes = 4 << 20
 
 // writeBufferBytes is the size of the Log's write buffer.
@@ -53,9 +53,10 @@ type Context struct {
 
 // Options tune a Log.
 type Options struct {
-	// MaxLineBytes bounds one line of engine output read by Pipe, and so the
-	// memory one Pipe uses. 0 means DefaultMaxLineBytes.
-	MaxLineBytes int
+	// maxLineBytes bounds one line of engine output read by Pipe, and so the
+	// memory one Pipe uses. 0 means DefaultMaxLineBytes. Only this
+	// package's tests set it, to reach the bound with short lines.
+	maxLineBytes int
 	// Root, when set, is a shared folder the events file lies below: the
 	// file and its folders are opened and created from it without
 	// following any symbolic link (package safepath).
@@ -99,10 +100,10 @@ type ctxKey struct {
 // previous writer died mid-line, or the disk filled up), that partial line
 // is cut so the file ends on a complete line.
 func Open(path string, c Context, opts Options) (*Log, error) {
-	if opts.MaxLineBytes < 0 {
-		return nil, fmt.Errorf("eventlog: MaxLineBytes %d is negative; use 0 for the default", opts.MaxLineBytes)
+	if opts.maxLineBytes < 0 {
+		return nil, fmt.Errorf("eventlog: maxLineBytes %d is negative; use 0 for the default", opts.maxLineBytes)
 	}
-	maxLine := opts.MaxLineBytes
+	maxLine := opts.maxLineBytes
 	if maxLine == 0 {
 		maxLine = DefaultMaxLineBytes
 	}

@@ -246,8 +246,8 @@ func TestOpen(t *testing.T) {
 			t.Fatalf("file = %q", raw)
 		}
 	})
-	t.Run("rejects negative MaxLineBytes", func(t *testing.T) {
-		if _, err := Open(filepath.Join(t.TempDir(), "e"), testCtx, Options{MaxLineBytes: -1}); err == nil {
+	t.Run("rejects negative maxLineBytes", func(t *testing.T) {
+		if _, err := Open(filepath.Join(t.TempDir(), "e"), testCtx, Options{maxLineBytes: -1}); err == nil {
 			t.Fatal("Open succeeded")
 		}
 	})

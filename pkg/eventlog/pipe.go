@@ -38,8 +38,8 @@ var envelopeKeys = [...]string{"event_id", "engine_run_id", "timestamp", "level"
 //     message is the line (without its "\r\n" or "\n") and whose data has
 //     "scope" and "stream"; its level is "error" when stream is "stderr",
 //     else "info". Blank lines are skipped.
-//   - A line longer than MaxLineBytes is cut on a UTF-8 boundary to at most
-//     MaxLineBytes bytes, written as a console.line with " …[truncated N
+//   - A line longer than DefaultMaxLineBytes is cut on a UTF-8 boundary to
+//     at most that many bytes, written as a console.line with " …[truncated N
 //     bytes]" appended to its message and data.truncated true; the rest of
 //     the line is read and dropped. So memory stays bounded whatever r holds.
 //

@@ -228,7 +228,7 @@ func TestPipeTruncation(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
-			events, _ := pipeOne(t, Options{MaxLineBytes: max}, tt.line+"\nafter\n", "stdout")
+			events, _ := pipeOne(t, Options{maxLineBytes: max}, tt.line+"\nafter\n", "stdout")
 			if len(events) != 2 {
 				t.Fatalf("got %d events, want 2: %v", len(events), events)
 			}
@@ -269,7 +269,7 @@ func TestPipeLinesAcrossReads(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			line := strings.Repeat("x", tt.size)
-			events, _ := pipeOne(t, Options{MaxLineBytes: max}, line+"\r\n{\"event\":\"after\"}", "stderr")
+			events, _ := pipeOne(t, Options{maxLineBytes: max}, line+"\r\n{\"event\":\"after\"}", "stderr")
 			if len(events) != 2 || events[1]["event"] != "after" {
 				t.Fatalf("got %d events, want the line and after", len(events))
 			}
@@ -372,7 +372,7 @@ func TestPipeInvalidUTF8AndBinary(t *testing.T) {
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
 			for _, max := range []int{0, 7} {
-				events, _ := pipeOne(t, Options{MaxLineBytes: max}, tt.input, "stderr")
+				events, _ := pipeOne(t, Options{maxLineBytes: max}, tt.input, "stderr")
 				if tt.want == nil || max != 0 {
 					continue
 				}
@@ -533,7 +533,7 @@ func FuzzPipe(f *testing.F) {
 		f.Add([]byte(s))
 	}
 	f.Fuzz(func(t *testing.T, input []byte) {
-		l := openLog(t, testCtx, Options{MaxLineBytes: 32})
+		l := openLog(t, testCtx, Options{maxLineBytes: 32})
 		if err := l.Pipe(bytes.NewReader(input), "run", "stdout", nil); err != nil {
 			t.Fatal(err)
 		}

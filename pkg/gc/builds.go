@@ -51,7 +51,7 @@ func (c *Collector) build(ctx context.Context, b store.GCBuild, inUse string, no
 		return nil
 	}
 	c.tmpFolders(dir, now, res)
-	if c.policy.VenvTTL <= 0 || b.Status == "queued" || b.Status == "building" || inUse != "" {
+	if c.policy.VenvTTL <= 0 || b.Status == store.StatusQueued || b.Status == store.StatusBuilding || inUse != "" {
 		return nil
 	}
 	runs, err := c.store.BuildLastUse(ctx, b.ID)
@@ -90,11 +90,11 @@ func (c *Collector) removeVenv(ctx context.Context, b store.GCBuild, dir, why st
 	restore := hideMarker(c.layout.Venvs, filepath.Join(rel, ".venv"))
 	defer restore(false)
 	used, err := c.store.BuildsInUse(ctx)
-	var status string
+	var status store.Status
 	if err == nil {
 		status, err = c.store.BuildStatus(ctx, b.ID)
 	}
-	if err != nil || used[b.ID] != "" || status == "queued" || status == "building" {
+	if err != nil || used[b.ID] != "" || status == store.StatusQueued || status == store.StatusBuilding {
 		restore(true)
 		if errors.Is(err, store.ErrNotFound) {
 			return nil

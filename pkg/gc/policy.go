@@ -30,8 +30,8 @@ func runVerdict(r store.FinishedRun, now time.Time, ttl time.Duration) (bool, st
 	switch {
 	case ttl <= 0:
 		return false, "run folders are kept forever"
-	case r.Status != "succeeded" && r.Status != "failed" && r.Status != "cancelled":
-		return false, "run is " + r.Status
+	case !r.Status.Final():
+		return false, "run is " + string(r.Status)
 	case !r.DoneAt.Valid:
 		return false, "run has no completed_at"
 	case now.Sub(r.DoneAt.Time) <= ttl:
@@ -64,8 +64,8 @@ func venvVerdict(b store.GCBuild, inUse string, lastUse, now time.Time, ttl time
 	switch {
 	case ttl <= 0:
 		return false, "venvs are kept forever"
-	case b.Status == "queued" || b.Status == "building":
-		return false, "build is " + b.Status
+	case b.Status == store.StatusQueued || b.Status == store.StatusBuilding:
+		return false, "build is " + string(b.Status)
 	case inUse != "":
 		return false, inUse
 	case lastUse.IsZero():

@@ -45,7 +45,7 @@ func newVenvWorld(t *testing.T) *venvWorld {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := st.DB().Exec(`UPDATE builds SET status = 'ready', finished_at = ? WHERE id = ?`, st.TimeArg(old), id).Error; err != nil {
+	if err := st.TestDB().Exec(`UPDATE builds SET status = 'ready', finished_at = ? WHERE id = ?`, st.TestTime(old), id).Error; err != nil {
 		t.Fatal(err)
 	}
 	lay := layout.Layout{Runs: filepath.Join(root, "runs"), Venvs: filepath.Join(root, "venvs"), Configs: root, Documents: root}

@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"time"
 
 	"github.com/urfave/cli/v2"
 )
@@ -36,15 +37,16 @@ type setting struct {
 	defText  string // shown in help instead of def
 	usage    string
 	category string
-	// set parses v (trimmed, default applied) into s. Its error says what is
-	// wanted, e.g. "want a positive integer".
-	set func(s *Settings, v string) error
+	// set parses v (trimmed, default applied) into its field of the Settings
+	// the table was made for. Its error says what is wanted, e.g. "want a
+	// positive integer".
+	set func(v string) error
 }
 
 // Flags returns one flag per setting, each with its environment variables,
 // for a cli.App or cli.Command whose action calls FromCLI.
 func Flags() []cli.Flag {
-	t := table()
+	t := table(&Settings{})
 	flags := make([]cli.Flag, len(t))
 	for i, st := range t {
 		flags[i] = &cli.StringFlag{
@@ -92,228 +94,129 @@ func defaultConcurrency() int {
 	return max(1, min(4, runtime.NumCPU()/2))
 }
 
-func table() []setting {
+// table is every setting, each parsing into its field of s.
+func table(s *Settings) []setting {
 	return []setting{
 		{name: "database-url", env: env(envDatabaseURL), def: "sqlite:///./data/db/ade.sqlite", category: catDatabase,
 			usage: "the queue's database: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user:password@host/db",
-			set: func(s *Settings, v string) (err error) {
+			set: func(v string) (err error) {
 				s.DatabaseURL = v
 				s.Database, err = ParseDatabaseURL(v)
 				return err
 			}},
 		{name: "database-sqlite-journal-mode", env: env("ADE_DATABASE_SQLITE_JOURNAL_MODE"), def: "WAL", category: catDatabase,
 			usage: "SQLite journal_mode: DELETE, TRUNCATE, PERSIST, MEMORY, WAL or OFF",
-			set: func(s *Settings, v string) (err error) {
-				s.SQLiteJournalMode, err = oneOf(v, "DELETE", "TRUNCATE", "PERSIST", "MEMORY", "WAL", "OFF")
-				return err
-			}},
+			set:   enum(&s.SQLiteJournalMode, "DELETE", "TRUNCATE", "PERSIST", "MEMORY", "WAL", "OFF")},
 		{name: "database-sqlite-synchronous", env: env("ADE_DATABASE_SQLITE_SYNCHRONOUS"), def: "NORMAL", category: catDatabase,
-			usage: "SQLite synchronous: OFF, NORMAL, FULL or EXTRA",
-			set: func(s *Settings, v string) (err error) {
-				s.SQLiteSynchronous, err = oneOf(v, "OFF", "NORMAL", "FULL", "EXTRA")
-				return err
-			}},
+			usage: "SQLite synchronous: OFF, NORMAL, FULL or EXTRA", set: enum(&s.SQLiteSynchronous, "OFF", "NORMAL", "FULL", "EXTRA")},
 		{name: "database-sqlite-busy-timeout-ms", env: env("ADE_DATABASE_SQLITE_BUSY_TIMEOUT_MS"), def: "30000", category: catDatabase,
-			usage: "how long SQLite waits for a lock, in `MILLISECONDS`",
-			set: func(s *Settings, v string) (err error) {
-				s.SQLiteBusyTimeout, err = milliseconds(v)
-				return err
-			}},
+			usage: "how long SQLite waits for a lock, in `MILLISECONDS`", set: into(&s.SQLiteBusyTimeout, milliseconds)},
 
-		dir("workspaces-dir", "ADE_WORKSPACES_DIR", "./data/workspaces", "", "root of the workspaces' files",
-			func(s *Settings) *string { return &s.WorkspacesDir }),
-		dir("documents-dir", "ADE_DOCUMENTS_DIR", "", "the workspaces dir", "root of the stored documents",
-			func(s *Settings) *string { return &s.DocumentsDir }),
-		dir("configs-dir", "ADE_CONFIGS_DIR", "", "the workspaces dir", "root of the configuration packages",
-			func(s *Settings) *string { return &s.ConfigsDir }),
-		dir("runs-dir", "ADE_RUNS_DIR", "", "the workspaces dir", "root of the run folders",
-			func(s *Settings) *string { return &s.RunsDir }),
-		dir("venvs-dir", "ADE_VENVS_DIR", "./data/venvs", "", "root of the build virtual environments",
-			func(s *Settings) *string { return &s.VenvsDir }),
-		dir("pip-cache-dir", "ADE_PIP_CACHE_DIR", "./data/cache/pip", "", "pip's cache, shared by builds",
-			func(s *Settings) *string { return &s.PipCacheDir }),
+		dir("workspaces-dir", "ADE_WORKSPACES_DIR", "./data/workspaces", "", "root of the workspaces' files", &s.WorkspacesDir),
+		dir("documents-dir", "ADE_DOCUMENTS_DIR", "", "the workspaces dir", "root of the stored documents", &s.DocumentsDir),
+		dir("configs-dir", "ADE_CONFIGS_DIR", "", "the workspaces dir", "root of the configuration packages", &s.ConfigsDir),
+		dir("runs-dir", "ADE_RUNS_DIR", "", "the workspaces dir", "root of the run folders", &s.RunsDir),
+		dir("venvs-dir", "ADE_VENVS_DIR", "./data/venvs", "", "root of the build virtual environments", &s.VenvsDir),
+		dir("pip-cache-dir", "ADE_PIP_CACHE_DIR", "./data/cache/pip", "", "pip's cache, shared by builds", &s.PipCacheDir),
 		{name: "engine-spec", env: env("ADE_ENGINE_SPEC"), def: "apps/ade-engine", category: catPaths,
 			usage: "the ADE engine to install in builds: a local path or a pip requirement",
-			set: func(s *Settings, v string) error {
-				s.EngineSpec = ResolveEngineSpec(v)
-				return nil
-			}},
+			set:   into(&s.EngineSpec, func(v string) (string, error) { return ResolveEngineSpec(v), nil })},
 		{name: "python", env: env("ADE_PYTHON"), defText: "python3, else python, found on PATH", category: catPaths,
-			usage: "the Python interpreter that creates build environments",
-			set: func(s *Settings, v string) (err error) {
-				s.Python, err = resolvePython(v)
-				return err
-			}},
+			usage: "the Python interpreter that creates build environments", set: into(&s.Python, resolvePython)},
 
 		{name: "build-timeout", env: env("ADE_BUILD_TIMEOUT"), def: "600", category: catJobs,
-			usage: "stop a build (or a validate-only run) after `SECONDS`",
-			set: func(s *Settings, v string) (err error) {
-				s.BuildTimeout, err = seconds(v, false)
-				return err
-			}},
+			usage: "stop a build (or a validate-only run) after `SECONDS`", set: secondsInto(&s.BuildTimeout, false)},
 		{name: "run-timeout-seconds", env: env("ADE_RUN_TIMEOUT_SECONDS"), defText: "no limit", category: catJobs,
-			usage: "stop a run after `SECONDS`",
-			set: func(s *Settings, v string) (err error) {
-				if v != "" {
-					s.RunTimeout, err = seconds(v, false)
-				}
-				return err
-			}},
+			usage: "stop a run after `SECONDS`", set: optional(secondsInto(&s.RunTimeout, false))},
 		{name: "job-lease-seconds", env: env(envLease), def: "15", category: catJobs,
 			usage: "how long a claim on a job lasts without a heartbeat, in `SECONDS`: a crashed host's jobs start again after about this long",
-			set: func(s *Settings, v string) (err error) {
-				s.LeaseSeconds, err = seconds(v, false)
-				return err
-			}},
+			set:   secondsInto(&s.LeaseSeconds, false)},
 		{name: "job-max-attempts", env: env("ADE_WORKER_JOB_MAX_ATTEMPTS"), def: "3", category: catJobs,
-			usage: "how many times a job is tried before it fails",
-			set: func(s *Settings, v string) (err error) {
-				s.MaxAttempts, err = positiveInt(v)
-				return err
-			}},
+			usage: "how many times a job is tried before it fails", set: into(&s.MaxAttempts, positiveInt)},
 		{name: "job-backoff-base-seconds", env: env("ADE_WORKER_JOB_BACKOFF_BASE_SECONDS"), def: "5", category: catJobs,
-			usage: "wait before retrying a job, doubled for each further attempt, in `SECONDS`",
-			set: func(s *Settings, v string) (err error) {
-				s.BackoffBase, err = seconds(v, true)
-				return err
-			}},
+			usage: "wait before retrying a job, doubled for each further attempt, in `SECONDS`", set: secondsInto(&s.BackoffBase, true)},
 		{name: "job-backoff-max-seconds", env: env("ADE_WORKER_JOB_BACKOFF_MAX_SECONDS"), def: "300", category: catJobs,
-			usage: "longest wait before retrying a job, in `SECONDS`",
-			set: func(s *Settings, v string) (err error) {
-				s.BackoffMax, err = seconds(v, true)
-				return err
-			}},
+			usage: "longest wait before retrying a job, in `SECONDS`", set: secondsInto(&s.BackoffMax, true)},
 
 		{name: "concurrency", env: env("ADE_WORKER_CONCURRENCY"), def: strconv.Itoa(defaultConcurrency()), category: catWorker,
 			defText: fmt.Sprintf("half the CPUs, 1 to 4: %d here", defaultConcurrency()),
-			usage:   "how many jobs run at once",
-			set: func(s *Settings, v string) (err error) {
-				s.Concurrency, err = positiveInt(v)
-				return err
-			}},
+			usage:   "how many jobs run at once", set: into(&s.Concurrency, positiveInt)},
 		{name: "poll-interval", env: env(envPollInterval), def: "0.5", category: catWorker,
-			usage: "how often to look for jobs, in `SECONDS`",
-			set: func(s *Settings, v string) (err error) {
-				s.PollInterval, err = seconds(v, false)
-				return err
-			}},
+			usage: "how often to look for jobs, in `SECONDS`", set: secondsInto(&s.PollInterval, false)},
 		{name: "poll-interval-max", env: env(envPollIntervalMax), def: "2.0", category: catWorker,
-			usage: "longest wait between looks for jobs when idle, in `SECONDS`",
-			set: func(s *Settings, v string) (err error) {
-				s.PollIntervalMax, err = seconds(v, false)
-				return err
-			}},
+			usage: "longest wait between looks for jobs when idle, in `SECONDS`", set: secondsInto(&s.PollIntervalMax, false)},
 		{name: "cleanup-interval", env: env("ADE_WORKER_CLEANUP_INTERVAL"), def: "30", category: catWorker,
 			usage: "how often stuck builds and runs of failed builds are cleaned up, in `SECONDS` (expired leases: every lease / 4 when that is shorter)",
-			set: func(s *Settings, v string) (err error) {
-				s.CleanupInterval, err = seconds(v, false)
-				return err
-			}},
+			set:   secondsInto(&s.CleanupInterval, false)},
 		{name: "metrics-interval", env: env("ADE_WORKER_METRICS_INTERVAL"), def: "30", category: catWorker,
-			usage: "how often queue metrics are logged, in `SECONDS`",
-			set: func(s *Settings, v string) (err error) {
-				s.MetricsInterval, err = seconds(v, false)
-				return err
-			}},
+			usage: "how often queue metrics are logged, in `SECONDS`", set: secondsInto(&s.MetricsInterval, false)},
 		{name: "worker-id", env: env("ADE_WORKER_ID"), defText: "<hostname>-<pid>-<random>", category: catWorker,
-			usage: "this worker's name in job claims",
-			set: func(s *Settings, v string) (err error) {
-				s.WorkerID, err = workerID(v)
-				return err
-			}},
+			usage: "this worker's name in job claims", set: into(&s.WorkerID, workerID)},
 		{name: "shutdown-grace-seconds", env: env("ADE_WORKER_SHUTDOWN_GRACE_SECONDS"), def: "30", category: catWorker,
-			usage: "on SIGTERM, how long running jobs may finish before they are stopped, in `SECONDS`",
-			set: func(s *Settings, v string) (err error) {
-				s.ShutdownGrace, err = seconds(v, true)
-				return err
-			}},
+			usage: "on SIGTERM, how long running jobs may finish before they are stopped, in `SECONDS`", set: secondsInto(&s.ShutdownGrace, true)},
 		{name: "http-addr", env: env("ADE_WORKER_HTTP_ADDR"), category: catWorker, defText: "off",
-			usage: "serve /livez, /readyz and /metrics on this `HOST:PORT` (e.g. :9464); empty: no HTTP server",
-			set: func(s *Settings, v string) (err error) {
-				s.HTTPAddr, err = httpAddr(v)
-				return err
-			}},
+			usage: "serve /livez, /readyz and /metrics on this `HOST:PORT` (e.g. :9464); empty: no HTTP server", set: into(&s.HTTPAddr, httpAddr)},
 
 		{name: "gc-interval", env: env("ADE_WORKER_GC_INTERVAL"), def: "3600", category: catWorker, defText: "3600 (0: off)",
-			usage: "how often old run folders, unused venvs and leftover build folders are removed, in `SECONDS`",
-			set: func(s *Settings, v string) (err error) {
-				s.GCInterval, err = seconds(v, true)
-				return err
-			}},
+			usage: "how often old run folders, unused venvs and leftover build folders are removed, in `SECONDS`", set: secondsInto(&s.GCInterval, true)},
 		{name: "run-artifact-ttl-days", env: env("ADE_WORKER_RUN_ARTIFACT_TTL_DAYS"), def: "30", category: catWorker, defText: "30 (0: keep forever)",
-			usage: "remove a finished run's folder this many `DAYS` after it completed",
-			set: func(s *Settings, v string) (err error) {
-				s.RunArtifactTTL, err = days(v)
-				return err
-			}},
+			usage: "remove a finished run's folder this many `DAYS` after it completed", set: into(&s.RunArtifactTTL, days)},
 		{name: "venv-ttl-days", env: env("ADE_WORKER_VENV_TTL_DAYS"), def: "30", category: catWorker, defText: "30 (0: keep forever)",
-			usage: "remove a build's venv when no run has used it for this many `DAYS`",
-			set: func(s *Settings, v string) (err error) {
-				s.VenvTTL, err = days(v)
-				return err
-			}},
+			usage: "remove a build's venv when no run has used it for this many `DAYS`", set: into(&s.VenvTTL, days)},
 
 		{name: "installer", env: env("ADE_WORKER_INSTALLER"), def: "auto", category: catJobs,
-			usage: "what builds install with: auto (uv when it is on PATH, else pip), uv or pip",
-			set: func(s *Settings, v string) (err error) {
-				s.Installer, err = installer(v)
-				return err
-			}},
+			usage: "what builds install with: auto (uv when it is on PATH, else pip), uv or pip", set: into(&s.Installer, installer)},
 		{name: "job-memory-mb", env: env("ADE_WORKER_JOB_MEMORY_MB"), def: "0", category: catJobs, defText: "0: none",
-			usage: "address-space limit of each process a job starts, in `MB` (RLIMIT_AS)",
-			set: func(s *Settings, v string) (err error) {
-				s.JobMemoryMB, err = limit(v)
-				return err
-			}},
+			usage: "address-space limit of each process a job starts, in `MB` (RLIMIT_AS)", set: into(&s.JobMemoryMB, limit)},
 		{name: "job-max-processes", env: env("ADE_WORKER_JOB_MAX_PROCESSES"), def: "0", category: catJobs, defText: "0: none",
-			usage: "most processes a job may have at once",
-			set: func(s *Settings, v string) (err error) {
-				s.JobMaxProcesses, err = limit(v)
-				return err
-			}},
+			usage: "most processes a job may have at once", set: into(&s.JobMaxProcesses, limit)},
 		{name: "job-max-open-files", env: env("ADE_WORKER_JOB_MAX_OPEN_FILES"), def: "0", category: catJobs, defText: "0: none",
-			usage: "most open files per job process (RLIMIT_NOFILE)",
-			set: func(s *Settings, v string) (err error) {
-				s.JobMaxOpenFiles, err = limit(v)
-				return err
-			}},
+			usage: "most open files per job process (RLIMIT_NOFILE)", set: into(&s.JobMaxOpenFiles, limit)},
 		{name: "job-max-output-mb", env: env("ADE_WORKER_JOB_MAX_OUTPUT_MB"), def: "0", category: catJobs, defText: "0: none",
-			usage: "largest file a job may write and most console output it may print, in `MB`",
-			set: func(s *Settings, v string) (err error) {
-				s.JobMaxOutputMB, err = limit(v)
-				return err
-			}},
+			usage: "largest file a job may write and most console output it may print, in `MB`", set: into(&s.JobMaxOutputMB, limit)},
 		{name: "env-passthrough", env: env("ADE_WORKER_ENV_PASSTHROUGH"), category: catJobs,
 			defText: "none", usage: "comma-separated `NAMES` of extra environment variables jobs may see (e.g. HTTPS_PROXY); never give them credentials",
-			set: func(s *Settings, v string) (err error) {
-				s.EnvPassthrough, err = envNames(v)
-				return err
-			}},
+			set: into(&s.EnvPassthrough, envNames)},
 
 		{name: "log-level", env: env("ADE_WORKER_LOG_LEVEL", "ADE_LOG_LEVEL"), def: "INFO", category: catLogging,
-			usage: "DEBUG, INFO, WARNING, ERROR or CRITICAL",
-			set: func(s *Settings, v string) (err error) {
-				s.LogLevel, err = logLevel(v)
-				return err
-			}},
+			usage: "DEBUG, INFO, WARNING, ERROR or CRITICAL", set: into(&s.LogLevel, logLevel)},
 		{name: "log-format", env: env("ADE_WORKER_LOG_FORMAT"), def: "json", category: catLogging,
-			usage: "json, or console for people",
-			set: func(s *Settings, v string) (err error) {
-				s.LogFormat, err = oneOf(v, "json", "console")
-				return err
-			}},
+			usage: "json, or console for people", set: enum(&s.LogFormat, "json", "console")},
 	}
 }
 
 func env(names ...string) []string { return names }
 
 // dir is a folder setting; an empty value stays empty for finish to fill.
-func dir(name, envVar, def, defText, usage string, field func(*Settings) *string) setting {
+func dir(name, envVar, def, defText, usage string, field *string) setting {
 	return setting{name: name, env: env(envVar), def: def, defText: defText, usage: usage, category: catPaths,
-		set: func(s *Settings, v string) (err error) {
-			if v != "" {
-				*field(s), err = absPath(v)
-			}
-			return err
-		}}
+		set: optional(into(field, absPath))}
+}
+
+// into is the set function of a field whose value parse reads.
+func into[T any](field *T, parse func(v string) (T, error)) func(string) error {
+	return func(v string) (err error) {
+		*field, err = parse(v)
+		return err
+	}
+}
+
+// secondsInto reads a number of seconds; zero only when zeroOK.
+func secondsInto(field *time.Duration, zeroOK bool) func(string) error {
+	return into(field, func(v string) (time.Duration, error) { return seconds(v, zeroOK) })
+}
+
+// enum reads one of names, ignoring case.
+func enum(field *string, names ...string) func(string) error {
+	return into(field, func(v string) (string, error) { return oneOf(v, names...) })
+}
+
+// optional leaves its field alone when the value is empty.
+func optional(set func(string) error) func(string) error {
+	return func(v string) error {
+		if v == "" {
+			return nil
+		}
+		return set(v)
+	}
 }

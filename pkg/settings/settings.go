@@ -96,9 +96,9 @@ func (e *Error) Error() string {
 // is an *Error.
 func FromCLI(c *cli.Context) (*Settings, error) {
 	s := &Settings{}
-	for _, st := range table() {
+	for _, st := range table(s) {
 		name, v := st.lookup(c)
-		if err := st.set(s, v); err != nil {
+		if err := st.set(v); err != nil {
 			return nil, asError(err, name, v)
 		}
 	}

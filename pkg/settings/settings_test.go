@@ -344,7 +344,7 @@ func TestHelpShowsEnvAndDefaults(t *testing.T) {
 		t.Fatal(err)
 	}
 	help := out.String()
-	for _, st := range table() {
+	for _, st := range table(&Settings{}) {
 		def := st.defText
 		if def == "" {
 			def = fmt.Sprintf("%q", st.def)

@@ -7,10 +7,6 @@ import (
 	"strings"
 )
 
-// StatusCancelled is the status the ADE API (or `supervisor cancel`) writes
-// on a job it cancels, in both tables.
-const StatusCancelled = "cancelled"
-
 // ErrNotCancellable is returned by CancelJob for a job that already ended.
 var ErrNotCancellable = errors.New("only queued or running jobs can be cancelled")
 
@@ -36,14 +32,14 @@ func (s *Store) cancelSet(k Kind) string {
 // it loses to a worker's final write that committed first (the job keeps
 // that outcome, ErrNotCancellable), and a worker's fenced write that comes
 // after it finds the row no longer running and writes nothing.
-func (s *Store) CancelJob(ctx context.Context, k Kind, id string) (was string, err error) {
+func (s *Store) CancelJob(ctx context.Context, k Kind, id string) (was Status, err error) {
 	f := Fence{Kind: k}
 	for try := 0; try < 5; try++ {
 		was, err = s.JobStatus(ctx, k, id)
 		if err != nil {
 			return "", err
 		}
-		if was != "queued" && was != f.activeStatus() {
+		if was != StatusQueued && was != f.activeStatus() {
 			return was, fmt.Errorf("%s %s is %s: %w", k, id, was, ErrNotCancellable)
 		}
 		res := s.db.WithContext(ctx).Exec("UPDATE "+f.table()+" SET "+s.cancelSet(k)+" WHERE id = ? AND status = ?", id, was)
@@ -59,8 +55,8 @@ func (s *Store) CancelJob(ctx context.Context, k Kind, id string) (was string, e
 }
 
 // JobStatus reads a job's status; ErrNotFound when there is no such row.
-func (s *Store) JobStatus(ctx context.Context, k Kind, id string) (string, error) {
-	var status string
+func (s *Store) JobStatus(ctx context.Context, k Kind, id string) (Status, error) {
+	var status string // gorm scans a single column into a plain string only
 	err := first(s.db.WithContext(ctx).Raw("SELECT status FROM "+Fence{Kind: k}.table()+" WHERE id = ?", id), &status)
 	if errors.Is(err, ErrNotFound) {
 		return "", fmt.Errorf("no %s with id %s: %w", k, id, ErrNotFound)
@@ -68,7 +64,7 @@ func (s *Store) JobStatus(ctx context.Context, k Kind, id string) (string, error
 	if err != nil {
 		return "", fmt.Errorf("read %s %s: %w", k, id, err)
 	}
-	return status, nil
+	return Status(status), nil
 }
 
 // Cancelled returns which of the given jobs are cancelled. It looks the ids

@@ -107,7 +107,7 @@ func TestCancelRunningJobFencesTheWorker(t *testing.T) {
 func TestCancelRefusesFinishedAndUnknownJobs(t *testing.T) {
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
-		for _, status := range []string{"succeeded", "failed", "cancelled"} {
+		for _, status := range []store.Status{store.StatusSucceeded, store.StatusFailed, store.StatusCancelled} {
 			run := e.run(t, "", t0, t0)
 			e.exec(t, `UPDATE runs SET status = ? WHERE id = ?`, status, run)
 			was, err := e.s.CancelJob(ctx, store.KindRun, run)
@@ -161,7 +161,7 @@ func TestCancelledLooksUpOnlyTheGivenJobs(t *testing.T) {
 func TestCancelRacesFinishRun(t *testing.T) {
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
-		wins := map[string]int{}
+		wins := map[store.Status]int{}
 		for i := 0; i < 40; i++ {
 			doc := e.doc(t)
 			run := e.runFor(t, doc, "", t0.Add(-time.Hour), t0.Add(-time.Minute))
@@ -228,7 +228,7 @@ func TestWatchQueueReportsCancels(t *testing.T) {
 		for len(want) > 0 {
 			// Cancel again until seen: the watcher may not listen yet.
 			for ref := range want {
-				other.DB().Exec(`UPDATE `+map[store.Kind]string{store.KindRun: "runs", store.KindBuild: "builds"}[ref.Kind]+
+				other.TestDB().Exec(`UPDATE `+map[store.Kind]string{store.KindRun: "runs", store.KindBuild: "builds"}[ref.Kind]+
 					` SET status = 'queued' WHERE id = ?`, ref.ID)
 				if _, err := other.CancelJob(ctx, ref.Kind, ref.ID); err != nil {
 					t.Fatal(err)

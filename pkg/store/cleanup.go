@@ -72,12 +72,15 @@ FROM v WHERE id = v.vid AND attempt_count = v.vattempt AND status = ? AND claim_
 RETURNING id, status`
 	err = s.tx(ctx, func(tx *gorm.DB) error {
 		requeued, failed = 0, 0
-		var rows []struct{ ID, Status string }
+		var rows []struct {
+			ID     string
+			Status Status
+		}
 		if err := tx.Raw(q, args...).Scan(&rows).Error; err != nil {
 			return err
 		}
 		for _, r := range rows {
-			if r.Status == "queued" {
+			if r.Status == StatusQueued {
 				requeued++
 				continue
 			}
@@ -108,12 +111,12 @@ func (s *Store) failProcessingDocument(tx *gorm.DB, runID string) error {
 	return s.moveDocument(tx, docID, runID, DocumentFailed)
 }
 
-// FailUnleasedBuilds fails builds left building without a lease (by a worker
-// that did not lease builds) for longer than the build timeout.
-func (s *Store) FailUnleasedBuilds(ctx context.Context, timeout time.Duration) (int, error) {
+// FailUnleasedBuilds fails, with message, builds left building without a
+// lease (by a worker that did not lease builds) for longer than timeout.
+func (s *Store) FailUnleasedBuilds(ctx context.Context, timeout time.Duration, message string) (int, error) {
 	res := s.db.WithContext(ctx).Exec(`UPDATE builds SET status = 'failed', finished_at = `+s.dialect.nowSQL()+`, error_message = ?
 		WHERE status = 'building' AND claim_expires_at IS NULL AND COALESCE(started_at, created_at) < `+s.dialect.laterSQL("?"),
-		fmt.Sprintf("Build timed out after %s", timeout), -timeout.Seconds())
+		message, -timeout.Seconds())
 	if res.Error != nil {
 		return 0, fmt.Errorf("fail stuck builds: %w", res.Error)
 	}

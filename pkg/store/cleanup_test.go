@@ -45,7 +45,7 @@ func cleanup(t *testing.T, e *env, backoff func(int) time.Duration, buildTimeout
 			res.BuildsRequeued, res.BuildsFailed = requeued, failed
 		}
 	}
-	stuck, err := e.s.FailUnleasedBuilds(ctx, buildTimeout)
+	stuck, err := e.s.FailUnleasedBuilds(ctx, buildTimeout, fmt.Sprintf("Build timed out after %s", buildTimeout))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,14 +64,7 @@ func TestCleanup(t *testing.T) {
 	now := time.Now()
 	expired, live := ptr(now.Add(-time.Second)), ptr(now.Add(time.Hour))
 
-	type want struct {
-		status    string
-		attempt   int
-		available *time.Duration // from now; nil: unchanged
-		errMsg    string         // "": unchanged
-		finished  bool
-		docStatus string // "": the run has no document to check
-	}
+	type want = cleanupWant
 	cases := []struct {
 		name  string
 		kind  store.Kind
@@ -171,45 +164,7 @@ func TestCleanup(t *testing.T) {
 		}
 		for i, tc := range cases {
 			t.Run(tc.name, func(t *testing.T) {
-				r, b, w := row(i), before[i], tc.want
-				if w.status == b.Status && w.available == nil && w.errMsg == "" && !w.finished {
-					if r != b {
-						t.Errorf("changed:\nbefore %+v\nafter  %+v", b, r)
-					}
-					return
-				}
-				if r.Status != w.status || (w.attempt != 0 && r.AttemptCount != w.attempt) {
-					t.Errorf("status/attempt = %s/%d, want %s/%d", r.Status, r.AttemptCount, w.status, w.attempt)
-				}
-				if w.available != nil {
-					nearNow(t, "available_at", r.AvailableAt, *w.available)
-				} else if r.AvailableAt != b.AvailableAt {
-					t.Errorf("available_at changed: %v -> %v", b.AvailableAt, r.AvailableAt)
-				}
-				if r.ErrorMessage.String != w.errMsg {
-					t.Errorf("error_message = %q, want %q", r.ErrorMessage.String, w.errMsg)
-				}
-				if w.finished {
-					nearNow(t, "completed/finished_at", r.FinishedAt, 0)
-				}
-				if r.Status == "queued" && (r.ClaimedBy.Valid || r.ClaimExpiresAt.Valid) {
-					t.Errorf("re-queued job still claimed: %+v", r)
-				}
-				if r.Status == "failed" && r.ClaimExpiresAt.Valid {
-					t.Errorf("failed job keeps a lease: %+v", r)
-				}
-				if w.docStatus != "" {
-					d := e.docRow(t, docs[i])
-					if d.Status != w.docStatus {
-						t.Errorf("document = %+v, want %s", d, w.docStatus)
-					}
-					if w.docStatus == "failed" {
-						ch := e.docChanges(t, docs[i])
-						if d.Version != 3 || len(ch) != 2 || ch[1].DocumentVersion != 3 {
-							t.Errorf("document version %d, changes %+v", d.Version, ch)
-						}
-					}
-				}
+				checkCleaned(t, e, row(i), before[i], tc.want, docs[i])
 			})
 		}
 		// A second pass finds nothing more to do.
@@ -217,4 +172,58 @@ func TestCleanup(t *testing.T) {
 			t.Errorf("second cleanup = %+v", res)
 		}
 	})
+}
+
+// cleanupWant is what one cleanup case expects of its job's row.
+type cleanupWant struct {
+	status    store.Status
+	attempt   int
+	available *time.Duration // from now; nil: unchanged
+	errMsg    string         // "": unchanged
+	finished  bool
+	docStatus string // "": the run has no document to check
+}
+
+// checkCleaned compares a job's row after cleanup (r) with the one before
+// (b) and what the case wants (w); docID is the run's document.
+func checkCleaned(t *testing.T, e *env, r, b jobRow, w cleanupWant, docID string) {
+	t.Helper()
+	if w.status == b.Status && w.available == nil && w.errMsg == "" && !w.finished {
+		if r != b {
+			t.Errorf("changed:\nbefore %+v\nafter  %+v", b, r)
+		}
+		return
+	}
+	if r.Status != w.status || (w.attempt != 0 && r.AttemptCount != w.attempt) {
+		t.Errorf("status/attempt = %s/%d, want %s/%d", r.Status, r.AttemptCount, w.status, w.attempt)
+	}
+	if w.available != nil {
+		nearNow(t, "available_at", r.AvailableAt, *w.available)
+	} else if r.AvailableAt != b.AvailableAt {
+		t.Errorf("available_at changed: %v -> %v", b.AvailableAt, r.AvailableAt)
+	}
+	if r.ErrorMessage.String != w.errMsg {
+		t.Errorf("error_message = %q, want %q", r.ErrorMessage.String, w.errMsg)
+	}
+	if w.finished {
+		nearNow(t, "completed/finished_at", r.FinishedAt, 0)
+	}
+	if r.Status == store.StatusQueued && (r.ClaimedBy.Valid || r.ClaimExpiresAt.Valid) {
+		t.Errorf("re-queued job still claimed: %+v", r)
+	}
+	if r.Status == store.StatusFailed && r.ClaimExpiresAt.Valid {
+		t.Errorf("failed job keeps a lease: %+v", r)
+	}
+	if w.docStatus != "" {
+		d := e.docRow(t, docID)
+		if d.Status != w.docStatus {
+			t.Errorf("document = %+v, want %s", d, w.docStatus)
+		}
+		if w.docStatus == "failed" {
+			ch := e.docChanges(t, docID)
+			if d.Version != 3 || len(ch) != 2 || ch[1].DocumentVersion != 3 {
+				t.Errorf("document version %d, changes %+v", d.Version, ch)
+			}
+		}
+	}
 }

@@ -86,7 +86,7 @@ func (s *Store) EnqueueBuild(ctx context.Context, b NewBuild, now time.Time) (st
 		switch {
 		case err == nil:
 			id = existing.ID
-			if existing.Status != "failed" && existing.Status != "cancelled" {
+			if existing.Status != StatusFailed && existing.Status != StatusCancelled {
 				return nil
 			}
 			return tx.Exec(`UPDATE builds SET status = 'queued', attempt_count = 0, error_message = NULL, exit_code = NULL,

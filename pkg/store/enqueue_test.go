@@ -78,7 +78,7 @@ func TestEnqueueBuild(t *testing.T) {
 			status      string // set on the first build before enqueueing again
 			build       store.NewBuild
 			wantSame    bool
-			wantStatus  string // of the first build afterwards
+			wantStatus  store.Status // of the first build afterwards
 			wantRequeue bool
 		}{
 			{name: "same pair while queued", status: "queued", build: nb(e.cfg, "fp1"), wantSame: true, wantStatus: "queued"},

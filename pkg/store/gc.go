@@ -74,8 +74,9 @@ func tryFileLock(path string) (func(), bool, error) {
 // FinishedRun is a run in a terminal status, as the garbage collector
 // reads it.
 type FinishedRun struct {
-	ID, WorkspaceID, Status string
-	DoneAt                  Time // completed_at, else cancelled_at
+	ID, WorkspaceID string
+	Status          Status
+	DoneAt          Time // completed_at, else cancelled_at
 }
 
 // RunCursor is where the next page of FinishedRuns starts.
@@ -154,8 +155,9 @@ func (s *Store) finishedRuns(ctx context.Context, q string, cur RunCursor, args 
 
 // GCBuild is a build as the garbage collector reads it.
 type GCBuild struct {
-	ID, WorkspaceID, ConfigurationID, Status string
-	CreatedAt, StartedAt, FinishedAt         Time
+	ID, WorkspaceID, ConfigurationID string
+	Status                           Status
+	CreatedAt, StartedAt, FinishedAt Time
 }
 
 // Builds returns up to limit builds with ids after afterID, in id order.
@@ -170,7 +172,7 @@ func (s *Store) Builds(ctx context.Context, afterID string, limit int) ([]GCBuil
 }
 
 // BuildStatus returns a build's status, or ErrNotFound.
-func (s *Store) BuildStatus(ctx context.Context, id string) (string, error) {
+func (s *Store) BuildStatus(ctx context.Context, id string) (Status, error) {
 	var b Build
 	if err := first(s.db.WithContext(ctx).Raw(`SELECT id, status FROM builds WHERE id = ?`, id), &b); err != nil {
 		return "", err

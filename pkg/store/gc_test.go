@@ -161,7 +161,7 @@ func TestGCQueriesUseIndexes(t *testing.T) {
 			e.exec(t, "SET enable_seqscan = off") // tiny tables: ask which index is usable
 		}
 		plan := func(q string, args ...any) string {
-			rows, err := e.s.DB().Raw(explain+q, args...).Rows()
+			rows, err := e.s.TestDB().Raw(explain+q, args...).Rows()
 			if err != nil {
 				t.Fatal(err)
 			}

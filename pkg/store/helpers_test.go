@@ -54,7 +54,7 @@ func eachEnv(t *testing.T, fn func(t *testing.T, e *env)) {
 
 func (e *env) exec(t testing.TB, query string, args ...any) int64 {
 	t.Helper()
-	res := e.s.DB().Exec(query, args...)
+	res := e.s.TestDB().Exec(query, args...)
 	if res.Error != nil {
 		t.Fatalf("%s: %v", query, res.Error)
 	}
@@ -63,13 +63,13 @@ func (e *env) exec(t testing.TB, query string, args ...any) int64 {
 
 func (e *env) scan(t testing.TB, dest any, query string, args ...any) {
 	t.Helper()
-	res := e.s.DB().Raw(query, args...).Scan(dest)
+	res := e.s.TestDB().Raw(query, args...).Scan(dest)
 	if res.Error != nil {
 		t.Fatalf("%s: %v", query, res.Error)
 	}
 }
 
-func (e *env) ts(t time.Time) any { return e.s.TimeArg(t) }
+func (e *env) ts(t time.Time) any { return e.s.TestTime(t) }
 
 // doc inserts an uploaded document and returns its id.
 func (e *env) doc(t testing.TB) string {
@@ -129,7 +129,7 @@ func (e *env) hold(t testing.TB, kind store.Kind, id, worker string, attempt, ma
 
 // jobRow is the queue state of one run or build.
 type jobRow struct {
-	Status         string
+	Status         store.Status
 	ClaimedBy      sql.NullString
 	ClaimExpiresAt store.Time
 	StartedAt      store.Time

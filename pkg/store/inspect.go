@@ -15,7 +15,7 @@ type JobDetail struct {
 	ID              string
 	WorkspaceID     string
 	ConfigurationID string
-	Status          string
+	Status          Status
 	AttemptCount    int
 	MaxAttempts     int
 	ClaimedBy       sql.NullString
@@ -80,15 +80,6 @@ func (s *Store) Inspect(ctx context.Context, id string) (*JobDetail, error) {
 	return nil, ErrNotFound
 }
 
-// Terminal reports whether status is one a job does not leave by itself.
-func Terminal(status string) bool {
-	switch status {
-	case "succeeded", "failed", "cancelled", "ready":
-		return true
-	}
-	return false
-}
-
 // WaitReason is a stable name for why a queued job is not running.
 type WaitReason string
 
@@ -113,7 +104,7 @@ type Wait struct {
 // available_at <= now, attempt_count < max_attempts, and for a run a build
 // that is NULL or ready). It returns nil when the job is not queued.
 func (d *JobDetail) WhyNotRunning(now time.Time) *Wait {
-	if d.Status != "queued" {
+	if d.Status != StatusQueued {
 		return nil
 	}
 	if d.AttemptCount >= d.MaxAttempts {
@@ -143,14 +134,14 @@ func (d *JobDetail) buildWait() *Wait {
 		return nil
 	}
 	b := d.BuildID.String
-	switch st := d.BuildStatus.String; {
+	switch st := Status(d.BuildStatus.String); {
 	case !d.BuildStatus.Valid:
 		return &Wait{Reason: WaitBuildMissing, Message: fmt.Sprintf(
 			"its build %s does not exist: no supervisor will claim it; enqueue a build and a new run", b)}
-	case st == "failed" || st == "cancelled":
+	case st == StatusFailed || st == StatusCancelled:
 		return &Wait{Reason: WaitBuildFailed, Message: fmt.Sprintf(
 			"its build %s is %s: the next cleanup fails this run (%s)", b, st, MsgBuildFailedBefore)}
-	case st != "ready":
+	case st != StatusReady:
 		return &Wait{Reason: WaitForBuild, Message: fmt.Sprintf("waiting for its build %s (%s)", b, st)}
 	}
 	return nil

@@ -172,7 +172,3 @@ func (s *Store) NextAvailable(ctx context.Context) (time.Duration, bool, error) 
 	}
 	return time.Duration(next[0].Float64 * float64(time.Second)), true, nil
 }
-
-// TimeArg encodes t as this database stores timestamps (for tests and tools
-// that write raw SQL).
-func (s *Store) TimeArg(t time.Time) any { return s.ts(t) }

@@ -38,12 +38,7 @@ func (f Fence) table() string {
 	return "runs"
 }
 
-func (f Fence) activeStatus() string {
-	if f.Kind == KindBuild {
-		return "building"
-	}
-	return "running"
-}
+func (f Fence) activeStatus() Status { return ActiveStatus(f.Kind) }
 
 // where is the fencing condition, with its arguments.
 func (f Fence) where() (string, []any) {

@@ -42,7 +42,7 @@ type Build struct {
 	ConfigurationID string
 	Fingerprint     string
 	EngineSpec      sql.NullString
-	Status          string
+	Status          Status
 	AttemptCount    int
 }
 
@@ -95,7 +95,7 @@ LEFT JOIN builds b ON b.id = ?`, r.ConfigurationID, r.InputDocumentID, buildID).
 	if row.BID.Valid {
 		out.Build = &Build{ID: row.BID.String, WorkspaceID: row.BWorkspaceID.String,
 			ConfigurationID: row.BConfigurationID.String, Fingerprint: row.BFingerprint.String,
-			EngineSpec: row.BEngineSpec, Status: row.BStatus.String, AttemptCount: int(row.BAttemptCount.Int64)}
+			EngineSpec: row.BEngineSpec, Status: Status(row.BStatus.String), AttemptCount: int(row.BAttemptCount.Int64)}
 	}
 	return out, nil
 }
@@ -199,14 +199,10 @@ type RunOutcome struct {
 // FinishRun writes a run's terminal status, its results and its document's
 // status in one transaction, fenced on the claim.
 func (s *Store) FinishRun(ctx context.Context, f Fence, o RunOutcome) error {
-	status := "failed"
-	if o.Succeeded {
-		status = "succeeded"
-	}
 	return s.tx(ctx, func(tx *gorm.DB) error {
 		err := s.fencedUpdate(tx, f, `status = ?, exit_code = ?, completed_at = `+s.dialect.nowSQL()+`, error_message = ?,
 			output_path = ?, claim_expires_at = NULL`,
-			status, o.ExitCode, nullIfEmpty(o.Error), nullIfEmpty(o.OutputPath))
+			EndStatus(KindRun, o.Succeeded), o.ExitCode, nullIfEmpty(o.Error), nullIfEmpty(o.OutputPath))
 		if err != nil {
 			return err
 		}

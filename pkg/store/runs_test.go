@@ -126,25 +126,9 @@ func TestFinishRun(t *testing.T) {
 				ctx := context.Background()
 				docID := e.doc(t)
 				runID := e.runFor(t, docID, "", t0.Add(-time.Hour), t0.Add(-time.Hour))
-				claim := func(now time.Time) store.Fence {
-					t.Helper()
-					got, err := e.s.ClaimRuns(ctx, "w", time.Minute, 1)
-					if err != nil || len(got) != 1 {
-						t.Fatalf("claim: %+v %v", got, err)
-					}
-					f := store.Fence{Kind: store.KindRun, ID: runID, Worker: "w", Attempt: got[0].AttemptCount}
-					if err := e.s.StartDocument(ctx, f, docID); err != nil {
-						t.Fatalf("start document: %v", err)
-					}
-					if d := e.docRow(t, docID); d.Status != "processing" {
-						t.Fatalf("document after StartDocument: %+v", d)
-					}
-					return f
-				}
-
 				// Attempt 1 finishes and writes its results; the run is
 				// then queued again (a retry) and attempt 2 finishes.
-				f1 := claim(t0)
+				f1 := claimAndStart(t, e, runID, docID)
 				if err := e.s.FinishRun(ctx, f1, store.RunOutcome{Succeeded: true, ExitCode: ptr(0), Summary: tc.first, DocumentID: docID}); err != nil {
 					t.Fatal(err)
 				}
@@ -152,8 +136,7 @@ func TestFinishRun(t *testing.T) {
 					t.Fatalf("results of attempt 1:\n got %q\nwant %q", got, want)
 				}
 				e.exec(t, `UPDATE runs SET status = 'queued', claimed_by = NULL WHERE id = ?`, runID)
-				now := t0.Add(time.Minute)
-				f2 := claim(now)
+				f2 := claimAndStart(t, e, runID, docID)
 				if f2.Attempt != 2 {
 					t.Fatalf("second attempt = %d", f2.Attempt)
 				}
@@ -164,9 +147,9 @@ func TestFinishRun(t *testing.T) {
 				}
 
 				r := e.runRow(t, runID)
-				wantStatus, wantDoc := "failed", "failed"
+				wantStatus, wantDoc := store.StatusFailed, "failed"
 				if tc.succeeded {
-					wantStatus, wantDoc = "succeeded", "processed"
+					wantStatus, wantDoc = store.StatusSucceeded, "processed"
 				}
 				if r.Status != wantStatus || r.ClaimExpiresAt.Valid || r.ErrorMessage.String != tc.errMsg || r.ErrorMessage.Valid != (tc.errMsg != "") {
 					t.Errorf("run: %+v", r)
@@ -184,36 +167,7 @@ func TestFinishRun(t *testing.T) {
 					t.Errorf("results of attempt 2:\n got %q\nwant %q", got, want)
 				}
 
-				// Document: uploaded(1) -> processing(2) -> processed(3) ->
-				// processing(4) -> final(5), one change row per move.
-				d := e.docRow(t, docID)
-				if d.Status != wantDoc || d.Version != 5 {
-					t.Errorf("document: %+v, want %s version 5", d, wantDoc)
-				}
-				nearNow(t, "last_run_at", d.LastRunAt, 0)
-				changes := e.docChanges(t, docID)
-				wantStatuses := []string{"processing", "processed", "processing", wantDoc}
-				if len(changes) != len(wantStatuses) {
-					t.Fatalf("document_changes: %+v", changes)
-				}
-				for i, c := range changes {
-					var p struct {
-						Status  string
-						Version int
-						RunID   string `json:"run_id"`
-					}
-					if err := json.Unmarshal([]byte(c.Payload), &p); err != nil {
-						t.Fatalf("payload %q: %v", c.Payload, err)
-					}
-					if c.Type != "upsert" || c.DocumentVersion != i+2 || p.Version != i+2 || p.Status != wantStatuses[i] || p.RunID != runID {
-						t.Errorf("change %d: %+v (payload %+v), want %s version %d", i, c, p, wantStatuses[i], i+2)
-					}
-					// Both databases write the same bytes (PostgreSQL builds
-					// the payload in SQL).
-					if want := fmt.Sprintf(`{"run_id":%q,"status":%q,"version":%d}`, runID, wantStatuses[i], i+2); c.Payload != want {
-						t.Errorf("change %d payload = %s, want %s", i, c.Payload, want)
-					}
-				}
+				checkDocumentMoves(t, e, docID, runID, wantDoc)
 			})
 		})
 	}
@@ -260,7 +214,7 @@ func TestFinishBuild(t *testing.T) {
 	cases := []struct {
 		name       string
 		outcome    store.BuildOutcome
-		wantStatus string
+		wantStatus store.Status
 		wantActive bool
 	}{
 		{"ready", store.BuildOutcome{Succeeded: true, ExitCode: ptr(0), EngineVersion: "1.2.3", PythonVersion: "3.12.1"}, "ready", true},
@@ -334,4 +288,59 @@ func TestLoadRunContext(t *testing.T) {
 			t.Errorf("no build: %+v, %v", rc, err)
 		}
 	})
+}
+
+// claimAndStart claims the one claimable run, which must be runID, and
+// moves its document to processing.
+func claimAndStart(t *testing.T, e *env, runID, docID string) store.Fence {
+	t.Helper()
+	ctx := context.Background()
+	got, err := e.s.ClaimRuns(ctx, "w", time.Minute, 1)
+	if err != nil || len(got) != 1 || got[0].ID != runID {
+		t.Fatalf("claim: %+v %v", got, err)
+	}
+	f := store.Fence{Kind: store.KindRun, ID: runID, Worker: "w", Attempt: got[0].AttemptCount}
+	if err := e.s.StartDocument(ctx, f, docID); err != nil {
+		t.Fatalf("start document: %v", err)
+	}
+	if d := e.docRow(t, docID); d.Status != "processing" {
+		t.Fatalf("document after StartDocument: %+v", d)
+	}
+	return f
+}
+
+// checkDocumentMoves checks a document two attempts of runID moved, the
+// second to wantDoc.
+func checkDocumentMoves(t *testing.T, e *env, docID, runID, wantDoc string) {
+	t.Helper()
+	// Document: uploaded(1) -> processing(2) -> processed(3) ->
+	// processing(4) -> final(5), one change row per move.
+	d := e.docRow(t, docID)
+	if d.Status != wantDoc || d.Version != 5 {
+		t.Errorf("document: %+v, want %s version 5", d, wantDoc)
+	}
+	nearNow(t, "last_run_at", d.LastRunAt, 0)
+	changes := e.docChanges(t, docID)
+	wantStatuses := []string{"processing", "processed", "processing", wantDoc}
+	if len(changes) != len(wantStatuses) {
+		t.Fatalf("document_changes: %+v", changes)
+	}
+	for i, c := range changes {
+		var p struct {
+			Status  string
+			Version int
+			RunID   string `json:"run_id"`
+		}
+		if err := json.Unmarshal([]byte(c.Payload), &p); err != nil {
+			t.Fatalf("payload %q: %v", c.Payload, err)
+		}
+		if c.Type != "upsert" || c.DocumentVersion != i+2 || p.Version != i+2 || p.Status != wantStatuses[i] || p.RunID != runID {
+			t.Errorf("change %d: %+v (payload %+v), want %s version %d", i, c, p, wantStatuses[i], i+2)
+		}
+		// Both databases write the same bytes (PostgreSQL builds
+		// the payload in SQL).
+		if want := fmt.Sprintf(`{"run_id":%q,"status":%q,"version":%d}`, runID, wantStatuses[i], i+2); c.Payload != want {
+			t.Errorf("change %d payload = %s, want %s", i, c.Payload, want)
+		}
+	}
 }

@@ -9,7 +9,7 @@ import (
 // StatusCount is how many jobs of a kind are in one status.
 type StatusCount struct {
 	Kind   Kind
-	Status string
+	Status Status
 	Count  int64
 }
 
@@ -17,7 +17,7 @@ type StatusCount struct {
 type JobSummary struct {
 	Kind         Kind
 	ID           string
-	Status       string
+	Status       Status
 	AttemptCount int
 	ExitCode     sql.NullInt64
 	ClaimedBy    sql.NullString
@@ -54,7 +54,7 @@ func (s *Store) RecentJobs(ctx context.Context, n int) ([]JobSummary, error) {
 // RunRow is a run as job-spec and tests read it.
 type RunRow struct {
 	ClaimedRun
-	Status string
+	Status Status
 }
 
 // GetRun reads one run as a claim would return it.

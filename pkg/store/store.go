@@ -135,8 +135,10 @@ func (s *Store) Close() error {
 	return sqlDB.Close()
 }
 
-// DB exposes the gorm handle for tests and operator commands.
-func (s *Store) DB() *gorm.DB { return s.db }
+// Ping makes one round trip to the database (readiness probes).
+func (s *Store) Ping(ctx context.Context) error {
+	return s.db.WithContext(ctx).Exec("SELECT 1").Error
+}
 
 // Dialect names the database kind ("sqlite" or "postgres").
 func (s *Store) Dialect() string { return s.dialect.name() }

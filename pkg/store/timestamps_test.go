@@ -74,7 +74,7 @@ func TestSQLiteNaiveTimestamps(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			if want := map[bool]string{true: "running", false: "queued"}[tc.claimable]; r.Status != want {
+			if want := map[bool]store.Status{true: store.StatusRunning, false: store.StatusQueued}[tc.claimable]; r.Status != want {
 				t.Errorf("status = %s, want %s", r.Status, want)
 			}
 		})

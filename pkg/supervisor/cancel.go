@@ -185,7 +185,7 @@ func (s *Supervisor) rowCancelled(f store.Fence) bool {
 // when the re-read row is cancelled it ends as cancelled; otherwise (the
 // row changed again) the claim is handed back, as on shutdown.
 func (s *Supervisor) confirmCancelled(log zerolog.Logger, l *lease) ending {
-	var status string
+	var status store.Status
 	err := s.persist(log, l, "read the job's status", func() (err error) {
 		status, err = s.store.JobStatus(context.Background(), l.fence.Kind, l.fence.ID)
 		return err
@@ -204,7 +204,7 @@ func (s *Supervisor) confirmCancelled(log zerolog.Logger, l *lease) ending {
 func (s *Supervisor) endCancelled(log zerolog.Logger, l *lease, spec *jobspec.Spec, started time.Time) {
 	f := l.fence
 	l.outcome = telemetry.OutcomeCancelled
-	log.Info().Str("status", store.StatusCancelled).Str("outcome", telemetry.OutcomeCancelled).
+	log.Info().Str("status", string(store.StatusCancelled)).Str("outcome", telemetry.OutcomeCancelled).
 		Float64("duration_ms", float64(time.Since(started).Microseconds())/1000).
 		Msg("job cancelled: its processes are stopped and the worker wrote nothing more about it")
 	if f.Kind == store.KindBuild {
@@ -212,11 +212,8 @@ func (s *Supervisor) endCancelled(log zerolog.Logger, l *lease, spec *jobspec.Sp
 			log.Warn().Err(err).Msg("cannot fail the runs of the cancelled build; cleanup will")
 		}
 	}
-	event, what := "run.complete", "Run cancelled"
-	if f.Kind == store.KindBuild {
-		event, what = "build.complete", "Build cancelled"
-	}
-	appendEvent(log, spec, "warning", event, what, terminalData(store.StatusCancelled, nil, "", f.Attempt))
+	appendEvent(log, spec, "warning", completeEvent(f.Kind), kindTitle(f.Kind)+" cancelled",
+		terminalData(store.StatusCancelled, nil, "", f.Attempt))
 }
 
 // requestCancel records that the job's row was cancelled and stops its

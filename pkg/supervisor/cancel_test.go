@@ -88,11 +88,14 @@ func TestRunningJobs(t *testing.T) {
 }
 
 // TestTreeKiller: a jobrunner-like process that ignores SIGTERM, and its
-// child that does too, are both killed.
+// child that does too, are both killed. The parent outlives its child (the
+// exec after wait): a parent that exits by itself once its child is killed
+// would race the kill and sometimes end with status 0.
 func TestTreeKiller(t *testing.T) {
-	// The shell outlives its child by spinning (no new process), so it is
-	// still there for the SIGKILL that follows its descendants'.
-	cmd := exec.Command("sh", "-c", `trap '' TERM; sleep 60 & echo $!; wait; while :; do :; done`)
+	// The shell outlives its child (it execs a new sleep in its own pid, so
+	// nothing is orphaned), so it is still there for the SIGKILL that follows
+	// its descendants'.
+	cmd := exec.Command("sh", "-c", `trap '' TERM; sleep 60 & echo $!; wait; exec sleep 60`)
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		t.Fatal(err)

@@ -21,7 +21,7 @@ type fakeQueue struct {
 	claimErr error
 	next     time.Duration // NextAvailable answers next when > 0
 	pending  int64
-	status   string        // JobStatus answers it for every job
+	status   store.Status  // JobStatus answers it for every job
 	calls    chan struct{} // one token per ClaimJobs call
 }
 
@@ -53,7 +53,7 @@ func (q *fakeQueue) PendingJobs(context.Context) (int64, error) {
 	return q.pending, nil
 }
 
-func (q *fakeQueue) JobStatus(context.Context, store.Kind, string) (string, error) {
+func (q *fakeQueue) JobStatus(context.Context, store.Kind, string) (store.Status, error) {
 	q.mu.Lock()
 	defer q.mu.Unlock()
 	return q.status, nil

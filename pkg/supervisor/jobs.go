@@ -3,139 +3,39 @@ package supervisor
 import (
 	"context"
 	"errors"
-	"fmt"
 	"time"
 
 	"github.com/rs/zerolog"
 
-	"github.com/ade-org/ade-worker/pkg/eventlog"
 	"github.com/ade-org/ade-worker/pkg/jobspec"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/summary"
 )
-
-// ending is the supervisor's decision about a job whose child has ended.
-type ending struct {
-	retry     bool // re-queue with backoff
-	handBack  bool // re-queue now, attempt not counted (shutdown)
-	cancelled bool // the row was cancelled: write nothing (see cancel.go)
-	succeeded bool
-	code      *int
-	message   string
-	result    *jobspec.Result
-}
-
-// decide maps a child's outcome to what gets written.
-func (s *Supervisor) decide(f store.Fence, maxAttempts int, out childOutcome) ending {
-	switch {
-	case out.cancelled:
-		// The cancel wins even over a result the child printed meanwhile.
-		return ending{cancelled: true}
-	case out.stopped && (out.result == nil || out.result.Reason == jobspec.ReasonCancelled):
-		// Stopped by the shutdown; a job that finished just before it keeps
-		// its real outcome.
-		return ending{handBack: true, message: "Worker shut down; job handed back"}
-	case out.result == nil:
-		return s.retryOrFail(f, maxAttempts, out.problem, jobspec.CodeGenericFailure, nil)
-	case out.result.Retryable:
-		return s.retryOrFail(f, maxAttempts, out.result.Error, out.result.ExitCode, out.result)
-	}
-	r := out.result
-	code := r.ExitCode
-	return ending{succeeded: r.Status == jobspec.StatusSucceeded, code: &code, message: r.Error, result: r}
-}
-
-func (s *Supervisor) retryOrFail(f store.Fence, maxAttempts int, msg string, code int, r *jobspec.Result) ending {
-	if f.Attempt < maxAttempts {
-		return ending{retry: true, message: msg, result: r}
-	}
-	return ending{code: &code, message: fmt.Sprintf("%s (gave up after %d attempts)", msg, f.Attempt), result: r}
-}
-
-// requeue writes a retry or a hand-back.
-func (s *Supervisor) requeue(ctx context.Context, log zerolog.Logger, l *lease, e ending) error {
-	delay := time.Duration(0)
-	if e.retry {
-		delay = s.cfg.Backoff(l.fence.Attempt)
-	}
-	err := s.persist(log, l, "requeue", func() error {
-		return s.store.Requeue(ctx, l.fence, delay, e.message, e.retry)
-	})
-	if err != nil {
-		return err
-	}
-	log.Warn().Str("error", e.message).Float64("retry_in_s", delay.Seconds()).Bool("attempt_counted", e.retry).Msg("job re-queued")
-	return nil
-}
-
-// appendEvent writes one worker event to a job's events file after the
-// database holds the outcome it describes. The file is reached from its
-// root without following links; on a full disk the event is left out (the
-// file still ends on a whole line, see eventlog) and a warning logged.
-func appendEvent(log zerolog.Logger, spec *jobspec.Spec, level, event, message string, data map[string]any) {
-	if spec == nil {
-		return
-	}
-	l, err := eventlog.Open(spec.EventsPath, eventlog.Context{JobID: spec.JobID, WorkspaceID: spec.WorkspaceID,
-		BuildID: spec.BuildID, ConfigurationID: spec.ConfigurationID}, eventlog.Options{Root: spec.EventsRoot()})
-	if err == nil {
-		err = l.Emit(level, event, message, data)
-		if cerr := l.Close(); err == nil {
-			err = cerr
-		}
-	}
-	if err != nil {
-		log.Warn().Err(err).Str("event", event).Msg("cannot append to events file")
-	}
-}
-
-func terminalData(status string, code *int, message string, attempt int) map[string]any {
-	data := map[string]any{"status": status, "exit_code": code, "attempt": attempt}
-	if message != "" {
-		data["error"] = message
-	}
-	return data
-}
-
-// logEnd writes the one line every finished job gets.
-func logEnd(log zerolog.Logger, status string, code *int, message string, started time.Time) {
-	ev := log.Info()
-	if status != "succeeded" && status != "ready" {
-		ev = log.Warn()
-	}
-	if code != nil {
-		ev = ev.Int("exit_code", *code)
-	}
-	if message != "" {
-		ev = ev.Str("error", message)
-	}
-	ev.Str("status", status).Float64("duration_ms", float64(time.Since(started).Microseconds())/1000).Msg("job finished")
-}
 
 // runJob is a claimed run.
 type runJob struct {
 	s     *Supervisor
 	row   store.ClaimedRun
 	lease *lease
+	plan  *Plan
 }
 
 func (j *runJob) claim() *lease { return j.lease }
 
 func (j *runJob) execute(ctx context.Context, log zerolog.Logger) {
 	s, f, started := j.s, j.lease.fence, time.Now()
-	var plan *RunPlan
 	err := s.persist(log, j.lease, "read the run's rows", func() (err error) {
-		plan, err = s.planner.PlanRun(ctx, &j.row)
+		j.plan, err = s.planner.PlanRun(ctx, &j.row)
 		return err
 	})
 	if err != nil {
 		return // lease expiry re-queues the run
 	}
+	plan := j.plan
 	var e ending
 	switch {
 	case plan.Reject != nil:
-		code := plan.Reject.Code
-		e = ending{code: &code, message: plan.Reject.Message}
+		e = rejected(plan.Reject)
 	case plan.Spec.Run.Options.DryRun:
 		zero := 0
 		e = ending{succeeded: true, code: &zero}
@@ -153,61 +53,33 @@ func (j *runJob) execute(ctx context.Context, log zerolog.Logger) {
 		}
 		e = s.decide(f, j.row.MaxAttempts, s.runChild(ctx, log, j.lease, plan.Spec))
 	}
-	j.finish(context.WithoutCancel(ctx), log, plan, e, started)
+	s.finish(context.WithoutCancel(ctx), log, j.lease, plan.Spec, j, e, started)
 }
 
-func (j *runJob) finish(ctx context.Context, log zerolog.Logger, plan *RunPlan, e ending, started time.Time) {
-	s, f := j.s, j.lease.fence
-	if e.cancelled {
-		e = s.confirmCancelled(log, j.lease)
-	}
-	var err error
-	switch {
-	case e.cancelled:
-		err = errCancelled
-	case e.retry || e.handBack:
-		if err = s.requeue(ctx, log, j.lease, e); err == nil {
-			j.lease.ended(e)
-			appendEvent(log, plan.Spec, "warning", "run.requeued", "Run re-queued: "+e.message, map[string]any{"attempt": f.Attempt, "error": e.message})
-		}
-	default:
-		err = j.complete(ctx, log, plan, e, started)
-	}
-	if errors.Is(err, errCancelled) {
-		s.endCancelled(log, j.lease, plan.Spec, started)
-	}
-}
-
-// complete writes a run's terminal outcome, then logs it and appends
-// run.complete.
-func (j *runJob) complete(ctx context.Context, log zerolog.Logger, plan *RunPlan, e ending, started time.Time) error {
-	s, f := j.s, j.lease.fence
+// writeFinal writes the run's final status, its results and its document's
+// status.
+func (j *runJob) writeFinal(ctx context.Context, log zerolog.Logger, e ending) error {
+	plan := j.plan
 	o := store.RunOutcome{Succeeded: e.succeeded, ExitCode: e.code, Error: e.message}
 	if e.result != nil && plan.DocumentID != "" {
-		o.Summary, o.OutputPath = j.results(log, plan, e.result)
+		o.Summary, o.OutputPath = j.results(log, e.result)
 	}
 	// The document follows the run whenever the run touched it.
 	o.DocumentID = plan.DocumentID
-	if err := s.persist(log, j.lease, "run outcome", func() error { return s.store.FinishRun(ctx, f, o) }); err != nil {
-		return err
-	}
-	j.lease.ended(e)
+	return j.s.persist(log, j.lease, "run outcome", func() error { return j.s.store.FinishRun(ctx, j.lease.fence, o) })
+}
+
+// afterFinal fails the run's build when the run found its venv gone.
+func (j *runJob) afterFinal(ctx context.Context, log zerolog.Logger, e ending) {
 	if e.result != nil && e.result.Reason == jobspec.ReasonVenvMissing {
-		if err := s.store.FailBuildEnvironmentMissing(ctx, plan.BuildID); err != nil {
+		if err := j.s.store.FailBuildEnvironmentMissing(ctx, j.plan.BuildID); err != nil {
 			log.Error().Err(err).Msg("cannot mark the build failed")
 		}
 	}
-	status := "failed"
-	if e.succeeded {
-		status = "succeeded"
-	}
-	logEnd(log, status, e.code, e.message, started)
-	appendEvent(log, plan.Spec, levelFor(e.succeeded), "run.complete", "Run "+status, terminalData(status, e.code, e.message, f.Attempt))
-	return nil
 }
 
 // results parses the engine's summary into rows and the output path.
-func (j *runJob) results(log zerolog.Logger, plan *RunPlan, r *jobspec.Result) (*summary.Summary, string) {
+func (j *runJob) results(log zerolog.Logger, r *jobspec.Result) (*summary.Summary, string) {
 	if len(r.Summary) == 0 {
 		return nil, ""
 	}
@@ -218,18 +90,11 @@ func (j *runJob) results(log zerolog.Logger, plan *RunPlan, r *jobspec.Result) (
 	}
 	out := ""
 	if sum.OutputPath != "" {
-		if rel, ok := summary.RelativeOutputPath(plan.Spec.Run.RunDir, sum.OutputPath); ok {
+		if rel, ok := summary.RelativeOutputPath(j.plan.Spec.Run.RunDir, sum.OutputPath); ok {
 			out = rel
 		}
 	}
 	return sum, out
-}
-
-func levelFor(ok bool) string {
-	if ok {
-		return "info"
-	}
-	return "error"
 }
 
 // buildJob is a claimed build.
@@ -243,73 +108,41 @@ func (j *buildJob) claim() *lease { return j.lease }
 
 func (j *buildJob) execute(ctx context.Context, log zerolog.Logger) {
 	s, f, started := j.s, j.lease.fence, time.Now()
-	var (
-		spec *jobspec.Spec
-		rej  *Rejection
-	)
+	var plan *Plan
 	err := s.persist(log, j.lease, "read the build's rows", func() (err error) {
-		spec, rej, err = s.planner.PlanBuild(ctx, &j.row)
+		plan, err = s.planner.PlanBuild(ctx, &j.row)
 		return err
 	})
 	if err != nil {
 		return // lease expiry re-queues the build
 	}
 	var e ending
-	if rej != nil {
-		code := rej.Code
-		e = ending{code: &code, message: rej.Message}
+	if plan.Reject != nil {
+		e = rejected(plan.Reject)
 	} else {
-		e = s.decide(f, j.row.MaxAttempts, s.runChild(ctx, log, j.lease, spec))
+		e = s.decide(f, j.row.MaxAttempts, s.runChild(ctx, log, j.lease, plan.Spec))
 	}
-	j.finish(context.WithoutCancel(ctx), log, spec, e, started)
+	s.finish(context.WithoutCancel(ctx), log, j.lease, plan.Spec, j, e, started)
 }
 
-func (j *buildJob) finish(ctx context.Context, log zerolog.Logger, spec *jobspec.Spec, e ending, started time.Time) {
-	s, f := j.s, j.lease.fence
-	if e.cancelled {
-		e = s.confirmCancelled(log, j.lease)
-	}
-	var err error
-	switch {
-	case e.cancelled:
-		err = errCancelled
-	case e.retry || e.handBack:
-		if err = s.requeue(ctx, log, j.lease, e); err == nil {
-			j.lease.ended(e)
-			appendEvent(log, spec, "warning", "build.requeued", "Build re-queued: "+e.message, map[string]any{"attempt": f.Attempt, "error": e.message})
-		}
-	default:
-		err = j.complete(ctx, log, spec, e, started)
-	}
-	if errors.Is(err, errCancelled) {
-		s.endCancelled(log, j.lease, spec, started)
-	}
-}
-
-// complete writes a build's terminal outcome, then logs it and appends
-// build.complete.
-func (j *buildJob) complete(ctx context.Context, log zerolog.Logger, spec *jobspec.Spec, e ending, started time.Time) error {
-	s, f := j.s, j.lease.fence
+// writeFinal writes the build's final status; a ready build keeps what the
+// jobrunner reported about its environment.
+func (j *buildJob) writeFinal(ctx context.Context, log zerolog.Logger, e ending) error {
 	o := store.BuildOutcome{Succeeded: e.succeeded, ExitCode: e.code, Error: e.message}
 	if r := e.result; r != nil && e.succeeded {
 		o.Summary, o.EngineVersion, o.PythonVersion, o.PythonInterpreter = r.BuildSummary, r.EngineVersion, r.PythonVersion, r.PythonInterpreter
 	}
-	if err := s.persist(log, j.lease, "build outcome", func() error { return s.store.FinishBuild(ctx, f, o) }); err != nil {
-		return err
+	return j.s.persist(log, j.lease, "build outcome", func() error { return j.s.store.FinishBuild(ctx, j.lease.fence, o) })
+}
+
+// afterFinal wakes the claim loop for a ready build's runs, or fails the
+// queued runs of a failed build now rather than at the next cleanup.
+func (j *buildJob) afterFinal(ctx context.Context, log zerolog.Logger, e ending) {
+	if e.succeeded {
+		j.s.wake() // its runs are claimable now
+		return
 	}
-	j.lease.ended(e)
-	status := "ready"
-	if !e.succeeded {
-		status = "failed"
-		// Its queued runs can never start: fail them now rather than at the
-		// next cleanup.
-		if _, err := s.store.FailRunsOfFailedBuilds(ctx); err != nil {
-			log.Warn().Err(err).Msg("cannot fail the runs of the failed build; cleanup will")
-		}
-	} else {
-		s.wake() // its runs are claimable now
+	if _, err := j.s.store.FailRunsOfFailedBuilds(ctx); err != nil {
+		log.Warn().Err(err).Msg("cannot fail the runs of the failed build; cleanup will")
 	}
-	logEnd(log, status, e.code, e.message, started)
-	appendEvent(log, spec, levelFor(e.succeeded), "build.complete", "Build "+status, terminalData(status, e.code, e.message, f.Attempt))
-	return nil
 }

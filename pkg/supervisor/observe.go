@@ -43,7 +43,7 @@ func (s *Supervisor) Health() *telemetry.Health { return s.health }
 func (s *Supervisor) probe(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	if err := s.store.DB().WithContext(pctx).Exec("SELECT 1").Error; err != nil {
+	if err := s.store.Ping(pctx); err != nil {
 		if ctx.Err() != nil {
 			return
 		}

@@ -47,23 +47,26 @@ func reject(code int, format string, args ...any) *Rejection {
 	return &Rejection{Code: code, Message: fmt.Sprintf(format, args...)}
 }
 
-// RunPlan is a run ready to hand to a jobrunner, or the reason it cannot run.
-type RunPlan struct {
+// Plan is a job (run or build) ready to hand to a jobrunner, or the reason
+// it cannot run.
+type Plan struct {
+	// Spec is what the jobrunner is told; it may be partial (or nil for a
+	// build) when the job is rejected.
 	Spec *jobspec.Spec
-	// Reject, when set, fails the run before any process starts.
+	// Reject, when set, fails the job before any process starts.
 	Reject *Rejection
 	// DocumentID is set for runs that process their document (not dry_run or
 	// validate_only): its status follows the run.
 	DocumentID string
-	// BuildID is the run's build, for failing it when its venv is gone.
+	// BuildID is a run's build, for failing it when its venv is gone.
 	BuildID string
 }
 
 // PlanRun resolves everything a run needs. An error is a database problem;
 // problems with the run's own data come back as plan.Reject.
-func (p *Planner) PlanRun(ctx context.Context, r *store.ClaimedRun) (*RunPlan, error) {
+func (p *Planner) PlanRun(ctx context.Context, r *store.ClaimedRun) (*Plan, error) {
 	lay := p.Layout()
-	plan := &RunPlan{}
+	plan := &Plan{}
 	runDir, err := lay.RunDir(r.WorkspaceID, r.ID)
 	if err != nil {
 		plan.Reject = reject(jobspec.CodeGenericFailure, "%v", err)
@@ -138,7 +141,7 @@ func checkRunRows(r *store.ClaimedRun, rc *store.RunContext, opts jobspec.RunOpt
 	switch {
 	case rc.Build == nil:
 		return reject(jobspec.CodeMissingBuild, "%s (build %s does not exist)", store.MsgBuildRequired, r.BuildID.String)
-	case rc.Build.Status != "ready":
+	case rc.Build.Status != store.StatusReady:
 		return reject(jobspec.CodeMissingBuild, "%s (build %s is %s)", store.MsgBuildRequired, rc.Build.ID, rc.Build.Status)
 	case rc.Build.ConfigurationID != r.ConfigurationID:
 		return reject(jobspec.CodeGenericFailure, "build %s belongs to configuration %s, not to the run's configuration %s",
@@ -209,20 +212,20 @@ func truncate(s string, n int) string {
 }
 
 // PlanBuild resolves everything a build needs. An error is a database
-// problem; problems with the build's own data come back as a Rejection.
-func (p *Planner) PlanBuild(ctx context.Context, b *store.ClaimedBuild) (*jobspec.Spec, *Rejection, error) {
+// problem; problems with the build's own data come back as plan.Reject.
+func (p *Planner) PlanBuild(ctx context.Context, b *store.ClaimedBuild) (*Plan, error) {
 	lay := p.Layout()
 	buildDir, err := lay.BuildDir(b.WorkspaceID, b.ConfigurationID, b.ID)
 	if err != nil {
-		return nil, reject(jobspec.CodeGenericFailure, "%v", err), nil
+		return &Plan{Reject: reject(jobspec.CodeGenericFailure, "%v", err)}, nil
 	}
 	configDir, err := lay.ConfigDir(b.WorkspaceID, b.ConfigurationID)
 	if err != nil {
-		return nil, reject(jobspec.CodeGenericFailure, "%v", err), nil
+		return &Plan{Reject: reject(jobspec.CodeGenericFailure, "%v", err)}, nil
 	}
 	twins, err := p.Store.ReadyBuildsLike(ctx, b.Fingerprint, b.ID)
 	if err != nil {
-		return nil, nil, err
+		return nil, err
 	}
 	var reuse []string
 	for _, t := range twins {
@@ -230,7 +233,7 @@ func (p *Planner) PlanBuild(ctx context.Context, b *store.ClaimedBuild) (*jobspe
 			reuse = append(reuse, layout.VenvDir(dir))
 		}
 	}
-	return &jobspec.Spec{
+	return &Plan{Spec: &jobspec.Spec{
 		Version: jobspec.Version, Kind: jobspec.KindBuild, JobID: b.ID, Attempt: b.AttemptCount,
 		WorkspaceID: b.WorkspaceID, ConfigurationID: b.ConfigurationID, BuildID: b.ID,
 		EventsPath:     layout.EventsPath(buildDir),
@@ -243,7 +246,7 @@ func (p *Planner) PlanBuild(ctx context.Context, b *store.ClaimedBuild) (*jobspe
 			EngineSpec: p.engineSpec(b.EngineSpec), ConfigDir: configDir, Fingerprint: b.Fingerprint,
 			ReuseFrom: reuse, UV: p.uv(),
 		},
-	}, nil, nil
+	}}, nil
 }
 
 // engineSpec is the build row's engine spec when it has one, else the

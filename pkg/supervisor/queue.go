@@ -13,7 +13,7 @@ type queue interface {
 	ClaimJobs(ctx context.Context, worker string, lease time.Duration, buildLimit, runLimit int) ([]store.ClaimedBuild, []store.ClaimedRun, error)
 	NextAvailable(ctx context.Context) (time.Duration, bool, error)
 	PendingJobs(ctx context.Context) (int64, error)
-	JobStatus(ctx context.Context, kind store.Kind, id string) (string, error)
+	JobStatus(ctx context.Context, kind store.Kind, id string) (store.Status, error)
 	CheckFile() error
 }
 

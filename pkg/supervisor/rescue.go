@@ -3,8 +3,6 @@ package supervisor
 import (
 	"context"
 	"errors"
-	"fmt"
-	"time"
 
 	"github.com/ade-org/ade-worker/pkg/store"
 )
@@ -17,27 +15,6 @@ const rescueBatch = 500
 type cleanupResult struct {
 	runsRequeued, runsFailed, buildsRequeued, buildsFailed int // expired leases
 	buildsStuck, runsFailedByBuild                         int
-}
-
-// expiryDecisions is the policy for jobs whose lease expired (their
-// supervisor died or froze): another attempt after the backoff of the
-// attempt that was lost, or failure once attempts are used up.
-func expiryDecisions(kind store.Kind, jobs []store.ExpiredLease, backoff func(attempt int) time.Duration) []store.LeaseExpiry {
-	msg := store.MsgRunLeaseExpired
-	if kind == store.KindBuild {
-		msg = store.MsgBuildLeaseExpired
-	}
-	out := make([]store.LeaseExpiry, len(jobs))
-	for i, j := range jobs {
-		d := store.LeaseExpiry{ID: j.ID, Attempt: j.AttemptCount, Message: msg}
-		if j.AttemptCount >= j.MaxAttempts {
-			d.Fail, d.Message = true, fmt.Sprintf("%s after %d attempts", msg, j.AttemptCount)
-		} else {
-			d.Delay = backoff(j.AttemptCount)
-		}
-		out[i] = d
-	}
-	return out
 }
 
 // rescue re-queues (or fails) the jobs whose lease expired, on the
@@ -73,7 +50,7 @@ func (s *Supervisor) cleanupPass(ctx context.Context) (cleanupResult, error) {
 	if err != nil {
 		return res, err
 	}
-	stuck, err := s.store.FailUnleasedBuilds(ctx, s.cfg.BuildTimeout)
+	stuck, err := s.store.FailUnleasedBuilds(ctx, s.cfg.BuildTimeout, stuckBuildMessage(s.cfg.BuildTimeout))
 	if err != nil {
 		return res, err
 	}

@@ -43,6 +43,13 @@ func TestExpiryDecisions(t *testing.T) {
 	}
 }
 
+// The ADE API and operators match on this text.
+func TestStuckBuildMessage(t *testing.T) {
+	if got, want := stuckBuildMessage(10*time.Minute), "Build timed out after 10m0s"; got != want {
+		t.Errorf("stuckBuildMessage = %q, want %q", got, want)
+	}
+}
+
 func TestLeaseLostStopsChildOnce(t *testing.T) {
 	l := newLease(store.Fence{Kind: store.KindRun, ID: "r"}, time.Minute, time.Now())
 	stops := 0

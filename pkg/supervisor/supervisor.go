@@ -355,7 +355,7 @@ func (s *Supervisor) logQueue(ctx context.Context) {
 	}
 	ev := s.log.Info().Int("running_here", len(s.slots))
 	for _, c := range counts {
-		ev = ev.Int64(string(c.Kind)+"s_"+c.Status, c.Count)
+		ev = ev.Int64(string(c.Kind)+"s_"+string(c.Status), c.Count)
 	}
 	ev.Msg("queue")
 }

@@ -205,17 +205,17 @@ func (w *world) addReadyBuild(ctx context.Context, venv string) error {
 	return os.Symlink(venv, filepath.Join(dir, ".venv"))
 }
 
-func (w *world) ts(t time.Time) any { return w.st.TimeArg(t) }
+func (w *world) ts(t time.Time) any { return w.st.TestTime(t) }
 
 func (w *world) exec(ctx context.Context, q string, args ...any) error {
-	if err := w.st.DB().WithContext(ctx).Exec(q, args...).Error; err != nil {
+	if err := w.st.TestDB().WithContext(ctx).Exec(q, args...).Error; err != nil {
 		return fmt.Errorf("%s: %w", oneLine(q, 60), err)
 	}
 	return nil
 }
 
 func (w *world) query(ctx context.Context, dest any, q string, args ...any) error {
-	if err := w.st.DB().WithContext(ctx).Raw(q, args...).Scan(dest).Error; err != nil {
+	if err := w.st.TestDB().WithContext(ctx).Raw(q, args...).Scan(dest).Error; err != nil {
 		return fmt.Errorf("%s: %w", oneLine(q, 60), err)
 	}
 	return nil
@@ -244,7 +244,7 @@ func (w *world) enqueue(ctx context.Context, batch string, n int, content []byte
 	}
 	ts := w.ts(time.Now())
 	const chunk = 200
-	err := w.st.DB().WithContext(ctx).Transaction(func(tx *gorm.DB) error {
+	err := w.st.TestDB().WithContext(ctx).Transaction(func(tx *gorm.DB) error {
 		for lo := 0; lo < n; lo += chunk {
 			hi := min(lo+chunk, n)
 			var dq, rq strings.Builder

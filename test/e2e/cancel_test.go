@@ -243,7 +243,7 @@ func TestCancelRacesCompletion(t *testing.T) {
 			cancelWon := false
 			if i%2 == 0 {
 				now := w.ts(time.Now())
-				res := w.st.DB().Exec(cancelRunSQL, now, now, run)
+				res := w.st.TestDB().Exec(cancelRunSQL, now, now, run)
 				if res.Error != nil {
 					t.Fatal(res.Error)
 				}

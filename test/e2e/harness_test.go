@@ -217,17 +217,17 @@ func (w *world) addRun(cfg, doc string, extra ...string) string {
 // query scans one row of a raw query into dest.
 func (w *world) query(dest any, sql string, args ...any) {
 	w.t.Helper()
-	if err := w.st.DB().Raw(sql, args...).Scan(dest).Error; err != nil {
+	if err := w.st.TestDB().Raw(sql, args...).Scan(dest).Error; err != nil {
 		w.t.Fatalf("query %q: %v", sql, err)
 	}
 }
 
 // ts encodes a time the way the world's database stores timestamps.
-func (w *world) ts(t time.Time) any { return w.st.TimeArg(t) }
+func (w *world) ts(t time.Time) any { return w.st.TestTime(t) }
 
 func (w *world) exec(sql string, args ...any) {
 	w.t.Helper()
-	if err := w.st.DB().Exec(sql, args...).Error; err != nil {
+	if err := w.st.TestDB().Exec(sql, args...).Error; err != nil {
 		w.t.Fatalf("exec %q: %v", sql, err)
 	}
 }

@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"context"
 	"database/sql"
 	"os"
 	"os/exec"
@@ -62,8 +63,7 @@ func (w *world) reconnect() {
 	w.t.Helper()
 	deadline := time.Now().Add(30 * time.Second)
 	for {
-		var one int
-		err := w.st.DB().Raw("SELECT 1").Scan(&one).Error
+		err := w.st.Ping(context.Background())
 		if err == nil {
 			return
 		}

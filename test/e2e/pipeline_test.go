@@ -143,7 +143,7 @@ func assertResultsMatchSummary(t *testing.T, w *world, run string, sum map[strin
 	t.Helper()
 	var m map[string]any
 	rows := []map[string]any{}
-	if err := w.st.DB().Raw(`SELECT * FROM run_metrics WHERE run_id = ?`, run).Scan(&rows).Error; err != nil || len(rows) != 1 {
+	if err := w.st.TestDB().Raw(`SELECT * FROM run_metrics WHERE run_id = ?`, run).Scan(&rows).Error; err != nil || len(rows) != 1 {
 		t.Fatalf("run_metrics rows = %d (%v), want 1", len(rows), err)
 	}
 	m = rows[0]
@@ -191,7 +191,7 @@ func assertResultsMatchSummary(t *testing.T, w *world, run string, sum map[strin
 	}
 
 	var fields []map[string]any
-	w.st.DB().Raw(`SELECT * FROM run_fields WHERE run_id = ? ORDER BY field`, run).Scan(&fields)
+	w.st.TestDB().Raw(`SELECT * FROM run_fields WHERE run_id = ? ORDER BY field`, run).Scan(&fields)
 	engineFields := sum["fields"].([]any)
 	if len(fields) != len(engineFields) || len(fields) == 0 {
 		t.Fatalf("run_fields rows = %d, engine reported %d", len(fields), len(engineFields))
@@ -218,7 +218,7 @@ func assertResultsMatchSummary(t *testing.T, w *world, run string, sum map[strin
 	}
 
 	var cols []map[string]any
-	w.st.DB().Raw(`SELECT * FROM run_table_columns WHERE run_id = ? ORDER BY column_index`, run).Scan(&cols)
+	w.st.TestDB().Raw(`SELECT * FROM run_table_columns WHERE run_id = ? ORDER BY column_index`, run).Scan(&cols)
 	wb := sum["workbooks"].([]any)[0].(map[string]any)
 	sheet := wb["sheets"].([]any)[0].(map[string]any)
 	table := sheet["tables"].([]any)[0].(map[string]any)

@@ -1,0 +1,144 @@
+package supervisor
+
+import (
+	"context"
+	"errors"
+	"time"
+
+	"github.com/rs/zerolog"
+
+	"github.com/ade-org/ade-worker/pkg/eventlog"
+	"github.com/ade-org/ade-worker/pkg/jobspec"
+	"github.com/ade-org/ade-worker/pkg/store"
+)
+
+// finalWriter is what differs between a run's end and a build's: the
+// fenced write of its final state, and what follows once it is stored.
+type finalWriter interface {
+	// writeFinal stores the job's final state, fenced on its claim.
+	writeFinal(ctx context.Context, log zerolog.Logger, e ending) error
+	// afterFinal runs once the final state is stored.
+	afterFinal(ctx context.Context, log zerolog.Logger, e ending)
+}
+
+// finish is the one path by which a claimed job ends: a cancel confirmed
+// (the worker writes nothing), a re-queue, or a final state written by w.
+// Each is followed by its log line and its event in the job's events file.
+func (s *Supervisor) finish(ctx context.Context, log zerolog.Logger, l *lease, spec *jobspec.Spec,
+	w finalWriter, e ending, started time.Time) {
+	f := l.fence
+	if e.cancelled {
+		e = s.confirmCancelled(log, l)
+	}
+	var err error
+	switch {
+	case e.cancelled:
+		err = errCancelled
+	case e.retry || e.handBack:
+		if err = s.requeue(ctx, log, l, e); err == nil {
+			l.ended(e)
+			appendEvent(log, spec, "warning", string(f.Kind)+".requeued", kindTitle(f.Kind)+" re-queued: "+e.message,
+				map[string]any{"attempt": f.Attempt, "error": e.message})
+		}
+	default:
+		err = s.complete(ctx, log, l, spec, w, e, started)
+	}
+	if errors.Is(err, errCancelled) {
+		s.endCancelled(log, l, spec, started)
+	}
+}
+
+// complete writes a job's final state through w, then logs it and appends
+// its <kind>.complete event.
+func (s *Supervisor) complete(ctx context.Context, log zerolog.Logger, l *lease, spec *jobspec.Spec,
+	w finalWriter, e ending, started time.Time) error {
+	f := l.fence
+	if err := w.writeFinal(ctx, log, e); err != nil {
+		return err
+	}
+	l.ended(e)
+	w.afterFinal(ctx, log, e)
+	status := store.EndStatus(f.Kind, e.succeeded)
+	logEnd(log, status, e.code, e.message, started)
+	appendEvent(log, spec, levelFor(e.succeeded), completeEvent(f.Kind), kindTitle(f.Kind)+" "+string(status),
+		terminalData(status, e.code, e.message, f.Attempt))
+	return nil
+}
+
+// requeue writes a retry or a hand-back.
+func (s *Supervisor) requeue(ctx context.Context, log zerolog.Logger, l *lease, e ending) error {
+	delay := time.Duration(0)
+	if e.retry {
+		delay = s.cfg.Backoff(l.fence.Attempt)
+	}
+	err := s.persist(log, l, "requeue", func() error {
+		return s.store.Requeue(ctx, l.fence, delay, e.message, e.retry)
+	})
+	if err != nil {
+		return err
+	}
+	log.Warn().Str("error", e.message).Float64("retry_in_s", delay.Seconds()).Bool("attempt_counted", e.retry).Msg("job re-queued")
+	return nil
+}
+
+// kindTitle is the kind as the first word of an event's message.
+func kindTitle(k store.Kind) string {
+	if k == store.KindBuild {
+		return "Build"
+	}
+	return "Run"
+}
+
+// completeEvent names the event of a job's end, cancels included.
+func completeEvent(k store.Kind) string { return string(k) + ".complete" }
+
+// appendEvent writes one worker event to a job's events file after the
+// database holds the outcome it describes. The file is reached from its
+// root without following links; on a full disk the event is left out (the
+// file still ends on a whole line, see eventlog) and a warning logged.
+func appendEvent(log zerolog.Logger, spec *jobspec.Spec, level, event, message string, data map[string]any) {
+	if spec == nil {
+		return
+	}
+	l, err := eventlog.Open(spec.EventsPath, eventlog.Context{JobID: spec.JobID, WorkspaceID: spec.WorkspaceID,
+		BuildID: spec.BuildID, ConfigurationID: spec.ConfigurationID}, eventlog.Options{Root: spec.EventsRoot()})
+	if err == nil {
+		err = l.Emit(level, event, message, data)
+		if cerr := l.Close(); err == nil {
+			err = cerr
+		}
+	}
+	if err != nil {
+		log.Warn().Err(err).Str("event", event).Msg("cannot append to events file")
+	}
+}
+
+func terminalData(status store.Status, code *int, message string, attempt int) map[string]any {
+	data := map[string]any{"status": string(status), "exit_code": code, "attempt": attempt}
+	if message != "" {
+		data["error"] = message
+	}
+	return data
+}
+
+// logEnd writes the one line every finished job gets.
+func logEnd(log zerolog.Logger, status store.Status, code *int, message string, started time.Time) {
+	ev := log.Info()
+	if status != store.StatusSucceeded && status != store.StatusReady {
+		ev = log.Warn()
+	}
+	if code != nil {
+		ev = ev.Int("exit_code", *code)
+	}
+	if message != "" {
+		ev = ev.Str("error", message)
+	}
+	ev.Str("status", string(status)).Float64("duration_ms", float64(time.Since(started).Microseconds())/1000).Msg("job finished")
+}
+
+func levelFor(ok bool) string {
+	if ok {
+		return "info"
+	}
+	return "error"
+}
