@@ -138,7 +138,7 @@ func (s *Supervisor) persist(log zerolog.Logger, l *lease, what string, write fu
 	delay := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := write()
-		if err != nil && !errors.Is(err, store.ErrLeaseLost) {
+		if err != nil && !errors.Is(err, store.ErrLeaseLost) && !errors.Is(err, context.Canceled) {
 			s.obs.DBError("write")
 		}
 		switch {
@@ -153,6 +153,10 @@ func (s *Supervisor) persist(log zerolog.Logger, l *lease, what string, write fu
 				return errCancelled // the caller ends the job as cancelled
 			}
 			log.Warn().Str("write", what).Str("outcome", telemetry.OutcomeLeaseLost).Msg("lease lost before the write landed; the job's new owner decides")
+			return err
+		case errors.Is(err, context.Canceled):
+			// The write's context ended (a stop): it can never land, and
+			// the heartbeat keeps the lease, so retrying would never end.
 			return err
 		case time.Now().Add(delay).After(l.expires()):
 			log.Error().Err(err).Str("write", what).Msg("database write failed until the lease ran out; the job will be retried after lease expiry")

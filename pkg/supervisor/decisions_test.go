@@ -1,6 +1,7 @@
 package supervisor
 
 import (
+	"context"
 	"database/sql"
 	"errors"
 	"fmt"
@@ -195,6 +196,9 @@ func TestPersist(t *testing.T) {
 		{"the wait stops growing at five seconds", 8, down, time.Hour, nil, 9,
 			[]time.Duration{100 * ms, 200 * ms, 400 * ms, 800 * ms, 1600 * ms, 3200 * ms, 5000 * ms, 5000 * ms}},
 		{"a lost lease ends at once", 5, store.ErrLeaseLost, time.Hour, store.ErrLeaseLost, 1, nil},
+		// The heartbeat keeps the lease while the supervisor stops: a write
+		// whose context ended must not wait for the lease to run out.
+		{"a write whose context ended stops at once", 5, fmt.Errorf("read the run's rows: %w", context.Canceled), time.Hour, context.Canceled, 1, nil},
 		// A lease with 2.5 s left: the next wait of 3.2 s would outlast it.
 		{"gives up when the next wait would outlast the lease", 100, down, 2500 * ms, down, 6,
 			[]time.Duration{100 * ms, 200 * ms, 400 * ms, 800 * ms, 1600 * ms}},

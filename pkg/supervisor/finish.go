@@ -81,6 +81,16 @@ func (s *Supervisor) requeue(ctx context.Context, log zerolog.Logger, l *lease, 
 	return nil
 }
 
+// handBackIfStopped hands a job back when a write before its child started
+// failed because the supervisor is stopping (ctx ended), rather than leave
+// it to lease expiry: another supervisor takes it at once.
+func (s *Supervisor) handBackIfStopped(ctx context.Context, log zerolog.Logger, l *lease, spec *jobspec.Spec,
+	w finalWriter, started time.Time) {
+	if ctx.Err() != nil {
+		s.finish(context.WithoutCancel(ctx), log, l, spec, w, shutDown, started)
+	}
+}
+
 // kindTitle is the kind as the first word of an event's message.
 func kindTitle(k store.Kind) string {
 	if k == store.KindBuild {

@@ -29,7 +29,8 @@ func (j *runJob) execute(ctx context.Context, log zerolog.Logger) {
 		return err
 	})
 	if err != nil {
-		return // lease expiry re-queues the run
+		s.handBackIfStopped(ctx, log, j.lease, nil, j, started)
+		return // else lease expiry re-queues the run
 	}
 	plan := j.plan
 	var e ending
@@ -48,6 +49,7 @@ func (j *runJob) execute(ctx context.Context, log zerolog.Logger) {
 				s.endCancelled(log, j.lease, plan.Spec, started)
 			}
 			if err != nil {
+				s.handBackIfStopped(ctx, log, j.lease, plan.Spec, j, started)
 				return
 			}
 		}
@@ -114,7 +116,8 @@ func (j *buildJob) execute(ctx context.Context, log zerolog.Logger) {
 		return err
 	})
 	if err != nil {
-		return // lease expiry re-queues the build
+		s.handBackIfStopped(ctx, log, j.lease, nil, j, started)
+		return // else lease expiry re-queues the build
 	}
 	var e ending
 	if plan.Reject != nil {

@@ -22,6 +22,10 @@ type ending struct {
 	result    *jobspec.Result
 }
 
+// shutDown is the ending of a job the supervisor stopped because it is
+// shutting down: handed back, its attempt not counted.
+var shutDown = ending{handBack: true, message: "Worker shut down; job handed back"}
+
 // decide maps a child's outcome to what gets written.
 func (s *Supervisor) decide(f store.Fence, maxAttempts int, out childOutcome) ending {
 	switch {
@@ -31,7 +35,7 @@ func (s *Supervisor) decide(f store.Fence, maxAttempts int, out childOutcome) en
 	case out.stopped && (out.result == nil || out.result.Reason == jobspec.ReasonCancelled):
 		// Stopped by the shutdown; a job that finished just before it keeps
 		// its real outcome.
-		return ending{handBack: true, message: "Worker shut down; job handed back"}
+		return shutDown
 	case out.result == nil:
 		return s.retryOrFail(f, maxAttempts, out.problem, jobspec.CodeGenericFailure, nil)
 	case out.result.Retryable:
