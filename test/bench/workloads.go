@@ -335,6 +335,7 @@ func (b *bench) floor(ctx context.Context, w *world, concurrency, n int) (floorR
 		spec, run := *template, *template.Run
 		spec.JobID, spec.Run = store.NewID(), &run
 		run.RunDir = filepath.Join(dir, "runs", spec.JobID)
+		spec.Roots.Runs = dir // the jobrunner creates run folders below it
 		spec.EventsPath = filepath.Join(run.RunDir, "logs", "events.ndjson")
 		var buf bytes.Buffer
 		if err := spec.Encode(&buf); err != nil {

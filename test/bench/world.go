@@ -187,7 +187,7 @@ func (w *world) addConfig(ctx context.Context) (string, error) {
 
 // addReadyBuild inserts a ready build of the world's configuration whose
 // environment is venv (a folder with bin/python and the ade-build.json
-// marker), linked into place, so runs need no pip install.
+// marker), copied into place with hard links, so runs need no pip install.
 func (w *world) addReadyBuild(ctx context.Context, venv string) error {
 	id, now := store.NewID(), time.Now()
 	err := w.exec(ctx, `INSERT INTO builds (id, workspace_id, configuration_id, fingerprint, engine_spec, status, exit_code,
@@ -202,7 +202,12 @@ func (w *world) addReadyBuild(ctx context.Context, venv string) error {
 		return err
 	}
 	w.build = id
-	return os.Symlink(venv, filepath.Join(dir, ".venv"))
+	// A hard-linked copy, as the worker's own build reuse makes: a link
+	// would be refused (no path below the venvs root may be a link).
+	if out, err := exec.CommandContext(ctx, "cp", "-al", venv, filepath.Join(dir, ".venv")).CombinedOutput(); err != nil {
+		return fmt.Errorf("copy the bench venv: %v: %s", err, out)
+	}
+	return nil
 }
 
 func (w *world) ts(t time.Time) any { return w.st.TestTime(t) }
