@@ -26,23 +26,31 @@ func BecomeSubreaper() error {
 // reaps the ones that became its children. It repeats until no descendant
 // is left, so a process forking while it is being killed is caught too.
 func KillDescendants() {
-	self := os.Getpid()
-	// SIGKILL is delivered asynchronously: on a loaded machine a victim may
-	// still be alive (not yet a zombie) right after kill returns, so keep
-	// killing and reaping until none is left, within a bound.
+	KillDescendantsOf(os.Getpid())
+	reapOrphans()
+}
+
+// KillDescendantsOf sends SIGKILL to every live descendant of pid until none
+// is left, within a bound of two seconds. SIGKILL is delivered
+// asynchronously: on a loaded machine a victim may still be alive (not yet a
+// zombie) right after kill returns. When pid is this process, the victims
+// that became its children are reaped as they die.
+func KillDescendantsOf(pid int) {
+	self := pid == os.Getpid()
 	deadline := time.Now().Add(2 * time.Second)
 	for pause := 100 * time.Microsecond; time.Now().Before(deadline); pause = min(2*pause, 20*time.Millisecond) {
-		victims := Descendants(self)
+		victims := Descendants(pid)
 		if len(victims) == 0 {
-			break
+			return
 		}
-		for _, pid := range victims {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
+		for _, v := range victims {
+			_ = syscall.Kill(v, syscall.SIGKILL)
 		}
-		reapOrphans()
+		if self {
+			reapOrphans()
+		}
 		time.Sleep(pause)
 	}
-	reapOrphans()
 }
 
 // reapOrphans collects exited processes that were reparented to us. Only

@@ -293,14 +293,6 @@ func (k *treeKiller) kill() {
 	if k.ended || k.proc == nil || k.proc.Signal(syscall.Signal(0)) != nil {
 		return
 	}
-	for round := 0; round < 10; round++ {
-		victims := procs.Descendants(k.proc.Pid)
-		if len(victims) == 0 {
-			break
-		}
-		for _, pid := range victims {
-			_ = syscall.Kill(pid, syscall.SIGKILL)
-		}
-	}
+	procs.KillDescendantsOf(k.proc.Pid)
 	_ = k.proc.Kill()
 }
