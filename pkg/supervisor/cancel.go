@@ -43,67 +43,28 @@ func cancelPoll(dialect string) time.Duration {
 // file changes many times a second.
 const cancelCheckGap = 50 * time.Millisecond
 
-// runningJobs are the jobs this supervisor holds, by kind and id.
-type runningJobs struct {
-	mu   sync.Mutex
-	jobs map[store.JobRef]runningJob
+// cancelSignals carry cancels seen by the watcher to watchCancels.
+type cancelSignals struct {
 	// buildCancelled: some build was cancelled; fail its queued runs.
 	buildCancelled atomic.Bool
 	check          chan struct{} // look at every running job's row now
-}
-
-type runningJob struct {
-	lease *lease
-	log   zerolog.Logger
-}
-
-func (r *runningJobs) add(l *lease, log zerolog.Logger) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	if r.jobs == nil {
-		r.jobs = map[store.JobRef]runningJob{}
-	}
-	r.jobs[l.fence.Ref()] = runningJob{lease: l, log: log}
-}
-
-func (r *runningJobs) remove(l *lease) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	delete(r.jobs, l.fence.Ref())
-}
-
-func (r *runningJobs) get(ref store.JobRef) (runningJob, bool) {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	j, ok := r.jobs[ref]
-	return j, ok
-}
-
-func (r *runningJobs) refs() []store.JobRef {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := make([]store.JobRef, 0, len(r.jobs))
-	for ref := range r.jobs {
-		out = append(out, ref)
-	}
-	return out
 }
 
 // cancelSeen is the watcher's callback (see store.WatchQueue): a named job
 // is stopped at once if it runs here; a zero ref asks for a check of all.
 func (s *Supervisor) cancelSeen(ref store.JobRef) {
 	if ref.ID != "" {
-		if j, ok := s.running.get(ref); ok {
-			s.stopCancelled(j.log, j.lease, "notify")
+		if l, ok := s.leases.get(ref); ok {
+			s.stopCancelled(l.log, l, "notify")
 		}
 		if ref.Kind == store.KindBuild {
-			s.running.buildCancelled.Store(true)
+			s.cancels.buildCancelled.Store(true)
 		} else {
 			return
 		}
 	}
 	select {
-	case s.running.check <- struct{}{}:
+	case s.cancels.check <- struct{}{}:
 	default:
 	}
 }
@@ -118,7 +79,7 @@ func (s *Supervisor) watchCancels(ctx context.Context) {
 		case <-ctx.Done():
 			return
 		case <-t.C:
-		case <-s.running.check:
+		case <-s.cancels.check:
 		}
 		s.checkCancels(ctx)
 		select {
@@ -132,12 +93,12 @@ func (s *Supervisor) watchCancels(ctx context.Context) {
 // checkCancels stops every running job whose row is cancelled: primary-key
 // lookups of this supervisor's own jobs, nothing when none runs.
 func (s *Supervisor) checkCancels(ctx context.Context) {
-	if s.running.buildCancelled.Swap(false) {
+	if s.cancels.buildCancelled.Swap(false) {
 		if _, err := s.store.FailRunsOfFailedBuilds(ctx); err != nil && ctx.Err() == nil {
 			s.log.Warn().Err(err).Msg("cannot fail the runs of a cancelled build; cleanup will")
 		}
 	}
-	refs := s.running.refs()
+	refs := s.leases.refs()
 	if len(refs) == 0 {
 		return
 	}
@@ -149,8 +110,8 @@ func (s *Supervisor) checkCancels(ctx context.Context) {
 		return
 	}
 	for _, ref := range cancelled {
-		if j, ok := s.running.get(ref); ok {
-			s.stopCancelled(j.log, j.lease, "poll")
+		if l, ok := s.leases.get(ref); ok {
+			s.stopCancelled(l.log, l, "poll")
 		}
 	}
 }

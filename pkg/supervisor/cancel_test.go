@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/rs/zerolog"
-
 	"github.com/ade-org/ade-worker/pkg/jobspec"
 	"github.com/ade-org/ade-worker/pkg/store"
 )
@@ -68,15 +66,21 @@ func TestLeaseCancel(t *testing.T) {
 	}
 }
 
-// TestRunningJobs: the registry finds jobs by kind and id.
-func TestRunningJobs(t *testing.T) {
-	var r runningJobs
+// TestLeaseSet: the held jobs are found by kind and id.
+func TestLeaseSet(t *testing.T) {
+	var r leaseSet
 	run := newLease(store.Fence{Kind: store.KindRun, ID: "x"}, time.Minute, time.Now())
 	build := newLease(store.Fence{Kind: store.KindBuild, ID: "x"}, time.Minute, time.Now())
-	r.add(run, zerolog.Nop())
-	r.add(build, zerolog.Nop())
-	if j, ok := r.get(store.JobRef{Kind: store.KindBuild, ID: "x"}); !ok || j.lease != build {
-		t.Errorf("get build x = %v, %v", j.lease, ok)
+	r.add(run)
+	r.add(build)
+	if l, ok := r.get(store.JobRef{Kind: store.KindBuild, ID: "x"}); !ok || l != build {
+		t.Errorf("get build x = %v, %v", l, ok)
+	}
+	again := newLease(store.Fence{Kind: store.KindBuild, ID: "x", Attempt: 2}, time.Minute, time.Now())
+	r.add(again) // claimed again while the lost attempt's goroutine ends
+	r.remove(build)
+	if l, ok := r.get(store.JobRef{Kind: store.KindBuild, ID: "x"}); !ok || l != again {
+		t.Errorf("after the old attempt ended, get build x = %v, %v; want the new claim", l, ok)
 	}
 	r.remove(run)
 	if _, ok := r.get(store.JobRef{Kind: store.KindRun, ID: "x"}); ok {

@@ -90,26 +90,47 @@ func (l *lease) markLost() bool {
 	return first
 }
 
-// leaseSet is every job this supervisor holds; one heartbeat renews them
-// all in one statement.
+// leaseSet is every job this supervisor holds, by kind and id: one
+// heartbeat renews them all in one statement, and cancels find them here.
 type leaseSet struct {
 	mu   sync.Mutex
-	held map[store.Fence]*lease
+	held map[store.JobRef]*lease
 }
 
 func (ls *leaseSet) add(l *lease) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
 	if ls.held == nil {
-		ls.held = map[store.Fence]*lease{}
+		ls.held = map[store.JobRef]*lease{}
 	}
-	ls.held[l.fence] = l
+	ls.held[l.fence.Ref()] = l
 }
 
+// remove forgets l, not a newer claim of the same job (this supervisor may
+// claim a job again while the goroutine of its lost attempt still ends).
 func (ls *leaseSet) remove(l *lease) {
 	ls.mu.Lock()
 	defer ls.mu.Unlock()
-	delete(ls.held, l.fence)
+	if ls.held[l.fence.Ref()] == l {
+		delete(ls.held, l.fence.Ref())
+	}
+}
+
+func (ls *leaseSet) get(ref store.JobRef) (*lease, bool) {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	l, ok := ls.held[ref]
+	return l, ok
+}
+
+func (ls *leaseSet) refs() []store.JobRef {
+	ls.mu.Lock()
+	defer ls.mu.Unlock()
+	out := make([]store.JobRef, 0, len(ls.held))
+	for ref := range ls.held {
+		out = append(out, ref)
+	}
+	return out
 }
 
 func (ls *leaseSet) snapshot() []*lease {

@@ -38,8 +38,8 @@ type Supervisor struct {
 	freed   chan struct{} // a job ended: claim again without waiting
 	jobs    sync.WaitGroup
 	leases  leaseSet
-	running runningJobs // by kind and id, for cancels
-	fatal   fatalError  // set when the supervisor must stop (see Unready)
+	cancels cancelSignals
+	fatal   fatalError // set when the supervisor must stop (see Unready)
 
 	sleep func(time.Duration) // persist's wait between tries
 	// now is the wall clock for logs only: every time the queue compares
@@ -65,7 +65,7 @@ func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner 
 		hardStop: make(chan struct{}),
 		obs:      telemetry.Nop{},
 		health:   newHealth(cfg.PollIntervalMax),
-		running:  runningJobs{check: make(chan struct{}, 1)},
+		cancels:  cancelSignals{check: make(chan struct{}, 1)},
 		now:      time.Now,
 	}
 	for _, o := range opts {
@@ -240,11 +240,9 @@ func (s *Supervisor) start(ctx context.Context, j job, readyAt time.Time) {
 	log.Info().Float64("pickup_latency_ms", float64(s.now().Sub(readyAt).Microseconds())/1000).Msg("job claimed")
 	claimedAt := time.Now()
 	s.obs.JobClaimed(string(f.Kind), s.now().Sub(readyAt))
-	s.running.add(l, log)
 	go func() {
 		defer func() {
 			s.obs.JobEnded(string(f.Kind), l.outcomeOf(), time.Since(claimedAt))
-			s.running.remove(l)
 			s.leases.remove(l)
 			<-s.slots
 			s.jobs.Done()
