@@ -17,6 +17,7 @@ import (
 	"github.com/ade-org/ade-worker/pkg/eventlog"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/supervisor"
+	"github.com/ade-org/ade-worker/pkg/tick"
 )
 
 // maxEventLine bounds one events-file line that tail and inspect read. Lines
@@ -129,7 +130,7 @@ func (t *tailer) copy(ctx context.Context, r *eventlog.LineReader) error {
 				return nil
 			}
 		}
-		if err := sleep(ctx, followPoll); err != nil {
+		if err := tick.Sleep(ctx, followPoll); err != nil {
 			return err
 		}
 	}
@@ -162,7 +163,7 @@ func (t *tailer) open(ctx context.Context) (*os.File, error) {
 			waiting = true
 			fmt.Fprintf(os.Stderr, "supervisor: waiting for %s (%s %s is %s)\n", t.path, t.job.Kind, t.job.ID, t.job.Status)
 		}
-		if err := sleep(ctx, followPoll); err != nil {
+		if err := tick.Sleep(ctx, followPoll); err != nil {
 			return nil, err
 		}
 	}
@@ -177,17 +178,6 @@ func (t *tailer) ended(ctx context.Context) bool {
 	}
 	t.job = j
 	return j.Status.Final()
-}
-
-func sleep(ctx context.Context, d time.Duration) error {
-	timer := time.NewTimer(d)
-	defer timer.Stop()
-	select {
-	case <-ctx.Done():
-		return ctx.Err()
-	case <-timer.C:
-		return nil
-	}
 }
 
 // lastLinesOffset returns the offset of the n-th last whole line of f (0

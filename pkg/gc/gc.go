@@ -19,6 +19,7 @@ import (
 	"github.com/ade-org/ade-worker/pkg/layout"
 	"github.com/ade-org/ade-worker/pkg/safepath"
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/pkg/tick"
 )
 
 // Target is a kind of folder the collector removes; it is the label of
@@ -138,28 +139,30 @@ func (c *Collector) Run(ctx context.Context, interval time.Duration) {
 	if interval <= 0 {
 		return
 	}
-	timer := time.NewTimer(min(interval, time.Minute))
-	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-timer.C:
-		}
-		start := time.Now()
-		res, err := c.Pass(ctx, start, false)
-		switch {
-		case err != nil && ctx.Err() == nil:
-			c.log.Error().Err(err).Msg("gc pass failed; will retry at the next interval")
-		case res != nil && res.Skipped:
-			c.log.Debug().Msg("gc pass skipped: another supervisor holds the gc lock")
-		case res != nil:
-			c.logPass(res, time.Since(start))
-		}
-		if res != nil && !res.Skipped && c.OnPass != nil {
-			c.OnPass(res)
-		}
-		timer.Reset(interval)
+	if tick.Sleep(ctx, min(interval, time.Minute)) != nil {
+		return
+	}
+	c.scheduledPass(ctx)
+	tick.Every(ctx, interval, nil, func(ctx context.Context) bool {
+		c.scheduledPass(ctx)
+		return true
+	})
+}
+
+// scheduledPass makes one pass, logs it and reports it to OnPass.
+func (c *Collector) scheduledPass(ctx context.Context) {
+	start := time.Now()
+	res, err := c.Pass(ctx, start, false)
+	switch {
+	case err != nil && ctx.Err() == nil:
+		c.log.Error().Err(err).Msg("gc pass failed; will retry at the next interval")
+	case res != nil && res.Skipped:
+		c.log.Debug().Msg("gc pass skipped: another supervisor holds the gc lock")
+	case res != nil:
+		c.logPass(res, time.Since(start))
+	}
+	if res != nil && !res.Skipped && c.OnPass != nil {
+		c.OnPass(res)
 	}
 }
 

@@ -13,6 +13,7 @@ import (
 
 	"github.com/ade-org/ade-worker/pkg/jobspec"
 	"github.com/ade-org/ade-worker/pkg/safepath"
+	"github.com/ade-org/ade-worker/pkg/tick"
 )
 
 // verifyScript imports both packages and reports versions as one JSON line.
@@ -299,10 +300,8 @@ func flockWait(ctx context.Context, f *os.File) error {
 		if err != syscall.EWOULDBLOCK {
 			return fmt.Errorf("lock build folder: %w", err)
 		}
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("waiting for another build of this environment: %w", ctx.Err())
-		case <-time.After(100 * time.Millisecond):
+		if err := tick.Sleep(ctx, 100*time.Millisecond); err != nil {
+			return fmt.Errorf("waiting for another build of this environment: %w", err)
 		}
 	}
 }

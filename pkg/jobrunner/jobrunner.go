@@ -21,6 +21,7 @@ import (
 	"github.com/ade-org/ade-worker/pkg/eventlog"
 	"github.com/ade-org/ade-worker/pkg/jobspec"
 	"github.com/ade-org/ade-worker/pkg/procs"
+	"github.com/ade-org/ade-worker/pkg/tick"
 )
 
 // Execute runs spec and returns its result. It never panics on bad input:
@@ -222,19 +223,13 @@ func (o *outputBudget) Write(p []byte) (int, error) {
 // watchProcesses calls exceeded when this process has more than max
 // descendants (the job's processes), checking a few times a second.
 func watchProcesses(ctx context.Context, max int, exceeded func()) {
-	t := time.NewTicker(200 * time.Millisecond)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			if len(procs.Descendants(os.Getpid())) > max {
-				exceeded()
-				return
-			}
+	tick.Every(ctx, 200*time.Millisecond, nil, func(context.Context) bool {
+		if len(procs.Descendants(os.Getpid())) > max {
+			exceeded()
+			return false
 		}
-	}
+		return true
+	})
 }
 
 // tailBuffer keeps the last max bytes written to it.

@@ -12,6 +12,8 @@ import (
 	"unsafe"
 
 	"github.com/jackc/pgx/v5"
+
+	"github.com/ade-org/ade-worker/pkg/tick"
 )
 
 // notifyChannel is the PostgreSQL channel the worker's triggers notify.
@@ -39,10 +41,7 @@ func (s *Store) WatchQueue(ctx context.Context, wake func(), cancelled func(JobR
 		if err != nil {
 			onError(err)
 		}
-		select {
-		case <-ctx.Done():
-		case <-time.After(time.Second):
-		}
+		_ = tick.Sleep(ctx, time.Second)
 	}
 }
 

@@ -15,6 +15,7 @@ import (
 	"github.com/ade-org/ade-worker/pkg/procs"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/telemetry"
+	"github.com/ade-org/ade-worker/pkg/tick"
 )
 
 // Cancelling a job is writing its row (status 'cancelled', no claim), by the
@@ -72,22 +73,10 @@ func (s *Supervisor) cancelSeen(ref store.JobRef) {
 // watchCancels checks the rows of the jobs this supervisor runs, every
 // cancelPoll and whenever cancelSeen asks, until ctx ends.
 func (s *Supervisor) watchCancels(ctx context.Context) {
-	t := time.NewTicker(cancelPoll(s.store.Dialect()))
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		case <-s.cancels.check:
-		}
+	tick.Every(ctx, cancelPoll(s.store.Dialect()), s.cancels.check, func(ctx context.Context) bool {
 		s.checkCancels(ctx)
-		select {
-		case <-ctx.Done():
-			return
-		case <-time.After(cancelCheckGap):
-		}
-	}
+		return tick.Sleep(ctx, cancelCheckGap) == nil
+	})
 }
 
 // checkCancels stops every running job whose row is cancelled: primary-key

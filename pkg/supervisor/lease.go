@@ -147,20 +147,13 @@ func (ls *leaseSet) snapshot() []*lease {
 // ends. While the database does not answer nothing is renewed: each
 // jobrunner then stops its job before its lease can lapse.
 func (s *Supervisor) heartbeats(ctx context.Context) {
-	t := time.NewTicker(s.cfg.Heartbeat())
-	defer t.Stop()
 	outage := &outageLog{log: s.log, what: "heartbeats", now: s.now}
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-		}
+	every(ctx, s.cfg.Heartbeat(), func(ctx context.Context) {
 		err := s.renewLeases(ctx)
 		if ctx.Err() == nil {
 			outage.report(err)
 		}
-	}
+	})
 }
 
 // renewLeases renews every held lease in one statement, fenced per job.

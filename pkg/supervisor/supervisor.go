@@ -13,6 +13,7 @@ import (
 	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/telemetry"
+	"github.com/ade-org/ade-worker/pkg/tick"
 )
 
 // Supervisor runs the queue.
@@ -108,10 +109,10 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
 	service(func() { s.collectGarbage(loopCtx) })
-	service(func() { s.every(loopCtx, s.cfg.CleanupInterval, s.cleanup) })
-	service(func() { s.every(loopCtx, s.cfg.RescueInterval(), s.rescueOnly) })
-	service(func() { s.every(loopCtx, s.cfg.MetricsInterval, s.logQueue) })
-	service(func() { s.probe(loopCtx); s.every(loopCtx, probeEvery, s.probe) })
+	service(func() { every(loopCtx, s.cfg.CleanupInterval, s.cleanup) })
+	service(func() { every(loopCtx, s.cfg.RescueInterval(), s.rescueOnly) })
+	service(func() { every(loopCtx, s.cfg.MetricsInterval, s.logQueue) })
+	service(func() { s.probe(loopCtx); every(loopCtx, probeEvery, s.probe) })
 	s.health.Set(telemetry.CondWakeups, true, "instant wake-ups on")
 	service(func() {
 		s.store.WatchQueue(loopCtx, s.wakeupsUp, s.cancelSeen, func(err error) {
@@ -293,17 +294,8 @@ func (s *Supervisor) idle(ctx context.Context) bool {
 }
 
 // every calls fn each interval until ctx ends.
-func (s *Supervisor) every(ctx context.Context, interval time.Duration, fn func(context.Context)) {
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return
-		case <-t.C:
-			fn(ctx)
-		}
-	}
+func every(ctx context.Context, interval time.Duration, fn func(context.Context)) {
+	tick.Every(ctx, interval, nil, func(ctx context.Context) bool { fn(ctx); return true })
 }
 
 // outageLog reports a database outage once when it starts, every minute
