@@ -74,15 +74,8 @@ func (s *scanner) value() bool {
 
 // object scans an object at s.i; its members are appended to ms if not nil.
 func (s *scanner) object(ms *[]member) bool {
-	if s.depth++; s.depth > maxDepth {
-		return false
-	}
-	s.i++ // {
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == '}' {
-		s.i++
-		s.depth--
-		return true
+	if empty, ok := s.open('}'); empty || !ok {
+		return ok
 	}
 	for {
 		if s.i >= len(s.b) || s.b[s.i] != '"' {
@@ -106,55 +99,60 @@ func (s *scanner) object(ms *[]member) bool {
 		if ms != nil {
 			*ms = append(*ms, member{key: key, val: s.b[v:s.i], env: -1})
 		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return false
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-			s.ws()
-		case '}':
-			s.i++
-			s.depth--
-			return true
-		default:
-			return false
+		if end, ok := s.next('}'); end || !ok {
+			return ok
 		}
 	}
 }
 
 func (s *scanner) array() bool {
-	if s.depth++; s.depth > maxDepth {
-		return false
-	}
-	s.i++ // [
-	s.ws()
-	if s.i < len(s.b) && s.b[s.i] == ']' {
-		s.i++
-		s.depth--
-		return true
+	if empty, ok := s.open(']'); empty || !ok {
+		return ok
 	}
 	for {
 		if !s.value() {
 			return false
 		}
-		s.ws()
-		if s.i >= len(s.b) {
-			return false
-		}
-		switch s.b[s.i] {
-		case ',':
-			s.i++
-			s.ws()
-		case ']':
-			s.i++
-			s.depth--
-			return true
-		default:
-			return false
+		if end, ok := s.next(']'); end || !ok {
+			return ok
 		}
 	}
+}
+
+// open steps into the object or array at s.i, whose closing byte is end.
+// empty: it closed at once; !ok: it nests too deep.
+func (s *scanner) open(end byte) (empty, ok bool) {
+	if s.depth++; s.depth > maxDepth {
+		return false, false
+	}
+	s.i++
+	s.ws()
+	if s.i < len(s.b) && s.b[s.i] == end {
+		s.i++
+		s.depth--
+		return true, true
+	}
+	return false, true
+}
+
+// next reads what follows a member or element: a comma before the next one,
+// or end, which closes the container (closed). !ok: anything else.
+func (s *scanner) next(end byte) (closed, ok bool) {
+	s.ws()
+	if s.i >= len(s.b) {
+		return false, false
+	}
+	switch s.b[s.i] {
+	case ',':
+		s.i++
+		s.ws()
+		return false, true
+	case end:
+		s.i++
+		s.depth--
+		return true, true
+	}
+	return false, false
 }
 
 // plain marks the bytes that stand for themselves inside a JSON string.
