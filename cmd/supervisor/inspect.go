@@ -61,18 +61,12 @@ func loadJob(c *cli.Context, e *env, command string) (*store.JobDetail, error) {
 // inspectDoc is the output of `supervisor inspect --json`. Its field names
 // are documented in the README and kept stable.
 type inspectDoc struct {
-	Kind            string             `json:"kind"`
-	ID              string             `json:"id"`
-	Status          string             `json:"status"`
+	jobHead
 	WorkspaceID     string             `json:"workspace_id"`
 	ConfigurationID string             `json:"configuration_id"`
-	AttemptCount    int                `json:"attempt_count"`
 	MaxAttempts     int                `json:"max_attempts"`
-	ClaimedBy       *string            `json:"claimed_by"`
 	ClaimExpiresAt  *string            `json:"claim_expires_at"`
 	Times           map[string]*string `json:"times"`
-	ExitCode        *int64             `json:"exit_code"`
-	ErrorMessage    *string            `json:"error_message"`
 	Run             *runDoc            `json:"run,omitempty"`
 	Build           *buildDoc          `json:"build,omitempty"`
 	WhyNotRunning   *whyDoc            `json:"why_not_running"`
@@ -122,9 +116,9 @@ type eventsDoc struct {
 // describe gathers what inspect shows about j.
 func describe(j *store.JobDetail, lay layout.Layout, now time.Time) *inspectDoc {
 	d := &inspectDoc{
-		Kind: string(j.Kind), ID: j.ID, Status: string(j.Status), WorkspaceID: j.WorkspaceID, ConfigurationID: j.ConfigurationID,
-		AttemptCount: j.AttemptCount, MaxAttempts: j.MaxAttempts, ClaimedBy: nullString(j.ClaimedBy),
-		ClaimExpiresAt: jsonTime(j.ClaimExpiresAt), ExitCode: nullInt(j.ExitCode), ErrorMessage: nullString(j.ErrorMessage),
+		jobHead:     headOf(j.Kind, j.ID, j.Status, j.AttemptCount, j.ExitCode, j.ClaimedBy, j.ErrorMessage),
+		WorkspaceID: j.WorkspaceID, ConfigurationID: j.ConfigurationID, MaxAttempts: j.MaxAttempts,
+		ClaimExpiresAt: jsonTime(j.ClaimExpiresAt),
 		Times: map[string]*string{"created_at": jsonTime(j.CreatedAt), "available_at": jsonTime(j.AvailableAt),
 			"started_at": jsonTime(j.StartedAt)},
 		now: now,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"database/sql"
 	"encoding/json"
 	"io"
 
@@ -21,14 +22,25 @@ type statusCount struct {
 }
 
 type recentJob struct {
+	jobHead
+	CreatedAt *string `json:"created_at"`
+}
+
+// jobHead is what `status --json` and `inspect --json` both say of a job,
+// under the same names.
+type jobHead struct {
 	Kind         string  `json:"kind"`
 	ID           string  `json:"id"`
 	Status       string  `json:"status"`
 	AttemptCount int     `json:"attempt_count"`
 	ExitCode     *int64  `json:"exit_code"`
 	ClaimedBy    *string `json:"claimed_by"`
-	CreatedAt    *string `json:"created_at"`
 	ErrorMessage *string `json:"error_message"`
+}
+
+func headOf(kind store.Kind, id string, status store.Status, attempts int, exit sql.NullInt64, claimedBy, errMsg sql.NullString) jobHead {
+	return jobHead{Kind: string(kind), ID: id, Status: string(status), AttemptCount: attempts,
+		ExitCode: nullInt(exit), ClaimedBy: nullString(claimedBy), ErrorMessage: nullString(errMsg)}
 }
 
 func writeStatusJSON(w io.Writer, counts []store.StatusCount, jobs []store.JobSummary) error {
@@ -37,9 +49,9 @@ func writeStatusJSON(w io.Writer, counts []store.StatusCount, jobs []store.JobSu
 		doc.Counts = append(doc.Counts, statusCount{Kind: string(n.Kind), Status: string(n.Status), Count: n.Count})
 	}
 	for _, j := range jobs {
-		doc.Recent = append(doc.Recent, recentJob{Kind: string(j.Kind), ID: j.ID, Status: string(j.Status),
-			AttemptCount: j.AttemptCount, ExitCode: nullInt(j.ExitCode), ClaimedBy: nullString(j.ClaimedBy),
-			CreatedAt: jsonTime(j.CreatedAt), ErrorMessage: nullString(j.ErrorMessage)})
+		doc.Recent = append(doc.Recent, recentJob{
+			jobHead:   headOf(j.Kind, j.ID, j.Status, j.AttemptCount, j.ExitCode, j.ClaimedBy, j.ErrorMessage),
+			CreatedAt: jsonTime(j.CreatedAt)})
 	}
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
