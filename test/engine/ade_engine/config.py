@@ -7,8 +7,8 @@ import sys
 CONFIG_MODULE = "ade_config"
 INVALID_MARKER = "INVALID"
 
-# Same content as test/config/ade_config FIELDS; used when the package
-# cannot be imported.
+# Used when the package cannot be imported; the sample configuration
+# (test/config) declares these same fields by importing them.
 DEFAULT_FIELDS = {
     "email": {
         "label": "Email",
