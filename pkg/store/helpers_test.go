@@ -127,6 +127,32 @@ func (e *env) hold(t testing.TB, kind store.Kind, id, worker string, attempt, ma
 		claim_expires_at = ?, started_at = ? WHERE id = ?`, status, worker, attempt, maxAttempts, exp, e.ts(t0.Add(-time.Hour)), id)
 }
 
+// claimRun claims the one claimable run, which must be runID, for worker
+// and returns the fence of that claim.
+func (e *env) claimRun(t testing.TB, worker, runID string) store.Fence {
+	t.Helper()
+	got, err := e.s.ClaimRuns(context.Background(), worker, time.Minute, 1)
+	if err != nil || len(got) != 1 || got[0].ID != runID {
+		t.Fatalf("claim: %+v %v", got, err)
+	}
+	return store.Fence{Kind: store.KindRun, ID: runID, Worker: worker, Attempt: got[0].AttemptCount}
+}
+
+// claimAndStart claims the one claimable run, which must be runID, for
+// worker "w" and moves its document to processing, as a worker does before
+// it runs the engine.
+func claimAndStart(t *testing.T, e *env, runID, docID string) store.Fence {
+	t.Helper()
+	f := e.claimRun(t, "w", runID)
+	if err := e.s.StartDocument(context.Background(), f, docID); err != nil {
+		t.Fatalf("start document: %v", err)
+	}
+	if d := e.docRow(t, docID); d.Status != "processing" {
+		t.Fatalf("document after StartDocument: %+v", d)
+	}
+	return f
+}
+
 // jobRow is the queue state of one run or build.
 type jobRow struct {
 	Status         store.Status

@@ -359,11 +359,7 @@ func TestFencing(t *testing.T) {
 				ctx := context.Background()
 				docID := e.doc(t)
 				runID := e.runFor(t, docID, "", t0.Add(-time.Hour), t0.Add(-time.Minute))
-				claimed, err := e.s.ClaimRuns(ctx, "w1", time.Minute, 1)
-				if err != nil || len(claimed) != 1 {
-					t.Fatalf("claim: %v %v", claimed, err)
-				}
-				good := store.Fence{Kind: store.KindRun, ID: runID, Worker: "w1", Attempt: claimed[0].AttemptCount}
+				good := e.claimRun(t, "w1", runID)
 				before := e.runState(t, runID, docID)
 				for _, fc := range fences {
 					if err := op.do(ctx, e, fc.mangle(good), docID); !errors.Is(err, store.ErrLeaseLost) {
@@ -433,11 +429,7 @@ func TestRequeue(t *testing.T) {
 			eachEnv(t, func(t *testing.T, e *env) {
 				ctx := context.Background()
 				id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-time.Minute))
-				claimed, err := e.s.ClaimRuns(ctx, "w", time.Minute, 1)
-				if err != nil || len(claimed) != 1 {
-					t.Fatalf("claim: %v %v", claimed, err)
-				}
-				f := store.Fence{Kind: store.KindRun, ID: id, Worker: "w", Attempt: 1}
+				f := e.claimRun(t, "w", id)
 				if err := e.s.Requeue(ctx, f, 30*time.Second, tc.message, tc.countAttempt); err != nil {
 					t.Fatal(err)
 				}
