@@ -100,11 +100,19 @@ func (e *env) runFor(t testing.TB, docID, buildID string, created, avail time.Ti
 	return id
 }
 
-// build queues a build with a new fingerprint and sets its status.
+// build queues a build with a new fingerprint, created an hour before t0,
+// and sets its status.
 func (e *env) build(t testing.TB, status string) string {
 	t.Helper()
+	return e.buildAt(t, status, t0.Add(-time.Hour))
+}
+
+// buildAt is build with a chosen creation time, which is also its
+// available_at.
+func (e *env) buildAt(t testing.TB, status string, createdAt time.Time) string {
+	t.Helper()
 	id, created, err := e.s.EnqueueBuild(context.Background(), store.NewBuild{WorkspaceID: e.ws, ConfigurationID: e.cfg,
-		Fingerprint: store.NewID(), MaxAttempts: 3}, t0.Add(-time.Hour))
+		Fingerprint: store.NewID(), MaxAttempts: 3}, createdAt)
 	if err != nil || !created {
 		t.Fatalf("enqueue build: %v (created %v)", err, created)
 	}

@@ -238,13 +238,12 @@ func TestClaimRunsConcurrently(t *testing.T) {
 func TestClaimBuilds(t *testing.T) {
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
-		old := e.build(t, "queued")
-		e.exec(t, `UPDATE builds SET created_at = ? WHERE id = ?`, e.ts(t0.Add(-2*time.Hour)), old)
+		old := e.buildAt(t, "queued", t0.Add(-2*time.Hour))
 		newer := e.build(t, "queued")
 		future := e.build(t, "queued")
 		e.exec(t, `UPDATE builds SET available_at = ? WHERE id = ?`, e.ts(time.Now().Add(time.Minute)), future)
-		apiRow := e.build(t, "queued") // the ADE API leaves available_at NULL
-		e.exec(t, `UPDATE builds SET available_at = NULL, created_at = ? WHERE id = ?`, e.ts(t0.Add(-90*time.Minute)), apiRow)
+		apiRow := e.buildAt(t, "queued", t0.Add(-90*time.Minute))
+		e.exec(t, `UPDATE builds SET available_at = NULL WHERE id = ?`, apiRow) // as the ADE API leaves it
 		e.build(t, "ready")
 		e.build(t, "failed")
 
