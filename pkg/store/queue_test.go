@@ -14,58 +14,49 @@ import (
 )
 
 func TestClaimRunsClaimability(t *testing.T) {
-	min := time.Minute
+	// Most cases are a run queued an hour ago and available a minute ago,
+	// then changed by one SET clause, or queued behind a build.
+	queued := func(set string) func(t *testing.T, e *env) string {
+		return func(t *testing.T, e *env) string {
+			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-time.Minute))
+			if set != "" {
+				e.exec(t, `UPDATE runs SET `+set+` WHERE id = ?`, id)
+			}
+			return id
+		}
+	}
+	behindBuild := func(status string) func(t *testing.T, e *env) string {
+		return func(t *testing.T, e *env) string {
+			return e.run(t, e.build(t, status), t0.Add(-time.Hour), t0.Add(-time.Minute))
+		}
+	}
 	cases := []struct {
 		name      string
 		setup     func(t *testing.T, e *env) string // returns the run id
 		claimable bool
 	}{
-		{"queued, past, no build", func(t *testing.T, e *env) string { return e.run(t, "", t0.Add(-time.Hour), t0.Add(-min)) }, true},
+		{"queued, past, no build", queued(""), true},
 		{"available just now", func(t *testing.T, e *env) string { return e.run(t, "", t0.Add(-time.Hour), time.Now()) }, true},
-		{"ready build", func(t *testing.T, e *env) string {
-			return e.run(t, e.build(t, "ready"), t0.Add(-time.Hour), t0.Add(-min))
-		}, true},
-		{"last attempt left", func(t *testing.T, e *env) string {
-			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-min))
-			e.exec(t, `UPDATE runs SET attempt_count = 2, max_attempts = 3 WHERE id = ?`, id)
-			return id
-		}, true},
+		{"ready build", behindBuild("ready"), true},
+		{"last attempt left", queued("attempt_count = 2, max_attempts = 3"), true},
 		{"available in the future", func(t *testing.T, e *env) string {
 			return e.run(t, "", t0.Add(-time.Hour), time.Now().Add(time.Minute))
 		}, false},
-		{"attempts used up", func(t *testing.T, e *env) string {
-			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-min))
-			e.exec(t, `UPDATE runs SET attempt_count = 3, max_attempts = 3 WHERE id = ?`, id)
-			return id
+		{"attempts used up", queued("attempt_count = 3, max_attempts = 3"), false},
+		{"build queued", behindBuild("queued"), false},
+		{"build building", behindBuild("building"), false},
+		{"build failed", behindBuild("failed"), false},
+		{"build cancelled", behindBuild("cancelled"), false},
+		{"build row missing", func(t *testing.T, e *env) string {
+			return e.run(t, store.NewID(), t0.Add(-time.Hour), t0.Add(-time.Minute))
 		}, false},
-		{"build queued", func(t *testing.T, e *env) string {
-			return e.run(t, e.build(t, "queued"), t0.Add(-time.Hour), t0.Add(-min))
-		}, false},
-		{"build building", func(t *testing.T, e *env) string {
-			return e.run(t, e.build(t, "building"), t0.Add(-time.Hour), t0.Add(-min))
-		}, false},
-		{"build failed", func(t *testing.T, e *env) string {
-			return e.run(t, e.build(t, "failed"), t0.Add(-time.Hour), t0.Add(-min))
-		}, false},
-		{"build cancelled", func(t *testing.T, e *env) string {
-			return e.run(t, e.build(t, "cancelled"), t0.Add(-time.Hour), t0.Add(-min))
-		}, false},
-		{"build row missing", func(t *testing.T, e *env) string { return e.run(t, store.NewID(), t0.Add(-time.Hour), t0.Add(-min)) }, false},
 		{"already running", func(t *testing.T, e *env) string {
-			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-min))
+			id := queued("")(t, e)
 			e.hold(t, store.KindRun, id, "other", 1, 3, ptr(t0.Add(time.Hour)))
 			return id
 		}, false},
-		{"succeeded", func(t *testing.T, e *env) string {
-			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-min))
-			e.exec(t, `UPDATE runs SET status = 'succeeded' WHERE id = ?`, id)
-			return id
-		}, false},
-		{"cancelled", func(t *testing.T, e *env) string {
-			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-min))
-			e.exec(t, `UPDATE runs SET status = 'cancelled' WHERE id = ?`, id)
-			return id
-		}, false},
+		{"succeeded", queued("status = 'succeeded'"), false},
+		{"cancelled", queued("status = 'cancelled'"), false},
 	}
 	eachEnv(t, func(t *testing.T, e *env) {
 		ids := make([]string, len(cases))
