@@ -67,14 +67,7 @@ func TestCancelRunningJobFencesTheWorker(t *testing.T) {
 		ctx := context.Background()
 		doc := e.doc(t)
 		run := e.runFor(t, doc, "", t0.Add(-time.Hour), t0.Add(-time.Minute))
-		claimed, err := e.s.ClaimRuns(ctx, "w1", time.Minute, 1)
-		if err != nil || len(claimed) != 1 {
-			t.Fatalf("claim: %v %v", claimed, err)
-		}
-		f := store.Fence{Kind: store.KindRun, ID: run, Worker: "w1", Attempt: claimed[0].AttemptCount}
-		if err := e.s.StartDocument(ctx, f, doc); err != nil {
-			t.Fatal(err)
-		}
+		f := claimAndStart(t, e, run, doc)
 		if was, err := e.s.CancelJob(ctx, store.KindRun, run); err != nil || was != "running" {
 			t.Fatalf("CancelJob = %q, %v; want cancelled from running", was, err)
 		}
@@ -165,14 +158,7 @@ func TestCancelRacesFinishRun(t *testing.T) {
 		for i := 0; i < 40; i++ {
 			doc := e.doc(t)
 			run := e.runFor(t, doc, "", t0.Add(-time.Hour), t0.Add(-time.Minute))
-			claimed, err := e.s.ClaimRuns(ctx, "w1", time.Minute, 1)
-			if err != nil || len(claimed) != 1 || claimed[0].ID != run {
-				t.Fatalf("claim: %v %v", claimed, err)
-			}
-			f := store.Fence{Kind: store.KindRun, ID: run, Worker: "w1", Attempt: claimed[0].AttemptCount}
-			if err := e.s.StartDocument(ctx, f, doc); err != nil {
-				t.Fatal(err)
-			}
+			f := claimAndStart(t, e, run, doc)
 			var finishErr, cancelErr error
 			var wg sync.WaitGroup
 			start := make(chan struct{})

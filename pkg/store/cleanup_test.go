@@ -64,6 +64,34 @@ func TestCleanup(t *testing.T) {
 	now := time.Now()
 	expired, live := ptr(now.Add(-time.Second)), ptr(now.Add(time.Hour))
 
+	// newHeld makes a job of kind (a run queued an hour before t0, or a
+	// queued build) that worker holds at attempt of maxAttempts, its lease
+	// ending at expires (nil: no lease).
+	newHeld := func(t *testing.T, e *env, kind store.Kind, worker string, attempt, maxAttempts int, expires *time.Time) string {
+		var id string
+		if kind == store.KindBuild {
+			id = e.build(t, "queued")
+		} else {
+			id = e.run(t, "", t0.Add(-time.Hour), t0.Add(-time.Hour))
+		}
+		e.hold(t, kind, id, worker, attempt, maxAttempts, expires)
+		return id
+	}
+	held := func(kind store.Kind, worker string, attempt, maxAttempts int, expires *time.Time) func(*testing.T, *env) (string, string) {
+		return func(t *testing.T, e *env) (string, string) {
+			return newHeld(t, e, kind, worker, attempt, maxAttempts, expires), ""
+		}
+	}
+	// unleasedBuild is a build the ADE API marked building (it takes no
+	// lease) startedAgo before now.
+	unleasedBuild := func(startedAgo time.Duration) func(*testing.T, *env) (string, string) {
+		return func(t *testing.T, e *env) (string, string) {
+			id := newHeld(t, e, store.KindBuild, "api", 0, 3, nil)
+			e.exec(t, `UPDATE builds SET started_at = ? WHERE id = ?`, e.ts(now.Add(-startedAgo)), id)
+			return id, ""
+		}
+	}
+
 	type want = cleanupWant
 	cases := []struct {
 		name  string
@@ -71,11 +99,8 @@ func TestCleanup(t *testing.T) {
 		setup func(t *testing.T, e *env) (id, docID string)
 		want  want
 	}{
-		{"expired run with attempts left is re-queued", store.KindRun, func(t *testing.T, e *env) (string, string) {
-			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-time.Hour))
-			e.hold(t, store.KindRun, id, "dead", 2, 3, expired)
-			return id, ""
-		}, want{status: "queued", attempt: 2, available: ptr(2 * time.Minute), errMsg: store.MsgRunLeaseExpired}},
+		{"expired run with attempts left is re-queued", store.KindRun, held(store.KindRun, "dead", 2, 3, expired),
+			want{status: "queued", attempt: 2, available: ptr(2 * time.Minute), errMsg: store.MsgRunLeaseExpired}},
 		{"expired run out of attempts fails with its document", store.KindRun, func(t *testing.T, e *env) (string, string) {
 			doc := e.doc(t)
 			id := e.runFor(t, doc, "", t0.Add(-time.Hour), t0.Add(-time.Hour))
@@ -91,38 +116,18 @@ func TestCleanup(t *testing.T) {
 			e.hold(t, store.KindRun, id, "dead", 1, 1, expired)
 			return id, doc
 		}, want{status: "failed", attempt: 1, errMsg: store.MsgRunLeaseExpired + " after 1 attempts", finished: true, docStatus: "uploaded"}},
-		{"live run is left alone", store.KindRun, func(t *testing.T, e *env) (string, string) {
-			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-time.Hour))
-			e.hold(t, store.KindRun, id, "alive", 3, 3, live)
-			return id, ""
-		}, want{status: "running", attempt: 3}},
-		{"expired build with attempts left is re-queued", store.KindBuild, func(t *testing.T, e *env) (string, string) {
-			id := e.build(t, "queued")
-			e.hold(t, store.KindBuild, id, "dead", 1, 3, expired)
-			return id, ""
-		}, want{status: "queued", attempt: 1, available: ptr(time.Minute), errMsg: store.MsgBuildLeaseExpired}},
-		{"expired build out of attempts fails", store.KindBuild, func(t *testing.T, e *env) (string, string) {
-			id := e.build(t, "queued")
-			e.hold(t, store.KindBuild, id, "dead", 2, 2, expired)
-			return id, ""
-		}, want{status: "failed", attempt: 2, errMsg: store.MsgBuildLeaseExpired + " after 2 attempts", finished: true}},
-		{"live build is left alone", store.KindBuild, func(t *testing.T, e *env) (string, string) {
-			id := e.build(t, "queued")
-			e.hold(t, store.KindBuild, id, "alive", 2, 2, live)
-			return id, ""
-		}, want{status: "building", attempt: 2}},
-		{"unleased build past the build timeout fails", store.KindBuild, func(t *testing.T, e *env) (string, string) {
-			id := e.build(t, "queued")
-			e.hold(t, store.KindBuild, id, "api", 0, 3, nil)
-			e.exec(t, `UPDATE builds SET started_at = ? WHERE id = ?`, e.ts(now.Add(-buildTimeout-time.Minute)), id)
-			return id, ""
-		}, want{status: "failed", errMsg: "Build timed out after 10m0s", finished: true}},
-		{"unleased build within the build timeout is left alone", store.KindBuild, func(t *testing.T, e *env) (string, string) {
-			id := e.build(t, "queued")
-			e.hold(t, store.KindBuild, id, "api", 0, 3, nil)
-			e.exec(t, `UPDATE builds SET started_at = ? WHERE id = ?`, e.ts(now.Add(-buildTimeout+time.Minute)), id)
-			return id, ""
-		}, want{status: "building"}},
+		{"live run is left alone", store.KindRun, held(store.KindRun, "alive", 3, 3, live),
+			want{status: "running", attempt: 3}},
+		{"expired build with attempts left is re-queued", store.KindBuild, held(store.KindBuild, "dead", 1, 3, expired),
+			want{status: "queued", attempt: 1, available: ptr(time.Minute), errMsg: store.MsgBuildLeaseExpired}},
+		{"expired build out of attempts fails", store.KindBuild, held(store.KindBuild, "dead", 2, 2, expired),
+			want{status: "failed", attempt: 2, errMsg: store.MsgBuildLeaseExpired + " after 2 attempts", finished: true}},
+		{"live build is left alone", store.KindBuild, held(store.KindBuild, "alive", 2, 2, live),
+			want{status: "building", attempt: 2}},
+		{"unleased build past the build timeout fails", store.KindBuild, unleasedBuild(buildTimeout + time.Minute),
+			want{status: "failed", errMsg: "Build timed out after 10m0s", finished: true}},
+		{"unleased build within the build timeout is left alone", store.KindBuild, unleasedBuild(buildTimeout - time.Minute),
+			want{status: "building"}},
 		{"queued run of a failed build fails", store.KindRun, func(t *testing.T, e *env) (string, string) {
 			return e.run(t, e.build(t, "failed"), t0.Add(-time.Hour), t0.Add(-time.Hour)), ""
 		}, want{status: "failed", errMsg: store.MsgBuildFailedBefore, finished: true}},
@@ -130,13 +135,11 @@ func TestCleanup(t *testing.T) {
 			return e.run(t, e.build(t, "cancelled"), t0.Add(-time.Hour), t0.Add(time.Hour)), ""
 		}, want{status: "failed", errMsg: store.MsgBuildFailedBefore, finished: true}},
 		{"queued run of a build that fails in the same pass fails", store.KindRun, func(t *testing.T, e *env) (string, string) {
-			b := e.build(t, "queued")
-			e.hold(t, store.KindBuild, b, "dead", 3, 3, expired)
+			b := newHeld(t, e, store.KindBuild, "dead", 3, 3, expired)
 			return e.run(t, b, t0.Add(-time.Hour), t0.Add(-time.Hour)), ""
 		}, want{status: "failed", errMsg: store.MsgBuildFailedBefore, finished: true}},
 		{"queued run of a re-queued build waits", store.KindRun, func(t *testing.T, e *env) (string, string) {
-			b := e.build(t, "queued")
-			e.hold(t, store.KindBuild, b, "dead", 1, 3, expired)
+			b := newHeld(t, e, store.KindBuild, "dead", 1, 3, expired)
 			return e.run(t, b, t0.Add(-time.Hour), t0.Add(-time.Hour)), ""
 		}, want{status: "queued"}},
 		{"queued run of a ready build waits", store.KindRun, func(t *testing.T, e *env) (string, string) {

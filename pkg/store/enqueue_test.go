@@ -142,12 +142,9 @@ func TestEnqueueBuild(t *testing.T) {
 func TestEnqueueRunPicksBuild(t *testing.T) {
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
-		old := e.build(t, "ready")
-		e.exec(t, `UPDATE builds SET created_at = ? WHERE id = ?`, e.ts(t0.Add(-3*time.Hour)), old)
-		newest := e.build(t, "failed")
-		e.exec(t, `UPDATE builds SET created_at = ? WHERE id = ?`, e.ts(t0.Add(-time.Minute)), newest)
-		mid := e.build(t, "queued")
-		e.exec(t, `UPDATE builds SET created_at = ? WHERE id = ?`, e.ts(t0.Add(-2*time.Hour)), mid)
+		old := e.buildAt(t, "ready", t0.Add(-3*time.Hour))
+		e.buildAt(t, "failed", t0.Add(-time.Minute)) // newest, but failed
+		mid := e.buildAt(t, "queued", t0.Add(-2*time.Hour))
 
 		cases := []struct {
 			name, buildID, want string

@@ -100,11 +100,19 @@ func (e *env) runFor(t testing.TB, docID, buildID string, created, avail time.Ti
 	return id
 }
 
-// build queues a build with a new fingerprint and sets its status.
+// build queues a build with a new fingerprint, created an hour before t0,
+// and sets its status.
 func (e *env) build(t testing.TB, status string) string {
 	t.Helper()
+	return e.buildAt(t, status, t0.Add(-time.Hour))
+}
+
+// buildAt is build with a chosen creation time, which is also its
+// available_at.
+func (e *env) buildAt(t testing.TB, status string, createdAt time.Time) string {
+	t.Helper()
 	id, created, err := e.s.EnqueueBuild(context.Background(), store.NewBuild{WorkspaceID: e.ws, ConfigurationID: e.cfg,
-		Fingerprint: store.NewID(), MaxAttempts: 3}, t0.Add(-time.Hour))
+		Fingerprint: store.NewID(), MaxAttempts: 3}, createdAt)
 	if err != nil || !created {
 		t.Fatalf("enqueue build: %v (created %v)", err, created)
 	}
@@ -125,6 +133,32 @@ func (e *env) hold(t testing.TB, kind store.Kind, id, worker string, attempt, ma
 	}
 	e.exec(t, `UPDATE `+table+` SET status = ?, claimed_by = ?, attempt_count = ?, max_attempts = ?,
 		claim_expires_at = ?, started_at = ? WHERE id = ?`, status, worker, attempt, maxAttempts, exp, e.ts(t0.Add(-time.Hour)), id)
+}
+
+// claimRun claims the one claimable run, which must be runID, for worker
+// and returns the fence of that claim.
+func (e *env) claimRun(t testing.TB, worker, runID string) store.Fence {
+	t.Helper()
+	got, err := e.s.ClaimRuns(context.Background(), worker, time.Minute, 1)
+	if err != nil || len(got) != 1 || got[0].ID != runID {
+		t.Fatalf("claim: %+v %v", got, err)
+	}
+	return store.Fence{Kind: store.KindRun, ID: runID, Worker: worker, Attempt: got[0].AttemptCount}
+}
+
+// claimAndStart claims the one claimable run, which must be runID, for
+// worker "w" and moves its document to processing, as a worker does before
+// it runs the engine.
+func claimAndStart(t *testing.T, e *env, runID, docID string) store.Fence {
+	t.Helper()
+	f := e.claimRun(t, "w", runID)
+	if err := e.s.StartDocument(context.Background(), f, docID); err != nil {
+		t.Fatalf("start document: %v", err)
+	}
+	if d := e.docRow(t, docID); d.Status != "processing" {
+		t.Fatalf("document after StartDocument: %+v", d)
+	}
+	return f
 }
 
 // jobRow is the queue state of one run or build.

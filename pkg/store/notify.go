@@ -35,6 +35,7 @@ const controlChannel = "ade_worker_control"
 func (s *Store) WatchQueue(ctx context.Context, wake func(), cancelled func(JobRef), onError func(error)) {
 	for ctx.Err() == nil {
 		err := s.dialect.watch(ctx, s.watchTarget, wake, cancelled)
+		// A watch fails when ctx ends; that error is not worth reporting.
 		if ctx.Err() != nil {
 			return
 		}
@@ -45,7 +46,8 @@ func (s *Store) WatchQueue(ctx context.Context, wake func(), cancelled func(JobR
 	}
 }
 
-// listenPostgres holds one dedicated connection that LISTENs until an error.
+// listenPostgres holds one dedicated connection that LISTENs until an error
+// (ctx ending is one).
 func listenPostgres(ctx context.Context, dsn string, wake func(), cancelled func(JobRef)) error {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
@@ -64,9 +66,6 @@ func listenPostgres(ctx context.Context, dsn string, wake func(), cancelled func
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
 			return fmt.Errorf("wait for notification: %w", err)
 		}
 		if n.Channel != controlChannel {
@@ -113,9 +112,6 @@ func watchSQLite(ctx context.Context, dbPath string, wake func(), cancelled func
 	for {
 		n, err := file.Read(buf)
 		if err != nil {
-			if ctx.Err() != nil {
-				return nil
-			}
 			return fmt.Errorf("read inotify: %w", err)
 		}
 		if touches(buf[:n], base) {

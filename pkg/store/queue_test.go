@@ -14,58 +14,49 @@ import (
 )
 
 func TestClaimRunsClaimability(t *testing.T) {
-	min := time.Minute
+	// Most cases are a run queued an hour ago and available a minute ago,
+	// then changed by one SET clause, or queued behind a build.
+	queued := func(set string) func(t *testing.T, e *env) string {
+		return func(t *testing.T, e *env) string {
+			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-time.Minute))
+			if set != "" {
+				e.exec(t, `UPDATE runs SET `+set+` WHERE id = ?`, id)
+			}
+			return id
+		}
+	}
+	behindBuild := func(status string) func(t *testing.T, e *env) string {
+		return func(t *testing.T, e *env) string {
+			return e.run(t, e.build(t, status), t0.Add(-time.Hour), t0.Add(-time.Minute))
+		}
+	}
 	cases := []struct {
 		name      string
 		setup     func(t *testing.T, e *env) string // returns the run id
 		claimable bool
 	}{
-		{"queued, past, no build", func(t *testing.T, e *env) string { return e.run(t, "", t0.Add(-time.Hour), t0.Add(-min)) }, true},
+		{"queued, past, no build", queued(""), true},
 		{"available just now", func(t *testing.T, e *env) string { return e.run(t, "", t0.Add(-time.Hour), time.Now()) }, true},
-		{"ready build", func(t *testing.T, e *env) string {
-			return e.run(t, e.build(t, "ready"), t0.Add(-time.Hour), t0.Add(-min))
-		}, true},
-		{"last attempt left", func(t *testing.T, e *env) string {
-			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-min))
-			e.exec(t, `UPDATE runs SET attempt_count = 2, max_attempts = 3 WHERE id = ?`, id)
-			return id
-		}, true},
+		{"ready build", behindBuild("ready"), true},
+		{"last attempt left", queued("attempt_count = 2, max_attempts = 3"), true},
 		{"available in the future", func(t *testing.T, e *env) string {
 			return e.run(t, "", t0.Add(-time.Hour), time.Now().Add(time.Minute))
 		}, false},
-		{"attempts used up", func(t *testing.T, e *env) string {
-			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-min))
-			e.exec(t, `UPDATE runs SET attempt_count = 3, max_attempts = 3 WHERE id = ?`, id)
-			return id
+		{"attempts used up", queued("attempt_count = 3, max_attempts = 3"), false},
+		{"build queued", behindBuild("queued"), false},
+		{"build building", behindBuild("building"), false},
+		{"build failed", behindBuild("failed"), false},
+		{"build cancelled", behindBuild("cancelled"), false},
+		{"build row missing", func(t *testing.T, e *env) string {
+			return e.run(t, store.NewID(), t0.Add(-time.Hour), t0.Add(-time.Minute))
 		}, false},
-		{"build queued", func(t *testing.T, e *env) string {
-			return e.run(t, e.build(t, "queued"), t0.Add(-time.Hour), t0.Add(-min))
-		}, false},
-		{"build building", func(t *testing.T, e *env) string {
-			return e.run(t, e.build(t, "building"), t0.Add(-time.Hour), t0.Add(-min))
-		}, false},
-		{"build failed", func(t *testing.T, e *env) string {
-			return e.run(t, e.build(t, "failed"), t0.Add(-time.Hour), t0.Add(-min))
-		}, false},
-		{"build cancelled", func(t *testing.T, e *env) string {
-			return e.run(t, e.build(t, "cancelled"), t0.Add(-time.Hour), t0.Add(-min))
-		}, false},
-		{"build row missing", func(t *testing.T, e *env) string { return e.run(t, store.NewID(), t0.Add(-time.Hour), t0.Add(-min)) }, false},
 		{"already running", func(t *testing.T, e *env) string {
-			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-min))
+			id := queued("")(t, e)
 			e.hold(t, store.KindRun, id, "other", 1, 3, ptr(t0.Add(time.Hour)))
 			return id
 		}, false},
-		{"succeeded", func(t *testing.T, e *env) string {
-			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-min))
-			e.exec(t, `UPDATE runs SET status = 'succeeded' WHERE id = ?`, id)
-			return id
-		}, false},
-		{"cancelled", func(t *testing.T, e *env) string {
-			id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-min))
-			e.exec(t, `UPDATE runs SET status = 'cancelled' WHERE id = ?`, id)
-			return id
-		}, false},
+		{"succeeded", queued("status = 'succeeded'"), false},
+		{"cancelled", queued("status = 'cancelled'"), false},
 	}
 	eachEnv(t, func(t *testing.T, e *env) {
 		ids := make([]string, len(cases))
@@ -238,13 +229,12 @@ func TestClaimRunsConcurrently(t *testing.T) {
 func TestClaimBuilds(t *testing.T) {
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
-		old := e.build(t, "queued")
-		e.exec(t, `UPDATE builds SET created_at = ? WHERE id = ?`, e.ts(t0.Add(-2*time.Hour)), old)
+		old := e.buildAt(t, "queued", t0.Add(-2*time.Hour))
 		newer := e.build(t, "queued")
 		future := e.build(t, "queued")
 		e.exec(t, `UPDATE builds SET available_at = ? WHERE id = ?`, e.ts(time.Now().Add(time.Minute)), future)
-		apiRow := e.build(t, "queued") // the ADE API leaves available_at NULL
-		e.exec(t, `UPDATE builds SET available_at = NULL, created_at = ? WHERE id = ?`, e.ts(t0.Add(-90*time.Minute)), apiRow)
+		apiRow := e.buildAt(t, "queued", t0.Add(-90*time.Minute))
+		e.exec(t, `UPDATE builds SET available_at = NULL WHERE id = ?`, apiRow) // as the ADE API leaves it
 		e.build(t, "ready")
 		e.build(t, "failed")
 
@@ -359,11 +349,7 @@ func TestFencing(t *testing.T) {
 				ctx := context.Background()
 				docID := e.doc(t)
 				runID := e.runFor(t, docID, "", t0.Add(-time.Hour), t0.Add(-time.Minute))
-				claimed, err := e.s.ClaimRuns(ctx, "w1", time.Minute, 1)
-				if err != nil || len(claimed) != 1 {
-					t.Fatalf("claim: %v %v", claimed, err)
-				}
-				good := store.Fence{Kind: store.KindRun, ID: runID, Worker: "w1", Attempt: claimed[0].AttemptCount}
+				good := e.claimRun(t, "w1", runID)
 				before := e.runState(t, runID, docID)
 				for _, fc := range fences {
 					if err := op.do(ctx, e, fc.mangle(good), docID); !errors.Is(err, store.ErrLeaseLost) {
@@ -433,11 +419,7 @@ func TestRequeue(t *testing.T) {
 			eachEnv(t, func(t *testing.T, e *env) {
 				ctx := context.Background()
 				id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-time.Minute))
-				claimed, err := e.s.ClaimRuns(ctx, "w", time.Minute, 1)
-				if err != nil || len(claimed) != 1 {
-					t.Fatalf("claim: %v %v", claimed, err)
-				}
-				f := store.Fence{Kind: store.KindRun, ID: id, Worker: "w", Attempt: 1}
+				f := e.claimRun(t, "w", id)
 				if err := e.s.Requeue(ctx, f, 30*time.Second, tc.message, tc.countAttempt); err != nil {
 					t.Fatal(err)
 				}

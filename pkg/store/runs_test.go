@@ -187,10 +187,7 @@ func TestFinishRunWithoutDocument(t *testing.T) {
 				ctx := context.Background()
 				other := e.doc(t) // must stay untouched
 				runID := e.run(t, "", t0, t0)
-				if _, err := e.s.ClaimRuns(ctx, "w", time.Minute, 1); err != nil {
-					t.Fatal(err)
-				}
-				f := store.Fence{Kind: store.KindRun, ID: runID, Worker: "w", Attempt: 1}
+				f := e.claimRun(t, "w", runID)
 				if err := e.s.FinishRun(ctx, f, store.RunOutcome{Succeeded: true, ExitCode: ptr(0), DocumentID: tc.docID(e, t)}); err != nil {
 					t.Fatal(err)
 				}
@@ -288,25 +285,6 @@ func TestLoadRunContext(t *testing.T) {
 			t.Errorf("no build: %+v, %v", rc, err)
 		}
 	})
-}
-
-// claimAndStart claims the one claimable run, which must be runID, and
-// moves its document to processing.
-func claimAndStart(t *testing.T, e *env, runID, docID string) store.Fence {
-	t.Helper()
-	ctx := context.Background()
-	got, err := e.s.ClaimRuns(ctx, "w", time.Minute, 1)
-	if err != nil || len(got) != 1 || got[0].ID != runID {
-		t.Fatalf("claim: %+v %v", got, err)
-	}
-	f := store.Fence{Kind: store.KindRun, ID: runID, Worker: "w", Attempt: got[0].AttemptCount}
-	if err := e.s.StartDocument(ctx, f, docID); err != nil {
-		t.Fatalf("start document: %v", err)
-	}
-	if d := e.docRow(t, docID); d.Status != "processing" {
-		t.Fatalf("document after StartDocument: %+v", d)
-	}
-	return f
 }
 
 // checkDocumentMoves checks a document two attempts of runID moved, the

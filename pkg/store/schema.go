@@ -14,6 +14,15 @@ import (
 // ADE API's column names. They drive `supervisor migrate` only: queue SQL is
 // written by hand in the dialect files so that it stays obvious and fast.
 
+// leaseColumns are the queue columns runs and builds share, last in both
+// tables: the attempts and the lease of the worker that holds the job.
+type leaseColumns struct {
+	AttemptCount   int        `gorm:"type:integer;not null;default:0"`
+	MaxAttempts    int        `gorm:"type:integer;not null;default:3"`
+	ClaimedBy      *string    `gorm:"type:varchar(255)"`
+	ClaimExpiresAt *time.Time ``
+}
+
 type configurationModel struct {
 	ID                     string     `gorm:"type:varchar(36);primaryKey"`
 	WorkspaceID            string     `gorm:"type:varchar(36);not null;index:ix_configurations_workspace_status,priority:1"`
@@ -50,11 +59,8 @@ type buildModel struct {
 	// Added by the worker (not in the ADE API's schema): builds are leased,
 	// heartbeated and retried like runs. Nullable or defaulted, so the API's
 	// inserts keep working.
-	AvailableAt    *time.Time ``
-	AttemptCount   int        `gorm:"type:integer;not null;default:0"`
-	MaxAttempts    int        `gorm:"type:integer;not null;default:3"`
-	ClaimedBy      *string    `gorm:"type:varchar(255)"`
-	ClaimExpiresAt *time.Time ``
+	AvailableAt *time.Time   ``
+	Lease       leaseColumns `gorm:"embedded"`
 }
 
 func (buildModel) TableName() string { return "builds" }
@@ -108,10 +114,8 @@ type runModel struct {
 	ErrorMessage      *string    `gorm:"type:text"`
 	AvailableAt       time.Time  `gorm:"not null;default:CURRENT_TIMESTAMP"`
 	RunOptions        *string    `gorm:"type:json"`
-	AttemptCount      int        `gorm:"type:integer;not null;default:0"`
-	MaxAttempts       int        `gorm:"type:integer;not null;default:3"`
-	ClaimedBy         *string    `gorm:"type:varchar(255)"`
-	ClaimExpiresAt    *time.Time ``
+
+	Lease leaseColumns `gorm:"embedded"`
 }
 
 func (runModel) TableName() string { return "runs" }
