@@ -330,15 +330,7 @@ func (l *Log) writeLine(line []byte, flush bool) error {
 
 // Flush hands buffered lines to the operating system.
 func (l *Log) Flush() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	if l.closed {
-		return ErrClosed
-	}
-	if err := l.w.Flush(); err != nil {
-		return l.failed(err)
-	}
-	return nil
+	return l.writeLine(nil, true)
 }
 
 // Close flushes buffered lines and closes the file. Calling it again does
