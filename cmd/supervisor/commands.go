@@ -92,7 +92,7 @@ func enqueueConfigurationCmd() *cli.Command {
 		Action: withStore(func(c *cli.Context, e *env) error {
 			ws, from := c.String("workspace"), c.String("from")
 			id := store.NewID()
-			lay := (&supervisor.Planner{Settings: e.cfg}).Layout()
+			lay := e.layout()
 			dst, err := lay.ConfigDir(ws, id)
 			if err != nil {
 				return err
@@ -133,7 +133,7 @@ func enqueueDocumentCmd() *cli.Command {
 			id := store.NewID()
 			name := filepath.Base(file)
 			storedURI := id + filepath.Ext(name)
-			lay := (&supervisor.Planner{Settings: e.cfg}).Layout()
+			lay := e.layout()
 			dst, err := lay.DocumentPath(ws, storedURI)
 			if err != nil {
 				return err
@@ -169,7 +169,7 @@ func enqueueBuildCmd() *cli.Command {
 		},
 		Action: withStore(func(c *cli.Context, e *env) error {
 			ws, cfgID := c.String("workspace"), c.String("configuration")
-			lay := (&supervisor.Planner{Settings: e.cfg}).Layout()
+			lay := e.layout()
 			dir, err := lay.ConfigDir(ws, cfgID)
 			if err != nil {
 				return err

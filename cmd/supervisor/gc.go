@@ -10,7 +10,6 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ade-org/ade-worker/pkg/gc"
-	"github.com/ade-org/ade-worker/pkg/supervisor"
 )
 
 func gcCmd() *cli.Command {
@@ -25,7 +24,7 @@ each folder with its size and a total. Never deletes a database row.`,
 			if err := e.store.CheckMigrated(c.Context); err != nil {
 				return err
 			}
-			lay := (&supervisor.Planner{Settings: e.cfg}).Layout()
+			lay := e.layout()
 			col := gc.New(e.store, lay, gc.PolicyFrom(e.cfg), e.log)
 			res, err := col.Pass(c.Context, time.Now(), c.Bool("dry-run"))
 			if err != nil {

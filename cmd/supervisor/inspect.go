@@ -17,7 +17,6 @@ import (
 	"github.com/ade-org/ade-worker/pkg/eventlog"
 	"github.com/ade-org/ade-worker/pkg/layout"
 	"github.com/ade-org/ade-worker/pkg/store"
-	"github.com/ade-org/ade-worker/pkg/supervisor"
 )
 
 // inspectEvents is how many of a job's last events inspect shows.
@@ -34,7 +33,7 @@ func inspectCmd() *cli.Command {
 			if err != nil {
 				return err
 			}
-			doc := describe(j, (&supervisor.Planner{Settings: e.cfg}).Layout(), time.Now())
+			doc := describe(j, e.layout(), time.Now())
 			if c.Bool("json") {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")

@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"github.com/ade-org/ade-worker/pkg/layout"
 	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/supervisor"
@@ -69,6 +70,11 @@ type env struct {
 	cfg   *settings.Settings
 	log   zerolog.Logger
 	store *store.Store
+}
+
+// layout is where this worker's files are, as the supervisor sees them.
+func (e *env) layout() layout.Layout {
+	return (&supervisor.Planner{Settings: e.cfg}).Layout()
 }
 
 // setup reads the settings, makes the logger and opens the database.

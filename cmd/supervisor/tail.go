@@ -16,7 +16,6 @@ import (
 
 	"github.com/ade-org/ade-worker/pkg/eventlog"
 	"github.com/ade-org/ade-worker/pkg/store"
-	"github.com/ade-org/ade-worker/pkg/supervisor"
 	"github.com/ade-org/ade-worker/pkg/tick"
 )
 
@@ -57,7 +56,7 @@ func tailCmd() *cli.Command {
 			if err != nil {
 				return err
 			}
-			files, path := jobFiles(j, (&supervisor.Planner{Settings: e.cfg}).Layout())
+			files, path := jobFiles(j, e.layout())
 			if path == "" {
 				return fmt.Errorf("%s %s has no events file: %s", j.Kind, j.ID, files[0].Error)
 			}
