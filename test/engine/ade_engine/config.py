@@ -10,22 +10,10 @@ INVALID_MARKER = "INVALID"
 # Used when the package cannot be imported; the sample configuration
 # (test/config) declares these same fields by importing them.
 DEFAULT_FIELDS = {
-    "email": {
-        "label": "Email",
-        "synonyms": ["email", "e-mail", "mail", "email_address"],
-    },
-    "first_name": {
-        "label": "First Name",
-        "synonyms": ["first_name", "first", "given_name", "forename"],
-    },
-    "last_name": {
-        "label": "Last Name",
-        "synonyms": ["last_name", "last", "surname", "family_name"],
-    },
-    "phone": {
-        "label": "Phone",
-        "synonyms": ["phone", "telephone", "phone_number", "tel"],
-    },
+    "email": {"label": "Email", "synonyms": ["email", "e-mail", "mail", "email_address"]},
+    "first_name": {"label": "First Name", "synonyms": ["first_name", "first", "given_name", "forename"]},
+    "last_name": {"label": "Last Name", "synonyms": ["last_name", "last", "surname", "family_name"]},
+    "phone": {"label": "Phone", "synonyms": ["phone", "telephone", "phone_number", "tel"]},
 }
 
 
