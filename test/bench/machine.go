@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -77,7 +78,7 @@ func sqliteVersion() string {
 }
 
 func (b *bench) postgresVersion() string {
-	if !contains(b.opts.backends, "postgres") {
+	if !slices.Contains(b.opts.backends, "postgres") {
 		return "PostgreSQL not used"
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
