@@ -133,14 +133,11 @@ func (b *bench) engineRealistic(ctx context.Context, backend string) ([]row, err
 		return nil, err
 	}
 	content := append([]byte("#ade-test: cpu-total-ms=20\n"), sample...)
-	w, err := b.newWorld(ctx, backend, "realistic")
+	w, err := b.newReadyWorld(ctx, backend, "realistic", venv)
 	if err != nil {
 		return nil, err
 	}
 	defer w.close()
-	if err := w.addReadyBuild(ctx, venv); err != nil {
-		return nil, err
-	}
 	var rps, lat, sup, child, db, hwm, alone, aloneRps, ratio []float64
 	for rep := 1; rep <= b.opts.repeat; rep++ {
 		engineMs, engineRps, err := b.engineAlone(ctx, venv, content, max(n/2, 10), 2)
@@ -258,14 +255,11 @@ func (b *bench) overhead(ctx context.Context, backend string) ([]row, error) {
 	if b.opts.quick {
 		n = 100
 	}
-	w, err := b.newWorld(ctx, backend, "overhead")
+	w, err := b.newReadyWorld(ctx, backend, "overhead", b.noopEnv)
 	if err != nil {
 		return nil, err
 	}
 	defer w.close()
-	if err := w.addReadyBuild(ctx, b.noopEnv); err != nil {
-		return nil, err
-	}
 	var rows []row
 	wl := "overhead"
 	for _, c := range []int{1, 2, 4, 8} {
@@ -404,14 +398,11 @@ func (b *bench) pickup(ctx context.Context, backend string) ([]row, error) {
 	if b.opts.quick {
 		settle, idle, inserting = time.Second, 2*time.Second, 2*time.Second
 	}
-	w, err := b.newWorld(ctx, backend, "pickup")
+	w, err := b.newReadyWorld(ctx, backend, "pickup", b.noopEnv)
 	if err != nil {
 		return nil, err
 	}
 	defer w.close()
-	if err := w.addReadyBuild(ctx, b.noopEnv); err != nil {
-		return nil, err
-	}
 	var p50, p99, cpu []float64
 	for rep := 1; rep <= b.opts.repeat; rep++ {
 		sup, err := w.start(ctx, 2)

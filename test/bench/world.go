@@ -80,6 +80,20 @@ func (b *bench) newWorld(ctx context.Context, backend, name string) (w *world, e
 	return w, err
 }
 
+// newReadyWorld is newWorld with a ready build of its configuration whose
+// venv is a copy of venv: where the workloads that run no build start.
+func (b *bench) newReadyWorld(ctx context.Context, backend, name, venv string) (*world, error) {
+	w, err := b.newWorld(ctx, backend, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.addReadyBuild(ctx, venv); err != nil {
+		w.close()
+		return nil, err
+	}
+	return w, nil
+}
+
 func (w *world) close() {
 	if w.st != nil {
 		w.st.Close()
