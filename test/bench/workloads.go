@@ -60,11 +60,7 @@ func (w *world) measureBatch(ctx context.Context, sup *supervisorProc, n int, co
 	if err := sleepCtx(ctx, 300*time.Millisecond); err != nil {
 		return batchResult{}, err
 	}
-	before, err := readStat(sup.pid)
-	if err != nil {
-		return batchResult{}, err
-	}
-	dbBefore, err := w.serverTicks(ctx)
+	before, err := w.markCPU(ctx, sup.pid)
 	if err != nil {
 		return batchResult{}, err
 	}
@@ -76,19 +72,15 @@ func (w *world) measureBatch(ctx context.Context, sup *supervisorProc, n int, co
 	if err != nil {
 		return batchResult{}, err
 	}
-	after, err := readStat(sup.pid)
-	if err != nil {
-		return batchResult{}, err
-	}
-	dbAfter, err := w.serverTicks(ctx)
+	after, err := w.markCPU(ctx, sup.pid)
 	if err != nil {
 		return batchResult{}, err
 	}
 	_, hwm, _ := procStatus(sup.pid)
-	d := after.sub(before)
+	d := after.sup.sub(before.sup)
 	perRun := func(ticks uint64) float64 { return float64(ticks) / w.b.clkTck * 1000 / float64(n) }
 	res := batchResult{
-		supCPUms: perRun(d.self()), childCPUms: perRun(d.children()), dbCPUms: perRun(ticksSince(dbBefore, dbAfter)),
+		supCPUms: perRun(d.self()), childCPUms: perRun(d.children()), dbCPUms: perRun(ticksSince(before.db, after.db)),
 		supHWMMiB: float64(hwm) / 1024,
 	}
 	first, last := rows[0].StartedAt.Time, rows[0].CompletedAt.Time

@@ -160,6 +160,21 @@ func (w *world) serverTicks(ctx context.Context) (map[int]uint64, error) {
 	return out, nil
 }
 
+// cpuMark is the CPU a supervisor and the PostgreSQL backends serving its
+// connections have used so far.
+type cpuMark struct {
+	sup cpuTimes
+	db  map[int]uint64 // serverTicks
+}
+
+func (w *world) markCPU(ctx context.Context, supervisor int) (m cpuMark, err error) {
+	if m.sup, err = readStat(supervisor); err != nil {
+		return m, err
+	}
+	m.db, err = w.serverTicks(ctx)
+	return m, err
+}
+
 // ticksSince sums the CPU ticks processes used since before; processes that
 // appeared in between count from zero (those that ended are missed).
 func ticksSince(before, after map[int]uint64) uint64 {
