@@ -6,7 +6,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/test/pgtemp"
 	_ "github.com/jackc/pgx/v5/stdlib" // the driver KEDA's postgresql scaler uses
@@ -24,15 +23,7 @@ type queueRows struct {
 
 func newQueueRows(t *testing.T, dbURL string) *queueRows {
 	ctx := context.Background()
-	u, err := settings.ParseDatabaseURL(dbURL)
-	if err != nil {
-		t.Fatal(err)
-	}
-	st, err := store.Open(ctx, u, store.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { st.Close() })
+	st := pgtemp.Open(t, dbURL)
 	if err := st.Migrate(ctx); err != nil {
 		t.Fatal(err)
 	}

@@ -7,6 +7,7 @@
 package kubernetes_test
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -35,27 +36,60 @@ type manifests struct {
 	triggerAuth  *kedav1alpha1.TriggerAuthentication
 }
 
-// newObject returns an empty value of the type apiVersion/kind names, or nil.
-func newObject(apiVersion, kind string) any {
-	switch apiVersion + "/" + kind {
-	case "apps/v1/Deployment":
-		return &appsv1.Deployment{}
-	case "batch/v1/Job":
-		return &batchv1.Job{}
-	case "v1/Secret":
-		return &corev1.Secret{}
-	case "v1/ConfigMap":
-		return &corev1.ConfigMap{}
-	case "v1/PersistentVolumeClaim":
-		return &corev1.PersistentVolumeClaim{}
-	case "policy/v1/PodDisruptionBudget":
-		return &policyv1.PodDisruptionBudget{}
-	case "keda.sh/v1alpha1/ScaledObject":
-		return &kedav1alpha1.ScaledObject{}
-	case "keda.sh/v1alpha1/TriggerAuthentication":
-		return &kedav1alpha1.TriggerAuthentication{}
+// slots maps each apiVersion/kind the folder may hold to the field of m its
+// objects decode into: a new kind is a field above and a line here.
+func (m *manifests) slots() map[string]slot {
+	return map[string]slot{
+		"apps/v1/Deployment":                     one(&m.deployment),
+		"batch/v1/Job":                           one(&m.job),
+		"v1/Secret":                              one(&m.secret),
+		"v1/ConfigMap":                           one(&m.configMap),
+		"v1/PersistentVolumeClaim":               many(&m.pvcs),
+		"policy/v1/PodDisruptionBudget":          one(&m.pdb),
+		"keda.sh/v1alpha1/ScaledObject":          one(&m.scaledObject),
+		"keda.sh/v1alpha1/TriggerAuthentication": one(&m.triggerAuth),
 	}
-	return nil
+}
+
+// slot is where load puts the objects of one kind.
+type slot struct {
+	put    func(data []byte) error // decodes one object strictly into the field
+	filled func() bool
+}
+
+// one is the slot of a kind the checks expect exactly one object of.
+func one[T any](field **T) slot {
+	return slot{
+		put: func(data []byte) error {
+			if *field != nil {
+				return fmt.Errorf("a second %T; the checks expect one", *field)
+			}
+			var err error
+			*field, err = decodeStrict[T](data)
+			return err
+		},
+		filled: func() bool { return *field != nil },
+	}
+}
+
+// many is the slot of a kind the folder may hold several objects of.
+func many[T any](field *[]*T) slot {
+	return slot{
+		put: func(data []byte) error {
+			obj, err := decodeStrict[T](data)
+			*field = append(*field, obj)
+			return err
+		},
+		filled: func() bool { return len(*field) > 0 },
+	}
+}
+
+func decodeStrict[T any](data []byte) (*T, error) {
+	obj := new(T)
+	if err := yaml.UnmarshalStrict(data, obj); err != nil {
+		return nil, fmt.Errorf("does not decode strictly into %T: %w", obj, err)
+	}
+	return obj, nil
 }
 
 // load decodes every *.yaml file here strictly (one object a file).
@@ -66,6 +100,7 @@ func load(t *testing.T) *manifests {
 		t.Fatalf("no manifests found (%v)", err)
 	}
 	m := &manifests{}
+	slots := m.slots()
 	for _, f := range files {
 		data, err := os.ReadFile(f)
 		if err != nil {
@@ -75,61 +110,21 @@ func load(t *testing.T) *manifests {
 		if err := yaml.Unmarshal(data, &tm); err != nil {
 			t.Fatalf("%s: %v", f, err)
 		}
-		obj := newObject(tm.APIVersion, tm.Kind)
-		if obj == nil {
-			t.Fatalf("%s: kind %s/%s is not one this test knows: add it to newObject", f, tm.APIVersion, tm.Kind)
+		s, ok := slots[tm.APIVersion+"/"+tm.Kind]
+		if !ok {
+			t.Fatalf("%s: kind %s/%s is not one this test knows: add it to slots", f, tm.APIVersion, tm.Kind)
 		}
-		if err := yaml.UnmarshalStrict(data, obj); err != nil {
-			t.Fatalf("%s: does not decode strictly into %T: %v", f, obj, err)
+		if err := s.put(data); err != nil {
+			t.Fatalf("%s: %v", f, err)
 		}
-		m.add(t, f, obj)
 	}
 	return m
 }
 
-func (m *manifests) add(t *testing.T, file string, obj any) {
-	once := func(set bool) {
-		if set {
-			t.Fatalf("%s: a second %T; the checks expect one", file, obj)
-		}
-	}
-	switch o := obj.(type) {
-	case *appsv1.Deployment:
-		once(m.deployment != nil)
-		m.deployment = o
-	case *batchv1.Job:
-		once(m.job != nil)
-		m.job = o
-	case *corev1.Secret:
-		once(m.secret != nil)
-		m.secret = o
-	case *corev1.ConfigMap:
-		once(m.configMap != nil)
-		m.configMap = o
-	case *corev1.PersistentVolumeClaim:
-		m.pvcs = append(m.pvcs, o)
-	case *policyv1.PodDisruptionBudget:
-		once(m.pdb != nil)
-		m.pdb = o
-	case *kedav1alpha1.ScaledObject:
-		once(m.scaledObject != nil)
-		m.scaledObject = o
-	case *kedav1alpha1.TriggerAuthentication:
-		once(m.triggerAuth != nil)
-		m.triggerAuth = o
-	}
-}
-
 func TestManifestsDecodeStrictly(t *testing.T) {
-	m := load(t)
-	for name, missing := range map[string]bool{
-		"Deployment": m.deployment == nil, "Job": m.job == nil, "Secret": m.secret == nil,
-		"ConfigMap": m.configMap == nil, "PersistentVolumeClaim": len(m.pvcs) == 0,
-		"PodDisruptionBudget": m.pdb == nil, "ScaledObject": m.scaledObject == nil,
-		"TriggerAuthentication": m.triggerAuth == nil,
-	} {
-		if missing {
-			t.Errorf("no %s manifest", name)
+	for kind, s := range load(t).slots() {
+		if !s.filled() {
+			t.Errorf("no %s manifest", kind)
 		}
 	}
 }

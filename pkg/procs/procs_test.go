@@ -228,22 +228,42 @@ func TestContextEndKillsWholeGroup(t *testing.T) {
 	}
 }
 
-func TestContextTimeout(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
-	defer cancel()
-	var pgid int
-	c := sh("sleep 60 & sleep 60")
-	c.Started = func(pid int) { pgid = pid }
-	start := time.Now()
-	exit := run(t, ctx, c)
-	if d := time.Since(start); d < 250*time.Millisecond || d > 5*time.Second {
-		t.Errorf("Run took %v, want about the 300ms timeout", d)
+// TestDeadlineKills: when the context's deadline passes, Run kills the
+// child's whole group, at once or, with a KillGrace the child ignores, when
+// the grace is over.
+func TestDeadlineKills(t *testing.T) {
+	cases := []struct {
+		name       string
+		script     string
+		timeout    time.Duration
+		grace      time.Duration
+		minRunTime time.Duration // the timeout plus any grace, less some slack
+	}{
+		{"the whole group at the deadline", "sleep 60 & sleep 60", 300 * time.Millisecond, 0, 250 * time.Millisecond},
+		{"after a grace the child ignores", `trap '' TERM; while :; do sleep 0.05; done`,
+			200 * time.Millisecond, 300 * time.Millisecond, 450 * time.Millisecond},
 	}
-	if exit.Signal != syscall.SIGKILL {
-		t.Errorf("exit = %+v, want SIGKILL", exit)
-	}
-	if !waitFor(2*time.Second, func() bool { return len(groupMembers(pgid)) == 0 }) {
-		t.Errorf("group %d still has %+v", pgid, groupMembers(pgid))
+	for _, tc := range cases {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
+			defer cancel()
+			var pgid int
+			c := sh(tc.script)
+			c.Started = func(pid int) { pgid = pid }
+			c.KillGrace = tc.grace
+			start := time.Now()
+			exit := run(t, ctx, c)
+			if d := time.Since(start); d < tc.minRunTime || d > 5*time.Second {
+				t.Errorf("Run took %v, want about %v", d, tc.timeout+tc.grace)
+			}
+			if exit.Signal != syscall.SIGKILL {
+				t.Errorf("exit = %+v, want SIGKILL", exit)
+			}
+			if !waitFor(2*time.Second, func() bool { return len(groupMembers(pgid)) == 0 }) {
+				t.Errorf("group %d still has %+v", pgid, groupMembers(pgid))
+			}
+		})
 	}
 }
 
@@ -289,21 +309,6 @@ func TestKillGrace(t *testing.T) {
 				t.Errorf("TERM handler ran: %v (%q, %v), want %v", trapped, data, err, tc.wantTrap)
 			}
 		})
-	}
-}
-
-func TestKillGraceEscalatesToKill(t *testing.T) {
-	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
-	defer cancel()
-	c := sh(`trap '' TERM; while :; do sleep 0.05; done`)
-	c.KillGrace = 300 * time.Millisecond
-	start := time.Now()
-	exit := run(t, ctx, c)
-	if d := time.Since(start); d < 450*time.Millisecond || d > 5*time.Second {
-		t.Errorf("Run took %v, want timeout + grace", d)
-	}
-	if exit.Signal != syscall.SIGKILL {
-		t.Errorf("exit = %+v, want SIGKILL after the grace", exit)
 	}
 }
 

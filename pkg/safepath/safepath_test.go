@@ -80,30 +80,34 @@ func TestOpenReadsInsideRoot(t *testing.T) {
 	})
 }
 
-func TestOpenRefusesLinkAtEveryElement(t *testing.T) {
+// eachLink runs f in every mode, in a subtest per element of a/b/c/file,
+// with a fresh tree whose element i is a link out of the root.
+func eachLink(t *testing.T, f func(t *testing.T, i int, root, outside, link string)) {
 	modes(t, func(t *testing.T) {
 		for i := range elems {
 			t.Run(elems[i], func(t *testing.T) {
 				root, outside := tree(t)
-				link := linkAt(t, root, outside, i)
-				for _, flag := range []int{os.O_RDONLY, os.O_WRONLY | os.O_CREATE | os.O_TRUNC} {
-					f, err := Open(root, "a/b/c/file", flag, 0o644)
-					if err == nil {
-						f.Close()
-					}
-					wantSymlink(t, err, link)
-				}
-				if _, err := Lstat(root, "a/b/c/file"); i < len(elems)-1 {
-					wantSymlink(t, err, link)
-				} else if err != nil {
-					t.Fatalf("Lstat of a link as the last element: %v", err)
-				}
-				data, _ := os.ReadFile(filepath.Join(outside, "a/b/c/file"))
-				if string(data) != "outside" {
-					t.Fatalf("the link's target was changed: %q", data)
-				}
+				f(t, i, root, outside, linkAt(t, root, outside, i))
 			})
 		}
+	})
+}
+
+func TestOpenRefusesLinkAtEveryElement(t *testing.T) {
+	eachLink(t, func(t *testing.T, i int, root, outside, link string) {
+		for _, flag := range []int{os.O_RDONLY, os.O_WRONLY | os.O_CREATE | os.O_TRUNC} {
+			f, err := Open(root, "a/b/c/file", flag, 0o644)
+			if err == nil {
+				f.Close()
+			}
+			wantSymlink(t, err, link)
+		}
+		if _, err := Lstat(root, "a/b/c/file"); i < len(elems)-1 {
+			wantSymlink(t, err, link)
+		} else if err != nil {
+			t.Fatalf("Lstat of a link as the last element: %v", err)
+		}
+		assertOutsideIntact(t, outside)
 	})
 }
 
@@ -201,27 +205,21 @@ func TestRemoveAll(t *testing.T) {
 }
 
 func TestRemoveAllNeverThroughLink(t *testing.T) {
-	modes(t, func(t *testing.T) {
-		for i := range elems {
-			t.Run(elems[i], func(t *testing.T) {
-				root, outside := tree(t)
-				link := linkAt(t, root, outside, i)
-				// The link is the last element: removed as a link.
-				if err := RemoveAll(root, link); err != nil {
-					t.Fatal(err)
-				}
-				if _, err := os.Lstat(filepath.Join(root, link)); !errors.Is(err, fs.ErrNotExist) {
-					t.Fatalf("link %s not removed: %v", link, err)
-				}
-				assertOutsideIntact(t, outside)
-				// The link is a parent: refused.
-				if i < len(elems)-1 {
-					root, outside = tree(t)
-					link = linkAt(t, root, outside, i)
-					wantSymlink(t, RemoveAll(root, "a/b/c/file"), link)
-					assertOutsideIntact(t, outside)
-				}
-			})
+	eachLink(t, func(t *testing.T, i int, root, outside, link string) {
+		// The link is the last element: removed as a link.
+		if err := RemoveAll(root, link); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := os.Lstat(filepath.Join(root, link)); !errors.Is(err, fs.ErrNotExist) {
+			t.Fatalf("link %s not removed: %v", link, err)
+		}
+		assertOutsideIntact(t, outside)
+		// The link is a parent: refused.
+		if i < len(elems)-1 {
+			root, outside = tree(t)
+			link = linkAt(t, root, outside, i)
+			wantSymlink(t, RemoveAll(root, "a/b/c/file"), link)
+			assertOutsideIntact(t, outside)
 		}
 	})
 }

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"slices"
 	"strconv"
 	"strings"
 	"time"
@@ -17,34 +18,36 @@ import (
 )
 
 func cpuModel() string {
-	f, err := os.Open("/proc/cpuinfo")
-	if err != nil {
-		return "unknown CPU"
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == "model name" {
-			return strings.TrimSpace(v)
-		}
+	if v, ok := procValue("/proc/cpuinfo", "model name"); ok {
+		return v
 	}
 	return "unknown CPU"
 }
 
 func memTotal() string {
-	f, err := os.Open("/proc/meminfo")
-	if err != nil {
+	v, ok := procValue("/proc/meminfo", "MemTotal")
+	if !ok {
 		return "?"
+	}
+	kb, _ := strconv.ParseFloat(strings.TrimSuffix(v, " kB"), 64)
+	return fmt.Sprintf("%.1f GiB", kb/(1<<20))
+}
+
+// procValue returns the value of the first "key: value" line of a /proc
+// file, trimmed (/proc/cpuinfo pads its keys with tabs).
+func procValue(path, key string) (string, bool) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", false
 	}
 	defer f.Close()
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
-		if v, ok := strings.CutPrefix(sc.Text(), "MemTotal:"); ok {
-			kb, _ := strconv.ParseFloat(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 64)
-			return fmt.Sprintf("%.1f GiB", kb/(1<<20))
+		if k, v, ok := strings.Cut(sc.Text(), ":"); ok && strings.TrimSpace(k) == key {
+			return strings.TrimSpace(v), true
 		}
 	}
-	return "?"
+	return "", false
 }
 
 func readTrim(path string) string {
@@ -77,7 +80,7 @@ func sqliteVersion() string {
 }
 
 func (b *bench) postgresVersion() string {
-	if !contains(b.opts.backends, "postgres") {
+	if !slices.Contains(b.opts.backends, "postgres") {
 		return "PostgreSQL not used"
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)

@@ -24,6 +24,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"runtime"
+	"slices"
 	"strings"
 	"syscall"
 	"time"
@@ -31,7 +32,27 @@ import (
 	"github.com/ade-org/ade-worker/test/pgtemp"
 )
 
-var workloadNames = []string{"engine-realistic", "overhead", "pickup", "depth", "firehose", "builds"}
+// workloads are the bench's workloads (issue 5), in the order they run and
+// print.
+var workloads = []struct {
+	name string
+	run  func(b *bench, ctx context.Context, backend string) ([]row, error)
+}{
+	{"engine-realistic", (*bench).engineRealistic},
+	{"overhead", (*bench).overhead},
+	{"pickup", (*bench).pickup},
+	{"depth", (*bench).depth},
+	{"firehose", (*bench).firehose},
+	{"builds", (*bench).builds},
+}
+
+func workloadNames() []string {
+	names := make([]string, len(workloads))
+	for i, w := range workloads {
+		names[i] = w.name
+	}
+	return names
+}
 
 type options struct {
 	backends   []string
@@ -48,7 +69,8 @@ type options struct {
 func parseFlags(args []string) (options, error) {
 	fs := flag.NewFlagSet("bench", flag.ContinueOnError)
 	backend := fs.String("backend", "both", "database: sqlite, postgres or both")
-	workload := fs.String("workload", "all", "workload: "+strings.Join(workloadNames, ", ")+", or all (comma-separated list allowed)")
+	names := workloadNames()
+	workload := fs.String("workload", "all", "workload: "+strings.Join(names, ", ")+", or all (comma-separated list allowed)")
 	quick := fs.Bool("quick", false, "smoke run: a few seconds per workload (CI)")
 	markdown := fs.Bool("markdown", false, "print the table in Markdown (for BENCHMARKS.md)")
 	repeat := fs.Int("repeat", 0, "repeats per figure (default 3; 1 with --quick)")
@@ -89,11 +111,11 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("--backend %q: want sqlite, postgres or both", *backend)
 	}
 	if *workload == "all" {
-		o.workloads = workloadNames
+		o.workloads = names
 	} else {
 		for _, w := range strings.Split(*workload, ",") {
-			if !contains(workloadNames, w) {
-				return o, fmt.Errorf("--workload %q: want one of %s, or all", w, strings.Join(workloadNames, ", "))
+			if !slices.Contains(names, w) {
+				return o, fmt.Errorf("--workload %q: want one of %s, or all", w, strings.Join(names, ", "))
 			}
 			o.workloads = append(o.workloads, w)
 		}
@@ -108,15 +130,6 @@ func parseFlags(args []string) (options, error) {
 		return o, fmt.Errorf("--repeat %d: want at least 1", o.repeat)
 	}
 	return o, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, x := range list {
-		if x == s {
-			return true
-		}
-	}
-	return false
 }
 
 func main() {
@@ -291,19 +304,10 @@ func (b *bench) realVenv(ctx context.Context) (string, error) {
 }
 
 func (b *bench) runWorkload(ctx context.Context, name, backend string) ([]row, error) {
-	switch name {
-	case "engine-realistic":
-		return b.engineRealistic(ctx, backend)
-	case "overhead":
-		return b.overhead(ctx, backend)
-	case "pickup":
-		return b.pickup(ctx, backend)
-	case "depth":
-		return b.depth(ctx, backend)
-	case "firehose":
-		return b.firehose(ctx, backend)
-	case "builds":
-		return b.builds(ctx, backend)
+	for _, w := range workloads {
+		if w.name == name {
+			return w.run(b, ctx, backend)
+		}
 	}
 	return nil, fmt.Errorf("unknown workload %q", name)
 }

@@ -60,11 +60,7 @@ func (w *world) measureBatch(ctx context.Context, sup *supervisorProc, n int, co
 	if err := sleepCtx(ctx, 300*time.Millisecond); err != nil {
 		return batchResult{}, err
 	}
-	before, err := readStat(sup.pid)
-	if err != nil {
-		return batchResult{}, err
-	}
-	dbBefore, err := w.serverTicks(ctx)
+	before, err := w.markCPU(ctx, sup.pid)
 	if err != nil {
 		return batchResult{}, err
 	}
@@ -76,19 +72,15 @@ func (w *world) measureBatch(ctx context.Context, sup *supervisorProc, n int, co
 	if err != nil {
 		return batchResult{}, err
 	}
-	after, err := readStat(sup.pid)
-	if err != nil {
-		return batchResult{}, err
-	}
-	dbAfter, err := w.serverTicks(ctx)
+	after, err := w.markCPU(ctx, sup.pid)
 	if err != nil {
 		return batchResult{}, err
 	}
 	_, hwm, _ := procStatus(sup.pid)
-	d := after.sub(before)
+	d := after.sup.sub(before.sup)
 	perRun := func(ticks uint64) float64 { return float64(ticks) / w.b.clkTck * 1000 / float64(n) }
 	res := batchResult{
-		supCPUms: perRun(d.self()), childCPUms: perRun(d.children()), dbCPUms: perRun(ticksSince(dbBefore, dbAfter)),
+		supCPUms: perRun(d.self()), childCPUms: perRun(d.children()), dbCPUms: perRun(ticksSince(before.db, after.db)),
 		supHWMMiB: float64(hwm) / 1024,
 	}
 	first, last := rows[0].StartedAt.Time, rows[0].CompletedAt.Time
@@ -133,14 +125,11 @@ func (b *bench) engineRealistic(ctx context.Context, backend string) ([]row, err
 		return nil, err
 	}
 	content := append([]byte("#ade-test: cpu-total-ms=20\n"), sample...)
-	w, err := b.newWorld(ctx, backend, "realistic")
+	w, err := b.newReadyWorld(ctx, backend, "realistic", venv)
 	if err != nil {
 		return nil, err
 	}
 	defer w.close()
-	if err := w.addReadyBuild(ctx, venv); err != nil {
-		return nil, err
-	}
 	var rps, lat, sup, child, db, hwm, alone, aloneRps, ratio []float64
 	for rep := 1; rep <= b.opts.repeat; rep++ {
 		engineMs, engineRps, err := b.engineAlone(ctx, venv, content, max(n/2, 10), 2)
@@ -258,14 +247,11 @@ func (b *bench) overhead(ctx context.Context, backend string) ([]row, error) {
 	if b.opts.quick {
 		n = 100
 	}
-	w, err := b.newWorld(ctx, backend, "overhead")
+	w, err := b.newReadyWorld(ctx, backend, "overhead", b.noopEnv)
 	if err != nil {
 		return nil, err
 	}
 	defer w.close()
-	if err := w.addReadyBuild(ctx, b.noopEnv); err != nil {
-		return nil, err
-	}
 	var rows []row
 	wl := "overhead"
 	for _, c := range []int{1, 2, 4, 8} {
@@ -404,14 +390,11 @@ func (b *bench) pickup(ctx context.Context, backend string) ([]row, error) {
 	if b.opts.quick {
 		settle, idle, inserting = time.Second, 2*time.Second, 2*time.Second
 	}
-	w, err := b.newWorld(ctx, backend, "pickup")
+	w, err := b.newReadyWorld(ctx, backend, "pickup", b.noopEnv)
 	if err != nil {
 		return nil, err
 	}
 	defer w.close()
-	if err := w.addReadyBuild(ctx, b.noopEnv); err != nil {
-		return nil, err
-	}
 	var p50, p99, cpu []float64
 	for rep := 1; rep <= b.opts.repeat; rep++ {
 		sup, err := w.start(ctx, 2)

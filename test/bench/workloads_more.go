@@ -25,14 +25,11 @@ func (b *bench) depth(ctx context.Context, backend string) ([]row, error) {
 	if b.opts.quick {
 		levels, claims = []int{1_000, 10_000}, 50
 	}
-	w, err := b.newWorld(ctx, backend, "depth")
+	w, err := b.newReadyWorld(ctx, backend, "depth", b.noopEnv)
 	if err != nil {
 		return nil, err
 	}
 	defer w.close()
-	if err := w.addReadyBuild(ctx, b.noopEnv); err != nil {
-		return nil, err
-	}
 	probe, err := w.enqueue(ctx, store.NewID(), 1, noopInput)
 	if err != nil {
 		return nil, err
@@ -142,14 +139,11 @@ func (b *bench) firehose(ctx context.Context, backend string) ([]row, error) {
 	if b.opts.quick {
 		lines = 50_000
 	}
-	w, err := b.newWorld(ctx, backend, "firehose")
+	w, err := b.newReadyWorld(ctx, backend, "firehose", b.noopEnv)
 	if err != nil {
 		return nil, err
 	}
 	defer w.close()
-	if err := w.addReadyBuild(ctx, b.noopEnv); err != nil {
-		return nil, err
-	}
 	content := []byte(fmt.Sprintf("#firehose=%d\n", lines) + string(noopInput))
 	var rate, size, jr, sup, dur []float64
 	for rep := 1; rep <= b.opts.repeat; rep++ {

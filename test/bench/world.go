@@ -80,6 +80,20 @@ func (b *bench) newWorld(ctx context.Context, backend, name string) (w *world, e
 	return w, err
 }
 
+// newReadyWorld is newWorld with a ready build of its configuration whose
+// venv is a copy of venv: where the workloads that run no build start.
+func (b *bench) newReadyWorld(ctx context.Context, backend, name, venv string) (*world, error) {
+	w, err := b.newWorld(ctx, backend, name)
+	if err != nil {
+		return nil, err
+	}
+	if err := w.addReadyBuild(ctx, venv); err != nil {
+		w.close()
+		return nil, err
+	}
+	return w, nil
+}
+
 func (w *world) close() {
 	if w.st != nil {
 		w.st.Close()
@@ -144,6 +158,21 @@ func (w *world) serverTicks(ctx context.Context) (map[int]uint64, error) {
 		}
 	}
 	return out, nil
+}
+
+// cpuMark is the CPU a supervisor and the PostgreSQL backends serving its
+// connections have used so far.
+type cpuMark struct {
+	sup cpuTimes
+	db  map[int]uint64 // serverTicks
+}
+
+func (w *world) markCPU(ctx context.Context, supervisor int) (m cpuMark, err error) {
+	if m.sup, err = readStat(supervisor); err != nil {
+		return m, err
+	}
+	m.db, err = w.serverTicks(ctx)
+	return m, err
 }
 
 // ticksSince sums the CPU ticks processes used since before; processes that
