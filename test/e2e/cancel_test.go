@@ -31,10 +31,9 @@ func TestCancelRunningRun(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, nil)
 		sup := w.sups[0]
-		doc := w.addDocument("slow.csv", csv("spawn-sleeper=60", "sleep=60"))
-		run := w.addRun(cfg, doc)
-		sleeper := w.waitRunning(run)
-		procs := append(append(w.engineProcs(run), sleeper), childrenNamed(sup.Process.Pid, "jobrunner")...)
+		slow := w.startSleepingRun(cfg, "spawn-sleeper=60", "sleep=60")
+		run, doc := slow.id, slow.doc
+		procs := append(slow.procs(), childrenNamed(sup.Process.Pid, "jobrunner")...)
 		before, desc := w.documentState(doc), describe(procs)
 
 		cancelled := time.Now()
@@ -88,9 +87,9 @@ func TestCancelRunningRun(t *testing.T) {
 func TestCancelStubbornEngine(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, nil)
-		run := w.addRun(cfg, w.addDocument("stubborn.csv", csv("ignore-sigterm", "spawn-sleeper=60", "sleep=60")))
-		sleeper := w.waitRunning(run)
-		procs := append(append(w.engineProcs(run), sleeper), childrenNamed(w.sups[0].Process.Pid, "jobrunner")...)
+		slow := w.startSleepingRun(cfg, "ignore-sigterm", "spawn-sleeper=60", "sleep=60")
+		run := slow.id
+		procs := append(slow.procs(), childrenNamed(w.sups[0].Process.Pid, "jobrunner")...)
 		desc := describe(procs)
 		cancelled := time.Now()
 		now := w.ts(cancelled)

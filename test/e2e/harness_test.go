@@ -222,6 +222,14 @@ func (w *world) query(dest any, sql string, args ...any) {
 	}
 }
 
+// count returns the number a COUNT(*) query gives.
+func (w *world) count(sql string, args ...any) int {
+	w.t.Helper()
+	var n int
+	w.query(&n, sql, args...)
+	return n
+}
+
 // ts encodes a time the way the world's database stores timestamps.
 func (w *world) ts(t time.Time) any { return w.st.TestTime(t) }
 

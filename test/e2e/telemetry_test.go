@@ -300,9 +300,7 @@ func TestReadyzTurnsUnreadyOnSigterm(t *testing.T) {
 		w.waitFor("runs", []string{run}, time.Minute, "running")
 		waitReady(t, addr, http.StatusOK, 30*time.Second)
 
-		if err := sup.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
+		signal(t, sup, syscall.SIGTERM)
 		r := waitReady(t, addr, http.StatusServiceUnavailable, 10*time.Second)
 		if strings.Join(r.Failing, ",") != "draining" {
 			t.Errorf("failing conditions %v, want [draining]", r.Failing)
