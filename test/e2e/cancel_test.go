@@ -180,9 +180,7 @@ _time.sleep(120)
 // afterwards), a finished run (refused, exit non-zero) and bad arguments.
 func TestCancelCommand(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
-		w := newWorld(t, backend, nil)
-		cfg := w.addConfig("")
-		build := w.addBuild(cfg)
+		w, cfg, build := worldWithBuild(t, backend, nil)
 		queued := w.addRun(cfg, w.addDocument("q.csv", csv()), "--build", build)
 		if out := w.supervisor("cancel", "run", queued); !strings.Contains(out, "cancelled (it was queued)") {
 			t.Errorf("supervisor cancel run (queued) said %q", out)

@@ -10,12 +10,19 @@ import (
 	"time"
 )
 
-// readyWorld is a world with one configuration whose build is ready.
-func readyWorld(t *testing.T, backend string, extra map[string]string) (w *world, cfg, build string) {
+// worldWithBuild is a world with the sample configuration and a queued
+// build of it; no supervisor runs yet.
+func worldWithBuild(t *testing.T, backend string, extra map[string]string) (w *world, cfg, build string) {
 	t.Helper()
 	w = newWorld(t, backend, extra)
 	cfg = w.addConfig("")
-	build = w.addBuild(cfg)
+	return w, cfg, w.addBuild(cfg)
+}
+
+// readyWorld is a world with one configuration whose build is ready.
+func readyWorld(t *testing.T, backend string, extra map[string]string) (w *world, cfg, build string) {
+	t.Helper()
+	w, cfg, build = worldWithBuild(t, backend, extra)
 	w.start()
 	if b := w.waitFor("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
 		t.Fatalf("build = %+v (%s), want ready", b, b.errText())
@@ -122,9 +129,7 @@ func TestLeaseExpiry(t *testing.T) {
 
 func TestFailedBuildFailsItsRuns(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
-		w := newWorld(t, backend, map[string]string{"ADE_ENGINE_SPEC": filepath.Join(t.TempDir(), "no-such-engine")})
-		cfg := w.addConfig("")
-		build := w.addBuild(cfg)
+		w, cfg, build := worldWithBuild(t, backend, map[string]string{"ADE_ENGINE_SPEC": filepath.Join(t.TempDir(), "no-such-engine")})
 		run := w.addRun(cfg, w.addDocument("a.csv", csv()))
 		w.start()
 		b := w.waitFor("builds", []string{build}, 2*time.Minute)[build]

@@ -686,9 +686,7 @@ func TestHostileRows(t *testing.T) {
 func TestBuildInterrupted(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
 		// A short lease, so the killed supervisor's claim expires soon.
-		w := newWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "6", "ADE_BUILD_TIMEOUT": "20"})
-		cfg := w.addConfig("")
-		build := w.addBuild(cfg)
+		w, cfg, build := worldWithBuild(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "6", "ADE_BUILD_TIMEOUT": "20"})
 		sup := w.start()
 		dir := w.buildDir(cfg, build)
 		var pip []int

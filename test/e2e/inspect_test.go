@@ -217,9 +217,7 @@ func assertStatusJSON(t *testing.T, w *world) {
 // no events yet.
 func TestInspectExplainsQueuedRuns(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
-		w := newWorld(t, backend, nil)
-		cfg := w.addConfig("")
-		build := w.addBuild(cfg)
+		w, cfg, build := worldWithBuild(t, backend, nil)
 		waiting := w.addRun(cfg, w.addDocument("a.csv", csv()), "--build", build)
 		usedUp := w.addRun(cfg, w.addDocument("b.csv", csv()), "--build", build)
 		claimable := w.addRun(cfg, w.addDocument("c.csv", csv()), "--build", build)

@@ -17,9 +17,7 @@ import (
 // and document changes exactly as the engine reported them.
 func TestBuildAndRuns(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
-		w := newWorld(t, backend, nil)
-		cfg := w.addConfig("")
-		build := w.addBuild(cfg)
+		w, cfg, build := worldWithBuild(t, backend, nil)
 		doc := w.addDocument("contacts.csv", csv("noise=3"))
 		run := w.addRun(cfg, doc)
 		w.start()
