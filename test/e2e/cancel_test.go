@@ -42,7 +42,7 @@ func TestCancelRunningRun(t *testing.T) {
 		took := waitGone(t, cancelled, cancelBound, procs)
 		t.Logf("%s: every process of the cancelled run gone %s after the cancel write: %v", backend, took.Round(time.Millisecond), desc)
 
-		events := filepath.Join(w.runDir(run), "logs", "events.ndjson")
+		events := w.runEvents(run)
 		w.waitForCancelledEvent(events, "run.complete")
 		var row struct {
 			Status      string
@@ -97,7 +97,7 @@ func TestCancelStubbornEngine(t *testing.T) {
 		took := waitGone(t, cancelled, cancelBound, procs)
 		t.Logf("%s: every process of the run that ignores SIGTERM gone %s after the cancel write (want about 0.5 s): %v",
 			backend, took.Round(time.Millisecond), desc)
-		w.waitForCancelledEvent(filepath.Join(w.runDir(run), "logs", "events.ndjson"), "run.complete")
+		w.waitForCancelledEvent(w.runEvents(run), "run.complete")
 		if r := w.job("runs", run); r.Status != "cancelled" {
 			t.Errorf("run = %+v, want cancelled", r)
 		}
@@ -230,7 +230,7 @@ func TestCancelRacesCompletion(t *testing.T) {
 		for i := 0; i < 16; i++ {
 			doc := w.addDocument("race.csv", csv("sleep=0.3"))
 			run := w.addRun(cfg, doc)
-			events := filepath.Join(w.runDir(run), "logs", "events.ndjson")
+			events := w.runEvents(run)
 			waitUntil(t, time.Minute, "the engine to start its last 0.3 s", func() bool {
 				return hasEvent(events, "engine.test.sleep") || w.job("runs", run).Status == "succeeded"
 			})
@@ -275,7 +275,7 @@ func (w *world) assertCancelledRun(run, doc string, r jobRow) {
 	if r.Status != "cancelled" || r.ExitCode != nil || results != 0 || d.Status == "processed" {
 		t.Errorf("cancel won the race for %s but: row %+v, %d metrics rows, document %+v", run, r, results, d)
 	}
-	events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
+	events := readEvents(t, w.runEvents(run))
 	for _, e := range events {
 		if e["event"] == "run.complete" && e["data"].(map[string]any)["status"] != "cancelled" {
 			t.Errorf("cancelled run %s has a run.complete %v", run, e["data"])

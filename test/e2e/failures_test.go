@@ -55,7 +55,7 @@ func TestEngineFailureAndTimeout(t *testing.T) {
 		if alive(pid) {
 			t.Errorf("engine child %d is still alive after the timeout", pid)
 		}
-		events := readEvents(t, filepath.Join(w.runDir(slow), "logs", "events.ndjson"))
+		events := readEvents(t, w.runEvents(slow))
 		assertFirstLast(t, events, "run.start", "run.complete")
 		if d := data(events[len(events)-1]); d["exit_code"] != float64(124) {
 			t.Errorf("run.complete exit_code = %v, want 124", d["exit_code"])
@@ -84,7 +84,7 @@ func TestCrashIsRetriedThenFails(t *testing.T) {
 		if r.Status != "failed" || r.AttemptCount != 2 || !strings.Contains(r.errText(), "SIGKILL") || !strings.Contains(r.errText(), "2 attempts") {
 			t.Errorf("run = %+v (%s), want failed after 2 attempts naming SIGKILL", r, r.errText())
 		}
-		events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
+		events := readEvents(t, w.runEvents(run))
 		starts := 0
 		for _, e := range events {
 			if e["event"] == "run.start" {
@@ -173,7 +173,7 @@ func TestRunWithoutBuildAndMissingVenvRebuilt(t *testing.T) {
 		if b := w.job("builds", build); b.Status != "ready" {
 			t.Errorf("build after the rebuild = %+v (%s), want still ready", b, b.errText())
 		}
-		events := readEvents(t, filepath.Join(w.runDir(missing), "logs", "events.ndjson"))
+		events := readEvents(t, w.runEvents(missing))
 		findEvent(t, events, "run.venv.rebuild")
 		assertFirstLast(t, events, "run.start", "run.complete")
 	})
@@ -211,7 +211,7 @@ func TestDryRunAndValidateOnly(t *testing.T) {
 		for _, doc := range []string{dryDoc, valDoc} {
 			assertDocumentChanges(t, w, doc, "uploaded", nil)
 		}
-		events := readEvents(t, filepath.Join(w.runDir(validate), "logs", "events.ndjson"))
+		events := readEvents(t, w.runEvents(validate))
 		assertFirstLast(t, events, "run.start", "run.complete")
 		findEvent(t, events, "engine.config.validate.completed")
 		var metrics int

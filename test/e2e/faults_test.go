@@ -54,7 +54,7 @@ func TestSigtermLetsRunningJobFinish(t *testing.T) {
 		if r.Status != "succeeded" || r.ExitCode == nil || *r.ExitCode != 0 || r.AttemptCount != 1 {
 			t.Errorf("run = %+v (%s), want succeeded at its first attempt", r, r.errText())
 		}
-		events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
+		events := readEvents(t, w.runEvents(run))
 		assertFirstLast(t, events, "run.start", "run.complete")
 		findEvent(t, events, "engine.run.completed")
 		if l := w.job("runs", late); l.Status != "queued" || l.AttemptCount != 0 || l.ClaimedBy != nil {
@@ -138,7 +138,7 @@ func (w *world) assertHandedBack(run sleepingRun, signalled time.Time) {
 	if lease.Valid {
 		t.Errorf("handed-back run still has claim_expires_at %v", lease.Time)
 	}
-	events := readEvents(t, filepath.Join(w.runDir(run.id), "logs", "events.ndjson"))
+	events := readEvents(t, w.runEvents(run.id))
 	assertEventCount(t, events, "run.complete", 0)
 	assertEventCount(t, events, "run.requeued", 1)
 	assertGone(t, 3*time.Second, run.procs())
@@ -178,7 +178,7 @@ func TestSupervisorKilledMidJob(t *testing.T) {
 		if d := w.documentState(run.doc); d.Status != "processed" {
 			t.Errorf("document status = %q, want processed", d.Status)
 		}
-		events := readEvents(t, filepath.Join(w.runDir(run.id), "logs", "events.ndjson"))
+		events := readEvents(t, w.runEvents(run.id))
 		assertFirstLast(t, events, "run.start", "run.complete")
 		assertEventCount(t, events, "run.complete", 1)
 		assertEventCount(t, events, "run.start", 2) // one per attempt
@@ -216,7 +216,7 @@ func TestLostLeaseStopsJobAndWritesNothing(t *testing.T) {
 		if d := w.documentState(run.doc); d.Status != "processing" || d.Changes != before.Changes {
 			t.Errorf("document after the lease was lost = %+v, want still processing with %d change rows", d, before.Changes)
 		}
-		events := readEvents(t, filepath.Join(w.runDir(run.id), "logs", "events.ndjson"))
+		events := readEvents(t, w.runEvents(run.id))
 		assertEventCount(t, events, "run.complete", 0)
 		assertEventCount(t, events, "run.requeued", 0)
 		if !strings.Contains(w.supervisorLog(0), "lease lost") {
@@ -243,7 +243,7 @@ func TestJobrunnerKilled(t *testing.T) {
 			t.Helper()
 			w.waitFor("runs", []string{run}, time.Minute, "running")
 			waitUntil(t, 30*time.Second, "the engine to sleep", func() bool {
-				return hasEvent(filepath.Join(w.runDir(run), "logs", "events.ndjson"), "engine.test.sleep")
+				return hasEvent(w.runEvents(run), "engine.test.sleep")
 			})
 			engines = w.engineProcs(run)
 			runner := 0
@@ -270,7 +270,7 @@ func TestJobrunnerKilled(t *testing.T) {
 			t.Errorf("run whose only jobrunner was killed = %+v (%q), want failed naming SIGKILL and the missing result", r, r.errText())
 		}
 		assertGone(t, 3*time.Second, procs)
-		events := readEvents(t, filepath.Join(w.runDir(once), "logs", "events.ndjson"))
+		events := readEvents(t, w.runEvents(once))
 		assertFirstLast(t, events, "run.start", "run.complete")
 
 		w.env["ADE_WORKER_JOB_MAX_ATTEMPTS"] = "3"
@@ -281,7 +281,7 @@ func TestJobrunnerKilled(t *testing.T) {
 			t.Errorf("run whose first jobrunner was killed = %+v (%s), want succeeded at attempt 2", r, r.errText())
 		}
 		assertGone(t, time.Second, procs)
-		events = readEvents(t, filepath.Join(w.runDir(retried), "logs", "events.ndjson"))
+		events = readEvents(t, w.runEvents(retried))
 		assertFirstLast(t, events, "run.start", "run.complete")
 		if rq := findEvent(t, events, "run.requeued"); !strings.Contains(fmt.Sprint(data(rq)["error"]), "SIGKILL") {
 			t.Errorf("run.requeued data = %v, want an error naming SIGKILL", data(rq))
@@ -304,7 +304,7 @@ func TestEngineSegfaultIsRetriedThenFails(t *testing.T) {
 		if r.Status != "failed" || r.AttemptCount != 2 || !strings.Contains(r.errText(), "SIGSEGV") || !strings.Contains(r.errText(), "2 attempts") {
 			t.Errorf("run = %+v (%q), want failed after 2 attempts naming SIGSEGV", r, r.errText())
 		}
-		events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
+		events := readEvents(t, w.runEvents(run))
 		assertFirstLast(t, events, "run.start", "run.complete")
 		assertEventCount(t, events, "engine.test.segv", 2) // one per attempt
 		if d := w.documentState(doc); d.Status != "failed" {
@@ -404,7 +404,7 @@ func TestHostileEngineOutput(t *testing.T) {
 		}
 
 		t.Run("huge lines", func(t *testing.T) {
-			events := readEvents(t, filepath.Join(w.runDir(huge), "logs", "events.ndjson"))
+			events := readEvents(t, w.runEvents(huge))
 			assertFirstLast(t, events, "run.start", "run.complete")
 			findEvent(t, events, "engine.run.started")
 			findEvent(t, events, "engine.run.completed")
@@ -424,7 +424,7 @@ func TestHostileEngineOutput(t *testing.T) {
 		})
 
 		t.Run("garbage", func(t *testing.T) {
-			events := readEvents(t, filepath.Join(w.runDir(garbage), "logs", "events.ndjson"))
+			events := readEvents(t, w.runEvents(garbage))
 			assertFirstLast(t, events, "run.start", "run.complete")
 			findEvent(t, events, "engine.test.garbage")
 			findEvent(t, events, "engine.run.completed")
@@ -451,7 +451,7 @@ func TestHostileEngineOutput(t *testing.T) {
 			ticks, total := 0, 0
 			seqs := make([]bool, n)
 			last := ""
-			err := scanEvents(filepath.Join(w.runDir(fire), "logs", "events.ndjson"), func(e map[string]any) {
+			err := scanEvents(w.runEvents(fire), func(e map[string]any) {
 				total++
 				last, _ = e["event"].(string)
 				if e["event"] != "engine.debug.tick" {
@@ -847,7 +847,7 @@ func (w *world) waitRunning(run string) int {
 			return false
 		}
 		pid, _ = strconv.Atoi(strings.TrimSpace(string(text)))
-		return pid > 0 && alive(pid) && hasEvent(filepath.Join(w.runDir(run), "logs", "events.ndjson"), "engine.test.sleep")
+		return pid > 0 && alive(pid) && hasEvent(w.runEvents(run), "engine.test.sleep")
 	})
 	return pid
 }

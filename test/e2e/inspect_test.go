@@ -86,7 +86,7 @@ func TestInspectTailAndStatus(t *testing.T) {
 		}
 
 		d := w.inspect(run)
-		eventsPath := filepath.Join(w.runDir(run), "logs", "events.ndjson")
+		eventsPath := w.runEvents(run)
 		if d.Kind != "run" || d.Status != "succeeded" || d.AttemptCount != 1 || d.MaxAttempts != 3 || d.ExitCode == nil ||
 			*d.ExitCode != 0 || d.Times["started_at"] == nil || d.Times["completed_at"] == nil || d.WhyNotRunning != nil ||
 			d.Run == nil || d.Run.BuildID == nil || *d.Run.BuildID != build || *d.Run.BuildStatus != "ready" {

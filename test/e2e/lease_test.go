@@ -216,7 +216,7 @@ func TestFrozenSupervisorFencesItself(t *testing.T) {
 			t.Errorf("engine processes seen: %v, want 2 (one per attempt)", seen)
 		}
 		assertEachRunRecorded(t, record, run, 2)
-		events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
+		events := readEvents(t, w.runEvents(run))
 		assertEventCount(t, events, "run.complete", 1)
 		// The thawed supervisor saw its lease gone and wrote nothing: the
 		// document moved processing, processing, processed, and its log

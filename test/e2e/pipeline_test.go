@@ -55,7 +55,7 @@ func TestBuildAndRuns(t *testing.T) {
 		if r.Status != "succeeded" || r.ExitCode == nil || *r.ExitCode != 0 || r.ErrorMessage != nil {
 			t.Fatalf("run = %+v (%s), want succeeded with exit 0", r, r.errText())
 		}
-		events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
+		events := readEvents(t, w.runEvents(run))
 		assertFirstLast(t, events, "run.start", "run.complete")
 		if d := data(events[len(events)-1]); d["status"] != "succeeded" || d["exit_code"] != float64(0) {
 			t.Errorf("run.complete data = %v", d)
