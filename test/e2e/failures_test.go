@@ -55,8 +55,7 @@ func TestEngineFailureAndTimeout(t *testing.T) {
 		if alive(pid) {
 			t.Errorf("engine child %d is still alive after the timeout", pid)
 		}
-		events := readEvents(t, w.runEvents(slow))
-		assertFirstLast(t, events, "run.start", "run.complete")
+		events := w.finishedRunEvents(t, slow)
 		if d := data(events[len(events)-1]); d["exit_code"] != float64(124) {
 			t.Errorf("run.complete exit_code = %v, want 124", d["exit_code"])
 		}
@@ -211,8 +210,7 @@ func TestDryRunAndValidateOnly(t *testing.T) {
 		for _, doc := range []string{dryDoc, valDoc} {
 			assertDocumentChanges(t, w, doc, "uploaded", nil)
 		}
-		events := readEvents(t, w.runEvents(validate))
-		assertFirstLast(t, events, "run.start", "run.complete")
+		events := w.finishedRunEvents(t, validate)
 		findEvent(t, events, "engine.config.validate.completed")
 		var metrics int
 		w.query(&metrics, `SELECT COUNT(*) FROM run_metrics WHERE run_id IN (?, ?)`, dry, validate)

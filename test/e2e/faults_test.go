@@ -54,8 +54,7 @@ func TestSigtermLetsRunningJobFinish(t *testing.T) {
 		if r.Status != "succeeded" || r.ExitCode == nil || *r.ExitCode != 0 || r.AttemptCount != 1 {
 			t.Errorf("run = %+v (%s), want succeeded at its first attempt", r, r.errText())
 		}
-		events := readEvents(t, w.runEvents(run))
-		assertFirstLast(t, events, "run.start", "run.complete")
+		events := w.finishedRunEvents(t, run)
 		findEvent(t, events, "engine.run.completed")
 		if l := w.job("runs", late); l.Status != "queued" || l.AttemptCount != 0 || l.ClaimedBy != nil {
 			t.Errorf("run queued after SIGTERM = %+v, want still queued and never claimed", l)
@@ -178,8 +177,7 @@ func TestSupervisorKilledMidJob(t *testing.T) {
 		if d := w.documentState(run.doc); d.Status != "processed" {
 			t.Errorf("document status = %q, want processed", d.Status)
 		}
-		events := readEvents(t, w.runEvents(run.id))
-		assertFirstLast(t, events, "run.start", "run.complete")
+		events := w.finishedRunEvents(t, run.id)
 		assertEventCount(t, events, "run.complete", 1)
 		assertEventCount(t, events, "run.start", 2) // one per attempt
 	})
@@ -270,8 +268,7 @@ func TestJobrunnerKilled(t *testing.T) {
 			t.Errorf("run whose only jobrunner was killed = %+v (%q), want failed naming SIGKILL and the missing result", r, r.errText())
 		}
 		assertGone(t, 3*time.Second, procs)
-		events := readEvents(t, w.runEvents(once))
-		assertFirstLast(t, events, "run.start", "run.complete")
+		events := w.finishedRunEvents(t, once)
 
 		w.env["ADE_WORKER_JOB_MAX_ATTEMPTS"] = "3"
 		retried := w.addRun(cfg, w.addDocument("retried.csv", csv("sleep=3")))
@@ -281,8 +278,7 @@ func TestJobrunnerKilled(t *testing.T) {
 			t.Errorf("run whose first jobrunner was killed = %+v (%s), want succeeded at attempt 2", r, r.errText())
 		}
 		assertGone(t, time.Second, procs)
-		events = readEvents(t, w.runEvents(retried))
-		assertFirstLast(t, events, "run.start", "run.complete")
+		events = w.finishedRunEvents(t, retried)
 		if rq := findEvent(t, events, "run.requeued"); !strings.Contains(fmt.Sprint(data(rq)["error"]), "SIGKILL") {
 			t.Errorf("run.requeued data = %v, want an error naming SIGKILL", data(rq))
 		}
@@ -304,8 +300,7 @@ func TestEngineSegfaultIsRetriedThenFails(t *testing.T) {
 		if r.Status != "failed" || r.AttemptCount != 2 || !strings.Contains(r.errText(), "SIGSEGV") || !strings.Contains(r.errText(), "2 attempts") {
 			t.Errorf("run = %+v (%q), want failed after 2 attempts naming SIGSEGV", r, r.errText())
 		}
-		events := readEvents(t, w.runEvents(run))
-		assertFirstLast(t, events, "run.start", "run.complete")
+		events := w.finishedRunEvents(t, run)
 		assertEventCount(t, events, "engine.test.segv", 2) // one per attempt
 		if d := w.documentState(doc); d.Status != "failed" {
 			t.Errorf("document status = %q, want failed", d.Status)
@@ -404,8 +399,7 @@ func TestHostileEngineOutput(t *testing.T) {
 		}
 
 		t.Run("huge lines", func(t *testing.T) {
-			events := readEvents(t, w.runEvents(huge))
-			assertFirstLast(t, events, "run.start", "run.complete")
+			events := w.finishedRunEvents(t, huge)
 			findEvent(t, events, "engine.run.started")
 			findEvent(t, events, "engine.run.completed")
 			written := map[string]float64{}
@@ -424,8 +418,7 @@ func TestHostileEngineOutput(t *testing.T) {
 		})
 
 		t.Run("garbage", func(t *testing.T) {
-			events := readEvents(t, w.runEvents(garbage))
-			assertFirstLast(t, events, "run.start", "run.complete")
+			events := w.finishedRunEvents(t, garbage)
 			findEvent(t, events, "engine.test.garbage")
 			findEvent(t, events, "engine.run.completed")
 			seen := map[string]bool{}
