@@ -31,10 +31,9 @@ func TestCancelRunningRun(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, nil)
 		sup := w.sups[0]
-		doc := w.addDocument("slow.csv", csv("spawn-sleeper=60", "sleep=60"))
-		run := w.addRun(cfg, doc)
-		sleeper := w.waitRunning(run)
-		procs := append(append(w.engineProcs(run), sleeper), childrenNamed(sup.Process.Pid, "jobrunner")...)
+		slow := w.startSleepingRun(cfg, "spawn-sleeper=60", "sleep=60")
+		run, doc := slow.id, slow.doc
+		procs := append(slow.procs(), childrenNamed(sup.Process.Pid, "jobrunner")...)
 		before, desc := w.documentState(doc), describe(procs)
 
 		cancelled := time.Now()
@@ -43,7 +42,7 @@ func TestCancelRunningRun(t *testing.T) {
 		took := waitGone(t, cancelled, cancelBound, procs)
 		t.Logf("%s: every process of the cancelled run gone %s after the cancel write: %v", backend, took.Round(time.Millisecond), desc)
 
-		events := filepath.Join(w.runDir(run), "logs", "events.ndjson")
+		events := w.runEvents(run)
 		w.waitForCancelledEvent(events, "run.complete")
 		var row struct {
 			Status      string
@@ -88,9 +87,9 @@ func TestCancelRunningRun(t *testing.T) {
 func TestCancelStubbornEngine(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, nil)
-		run := w.addRun(cfg, w.addDocument("stubborn.csv", csv("ignore-sigterm", "spawn-sleeper=60", "sleep=60")))
-		sleeper := w.waitRunning(run)
-		procs := append(append(w.engineProcs(run), sleeper), childrenNamed(w.sups[0].Process.Pid, "jobrunner")...)
+		slow := w.startSleepingRun(cfg, "ignore-sigterm", "spawn-sleeper=60", "sleep=60")
+		run := slow.id
+		procs := append(slow.procs(), childrenNamed(w.sups[0].Process.Pid, "jobrunner")...)
 		desc := describe(procs)
 		cancelled := time.Now()
 		now := w.ts(cancelled)
@@ -98,7 +97,7 @@ func TestCancelStubbornEngine(t *testing.T) {
 		took := waitGone(t, cancelled, cancelBound, procs)
 		t.Logf("%s: every process of the run that ignores SIGTERM gone %s after the cancel write (want about 0.5 s): %v",
 			backend, took.Round(time.Millisecond), desc)
-		w.waitForCancelledEvent(filepath.Join(w.runDir(run), "logs", "events.ndjson"), "run.complete")
+		w.waitForCancelledEvent(w.runEvents(run), "run.complete")
 		if r := w.job("runs", run); r.Status != "cancelled" {
 			t.Errorf("run = %+v, want cancelled", r)
 		}
@@ -181,9 +180,7 @@ _time.sleep(120)
 // afterwards), a finished run (refused, exit non-zero) and bad arguments.
 func TestCancelCommand(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
-		w := newWorld(t, backend, nil)
-		cfg := w.addConfig("")
-		build := w.addBuild(cfg)
+		w, cfg, build := worldWithBuild(t, backend, nil)
 		queued := w.addRun(cfg, w.addDocument("q.csv", csv()), "--build", build)
 		if out := w.supervisor("cancel", "run", queued); !strings.Contains(out, "cancelled (it was queued)") {
 			t.Errorf("supervisor cancel run (queued) said %q", out)
@@ -233,7 +230,7 @@ func TestCancelRacesCompletion(t *testing.T) {
 		for i := 0; i < 16; i++ {
 			doc := w.addDocument("race.csv", csv("sleep=0.3"))
 			run := w.addRun(cfg, doc)
-			events := filepath.Join(w.runDir(run), "logs", "events.ndjson")
+			events := w.runEvents(run)
 			waitUntil(t, time.Minute, "the engine to start its last 0.3 s", func() bool {
 				return hasEvent(events, "engine.test.sleep") || w.job("runs", run).Status == "succeeded"
 			})
@@ -278,7 +275,7 @@ func (w *world) assertCancelledRun(run, doc string, r jobRow) {
 	if r.Status != "cancelled" || r.ExitCode != nil || results != 0 || d.Status == "processed" {
 		t.Errorf("cancel won the race for %s but: row %+v, %d metrics rows, document %+v", run, r, results, d)
 	}
-	events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
+	events := readEvents(t, w.runEvents(run))
 	for _, e := range events {
 		if e["event"] == "run.complete" && e["data"].(map[string]any)["status"] != "cancelled" {
 			t.Errorf("cancelled run %s has a run.complete %v", run, e["data"])

@@ -107,7 +107,7 @@ func TestJobSpecReproducesRunByHand(t *testing.T) {
 		if res.Status != "succeeded" || res.ExitCode != 0 || obj(res.Summary["counts"]) == nil {
 			t.Errorf("result = %+v, want succeeded with the engine summary", res)
 		}
-		events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
+		events := readEvents(t, w.runEvents(run))
 		if events[0]["event"] != "run.start" {
 			t.Errorf("first event = %v, want run.start", events[0]["event"])
 		}

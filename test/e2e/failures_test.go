@@ -10,12 +10,19 @@ import (
 	"time"
 )
 
-// readyWorld is a world with one configuration whose build is ready.
-func readyWorld(t *testing.T, backend string, extra map[string]string) (w *world, cfg, build string) {
+// worldWithBuild is a world with the sample configuration and a queued
+// build of it; no supervisor runs yet.
+func worldWithBuild(t *testing.T, backend string, extra map[string]string) (w *world, cfg, build string) {
 	t.Helper()
 	w = newWorld(t, backend, extra)
 	cfg = w.addConfig("")
-	build = w.addBuild(cfg)
+	return w, cfg, w.addBuild(cfg)
+}
+
+// readyWorld is a world with one configuration whose build is ready.
+func readyWorld(t *testing.T, backend string, extra map[string]string) (w *world, cfg, build string) {
+	t.Helper()
+	w, cfg, build = worldWithBuild(t, backend, extra)
 	w.start()
 	if b := w.waitFor("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
 		t.Fatalf("build = %+v (%s), want ready", b, b.errText())
@@ -48,8 +55,7 @@ func TestEngineFailureAndTimeout(t *testing.T) {
 		if alive(pid) {
 			t.Errorf("engine child %d is still alive after the timeout", pid)
 		}
-		events := readEvents(t, filepath.Join(w.runDir(slow), "logs", "events.ndjson"))
-		assertFirstLast(t, events, "run.start", "run.complete")
+		events := w.finishedRunEvents(t, slow)
 		if d := data(events[len(events)-1]); d["exit_code"] != float64(124) {
 			t.Errorf("run.complete exit_code = %v, want 124", d["exit_code"])
 		}
@@ -77,7 +83,7 @@ func TestCrashIsRetriedThenFails(t *testing.T) {
 		if r.Status != "failed" || r.AttemptCount != 2 || !strings.Contains(r.errText(), "SIGKILL") || !strings.Contains(r.errText(), "2 attempts") {
 			t.Errorf("run = %+v (%s), want failed after 2 attempts naming SIGKILL", r, r.errText())
 		}
-		events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
+		events := readEvents(t, w.runEvents(run))
 		starts := 0
 		for _, e := range events {
 			if e["event"] == "run.start" {
@@ -122,9 +128,7 @@ func TestLeaseExpiry(t *testing.T) {
 
 func TestFailedBuildFailsItsRuns(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
-		w := newWorld(t, backend, map[string]string{"ADE_ENGINE_SPEC": filepath.Join(t.TempDir(), "no-such-engine")})
-		cfg := w.addConfig("")
-		build := w.addBuild(cfg)
+		w, cfg, build := worldWithBuild(t, backend, map[string]string{"ADE_ENGINE_SPEC": filepath.Join(t.TempDir(), "no-such-engine")})
 		run := w.addRun(cfg, w.addDocument("a.csv", csv()))
 		w.start()
 		b := w.waitFor("builds", []string{build}, 2*time.Minute)[build]
@@ -168,7 +172,7 @@ func TestRunWithoutBuildAndMissingVenvRebuilt(t *testing.T) {
 		if b := w.job("builds", build); b.Status != "ready" {
 			t.Errorf("build after the rebuild = %+v (%s), want still ready", b, b.errText())
 		}
-		events := readEvents(t, filepath.Join(w.runDir(missing), "logs", "events.ndjson"))
+		events := readEvents(t, w.runEvents(missing))
 		findEvent(t, events, "run.venv.rebuild")
 		assertFirstLast(t, events, "run.start", "run.complete")
 	})
@@ -206,8 +210,7 @@ func TestDryRunAndValidateOnly(t *testing.T) {
 		for _, doc := range []string{dryDoc, valDoc} {
 			assertDocumentChanges(t, w, doc, "uploaded", nil)
 		}
-		events := readEvents(t, filepath.Join(w.runDir(validate), "logs", "events.ndjson"))
-		assertFirstLast(t, events, "run.start", "run.complete")
+		events := w.finishedRunEvents(t, validate)
 		findEvent(t, events, "engine.config.validate.completed")
 		var metrics int
 		w.query(&metrics, `SELECT COUNT(*) FROM run_metrics WHERE run_id IN (?, ?)`, dry, validate)

@@ -36,13 +36,10 @@ func TestSigtermLetsRunningJobFinish(t *testing.T) {
 		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_SHUTDOWN_GRACE_SECONDS": "10"})
 		sup := w.sups[0]
 		run := w.addRun(cfg, w.addDocument("a.csv", csv("sleep=1")))
-		w.waitFor("runs", []string{run}, time.Minute, "running")
-		waitUntil(t, 30*time.Second, "the engine to start", func() bool { return len(w.engineProcs(run)) > 0 })
+		w.waitEngine(run)
 
 		sent := time.Now()
-		if err := sup.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
+		signal(t, sup, syscall.SIGTERM)
 		// Queued after SIGTERM: must not be claimed.
 		late := w.addRun(cfg, w.addDocument("late.csv", csv()))
 		took, err := waitExit(sup, 20*time.Second)
@@ -57,8 +54,7 @@ func TestSigtermLetsRunningJobFinish(t *testing.T) {
 		if r.Status != "succeeded" || r.ExitCode == nil || *r.ExitCode != 0 || r.AttemptCount != 1 {
 			t.Errorf("run = %+v (%s), want succeeded at its first attempt", r, r.errText())
 		}
-		events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
-		assertFirstLast(t, events, "run.start", "run.complete")
+		events := w.finishedRunEvents(t, run)
 		findEvent(t, events, "engine.run.completed")
 		if l := w.job("runs", late); l.Status != "queued" || l.AttemptCount != 0 || l.ClaimedBy != nil {
 			t.Errorf("run queued after SIGTERM = %+v, want still queued and never claimed", l)
@@ -71,17 +67,8 @@ func TestSigtermLetsRunningJobFinish(t *testing.T) {
 // attempt not counted.
 func TestSigtermHandsBackAfterGrace(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
-		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_SHUTDOWN_GRACE_SECONDS": "1"})
-		sup := w.sups[0]
-		run := w.addRun(cfg, w.addDocument("slow.csv", csv("spawn-sleeper=60", "sleep=60")))
-		sleeper := w.waitRunning(run)
-		engines := w.engineProcs(run)
-
-		sent := time.Now()
-		if err := sup.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
-		took, err := waitExit(sup, 30*time.Second)
+		w, run, sent := sigtermSleepingRun(t, backend, "1")
+		took, err := waitExit(w.sups[0], 30*time.Second)
 		if err != nil {
 			t.Errorf("supervisor exited with %v after SIGTERM, want exit 0", err)
 		}
@@ -90,7 +77,6 @@ func TestSigtermHandsBackAfterGrace(t *testing.T) {
 		}
 		t.Logf("supervisor exited %s after SIGTERM (grace 1 s)", took.Round(time.Millisecond))
 		w.assertHandedBack(run, sent)
-		assertGone(t, 3*time.Second, append(engines, sleeper))
 	})
 }
 
@@ -98,27 +84,17 @@ func TestSigtermHandsBackAfterGrace(t *testing.T) {
 // the running job at once, still handing it back.
 func TestSecondSigtermStopsAtOnce(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
-		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_SHUTDOWN_GRACE_SECONDS": "30"})
+		w, run, sent := sigtermSleepingRun(t, backend, "30")
 		sup := w.sups[0]
-		run := w.addRun(cfg, w.addDocument("slow.csv", csv("spawn-sleeper=60", "sleep=60")))
-		sleeper := w.waitRunning(run)
-		engines := w.engineProcs(run)
-
-		sent := time.Now()
-		if err := sup.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
 		waitUntil(t, 5*time.Second, "the supervisor to log the first signal", func() bool {
 			return strings.Contains(w.supervisorLog(0), "stopping")
 		})
 		time.Sleep(300 * time.Millisecond)
-		if alive(sup.Process.Pid) && !alive(sleeper) {
+		if alive(sup.Process.Pid) && !alive(run.sleeper) {
 			t.Errorf("the first SIGTERM already stopped the job; the grace is 30 s")
 		}
 		second := time.Now()
-		if err := sup.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
+		signal(t, sup, syscall.SIGTERM)
 		took, err := waitExit(sup, 40*time.Second)
 		if err != nil {
 			t.Errorf("supervisor exited with %v after the second SIGTERM, want exit 0", err)
@@ -129,15 +105,26 @@ func TestSecondSigtermStopsAtOnce(t *testing.T) {
 		}
 		t.Logf("supervisor exited %s after the second SIGTERM", took.Round(time.Millisecond))
 		w.assertHandedBack(run, sent)
-		assertGone(t, 3*time.Second, append(engines, sleeper))
 	})
 }
 
-// assertHandedBack checks a run that a stopping supervisor gave back.
-func (w *world) assertHandedBack(run string, signalled time.Time) {
+// sigtermSleepingRun starts a supervisor with the shutdown grace (seconds),
+// waits until it runs a sleeping run and sends it SIGTERM.
+func sigtermSleepingRun(t *testing.T, backend, grace string) (w *world, run sleepingRun, sent time.Time) {
+	t.Helper()
+	w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_SHUTDOWN_GRACE_SECONDS": grace})
+	run = w.startSleepingRun(cfg, "spawn-sleeper=60", "sleep=60")
+	sent = time.Now()
+	signal(t, w.sups[0], syscall.SIGTERM)
+	return w, run, sent
+}
+
+// assertHandedBack checks a run that a stopping supervisor gave back, and
+// that its processes are gone.
+func (w *world) assertHandedBack(run sleepingRun, signalled time.Time) {
 	t := w.t
 	t.Helper()
-	r := w.job("runs", run)
+	r := w.job("runs", run.id)
 	if r.Status != "queued" || r.AttemptCount != 0 || r.ClaimedBy != nil {
 		t.Errorf("handed-back run = %+v (%s), want queued, attempt_count 0, claimed_by NULL", r, r.errText())
 	}
@@ -146,17 +133,14 @@ func (w *world) assertHandedBack(run string, signalled time.Time) {
 		t.Errorf("handed-back run available_at = %v, want about now (signal at %v, now %v)", r.AvailableAt.Time, signalled, now)
 	}
 	var lease store.Time
-	w.query(&lease, `SELECT claim_expires_at FROM runs WHERE id = ?`, run)
+	w.query(&lease, `SELECT claim_expires_at FROM runs WHERE id = ?`, run.id)
 	if lease.Valid {
 		t.Errorf("handed-back run still has claim_expires_at %v", lease.Time)
 	}
-	events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
-	if n := countEvents(events, "run.complete"); n != 0 {
-		t.Errorf("handed-back run has %d run.complete events, want 0", n)
-	}
-	if n := countEvents(events, "run.requeued"); n != 1 {
-		t.Errorf("handed-back run has %d run.requeued events, want 1", n)
-	}
+	events := readEvents(t, w.runEvents(run.id))
+	assertEventCount(t, events, "run.complete", 0)
+	assertEventCount(t, events, "run.requeued", 1)
+	assertGone(t, 3*time.Second, run.procs())
 }
 
 // ---------------------------------------------------------------------------
@@ -169,48 +153,33 @@ func TestSupervisorKilledMidJob(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "6"})
 		sup := w.sups[0]
-		doc := w.addDocument("slow.csv", csv("spawn-sleeper=60", "sleep=5"))
-		run := w.addRun(cfg, doc)
-		sleeper := w.waitRunning(run)
-		engines := w.engineProcs(run)
+		run := w.startSleepingRun(cfg, "spawn-sleeper=60", "sleep=5")
 		runners := childrenNamed(sup.Process.Pid, "jobrunner")
-		if len(runners) != 1 || len(engines) == 0 {
-			t.Fatalf("before the kill: jobrunners %v, engines %v; want one of each", runners, engines)
+		if len(runners) != 1 || len(run.engines) == 0 {
+			t.Fatalf("before the kill: jobrunners %v, engines %v; want one of each", runners, run.engines)
 		}
-		if err := sup.Process.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		_ = sup.Wait()
+		kill(t, sup)
 		killed := time.Now()
-		assertGone(t, 3*time.Second, append(append(runners, engines...), sleeper))
-		if left := w.engineProcs(run); len(left) > 0 {
+		assertGone(t, 3*time.Second, append(runners, run.procs()...))
+		if left := w.engineProcs(run.id); len(left) > 0 {
 			t.Errorf("processes of the run still running after the supervisor was killed: %v", describe(left))
 		}
 		t.Logf("all processes of the job gone %s after SIGKILL", time.Since(killed).Round(time.Millisecond))
 
 		w.start()
-		r := w.waitFor("runs", []string{run}, time.Minute)[run]
+		r := w.waitFor("runs", []string{run.id}, time.Minute)[run.id]
 		if r.Status != "succeeded" || r.AttemptCount != 2 {
 			t.Errorf("run = %+v (%s), want succeeded at attempt 2", r, r.errText())
 		}
-		var metrics int
-		w.query(&metrics, `SELECT COUNT(*) FROM run_metrics WHERE run_id = ?`, run)
-		if metrics != 1 {
-			t.Errorf("run_metrics rows = %d, want 1", metrics)
+		if n := w.count(`SELECT COUNT(*) FROM run_metrics WHERE run_id = ?`, run.id); n != 1 {
+			t.Errorf("run_metrics rows = %d, want 1", n)
 		}
-		var docStatus string
-		w.query(&docStatus, `SELECT status FROM documents WHERE id = ?`, doc)
-		if docStatus != "processed" {
-			t.Errorf("document status = %q, want processed", docStatus)
+		if d := w.documentState(run.doc); d.Status != "processed" {
+			t.Errorf("document status = %q, want processed", d.Status)
 		}
-		events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
-		assertFirstLast(t, events, "run.start", "run.complete")
-		if n := countEvents(events, "run.complete"); n != 1 {
-			t.Errorf("run.complete events = %d, want exactly 1", n)
-		}
-		if n := countEvents(events, "run.start"); n != 2 {
-			t.Errorf("run.start events = %d, want 2 (one per attempt)", n)
-		}
+		events := w.finishedRunEvents(t, run.id)
+		assertEventCount(t, events, "run.complete", 1)
+		assertEventCount(t, events, "run.start", 2) // one per attempt
 	})
 }
 
@@ -221,17 +190,13 @@ func TestLostLeaseStopsJobAndWritesNothing(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "6"})
 		sup := w.sups[0]
-		doc := w.addDocument("slow.csv", csv("spawn-sleeper=60", "sleep=30"))
-		run := w.addRun(cfg, doc)
-		sleeper := w.waitRunning(run)
-		engines := w.engineProcs(run)
-		var changesBefore int
-		w.query(&changesBefore, `SELECT COUNT(*) FROM document_changes WHERE document_id = ?`, doc)
+		run := w.startSleepingRun(cfg, "spawn-sleeper=60", "sleep=30")
+		before := w.documentState(run.doc)
 
 		// Someone else re-claimed it (with a lease of its own, so cleanup leaves it alone).
-		w.exec(`UPDATE runs SET claimed_by = 'someone-else', claim_expires_at = ? WHERE id = ?`, w.ts(time.Now().Add(time.Hour)), run)
+		w.exec(`UPDATE runs SET claimed_by = 'someone-else', claim_expires_at = ? WHERE id = ?`, w.ts(time.Now().Add(time.Hour)), run.id)
 		taken := time.Now()
-		assertGone(t, 4*time.Second, append(engines, sleeper))
+		assertGone(t, 4*time.Second, run.procs())
 		t.Logf("engine and its child gone %s after the lease was lost", time.Since(taken).Round(time.Millisecond))
 
 		time.Sleep(5 * time.Second)
@@ -242,25 +207,16 @@ func TestLostLeaseStopsJobAndWritesNothing(t *testing.T) {
 			ErrorMessage *string
 			ExitCode     *int
 		}
-		w.query(&row, `SELECT status, claimed_by, completed_at, error_message, exit_code FROM runs WHERE id = ?`, run)
+		w.query(&row, `SELECT status, claimed_by, completed_at, error_message, exit_code FROM runs WHERE id = ?`, run.id)
 		if row.Status != "running" || row.ClaimedBy == nil || *row.ClaimedBy != "someone-else" || row.CompletedAt.Valid || row.ExitCode != nil {
 			t.Errorf("run after the lease was lost = %+v, want untouched: running, claimed by someone-else, no completed_at, no exit code", row)
 		}
-		var doc2 struct {
-			Status  string
-			Changes int
+		if d := w.documentState(run.doc); d.Status != "processing" || d.Changes != before.Changes {
+			t.Errorf("document after the lease was lost = %+v, want still processing with %d change rows", d, before.Changes)
 		}
-		w.query(&doc2.Status, `SELECT status FROM documents WHERE id = ?`, doc)
-		w.query(&doc2.Changes, `SELECT COUNT(*) FROM document_changes WHERE document_id = ?`, doc)
-		if doc2.Status != "processing" || doc2.Changes != changesBefore {
-			t.Errorf("document after the lease was lost = %+v, want still processing with %d change rows", doc2, changesBefore)
-		}
-		events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
-		for _, name := range []string{"run.complete", "run.requeued"} {
-			if n := countEvents(events, name); n != 0 {
-				t.Errorf("events file has %d %s events after the lease was lost, want 0", n, name)
-			}
-		}
+		events := readEvents(t, w.runEvents(run.id))
+		assertEventCount(t, events, "run.complete", 0)
+		assertEventCount(t, events, "run.requeued", 0)
 		if !strings.Contains(w.supervisorLog(0), "lease lost") {
 			t.Errorf("supervisor log does not mention the lost lease")
 		}
@@ -285,7 +241,7 @@ func TestJobrunnerKilled(t *testing.T) {
 			t.Helper()
 			w.waitFor("runs", []string{run}, time.Minute, "running")
 			waitUntil(t, 30*time.Second, "the engine to sleep", func() bool {
-				return hasEvent(filepath.Join(w.runDir(run), "logs", "events.ndjson"), "engine.test.sleep")
+				return hasEvent(w.runEvents(run), "engine.test.sleep")
 			})
 			engines = w.engineProcs(run)
 			runner := 0
@@ -312,8 +268,7 @@ func TestJobrunnerKilled(t *testing.T) {
 			t.Errorf("run whose only jobrunner was killed = %+v (%q), want failed naming SIGKILL and the missing result", r, r.errText())
 		}
 		assertGone(t, 3*time.Second, procs)
-		events := readEvents(t, filepath.Join(w.runDir(once), "logs", "events.ndjson"))
-		assertFirstLast(t, events, "run.start", "run.complete")
+		events := w.finishedRunEvents(t, once)
 
 		w.env["ADE_WORKER_JOB_MAX_ATTEMPTS"] = "3"
 		retried := w.addRun(cfg, w.addDocument("retried.csv", csv("sleep=3")))
@@ -323,18 +278,13 @@ func TestJobrunnerKilled(t *testing.T) {
 			t.Errorf("run whose first jobrunner was killed = %+v (%s), want succeeded at attempt 2", r, r.errText())
 		}
 		assertGone(t, time.Second, procs)
-		events = readEvents(t, filepath.Join(w.runDir(retried), "logs", "events.ndjson"))
-		assertFirstLast(t, events, "run.start", "run.complete")
+		events = w.finishedRunEvents(t, retried)
 		if rq := findEvent(t, events, "run.requeued"); !strings.Contains(fmt.Sprint(data(rq)["error"]), "SIGKILL") {
 			t.Errorf("run.requeued data = %v, want an error naming SIGKILL", data(rq))
 		}
-		if n := countEvents(events, "run.complete"); n != 1 {
-			t.Errorf("run.complete events = %d, want 1", n)
-		}
-		var metrics int
-		w.query(&metrics, `SELECT COUNT(*) FROM run_metrics WHERE run_id = ?`, retried)
-		if metrics != 1 {
-			t.Errorf("run_metrics rows = %d, want 1", metrics)
+		assertEventCount(t, events, "run.complete", 1)
+		if n := w.count(`SELECT COUNT(*) FROM run_metrics WHERE run_id = ?`, retried); n != 1 {
+			t.Errorf("run_metrics rows = %d, want 1", n)
 		}
 	})
 }
@@ -350,15 +300,10 @@ func TestEngineSegfaultIsRetriedThenFails(t *testing.T) {
 		if r.Status != "failed" || r.AttemptCount != 2 || !strings.Contains(r.errText(), "SIGSEGV") || !strings.Contains(r.errText(), "2 attempts") {
 			t.Errorf("run = %+v (%q), want failed after 2 attempts naming SIGSEGV", r, r.errText())
 		}
-		events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
-		assertFirstLast(t, events, "run.start", "run.complete")
-		if n := countEvents(events, "engine.test.segv"); n != 2 {
-			t.Errorf("engine.test.segv events = %d, want 2 (one per attempt)", n)
-		}
-		var status string
-		w.query(&status, `SELECT status FROM documents WHERE id = ?`, doc)
-		if status != "failed" {
-			t.Errorf("document status = %q, want failed", status)
+		events := w.finishedRunEvents(t, run)
+		assertEventCount(t, events, "engine.test.segv", 2) // one per attempt
+		if d := w.documentState(doc); d.Status != "failed" {
+			t.Errorf("document status = %q, want failed", d.Status)
 		}
 	})
 }
@@ -454,8 +399,7 @@ func TestHostileEngineOutput(t *testing.T) {
 		}
 
 		t.Run("huge lines", func(t *testing.T) {
-			events := readEvents(t, filepath.Join(w.runDir(huge), "logs", "events.ndjson"))
-			assertFirstLast(t, events, "run.start", "run.complete")
+			events := w.finishedRunEvents(t, huge)
 			findEvent(t, events, "engine.run.started")
 			findEvent(t, events, "engine.run.completed")
 			written := map[string]float64{}
@@ -474,8 +418,7 @@ func TestHostileEngineOutput(t *testing.T) {
 		})
 
 		t.Run("garbage", func(t *testing.T) {
-			events := readEvents(t, filepath.Join(w.runDir(garbage), "logs", "events.ndjson"))
-			assertFirstLast(t, events, "run.start", "run.complete")
+			events := w.finishedRunEvents(t, garbage)
 			findEvent(t, events, "engine.test.garbage")
 			findEvent(t, events, "engine.run.completed")
 			seen := map[string]bool{}
@@ -501,7 +444,7 @@ func TestHostileEngineOutput(t *testing.T) {
 			ticks, total := 0, 0
 			seqs := make([]bool, n)
 			last := ""
-			err := scanEvents(filepath.Join(w.runDir(fire), "logs", "events.ndjson"), func(e map[string]any) {
+			err := scanEvents(w.runEvents(fire), func(e map[string]any) {
 				total++
 				last, _ = e["event"].(string)
 				if e["event"] != "engine.debug.tick" {
@@ -736,9 +679,7 @@ func TestHostileRows(t *testing.T) {
 func TestBuildInterrupted(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
 		// A short lease, so the killed supervisor's claim expires soon.
-		w := newWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "6", "ADE_BUILD_TIMEOUT": "20"})
-		cfg := w.addConfig("")
-		build := w.addBuild(cfg)
+		w, cfg, build := worldWithBuild(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "6", "ADE_BUILD_TIMEOUT": "20"})
 		sup := w.start()
 		dir := w.buildDir(cfg, build)
 		var pip []int
@@ -759,10 +700,7 @@ func TestBuildInterrupted(t *testing.T) {
 		})
 		runners := childrenNamed(sup.Process.Pid, "jobrunner")
 		t.Logf("killing the supervisor while these run: %v", describe(pip))
-		if err := sup.Process.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		_ = sup.Wait()
+		kill(t, sup)
 		killed := time.Now()
 		assertGone(t, 3*time.Second, append(runners, pip...))
 		if left := findProcs(func(p proc) bool { return strings.Contains(p.cmdline, dir) }); len(left) > 0 {
@@ -859,6 +797,35 @@ func (w *world) engineProcs(run string) []int {
 	return findProcs(func(p proc) bool { return strings.Contains(p.cmdline, dir) })
 }
 
+// sleepingRun is a run whose engine has spawned a sleeper child and sleeps.
+type sleepingRun struct {
+	id, doc string
+	sleeper int   // the engine's child
+	engines []int // what engineProcs found once the sleeper ran
+}
+
+// procs are the engine processes and the sleeper.
+func (r sleepingRun) procs() []int {
+	return append(append([]int(nil), r.engines...), r.sleeper)
+}
+
+// startSleepingRun queues a run of a document with the directives, which
+// must include spawn-sleeper, and waits until the engine and its sleeper run.
+func (w *world) startSleepingRun(cfg string, directives ...string) sleepingRun {
+	w.t.Helper()
+	doc := w.addDocument("slow.csv", csv(directives...))
+	run := w.addRun(cfg, doc)
+	sleeper := w.waitRunning(run)
+	return sleepingRun{id: run, doc: doc, sleeper: sleeper, engines: w.engineProcs(run)}
+}
+
+// waitEngine waits until the run is running and its engine has started.
+func (w *world) waitEngine(run string) {
+	w.t.Helper()
+	w.waitFor("runs", []string{run}, time.Minute, "running")
+	waitUntil(w.t, 30*time.Second, "the engine of run "+run, func() bool { return len(w.engineProcs(run)) > 0 })
+}
+
 // waitRunning waits until the run is running and its engine has spawned its
 // sleeper child, and returns the sleeper's pid.
 func (w *world) waitRunning(run string) int {
@@ -873,7 +840,7 @@ func (w *world) waitRunning(run string) int {
 			return false
 		}
 		pid, _ = strconv.Atoi(strings.TrimSpace(string(text)))
-		return pid > 0 && alive(pid) && hasEvent(filepath.Join(w.runDir(run), "logs", "events.ndjson"), "engine.test.sleep")
+		return pid > 0 && alive(pid) && hasEvent(w.runEvents(run), "engine.test.sleep")
 	})
 	return pid
 }
@@ -923,6 +890,21 @@ func waitUntil(t *testing.T, timeout time.Duration, what string, cond func() boo
 	}
 }
 
+// signal sends sig to the supervisor; the test cannot go on without it.
+func signal(t *testing.T, cmd *exec.Cmd, sig syscall.Signal) {
+	t.Helper()
+	if err := cmd.Process.Signal(sig); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// kill SIGKILLs the supervisor and reaps it.
+func kill(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	signal(t, cmd, syscall.SIGKILL)
+	_ = cmd.Wait()
+}
+
 // waitExit waits for a signalled supervisor and returns how long it took
 // and its exit error.
 func waitExit(cmd *exec.Cmd, timeout time.Duration) (time.Duration, error) {
@@ -965,14 +947,18 @@ func hasEvent(path, name string) bool {
 	return err == nil && bytes.Contains(data, []byte(`"event":"`+name+`"`))
 }
 
-func countEvents(events []map[string]any, name string) int {
+// assertEventCount checks how many events of the name there are.
+func assertEventCount(t *testing.T, events []map[string]any, name string, want int) {
+	t.Helper()
 	n := 0
 	for _, e := range events {
 		if e["event"] == name {
 			n++
 		}
 	}
-	return n
+	if n != want {
+		t.Errorf("%s events = %d, want %d", name, n, want)
+	}
 }
 
 func asFloat(v any) float64 {

@@ -74,7 +74,7 @@ func (w *world) gcRun(cfg, build, status string, ago time.Duration, size int) st
 	}
 	if size >= 0 {
 		writeFile(w.t, filepath.Join(w.runDir(id), "input", "doc.csv"), size)
-		writeFile(w.t, filepath.Join(w.runDir(id), "logs", "events.ndjson"), 100)
+		writeFile(w.t, w.runEvents(id), 100)
 	}
 	return id
 }
@@ -412,7 +412,7 @@ func TestGCVenvRebuiltAfterCollection(t *testing.T) {
 		if !exists(filepath.Join(venv, "ade-build.json")) {
 			t.Error("the venv was not rebuilt")
 		}
-		events, _ := os.ReadFile(filepath.Join(w.runDir(again), "logs", "events.ndjson"))
+		events, _ := os.ReadFile(w.runEvents(again))
 		if !strings.Contains(string(events), "run.venv.rebuild") {
 			t.Error("the run did not rebuild the venv")
 		}

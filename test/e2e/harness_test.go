@@ -222,6 +222,14 @@ func (w *world) query(dest any, sql string, args ...any) {
 	}
 }
 
+// count returns the number a COUNT(*) query gives.
+func (w *world) count(sql string, args ...any) int {
+	w.t.Helper()
+	var n int
+	w.query(&n, sql, args...)
+	return n
+}
+
 // ts encodes a time the way the world's database stores timestamps.
 func (w *world) ts(t time.Time) any { return w.st.TestTime(t) }
 
@@ -301,7 +309,7 @@ func (w *world) waitForLastEvent(table, id, status string) {
 	}
 	var path string
 	if table == "runs" {
-		path = filepath.Join(w.runDir(id), "logs", "events.ndjson")
+		path = w.runEvents(id)
 	} else {
 		matches, _ := filepath.Glob(filepath.Join(w.dir, "venvs", w.ws, "*", id, "logs", "events.ndjson"))
 		if len(matches) != 1 {
@@ -341,6 +349,11 @@ func contains(list []string, s string) bool {
 // runDir is where a run's files are.
 func (w *world) runDir(runID string) string {
 	return filepath.Join(w.dir, "workspaces", w.ws, "runs", runID)
+}
+
+// runEvents is the path of a run's events file.
+func (w *world) runEvents(runID string) string {
+	return filepath.Join(w.runDir(runID), "logs", "events.ndjson")
 }
 
 func (w *world) buildDir(cfg, buildID string) string {

@@ -86,7 +86,7 @@ func TestInspectTailAndStatus(t *testing.T) {
 		}
 
 		d := w.inspect(run)
-		eventsPath := filepath.Join(w.runDir(run), "logs", "events.ndjson")
+		eventsPath := w.runEvents(run)
 		if d.Kind != "run" || d.Status != "succeeded" || d.AttemptCount != 1 || d.MaxAttempts != 3 || d.ExitCode == nil ||
 			*d.ExitCode != 0 || d.Times["started_at"] == nil || d.Times["completed_at"] == nil || d.WhyNotRunning != nil ||
 			d.Run == nil || d.Run.BuildID == nil || *d.Run.BuildID != build || *d.Run.BuildStatus != "ready" {
@@ -217,9 +217,7 @@ func assertStatusJSON(t *testing.T, w *world) {
 // no events yet.
 func TestInspectExplainsQueuedRuns(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
-		w := newWorld(t, backend, nil)
-		cfg := w.addConfig("")
-		build := w.addBuild(cfg)
+		w, cfg, build := worldWithBuild(t, backend, nil)
 		waiting := w.addRun(cfg, w.addDocument("a.csv", csv()), "--build", build)
 		usedUp := w.addRun(cfg, w.addDocument("b.csv", csv()), "--build", build)
 		claimable := w.addRun(cfg, w.addDocument("c.csv", csv()), "--build", build)

@@ -150,14 +150,10 @@ func TestCrashedHostRecoversInSeconds(t *testing.T) {
 			"ADE_WORKER_POLL_INTERVAL": "0.5", "ADE_WORKER_POLL_INTERVAL_MAX": "2.0"}
 		w, cfg, _ := readyWorld(t, backend, defaults)
 		run := w.addRun(cfg, w.addDocument("slow.csv", csv("sleep=120")))
-		w.waitFor("runs", []string{run}, time.Minute, "running")
-		waitUntil(t, 30*time.Second, "the engine", func() bool { return len(w.engineProcs(run)) > 0 })
+		w.waitEngine(run)
 		w.start()
 		crashed := w.sups[0]
-		if err := crashed.Process.Kill(); err != nil {
-			t.Fatal(err)
-		}
-		_ = crashed.Wait()
+		kill(t, crashed)
 		killed := time.Now()
 		waitUntil(t, 60*time.Second, "the run's second attempt", func() bool {
 			return w.job("runs", run).AttemptCount == 2 && len(w.engineProcs(run)) > 0
@@ -182,12 +178,9 @@ func TestFrozenSupervisorFencesItself(t *testing.T) {
 		frozen := w.sups[0]
 		doc := w.addDocument("slow.csv", csv("sleep=15"))
 		run := w.addRun(cfg, doc)
-		w.waitFor("runs", []string{run}, time.Minute, "running")
-		waitUntil(t, 30*time.Second, "the engine", func() bool { return len(w.engineProcs(run)) > 0 })
+		w.waitEngine(run)
 		w.start()
-		if err := frozen.Process.Signal(syscall.SIGSTOP); err != nil {
-			t.Fatal(err)
-		}
+		signal(t, frozen, syscall.SIGSTOP)
 		thawed := false
 		thaw := func() {
 			if !thawed {
@@ -223,17 +216,13 @@ func TestFrozenSupervisorFencesItself(t *testing.T) {
 			t.Errorf("engine processes seen: %v, want 2 (one per attempt)", seen)
 		}
 		assertEachRunRecorded(t, record, run, 2)
-		events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
-		if n := countEvents(events, "run.complete"); n != 1 {
-			t.Errorf("run.complete events = %d, want 1", n)
-		}
+		events := readEvents(t, w.runEvents(run))
+		assertEventCount(t, events, "run.complete", 1)
 		// The thawed supervisor saw its lease gone and wrote nothing: the
 		// document moved processing, processing, processed, and its log
 		// has no outcome for the run.
-		var changes int
-		w.query(&changes, `SELECT COUNT(*) FROM document_changes WHERE document_id = ?`, doc)
-		if changes != 3 {
-			t.Errorf("document changes = %d, want 3", changes)
+		if d := w.documentState(doc); d.Changes != 3 {
+			t.Errorf("document changes = %d, want 3", d.Changes)
 		}
 		waitUntil(t, 30*time.Second, "the thawed supervisor to notice", func() bool {
 			return strings.Contains(w.supervisorLog(0), "lease")

@@ -17,9 +17,7 @@ import (
 // and document changes exactly as the engine reported them.
 func TestBuildAndRuns(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
-		w := newWorld(t, backend, nil)
-		cfg := w.addConfig("")
-		build := w.addBuild(cfg)
+		w, cfg, build := worldWithBuild(t, backend, nil)
 		doc := w.addDocument("contacts.csv", csv("noise=3"))
 		run := w.addRun(cfg, doc)
 		w.start()
@@ -57,8 +55,7 @@ func TestBuildAndRuns(t *testing.T) {
 		if r.Status != "succeeded" || r.ExitCode == nil || *r.ExitCode != 0 || r.ErrorMessage != nil {
 			t.Fatalf("run = %+v (%s), want succeeded with exit 0", r, r.errText())
 		}
-		events := readEvents(t, filepath.Join(w.runDir(run), "logs", "events.ndjson"))
-		assertFirstLast(t, events, "run.start", "run.complete")
+		events := w.finishedRunEvents(t, run)
 		if d := data(events[len(events)-1]); d["status"] != "succeeded" || d["exit_code"] != float64(0) {
 			t.Errorf("run.complete data = %v", d)
 		}
@@ -284,6 +281,16 @@ func readEvents(t *testing.T, path string) []map[string]any {
 	if len(events) == 0 {
 		t.Fatalf("events file %s is empty", path)
 	}
+	return events
+}
+
+// finishedRunEvents reads a finished run's events file and checks that it
+// opens with run.start and closes with run.complete. It reports to t, not
+// w.t, as subtests call it.
+func (w *world) finishedRunEvents(t *testing.T, runID string) []map[string]any {
+	t.Helper()
+	events := readEvents(t, w.runEvents(runID))
+	assertFirstLast(t, events, "run.start", "run.complete")
 	return events
 }
 

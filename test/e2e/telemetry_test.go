@@ -142,9 +142,7 @@ func (w *world) healthCmd(env ...string) (int, string) {
 func TestMetricsMatchDatabase(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
 		addr := freeAddr(t)
-		w := newWorld(t, backend, map[string]string{"ADE_WORKER_HTTP_ADDR": addr, "ADE_WORKER_JOB_MAX_ATTEMPTS": "2"})
-		cfg := w.addConfig("")
-		build := w.addBuild(cfg)
+		w, cfg, build := worldWithBuild(t, backend, map[string]string{"ADE_WORKER_HTTP_ADDR": addr, "ADE_WORKER_JOB_MAX_ATTEMPTS": "2"})
 		// A run in backoff for an hour: the delayed gauge counts it.
 		delayed := w.addRun(cfg, w.addDocument("later.csv", csv()))
 		w.exec(`UPDATE runs SET available_at = ? WHERE id = ?`, w.ts(time.Now().Add(time.Hour)), delayed)
@@ -300,9 +298,7 @@ func TestReadyzTurnsUnreadyOnSigterm(t *testing.T) {
 		w.waitFor("runs", []string{run}, time.Minute, "running")
 		waitReady(t, addr, http.StatusOK, 30*time.Second)
 
-		if err := sup.Process.Signal(syscall.SIGTERM); err != nil {
-			t.Fatal(err)
-		}
+		signal(t, sup, syscall.SIGTERM)
 		r := waitReady(t, addr, http.StatusServiceUnavailable, 10*time.Second)
 		if strings.Join(r.Failing, ",") != "draining" {
 			t.Errorf("failing conditions %v, want [draining]", r.Failing)
