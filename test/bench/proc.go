@@ -1,15 +1,11 @@
 package main
 
 import (
-	"bufio"
 	"fmt"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"time"
 )
 
 // cpuTimes are a process's CPU clock ticks from /proc/<pid>/stat: its own
@@ -51,91 +47,6 @@ func readStat(pid int) (cpuTimes, error) {
 		}
 	}
 	return cpuTimes{v[0], v[1], v[2], v[3]}, nil
-}
-
-// procStatus reads the name and peak resident set size (VmHWM, in KiB) of
-// pid from /proc/<pid>/status.
-func procStatus(pid int) (name string, hwmKiB int64, err error) {
-	f, err := os.Open(fmt.Sprintf("/proc/%d/status", pid))
-	if err != nil {
-		return "", 0, err
-	}
-	defer f.Close()
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		k, v, _ := strings.Cut(sc.Text(), ":")
-		switch k {
-		case "Name":
-			name = strings.TrimSpace(v)
-		case "VmHWM":
-			hwmKiB, _ = strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(v), " kB"), 10, 64)
-		}
-	}
-	return name, hwmKiB, sc.Err()
-}
-
-// childPIDs lists the live children of pid (every thread's children file).
-func childPIDs(pid int) []int {
-	tasks, _ := filepath.Glob(fmt.Sprintf("/proc/%d/task/*/children", pid))
-	var out []int
-	for _, t := range tasks {
-		data, err := os.ReadFile(t)
-		if err != nil {
-			continue
-		}
-		for _, f := range strings.Fields(string(data)) {
-			if c, err := strconv.Atoi(f); err == nil {
-				out = append(out, c)
-			}
-		}
-	}
-	return out
-}
-
-// hwmSampler polls the peak RSS of the children of one process (the
-// jobrunners of a supervisor) by process name. VmHWM is the process's own
-// high-water mark, so the last sample before a child exits is its peak,
-// up to what it grew in its final sampling interval.
-type hwmSampler struct {
-	mu   sync.Mutex
-	peak map[string]int64 // KiB by process name
-	stop chan struct{}
-	done chan struct{}
-}
-
-func sampleChildren(pid int, every time.Duration) *hwmSampler {
-	s := &hwmSampler{peak: map[string]int64{}, stop: make(chan struct{}), done: make(chan struct{})}
-	go func() {
-		defer close(s.done)
-		t := time.NewTicker(every)
-		defer t.Stop()
-		for {
-			for _, c := range childPIDs(pid) {
-				name, hwm, err := procStatus(c)
-				if err != nil {
-					continue
-				}
-				s.mu.Lock()
-				s.peak[name] = max(s.peak[name], hwm)
-				s.mu.Unlock()
-			}
-			select {
-			case <-s.stop:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return s
-}
-
-// Stop ends sampling and returns the peaks seen, in KiB by process name.
-func (s *hwmSampler) Stop() map[string]int64 {
-	close(s.stop)
-	<-s.done
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.peak
 }
 
 // clockTicks is the kernel's USER_HZ, the unit of /proc/<pid>/stat times.

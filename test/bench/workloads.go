@@ -16,6 +16,7 @@ import (
 
 	"github.com/ade-org/ade-worker/pkg/jobspec"
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/procmem"
 )
 
 // noopInput is the document of runs whose engine does nothing.
@@ -76,7 +77,7 @@ func (w *world) measureBatch(ctx context.Context, sup *supervisorProc, n int, co
 	if err != nil {
 		return batchResult{}, err
 	}
-	_, hwm, _ := procStatus(sup.pid)
+	_, hwm, _ := procmem.Status(sup.pid)
 	d := after.sup.sub(before.sup)
 	perRun := func(ticks uint64) float64 { return float64(ticks) / w.b.clkTck * 1000 / float64(n) }
 	res := batchResult{

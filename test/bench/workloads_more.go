@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/procmem"
 )
 
 func sortFloats(v []float64) { sort.Float64s(v) }
@@ -180,7 +181,7 @@ func (w *world) firehoseOnce(ctx context.Context, content []byte, lines int) (fi
 	if err := sleepCtx(ctx, 300*time.Millisecond); err != nil {
 		return firehoseResult{}, err
 	}
-	sampler := sampleChildren(sup.pid, 10*time.Millisecond)
+	sampler := procmem.SampleChildren(sup.pid, 10*time.Millisecond)
 	batch := store.NewID()
 	ids, err := w.enqueue(ctx, batch, 1, content)
 	if err != nil {
@@ -192,7 +193,7 @@ func (w *world) firehoseOnce(ctx context.Context, content []byte, lines int) (fi
 	if err != nil {
 		return firehoseResult{}, err
 	}
-	_, supHWM, err := procStatus(sup.pid)
+	_, supHWM, err := procmem.Status(sup.pid)
 	if err != nil {
 		return firehoseResult{}, err
 	}

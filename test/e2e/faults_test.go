@@ -17,12 +17,12 @@ import (
 	"regexp"
 	"strconv"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/procmem"
 )
 
 // ---------------------------------------------------------------------------
@@ -381,8 +381,8 @@ func TestHostileEngineOutput(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, nil)
 		sup := w.sups[0]
-		peak := newPeakSampler(sup.Process.Pid)
-		defer peak.stop()
+		peak := procmem.SampleChildren(sup.Process.Pid, 20*time.Millisecond)
+		defer peak.Stop()
 
 		huge := w.addRun(cfg, w.addDocument("huge.csv", csv("hugeline=50", "hugeline-stderr=5")))
 		garbage := w.addRun(cfg, w.addDocument("garbage.csv", csv("garbage")))
@@ -473,8 +473,8 @@ func TestHostileEngineOutput(t *testing.T) {
 			t.Logf("firehose events file: %d events, all valid JSON objects", total)
 		})
 
-		supKB := vmHWM(sup.Process.Pid)
-		runnerKB := peak.stop()
+		_, supKB, _ := procmem.Status(sup.Process.Pid)
+		runnerKB := peak.Stop()["jobrunner"]
 		t.Logf("peak RSS (VmHWM): supervisor %.1f MB, largest jobrunner %.1f MB (firehose=%d, 50 MiB line)", float64(supKB)/1024, float64(runnerKB)/1024, n)
 		if supKB <= 0 || supKB > memoryBoundKB {
 			t.Errorf("supervisor VmHWM = %d kB, want under %d kB", supKB, memoryBoundKB)
@@ -545,49 +545,6 @@ func scanEvents(path string, fn func(map[string]any)) error {
 			return err
 		}
 	}
-}
-
-// peakSampler records the largest VmHWM of the supervisor's jobrunner
-// children while they run.
-type peakSampler struct {
-	done chan struct{}
-	once sync.Once
-	wg   sync.WaitGroup
-	mu   sync.Mutex
-	max  int64
-}
-
-func newPeakSampler(supervisor int) *peakSampler {
-	p := &peakSampler{done: make(chan struct{})}
-	p.wg.Add(1)
-	go func() {
-		defer p.wg.Done()
-		t := time.NewTicker(20 * time.Millisecond)
-		defer t.Stop()
-		for {
-			for _, pid := range childrenNamed(supervisor, "jobrunner") {
-				if kb := vmHWM(pid); kb > 0 {
-					p.mu.Lock()
-					p.max = max(p.max, kb)
-					p.mu.Unlock()
-				}
-			}
-			select {
-			case <-p.done:
-				return
-			case <-t.C:
-			}
-		}
-	}()
-	return p
-}
-
-func (p *peakSampler) stop() int64 {
-	p.once.Do(func() { close(p.done) })
-	p.wg.Wait()
-	p.mu.Lock()
-	defer p.mu.Unlock()
-	return p.max
 }
 
 // ---------------------------------------------------------------------------
@@ -919,21 +876,6 @@ func waitExit(cmd *exec.Cmd, timeout time.Duration) (time.Duration, error) {
 		<-done
 		return time.Since(start), fmt.Errorf("did not exit within %s", timeout)
 	}
-}
-
-// vmHWM is a process's peak resident set size in kB (0 when unknown).
-func vmHWM(pid int) int64 {
-	status, err := os.ReadFile(filepath.Join("/proc", strconv.Itoa(pid), "status"))
-	if err != nil {
-		return 0
-	}
-	for _, line := range strings.Split(string(status), "\n") {
-		if rest, ok := strings.CutPrefix(line, "VmHWM:"); ok {
-			kb, _ := strconv.ParseInt(strings.TrimSuffix(strings.TrimSpace(rest), " kB"), 10, 64)
-			return kb
-		}
-	}
-	return 0
 }
 
 func (w *world) supervisorLog(i int) string {
