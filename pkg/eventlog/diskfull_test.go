@@ -5,31 +5,17 @@ import (
 	"encoding/json"
 	"errors"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"syscall"
 	"testing"
 
 	"github.com/ade-org/ade-worker/pkg/safepath"
+	"github.com/ade-org/ade-worker/test/testfs"
 )
 
-// smallDisk mounts a tmpfs of size (e.g. "1m") and returns its folder.
-func smallDisk(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("mounting a small tmpfs to fill up needs root; run as root to test a full disk")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs (%v: %s)", err, out)
-	}
-	t.Cleanup(func() { _ = exec.Command("umount", "-l", dir).Run() })
-	return dir
-}
-
 func TestFullDiskKeepsWholeLines(t *testing.T) {
-	dir := smallDisk(t, "1m")
+	dir := testfs.SmallDisk(t, "1m")
 	path := filepath.Join(dir, "logs", "events.ndjson")
 	l, err := Open(path, testCtx, Options{Root: dir})
 	if err != nil {

@@ -5,23 +5,15 @@ import (
 	"os"
 	"path/filepath"
 	"testing"
-)
 
-func write(t *testing.T, path string, size int) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, make([]byte, size), 0o644); err != nil {
-		t.Fatal(err)
-	}
-}
+	"github.com/ade-org/ade-worker/test/testfs"
+)
 
 func TestMeasure(t *testing.T) {
 	root, outside := t.TempDir(), t.TempDir()
-	write(t, filepath.Join(root, "ws/runs/r1/input/a.csv"), 1000)
-	write(t, filepath.Join(root, "ws/runs/r1/output/deep/er/b.xlsx"), 234)
-	write(t, filepath.Join(outside, "big"), 1<<20)
+	testfs.WriteFile(t, filepath.Join(root, "ws/runs/r1/input/a.csv"), 1000)
+	testfs.WriteFile(t, filepath.Join(root, "ws/runs/r1/output/deep/er/b.xlsx"), 234)
+	testfs.WriteFile(t, filepath.Join(outside, "big"), 1<<20)
 	if err := os.Symlink(outside, filepath.Join(root, "ws/runs/r1/output/escape")); err != nil {
 		t.Fatal(err)
 	}
@@ -40,7 +32,7 @@ func TestMeasure(t *testing.T) {
 
 func TestMeasureNeverFollowsLinks(t *testing.T) {
 	root, outside := t.TempDir(), t.TempDir()
-	write(t, filepath.Join(outside, "runs/r1/precious"), 10)
+	testfs.WriteFile(t, filepath.Join(outside, "runs/r1/precious"), 10)
 	if err := os.Symlink(outside, filepath.Join(root, "ws")); err != nil {
 		t.Fatal(err)
 	}
@@ -49,7 +41,7 @@ func TestMeasureNeverFollowsLinks(t *testing.T) {
 	if !errors.As(err, &le) || le.Path != filepath.Join(root, "ws") {
 		t.Fatalf("link in an earlier element: got %v, want a LinkError naming %s", err, filepath.Join(root, "ws"))
 	}
-	write(t, filepath.Join(root, "ws2/runs/placeholder"), 0)
+	testfs.WriteFile(t, filepath.Join(root, "ws2/runs/placeholder"), 0)
 	if err := os.Symlink(filepath.Join(outside, "runs/r1"), filepath.Join(root, "ws2/runs/r1")); err != nil {
 		t.Fatal(err)
 	}

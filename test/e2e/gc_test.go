@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/testfs"
 )
 
 // The garbage collector's tests make rows old by writing their timestamps
@@ -47,8 +48,8 @@ func (w *world) gcBuild(cfg, status string, finishedAgo time.Duration, venvBytes
 	}
 	w.exec(`UPDATE builds SET status = ?, started_at = ?, finished_at = ? WHERE id = ?`, status, w.ts(time.Now().Add(-90*day)), finished, id)
 	dir := w.buildDir(cfg, id)
-	writeFile(w.t, filepath.Join(dir, ".venv", "ade-build.json"), 0)
-	writeFile(w.t, filepath.Join(dir, ".venv", "lib", "site.py"), venvBytes)
+	testfs.WriteFile(w.t, filepath.Join(dir, ".venv", "ade-build.json"), 0)
+	testfs.WriteFile(w.t, filepath.Join(dir, ".venv", "lib", "site.py"), venvBytes)
 	return id
 }
 
@@ -73,20 +74,10 @@ func (w *world) gcRun(cfg, build, status string, ago time.Duration, size int) st
 		w.exec(`UPDATE runs SET status = ?, started_at = ?, completed_at = ? WHERE id = ?`, status, at, at, id)
 	}
 	if size >= 0 {
-		writeFile(w.t, filepath.Join(w.runDir(id), "input", "doc.csv"), size)
-		writeFile(w.t, w.runEvents(id), 100)
+		testfs.WriteFile(w.t, filepath.Join(w.runDir(id), "input", "doc.csv"), size)
+		testfs.WriteFile(w.t, w.runEvents(id), 100)
 	}
 	return id
-}
-
-func writeFile(t *testing.T, path string, size int) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(path, make([]byte, size), 0o644); err != nil {
-		t.Fatal(err)
-	}
 }
 
 func exists(path string) bool {
@@ -182,12 +173,12 @@ func TestGCRemovesExactlyWhatIsOld(t *testing.T) {
 		// Temporary build folders: old, young, and old but locked by a build
 		// at work (the test holds its build lock).
 		oldTmp := filepath.Join(w.buildDir(cfg, recent), ".venv.tmp-111")
-		writeFile(t, filepath.Join(oldTmp, "bin", "python"), 400)
+		testfs.WriteFile(t, filepath.Join(oldTmp, "bin", "python"), 400)
 		setMtime(t, oldTmp, 3*time.Hour)
 		youngTmp := filepath.Join(w.buildDir(cfg, recent), ".venv.tmp-222")
-		writeFile(t, filepath.Join(youngTmp, "bin", "python"), 400)
+		testfs.WriteFile(t, filepath.Join(youngTmp, "bin", "python"), 400)
 		lockedTmp := filepath.Join(w.buildDir(cfg, building), ".venv.tmp-333")
-		writeFile(t, filepath.Join(lockedTmp, "bin", "python"), 400)
+		testfs.WriteFile(t, filepath.Join(lockedTmp, "bin", "python"), 400)
 		setMtime(t, lockedTmp, 3*time.Hour)
 		holdFlock(t, filepath.Join(w.buildDir(cfg, building), ".build.lock"))
 
@@ -249,7 +240,7 @@ func TestGCNeverFollowsSymlinks(t *testing.T) {
 		// A link where a run folder should be: the link goes, its target stays.
 		linked := w.gcRun(cfg, "", "succeeded", 40*day, 10)
 		target := filepath.Join(outside, "run-target")
-		writeFile(t, filepath.Join(target, "precious"), 50)
+		testfs.WriteFile(t, filepath.Join(target, "precious"), 50)
 		if err := os.RemoveAll(w.runDir(linked)); err != nil {
 			t.Fatal(err)
 		}
@@ -265,7 +256,7 @@ func TestGCNeverFollowsSymlinks(t *testing.T) {
 			t.Fatal(err)
 		}
 		w.exec(`UPDATE runs SET status = 'failed', completed_at = ? WHERE id = ?`, w.ts(time.Now().Add(-40*day)), id)
-		writeFile(t, filepath.Join(outside, "ws", "runs", id, "precious"), 60)
+		testfs.WriteFile(t, filepath.Join(outside, "ws", "runs", id, "precious"), 60)
 		wsLink := filepath.Join(w.dir, "workspaces", otherWS)
 		if err := os.Symlink(filepath.Join(outside, "ws"), wsLink); err != nil {
 			t.Fatal(err)

@@ -9,6 +9,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ade-org/ade-worker/test/testfs"
 )
 
 // Symlink-proof paths, certain refusals and a full disk (issue 11).
@@ -209,32 +211,13 @@ func TestCertainRefusalsFailOnce(t *testing.T) {
 	})
 }
 
-// smallDisk mounts a tmpfs of size (e.g. "2m") and returns its folder,
-// unmounted when the test ends.
-func smallDisk(t *testing.T, size string) string {
-	t.Helper()
-	if os.Geteuid() != 0 {
-		t.Skip("TestDiskFull mounts a small tmpfs to fill it up, which needs root; run the e2e tests as root to cover a full disk")
-	}
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size, "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Fatalf("mount a %s tmpfs on %s: %v: %s", size, dir, err, out)
-	}
-	t.Cleanup(func() {
-		if exec.Command("umount", dir).Run() != nil {
-			_ = exec.Command("umount", "-l", dir).Run()
-		}
-	})
-	return dir
-}
-
 // TestDiskFull: an engine fills the runs disk. The events file still ends
 // on whole JSON lines, with run.complete last; the run fails saying no
 // space was left and where; the attempt's output does not stay behind, so
 // the next run on that disk succeeds.
 func TestDiskFull(t *testing.T) {
 	eachBackend(t, func(t *testing.T, backend string) {
-		runs := smallDisk(t, "2m")
+		runs := testfs.SmallDisk(t, "2m")
 		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_RUNS_DIR": runs})
 		full := w.addRun(cfg, w.addDocument("full.csv", csv("fill-disk")))
 		r := w.waitFor("runs", []string{full}, 3*time.Minute)[full]
