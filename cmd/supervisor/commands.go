@@ -111,11 +111,7 @@ func enqueueConfigurationCmd() *cli.Command {
 			if err := e.store.EnsureWorkspace(c.Context, ws, now()); err != nil {
 				return err
 			}
-			if err := e.store.InsertConfiguration(c.Context, store.NewConfiguration{ID: id, WorkspaceID: ws, DisplayName: name, ContentDigest: digest}, now()); err != nil {
-				return err
-			}
-			fmt.Println(id)
-			return nil
+			return printID(id, e.store.InsertConfiguration(c.Context, store.NewConfiguration{ID: id, WorkspaceID: ws, DisplayName: name, ContentDigest: digest}, now()))
 		}),
 	}
 }
@@ -148,13 +144,8 @@ func enqueueDocumentCmd() *cli.Command {
 			if err := e.store.EnsureWorkspace(c.Context, ws, now()); err != nil {
 				return err
 			}
-			err = e.store.InsertDocument(c.Context, store.NewDocument{ID: id, WorkspaceID: ws, OriginalFilename: name,
-				ContentType: mime.TypeByExtension(filepath.Ext(name)), StoredURI: storedURI, Sha256: sum, ByteSize: size}, now())
-			if err != nil {
-				return err
-			}
-			fmt.Println(id)
-			return nil
+			return printID(id, e.store.InsertDocument(c.Context, store.NewDocument{ID: id, WorkspaceID: ws, OriginalFilename: name,
+				ContentType: mime.TypeByExtension(filepath.Ext(name)), StoredURI: storedURI, Sha256: sum, ByteSize: size}, now()))
 		}),
 	}
 }
@@ -184,14 +175,10 @@ func enqueueBuildCmd() *cli.Command {
 			}
 			id, created, err := e.store.EnqueueBuild(c.Context, store.NewBuild{WorkspaceID: ws, ConfigurationID: cfgID,
 				Fingerprint: fingerprint.Build(spec, digest, e.cfg.Python), EngineSpec: spec, ConfigDigest: digest, MaxAttempts: e.cfg.MaxAttempts}, now())
-			if err != nil {
-				return err
-			}
-			if !created {
+			if err == nil && !created {
 				fmt.Fprintln(os.Stderr, "a build with the same fingerprint exists; reusing it")
 			}
-			fmt.Println(id)
-			return nil
+			return printID(id, err)
 		}),
 	}
 }
@@ -211,16 +198,21 @@ func enqueueRunCmd() *cli.Command {
 			if opts != "" && !json.Valid([]byte(opts)) {
 				return fmt.Errorf("--options is not valid JSON: %s", opts)
 			}
-			id, err := e.store.EnqueueRun(c.Context, store.NewRun{WorkspaceID: c.String("workspace"),
+			return printID(e.store.EnqueueRun(c.Context, store.NewRun{WorkspaceID: c.String("workspace"),
 				ConfigurationID: c.String("configuration"), DocumentID: c.String("document"), BuildID: c.String("build"),
-				RunOptions: json.RawMessage(opts), MaxAttempts: e.cfg.MaxAttempts}, now())
-			if err != nil {
-				return err
-			}
-			fmt.Println(id)
-			return nil
+				RunOptions: json.RawMessage(opts), MaxAttempts: e.cfg.MaxAttempts}, now()))
 		}),
 	}
+}
+
+// printID prints the id an enqueue command made, alone on stdout for
+// scripts to capture, unless making it failed.
+func printID(id string, err error) error {
+	if err != nil {
+		return err
+	}
+	fmt.Println(id)
+	return nil
 }
 
 func printStatus(c *cli.Context, e *env) error {
