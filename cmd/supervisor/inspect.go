@@ -341,8 +341,8 @@ func writeLastEvents(out io.Writer, id string, ev eventsDoc) error {
 }
 
 // timeKeys are the keys of inspectDoc.Times for a kind, in time order.
-func timeKeys(kind string) []string {
-	if kind == string(store.KindRun) {
+func timeKeys(kind store.Kind) []string {
+	if kind == store.KindRun {
 		return []string{"created_at", "available_at", "started_at", "completed_at", "cancelled_at"}
 	}
 	return []string{"created_at", "available_at", "started_at", "finished_at"}
@@ -354,7 +354,7 @@ func leaseText(d *inspectDoc) string {
 		return ""
 	}
 	end, err := time.Parse(time.RFC3339Nano, *d.ClaimExpiresAt)
-	if err != nil || (d.Status != "running" && d.Status != "building") || end.After(d.now) {
+	if err != nil || d.Status != store.ActiveStatus(d.Kind) || end.After(d.now) {
 		return humanTime(d.ClaimExpiresAt, d.now)
 	}
 	return humanTime(d.ClaimExpiresAt, d.now) + ": expired, the next cleanup re-queues or fails it"

@@ -16,9 +16,9 @@ type statusDoc struct {
 }
 
 type statusCount struct {
-	Kind   string `json:"kind"`
-	Status string `json:"status"`
-	Count  int64  `json:"count"`
+	Kind   store.Kind   `json:"kind"`
+	Status store.Status `json:"status"`
+	Count  int64        `json:"count"`
 }
 
 type recentJob struct {
@@ -29,24 +29,24 @@ type recentJob struct {
 // jobHead is what `status --json` and `inspect --json` both say of a job,
 // under the same names.
 type jobHead struct {
-	Kind         string  `json:"kind"`
-	ID           string  `json:"id"`
-	Status       string  `json:"status"`
-	AttemptCount int     `json:"attempt_count"`
-	ExitCode     *int64  `json:"exit_code"`
-	ClaimedBy    *string `json:"claimed_by"`
-	ErrorMessage *string `json:"error_message"`
+	Kind         store.Kind   `json:"kind"`
+	ID           string       `json:"id"`
+	Status       store.Status `json:"status"`
+	AttemptCount int          `json:"attempt_count"`
+	ExitCode     *int64       `json:"exit_code"`
+	ClaimedBy    *string      `json:"claimed_by"`
+	ErrorMessage *string      `json:"error_message"`
 }
 
 func headOf(kind store.Kind, id string, status store.Status, attempts int, exit sql.NullInt64, claimedBy, errMsg sql.NullString) jobHead {
-	return jobHead{Kind: string(kind), ID: id, Status: string(status), AttemptCount: attempts,
+	return jobHead{Kind: kind, ID: id, Status: status, AttemptCount: attempts,
 		ExitCode: nullInt(exit), ClaimedBy: nullString(claimedBy), ErrorMessage: nullString(errMsg)}
 }
 
 func writeStatusJSON(w io.Writer, counts []store.StatusCount, jobs []store.JobSummary) error {
 	doc := statusDoc{Counts: []statusCount{}, Recent: []recentJob{}}
 	for _, n := range counts {
-		doc.Counts = append(doc.Counts, statusCount{Kind: string(n.Kind), Status: string(n.Status), Count: n.Count})
+		doc.Counts = append(doc.Counts, statusCount{Kind: n.Kind, Status: n.Status, Count: n.Count})
 	}
 	for _, j := range jobs {
 		doc.Recent = append(doc.Recent, recentJob{
