@@ -45,6 +45,12 @@ job by itself when the supervisor stops renewing it (see the README,
 "Leases and fencing"). A spec without one runs without that watch.`
 
 func main() {
+	// Before anything else: the job's own code, same uid, must not read
+	// this process's memory or descriptors (the lease pipe) through /proc.
+	if err := procs.NotDumpable(); err != nil {
+		fmt.Fprintln(os.Stderr, "jobrunner: cannot make this process non-dumpable:", err)
+		os.Exit(3)
+	}
 	if len(os.Args) > 1 && os.Args[1] == procs.LimitShimArg {
 		// Internal: apply the job's resource limits, then exec the engine.
 		err := procs.ExecWithLimits(os.Args[2:])

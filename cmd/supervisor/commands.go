@@ -52,6 +52,7 @@ func commands() []*cli.Command {
 		},
 		cancelCmd(),
 		gcCmd(),
+		sandboxCmd(),
 		{
 			Name:      "job-spec",
 			Usage:     "print the job spec the supervisor would send to jobrunner for a run or build",

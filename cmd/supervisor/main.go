@@ -20,15 +20,23 @@ import (
 	"github.com/urfave/cli/v2"
 
 	"github.com/ade-org/ade-worker/pkg/layout"
+	"github.com/ade-org/ade-worker/pkg/procs"
 	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/supervisor"
+	"github.com/ade-org/ade-worker/pkg/telemetry"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
 var version = "dev"
 
 func main() {
+	// No process of this uid (a job's code) may read the database URL from
+	// this process's environment or memory, or ptrace it.
+	if err := procs.NotDumpable(); err != nil {
+		fmt.Fprintln(os.Stderr, "supervisor: cannot make this process non-dumpable:", err)
+		os.Exit(1)
+	}
 	app := &cli.App{
 		Name:  "supervisor",
 		Usage: "run the ADE job queue (builds and runs) against the database",
@@ -70,6 +78,8 @@ type env struct {
 	cfg   *settings.Settings
 	log   zerolog.Logger
 	store *store.Store
+	// metrics is the worker's registry once serveTelemetry made one.
+	metrics *telemetry.Metrics
 }
 
 // layout is where this worker's files are, as the supervisor sees them.
@@ -120,6 +130,15 @@ func runWorker(c *cli.Context) error {
 	if err != nil {
 		return err
 	}
+	support, err := checkSandbox(e)
+	if err != nil {
+		return err
+	}
+	// Daemons of a job whose jobrunner died become ours, and are ended
+	// when that jobrunner is reaped (procs.Children).
+	if err := procs.BecomeSubreaper(); err != nil {
+		return fmt.Errorf("become a child subreaper: %w", err)
+	}
 	if path := c.String("cpu-profile"); path != "" {
 		stop, err := startCPUProfile(path)
 		if err != nil {
@@ -127,13 +146,14 @@ func runWorker(c *cli.Context) error {
 		}
 		defer stop()
 	}
-	sup := supervisor.New(e.cfg, e.store, e.log, jobrunner)
+	sup := supervisor.New(e.cfg, e.store, e.log, jobrunner, supervisor.WithOrphanReaper())
 	sup.ExitWhenIdle = c.Bool("exit-when-idle")
 	stopHTTP, err := serveTelemetry(e, sup)
 	if err != nil {
 		return err
 	}
 	defer stopHTTP()
+	reportSandbox(e, sup, support)
 	ctx, cancel := context.WithCancel(c.Context)
 	defer cancel()
 	sigs := make(chan os.Signal, 2)

@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/jobspec"
+	"github.com/ade-org/ade-worker/pkg/layout"
 	"github.com/ade-org/ade-worker/pkg/safepath"
 	"github.com/ade-org/ade-worker/pkg/tick"
 )
@@ -60,12 +61,17 @@ func (j *job) makeVenv(ctx context.Context, b *jobspec.BuildSpec) *jobspec.Resul
 	root := j.spec.Roots.Venvs
 	leftovers, _ := filepath.Glob(b.VenvDir + ".tmp-*")
 	for _, dir := range leftovers {
+		if dir == j.scratch {
+			continue
+		}
 		if err := removeAll(root, dir); err != nil {
 			return pathFailure("remove leftover build folder", err)
 		}
 	}
 	tmp := fmt.Sprintf("%s.tmp-%d", b.VenvDir, os.Getpid())
-	if err := mkdirAll(root, filepath.Dir(tmp)); err != nil {
+	// tmp itself exists before the first step: the sandbox grants writes
+	// below folders that exist.
+	if err := mkdirAll(root, tmp); err != nil {
 		return pathFailure("create build folder", err)
 	}
 	defer removeAll(root, tmp)
@@ -76,6 +82,8 @@ func (j *job) makeVenv(ctx context.Context, b *jobspec.BuildSpec) *jobspec.Resul
 	steps := installSteps(b, tmp)
 	for _, s := range steps {
 		s.env, s.dir = j.spec.Env, filepath.Dir(tmp)
+		// After the first step, tmp's pyvenv.cfg names the interpreter.
+		s.policy = j.buildPolicy(b, tmp, true)
 		if res := j.buildStep(ctx, s); res != nil {
 			return res
 		}
@@ -109,7 +117,10 @@ func installSteps(b *jobspec.BuildSpec, tmp string) []step {
 func (j *job) finishVenv(ctx context.Context, b *jobspec.BuildSpec, tmp, summary string) *jobspec.Result {
 	var facts buildFacts
 	verify := step{name: "build.step.verify", what: "importing ade_engine and ade_config", path: venvPython(tmp), args: []string{"-c", verifyScript},
-		env: j.spec.Env, dir: filepath.Dir(tmp), stdout: func(data []byte) { _ = json.Unmarshal(lastLine(data), &facts) }}
+		env: j.spec.Env, dir: filepath.Dir(tmp), stdout: func(data []byte) { _ = json.Unmarshal(lastLine(data), &facts) },
+		// Read-only: the package's code runs here, and a reused
+		// environment shares its files with another build's.
+		policy: j.buildPolicy(b, tmp, false)}
 	if res := j.buildStep(ctx, verify); res != nil {
 		return res
 	}
@@ -124,39 +135,63 @@ func (j *job) finishVenv(ctx context.Context, b *jobspec.BuildSpec, tmp, summary
 	}
 }
 
-// reuseVenv makes tmp a hard-linked copy of a ready environment of another
-// build with the same fingerprint, and finishes the build from it. It
-// returns nil when there is none to reuse (or linking failed), and the
-// caller installs from scratch.
+// reuseVenv makes tmp a copy of a ready environment of another build with
+// the same fingerprint, and finishes the build from it. It returns nil when
+// there is none to reuse (or copying failed), and the caller installs from
+// scratch.
 //
 // Safe because the fingerprint covers everything installed (engine spec,
 // configuration package contents, interpreter), a ready environment is never
 // modified in place (builds install into a fresh folder and rename it), and
-// the copy is verified by importing both packages like any build. Files are
-// shared by hard links, so removing either environment later leaves the
-// other intact.
+// the copy is verified by importing both packages like any build. Within a
+// workspace files are shared by hard links: no job can write them (a run
+// reads its venv, the verify step too, under the sandbox). Across
+// workspaces they are copied (cloned where the filesystem can), so no
+// tenant's job can ever change what another tenant runs.
 func (j *job) reuseVenv(ctx context.Context, b *jobspec.BuildSpec, tmp string) *jobspec.Result {
 	for _, src := range b.ReuseFrom {
 		if src == b.VenvDir || checkFolder(j.spec.Roots.Venvs, src) != nil || !venvReady(src) {
 			continue
 		}
 		start := time.Now()
-		if err := linkTree(src, tmp); err != nil {
+		link := j.sameWorkspace(src)
+		if err := copyTree(src, tmp, link); err != nil {
 			j.emit("warning", "build.step.reuse", "Cannot reuse "+src+"; installing from scratch: "+err.Error(), map[string]any{"source": src})
-			_ = removeAll(j.spec.Roots.Venvs, tmp)
+			if err := removeAll(j.spec.Roots.Venvs, tmp); err != nil {
+				return pathFailure("remove a failed copy", err)
+			}
+			if err := mkdirAll(j.spec.Roots.Venvs, tmp); err != nil {
+				return pathFailure("create build folder", err)
+			}
 			continue
 		}
 		_ = os.Remove(filepath.Join(tmp, markerName))
-		j.emit("info", "build.step.reuse", "Reusing the environment of a ready build with the same fingerprint",
-			map[string]any{"source": src, "duration_ms": time.Since(start).Milliseconds()})
+		how := "copied"
+		if link {
+			how = "hard-linked"
+		}
+		j.emit("info", "build.step.reuse", "Reusing the environment of a ready build with the same fingerprint ("+how+")",
+			map[string]any{"source": src, "how": how, "duration_ms": time.Since(start).Milliseconds()})
 		return j.finishVenv(ctx, b, tmp, "Reused a ready environment with the same fingerprint (ade_engine %s, Python %s)")
 	}
 	return nil
 }
 
-// linkTree copies the folder src to dst with hard links for files and the
-// same symlinks (a link into src points into dst instead).
-func linkTree(src, dst string) error {
+// sameWorkspace reports whether the environment venv belongs to this job's
+// workspace: the venvs root holds <workspace>/<configuration>/<build>/.venv.
+func (j *job) sameWorkspace(venv string) bool {
+	rel, err := filepath.Rel(j.spec.Roots.Venvs, venv)
+	if j.spec.Roots.Venvs == "" || err != nil || !filepath.IsLocal(rel) {
+		return false
+	}
+	first, _, _ := strings.Cut(filepath.ToSlash(rel), "/")
+	return first == j.spec.WorkspaceID
+}
+
+// copyTree copies the folder src into dst: files as hard links when link,
+// else as copies; the same symlinks (a link into src points into dst
+// instead).
+func copyTree(src, dst string, link bool) error {
 	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
 		if err != nil {
 			return err
@@ -170,16 +205,22 @@ func linkTree(src, dst string) error {
 		case d.IsDir():
 			return os.MkdirAll(target, 0o755)
 		case d.Type()&fs.ModeSymlink != 0:
-			link, err := os.Readlink(path)
+			to, err := os.Readlink(path)
 			if err != nil {
 				return err
 			}
-			if inside, err := filepath.Rel(src, link); err == nil && filepath.IsAbs(link) && !strings.HasPrefix(inside, "..") {
-				link = filepath.Join(dst, inside)
+			if inside, err := filepath.Rel(src, to); err == nil && filepath.IsAbs(to) && !strings.HasPrefix(inside, "..") {
+				to = filepath.Join(dst, inside)
 			}
-			return os.Symlink(link, target)
-		case d.Type().IsRegular():
+			return os.Symlink(to, target)
+		case d.Type().IsRegular() && link:
 			return os.Link(path, target)
+		case d.Type().IsRegular():
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			return layout.CopyFile(path, target, info.Mode().Perm())
 		}
 		return nil
 	})

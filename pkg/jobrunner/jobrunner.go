@@ -21,6 +21,7 @@ import (
 	"github.com/ade-org/ade-worker/pkg/eventlog"
 	"github.com/ade-org/ade-worker/pkg/jobspec"
 	"github.com/ade-org/ade-worker/pkg/procs"
+	"github.com/ade-org/ade-worker/pkg/sandbox"
 	"github.com/ade-org/ade-worker/pkg/tick"
 )
 
@@ -46,6 +47,12 @@ func execute(ctx context.Context, spec *jobspec.Spec) *jobspec.Result {
 	}
 	defer log.Close()
 	j := &job{spec: spec, log: log}
+	if spec.Kind == jobspec.KindBuild || !spec.Run.Options.DryRun {
+		if res := j.openScratch(); res != nil {
+			return res
+		}
+		defer j.closeScratch()
+	}
 	if spec.TimeoutSeconds > 0 {
 		var cancel context.CancelFunc
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(spec.TimeoutSeconds*float64(time.Second)))
@@ -61,6 +68,8 @@ func execute(ctx context.Context, spec *jobspec.Spec) *jobspec.Result {
 type job struct {
 	spec *jobspec.Spec
 	log  *eventlog.Log
+	// scratch is the job's private temporary folder (see openScratch).
+	scratch string
 }
 
 func (j *job) emit(level, event, message string, data map[string]any) {
@@ -84,6 +93,8 @@ type step struct {
 	stdout func(data []byte) // when set, stdout is captured (bounded) instead of logged
 	// onEvent sees every engine event piped from the child.
 	onEvent func(name string, data json.RawMessage)
+	// policy confines the step's processes; nil runs them unconfined.
+	policy *sandbox.Policy
 }
 
 // stepResult is how a step ended, with the tail of its stderr for messages.
@@ -130,8 +141,9 @@ func (j *job) runStep(ctx context.Context, s step) (stepResult, error) {
 			_ = j.log.Pipe(r, s.name, stream, onEvent)
 		}
 	}
-	cmd := procs.Command{Path: s.path, Args: s.args, Env: s.env, Dir: s.dir, KillGrace: 2 * time.Second,
-		Stdout: pipe("stdout"), Stderr: pipe("stderr"), KillDescendants: true, Rlimits: rlimits(j.spec.Limits), LimitShim: self()}
+	cmd := procs.Command{Path: s.path, Args: s.args, Env: j.stepEnv(s.env), Dir: s.dir, KillGrace: 2 * time.Second,
+		Stdout: pipe("stdout"), Stderr: pipe("stderr"), KillDescendants: true, Rlimits: rlimits(j.spec.Limits), LimitShim: self(),
+		Sandbox: s.policy}
 	if s.stdout != nil {
 		cmd.Stdout = func(r io.Reader) {
 			data, _ := io.ReadAll(io.LimitReader(r, maxCaptured))
@@ -139,8 +151,8 @@ func (j *job) runStep(ctx context.Context, s step) (stepResult, error) {
 			s.stdout(data)
 		}
 	}
-	if max := j.spec.Limits.Processes; max > 0 {
-		go watchProcesses(stepCtx, max, func() { trip(limitProcesses) })
+	if l := j.spec.Limits; l.Processes > 0 || l.MemoryMB > 0 {
+		go watchUsage(stepCtx, l, trip)
 	}
 	var unfence func() bool
 	cmd.Started = func(pgid int) {
@@ -175,6 +187,7 @@ func (j *job) runStep(ctx context.Context, s step) (stepResult, error) {
 const (
 	limitOutput    = "output"
 	limitProcesses = "processes"
+	limitMemory    = "memory"
 )
 
 // self is this binary, which doubles as the limit shim (procs.LimitShimArg).
@@ -220,15 +233,24 @@ func (o *outputBudget) Write(p []byte) (int, error) {
 	return len(p), nil
 }
 
-// watchProcesses calls exceeded when this process has more than max
-// descendants (the job's processes), checking a few times a second.
-func watchProcesses(ctx context.Context, max int, exceeded func()) {
+// watchUsage trips a limit when the job's processes (every descendant of
+// this process) together hold more threads than the process limit, or more
+// resident memory than the memory limit, checking a few times a second.
+// Threads count because a process limit that ignores them lets one process
+// hold hundreds; memory is summed because a per-process limit lets a job
+// hold it many times over in children.
+func watchUsage(ctx context.Context, l jobspec.Limits, trip func(limit string)) {
 	tick.Every(ctx, 200*time.Millisecond, nil, func(context.Context) bool {
-		if len(procs.Descendants(os.Getpid())) > max {
-			exceeded()
-			return false
+		threads, rss := procs.Usage(procs.Descendants(os.Getpid()))
+		switch {
+		case l.Processes > 0 && threads > l.Processes:
+			trip(limitProcesses)
+		case l.MemoryMB > 0 && rss > int64(l.MemoryMB)<<20:
+			trip(limitMemory)
+		default:
+			return true
 		}
-		return true
+		return false
 	})
 }
 

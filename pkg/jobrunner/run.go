@@ -28,13 +28,14 @@ func (j *job) run(ctx context.Context) *jobspec.Result {
 	if res := j.ensureVenv(ctx); res != nil {
 		return res
 	}
-	args, res := j.engineArgs()
+	args, input, res := j.engineArgs()
 	if res != nil {
 		return res
 	}
 	var completed json.RawMessage
 	s := step{
 		name: "run.engine", what: "engine", path: venvPython(r.VenvDir), args: args, env: j.spec.Env, dir: r.RunDir,
+		policy: j.enginePolicy(input),
 		onEvent: func(name string, data json.RawMessage) {
 			if name == "engine.run.completed" || name == "engine.config.validate.completed" {
 				completed = append(json.RawMessage(nil), data...)
@@ -95,28 +96,29 @@ func (j *job) ensureVenv(ctx context.Context) *jobspec.Result {
 	return nil
 }
 
-// engineArgs stages the input and builds the engine's command line.
-func (j *job) engineArgs() ([]string, *jobspec.Result) {
+// engineArgs stages the input and builds the engine's command line. input
+// is the staged input, "" when the run has none (validate only).
+func (j *job) engineArgs() (args []string, input string, res *jobspec.Result) {
 	r := j.spec.Run
 	if r.Options.ValidateOnly {
-		return []string{"-m", "ade_engine", "config", "validate", "--config-package", r.ConfigDir, "--log-format", "ndjson"}, nil
+		return []string{"-m", "ade_engine", "config", "validate", "--config-package", r.ConfigDir, "--log-format", "ndjson"}, "", nil
 	}
 	if res := j.ensureRunFolders(); res != nil {
-		return nil, res
+		return nil, "", res
 	}
-	input := filepath.Join(r.RunDir, layout.InputName, r.InputName)
+	input = filepath.Join(r.RunDir, layout.InputName, r.InputName)
 	err := layout.Stage(layout.Place{Root: j.spec.Roots.Documents, Path: r.DocumentPath}, layout.Place{Root: j.spec.Roots.Runs, Path: input})
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, fmt.Sprintf("document file not found: %s", r.DocumentPath), false)
+		return nil, "", failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, fmt.Sprintf("document file not found: %s", r.DocumentPath), false)
 	}
 	if err != nil {
-		return nil, pathFailure("stage document", err)
+		return nil, "", pathFailure("stage document", err)
 	}
 	logLevel := r.Options.LogLevel
 	if logLevel == "" {
 		logLevel = "info"
 	}
-	args := []string{"-m", "ade_engine", "process", "file", "--input", input,
+	args = []string{"-m", "ade_engine", "process", "file", "--input", input,
 		"--output-dir", filepath.Join(r.RunDir, layout.OutputName), "--config-package", r.ConfigDir,
 		"--log-format", "ndjson", "--log-level", logLevel}
 	for _, sheet := range r.Options.InputSheetNames {
@@ -125,7 +127,7 @@ func (j *job) engineArgs() ([]string, *jobspec.Result) {
 	if r.Options.ActiveSheetOnly {
 		args = append(args, "--active-sheet-only")
 	}
-	return args, nil
+	return args, input, nil
 }
 
 // stepFailure turns a step that did not succeed into a failed result, or
@@ -156,7 +158,9 @@ func (j *job) limitMessage(sr stepResult) string {
 	case sr.limit == limitOutput:
 		return fmt.Sprintf("it printed more than the output limit of %d MB (ADE_WORKER_JOB_MAX_OUTPUT_MB)", l.OutputMB)
 	case sr.limit == limitProcesses:
-		return fmt.Sprintf("it started more than the process limit of %d (ADE_WORKER_JOB_MAX_PROCESSES)", l.Processes)
+		return fmt.Sprintf("it ran more than the process limit of %d processes and threads (ADE_WORKER_JOB_MAX_PROCESSES)", l.Processes)
+	case sr.limit == limitMemory:
+		return fmt.Sprintf("its processes together used more than the memory limit of %d MB (ADE_WORKER_JOB_MEMORY_MB)", l.MemoryMB)
 	case sr.exit.Code == 0 && !sr.exit.Signaled():
 		return ""
 	// Python ignores SIGXFSZ and sees EFBIG ("File too large") instead.

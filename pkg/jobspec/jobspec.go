@@ -11,6 +11,8 @@ import (
 	"io"
 	"path/filepath"
 	"strings"
+
+	"github.com/ade-org/ade-worker/pkg/sandbox"
 )
 
 // Version is the spec version this build writes and accepts.
@@ -58,6 +60,10 @@ type Spec struct {
 	// Roots are the shared folders the paths below lie under; optional.
 	Roots Roots `json:"roots,omitzero"`
 
+	// Sandbox says how the job's processes are confined; absent (a spec
+	// written by hand or before sandboxes) runs them unconfined.
+	Sandbox *Sandbox `json:"sandbox,omitempty"`
+
 	// Lease, when set, makes the jobrunner fence itself: it stops the job
 	// when its supervisor has not renewed the job's lease in time. Absent
 	// for a jobrunner started by hand, which then runs without one.
@@ -86,10 +92,21 @@ type Lease struct {
 	RenewalFD int `json:"renewal_fd"`
 }
 
+// Sandbox is the confinement of a job's processes (package sandbox).
+type Sandbox struct {
+	Mode sandbox.Mode `json:"mode"`
+	// BuildTCPPorts are the TCP ports a build's processes may connect to
+	// (a package index; a proxy's port is added from the job's environment).
+	BuildTCPPorts []uint16 `json:"build_tcp_ports,omitempty"`
+	// Read are more files and folders every step may read (an operator's
+	// wheelhouse or interpreter outside the system folders).
+	Read []string `json:"read,omitempty"`
+}
+
 // Limits bound what one job may use; zero means no limit.
 type Limits struct {
-	MemoryMB  int `json:"memory_mb,omitempty"`  // address space per process
-	Processes int `json:"processes,omitempty"`  // processes at once
+	MemoryMB  int `json:"memory_mb,omitempty"`  // resident memory of all the job's processes together (and address space per process)
+	Processes int `json:"processes,omitempty"`  // processes and threads at once
 	OpenFiles int `json:"open_files,omitempty"` // per process
 	OutputMB  int `json:"output_mb,omitempty"`  // largest file written, and console output
 }
@@ -190,6 +207,16 @@ func (s *Spec) Validate() error {
 	}
 	if err := s.validateRoots(); err != nil {
 		return err
+	}
+	if sb := s.Sandbox; sb != nil {
+		if _, err := sandbox.ParseMode(string(sb.Mode)); err != nil {
+			return fmt.Errorf("job spec sandbox.mode: %v", err)
+		}
+		for _, p := range sb.Read {
+			if !filepath.IsAbs(p) {
+				return fmt.Errorf("job spec sandbox.read %q must be an absolute path", p)
+			}
+		}
 	}
 	if l := s.Lease; l != nil && (l.RemainingSeconds < 0 || l.MarginSeconds < 0 || l.RenewalFD < 3) {
 		return errors.New("job spec lease needs remaining_seconds and margin_seconds >= 0 and renewal_fd >= 3")

@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"syscall"
 
 	"golang.org/x/sys/unix"
 
@@ -131,4 +132,27 @@ func fill(out, in *os.File) error {
 	// os.File's ReadFrom lets the kernel copy (copy_file_range on Linux).
 	_, err := io.Copy(out, in)
 	return err
+}
+
+// CopyFile makes the new file dst a copy of the regular file src with mode
+// perm: a copy-on-write clone where the filesystem offers one, else a copy.
+func CopyFile(src, dst string, perm os.FileMode) error {
+	in, err := os.Open(src)
+	if err != nil {
+		return err
+	}
+	defer in.Close()
+	out, err := os.OpenFile(dst, os.O_WRONLY|os.O_CREATE|os.O_EXCL|syscall.O_NOFOLLOW, perm)
+	if err != nil {
+		return err
+	}
+	if err := fill(out, in); err != nil {
+		out.Close()
+		return err
+	}
+	if err := out.Chmod(perm); err != nil {
+		out.Close()
+		return err
+	}
+	return out.Close()
 }

@@ -1,6 +1,7 @@
 package procs
 
 import (
+	"encoding/json"
 	"fmt"
 	"os"
 	"os/exec"
@@ -10,29 +11,53 @@ import (
 	"unsafe"
 
 	"golang.org/x/sys/unix"
+
+	"github.com/ade-org/ade-worker/pkg/sandbox"
 )
 
 // LimitShimArg, as the first argument of a binary that calls
-// ExecWithLimits from main, makes it apply resource limits to itself and
-// exec the real command: limits are then in force before the command's
-// first instruction, which prlimit(2) on a running child cannot promise.
+// ExecWithLimits from main, makes it apply resource limits and the sandbox
+// to itself and exec the real command: both are then in force before the
+// command's first instruction, which prlimit(2) on a running child cannot
+// promise and Landlock cannot do from outside at all.
 const LimitShimArg = "__exec-with-limits"
 
-// shimArgs builds the shim's command line: the limits, "--", the command.
-func shimArgs(limits []Rlimit, path string, args []string) []string {
+// sandboxArg precedes the shim's sandbox policy (JSON). The policy is on the
+// shim's command line only: exec replaces it with the command's own.
+const sandboxArg = "--sandbox"
+
+// shimArgs builds the shim's command line: the limits, the sandbox policy,
+// "--", the command.
+func shimArgs(limits []Rlimit, policy *sandbox.Policy, path string, args []string) ([]string, error) {
 	out := []string{LimitShimArg}
 	for _, l := range limits {
 		out = append(out, fmt.Sprintf("%d=%d", l.Resource, l.Max))
 	}
+	if policy != nil {
+		data, err := json.Marshal(policy)
+		if err != nil {
+			return nil, err
+		}
+		out = append(out, sandboxArg, string(data))
+	}
 	out = append(out, "--", path)
-	return append(out, args...)
+	return append(out, args...), nil
 }
 
 // ExecWithLimits is the shim's main: args are what follows LimitShimArg.
 // It only returns on failure.
 func ExecWithLimits(args []string) error {
 	var limits []Rlimit
+	var policy *sandbox.Policy
 	for len(args) > 0 && args[0] != "--" {
+		if args[0] == sandboxArg && len(args) > 1 {
+			policy = &sandbox.Policy{}
+			if err := json.Unmarshal([]byte(args[1]), policy); err != nil {
+				return fmt.Errorf("bad sandbox policy: %w", err)
+			}
+			args = args[2:]
+			continue
+		}
 		res, max, ok := strings.Cut(args[0], "=")
 		r, err1 := strconv.Atoi(res)
 		m, err2 := strconv.ParseUint(max, 10, 64)
@@ -66,6 +91,11 @@ func ExecWithLimits(args []string) error {
 	path, err := syscall.BytePtrFromString(args[1])
 	if err != nil {
 		return err
+	}
+	if policy != nil {
+		if err := sandbox.Apply(*policy); err != nil {
+			return err
+		}
 	}
 	for _, l := range limits {
 		lim := unix.Rlimit{Cur: l.Max, Max: l.Max}

@@ -14,6 +14,8 @@ import (
 	"sort"
 	"syscall"
 	"time"
+
+	"github.com/ade-org/ade-worker/pkg/sandbox"
 )
 
 // Command is one process to run.
@@ -47,6 +49,12 @@ type Command struct {
 	// ExecWithLimits when its first argument is LimitShimArg.
 	Rlimits   []Rlimit
 	LimitShim string
+	// Sandbox, when set, confines the child and everything it starts from
+	// its first instruction on (package sandbox); it needs LimitShim too.
+	Sandbox *sandbox.Policy
+	// Children, when set, records the child as a known child of this
+	// process from the moment it starts (see Children).
+	Children *Children
 }
 
 // Rlimit is one resource limit (unix.RLIMIT_AS, ...), soft and hard alike.
@@ -83,11 +91,15 @@ const drainTimeout = 2 * time.Second
 // outlives it. The error is non-nil only when the child could not start.
 func Run(ctx context.Context, c Command) (Exit, error) {
 	path, args := c.Path, c.Args
-	if len(c.Rlimits) > 0 {
+	if len(c.Rlimits) > 0 || c.Sandbox != nil {
 		if c.LimitShim == "" {
-			return Exit{}, fmt.Errorf("run %s: resource limits need a LimitShim", c.Path)
+			return Exit{}, fmt.Errorf("run %s: resource limits and the sandbox need a LimitShim", c.Path)
 		}
-		path, args = c.LimitShim, shimArgs(c.Rlimits, c.Path, c.Args)
+		shim, err := shimArgs(c.Rlimits, c.Sandbox, c.Path, c.Args)
+		if err != nil {
+			return Exit{}, fmt.Errorf("run %s: %w", c.Path, err)
+		}
+		path, args = c.LimitShim, shim
 	}
 	cmd := exec.Command(path, args...)
 	cmd.Env = envList(c.Env)
@@ -113,7 +125,7 @@ func Run(ctx context.Context, c Command) (Exit, error) {
 	}
 	cmd.Stdout, cmd.Stderr = outW, errW
 	start := time.Now()
-	err = cmd.Start()
+	err = c.Children.start(cmd)
 	outW.Close()
 	errW.Close()
 	if err != nil {
@@ -141,6 +153,7 @@ func Run(ctx context.Context, c Command) (Exit, error) {
 	if c.KillDescendants {
 		KillDescendants()
 	}
+	c.Children.exited(pgid)
 	drain(drained, outR, errR)
 	exit := Exit{Code: cmd.ProcessState.ExitCode(), Duration: time.Since(start)}
 	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {

@@ -171,3 +171,43 @@ func statOf(pid int) (ppid int, state byte, ok bool) {
 	ppid, err = strconv.Atoi(string(fields[1]))
 	return ppid, fields[0][0], err == nil
 }
+
+// Usage sums the threads and resident memory (bytes) of pids, from
+// /proc/<pid>/status; a process that is gone counts nothing.
+func Usage(pids []int) (threads int, rss int64) {
+	for _, pid := range pids {
+		data, err := os.ReadFile("/proc/" + strconv.Itoa(pid) + "/status")
+		if err != nil {
+			continue
+		}
+		for _, line := range bytes.Split(data, []byte("\n")) {
+			key, val, ok := bytes.Cut(line, []byte(":"))
+			if !ok {
+				continue
+			}
+			fields := bytes.Fields(val)
+			if len(fields) == 0 {
+				continue
+			}
+			n, _ := strconv.ParseInt(string(fields[0]), 10, 64)
+			switch string(key) {
+			case "Threads":
+				threads += int(n)
+			case "VmRSS":
+				rss += n << 10 // kB
+			}
+		}
+	}
+	return threads, rss
+}
+
+// NotDumpable makes this process non-dumpable (PR_SET_DUMPABLE 0): no other
+// process of the same uid (a job's code) may then read its environment,
+// memory or descriptors through /proc, or ptrace it. It lasts until exec.
+func NotDumpable() error {
+	_, _, errno := syscall.RawSyscall(syscall.SYS_PRCTL, syscall.PR_SET_DUMPABLE, 0, 0)
+	if errno != 0 {
+		return errno
+	}
+	return nil
+}

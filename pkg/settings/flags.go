@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/ade-org/ade-worker/pkg/sandbox"
 )
 
 // Environment variables named in errors raised outside the table.
@@ -167,13 +169,19 @@ func table(s *Settings) []setting {
 		{name: "installer", env: env("ADE_WORKER_INSTALLER"), def: "auto", category: catJobs,
 			usage: "what builds install with: auto (uv when it is on PATH, else pip), uv or pip", set: into(&s.Installer, installer)},
 		{name: "job-memory-mb", env: env("ADE_WORKER_JOB_MEMORY_MB"), def: "0", category: catJobs, defText: "0: none",
-			usage: "address-space limit of each process a job starts, in `MB` (RLIMIT_AS)", set: into(&s.JobMemoryMB, limit)},
+			usage: "memory limit of a job in `MB`: the resident memory of all its processes together, and each one's address space (RLIMIT_AS)", set: into(&s.JobMemoryMB, limit)},
 		{name: "job-max-processes", env: env("ADE_WORKER_JOB_MAX_PROCESSES"), def: "0", category: catJobs, defText: "0: none",
-			usage: "most processes a job may have at once", set: into(&s.JobMaxProcesses, limit)},
+			usage: "most processes and threads a job may have at once", set: into(&s.JobMaxProcesses, limit)},
 		{name: "job-max-open-files", env: env("ADE_WORKER_JOB_MAX_OPEN_FILES"), def: "0", category: catJobs, defText: "0: none",
 			usage: "most open files per job process (RLIMIT_NOFILE)", set: into(&s.JobMaxOpenFiles, limit)},
 		{name: "job-max-output-mb", env: env("ADE_WORKER_JOB_MAX_OUTPUT_MB"), def: "0", category: catJobs, defText: "0: none",
 			usage: "largest file a job may write and most console output it may print, in `MB`", set: into(&s.JobMaxOutputMB, limit)},
+		{name: "sandbox", env: env("ADE_WORKER_SANDBOX"), def: "required", category: catJobs,
+			usage: "confine each job's processes with Landlock: required (refuse to start without it), best-effort or off", set: into(&s.Sandbox, sandbox.ParseMode)},
+		{name: "build-tcp-ports", env: env("ADE_WORKER_BUILD_TCP_PORTS"), def: "443,80", category: catJobs,
+			usage: "comma-separated TCP `PORTS` a build may connect to (the package index; a proxy's port is added)", set: into(&s.BuildTCPPorts, tcpPorts)},
+		{name: "sandbox-read", env: env("ADE_WORKER_SANDBOX_READ"), category: catJobs, defText: "none",
+			usage: "comma-separated absolute `PATHS` every job may also read (a wheelhouse, an interpreter outside /usr)", set: into(&s.SandboxRead, absPaths)},
 		{name: "env-passthrough", env: env("ADE_WORKER_ENV_PASSTHROUGH"), category: catJobs,
 			defText: "none", usage: "comma-separated `NAMES` of extra environment variables jobs may see (e.g. HTTPS_PROXY); never give them credentials",
 			set: into(&s.EnvPassthrough, envNames)},

@@ -212,3 +212,36 @@ func installer(v string) (string, error) {
 	}
 	return "pip", nil
 }
+
+// tcpPorts reads comma-separated TCP port numbers; empty allows none.
+func tcpPorts(v string) ([]uint16, error) {
+	var out []uint16
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		n, err := strconv.ParseUint(f, 10, 16)
+		if err != nil || n == 0 {
+			return nil, fmt.Errorf("want comma-separated TCP port numbers (1-65535), and %q is not one", f)
+		}
+		out = append(out, uint16(n))
+	}
+	return out, nil
+}
+
+// absPaths reads comma-separated absolute paths.
+func absPaths(v string) ([]string, error) {
+	var out []string
+	for _, f := range strings.Split(v, ",") {
+		f = strings.TrimSpace(f)
+		if f == "" {
+			continue
+		}
+		if !filepath.IsAbs(f) {
+			return nil, fmt.Errorf("want comma-separated absolute paths, and %q is not one", f)
+		}
+		out = append(out, filepath.Clean(f))
+	}
+	return out, nil
+}

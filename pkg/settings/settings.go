@@ -11,6 +11,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/ade-org/ade-worker/pkg/sandbox"
 )
 
 // Settings is the worker's resolved configuration. Paths are absolute.
@@ -62,6 +64,14 @@ type Settings struct {
 	JobMaxProcesses int
 	JobMaxOpenFiles int
 	JobMaxOutputMB  int
+
+	// Sandbox is how jobs' processes are confined (ADE_WORKER_SANDBOX);
+	// BuildTCPPorts are the ports builds may connect to
+	// (ADE_WORKER_BUILD_TCP_PORTS); SandboxRead are more paths every job
+	// may read (ADE_WORKER_SANDBOX_READ).
+	Sandbox       sandbox.Mode
+	BuildTCPPorts []uint16
+	SandboxRead   []string
 
 	// EnvPassthrough names extra variables jobs may see, beyond ChildEnv's
 	// allow-list (ADE_WORKER_ENV_PASSTHROUGH).

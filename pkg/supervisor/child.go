@@ -77,7 +77,7 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 	var stdout bytes.Buffer
 	exit, err := procs.Run(childCtx, procs.Command{
 		Path: s.jobrunner, Env: spec.Env, Stdin: &stdin, KillGrace: 5 * time.Second,
-		ExtraFiles: []*os.File{renewR},
+		ExtraFiles: []*os.File{renewR}, Children: s.children,
 		Started: func(pid int) {
 			renewR.Close() // the child has its copy now: a dead child then makes writes fail
 			killer.started(pid)

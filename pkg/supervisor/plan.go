@@ -84,6 +84,7 @@ func (p *Planner) PlanRun(ctx context.Context, r *store.ClaimedRun) (*Plan, erro
 		Env:        p.Settings.ChildEnv(),
 		Limits:     p.limits(),
 		Roots:      p.Roots(),
+		Sandbox:    p.sandbox(),
 		Run:        &jobspec.RunSpec{RunDir: runDir, Options: opts},
 	}
 	plan.Spec = spec
@@ -240,6 +241,7 @@ func (p *Planner) PlanBuild(ctx context.Context, b *store.ClaimedBuild) (*Plan, 
 		Env:            p.Settings.ChildEnv(),
 		Limits:         p.limits(),
 		Roots:          p.Roots(),
+		Sandbox:        p.sandbox(),
 		TimeoutSeconds: p.Settings.BuildTimeout.Seconds(),
 		Build: &jobspec.BuildSpec{
 			VenvDir: layout.VenvDir(buildDir), Python: p.Settings.Python,
@@ -270,4 +272,13 @@ func (p *Planner) uv() string {
 func (p *Planner) limits() jobspec.Limits {
 	s := p.Settings
 	return jobspec.Limits{MemoryMB: s.JobMemoryMB, Processes: s.JobMaxProcesses, OpenFiles: s.JobMaxOpenFiles, OutputMB: s.JobMaxOutputMB}
+}
+
+// sandbox is the confinement of every job's processes.
+func (p *Planner) sandbox() *jobspec.Sandbox {
+	s := p.Settings
+	if s.Sandbox == "" {
+		return nil // settings made in code without one (tests): unconfined
+	}
+	return &jobspec.Sandbox{Mode: s.Sandbox, BuildTCPPorts: s.BuildTCPPorts, Read: s.SandboxRead}
 }

@@ -10,6 +10,7 @@ import (
 
 	"github.com/rs/zerolog"
 
+	"github.com/ade-org/ade-worker/pkg/procs"
 	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/telemetry"
@@ -42,6 +43,11 @@ type Supervisor struct {
 	cancels cancelSignals
 	fatal   fatalError // set when the supervisor must stop (see Unready)
 
+	// children, when set, are the jobrunners this process started; with
+	// this process a child subreaper, any other child is a dead job's
+	// orphan and is ended (see WithOrphanReaper).
+	children *procs.Children
+
 	sleep func(time.Duration) // persist's wait between tries
 	// now is the wall clock for logs only: every time the queue compares
 	// or stores comes from the database's clock (see WithClock).
@@ -55,6 +61,13 @@ type Option func(*Supervisor)
 // queue never depends on it (claims, leases, back-off and expiry use the
 // database's clock): tests give a clock hours off to show that.
 func WithClock(now func() time.Time) Option { return func(s *Supervisor) { s.now = now } }
+
+// WithOrphanReaper makes the supervisor end, each time a jobrunner exits,
+// every child of this process that is not one of its jobrunners: the
+// orphans of a job whose jobrunner died, which the kernel gives to this
+// process once it is a child subreaper (procs.BecomeSubreaper). Only for a
+// process that starts no other children (not a test binary).
+func WithOrphanReaper() Option { return func(s *Supervisor) { s.children = &procs.Children{} } }
 
 // New makes a supervisor. jobrunner is the path of the jobrunner binary.
 func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner string, opts ...Option) *Supervisor {

@@ -1,0 +1,228 @@
+// Package sandbox confines the processes of one job (the engine during a
+// run; pip and the package's install code during a build) with Linux
+// Landlock: they may read the system, the Python installation and their own
+// inputs, write only their own output folders, connect to no TCP port during
+// a run, and signal or ptrace no process outside their own job.
+//
+// The jobrunner computes a Policy for each step of a job and hands it to its
+// exec-with-limits shim, which applies it to itself just before exec'ing the
+// step's command: every process of the step, and everything those start,
+// lives in one Landlock domain of its own.
+package sandbox
+
+import (
+	"fmt"
+	"os"
+	"sort"
+	"strings"
+
+	"github.com/landlock-lsm/go-landlock/landlock"
+	ll "github.com/landlock-lsm/go-landlock/landlock/syscall"
+)
+
+// Mode says how strictly the sandbox is enforced (ADE_WORKER_SANDBOX).
+type Mode string
+
+// Modes.
+const (
+	// Required refuses to start on a kernel that cannot enforce every rule.
+	Required Mode = "required"
+	// BestEffort enforces what the kernel offers and reports what it lacks.
+	BestEffort Mode = "best-effort"
+	// Off runs user code unconfined.
+	Off Mode = "off"
+)
+
+// ParseMode reads a mode as operators write it.
+func ParseMode(s string) (Mode, error) {
+	switch m := Mode(strings.ToLower(strings.TrimSpace(s))); m {
+	case Required, BestEffort, Off:
+		return m, nil
+	case "besteffort", "best_effort":
+		return BestEffort, nil
+	}
+	return "", fmt.Errorf("%q is not one of required, best-effort, off", s)
+}
+
+// RequiredABI is the Landlock ABI that every rule needs: filesystem rules
+// (1), truncation (3), TCP (4), device ioctls (5), signal and
+// abstract-socket scoping (6).
+const RequiredABI = 6
+
+// Rule is one kind of confinement and the Landlock ABI it needs.
+type Rule struct {
+	Name string
+	ABI  int
+	What string
+}
+
+// Rules lists what the sandbox enforces, in the order `supervisor sandbox`
+// prints it.
+var Rules = []Rule{
+	{"filesystem", 1, "reads limited to the system, Python, the job's venv, package and input; writes to the job's own folders"},
+	{"ptrace", 1, "no ptrace of processes outside the job (part of every Landlock domain)"},
+	{"truncate", 3, "no truncating files outside the job's writable folders"},
+	{"tcp", 4, "no TCP connect or bind during a run; a build connects only to the package index ports"},
+	{"device-ioctl", 5, "no ioctl on devices outside the job's folders"},
+	{"signals", 6, "no signals to processes outside the job"},
+	{"abstract-sockets", 6, "no connecting to abstract UNIX sockets outside the job"},
+}
+
+// Support is what this kernel offers.
+type Support struct {
+	// ABI is the kernel's Landlock ABI; 0 when Landlock is absent or off.
+	ABI int
+	// Problem says why ABI is 0, when it is.
+	Problem string
+}
+
+// Probe asks the kernel which Landlock ABI it offers.
+func Probe() Support {
+	v, err := ll.LandlockGetABIVersion()
+	if err != nil {
+		return Support{Problem: "Landlock is not available: " + err.Error()}
+	}
+	if v <= 0 {
+		return Support{Problem: "Landlock is disabled in this kernel (lsm= boot parameter)"}
+	}
+	return Support{ABI: v}
+}
+
+// Missing lists the rules the kernel cannot enforce.
+func (s Support) Missing() []Rule {
+	var out []Rule
+	for _, r := range Rules {
+		if s.ABI < r.ABI {
+			out = append(out, r)
+		}
+	}
+	return out
+}
+
+// Enforced reports whether the kernel enforces the named rule.
+func (s Support) Enforced(name string) bool {
+	for _, r := range Rules {
+		if r.Name == name {
+			return s.ABI >= r.ABI
+		}
+	}
+	return false
+}
+
+// Check decides whether a supervisor may start in mode on this kernel. It
+// returns an error (naming the kernel's ABI, what is missing and the
+// setting) when mode is Required and a rule cannot be enforced, and
+// otherwise the warnings to log at start.
+func Check(mode Mode, s Support) (warnings []string, err error) {
+	missing := s.Missing()
+	switch mode {
+	case Off:
+		return []string{"ADE_WORKER_SANDBOX=off: configuration packages run unconfined, with every file, port and process this worker can reach"}, nil
+	case Required:
+		if len(missing) > 0 {
+			return nil, fmt.Errorf("sandbox: %s; ADE_WORKER_SANDBOX=required needs Landlock ABI %d; missing: %s; "+
+				"use a newer kernel with Landlock enabled, or set ADE_WORKER_SANDBOX=best-effort (or off) to run with less confinement",
+				s.describe(), RequiredABI, names(missing))
+		}
+		return nil, nil
+	case BestEffort:
+		if len(missing) > 0 {
+			return []string{fmt.Sprintf("ADE_WORKER_SANDBOX=best-effort: %s; not enforced: %s", s.describe(), names(missing))}, nil
+		}
+		return nil, nil
+	}
+	return nil, fmt.Errorf("sandbox: unknown mode %q", mode)
+}
+
+func (s Support) describe() string {
+	if s.ABI == 0 {
+		return "this kernel offers no Landlock (" + s.Problem + ")"
+	}
+	return fmt.Sprintf("this kernel offers Landlock ABI %d", s.ABI)
+}
+
+func names(rules []Rule) string {
+	out := make([]string, len(rules))
+	for i, r := range rules {
+		out[i] = fmt.Sprintf("%s (ABI %d)", r.Name, r.ABI)
+	}
+	return strings.Join(out, ", ")
+}
+
+// Policy is what the processes of one step may do. The jobrunner builds it
+// from the job spec; the shim applies it.
+type Policy struct {
+	Mode Mode `json:"mode"`
+	// Read are files and folders the step may read (and execute).
+	Read []string `json:"read,omitempty"`
+	// Write are files and folders the step may read, write, create in and
+	// remove from.
+	Write []string `json:"write,omitempty"`
+	// ConnectTCP are the TCP ports the step may connect to; no port may be
+	// bound.
+	ConnectTCP []uint16 `json:"connect_tcp,omitempty"`
+}
+
+// SystemRead are the system files every Python process needs: programs and
+// libraries, configuration (certificates, time zones, name service) and the
+// harmless devices. Everything else on the host (other tenants' data, the
+// database, /proc of other processes, /dev/shm) stays out of reach.
+var SystemRead = []string{"/usr", "/lib", "/lib64", "/lib32", "/libx32", "/bin", "/sbin", "/etc",
+	"/dev/urandom", "/dev/random", "/dev/zero", "/sys/devices/system/cpu"}
+
+// SystemWrite are the devices every process may write.
+var SystemWrite = []string{"/dev/null", "/dev/full"}
+
+// Apply confines this process and everything it starts from now on. It is
+// called by the shim right before exec. Paths that do not exist are
+// skipped: they cannot be reached anyway.
+func Apply(p Policy) error {
+	if p.Mode == Off || p.Mode == "" {
+		return nil
+	}
+	cfg := landlock.V6
+	if p.Mode == BestEffort {
+		cfg = cfg.BestEffort()
+	}
+	var rules []landlock.Rule
+	add := func(paths []string, write bool) {
+		dirs, files := split(paths)
+		if write {
+			rules = append(rules, landlock.RWDirs(dirs...).WithRefer().IgnoreIfMissing(), landlock.RWFiles(files...).IgnoreIfMissing())
+		} else {
+			rules = append(rules, landlock.RODirs(dirs...).IgnoreIfMissing(), landlock.ROFiles(files...).IgnoreIfMissing())
+		}
+	}
+	add(p.Read, false)
+	add(p.Write, true)
+	for _, port := range p.ConnectTCP {
+		rules = append(rules, landlock.ConnectTCP(port))
+	}
+	if err := cfg.Restrict(rules...); err != nil {
+		return fmt.Errorf("apply the sandbox: %w", err)
+	}
+	return nil
+}
+
+// split sorts paths into folders and other files (Landlock grants folder
+// rights only on folders), dropping missing ones and duplicates.
+func split(paths []string) (dirs, files []string) {
+	seen := map[string]bool{}
+	for _, p := range paths {
+		if p == "" || seen[p] {
+			continue
+		}
+		seen[p] = true
+		st, err := os.Stat(p)
+		switch {
+		case err != nil:
+		case st.IsDir():
+			dirs = append(dirs, p)
+		default:
+			files = append(files, p)
+		}
+	}
+	sort.Strings(dirs)
+	sort.Strings(files)
+	return dirs, files
+}
