@@ -4,6 +4,7 @@ package safepath
 
 import (
 	"errors"
+	"fmt"
 	"io"
 	"io/fs"
 	"os"
@@ -52,6 +53,13 @@ func removeEntry(dirfd int, name, full string) error {
 	if st.Mode&unix.S_IFMT != unix.S_IFDIR {
 		return unlink(dirfd, name, full, 0)
 	}
+	if st.Mode&0o700 != 0o700 {
+		// A job may leave a folder it cannot be emptied through (mode 000):
+		// give the owner its rights back first, on the folder itself.
+		if err := ownerRights(dirfd, name, st.Mode); err != nil {
+			return &os.PathError{Op: "chmod", Path: full, Err: err}
+		}
+	}
 	// A few rounds in case something is written into the folder meanwhile.
 	for round := 0; ; round++ {
 		fd, err := unix.Openat(dirfd, name, unix.O_RDONLY|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
@@ -94,6 +102,19 @@ func removeContents(dir *os.File) error {
 			return first
 		}
 	}
+}
+
+// ownerRights adds read, write and search for the owner to the folder name
+// in dirfd. The folder is opened without following a link (O_PATH needs no
+// rights on it) and changed through its descriptor's /proc entry, so a
+// folder swapped for a link meanwhile is never followed.
+func ownerRights(dirfd int, name string, mode uint32) error {
+	fd, err := unix.Openat(dirfd, name, unix.O_PATH|unix.O_DIRECTORY|unix.O_NOFOLLOW|unix.O_CLOEXEC, 0)
+	if err != nil {
+		return err
+	}
+	defer unix.Close(fd)
+	return unix.Chmod(fmt.Sprintf("/proc/self/fd/%d", fd), mode&0o7777|0o700)
 }
 
 func unlink(dirfd int, name, full string, flags int) error {
