@@ -1,0 +1,1 @@
+../engine/_adebuild.py
