@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"net"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -269,4 +270,131 @@ func TestSandboxEndsLeaks(t *testing.T) {
 		}
 		waitUntil(t, 10*time.Second, "the daemon of the SIGKILLed jobrunner to die", func() bool { return !alive(pid) })
 	})
+}
+
+// TestSandboxModesReport: `supervisor sandbox`, the start-up log, /readyz and
+// /metrics say what each ADE_WORKER_SANDBOX mode enforces on this kernel
+// (Landlock ABI 6 or more: everything but under off). Under off the hostile
+// package's attacks succeed, which shows the attack test would see a hole.
+func TestSandboxModesReport(t *testing.T) {
+	eachBackend(t, func(t *testing.T, backend string) {
+		for _, mode := range []string{"required", "best-effort", "off"} {
+			addr := freeAddr(t)
+			w := newWorld(t, backend, map[string]string{"ADE_WORKER_SANDBOX": mode, "ADE_WORKER_HTTP_ADDR": addr})
+			var doc struct {
+				Mode       string `json:"mode"`
+				KernelABI  int    `json:"kernel_abi"`
+				WouldStart bool   `json:"would_start"`
+				Rules      []struct {
+					Name     string `json:"name"`
+					Enforced bool   `json:"enforced"`
+				} `json:"rules"`
+			}
+			if err := json.Unmarshal([]byte(w.supervisor("sandbox", "--json")), &doc); err != nil {
+				t.Fatal(err)
+			}
+			text := w.supervisor("sandbox")
+			if doc.Mode != mode || doc.KernelABI < 6 || !doc.WouldStart || len(doc.Rules) < 7 {
+				t.Fatalf("%s: supervisor sandbox --json = %+v", mode, doc)
+			}
+			for _, r := range doc.Rules {
+				if r.Enforced != (mode != "off") {
+					t.Errorf("%s: rule %s enforced = %v", mode, r.Name, r.Enforced)
+				}
+			}
+			if mode == "off" && !strings.Contains(text, "off") || mode != "off" && strings.Contains(text, "NOT enforced") {
+				t.Errorf("%s: supervisor sandbox printed:\n%s", mode, text)
+			}
+
+			w.start()
+			r := waitReady(t, addr, 200, time.Minute)
+			reason := ""
+			for _, c := range r.Conditions {
+				if c.Name == "sandbox" {
+					reason = c.Reason
+				}
+			}
+			wantReason := mode + ": every rule enforced"
+			if mode == "off" {
+				wantReason = "off: not enforced: filesystem"
+			}
+			if !strings.HasPrefix(reason, wantReason) {
+				t.Errorf("%s: /readyz sandbox condition %q, want it to start with %q", mode, reason, wantReason)
+			}
+			want := 1.0
+			if mode == "off" {
+				want = 0
+			}
+			for _, rule := range []string{"filesystem", "tcp", "signals"} {
+				if got, ok := scrape(t, addr)[series("ade_worker_sandbox_enforced", "mode", mode, "rule", rule)]; !ok || got != want {
+					t.Errorf("%s: ade_worker_sandbox_enforced{rule=%q} = %v (present %v), want %v", mode, rule, got, ok, want)
+				}
+			}
+			if mode != "off" {
+				w.stopAll()
+				continue
+			}
+			w.stopAll()
+			log, _ := os.ReadFile(filepath.Join(w.dir, "supervisor-0.log"))
+			if !bytes.Contains(log, []byte("ADE_WORKER_SANDBOX=off: configuration packages run unconfined")) {
+				t.Errorf("off: no warning in the supervisor's log:\n%s", log)
+			}
+		}
+	})
+}
+
+// TestSandboxOffLetsAttacksThrough is the control of the attack test: with
+// ADE_WORKER_SANDBOX=off the same package reads another tenant's secret and
+// writes into another run, so the refusals seen with the sandbox on are the
+// sandbox's doing.
+func TestSandboxOffLetsAttacksThrough(t *testing.T) {
+	eachBackend(t, func(t *testing.T, backend string) {
+		w := newWorld(t, backend, map[string]string{"ADE_WORKER_SANDBOX": "off"})
+		secret := filepath.Join(w.dir, "secret-settings.env")
+		other := filepath.Join(w.dir, "other-run")
+		if err := os.MkdirAll(other, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(secret, []byte("x"), 0o600); err != nil {
+			t.Fatal(err)
+		}
+		// Stand-ins for the supervisor and another tenant's engine: the
+		// attacks stop, ptrace and kill them for real.
+		stand, victim := sleeper(t), sleeper(t)
+		w.start()
+		cfg := w.addConfig(hostilePackage(t, &hostileTargets{
+			SupervisorPID: stand.Process.Pid, DatabasePort: 5432, IndexPort: 443, AbstractSocket: abstractListener(t),
+			OtherDocument: secret, OtherOutput: secret, OtherRunDir: other, OtherVenvFile: filepath.Join(other, "venv-file"),
+			OtherEnginePID: victim.Process.Pid, SecretFile: secret,
+		}))
+		build := w.addBuild(cfg)
+		if b := w.waitFor("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
+			t.Fatalf("build = %+v (%s)", b, b.errText())
+		}
+		run := w.addRun(cfg, w.addDocument("hostile.csv", csv()))
+		if r := w.waitFor("runs", []string{run}, time.Minute)[run]; r.Status != "succeeded" {
+			t.Fatalf("run = %+v (%s)", r, r.errText())
+		}
+		rep := readReport(t, filepath.Join(w.runDir(run), "output", "hostile-report.json"))
+		for _, name := range []string{"read_secret", "write_other_run", "append_other_venv", "bind_tcp", "write_dev_shm"} {
+			if !rep.Attacks[name].OK {
+				t.Errorf("off: attack %s = %+v, want it to succeed unconfined", name, rep.Attacks[name])
+			}
+		}
+		if alive(victim.Process.Pid) {
+			t.Errorf("off: the victim process %d survived the attack's SIGKILL", victim.Process.Pid)
+		}
+	})
+}
+
+// sleeper starts a process that sleeps until the test ends.
+func sleeper(t *testing.T) *exec.Cmd {
+	t.Helper()
+	cmd := exec.Command("sleep", "600")
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	go func() { _ = cmd.Wait() }()
+	t.Cleanup(func() { _ = cmd.Process.Kill() })
+	return cmd
 }
