@@ -23,7 +23,8 @@ func TestLimitMessage(t *testing.T) {
 		want   string // a part of the message; "" for none
 	}{
 		{"output limit tripped while running", allLimits, stepResult{limit: limitOutput, exit: killed}, "output limit of 8 MB (ADE_WORKER_JOB_MAX_OUTPUT_MB)"},
-		{"process limit tripped", allLimits, stepResult{limit: limitProcesses, exit: killed}, "process limit of 20 (ADE_WORKER_JOB_MAX_PROCESSES)"},
+		{"process limit tripped", allLimits, stepResult{limit: limitProcesses, exit: killed}, "process limit of 20 processes and threads (ADE_WORKER_JOB_MAX_PROCESSES)"},
+		{"memory limit tripped while running", allLimits, stepResult{limit: limitMemory, exit: killed}, "memory limit of 256 MB (ADE_WORKER_JOB_MEMORY_MB)"},
 		{"clean exit names no limit even with a memory error in the tail", allLimits, stepResult{tail: "MemoryError"}, ""},
 		{"SIGXFSZ is the file-size limit", allLimits, stepResult{exit: procs.Exit{Code: -1, Signal: syscall.SIGXFSZ}}, "wrote a file larger than the output limit of 8 MB"},
 		{"Python's EFBIG is the file-size limit", allLimits, stepResult{exit: procs.Exit{Code: 1}, tail: "OSError: [Errno 27] File too large"}, "larger than the output limit"},

@@ -600,7 +600,7 @@ func sameSet(a, b []int) bool {
 const helperEnv = "ADE_PROCS_TEST_HELPER"
 
 func TestKillDescendants(t *testing.T) {
-	for _, scenario := range []string{"direct", "subreaper", "run-option"} {
+	for _, scenario := range []string{"direct", "subreaper", "run-option", "orphans"} {
 		t.Run(scenario, func(t *testing.T) {
 			t.Parallel()
 			exe, err := os.Executable()
@@ -685,6 +685,44 @@ func TestKillDescendantsHelper(t *testing.T) {
 			t.Fatalf("stdout %q, exit %+v", out.String(), exit)
 		}
 		checkGone(t, self, []int{daemon})
+	case "orphans":
+		// A supervisor's view: its jobrunners are Children; one dies by
+		// SIGKILL leaving a daemon, which becomes ours and is ended when
+		// that jobrunner is reaped, while the other jobrunner lives on.
+		if err := procs.BecomeSubreaper(); err != nil {
+			t.Fatal(err)
+		}
+		children := &procs.Children{}
+		ctx, stop := context.WithCancel(context.Background())
+		defer stop()
+		live := make(chan int, 1)
+		ended := make(chan struct{})
+		go func() {
+			defer close(ended)
+			c := sh("sleep 60")
+			c.Children, c.Started = children, func(pid int) { live <- pid }
+			_, _ = procs.Run(ctx, c)
+		}()
+		other := <-live
+		var out collect
+		c := sh("setsid sleep 60 >/dev/null 2>&1 & echo $!; kill -9 $$")
+		c.Children, c.Stdout = children, out.sink
+		if exit := run(t, context.Background(), c); exit.Signal != syscall.SIGKILL {
+			t.Fatalf("the dying jobrunner ended %+v, want SIGKILL", exit)
+		}
+		daemon, err := strconv.Atoi(strings.TrimSpace(out.String()))
+		if err != nil {
+			t.Fatalf("daemon pid %q", out.String())
+		}
+		if !waitFor(2*time.Second, func() bool { _, ok := readProc(daemon); return !ok }) {
+			p, _ := readProc(daemon)
+			t.Errorf("the orphaned daemon is left as %+v, want killed and reaped", p)
+		}
+		if !alive(other) {
+			t.Errorf("the other, live jobrunner %d was killed by the sweep", other)
+		}
+		stop()
+		<-ended
 	default:
 		t.Fatalf("unknown scenario %q", scenario)
 	}

@@ -41,7 +41,7 @@ func ParseMode(s string) (Mode, error) {
 	case "besteffort", "best_effort":
 		return BestEffort, nil
 	}
-	return "", fmt.Errorf("%q is not one of required, best-effort, off", s)
+	return "", fmt.Errorf("want required, best-effort or off, not %q", s)
 }
 
 // RequiredABI is the Landlock ABI that every rule needs: filesystem rules

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/urfave/cli/v2"
+
+	"github.com/ade-org/ade-worker/pkg/sandbox"
 )
 
 // load runs a cli.App with Flags in a fresh folder, with no ADE_* variable
@@ -86,6 +88,8 @@ func TestDefaults(t *testing.T) {
 		GCInterval:        time.Hour,
 		RunArtifactTTL:    30 * 24 * time.Hour,
 		VenvTTL:           30 * 24 * time.Hour,
+		Sandbox:           sandbox.Required,
+		BuildTCPPorts:     []uint16{443, 80},
 	}
 	if s.Installer != "pip" && !filepath.IsAbs(s.Installer) {
 		t.Errorf("Installer = %q, want pip or the path of uv", s.Installer)
@@ -165,6 +169,13 @@ func TestValues(t *testing.T) {
 				t.Setenv("PATH", filepath.Join(cwd(t), "bin"))
 			},
 			got: func(s *Settings) any { return s.Python }, want: func(d string) any { return filepath.Join(d, "bin/mypython") }},
+		{name: "sandbox best-effort", env: map[string]string{"ADE_WORKER_SANDBOX": "Best-Effort"},
+			got: func(s *Settings) any { return s.Sandbox }, want: func(string) any { return sandbox.BestEffort }},
+		{name: "build ports and extra read paths", env: map[string]string{"ADE_WORKER_BUILD_TCP_PORTS": " 8443, 3128 ", "ADE_WORKER_SANDBOX_READ": "/opt/wheels/,/srv/py"},
+			got:  func(s *Settings) any { return []any{s.BuildTCPPorts, s.SandboxRead} },
+			want: func(string) any { return []any{[]uint16{8443, 3128}, []string{"/opt/wheels", "/srv/py"}} }},
+		{name: "build ports may be none", env: map[string]string{"ADE_WORKER_BUILD_TCP_PORTS": ","},
+			got: func(s *Settings) any { return s.BuildTCPPorts }, want: func(string) any { return []uint16(nil) }},
 		{name: "build timeout fractional", env: map[string]string{"ADE_BUILD_TIMEOUT": "1.5"},
 			got: func(s *Settings) any { return s.BuildTimeout }, want: func(string) any { return 1500 * time.Millisecond }},
 		{name: "run timeout empty means no limit", env: map[string]string{"ADE_RUN_TIMEOUT_SECONDS": ""},
@@ -297,6 +308,10 @@ func TestBadValues(t *testing.T) {
 		{env: "ADE_WORKER_LOG_LEVEL", value: "verbose"},
 		{env: "ADE_LOG_LEVEL", value: "verbose"},
 		{env: "ADE_WORKER_LOG_FORMAT", value: "xml"},
+		{env: "ADE_WORKER_SANDBOX", value: "strict"},
+		{env: "ADE_WORKER_BUILD_TCP_PORTS", value: "443,https"},
+		{env: "ADE_WORKER_BUILD_TCP_PORTS", value: "70000"},
+		{env: "ADE_WORKER_SANDBOX_READ", value: "/opt/wheels,relative/path"},
 		{env: "ADE_WORKER_CONCURRENCY", args: []string{"--concurrency", "many"}, value: "many"},
 	}
 	for _, tt := range tests {

@@ -1,0 +1,123 @@
+package procs_test
+
+import (
+	"context"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"syscall"
+	"testing"
+
+	"github.com/ade-org/ade-worker/pkg/procs"
+	"github.com/ade-org/ade-worker/pkg/sandbox"
+)
+
+// TestSandboxedChild: the shim confines the child before exec: it reads
+// what the policy lists and nothing else, and what it writes lands only in
+// its writable folder.
+func TestSandboxedChild(t *testing.T) {
+	dir := t.TempDir()
+	allowed, denied := filepath.Join(dir, "allowed"), filepath.Join(dir, "denied")
+	for _, d := range []string{allowed, denied} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "f"), []byte("content"), 0o644); err != nil {
+			t.Fatal(err)
+		}
+	}
+	policy := &sandbox.Policy{Mode: sandbox.Required, Read: sandbox.SystemRead, Write: append([]string{allowed}, sandbox.SystemWrite...)}
+	for _, tc := range []struct {
+		script string
+		ok     bool
+	}{
+		{"cat " + allowed + "/f", true},
+		{"echo x > " + allowed + "/new", true},
+		{"cat " + denied + "/f", false},
+		{"echo x > " + denied + "/new", false},
+		{"cat /proc/1/environ", false},
+	} {
+		c := sh(tc.script)
+		c.Sandbox, c.LimitShim = policy, shim(t)
+		var out collect
+		c.Stderr = out.sink
+		exit, err := procs.Run(context.Background(), c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if (exit.Code == 0) != tc.ok {
+			t.Errorf("%q: %+v (%s), want success %v", tc.script, exit, out.String(), tc.ok)
+		}
+		if !tc.ok && !strings.Contains(out.String(), "Permission denied") {
+			t.Errorf("%q: stderr %q, want permission denied", tc.script, out.String())
+		}
+	}
+	if _, err := os.Stat(filepath.Join(denied, "new")); !os.IsNotExist(err) {
+		t.Errorf("the confined child wrote outside its folder: %v", err)
+	}
+}
+
+// TestNotDumpable: a process of the same unprivileged uid reads a normal
+// process's environment, and not a non-dumpable one's.
+func TestNotDumpable(t *testing.T) {
+	if os.Getenv(dumpHelperEnv) != "" {
+		return
+	}
+	if os.Getuid() != 0 {
+		t.Skip("needs root to run both processes as another uid")
+	}
+	base, err := os.MkdirTemp("", "procs-dump-")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer os.RemoveAll(base)
+	if err := os.Chmod(base, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	self := filepath.Join(base, "procs.test")
+	if out, err := exec.Command("cp", shim(t), self).CombinedOutput(); err != nil {
+		t.Fatalf("copy the test binary: %v %s", err, out)
+	}
+	cred := &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: 10001, Gid: 10001}}
+	for _, dumpable := range []bool{true, false} {
+		target := exec.Command(self, "-test.run=^TestNotDumpableHelper$")
+		target.Env = []string{dumpHelperEnv + "=" + strconv.FormatBool(dumpable), "ADE_SECRET=hunter2"}
+		target.SysProcAttr = cred
+		stdout, _ := target.StdoutPipe()
+		if err := target.Start(); err != nil {
+			t.Fatal(err)
+		}
+		buf := make([]byte, 16)
+		n, _ := stdout.Read(buf) // "ready": NotDumpable has run
+		reader := exec.Command("cat", "/proc/"+strconv.Itoa(target.Process.Pid)+"/environ")
+		reader.SysProcAttr = cred
+		out, readErr := reader.CombinedOutput()
+		_ = target.Process.Kill()
+		_ = target.Wait()
+		if string(buf[:n]) != "ready\n" {
+			t.Fatalf("helper said %q", buf[:n])
+		}
+		if got := strings.Contains(string(out), "hunter2"); got != dumpable {
+			t.Errorf("dumpable %v: same-uid read of environ = %q (%v), want secret visible %v", dumpable, out, readErr, dumpable)
+		}
+	}
+}
+
+const dumpHelperEnv = "ADE_PROCS_DUMP_HELPER"
+
+// TestNotDumpableHelper is the target process of TestNotDumpable.
+func TestNotDumpableHelper(t *testing.T) {
+	v := os.Getenv(dumpHelperEnv)
+	if v == "" {
+		t.Skip("runs only as TestNotDumpable's helper")
+	}
+	if v == "false" {
+		if err := procs.NotDumpable(); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Stdout.WriteString("ready\n")
+	select {}
+}
