@@ -11,6 +11,9 @@
 #   1. as the image's user (uid 10001), read-only root filesystem: migrate,
 #      enqueue a configuration, documents, a build and runs, work the queue
 #      with --exit-when-idle, check the rows;
+#   1b. the hostile configuration package (test/hostile) in the image as uid
+#      10001: every attack of its build and its run is refused by the
+#      sandbox, its own work succeeds;
 #   2. `docker stop` of a supervisor with a running job exits 0 within the
 #      grace and hands the job back (queued, attempt not counted); the
 #      healthcheck (`supervisor health`) turns healthy first;
@@ -134,6 +137,65 @@ test_jobs_in_image() {
   DB_JOBS=$db VOL_JOBS=$vol CFG_JOBS=$cfg
 }
 
+test_hostile_in_image() {
+  say "1b. a hostile configuration package in the image as uid 10001"
+  local out
+  # The package with its backend file itself, not the repository's link.
+  cp -rL test/hostile "$WORK/hostile"
+  # In the container: the supervisor and a process standing for another
+  # tenant's engine start first, so the package can aim at their pids; it
+  # attacks from its install code (the build) and its import (the run).
+  out=$(ct_run "$DB_JOBS" "$VOL_JOBS" -v "$WORK/hostile:/hostile-src:ro" --entrypoint sh "$IMAGE" -ec '
+    supervisor 2>/tmp/sup.log & sup=$!
+    sleep 600 & victim=$!
+    cp -r /hostile-src /tmp/hostile
+    other_doc=$(find /data/workspaces/ws1/documents -type f | head -1)
+    other_out=$(find /data/workspaces/ws1/runs -path "*/output/*" -type f | head -1)
+    other_venv=$(find /data/venvs/ws1 -path "*site-packages/ade_engine/__init__.py" | head -1)
+    printf "{\"supervisor_pid\": %d, \"database_port\": 5432, \"index_port\": 443, \"abstract_socket\": \"ade-ct-none\", \"other_document\": \"%s\", \"other_output\": \"%s\", \"other_run_dir\": \"%s\", \"other_venv_file\": \"%s\", \"other_engine_pid\": %d, \"secret_file\": \"/proc/1/environ\"}" \
+      "$sup" "$other_doc" "$other_out" "$(dirname "$other_out")" "$other_venv" "$victim" >/tmp/hostile/targets.json
+    cfg=$(supervisor enqueue configuration --workspace wsh --from /tmp/hostile)
+    supervisor enqueue build --workspace wsh --configuration "$cfg" >/dev/null
+    doc=$(supervisor enqueue document --workspace wsh --file /usr/local/share/ade-worker/samples/minimal.csv)
+    run=$(supervisor enqueue run --workspace wsh --configuration "$cfg" --document "$doc")
+    for _ in $(seq 300); do
+      st=$(supervisor inspect --json "$run" | grep -o "\"status\": *\"[a-z]*\"" | head -1 | grep -o "[a-z]*\"\$" | tr -d "\"")
+      case "$st" in succeeded|failed|cancelled) break ;; esac
+      sleep 1
+    done
+    kill -TERM "$sup"; wait "$sup" || true
+    kill -0 "$victim" || { echo "victim killed"; exit 1; }
+    echo "status $st"
+    cat /data/venvs/wsh/*/*/.venv/hostile-build-report.json; echo
+    cat /data/workspaces/wsh/runs/$run/output/hostile-report.json' 2>"$WORK/hostile.log") ||
+    { cat "$WORK/hostile.log" >&2; echo "$out" >&2; die "the hostile package in the image"; }
+  echo "$out" | head -1 | grep -qx "status succeeded" || { echo "$out" >&2; die "the hostile run did not succeed"; }
+  echo "$out" | tail -n +2 | python3 -c '
+import json, sys
+text = sys.stdin.read()
+dec, pos, reports = json.JSONDecoder(), 0, []
+while pos < len(text):
+    if text[pos].isspace():
+        pos += 1
+        continue
+    obj, pos = dec.raw_decode(text, pos)
+    reports.append(obj)
+assert len(reports) == 2, "want the build and the run report, got %d" % len(reports)
+bad = []
+for job, rep in zip(("build", "run"), reports):
+    for name, r in rep["attacks"].items():
+        if r["ok"] or r.get("errno") not in (1, 13):
+            bad.append("%s %s: %s" % (job, name, r))
+    for name, r in rep["legit"].items():
+        if not r["ok"] and not (name == "connect_index_port" and r.get("errno") == 111):
+            bad.append("%s legit %s: %s" % (job, name, r))
+if bad:
+    sys.exit("not refused / not allowed:\n" + "\n".join(bad))
+print("%d build and %d run attacks refused" % (len(reports[0]["attacks"]), len(reports[1]["attacks"])))
+' >"$WORK/hostile.check" 2>&1 || { cat "$WORK/hostile.check" >&2; die "the sandbox in the image"; }
+  say "1b. ok: $(cat "$WORK/hostile.check"); the other process lives; uid 10001, read-only root"
+}
+
 run_field() { q "$DB_JOBS" "SELECT $2 FROM runs WHERE id = '$1'"; }
 run_is() { [ "$(run_field "$1" status)" = "$2" ]; }
 health_is() { [ "$(docker inspect -f '{{.State.Health.Status}}' "$1")" = "$2" ]; }
@@ -233,6 +295,7 @@ else
   say "image built"
 fi
 test_jobs_in_image
+test_hostile_in_image
 test_stop_hands_back
 test_compose_three_supervisors
 say "all container tests passed in $((SECONDS - T0)) s"
