@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/eventlog"
+	"github.com/ade-org/ade-worker/pkg/store"
 )
 
 // TestBuildAndRuns is the main path: a build goes queued -> ready with a real
@@ -104,6 +105,23 @@ func TestBuildAndRuns(t *testing.T) {
 		if r := w.waitFor("runs", []string{twinRun}, time.Minute)[twinRun]; r.Status != "succeeded" {
 			t.Errorf("run on the reused environment = %+v (%s)", r, r.errText())
 		}
+
+		// Another workspace's twin reuses it too, but by copy: no file of
+		// one tenant's venv may be a file of another's.
+		home := w.ws
+		w.ws = "ws-other-" + store.NewID()[:8]
+		otherCfg := w.addConfig("")
+		other := w.addBuild(otherCfg)
+		if b := w.waitFor("builds", []string{other}, time.Minute)[other]; b.Status != "ready" {
+			t.Fatalf("other workspace's twin build = %+v (%s)", b, b.errText())
+		}
+		w.query(&twinSummary, `SELECT summary FROM builds WHERE id = ?`, other)
+		otherCfgFile, errC := os.Stat(filepath.Join(w.buildDir(otherCfg, other), ".venv", "pyvenv.cfg"))
+		if !strings.HasPrefix(twinSummary, "Reused a ready environment") || errC != nil || os.SameFile(firstCfg, otherCfgFile) {
+			t.Errorf("other workspace's twin: summary %q, stat %v, hard link of the first %v: want a reuse by copy",
+				twinSummary, errC, errC == nil && os.SameFile(firstCfg, otherCfgFile))
+		}
+		w.ws = home
 	})
 }
 
