@@ -6,7 +6,7 @@
 #
 # VERSION (env, or the Dockerfile's build ARG) is stamped into both binaries;
 # unset or empty means `git describe`, else "dev" (the image build has no .git).
-# cgo is required: gorm.io/driver/sqlite uses mattn/go-sqlite3.
+# cgo is required for the supervisor: gorm.io/driver/sqlite uses mattn/go-sqlite3.
 set -euo pipefail
 
 if [ $# -ne 1 ] || [ -z "$1" ]; then
@@ -25,5 +25,8 @@ mkdir -p "$OUT"
 echo "build-binaries: version $VERSION -> $OUT" >&2
 # urfave_cli_no_docs drops the man-page and Markdown generators (and their
 # package initialisation, which every short-lived jobrunner would pay for).
-CGO_ENABLED=1 go build -trimpath -tags urfave_cli_no_docs -ldflags "-s -w -X main.version=$VERSION" \
-  -o "$OUT/" ./cmd/supervisor ./cmd/jobrunner
+flags=(-trimpath -tags urfave_cli_no_docs -ldflags "-s -w -X main.version=$VERSION")
+CGO_ENABLED=1 go build "${flags[@]}" -o "$OUT/" ./cmd/supervisor
+# The jobrunner needs no cgo: static, it starts faster (it runs twice per job
+# step, as itself and as the exec-with-limits shim).
+CGO_ENABLED=0 go build "${flags[@]}" -o "$OUT/" ./cmd/jobrunner

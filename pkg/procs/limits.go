@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -47,6 +48,9 @@ func shimArgs(limits []Rlimit, policy *sandbox.Policy, path string, args []strin
 // ExecWithLimits is the shim's main: args are what follows LimitShimArg.
 // It only returns on failure.
 func ExecWithLimits(args []string) error {
+	// The sandbox confines this thread only, and exec must then come from
+	// it: this goroutine never leaves it.
+	runtime.LockOSThread()
 	var limits []Rlimit
 	var policy *sandbox.Policy
 	for len(args) > 0 && args[0] != "--" {

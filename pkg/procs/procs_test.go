@@ -756,7 +756,9 @@ func TestMain(m *testing.M) {
 }
 
 // shim is the test binary, which execs commands with limits (see TestMain).
-func shim(t *testing.T) string {
+func shim(t *testing.T) string { return shimPath(t) }
+
+func shimPath(t testing.TB) string {
 	exe, err := os.Executable()
 	if err != nil {
 		t.Fatal(err)
