@@ -25,10 +25,12 @@ import (
 	"github.com/ade-org/ade-worker/pkg/supervisor"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version is set at build time with -ldflags "-X main.version=..."; main
+// falls back to what Go recorded (resolveVersion).
+var version = ""
 
 func main() {
+	version = resolveVersion(version)
 	app := &cli.App{
 		Name:  "supervisor",
 		Usage: "run the ADE job queue (builds and runs) against the database",

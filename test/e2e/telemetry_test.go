@@ -162,7 +162,7 @@ func TestMetricsMatchDatabase(t *testing.T) {
 				m[series("ade_worker_queue_jobs", "kind", "run", "state", "ready")] == 1 &&
 				m[series("ade_worker_queue_jobs", "kind", "run", "state", "delayed")] == 1
 		})
-		if got := m[series("ade_worker_jobs_running", "kind", "run")]; got != 2 {
+		if got := m[series("ade_worker_job_running", "kind", "run")]; got != 2 {
 			t.Errorf("jobs_running{run} = %v while 2 runs run here", got)
 		}
 		if age := m[series("ade_worker_queue_oldest_ready_age_seconds", "kind", "run")]; age <= 0 || age > 120 {
@@ -192,21 +192,21 @@ func checkFinishedMetrics(t *testing.T, w *world, addr string, runs []string) {
 		t.Fatalf("rows: %+v, want 3 succeeded, 2 failed, 6 attempts", db)
 	}
 	finished := func(m map[string]float64, outcome string) float64 {
-		return m[series("ade_worker_jobs_finished_total", "kind", "run", "outcome", outcome)]
+		return m[series("ade_worker_job_finished_total", "kind", "run", "outcome", outcome)]
 	}
 	var m map[string]float64
 	// The last job's goroutine records its end just after its row commits,
 	// and the queue gauges are read at most every 5 s.
 	waitUntil(t, 30*time.Second, "metrics to settle", func() bool {
 		m = scrape(t, addr)
-		return m[series("ade_worker_jobs_running", "kind", "run")] == 0 &&
+		return m[series("ade_worker_job_running", "kind", "run")] == 0 &&
 			m[series("ade_worker_queue_jobs", "kind", "run", "state", "running")] == 0 &&
 			m[series("ade_worker_queue_jobs", "kind", "run", "state", "ready")] == 0
 	})
 	want := map[string]float64{
-		series("ade_worker_jobs_claimed_total", "kind", "run"):                                 float64(db.Attempts),
-		series("ade_worker_jobs_claimed_total", "kind", "build"):                               1,
-		series("ade_worker_jobs_finished_total", "kind", "build", "outcome", "succeeded"):      1,
+		series("ade_worker_job_claimed_total", "kind", "run"):                                 float64(db.Attempts),
+		series("ade_worker_job_claimed_total", "kind", "build"):                               1,
+		series("ade_worker_job_finished_total", "kind", "build", "outcome", "succeeded"):      1,
 		series("ade_worker_job_wait_seconds_count", "kind", "run"):                             float64(db.Attempts),
 		series("ade_worker_job_duration_seconds_count", "kind", "run", "outcome", "succeeded"): float64(db.Succeeded),
 		series("ade_worker_job_duration_seconds_count", "kind", "run", "outcome", "failed"):    float64(db.Failed),
@@ -481,14 +481,14 @@ func TestMetricsLeaseLostAndExpired(t *testing.T) {
 		var m map[string]float64
 		waitUntil(t, 30*time.Second, "the run's end in the metrics", func() bool {
 			m = scrape(t, addr)
-			return m[series("ade_worker_jobs_running", "kind", "run")] == 0
+			return m[series("ade_worker_job_running", "kind", "run")] == 0
 		})
 		want := map[string]float64{
-			series("ade_worker_jobs_claimed_total", "kind", "run"):                           2,
-			series("ade_worker_jobs_finished_total", "kind", "run", "outcome", "lease_lost"): 1,
-			series("ade_worker_jobs_finished_total", "kind", "run", "outcome", "succeeded"):  1,
-			series("ade_worker_jobs_finished_total", "kind", "run", "outcome", "retried"):    0,
-			series("ade_worker_leases_expired_total", "action", "requeued", "kind", "run"):   1,
+			series("ade_worker_job_claimed_total", "kind", "run"):                           2,
+			series("ade_worker_job_finished_total", "kind", "run", "outcome", "lease_lost"): 1,
+			series("ade_worker_job_finished_total", "kind", "run", "outcome", "succeeded"):  1,
+			series("ade_worker_job_finished_total", "kind", "run", "outcome", "retried"):    0,
+			series("ade_worker_lease_expired_total", "action", "requeued", "kind", "run"):   1,
 		}
 		for k, v := range want {
 			if m[k] != v {
