@@ -62,7 +62,8 @@ func (Nop) GCRemoved(string, int)                           {}
 func (Nop) Wakeups(bool)                                    {}
 
 // Label values every series is made with at start, so each counter and
-// gauge reads 0, not "no data", before its first event.
+// gauge reads 0, not "no data", before its first event (and each histogram
+// is listed, so dashboards and rules can be checked against a scrape).
 var (
 	kinds        = []string{"build", "run"}
 	dbOps        = []string{"claim", "heartbeat", "write", "cleanup", "probe", "queue_stats"}
@@ -131,8 +132,10 @@ func NewMetrics(info Info, queue QueueReader, queueEvery time.Duration) *Metrics
 	for _, kind := range kinds {
 		m.running.WithLabelValues(kind)
 		m.claimed.WithLabelValues(kind)
+		m.wait.WithLabelValues(kind)
 		for _, o := range outcomes {
 			m.finished.WithLabelValues(kind, o)
+			m.duration.WithLabelValues(kind, o)
 		}
 		for _, a := range leaseActions {
 			m.expired.WithLabelValues(kind, a)
