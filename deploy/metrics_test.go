@@ -8,6 +8,7 @@ package deploy_test
 import (
 	"bytes"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"net"
@@ -26,11 +27,16 @@ import (
 	"github.com/prometheus/common/model"
 )
 
-// fresh is one scrape of a supervisor that has claimed nothing.
-var fresh map[string]*dto.MetricFamily
+// fresh is one scrape of a supervisor that has claimed nothing, and
+// startLog what it logged until then (JSON lines).
+var (
+	fresh    map[string]*dto.MetricFamily
+	startLog string
+)
 
 func TestMain(m *testing.M) {
-	families, err := scrapeFreshSupervisor()
+	families, logs, err := scrapeFreshSupervisor()
+	startLog = logs
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "deploy tests:", err)
 		os.Exit(1)
@@ -41,8 +47,14 @@ func TestMain(m *testing.M) {
 
 // scrapeFreshSupervisor builds both binaries with a plain go build (no
 // -ldflags), migrates a new SQLite database, starts the supervisor, waits
-// for /readyz and returns one scrape of /metrics.
-func scrapeFreshSupervisor() (map[string]*dto.MetricFamily, error) {
+// for /readyz and returns one scrape of /metrics and the log so far.
+func scrapeFreshSupervisor() (map[string]*dto.MetricFamily, string, error) {
+	var logs bytes.Buffer
+	families, err := scrapeInto(&logs)
+	return families, logs.String(), err
+}
+
+func scrapeInto(logs *bytes.Buffer) (map[string]*dto.MetricFamily, error) {
 	dir, err := os.MkdirTemp("", "ade-deploy-test-")
 	if err != nil {
 		return nil, err
@@ -73,9 +85,8 @@ func scrapeFreshSupervisor() (map[string]*dto.MetricFamily, error) {
 	if out, err := migrate.CombinedOutput(); err != nil {
 		return nil, fmt.Errorf("supervisor migrate: %v\n%s", err, out)
 	}
-	var logs bytes.Buffer
 	sup := exec.Command(filepath.Join(bin, "supervisor"))
-	sup.Env, sup.Stderr = env, &logs
+	sup.Env, sup.Stderr = env, logs
 	if err := sup.Start(); err != nil {
 		return nil, err
 	}
@@ -218,6 +229,26 @@ func exported(name string) bool {
 		}
 	}
 	return false
+}
+
+// The supervisor logs its worst-case shutdown at start, so an operator can
+// size a platform's grace period from the log: 30 s grace + 5 s kill grace +
+// 15 s lease with the defaults.
+func TestStartLogNamesWorstCaseShutdown(t *testing.T) {
+	for _, line := range strings.Split(startLog, "\n") {
+		var entry struct {
+			Message string   `json:"message"`
+			Worst   *float64 `json:"worst_case_shutdown_seconds"`
+		}
+		if json.Unmarshal([]byte(line), &entry) != nil || entry.Message != "supervisor started" {
+			continue
+		}
+		if entry.Worst == nil || *entry.Worst != 50 {
+			t.Errorf("supervisor started: worst_case_shutdown_seconds %v, want 50: %s", entry.Worst, line)
+		}
+		return
+	}
+	t.Errorf("no \"supervisor started\" line in:\n%s", startLog)
 }
 
 func value(m *dto.Metric) float64 {
