@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"os"
 	"time"
 
@@ -126,4 +127,12 @@ func QueueReader(st *store.Store) telemetry.QueueReader {
 		}
 		return out, nil
 	}
+}
+
+// ignore is err unless it is target: for DBOp, which counts failures only.
+func ignore(err, target error) error {
+	if errors.Is(err, target) {
+		return nil
+	}
+	return err
 }

@@ -1,7 +1,6 @@
 package supervisor
 
 import (
-	"errors"
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/settings"
@@ -19,12 +18,4 @@ const childKillGrace = 5 * time.Second
 // must be longer, or its SIGKILL can land mid-write.
 func ShutdownBound(cfg *settings.Settings) time.Duration {
 	return cfg.ShutdownGrace + childKillGrace + cfg.LeaseSeconds
-}
-
-// ignore is err unless it is target.
-func ignore(err, target error) error {
-	if errors.Is(err, target) {
-		return nil
-	}
-	return err
 }
