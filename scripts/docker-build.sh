@@ -3,6 +3,10 @@
 #
 #   scripts/docker-build.sh [--local-bases] [TAG]      (TAG: ade-worker:local)
 #
+# The image is also tagged ade-worker:VERSION (the version stamped into the
+# binaries), the tag to pin in deploy/kubernetes's kustomization (never
+# :latest): kustomize edit set image ade-worker=REGISTRY/ade-worker:VERSION.
+#
 # Plain: `docker build` with the Dockerfile's default bases (golang and python
 # images from Docker Hub). --local-bases: no registry needed. Two bookworm
 # bases are made with debootstrap from a Debian mirror (root, a minute each)
@@ -61,7 +65,8 @@ go_setup() {
   cp /etc/ssl/certs/ca-certificates.crt "$1/etc/ssl/certs/ca-certificates.crt"
 }
 
-args=(--network host --build-arg "VERSION=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}")
+VERSION=${VERSION:-$(git describe --tags --always --dirty 2>/dev/null || echo dev)}
+args=(--network host --build-arg "VERSION=$VERSION")
 if [ "$LOCAL" = 1 ]; then
   make_base "$GO_BASE" gcc,libc6-dev,ca-certificates go_setup GOTOOLCHAIN=local &
   make_base "$PY_BASE" python3,python3-venv,python3-pip,ca-certificates,tini &
@@ -74,4 +79,7 @@ say "docker build -t $TAG ${args[*]}"
 log=$(mktemp)
 docker build -t "$TAG" "${args[@]}" . >"$log" 2>&1 || { tail -40 "$log" >&2; rm -f "$log"; say "build failed"; exit 1; }
 rm -f "$log"
-say "built $TAG"
+# A Docker tag allows [A-Za-z0-9_.-]; git describe gives that already.
+VERSION_TAG=ade-worker:$(printf '%s' "$VERSION" | tr -c 'A-Za-z0-9_.-' '-')
+docker tag "$TAG" "$VERSION_TAG"
+say "built $TAG (also $VERSION_TAG: pin that one in your kustomize overlay)"

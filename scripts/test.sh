@@ -16,3 +16,5 @@ go test -count=1 -timeout 50m -parallel 4 "$@" ./...
 # The Kubernetes manifests' test is its own module (k8s.io and KEDA stay out
 # of the worker's dependencies): strict decoding and the KEDA query on PostgreSQL.
 (cd deploy/kubernetes && go vet ./... && go test -count=1 -timeout 10m ./...)
+# The alert rules: promtool's syntax check and their unit tests.
+bash scripts/check-alerts.sh

@@ -27,8 +27,9 @@ import (
 	"github.com/ade-org/ade-worker/pkg/telemetry"
 )
 
-// version is set at build time with -ldflags "-X main.version=...".
-var version = "dev"
+// version is set at build time with -ldflags "-X main.version=..."; main
+// falls back to what Go recorded (resolveVersion).
+var version = ""
 
 func main() {
 	// No process of this uid (a job's code) may read the database URL from
@@ -37,6 +38,7 @@ func main() {
 		fmt.Fprintln(os.Stderr, "supervisor: cannot make this process non-dumpable:", err)
 		os.Exit(1)
 	}
+	version = resolveVersion(version)
 	app := &cli.App{
 		Name:  "supervisor",
 		Usage: "run the ADE job queue (builds and runs) against the database",

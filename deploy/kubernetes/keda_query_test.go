@@ -3,6 +3,10 @@ package kubernetes_test
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"net/url"
+	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -76,19 +80,76 @@ func (q *queueRows) claim(n int) {
 	}
 }
 
+// kedaRole creates the role of keda-role.sql, under a name of its own, in
+// the database of dbURL, and returns the URL that logs in as it. The role is
+// dropped when the test ends.
+func kedaRole(t *testing.T, dbURL string) string {
+	t.Helper()
+	script, err := os.ReadFile("keda-role.sql")
+	if err != nil {
+		t.Fatal(err)
+	}
+	u, err := url.Parse(dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	dbName := strings.TrimPrefix(u.Path, "/")
+	role := fmt.Sprintf("ade_keda_%d", time.Now().UnixNano())
+	admin, err := sql.Open("pgx", dbURL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		// Revokes its grants (the database's too), so the role can go.
+		for _, stmt := range []string{"DROP OWNED BY " + role, "DROP ROLE " + role} {
+			if _, err := admin.Exec(stmt); err != nil {
+				t.Errorf("%s: %v", stmt, err)
+			}
+		}
+		admin.Close()
+	})
+	sqlText := strings.ReplaceAll(string(script), "ade_keda", role)
+	sqlText = strings.ReplaceAll(sqlText, "ON DATABASE ade ", "ON DATABASE "+dbName+" ")
+	var lines []string
+	for _, l := range strings.Split(sqlText, "\n") {
+		if !strings.HasPrefix(strings.TrimSpace(l), "--") {
+			lines = append(lines, l)
+		}
+	}
+	for _, stmt := range strings.Split(strings.Join(lines, "\n"), ";") {
+		if stmt = strings.TrimSpace(stmt); stmt == "" {
+			continue
+		}
+		if _, err := admin.Exec(stmt); err != nil {
+			t.Fatalf("keda-role.sql: %s: %v", stmt, err)
+		}
+	}
+	u.User = url.UserPassword(role, "change-me")
+	return u.String()
+}
+
 // TestKEDAQueryReplicas runs scaledobject.yaml's query the way KEDA's
-// postgresql scaler does (pgx, one float64) after each step of a queue's
-// life and checks the replica count that value yields.
+// postgresql scaler does (pgx, one float64), logged in as the read-only
+// role of keda-role.sql, after each step of a queue's life, and checks the
+// replica count that value yields with the base's targetQueryValue
+// (ADE_WORKER_CONCURRENCY, 4).
 func TestKEDAQueryReplicas(t *testing.T) {
-	so := load(t).scaledObject
+	so := render(t, ".").scaledObject
 	query := trigger(t, so).Metadata["query"]
 	dbURL := pgtemp.ForTest(t, "ade_keda")
 	q := newQueueRows(t, dbURL)
-	db, err := sql.Open("pgx", dbURL)
+	db, err := sql.Open("pgx", kedaRole(t, dbURL))
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer db.Close()
+	// Least privilege holds: the role reads the queue, and nothing else.
+	if _, err := db.ExecContext(q.ctx, `UPDATE runs SET status = 'queued' WHERE false`); err == nil {
+		t.Error("the KEDA role may write runs")
+	}
+	if _, err := db.ExecContext(q.ctx, `SELECT count(*) FROM documents`); err == nil {
+		t.Error("the KEDA role may read documents")
+	}
 
 	step := func(what string, wantValue float64, wantReplicas int) {
 		t.Helper()
@@ -104,23 +165,23 @@ func TestKEDAQueryReplicas(t *testing.T) {
 	}
 	step("empty queue", 0, 0)
 	q.enqueueBuild()
-	step("one build queued", 0.25, 1)
+	step("one build queued", 1, 1)
 	q.enqueueRuns(3, time.Time{})
-	step("+3 runs waiting for that build (not claimable yet)", 0.25, 1)
+	step("+3 runs waiting for that build (not claimable yet)", 1, 1)
 	q.exec(`UPDATE builds SET status = 'ready' WHERE id = ?`, q.build)
-	step("build ready: 3 runs due", 0.75, 1)
+	step("build ready: 3 runs due", 3, 1)
 	q.enqueueRuns(6, time.Time{})
 	q.enqueueRuns(5, time.Now().Add(time.Hour))
-	step("+6 runs due, +5 backing off for an hour", 2.25, 3)
+	step("+6 runs due, +5 backing off for an hour", 9, 3)
 	q.claim(4)
-	step("4 of the 9 due runs claimed (running)", 2.25, 3)
+	step("4 of the 9 due runs claimed (running)", 9, 3)
 	q.exec(`UPDATE runs SET status = 'succeeded' WHERE status = 'queued' AND available_at <= now()`)
-	step("the 5 queued due runs done, 4 still running", 1, 1)
+	step("the 5 queued due runs done, 4 still running", 4, 1)
 	q.exec(`UPDATE runs SET status = 'succeeded' WHERE id IN (SELECT id FROM runs WHERE status = 'running' LIMIT 3)`)
-	step("one run still running, nothing due: never zero", 0.25, 1)
+	step("one run still running, nothing due: never zero", 1, 1)
 	q.exec(`UPDATE runs SET status = 'succeeded' WHERE status = 'running'`)
 	step("nothing running, only runs backing off", 0, 0)
 	q.exec(`UPDATE runs SET available_at = now() WHERE status = 'queued'`)
 	q.enqueueRuns(60, time.Time{})
-	step("65 runs due: capped at maxReplicaCount", 16.25, 10)
+	step("65 runs due: capped at maxReplicaCount", 65, 10)
 }

@@ -1,54 +1,89 @@
-// Package kubernetes_test checks the manifests in this folder: each decodes
-// strictly into the API type its kind names (an unknown or misspelt field
-// fails), they refer to each other consistently, and the KEDA query, run
-// against a real PostgreSQL database with known rows, yields the replica
-// counts the README promises. Its own module keeps k8s.io and KEDA out of
-// the worker's dependencies.
+// Package kubernetes_test checks the kustomize base in this folder and the
+// example overlay (../overlays/example), rendered with kustomize's own Go
+// API: every object decodes strictly into the API type its kind names (an
+// unknown or misspelt field fails), they refer to each other consistently,
+// the settings and the pod spec agree (grace, memory, storage, probes), and
+// the KEDA query, run against a real PostgreSQL database with known rows as
+// the read-only role of keda-role.sql, yields the replica counts the README
+// promises. Its own module keeps k8s.io, KEDA and kustomize out of the
+// worker's dependencies.
 package kubernetes_test
 
 import (
 	"fmt"
 	"os"
-	"path/filepath"
-	"regexp"
+	"reflect"
 	"slices"
 	"strconv"
+	"strings"
 	"testing"
+	"time"
 
 	kedav1alpha1 "github.com/kedacore/keda/v2/apis/keda/v1alpha1"
+	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
+	"github.com/urfave/cli/v2"
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
+	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/kustomize/api/krusty"
+	"sigs.k8s.io/kustomize/kyaml/filesys"
 	"sigs.k8s.io/yaml"
+
+	"github.com/ade-org/ade-worker/pkg/settings"
+	"github.com/ade-org/ade-worker/pkg/supervisor"
 )
 
-// manifests holds every object of the folder, decoded.
+// renders are the kustomizations the checks run on: the base and the
+// example overlay.
+var renders = []string{".", "../overlays/example"}
+
+// manifests holds every object of one rendered kustomization, decoded.
 type manifests struct {
-	deployment   *appsv1.Deployment
-	job          *batchv1.Job
-	secret       *corev1.Secret
-	configMap    *corev1.ConfigMap
-	pvcs         []*corev1.PersistentVolumeClaim
-	pdb          *policyv1.PodDisruptionBudget
-	scaledObject *kedav1alpha1.ScaledObject
-	triggerAuth  *kedav1alpha1.TriggerAuthentication
+	deployment     *appsv1.Deployment
+	job            *batchv1.Job
+	secrets        []*corev1.Secret
+	configMap      *corev1.ConfigMap
+	serviceAccount *corev1.ServiceAccount
+	pvcs           []*corev1.PersistentVolumeClaim
+	pdb            *policyv1.PodDisruptionBudget
+	networkPolicy  *networkingv1.NetworkPolicy
+	scaledObject   *kedav1alpha1.ScaledObject
+	triggerAuth    *kedav1alpha1.TriggerAuthentication
+	prometheusRule *monitoringv1.PrometheusRule
 }
 
-// slots maps each apiVersion/kind the folder may hold to the field of m its
-// objects decode into: a new kind is a field above and a line here.
+// slots maps each apiVersion/kind the kustomization may hold to the field
+// of m its objects decode into: a new kind is a field above and a line here.
 func (m *manifests) slots() map[string]slot {
 	return map[string]slot{
-		"apps/v1/Deployment":                     one(&m.deployment),
-		"batch/v1/Job":                           one(&m.job),
-		"v1/Secret":                              one(&m.secret),
-		"v1/ConfigMap":                           one(&m.configMap),
-		"v1/PersistentVolumeClaim":               many(&m.pvcs),
-		"policy/v1/PodDisruptionBudget":          one(&m.pdb),
-		"keda.sh/v1alpha1/ScaledObject":          one(&m.scaledObject),
-		"keda.sh/v1alpha1/TriggerAuthentication": one(&m.triggerAuth),
+		"apps/v1/Deployment":                      one(&m.deployment),
+		"batch/v1/Job":                            one(&m.job),
+		"v1/Secret":                               many(&m.secrets),
+		"v1/ConfigMap":                            one(&m.configMap),
+		"v1/ServiceAccount":                       one(&m.serviceAccount),
+		"v1/PersistentVolumeClaim":                many(&m.pvcs),
+		"policy/v1/PodDisruptionBudget":           one(&m.pdb),
+		"networking.k8s.io/v1/NetworkPolicy":      one(&m.networkPolicy),
+		"keda.sh/v1alpha1/ScaledObject":           one(&m.scaledObject),
+		"keda.sh/v1alpha1/TriggerAuthentication":  one(&m.triggerAuth),
+		"monitoring.coreos.com/v1/PrometheusRule": one(&m.prometheusRule),
 	}
+}
+
+// secret is the Secret named name.
+func (m *manifests) secret(t *testing.T, name string) *corev1.Secret {
+	t.Helper()
+	for _, s := range m.secrets {
+		if s.Name == name {
+			return s
+		}
+	}
+	t.Fatalf("no Secret %s", name)
+	return nil
 }
 
 // slot is where load puts the objects of one kind.
@@ -72,7 +107,7 @@ func one[T any](field **T) slot {
 	}
 }
 
-// many is the slot of a kind the folder may hold several objects of.
+// many is the slot of a kind the kustomization may hold several objects of.
 func many[T any](field *[]*T) slot {
 	return slot{
 		put: func(data []byte) error {
@@ -92,41 +127,52 @@ func decodeStrict[T any](data []byte) (*T, error) {
 	return obj, nil
 }
 
-// load decodes every *.yaml file here strictly (one object a file).
-func load(t *testing.T) *manifests {
+// render builds the kustomization in dir as `kubectl kustomize` does and
+// decodes every object it yields strictly.
+func render(t *testing.T, dir string) *manifests {
 	t.Helper()
-	files, err := filepath.Glob("*.yaml")
-	if err != nil || len(files) == 0 {
-		t.Fatalf("no manifests found (%v)", err)
+	k := krusty.MakeKustomizer(krusty.MakeDefaultOptions())
+	res, err := k.Run(filesys.MakeFsOnDisk(), dir)
+	if err != nil {
+		t.Fatalf("kustomize build %s: %v", dir, err)
 	}
 	m := &manifests{}
 	slots := m.slots()
-	for _, f := range files {
-		data, err := os.ReadFile(f)
+	for _, r := range res.Resources() {
+		data, err := r.AsYAML()
 		if err != nil {
 			t.Fatal(err)
 		}
 		var tm metav1.TypeMeta
 		if err := yaml.Unmarshal(data, &tm); err != nil {
-			t.Fatalf("%s: %v", f, err)
+			t.Fatalf("%s: %s: %v", dir, r.CurId(), err)
 		}
 		s, ok := slots[tm.APIVersion+"/"+tm.Kind]
 		if !ok {
-			t.Fatalf("%s: kind %s/%s is not one this test knows: add it to slots", f, tm.APIVersion, tm.Kind)
+			t.Fatalf("%s: kind %s/%s is not one this test knows: add it to slots", dir, tm.APIVersion, tm.Kind)
 		}
 		if err := s.put(data); err != nil {
-			t.Fatalf("%s: %v", f, err)
+			t.Fatalf("%s: %s: %v", dir, r.CurId(), err)
 		}
 	}
 	return m
 }
 
-func TestManifestsDecodeStrictly(t *testing.T) {
-	for kind, s := range load(t).slots() {
-		if !s.filled() {
-			t.Errorf("no %s manifest", kind)
-		}
+// eachRender runs fn on the base and on the example overlay.
+func eachRender(t *testing.T, fn func(t *testing.T, m *manifests)) {
+	for _, dir := range renders {
+		t.Run(strings.TrimPrefix(dir, "../"), func(t *testing.T) { fn(t, render(t, dir)) })
 	}
+}
+
+func TestManifestsDecodeStrictly(t *testing.T) {
+	eachRender(t, func(t *testing.T, m *manifests) {
+		for kind, s := range m.slots() {
+			if !s.filled() {
+				t.Errorf("no %s object", kind)
+			}
+		}
+	})
 }
 
 // A misspelt field must fail, or the strict decoding above proves nothing.
@@ -141,63 +187,199 @@ func TestStrictDecodingRejectsUnknownFields(t *testing.T) {
 	}
 }
 
-func TestDeploymentSettings(t *testing.T) {
-	m := load(t)
-	d := m.deployment
-	pod := d.Spec.Template.Spec
-	if len(pod.Containers) != 1 {
-		t.Fatalf("want one container, got %d", len(pod.Containers))
+// workerSettings reads the ConfigMap (and the Secret's database URL) the way
+// the supervisor does at start: through its own flags and checks.
+func workerSettings(t *testing.T, m *manifests) *settings.Settings {
+	t.Helper()
+	for k, v := range m.configMap.Data {
+		t.Setenv(k, v)
 	}
-	c := pod.Containers[0]
-	env := m.configMap.Data
+	t.Setenv("ADE_DATABASE_URL", m.secret(t, "ade-worker-database").StringData["ADE_DATABASE_URL"])
+	var cfg *settings.Settings
+	app := &cli.App{Name: "supervisor", Flags: settings.Flags(), Action: func(c *cli.Context) error {
+		var err error
+		cfg, err = settings.FromCLI(c)
+		return err
+	}}
+	if err := app.Run([]string{"supervisor"}); err != nil {
+		t.Fatalf("the ConfigMap's settings do not start a supervisor: %v", err)
+	}
+	return cfg
+}
 
-	grace, err := strconv.Atoi(env["ADE_WORKER_SHUTDOWN_GRACE_SECONDS"])
-	if err != nil {
-		t.Fatalf("ConfigMap ADE_WORKER_SHUTDOWN_GRACE_SECONDS: %v", err)
+func TestDeploymentSettings(t *testing.T) {
+	eachRender(t, func(t *testing.T, m *manifests) {
+		d := m.deployment
+		pod := d.Spec.Template.Spec
+		if len(pod.Containers) != 1 {
+			t.Fatalf("want one container, got %d", len(pod.Containers))
+		}
+		c := pod.Containers[0]
+		env := m.configMap.Data
+		cfg := workerSettings(t, m)
+
+		// The kubelet's SIGKILL must come after the supervisor's worst case.
+		bound := supervisor.ShutdownBound(cfg)
+		if pod.TerminationGracePeriodSeconds == nil || time.Duration(*pod.TerminationGracePeriodSeconds)*time.Second <= bound {
+			t.Errorf("terminationGracePeriodSeconds %d must exceed the worst-case shutdown %s (shutdown grace %s + kill grace + lease %s)",
+				ptrOr(pod.TerminationGracePeriodSeconds), bound, cfg.ShutdownGrace, cfg.LeaseSeconds)
+		}
+		if env["ADE_WORKER_HTTP_ADDR"] != ":9464" || len(c.Ports) != 1 || c.Ports[0].ContainerPort != 9464 {
+			t.Errorf("the probes' port %v must be ADE_WORKER_HTTP_ADDR %q", c.Ports, env["ADE_WORKER_HTTP_ADDR"])
+		}
+		for probe, path := range map[*corev1.Probe]string{c.LivenessProbe: "/livez", c.ReadinessProbe: "/readyz", c.StartupProbe: "/livez"} {
+			if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != path || probe.HTTPGet.Port.String() != c.Ports[0].Name {
+				t.Errorf("want an HTTP probe on %s port %s, got %+v", path, c.Ports[0].Name, probe)
+			}
+		}
+		checkSecurity(t, pod, c.SecurityContext)
+		if pod.SecurityContext.FSGroupChangePolicy == nil || *pod.SecurityContext.FSGroupChangePolicy != corev1.FSGroupChangeOnRootMismatch {
+			t.Error("fsGroupChangePolicy must be OnRootMismatch: the shared workspaces volume is not walked at every start")
+		}
+		checkImage(t, c.Image)
+		checkMemory(t, cfg, c.Resources)
+		checkStorage(t, c.Resources, pod.Volumes)
+		if c.Resources.Requests.Cpu().IsZero() {
+			t.Errorf("cpu request missing: %v", c.Resources.Requests)
+		}
+		checkEnvFrom(t, m, "Deployment", c.EnvFrom)
+		checkMounts(t, m, c.VolumeMounts, pod.Volumes)
+		if !subset(d.Spec.Selector.MatchLabels, d.Spec.Template.Labels) {
+			t.Errorf("Deployment selector %v does not match its template labels", d.Spec.Selector.MatchLabels)
+		}
+	})
+}
+
+// checkImage: an image pinned by a tag, never :latest or untagged.
+func checkImage(t *testing.T, image string) {
+	t.Helper()
+	name, tag, ok := strings.Cut(image[strings.LastIndex(image, "/")+1:], ":")
+	if !ok || tag == "" || tag == "latest" || name == "" {
+		t.Errorf("image %q must carry the tag its build set (kustomization.yaml images:), not :latest or none", image)
 	}
-	if pod.TerminationGracePeriodSeconds == nil || *pod.TerminationGracePeriodSeconds <= int64(grace) {
-		t.Errorf("terminationGracePeriodSeconds %v must exceed the shutdown grace %d s", pod.TerminationGracePeriodSeconds, grace)
+}
+
+// supervisorOverhead is the memory the supervisor itself needs beside its
+// jobs (Go runtime, database driver, buffers).
+var supervisorOverhead = resource.MustParse("512Mi")
+
+// checkMemory: the pod's limit holds every job at its own limit plus the
+// supervisor, so a job hits its RLIMIT_AS before the pod hits the OOM killer.
+func checkMemory(t *testing.T, cfg *settings.Settings, res corev1.ResourceRequirements) {
+	t.Helper()
+	if cfg.JobMemoryMB <= 0 {
+		t.Fatal("ADE_WORKER_JOB_MEMORY_MB is unset: one job could use the whole pod's memory")
 	}
-	if env["ADE_WORKER_HTTP_ADDR"] != ":9464" || len(c.Ports) != 1 || c.Ports[0].ContainerPort != 9464 {
-		t.Errorf("the probes' port %v must be ADE_WORKER_HTTP_ADDR %q", c.Ports, env["ADE_WORKER_HTTP_ADDR"])
+	need := resource.NewQuantity(int64(cfg.Concurrency)*int64(cfg.JobMemoryMB)<<20, resource.BinarySI)
+	need.Add(supervisorOverhead)
+	limit, ok := res.Limits[corev1.ResourceMemory]
+	if !ok || limit.Cmp(*need) < 0 {
+		t.Errorf("memory limit %v < ADE_WORKER_CONCURRENCY %d x ADE_WORKER_JOB_MEMORY_MB %d MB + %v = %v",
+			limit.String(), cfg.Concurrency, cfg.JobMemoryMB, supervisorOverhead.String(), need)
 	}
-	for probe, path := range map[*corev1.Probe]string{c.LivenessProbe: "/livez", c.ReadinessProbe: "/readyz"} {
-		if probe == nil || probe.HTTPGet == nil || probe.HTTPGet.Path != path || probe.HTTPGet.Port.String() != c.Ports[0].Name {
-			t.Errorf("want an HTTP probe on %s port %s, got %+v", path, c.Ports[0].Name, probe)
+	if res.Requests.Memory().IsZero() {
+		t.Error("memory request missing")
+	}
+}
+
+// checkStorage: ephemeral storage is requested, and its limit covers the
+// emptyDirs' size limits.
+func checkStorage(t *testing.T, res corev1.ResourceRequirements, vols []corev1.Volume) {
+	t.Helper()
+	var sum resource.Quantity
+	for _, v := range vols {
+		if v.EmptyDir != nil {
+			if v.EmptyDir.SizeLimit == nil {
+				t.Errorf("emptyDir %s has no sizeLimit", v.Name)
+				continue
+			}
+			sum.Add(*v.EmptyDir.SizeLimit)
 		}
 	}
-	checkSecurity(t, pod.SecurityContext, c.SecurityContext)
-	if c.Resources.Requests.Cpu().IsZero() || c.Resources.Requests.Memory().IsZero() {
-		t.Errorf("resource requests missing: %v", c.Resources.Requests)
+	if req := res.Requests[corev1.ResourceEphemeralStorage]; req.IsZero() {
+		t.Error("no ephemeral-storage request: the scheduler would place the pod on a node without room for its emptyDirs")
 	}
-	checkEnvFrom(t, m, "Deployment", c.EnvFrom)
-	checkMounts(t, m, c.VolumeMounts, pod.Volumes)
-	if m.pdb.Spec.Selector == nil || !subset(m.pdb.Spec.Selector.MatchLabels, d.Spec.Template.Labels) {
-		t.Errorf("PodDisruptionBudget selector %v does not select the Deployment's pods %v", m.pdb.Spec.Selector, d.Spec.Template.Labels)
+	if limit, ok := res.Limits[corev1.ResourceEphemeralStorage]; !ok || limit.Cmp(sum) < 0 {
+		t.Errorf("ephemeral-storage limit %v must cover the emptyDirs' %v", limit.String(), sum.String())
 	}
-	if !subset(d.Spec.Selector.MatchLabels, d.Spec.Template.Labels) {
-		t.Errorf("Deployment selector %v does not match its template labels", d.Spec.Selector.MatchLabels)
-	}
+}
+
+// User code runs in the pods: no API token, no ingress but metrics, egress
+// only to DNS, the database and the package index.
+func TestLeastPrivilege(t *testing.T) {
+	eachRender(t, func(t *testing.T, m *manifests) {
+		for who, pod := range map[string]corev1.PodSpec{"Deployment": m.deployment.Spec.Template.Spec, "Job": m.job.Spec.Template.Spec} {
+			if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
+				t.Errorf("%s: automountServiceAccountToken must be false", who)
+			}
+			if pod.ServiceAccountName != m.serviceAccount.Name {
+				t.Errorf("%s: serviceAccountName %q, want %s", who, pod.ServiceAccountName, m.serviceAccount.Name)
+			}
+		}
+		if sa := m.serviceAccount; sa.AutomountServiceAccountToken == nil || *sa.AutomountServiceAccountToken {
+			t.Error("ServiceAccount: automountServiceAccountToken must be false")
+		}
+		np := m.networkPolicy
+		if !subset(np.Spec.PodSelector.MatchLabels, m.deployment.Spec.Template.Labels) ||
+			!subset(np.Spec.PodSelector.MatchLabels, m.job.Spec.Template.Labels) {
+			t.Errorf("NetworkPolicy selector %v must select the supervisors and the migrate Job", np.Spec.PodSelector.MatchLabels)
+		}
+		if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}) {
+			t.Errorf("NetworkPolicy must restrict ingress and egress: %v", np.Spec.PolicyTypes)
+		}
+		metricsPort := m.deployment.Spec.Template.Spec.Containers[0].Ports[0].ContainerPort
+		if len(np.Spec.Ingress) != 1 || len(np.Spec.Ingress[0].Ports) != 1 || np.Spec.Ingress[0].Ports[0].Port.IntVal != metricsPort ||
+			len(np.Spec.Ingress[0].From) == 0 {
+			t.Errorf("NetworkPolicy ingress must be the metrics port %d from the monitoring namespace only: %+v", metricsPort, np.Spec.Ingress)
+		}
+		var ports []string
+		for _, e := range np.Spec.Egress {
+			if len(e.To) == 0 {
+				t.Errorf("an egress rule without destinations allows any: %+v", e)
+			}
+			for _, p := range e.Ports {
+				ports = append(ports, fmt.Sprintf("%s/%d", *p.Protocol, p.Port.IntVal))
+			}
+		}
+		slices.Sort(ports)
+		if want := []string{"TCP/443", "TCP/53", "TCP/5432", "UDP/53"}; !slices.Equal(ports, want) {
+			t.Errorf("egress ports %v, want %v (DNS, database, package index)", ports, want)
+		}
+	})
+}
+
+func TestDisruptionBudget(t *testing.T) {
+	eachRender(t, func(t *testing.T, m *manifests) {
+		pdb := m.pdb
+		if pdb.Spec.Selector == nil || !subset(pdb.Spec.Selector.MatchLabels, m.deployment.Spec.Template.Labels) {
+			t.Errorf("PodDisruptionBudget selector %v does not select the Deployment's pods", pdb.Spec.Selector)
+		}
+		if p := pdb.Spec.UnhealthyPodEvictionPolicy; p == nil || *p != policyv1.AlwaysAllow {
+			t.Error("unhealthyPodEvictionPolicy must be AlwaysAllow: a database outage makes every pod unready and must not block node drains")
+		}
+	})
 }
 
 func TestMigrateJob(t *testing.T) {
-	m := load(t)
-	pod := m.job.Spec.Template.Spec
-	c := pod.Containers[0]
-	if !slices.Equal(c.Args, []string{"migrate"}) || c.Image != m.deployment.Spec.Template.Spec.Containers[0].Image {
-		t.Errorf("migrate Job: args %v image %q; want [migrate] and the Deployment's image", c.Args, c.Image)
-	}
-	if pod.RestartPolicy == corev1.RestartPolicyAlways {
-		t.Error("a Job's pod may not restart Always")
-	}
-	checkSecurity(t, pod.SecurityContext, c.SecurityContext)
-	checkEnvFrom(t, m, "Job", c.EnvFrom)
+	eachRender(t, func(t *testing.T, m *manifests) {
+		pod := m.job.Spec.Template.Spec
+		c := pod.Containers[0]
+		if !slices.Equal(c.Args, []string{"migrate"}) || c.Image != m.deployment.Spec.Template.Spec.Containers[0].Image {
+			t.Errorf("migrate Job: args %v image %q; want [migrate] and the Deployment's image", c.Args, c.Image)
+		}
+		if pod.RestartPolicy == corev1.RestartPolicyAlways {
+			t.Error("a Job's pod may not restart Always")
+		}
+		checkSecurity(t, pod, c.SecurityContext)
+		checkEnvFrom(t, m, "Job", c.EnvFrom)
+	})
 }
 
-func checkSecurity(t *testing.T, pod *corev1.PodSecurityContext, c *corev1.SecurityContext) {
+func checkSecurity(t *testing.T, pod corev1.PodSpec, c *corev1.SecurityContext) {
 	t.Helper()
-	if pod == nil || pod.RunAsNonRoot == nil || !*pod.RunAsNonRoot || pod.RunAsUser == nil || *pod.RunAsUser != 10001 {
-		t.Errorf("pod must run as non-root uid 10001 (the image's user): %+v", pod)
+	psc := pod.SecurityContext
+	if psc == nil || psc.RunAsNonRoot == nil || !*psc.RunAsNonRoot || psc.RunAsUser == nil || *psc.RunAsUser != 10001 {
+		t.Fatalf("pod must run as non-root uid 10001 (the image's user): %+v", psc)
 	}
 	if c == nil || c.ReadOnlyRootFilesystem == nil || !*c.ReadOnlyRootFilesystem ||
 		c.AllowPrivilegeEscalation == nil || *c.AllowPrivilegeEscalation {
@@ -207,16 +389,20 @@ func checkSecurity(t *testing.T, pod *corev1.PodSecurityContext, c *corev1.Secur
 
 func checkEnvFrom(t *testing.T, m *manifests, who string, from []corev1.EnvFromSource) {
 	t.Helper()
-	var cm, sec bool
+	sec := m.secret(t, "ade-worker-database")
+	var cm, ok bool
 	for _, f := range from {
 		cm = cm || (f.ConfigMapRef != nil && f.ConfigMapRef.Name == m.configMap.Name)
-		sec = sec || (f.SecretRef != nil && f.SecretRef.Name == m.secret.Name)
+		ok = ok || (f.SecretRef != nil && f.SecretRef.Name == sec.Name)
+		if f.SecretRef != nil && f.SecretRef.Name == "ade-worker-keda" {
+			t.Errorf("%s must not see KEDA's credentials", who)
+		}
 	}
-	if !cm || !sec {
-		t.Errorf("%s must take its environment from ConfigMap %s and Secret %s: %+v", who, m.configMap.Name, m.secret.Name, from)
+	if !cm || !ok {
+		t.Errorf("%s must take its environment from ConfigMap %s and Secret %s: %+v", who, m.configMap.Name, sec.Name, from)
 	}
-	if _, ok := m.secret.StringData["ADE_DATABASE_URL"]; !ok {
-		t.Errorf("Secret %s has no ADE_DATABASE_URL", m.secret.Name)
+	if _, ok := sec.StringData["ADE_DATABASE_URL"]; !ok {
+		t.Errorf("Secret %s has no ADE_DATABASE_URL", sec.Name)
 	}
 }
 
@@ -266,30 +452,56 @@ func subset(sel, labels map[string]string) bool {
 }
 
 func TestScaledObject(t *testing.T) {
-	m := load(t)
-	so := m.scaledObject
-	if so.Spec.ScaleTargetRef == nil || so.Spec.ScaleTargetRef.Name != m.deployment.Name {
-		t.Errorf("scaleTargetRef %+v must name Deployment %s", so.Spec.ScaleTargetRef, m.deployment.Name)
+	eachRender(t, func(t *testing.T, m *manifests) {
+		so := m.scaledObject
+		if so.Spec.ScaleTargetRef == nil || so.Spec.ScaleTargetRef.Name != m.deployment.Name {
+			t.Errorf("scaleTargetRef %+v must name Deployment %s", so.Spec.ScaleTargetRef, m.deployment.Name)
+		}
+		if err := kedav1alpha1.ValidateTriggers(so.Spec.Triggers); err != nil {
+			t.Errorf("KEDA rejects the triggers: %v", err)
+		}
+		if err := kedav1alpha1.CheckReplicaCountBoundsAreValid(so); err != nil {
+			t.Errorf("KEDA rejects the replica bounds: %v", err)
+		}
+		if f := so.Spec.Fallback; f == nil || f.FailureThreshold < 1 || f.Replicas < 1 {
+			t.Errorf("a fallback must hold replicas while the query fails: %+v", f)
+		}
+		tr := trigger(t, so)
+		if tr.AuthenticationRef == nil || tr.AuthenticationRef.Name != m.triggerAuth.Name {
+			t.Errorf("trigger authenticationRef %+v must name TriggerAuthentication %s", tr.AuthenticationRef, m.triggerAuth.Name)
+		}
+		// KEDA's own read-only credentials, not the workers'.
+		keda := m.secret(t, "ade-worker-keda")
+		refs := m.triggerAuth.Spec.SecretTargetRef
+		if len(refs) != 1 || refs[0].Parameter != "connection" || refs[0].Name != keda.Name || keda.StringData[refs[0].Key] == "" {
+			t.Errorf("TriggerAuthentication must pass Secret %s's URL as connection: %+v", keda.Name, refs)
+		}
+		// One pod per ADE_WORKER_CONCURRENCY jobs: the target is the setting.
+		if got, want := tr.Metadata["targetQueryValue"], m.configMap.Data["ADE_WORKER_CONCURRENCY"]; got != want {
+			t.Errorf("targetQueryValue %q must be ADE_WORKER_CONCURRENCY %q (kustomization.yaml's replacement)", got, want)
+		}
+	})
+}
+
+// The PrometheusRule object holds the same rules as the promtool-tested
+// ../prometheus/alerts.yaml.
+func TestPrometheusRuleMatchesAlertsFile(t *testing.T) {
+	data, err := os.ReadFile("../prometheus/alerts.yaml")
+	if err != nil {
+		t.Fatal(err)
 	}
-	if err := kedav1alpha1.ValidateTriggers(so.Spec.Triggers); err != nil {
-		t.Errorf("KEDA rejects the triggers: %v", err)
+	var file monitoringv1.PrometheusRuleSpec
+	if err := yaml.UnmarshalStrict(data, &file); err != nil {
+		t.Fatalf("../prometheus/alerts.yaml: %v", err)
 	}
-	if err := kedav1alpha1.CheckReplicaCountBoundsAreValid(so); err != nil {
-		t.Errorf("KEDA rejects the replica bounds: %v", err)
-	}
-	tr := trigger(t, so)
-	if tr.AuthenticationRef == nil || tr.AuthenticationRef.Name != m.triggerAuth.Name {
-		t.Errorf("trigger authenticationRef %+v must name TriggerAuthentication %s", tr.AuthenticationRef, m.triggerAuth.Name)
-	}
-	refs := m.triggerAuth.Spec.SecretTargetRef
-	if len(refs) != 1 || refs[0].Parameter != "connection" || refs[0].Name != m.secret.Name || refs[0].Key != "ADE_DATABASE_URL" {
-		t.Errorf("TriggerAuthentication must pass Secret %s key ADE_DATABASE_URL as connection: %+v", m.secret.Name, refs)
-	}
-	// The query divides by the per-pod concurrency: it must be the setting's.
-	div := regexp.MustCompile(`/\s*([0-9]+)(\.0)?\s*$`).FindStringSubmatch(tr.Metadata["query"])
-	if div == nil || div[1] != m.configMap.Data["ADE_WORKER_CONCURRENCY"] {
-		t.Errorf("the query must end with / ADE_WORKER_CONCURRENCY (%s), got %v", m.configMap.Data["ADE_WORKER_CONCURRENCY"], div)
-	}
+	eachRender(t, func(t *testing.T, m *manifests) {
+		if !reflect.DeepEqual(m.prometheusRule.Spec, file) {
+			t.Error("prometheusrule.yaml's groups differ from ../prometheus/alerts.yaml: edit both alike")
+		}
+		if n := len(file.Groups); n == 0 || len(file.Groups[0].Rules) < 7 {
+			t.Errorf("want the 7 alerts, got %d groups", n)
+		}
+	})
 }
 
 // trigger returns the ScaledObject's one postgresql trigger.
@@ -334,4 +546,13 @@ func mustFloat(t *testing.T, s string) float64 {
 		t.Fatalf("%q: %v", s, err)
 	}
 	return f
+}
+
+// ptrOr is *p, or 0 when p is nil (Kubernetes' default then applies).
+func ptrOr[T any](p *T) T {
+	var zero T
+	if p == nil {
+		return zero
+	}
+	return *p
 }

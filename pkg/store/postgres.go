@@ -45,7 +45,7 @@ func (postgresDialect) claimRunsSQL() string {
 UPDATE runs SET status = 'running', claimed_by = @worker, claim_expires_at = now() + make_interval(secs => CAST(@lease AS double precision)),
 	started_at = now(), attempt_count = runs.attempt_count + 1, error_message = NULL
 FROM picked WHERE runs.id = picked.id
-RETURNING ` + qualify("runs", runClaimColumns)
+RETURNING ` + qualify("runs", runClaimColumns) + ", " + runBuildReadyColumn
 }
 
 // moveDocumentSQL does in one round trip what moveDocument does in two (and

@@ -59,6 +59,9 @@ type ClaimedRun struct {
 	MaxAttempts     int
 	AvailableAt     Time
 	CreatedAt       Time
+	// BuildReadyAt is when the run's build finished (NULL without a build):
+	// a run queued before its build was ready became claimable only then.
+	BuildReadyAt Time
 }
 
 // ClaimedBuild is a build this worker now holds.
@@ -76,6 +79,10 @@ type ClaimedBuild struct {
 
 const runClaimColumns = `id, workspace_id, configuration_id, build_id, input_document_id, run_options,
 	input_sheet_names, attempt_count, max_attempts, available_at, created_at`
+
+// runBuildReadyColumn is read with a claimed run: a subquery, which
+// qualify must not prefix.
+const runBuildReadyColumn = `(SELECT b.finished_at FROM builds b WHERE b.id = runs.build_id) AS build_ready_at`
 
 const buildClaimColumns = `id, workspace_id, configuration_id, fingerprint, engine_spec, attempt_count,
 	max_attempts, available_at, created_at`

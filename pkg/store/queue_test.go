@@ -447,3 +447,32 @@ func TestRequeue(t *testing.T) {
 		})
 	}
 }
+
+// A claimed run says when its build became ready, so the supervisor can tell
+// queue wait from the wait for the build (ade_worker_job_build_wait_seconds).
+func TestClaimedRunCarriesBuildReadyAt(t *testing.T) {
+	eachEnv(t, func(t *testing.T, e *env) {
+		ready := t0.Add(-10 * time.Minute).UTC().Truncate(time.Second)
+		build := e.build(t, "ready")
+		e.exec(t, `UPDATE builds SET finished_at = ? WHERE id = ?`, store.Time{Time: ready, Valid: true}, build)
+		withBuild := e.run(t, build, t0.Add(-time.Hour), t0.Add(-time.Hour))
+		noBuild := e.run(t, "", t0.Add(-time.Hour), t0.Add(-time.Hour))
+		e.exec(t, `UPDATE runs SET build_id = NULL WHERE id = ?`, noBuild) // "" means the newest build
+		claimed, err := e.s.ClaimRuns(context.Background(), "w1", time.Minute, 10)
+		if err != nil || len(claimed) != 2 {
+			t.Fatalf("claimed %d runs: %v", len(claimed), err)
+		}
+		for _, c := range claimed {
+			switch c.ID {
+			case withBuild:
+				if !c.BuildReadyAt.Valid || !c.BuildReadyAt.Time.Equal(ready) {
+					t.Errorf("run with a build: BuildReadyAt %+v, want %s", c.BuildReadyAt, ready)
+				}
+			case noBuild:
+				if c.BuildReadyAt.Valid {
+					t.Errorf("run without a build: BuildReadyAt %+v, want NULL", c.BuildReadyAt)
+				}
+			}
+		}
+	})
+}

@@ -50,7 +50,7 @@ WHERE id IN (
 	WHERE r.status = 'queued' AND r.available_at <= ` + d.nowSQL() + ` AND r.attempt_count < r.max_attempts
 	  AND (r.build_id IS NULL OR b.status = 'ready')
 	ORDER BY r.available_at, r.created_at LIMIT @limit)
-RETURNING ` + runClaimColumns
+RETURNING ` + runClaimColumns + ", " + runBuildReadyColumn
 }
 
 func (sqliteDialect) claimBuildsSQL() string {

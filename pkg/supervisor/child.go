@@ -76,7 +76,7 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 
 	var stdout bytes.Buffer
 	exit, err := procs.Run(childCtx, procs.Command{
-		Path: s.jobrunner, Env: spec.Env, Stdin: &stdin, KillGrace: 5 * time.Second,
+		Path: s.jobrunner, Env: spec.Env, Stdin: &stdin, KillGrace: childKillGrace,
 		ExtraFiles: []*os.File{renewR}, Children: s.children,
 		Started: func(pid int) {
 			renewR.Close() // the child has its copy now: a dead child then makes writes fail
@@ -138,8 +138,9 @@ func (s *Supervisor) persist(log zerolog.Logger, l *lease, what string, write fu
 	delay := 100 * time.Millisecond
 	for attempt := 1; ; attempt++ {
 		err := write()
-		if err != nil && !errors.Is(err, store.ErrLeaseLost) && !errors.Is(err, context.Canceled) {
-			s.obs.DBError("write")
+		if !errors.Is(err, context.Canceled) {
+			// A lost lease is the database's answer, not its failure.
+			s.obs.DBOp("write", ignore(err, store.ErrLeaseLost))
 		}
 		switch {
 		case err == nil:

@@ -168,6 +168,9 @@ func (s *Supervisor) renewLeases(ctx context.Context) error {
 	}
 	sent := time.Now()
 	renewed, err := s.store.RenewLeases(ctx, s.cfg.WorkerID, s.cfg.LeaseSeconds, fences)
+	if ctx.Err() == nil {
+		s.obs.DBOp("heartbeat", err)
+	}
 	if err != nil {
 		return err
 	}

@@ -2,6 +2,7 @@ package supervisor
 
 import (
 	"context"
+	"errors"
 	"os"
 	"time"
 
@@ -47,9 +48,10 @@ func (s *Supervisor) probe(ctx context.Context) {
 		if ctx.Err() != nil {
 			return
 		}
-		s.obs.DBError("probe")
+		s.obs.DBOp("probe", err)
 		s.health.Set(telemetry.CondDatabase, false, "database round trip failed: "+err.Error())
 	} else {
+		s.obs.DBOp("probe", nil)
 		s.health.Set(telemetry.CondDatabase, true, "round trip ok")
 	}
 	if _, err := os.Stat(s.jobrunner); err != nil {
@@ -63,10 +65,12 @@ func (s *Supervisor) probe(ctx context.Context) {
 // so wake-ups that fail leave the worker ready, and the reason says so.
 func (s *Supervisor) wakeupsUp() {
 	s.health.Set(telemetry.CondWakeups, true, "instant wake-ups on")
+	s.obs.Wakeups(true)
 	s.wake()
 }
 
 func (s *Supervisor) wakeupsDown(err error) {
+	s.obs.Wakeups(false)
 	s.health.Set(telemetry.CondWakeups, true, "instant wake-ups unavailable, polling every "+
 		s.cfg.PollIntervalMax.String()+" at most: "+err.Error())
 }
@@ -99,6 +103,7 @@ func (l *lease) outcomeOf() string {
 
 // observeCleanup counts the expired leases one cleanup pass handled.
 func (s *Supervisor) observeCleanup(res cleanupResult) {
+	s.obs.DBOp("cleanup", nil)
 	s.obs.LeasesExpired(string(store.KindRun), "requeued", res.runsRequeued)
 	s.obs.LeasesExpired(string(store.KindRun), "failed", res.runsFailed)
 	s.obs.LeasesExpired(string(store.KindBuild), "requeued", res.buildsRequeued)
@@ -122,4 +127,12 @@ func QueueReader(st *store.Store) telemetry.QueueReader {
 		}
 		return out, nil
 	}
+}
+
+// ignore is err unless it is target: for DBOp, which counts failures only.
+func ignore(err, target error) error {
+	if errors.Is(err, target) {
+		return nil
+	}
+	return err
 }

@@ -67,7 +67,7 @@ func (s *Supervisor) rescueOnly(ctx context.Context) {
 func (s *Supervisor) reportCleanup(res cleanupResult, err error) {
 	if err != nil {
 		if !errors.Is(err, context.Canceled) {
-			s.obs.DBError("cleanup")
+			s.obs.DBOp("cleanup", err)
 			s.log.Error().Err(err).Msg("cleanup failed; will retry")
 		}
 		return

@@ -104,7 +104,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.health.Set(telemetry.CondSchema, true, "migrated")
 	// The logger carries worker_id already (cmd/supervisor's newLogger).
 	s.log.Info().Int("concurrency", s.cfg.Concurrency).Str("database", s.store.Dialect()).
-		Dur("lease", s.cfg.LeaseSeconds).Msg("supervisor started")
+		Dur("lease", s.cfg.LeaseSeconds).Float64("worst_case_shutdown_seconds", ShutdownBound(s.cfg).Seconds()).
+		Msg("supervisor started")
 
 	// Jobs get their own context: ending ctx stops claiming, not the jobs.
 	jobsCtx, stopJobs := context.WithCancel(context.WithoutCancel(ctx))
@@ -127,6 +128,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	service(func() { every(loopCtx, s.cfg.MetricsInterval, s.logQueue) })
 	service(func() { s.probe(loopCtx); every(loopCtx, probeEvery, s.probe) })
 	s.health.Set(telemetry.CondWakeups, true, "instant wake-ups on")
+	s.obs.Wakeups(true)
 	service(func() {
 		s.store.WatchQueue(loopCtx, s.wakeupsUp, s.cancelSeen, func(err error) {
 			s.wakeupsDown(err)
@@ -179,9 +181,7 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 			claimed, err = s.claim(ctx, jobsCtx, free)
 			if ctx.Err() == nil {
 				outage.report(err)
-				if err != nil {
-					s.obs.DBError("claim")
-				}
+				s.obs.DBOp("claim", err)
 			}
 		}
 		switch {
@@ -216,11 +216,13 @@ func (s *Supervisor) claim(ctx, jobsCtx context.Context, free int) (int, error) 
 	}
 	for _, b := range builds {
 		f := store.Fence{Kind: store.KindBuild, ID: b.ID, Worker: s.cfg.WorkerID, Attempt: b.AttemptCount}
-		s.start(jobsCtx, &buildJob{s: s, row: b, lease: newLease(f, lease, sent)}, laterOf(b.AvailableAt, b.CreatedAt))
+		s.start(jobsCtx, &buildJob{s: s, row: b, lease: newLease(f, lease, sent)}, laterOf(b.AvailableAt, b.CreatedAt), 0)
 	}
 	for _, r := range runs {
 		f := store.Fence{Kind: store.KindRun, ID: r.ID, Worker: s.cfg.WorkerID, Attempt: r.AttemptCount}
-		s.start(jobsCtx, &runJob{s: s, row: r, lease: newLease(f, lease, sent)}, laterOf(r.AvailableAt, r.CreatedAt))
+		queued := laterOf(r.AvailableAt, r.CreatedAt)
+		readyAt := laterOf(store.Time{Time: queued, Valid: true}, r.BuildReadyAt)
+		s.start(jobsCtx, &runJob{s: s, row: r, lease: newLease(f, lease, sent)}, readyAt, readyAt.Sub(queued))
 	}
 	return len(builds) + len(runs), nil
 }
@@ -240,8 +242,9 @@ func laterOf(a, b store.Time) time.Time {
 }
 
 // start runs a claimed job in its own goroutine; readyAt (when it became
-// claimable) gives the pickup latency that is logged.
-func (s *Supervisor) start(ctx context.Context, j job, readyAt time.Time) {
+// claimable) gives the pickup latency that is logged, buildWait how long a
+// run had waited for its build before that.
+func (s *Supervisor) start(ctx context.Context, j job, readyAt time.Time, buildWait time.Duration) {
 	s.slots <- struct{}{}
 	s.jobs.Add(1)
 	l := j.claim()
@@ -253,7 +256,7 @@ func (s *Supervisor) start(ctx context.Context, j job, readyAt time.Time) {
 	// figure for the log, never for a decision.
 	log.Info().Float64("pickup_latency_ms", float64(s.now().Sub(readyAt).Microseconds())/1000).Msg("job claimed")
 	claimedAt := time.Now()
-	s.obs.JobClaimed(string(f.Kind), s.now().Sub(readyAt))
+	s.obs.JobClaimed(string(f.Kind), s.now().Sub(readyAt), buildWait)
 	go func() {
 		defer func() {
 			s.obs.JobEnded(string(f.Kind), l.outcomeOf(), time.Since(claimedAt))

@@ -9,8 +9,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 )
 
+// Metric names follow one rule: ade_worker_, then the subsystem in the
+// singular (job, queue, lease, db, gc), then what is measured, with the
+// unit or _total last.
+
 // Outcomes of a claimed job, the outcome label of
-// ade_worker_jobs_finished_total and ade_worker_job_duration_seconds.
+// ade_worker_job_finished_total and ade_worker_job_duration_seconds.
 const (
 	OutcomeSucceeded  = "succeeded"
 	OutcomeFailed     = "failed"
@@ -28,33 +32,49 @@ var outcomes = []string{OutcomeSucceeded, OutcomeFailed, OutcomeRetried, Outcome
 // claim path and each job's end; Nop is used when metrics are off.
 type Observer interface {
 	// JobClaimed: a job of kind was claimed after waiting (claimable ->
-	// claimed) for wait.
-	JobClaimed(kind string, wait time.Duration)
+	// claimed) for wait; a run whose build was not ready when it was
+	// queued also waited buildWait for that build first.
+	JobClaimed(kind string, wait, buildWait time.Duration)
 	// JobEnded: this worker is done with a job it claimed took ago.
 	JobEnded(kind, outcome string, took time.Duration)
-	// DBError: a database operation op (claim, heartbeat, write, cleanup,
-	// probe, queue_stats) failed.
-	DBError(op string)
+	// DBOp: a database operation op (claim, heartbeat, write, cleanup,
+	// probe, queue_stats) ended, failed when err is not nil. Operations
+	// stopped by the worker's own shutdown are not reported.
+	DBOp(op string, err error)
 	// LeasesExpired: cleanup found n jobs of kind whose lease had expired
 	// and requeued or failed them (action).
 	LeasesExpired(kind, action string, n int)
 	// GCRemoved: the garbage collector removed n things of target
 	// (run_folder, venv, build_tmp: pkg/gc's targets).
 	GCRemoved(target string, n int)
+	// Wakeups: instant wake-ups work (up) or polling took over.
+	Wakeups(up bool)
 }
 
 // Nop is an Observer that records nothing.
 type Nop struct{}
 
-func (Nop) JobClaimed(string, time.Duration)       {}
-func (Nop) JobEnded(string, string, time.Duration) {}
-func (Nop) DBError(string)                         {}
-func (Nop) LeasesExpired(string, string, int)      {}
-func (Nop) GCRemoved(string, int)                  {}
+func (Nop) JobClaimed(string, time.Duration, time.Duration) {}
+func (Nop) JobEnded(string, string, time.Duration)          {}
+func (Nop) DBOp(string, error)                              {}
+func (Nop) LeasesExpired(string, string, int)               {}
+func (Nop) GCRemoved(string, int)                           {}
+func (Nop) Wakeups(bool)                                    {}
 
-// jobBuckets fit jobs from 30 ms (a dry run) to 30 min (a big workbook or
-// a slow pip install), in seconds.
-var jobBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800, 3600}
+// Label values every series is made with at start, so each counter and
+// gauge reads 0, not "no data", before its first event (and each histogram
+// is listed, so dashboards and rules can be checked against a scrape).
+var (
+	kinds        = []string{"build", "run"}
+	dbOps        = []string{"claim", "heartbeat", "write", "cleanup", "probe", "queue_stats"}
+	leaseActions = []string{"requeued", "failed"}
+	gcTargets    = []string{"run_folder", "venv", "build_tmp"} // pkg/gc's targets
+)
+
+// jobBuckets fit jobs from 30 ms (a dry run) to a day (runs have no default
+// timeout, so a long one must not vanish into +Inf), in seconds.
+var jobBuckets = []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1200, 1800,
+	3600, 7200, 14400, 28800, 86400}
 
 // Metrics is an Observer that keeps Prometheus metrics in its own registry.
 type Metrics struct {
@@ -63,10 +83,13 @@ type Metrics struct {
 	finished  *prometheus.CounterVec
 	duration  *prometheus.HistogramVec
 	wait      *prometheus.HistogramVec
+	buildWait prometheus.Histogram
 	running   *prometheus.GaugeVec
 	expired   *prometheus.CounterVec
+	dbOps     *prometheus.CounterVec
 	dbErrors  *prometheus.CounterVec
 	gcRemoved *prometheus.CounterVec
+	wakeups   prometheus.Gauge
 }
 
 // Info describes this supervisor for ade_worker_build_info and
@@ -82,14 +105,22 @@ type Info struct {
 func NewMetrics(info Info, queue QueueReader, queueEvery time.Duration) *Metrics {
 	m := &Metrics{reg: prometheus.NewRegistry()}
 	f := factory{m.reg}
-	m.claimed = f.counter("ade_worker_jobs_claimed_total", "Jobs this worker claimed.", "kind")
-	m.finished = f.counter("ade_worker_jobs_finished_total", "Jobs this worker is done with, by outcome.", "kind", "outcome")
+	m.claimed = f.counter("ade_worker_job_claimed_total", "Jobs this worker claimed.", "kind")
+	m.finished = f.counter("ade_worker_job_finished_total", "Jobs this worker is done with, by outcome.", "kind", "outcome")
 	m.duration = f.histogram("ade_worker_job_duration_seconds", "Time from claim to the job's end, by outcome.", "kind", "outcome")
-	m.wait = f.histogram("ade_worker_job_wait_seconds", "Time a job waited from claimable (created or available again) to claimed.", "kind")
-	m.running = f.gauge("ade_worker_jobs_running", "Jobs running on this worker now.", "kind")
-	m.expired = f.counter("ade_worker_leases_expired_total", "Jobs with an expired lease that cleanup re-queued or failed.", "kind", "action")
+	m.wait = f.histogram("ade_worker_job_wait_seconds",
+		"Time a job waited from claimable (created, available again, or its build ready) to claimed: queue wait only.", "kind")
+	m.buildWait = prometheus.NewHistogram(prometheus.HistogramOpts{Name: "ade_worker_job_build_wait_seconds",
+		Help: "Time a run waited for its build to be ready before it could be claimed (0 when the build was ready already).", Buckets: jobBuckets})
+	m.reg.MustRegister(m.buildWait)
+	m.running = f.gauge("ade_worker_job_running", "Jobs running on this worker now.", "kind")
+	m.expired = f.counter("ade_worker_lease_expired_total", "Jobs with an expired lease that cleanup re-queued or failed.", "kind", "action")
+	m.dbOps = f.counter("ade_worker_db_operations_total", "Database operations, failed or not, by operation: the denominator of the error ratio.", "op")
 	m.dbErrors = f.counter("ade_worker_db_errors_total", "Failed database operations, by operation.", "op")
 	m.gcRemoved = f.counter("ade_worker_gc_removed_total", "Things the garbage collector removed, by target.", "target")
+	m.wakeups = prometheus.NewGauge(prometheus.GaugeOpts{Name: "ade_worker_wakeups_up",
+		Help: "1 while instant wake-ups work, 0 while polling alone finds new jobs (slower pickup)."})
+	m.reg.MustRegister(m.wakeups)
 	conc := prometheus.NewGauge(prometheus.GaugeOpts{Name: "ade_worker_concurrency", Help: "How many jobs this worker runs at once at most."})
 	conc.Set(float64(info.Concurrency))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ade_worker_build_info",
@@ -98,15 +129,27 @@ func NewMetrics(info Info, queue QueueReader, queueEvery time.Duration) *Metrics
 	m.reg.MustRegister(conc, buildInfo,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	// Show 0, not nothing, so rates and ratios work before the first event.
-	for _, kind := range []string{"build", "run"} {
+	for _, kind := range kinds {
 		m.running.WithLabelValues(kind)
 		m.claimed.WithLabelValues(kind)
+		m.wait.WithLabelValues(kind)
 		for _, o := range outcomes {
 			m.finished.WithLabelValues(kind, o)
+			m.duration.WithLabelValues(kind, o)
+		}
+		for _, a := range leaseActions {
+			m.expired.WithLabelValues(kind, a)
 		}
 	}
+	for _, op := range dbOps {
+		m.dbOps.WithLabelValues(op)
+		m.dbErrors.WithLabelValues(op)
+	}
+	for _, t := range gcTargets {
+		m.gcRemoved.WithLabelValues(t)
+	}
 	if queue != nil {
-		m.reg.MustRegister(newQueueCollector(queue, queueEvery, m.DBError))
+		m.reg.MustRegister(newQueueCollector(queue, queueEvery, m.DBOp))
 	}
 	return m
 }
@@ -115,9 +158,12 @@ func NewMetrics(info Info, queue QueueReader, queueEvery time.Duration) *Metrics
 func (m *Metrics) Registry() *prometheus.Registry { return m.reg }
 
 // JobClaimed implements Observer.
-func (m *Metrics) JobClaimed(kind string, wait time.Duration) {
+func (m *Metrics) JobClaimed(kind string, wait, buildWait time.Duration) {
 	m.claimed.WithLabelValues(kind).Inc()
 	m.wait.WithLabelValues(kind).Observe(max(wait, 0).Seconds())
+	if kind == "run" {
+		m.buildWait.Observe(max(buildWait, 0).Seconds())
+	}
 	m.running.WithLabelValues(kind).Inc()
 }
 
@@ -128,8 +174,34 @@ func (m *Metrics) JobEnded(kind, outcome string, took time.Duration) {
 	m.running.WithLabelValues(kind).Dec()
 }
 
-// DBError implements Observer.
-func (m *Metrics) DBError(op string) { m.dbErrors.WithLabelValues(op).Inc() }
+// DBOp implements Observer.
+func (m *Metrics) DBOp(op string, err error) {
+	m.dbOps.WithLabelValues(op).Inc()
+	if err != nil {
+		m.dbErrors.WithLabelValues(op).Inc()
+	}
+}
+
+// Wakeups implements Observer.
+func (m *Metrics) Wakeups(up bool) {
+	if up {
+		m.wakeups.Set(1)
+	} else {
+		m.wakeups.Set(0)
+	}
+}
+
+// WatchHealth exports h's readiness as ade_worker_ready (1 or 0), read at
+// each scrape: "no worker ready" is then a query, not a probe log.
+func (m *Metrics) WatchHealth(h *Health) {
+	m.reg.MustRegister(prometheus.NewGaugeFunc(prometheus.GaugeOpts{Name: "ade_worker_ready",
+		Help: "1 while this worker's /readyz answers 200 (it claims jobs), else 0."}, func() float64 {
+		if ready, _ := h.Ready(); ready {
+			return 1
+		}
+		return 0
+	}))
+}
 
 // LeasesExpired implements Observer.
 func (m *Metrics) LeasesExpired(kind, action string, n int) {
@@ -180,11 +252,11 @@ type QueueReader func(ctx context.Context, now time.Time) ([]QueueStat, error)
 // queueCollector reads the queue when scraped, at most once per every: many
 // scrapers (or many replicas' scrapes) cost the database little.
 type queueCollector struct {
-	read    QueueReader
-	every   time.Duration
-	onError func(op string)
-	jobs    *prometheus.Desc
-	oldest  *prometheus.Desc
+	read   QueueReader
+	every  time.Duration
+	onRead func(op string, err error)
+	jobs   *prometheus.Desc
+	oldest *prometheus.Desc
 
 	mu      sync.Mutex
 	last    []QueueStat
@@ -196,9 +268,9 @@ type queueCollector struct {
 // gauges are left out instead of repeating old numbers.
 const queueStale = time.Minute
 
-func newQueueCollector(read QueueReader, every time.Duration, onError func(string)) *queueCollector {
+func newQueueCollector(read QueueReader, every time.Duration, onRead func(string, error)) *queueCollector {
 	return &queueCollector{
-		read: read, every: every, onError: onError,
+		read: read, every: every, onRead: onRead,
 		jobs: prometheus.NewDesc("ade_worker_queue_jobs",
 			"Jobs in the queue by state (ready, delayed, running), as the database holds them; the same on every replica: aggregate with max.",
 			[]string{"kind", "state"}, nil),
@@ -238,9 +310,8 @@ func (c *queueCollector) snapshot() ([]QueueStat, time.Time) {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		stats, err := c.read(ctx, now)
 		cancel()
-		if err != nil {
-			c.onError("queue_stats")
-		} else {
+		c.onRead("queue_stats", err)
+		if err == nil {
 			c.last, c.validAt = stats, now
 		}
 	}

@@ -2,6 +2,7 @@ package telemetry
 
 import (
 	"context"
+	"errors"
 	"slices"
 	"strings"
 	"sync/atomic"
@@ -17,11 +18,14 @@ func TestMetricNames(t *testing.T) {
 		return []QueueStat{{Kind: "run", Ready: 2, OldestReady: time.Now().Add(-time.Minute)}, {Kind: "build"}}, nil
 	}
 	m := NewMetrics(Info{Version: "v1", Database: "sqlite", Concurrency: 3}, queue, time.Second)
-	m.JobClaimed("run", 30*time.Millisecond)
+	m.JobClaimed("run", 30*time.Millisecond, 4*time.Second)
 	m.JobEnded("run", OutcomeSucceeded, 2*time.Second)
-	m.DBError("claim")
+	m.DBOp("claim", errors.New("connection refused"))
+	m.DBOp("claim", nil)
+	m.Wakeups(true)
+	m.WatchHealth(NewHealth(time.Minute))
 	m.LeasesExpired("run", "requeued", 2)
-	m.GCRemoved("run_dirs", 4)
+	m.GCRemoved("run_folder", 4)
 
 	problems, err := testutil.GatherAndLint(m.Registry())
 	if err != nil {
@@ -39,16 +43,20 @@ func TestMetricNames(t *testing.T) {
 		got[f.GetName()] = f
 	}
 	want := map[string]dto.MetricType{
-		"ade_worker_jobs_claimed_total":             dto.MetricType_COUNTER,
-		"ade_worker_jobs_finished_total":            dto.MetricType_COUNTER,
+		"ade_worker_job_claimed_total":              dto.MetricType_COUNTER,
+		"ade_worker_job_finished_total":             dto.MetricType_COUNTER,
 		"ade_worker_job_duration_seconds":           dto.MetricType_HISTOGRAM,
 		"ade_worker_job_wait_seconds":               dto.MetricType_HISTOGRAM,
-		"ade_worker_jobs_running":                   dto.MetricType_GAUGE,
+		"ade_worker_job_running":                    dto.MetricType_GAUGE,
 		"ade_worker_concurrency":                    dto.MetricType_GAUGE,
 		"ade_worker_queue_jobs":                     dto.MetricType_GAUGE,
 		"ade_worker_queue_oldest_ready_age_seconds": dto.MetricType_GAUGE,
-		"ade_worker_leases_expired_total":           dto.MetricType_COUNTER,
+		"ade_worker_lease_expired_total":            dto.MetricType_COUNTER,
 		"ade_worker_db_errors_total":                dto.MetricType_COUNTER,
+		"ade_worker_db_operations_total":            dto.MetricType_COUNTER,
+		"ade_worker_job_build_wait_seconds":         dto.MetricType_HISTOGRAM,
+		"ade_worker_wakeups_up":                     dto.MetricType_GAUGE,
+		"ade_worker_ready":                          dto.MetricType_GAUGE,
 		"ade_worker_gc_removed_total":               dto.MetricType_COUNTER,
 		"ade_worker_build_info":                     dto.MetricType_GAUGE,
 	}
@@ -79,14 +87,14 @@ func TestMetricNames(t *testing.T) {
 		}
 	}
 	if v := testutil.ToFloat64(m.running.WithLabelValues("run")); v != 0 {
-		t.Errorf("jobs_running{run} = %v after one claim and one end, want 0", v)
+		t.Errorf("job_running{run} = %v after one claim and one end, want 0", v)
 	}
 }
 
 func TestHistogramBucketsFitShortAndLongJobs(t *testing.T) {
-	// A 30 ms job and a 30 min job must land in buckets that tell them apart
+	// A 30 ms job, a 30 min job and a 5 h one must land in buckets that tell them apart
 	// from their neighbours, not in +Inf.
-	for _, d := range []time.Duration{30 * time.Millisecond, 30 * time.Minute} {
+	for _, d := range []time.Duration{30 * time.Millisecond, 30 * time.Minute, 5 * time.Hour} {
 		s := d.Seconds()
 		i := slices.IndexFunc(jobBuckets, func(b float64) bool { return b >= s })
 		if i <= 0 {
@@ -109,5 +117,35 @@ func TestQueueReadAtMostEvery(t *testing.T) {
 	}
 	if n := reads.Load(); n != 1 {
 		t.Fatalf("three scrapes read the queue %d times, want once", n)
+	}
+}
+
+// A fresh worker shows every counter and gauge at 0 for each label value it
+// can take, so rates and ratios read 0, not "no data", until the first event.
+func TestFreshMetricsAreZero(t *testing.T) {
+	m := NewMetrics(Info{Version: "v1", Database: "sqlite", Concurrency: 1}, nil, time.Second)
+	for name, want := range map[string]int{
+		"ade_worker_job_claimed_total":   len(kinds),
+		"ade_worker_job_finished_total":  len(kinds) * len(outcomes),
+		"ade_worker_job_running":         len(kinds),
+		"ade_worker_lease_expired_total": len(kinds) * len(leaseActions),
+		"ade_worker_db_operations_total": len(dbOps),
+		"ade_worker_db_errors_total":     len(dbOps),
+		"ade_worker_gc_removed_total":    len(gcTargets),
+		"ade_worker_wakeups_up":          1,
+	} {
+		if n, err := testutil.GatherAndCount(m.Registry(), name); err != nil || n != want {
+			t.Errorf("%s: %d series (%v), want %d", name, n, err, want)
+		}
+	}
+}
+
+func TestDBOpCountsOperationsAndErrors(t *testing.T) {
+	m := NewMetrics(Info{}, nil, time.Second)
+	m.DBOp("write", nil)
+	m.DBOp("write", errors.New("timeout"))
+	m.DBOp("write", nil)
+	if ops, errs := testutil.ToFloat64(m.dbOps.WithLabelValues("write")), testutil.ToFloat64(m.dbErrors.WithLabelValues("write")); ops != 3 || errs != 1 {
+		t.Errorf("write: %v operations, %v errors; want 3 and 1", ops, errs)
 	}
 }

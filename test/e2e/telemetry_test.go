@@ -162,7 +162,7 @@ func TestMetricsMatchDatabase(t *testing.T) {
 				m[series("ade_worker_queue_jobs", "kind", "run", "state", "ready")] == 1 &&
 				m[series("ade_worker_queue_jobs", "kind", "run", "state", "delayed")] == 1
 		})
-		if got := m[series("ade_worker_jobs_running", "kind", "run")]; got != 2 {
+		if got := m[series("ade_worker_job_running", "kind", "run")]; got != 2 {
 			t.Errorf("jobs_running{run} = %v while 2 runs run here", got)
 		}
 		if age := m[series("ade_worker_queue_oldest_ready_age_seconds", "kind", "run")]; age <= 0 || age > 120 {
@@ -175,6 +175,50 @@ func TestMetricsMatchDatabase(t *testing.T) {
 		w.waitFor("runs", all, 3*time.Minute)
 		checkFinishedMetrics(t, w, addr, all)
 	})
+}
+
+// A run queued behind its build waits for the build apart from the queue:
+// ade_worker_job_build_wait_seconds holds the build's time, and
+// ade_worker_job_wait_seconds (queue wait, "from claimable") does not.
+func TestMetricsSeparateBuildWait(t *testing.T) {
+	eachBackend(t, func(t *testing.T, backend string) {
+		addr := freeAddr(t)
+		w, cfg, build := worldWithBuild(t, backend, map[string]string{"ADE_WORKER_HTTP_ADDR": addr})
+		run := w.addRun(cfg, w.addDocument("a.csv", csv()), "--build", build)
+		w.start()
+		if r := w.waitFor("runs", []string{run}, 3*time.Minute)[run]; r.Status != "succeeded" {
+			t.Fatalf("run = %+v (%s), want succeeded", r, r.errText())
+		}
+		var rows []struct{ Seconds float64 }
+		// How long the run waited for its build: queued to build ready.
+		w.query(&rows, `SELECT `+secondsBetween(backend, "r.created_at", "b.finished_at")+` AS seconds
+			FROM runs r JOIN builds b ON b.id = r.build_id WHERE r.id = ?`, run)
+		if len(rows) != 1 || rows[0].Seconds < 0.5 {
+			t.Fatalf("the run waited %+v for its build: the test needs a build that takes a while", rows)
+		}
+		var m map[string]float64
+		waitUntil(t, 30*time.Second, "the run's claim in the metrics", func() bool {
+			m = scrape(t, addr)
+			return m[series("ade_worker_job_wait_seconds_count", "kind", "run")] == 1
+		})
+		buildWait := m["ade_worker_job_build_wait_seconds_sum"]
+		wait := m[series("ade_worker_job_wait_seconds_sum", "kind", "run")]
+		t.Logf("build took %.2f s for the run; build wait %.2f s, queue wait %.2f s", rows[0].Seconds, buildWait, wait)
+		if m["ade_worker_job_build_wait_seconds_count"] != 1 || buildWait < rows[0].Seconds-0.5 || buildWait > rows[0].Seconds+0.5 {
+			t.Errorf("build wait = %v s over %v runs, want about %.2f s for 1", buildWait, m["ade_worker_job_build_wait_seconds_count"], rows[0].Seconds)
+		}
+		if wait >= rows[0].Seconds/2 {
+			t.Errorf("queue wait = %v s includes the build's %.2f s", wait, rows[0].Seconds)
+		}
+	})
+}
+
+// secondsBetween is SQL for b - a in seconds, on the backend's timestamps.
+func secondsBetween(backend, a, b string) string {
+	if backend == "sqlite" {
+		return "(julianday(" + b + ") - julianday(" + a + ")) * 86400.0"
+	}
+	return "EXTRACT(EPOCH FROM (" + b + " - " + a + "))"
 }
 
 // checkFinishedMetrics compares the counters with the rows of finished runs.
@@ -192,21 +236,21 @@ func checkFinishedMetrics(t *testing.T, w *world, addr string, runs []string) {
 		t.Fatalf("rows: %+v, want 3 succeeded, 2 failed, 6 attempts", db)
 	}
 	finished := func(m map[string]float64, outcome string) float64 {
-		return m[series("ade_worker_jobs_finished_total", "kind", "run", "outcome", outcome)]
+		return m[series("ade_worker_job_finished_total", "kind", "run", "outcome", outcome)]
 	}
 	var m map[string]float64
 	// The last job's goroutine records its end just after its row commits,
 	// and the queue gauges are read at most every 5 s.
 	waitUntil(t, 30*time.Second, "metrics to settle", func() bool {
 		m = scrape(t, addr)
-		return m[series("ade_worker_jobs_running", "kind", "run")] == 0 &&
+		return m[series("ade_worker_job_running", "kind", "run")] == 0 &&
 			m[series("ade_worker_queue_jobs", "kind", "run", "state", "running")] == 0 &&
 			m[series("ade_worker_queue_jobs", "kind", "run", "state", "ready")] == 0
 	})
 	want := map[string]float64{
-		series("ade_worker_jobs_claimed_total", "kind", "run"):                                 float64(db.Attempts),
-		series("ade_worker_jobs_claimed_total", "kind", "build"):                               1,
-		series("ade_worker_jobs_finished_total", "kind", "build", "outcome", "succeeded"):      1,
+		series("ade_worker_job_claimed_total", "kind", "run"):                                  float64(db.Attempts),
+		series("ade_worker_job_claimed_total", "kind", "build"):                                1,
+		series("ade_worker_job_finished_total", "kind", "build", "outcome", "succeeded"):       1,
 		series("ade_worker_job_wait_seconds_count", "kind", "run"):                             float64(db.Attempts),
 		series("ade_worker_job_duration_seconds_count", "kind", "run", "outcome", "succeeded"): float64(db.Succeeded),
 		series("ade_worker_job_duration_seconds_count", "kind", "run", "outcome", "failed"):    float64(db.Failed),
@@ -481,14 +525,14 @@ func TestMetricsLeaseLostAndExpired(t *testing.T) {
 		var m map[string]float64
 		waitUntil(t, 30*time.Second, "the run's end in the metrics", func() bool {
 			m = scrape(t, addr)
-			return m[series("ade_worker_jobs_running", "kind", "run")] == 0
+			return m[series("ade_worker_job_running", "kind", "run")] == 0
 		})
 		want := map[string]float64{
-			series("ade_worker_jobs_claimed_total", "kind", "run"):                           2,
-			series("ade_worker_jobs_finished_total", "kind", "run", "outcome", "lease_lost"): 1,
-			series("ade_worker_jobs_finished_total", "kind", "run", "outcome", "succeeded"):  1,
-			series("ade_worker_jobs_finished_total", "kind", "run", "outcome", "retried"):    0,
-			series("ade_worker_leases_expired_total", "action", "requeued", "kind", "run"):   1,
+			series("ade_worker_job_claimed_total", "kind", "run"):                           2,
+			series("ade_worker_job_finished_total", "kind", "run", "outcome", "lease_lost"): 1,
+			series("ade_worker_job_finished_total", "kind", "run", "outcome", "succeeded"):  1,
+			series("ade_worker_job_finished_total", "kind", "run", "outcome", "retried"):    0,
+			series("ade_worker_lease_expired_total", "action", "requeued", "kind", "run"):   1,
 		}
 		for k, v := range want {
 			if m[k] != v {
