@@ -3,6 +3,7 @@ package kubernetes_test
 import (
 	"context"
 	"database/sql"
+	"strings"
 	"testing"
 	"time"
 
@@ -123,4 +124,15 @@ func TestKEDAQueryReplicas(t *testing.T) {
 	q.exec(`UPDATE runs SET available_at = now() WHERE status = 'queued'`)
 	q.enqueueRuns(60, time.Time{})
 	step("65 runs due: capped at maxReplicaCount", 16.25, 10)
+}
+
+// TestKEDAQueryIsTheClaimRule: the query is the store's one definition of
+// claimable demand (store.DemandSQL, no cap, 4 jobs a pod), word for word,
+// so the scaler never counts what the claim would not take (paused work,
+// runs of builds not ready, back-off, attempts used up).
+func TestKEDAQueryIsTheClaimRule(t *testing.T) {
+	query := trigger(t, load(t).scaledObject).Metadata["query"]
+	if got, want := strings.Join(strings.Fields(query), " "), strings.Join(strings.Fields(store.DemandSQL(0, 4)), " "); got != want {
+		t.Errorf("scaledobject.yaml's query differs from store.DemandSQL(0, 4):\n got %s\nwant %s", got, want)
+	}
 }

@@ -2,12 +2,17 @@ package store_test
 
 import (
 	"context"
+	"fmt"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/pgtemp"
 )
+
+func pgtempOpen(t testing.TB, url string) *store.Store { return pgtemp.Open(t, url) }
 
 // queueWorld places runs and builds of named workspaces ("A", "B", ...) in
 // one database, each workspace with its own configuration and ready build.
@@ -159,4 +164,104 @@ func TestClaimOrderBuilds(t *testing.T) {
 			t.Errorf("builds claimed in workspaces %v, want B A A", got)
 		}
 	})
+}
+
+// TestWorkspaceCapUnderConcurrentClaims: 3 supervisors (each its own
+// connection pool) of 4 slots claim 200 runs of 4 workspaces with a cap of
+// 2; a sampler reads the running count per workspace from the database
+// throughout, and it never passes the cap.
+func TestWorkspaceCapUnderConcurrentClaims(t *testing.T) {
+	const (
+		supervisors, slots, limit = 3, 4, 2
+	)
+	eachEnv(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		w := newQueueWorld(e)
+		for name, n := range map[string]int{"A": 140, "B": 30, "C": 20, "D": 10} {
+			for range n {
+				w.run(t, name)
+			}
+		}
+		var (
+			wg   sync.WaitGroup
+			errs = make(chan error, supervisors*slots)
+		)
+		for i := range supervisors {
+			st := pgtempOpen(t, e.url)
+			st.SetClaimPolicy(store.ClaimPolicy{WorkspaceMaxRunning: limit})
+			for j := range slots {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs <- workSlot(ctx, st, fmt.Sprintf("sup%d-slot%d", i, j))
+				}()
+			}
+		}
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		peak, samples := map[string]int{}, 0
+		for sampling := true; sampling; {
+			select {
+			case <-done:
+				sampling = false
+			default:
+			}
+			var rows []struct {
+				WorkspaceID string
+				N           int
+			}
+			e.scan(t, &rows, `SELECT workspace_id, COUNT(*) AS n FROM runs WHERE status = 'running' GROUP BY workspace_id`)
+			samples++
+			for _, r := range rows {
+				peak[w.name[r.WorkspaceID]] = max(peak[w.name[r.WorkspaceID]], r.N)
+			}
+		}
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		var succeeded int
+		e.scan(t, &succeeded, `SELECT COUNT(*) FROM runs WHERE status = 'succeeded'`)
+		t.Logf("%d samples; peak running per workspace %v", samples, peak)
+		if succeeded != 200 {
+			t.Errorf("%d runs succeeded, want 200", succeeded)
+		}
+		for name, n := range peak {
+			if n > limit {
+				t.Errorf("workspace %s had %d runs running at once, cap %d", name, n, limit)
+			}
+		}
+		if peak["A"] != limit {
+			t.Errorf("workspace A peaked at %d running, want the cap %d: the test did not load the claims", peak["A"], limit)
+		}
+	})
+}
+
+// workSlot is one slot of a supervisor: claim a run, work it a moment,
+// mark it succeeded, until nothing is claimable and nothing runs.
+func workSlot(ctx context.Context, st *store.Store, worker string) error {
+	for {
+		runs, err := st.ClaimRuns(ctx, worker, time.Minute, 1)
+		if err != nil {
+			return err
+		}
+		if len(runs) == 0 {
+			pending, err := st.PendingJobs(ctx)
+			if err != nil || pending == 0 {
+				return err
+			}
+			var queued int64
+			if err := st.TestDB().Raw(`SELECT COUNT(*) FROM runs WHERE status = 'queued'`).Scan(&queued).Error; err != nil || queued == 0 {
+				return err
+			}
+			time.Sleep(time.Millisecond) // the capped runs wait for a slot of their workspace
+			continue
+		}
+		time.Sleep(time.Duration(1+len(runs[0].ID)%3) * time.Millisecond)
+		if err := st.TestDB().Exec(`UPDATE runs SET status = 'succeeded' WHERE id = ?`, runs[0].ID).Error; err != nil {
+			return err
+		}
+	}
 }
