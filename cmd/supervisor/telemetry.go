@@ -27,6 +27,7 @@ func serveTelemetry(e *env, sup *supervisor.Supervisor) (func(), error) {
 	}
 	m := telemetry.NewMetrics(telemetry.Info{Version: version, Database: e.store.Dialect(), Concurrency: e.cfg.Concurrency},
 		supervisor.QueueReader(e.store), queueStatsEvery)
+	m.WatchPauses(supervisor.PauseReader(e.store), queueStatsEvery)
 	sup.SetObserver(m)
 	srv, err := telemetry.Serve(e.cfg.HTTPAddr, sup.Health(), m.Registry())
 	if err != nil {
