@@ -41,6 +41,9 @@ type queueKind struct {
 	active Status // running or building
 	// from is the job table as j, joined to what the rule reads.
 	from string
+	// fifoIndex serves the oldest claimable jobs, wsIndex those of one
+	// workspace (partial indexes on status = 'queued').
+	fifoIndex, wsIndex string
 	// due is the back-off part of the rule, on the clock now.
 	due func(now string) string
 	// k1, k2 are the FIFO order: oldest first.
@@ -60,9 +63,10 @@ const notPausedSQL = `NOT EXISTS (SELECT 1 FROM ade_worker_pauses p WHERE p.scop
 
 var runQueue = queueKind{
 	kind: KindRun, table: "runs", active: StatusRunning,
-	from: `runs j LEFT JOIN builds b ON b.id = j.build_id`,
-	due:  func(now string) string { return `j.available_at <= ` + now },
-	k1:   "j.available_at", k2: "j.created_at", since: "j.available_at",
+	from:      `runs j LEFT JOIN builds b ON b.id = j.build_id`,
+	fifoIndex: "ix_runs_queued_claim", wsIndex: "ix_runs_queued_workspace",
+	due: func(now string) string { return `j.available_at <= ` + now },
+	k1:  "j.available_at", k2: "j.created_at", since: "j.available_at",
 	set: func(d dialect) string {
 		return `status = 'running', claimed_by = @worker, claim_expires_at = ` + d.laterSQL("@lease") +
 			`, started_at = ` + d.nowSQL() + `, attempt_count = runs.attempt_count + 1, error_message = NULL`
@@ -72,7 +76,8 @@ var runQueue = queueKind{
 
 var buildQueue = queueKind{
 	kind: KindBuild, table: "builds", active: StatusBuilding,
-	from: `builds j`,
+	from:      `builds j`,
+	fifoIndex: "ix_builds_queued_claim", wsIndex: "ix_builds_queued_workspace",
 	// The ADE API inserts builds without available_at: due at once.
 	due: func(now string) string { return `(j.available_at IS NULL OR j.available_at <= ` + now + `)` },
 	k1:  "j.created_at", k2: "j.id", since: "COALESCE(j.available_at, j.created_at)",
@@ -81,6 +86,13 @@ var buildQueue = queueKind{
 			`, started_at = ` + d.nowSQL() + `, attempt_count = builds.attempt_count + 1, error_message = NULL`
 	},
 	returning: buildClaimColumns,
+}
+
+// fromUsing is from with j read through the index where the dialect
+// needs telling (SQLite without ANALYZE statistics prefers the plain
+// status index and sorts every queued row).
+func (q queueKind) fromUsing(d dialect, index string) string {
+	return strings.Replace(q.from, " j", " j"+d.indexedBy(index), 1)
 }
 
 // claimable is THE rule, as a condition on j (and b for runs): queued, due
@@ -124,7 +136,7 @@ func (q queueKind) countSQL(now string, limit int) string {
 // fifoClaimSQL takes up to @limit claimable jobs, oldest first, in one
 // statement: the order without a cap, and the fastest claim.
 func (q queueKind) fifoClaimSQL(d dialect) string {
-	pick := `SELECT j.id FROM ` + q.from + ` WHERE ` + q.claimable(d.nowSQL()) + ` ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT @limit`
+	pick := `SELECT j.id FROM ` + q.fromUsing(d, q.fifoIndex) + ` WHERE ` + q.claimable(d.nowSQL()) + ` ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT @limit`
 	return d.claimSQL(q, "", pick)
 }
 
@@ -151,12 +163,12 @@ func (q queueKind) pickOneSQL(d dialect, p ClaimPolicy) string {
 	}
 	with := `busy AS (` + q.busySQL() + `),
 cand AS (
-	SELECT * FROM (SELECT j.id, 0 AS n, ` + q.k1 + ` AS k1, ` + q.k2 + ` AS k2 FROM ` + q.from + `
+	SELECT * FROM (SELECT j.id, 0 AS n, ` + q.k1 + ` AS k1, ` + q.k2 + ` AS k2 FROM ` + q.fromUsing(d, q.fifoIndex) + `
 		WHERE ` + q.claimable(now) + ` AND j.workspace_id NOT IN (SELECT workspace_id FROM busy)
 		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT ` + fmt.Sprint(idleCandidates) + `) AS idle
 	UNION ALL
 	SELECT c.id, busy.n, ` + strings.ReplaceAll(q.k1, "j.", "c.") + `, ` + strings.ReplaceAll(q.k2, "j.", "c.") + `
-	FROM busy JOIN ` + q.table + ` c ON c.id = (SELECT j.id FROM ` + q.from + `
+	FROM busy JOIN ` + q.table + ` c ON c.id = (SELECT j.id FROM ` + q.fromUsing(d, q.wsIndex) + `
 		WHERE j.workspace_id = busy.workspace_id AND ` + q.claimable(now) + `
 		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT 1)` + under + `)`
 	return d.claimSQL(q, with, `SELECT j.id FROM `+q.table+` j JOIN cand ON cand.id = j.id WHERE j.status = 'queued'

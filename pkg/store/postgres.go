@@ -55,6 +55,9 @@ func (postgresDialect) claimLockSQL() string {
 	return `SELECT pg_advisory_xact_lock(` + claimLockKey + `)`
 }
 
+// PostgreSQL's planner has statistics (autovacuum's ANALYZE).
+func (postgresDialect) indexedBy(string) string { return "" }
+
 // claimLockKey is the advisory lock of capped claims: any number no other
 // program on the database uses.
 const claimLockKey = "4242061801"

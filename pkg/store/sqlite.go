@@ -51,6 +51,11 @@ WHERE id IN (` + pick + `)
 RETURNING ` + q.returning
 }
 
+// INDEXED BY, since a migrated database has no ANALYZE statistics: without
+// them SQLite takes ix_runs_status for status = 'queued' and sorts the whole
+// queue on every claim (190 ms at 100,000 queued runs).
+func (sqliteDialect) indexedBy(index string) string { return " INDEXED BY " + index }
+
 // claimLock is nothing: a claim's transaction holds SQLite's write lock
 // from its BEGIN (_txlock=immediate), so claims are one at a time already.
 func (sqliteDialect) claimLockSQL() string { return "" }

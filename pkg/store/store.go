@@ -178,6 +178,9 @@ type dialect interface {
 	// claimLockSQL is taken by claims that count against a cap ("" when
 	// claims are one at a time anyway).
 	claimLockSQL() string
+	// indexedBy is the hint that makes the planner read a table through
+	// index ("" where the planner needs none).
+	indexedBy(index string) string
 	// clearRunResultsSQL removes a run's rows from the run_* result tables;
 	// each statement takes the run id as its only argument.
 	clearRunResultsSQL() []string
