@@ -171,8 +171,14 @@ cand AS (
 	FROM busy JOIN ` + q.table + ` c ON c.id = (SELECT j.id FROM ` + q.fromUsing(d, q.wsIndex) + `
 		WHERE j.workspace_id = busy.workspace_id AND ` + q.claimable(now) + `
 		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT 1)` + under + `)`
-	return d.claimSQL(q, with, `SELECT j.id FROM `+q.table+` j JOIN cand ON cand.id = j.id WHERE j.status = 'queued'
-	ORDER BY `+order+` LIMIT 1`)
+	pick := `SELECT cand.id FROM cand ORDER BY ` + order + ` LIMIT 1`
+	if d.name() == "postgres" {
+		// FOR UPDATE needs the table's row; SQLite must not join it (3.45
+		// then scans every queued row to probe cand).
+		pick = `SELECT j.id FROM ` + q.table + ` j JOIN cand ON cand.id = j.id WHERE j.status = 'queued'
+	ORDER BY ` + order + ` LIMIT 1`
+	}
+	return d.claimSQL(q, with, pick)
 }
 
 // DemandSQL is the KEDA query (PostgreSQL): the jobs the fleet could claim
