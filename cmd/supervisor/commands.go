@@ -45,12 +45,19 @@ func commands() []*cli.Command {
 			Name:  "status",
 			Usage: "show job counts by status and the most recent jobs",
 			Flags: []cli.Flag{&cli.IntFlag{Name: "limit", Value: 10, Usage: "how many recent jobs to list"},
-				&cli.BoolFlag{Name: "json", Usage: "print one JSON document (fields in the README)"}},
+				&cli.BoolFlag{Name: "json", Usage: "print one JSON document (fields in the README)"},
+				&cli.StringFlag{Name: "workspace", Usage: "show the runs queued and running of this workspace `ID`"},
+				&cli.BoolFlag{Name: "by-workspace", Usage: "show the runs queued and running per workspace, busiest first"}},
 			Action: withStore(func(c *cli.Context, e *env) error {
+				if c.IsSet("workspace") || c.Bool("by-workspace") {
+					return printWorkspaces(c, e)
+				}
 				return printStatus(c, e)
 			}),
 		},
 		cancelCmd(),
+		pauseCmd(),
+		resumeCmd(),
 		gcCmd(),
 		sandboxCmd(),
 		{
@@ -225,9 +232,14 @@ func printStatus(c *cli.Context, e *env) error {
 	if err != nil {
 		return err
 	}
-	if c.Bool("json") {
-		return writeStatusJSON(os.Stdout, counts, jobs)
+	pauses, err := e.store.Pauses(c.Context)
+	if err != nil {
+		return err
 	}
+	if c.Bool("json") {
+		return writeStatusJSON(os.Stdout, counts, jobs, pauses)
+	}
+	writePauses(os.Stdout, pauses)
 	w := tabwriter.NewWriter(os.Stdout, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(w, "KIND\tSTATUS\tCOUNT")
 	for _, n := range counts {

@@ -33,7 +33,11 @@ func inspectCmd() *cli.Command {
 			if err != nil {
 				return err
 			}
-			doc := describe(j, e.layout(), time.Now())
+			now := time.Now()
+			if j.DBNow.Valid { // the queue's one clock decides back-off
+				now = j.DBNow.Time
+			}
+			doc := describe(j, e.layout(), now)
 			if c.Bool("json") {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")

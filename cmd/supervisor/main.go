@@ -103,6 +103,7 @@ func setup(c *cli.Context) (*env, error) {
 	if err != nil {
 		return nil, err
 	}
+	st.SetClaimPolicy(store.ClaimPolicy{FIFO: cfg.ClaimOrder == "fifo", WorkspaceMaxRunning: cfg.WorkspaceMaxRunning})
 	return &env{cfg: cfg, log: log, store: st}, nil
 }
 

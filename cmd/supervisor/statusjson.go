@@ -13,6 +13,7 @@ import (
 type statusDoc struct {
 	Counts []statusCount `json:"counts"`
 	Recent []recentJob   `json:"recent"`
+	Paused []pauseDoc    `json:"paused"`
 }
 
 type statusCount struct {
@@ -43,8 +44,8 @@ func headOf(kind store.Kind, id string, status store.Status, attempts int, exit 
 		ExitCode: nullInt(exit), ClaimedBy: nullString(claimedBy), ErrorMessage: nullString(errMsg)}
 }
 
-func writeStatusJSON(w io.Writer, counts []store.StatusCount, jobs []store.JobSummary) error {
-	doc := statusDoc{Counts: []statusCount{}, Recent: []recentJob{}}
+func writeStatusJSON(w io.Writer, counts []store.StatusCount, jobs []store.JobSummary, pauses []store.Pause) error {
+	doc := statusDoc{Counts: []statusCount{}, Recent: []recentJob{}, Paused: pauseDocs(pauses)}
 	for _, n := range counts {
 		doc.Counts = append(doc.Counts, statusCount{Kind: n.Kind, Status: n.Status, Count: n.Count})
 	}

@@ -28,6 +28,7 @@ func serveTelemetry(e *env, sup *supervisor.Supervisor) (func(), error) {
 	m := telemetry.NewMetrics(telemetry.Info{Version: version, Database: e.store.Dialect(), Concurrency: e.cfg.Concurrency},
 		supervisor.QueueReader(e.store), queueStatsEvery)
 	m.WatchHealth(sup.Health())
+	m.WatchPauses(supervisor.PauseReader(e.store), queueStatsEvery)
 	sup.SetObserver(m)
 	e.metrics = m
 	srv, err := telemetry.Serve(e.cfg.HTTPAddr, sup.Health(), m.Registry())

@@ -7,5 +7,6 @@ CREATE ROLE ade_keda LOGIN PASSWORD 'change-me';
 ALTER ROLE ade_keda SET default_transaction_read_only = on;
 GRANT CONNECT ON DATABASE ade TO ade_keda;
 GRANT USAGE ON SCHEMA public TO ade_keda;
-GRANT SELECT (id, build_id, status, available_at, attempt_count, max_attempts) ON runs TO ade_keda;
-GRANT SELECT (id, status, available_at, attempt_count, max_attempts) ON builds TO ade_keda;
+GRANT SELECT (id, build_id, workspace_id, configuration_id, status, available_at, attempt_count, max_attempts) ON runs TO ade_keda;
+GRANT SELECT (id, workspace_id, configuration_id, status, available_at, attempt_count, max_attempts) ON builds TO ade_keda;
+GRANT SELECT (scope, target) ON ade_worker_pauses TO ade_keda;

@@ -185,3 +185,16 @@ func TestKEDAQueryReplicas(t *testing.T) {
 	q.enqueueRuns(60, time.Time{})
 	step("65 runs due: capped at maxReplicaCount", 65, 10)
 }
+
+// TestKEDAQueryIsTheClaimRule: the query is the store's one definition of
+// claimable demand (store.DemandSQL, no cap), word for word,
+// so the scaler never counts what the claim would not take (paused work,
+// runs of builds not ready, back-off, attempts used up).
+func TestKEDAQueryIsTheClaimRule(t *testing.T) {
+	eachRender(t, func(t *testing.T, m *manifests) {
+		query := trigger(t, m.scaledObject).Metadata["query"]
+		if got, want := strings.Join(strings.Fields(query), " "), strings.Join(strings.Fields(store.DemandSQL(0)), " "); got != want {
+			t.Errorf("scaledobject.yaml's query differs from store.DemandSQL(0):\n got %s\nwant %s", got, want)
+		}
+	})
+}

@@ -56,6 +56,13 @@ type Settings struct {
 	BackoffBase  time.Duration
 	BackoffMax   time.Duration
 
+	// ClaimOrder is "fair" (fewest running per workspace first) or "fifo"
+	// (oldest first): ADE_WORKER_CLAIM_ORDER.
+	ClaimOrder string
+	// WorkspaceMaxRunning caps the runs of one workspace running at once
+	// across the fleet (ADE_WORKER_WORKSPACE_MAX_RUNNING); 0: no cap.
+	WorkspaceMaxRunning int
+
 	// Installer is "pip", or the absolute path of uv (ADE_WORKER_INSTALLER).
 	Installer string
 

@@ -85,6 +85,7 @@ func TestDefaults(t *testing.T) {
 		LogLevel:          "info",
 		LogFormat:         "json",
 		ShutdownGrace:     30 * time.Second,
+		ClaimOrder:        "fair",
 		GCInterval:        time.Hour,
 		RunArtifactTTL:    30 * 24 * time.Hour,
 		VenvTTL:           30 * 24 * time.Hour,

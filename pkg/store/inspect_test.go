@@ -17,7 +17,8 @@ func TestWhyNotRunning(t *testing.T) {
 	at := func(t time.Time) store.Time { return store.Time{Time: t, Valid: true} }
 	run := func(edit func(d *store.JobDetail)) *store.JobDetail {
 		d := &store.JobDetail{Kind: store.KindRun, ID: "r1", Status: "queued", AttemptCount: 0, MaxAttempts: 3,
-			BuildID: valid("b1"), BuildStatus: valid("ready"), AvailableAt: at(now.Add(-time.Second))}
+			BuildID: valid("b1"), BuildStatus: valid("ready"), AvailableAt: at(now.Add(-time.Second)), Claimable: true,
+			WorkspaceID: "w1"}
 		edit(d)
 		return d
 	}
@@ -46,7 +47,16 @@ func TestWhyNotRunning(t *testing.T) {
 			store.WaitForBuild, "waiting for its build"},
 		{"running", run(func(d *store.JobDetail) { d.Status = "running" }), "", ""},
 		{"succeeded", run(func(d *store.JobDetail) { d.Status = "succeeded" }), "", ""},
-		{"build with NULL available_at", &store.JobDetail{Kind: store.KindBuild, Status: "queued", MaxAttempts: 3},
+		{"paused", run(func(d *store.JobDetail) {
+			d.Claimable = false
+			d.Pauses = []store.Pause{{Scope: store.PauseWorkspace, Target: "w1", PausedAt: at(now.Add(-time.Hour)), PausedBy: "host-a"}}
+		}), store.WaitPaused, "paused: workspace w1 since 2025-03-04T09:00:00Z by host-a"},
+		{"workspace at its cap", run(func(d *store.JobDetail) { d.WorkspaceRunning, d.WorkspaceMaxRunning = 2, 2 }),
+			store.WaitWorkspaceCap, "workspace w1 has 2 of 2 runs running"},
+		{"workspace under its cap", run(func(d *store.JobDetail) { d.WorkspaceRunning, d.WorkspaceMaxRunning = 1, 2 }),
+			store.WaitClaimable, "claimable now"},
+		{"the database says no", run(func(d *store.JobDetail) { d.Claimable = false }), store.WaitNotClaimable, "does not hold"},
+		{"build with NULL available_at", &store.JobDetail{Kind: store.KindBuild, Status: "queued", MaxAttempts: 3, Claimable: true},
 			store.WaitClaimable, "claimable now"},
 		{"build in backoff", &store.JobDetail{Kind: store.KindBuild, Status: "queued", AttemptCount: 2, MaxAttempts: 3,
 			AvailableAt: at(now.Add(time.Minute))}, store.WaitBackoff, "after attempt 2 of 3"},

@@ -26,6 +26,7 @@ type migration struct {
 var migrations = []migration{
 	{1, "baseline: the ADE API tables the worker uses, lease columns on builds, partial indexes, wake-up triggers",
 		(*Store).baseline, true},
+	{2, "fair share: the ade_worker_pauses table, per-workspace queue indexes", (*Store).fairShare, false},
 }
 
 // latestVersion is the schema version this worker needs.

@@ -34,19 +34,33 @@ func (postgresDialect) laterSQL(secs string) string {
 }
 
 // SKIP LOCKED lets many supervisors claim side by side: each takes rows no
-// other transaction holds, without waiting.
-func (postgresDialect) claimRunsSQL() string {
-	return `WITH picked AS (
-	SELECT r.id FROM runs r LEFT JOIN builds b ON b.id = r.build_id
-	WHERE r.status = 'queued' AND r.available_at <= now() AND r.attempt_count < r.max_attempts
-	  AND (r.build_id IS NULL OR b.status = 'ready')
-	ORDER BY r.available_at, r.created_at LIMIT @limit
-	FOR UPDATE OF r SKIP LOCKED)
-UPDATE runs SET status = 'running', claimed_by = @worker, claim_expires_at = now() + make_interval(secs => CAST(@lease AS double precision)),
-	started_at = now(), attempt_count = runs.attempt_count + 1, error_message = NULL
-FROM picked WHERE runs.id = picked.id
-RETURNING ` + qualify("runs", runClaimColumns) + ", " + runBuildReadyColumn
+// other transaction holds, without waiting. with is common table
+// expressions pick reads ("" for none).
+func (postgresDialect) claimSQL(q queueKind, with, pick string) string {
+	if with != "" {
+		with += ",\n"
+	}
+	return `WITH ` + with + `picked AS (` + pick + `
+	FOR UPDATE OF j SKIP LOCKED)
+UPDATE ` + q.table + ` SET ` + q.set(postgresDialect{}) + `
+FROM picked WHERE ` + q.table + `.id = picked.id
+RETURNING ` + qualify(q.table, q.returning) + q.extra
 }
+
+// claimLockSQL serialises the claims that count running jobs against a
+// cap: each takes it in its transaction, after the last one committed, so
+// its counts include every claim before it (READ COMMITTED reads afresh
+// per statement). Only capped claims take it.
+func (postgresDialect) claimLockSQL() string {
+	return `SELECT pg_advisory_xact_lock(` + claimLockKey + `)`
+}
+
+// PostgreSQL's planner has statistics (autovacuum's ANALYZE).
+func (postgresDialect) indexedBy(string) string { return "" }
+
+// claimLockKey is the advisory lock of capped claims: any number no other
+// program on the database uses.
+const claimLockKey = "4242061801"
 
 // moveDocumentSQL does in one round trip what moveDocument does in two (and
 // StartDocument, fenced, in five). The payload is built to match
@@ -76,18 +90,6 @@ func (postgresDialect) clearRunResultsSQL() []string {
 	m AS (DELETE FROM run_metrics WHERE run_id = (SELECT id FROM r)),
 	f AS (DELETE FROM run_fields WHERE run_id = (SELECT id FROM r))
 DELETE FROM run_table_columns WHERE run_id = (SELECT id FROM r)`}
-}
-
-func (postgresDialect) claimBuildsSQL() string {
-	return `WITH picked AS (
-	SELECT id FROM builds
-	WHERE status = 'queued' AND (available_at IS NULL OR available_at <= now()) AND attempt_count < max_attempts
-	ORDER BY created_at LIMIT @limit
-	FOR UPDATE SKIP LOCKED)
-UPDATE builds SET status = 'building', claimed_by = @worker, claim_expires_at = now() + make_interval(secs => CAST(@lease AS double precision)),
-	started_at = now(), attempt_count = builds.attempt_count + 1, error_message = NULL
-FROM picked WHERE builds.id = picked.id
-RETURNING ` + qualify("builds", buildClaimColumns)
 }
 
 func (postgresDialect) watch(ctx context.Context, dsn string, wake func(), cancelled func(JobRef)) error {

@@ -114,24 +114,28 @@ func (s *Store) ClaimBuilds(ctx context.Context, worker string, lease time.Durat
 	return builds, err
 }
 
-// ClaimJobs takes up to buildLimit queued builds, then as many claimable
-// runs as the builds left room for within runLimit, in one transaction (one
-// BEGIN and COMMIT for both: on PostgreSQL each is a round trip). In a
+// ClaimJobs takes up to buildLimit claimable builds, then as many
+// claimable runs as the builds left room for within runLimit, in one
+// transaction (one BEGIN and COMMIT for both: on PostgreSQL each is a round
+// trip), in the order and under the cap of the store's ClaimPolicy. In a
 // transaction, so rows that cannot be read back are not left claimed.
 // Claimability and the lease's end use the database's clock.
 func (s *Store) ClaimJobs(ctx context.Context, worker string, lease time.Duration,
 	buildLimit, runLimit int) (builds []ClaimedBuild, runs []ClaimedRun, err error) {
 	err = s.tx(ctx, func(tx *gorm.DB) error {
 		builds, runs = nil, nil
+		if lock := s.dialect.claimLockSQL(); lock != "" && s.policy.WorkspaceMaxRunning > 0 && runLimit > 0 {
+			if err := tx.Exec(lock).Error; err != nil {
+				return fmt.Errorf("take the claim lock: %w", err)
+			}
+		}
 		if buildLimit > 0 {
-			err := tx.Raw(s.dialect.claimBuildsSQL(), claimArgs(worker, lease, buildLimit)).Scan(&builds).Error
-			if err != nil {
+			if err := s.claimFrom(tx, buildQueue, worker, lease, buildLimit, &builds); err != nil {
 				return fmt.Errorf("claim builds: %w", err)
 			}
 		}
 		if left := runLimit - len(builds); left > 0 {
-			err := tx.Raw(s.dialect.claimRunsSQL(), claimArgs(worker, lease, left)).Scan(&runs).Error
-			if err != nil {
+			if err := s.claimFrom(tx, runQueue, worker, lease, left, &runs); err != nil {
 				return fmt.Errorf("claim runs: %w", err)
 			}
 		}
@@ -141,6 +145,42 @@ func (s *Store) ClaimJobs(ctx context.Context, worker string, lease time.Duratio
 		return nil, nil, err
 	}
 	return builds, runs, nil
+}
+
+// claimFrom claims up to limit jobs of q into out (a *[]ClaimedRun or
+// *[]ClaimedBuild). FIFO without a cap is one statement; otherwise one
+// pick per job, so that each pick sees the jobs taken before it running.
+func (s *Store) claimFrom(tx *gorm.DB, q queueKind, worker string, lease time.Duration, limit int, out any) error {
+	p := s.policy
+	if p.FIFO && q.capOf(p) == 0 {
+		return tx.Raw(q.fifoClaimSQL(s.dialect), claimArgs(worker, lease, limit)).Scan(out).Error
+	}
+	pick := q.pickOneSQL(s.dialect, p)
+	for range limit {
+		n, err := appendScan(tx.Raw(pick, claimArgs(worker, lease, 1)), out)
+		if err != nil || n == 0 {
+			return err
+		}
+	}
+	return nil
+}
+
+// appendScan appends the rows q returns to out (a pointer to a slice) and
+// says how many it appended.
+func appendScan(q *gorm.DB, out any) (int, error) {
+	switch o := out.(type) {
+	case *[]ClaimedRun:
+		var got []ClaimedRun
+		err := q.Scan(&got).Error
+		*o = append(*o, got...)
+		return len(got), err
+	case *[]ClaimedBuild:
+		var got []ClaimedBuild
+		err := q.Scan(&got).Error
+		*o = append(*o, got...)
+		return len(got), err
+	}
+	return 0, fmt.Errorf("appendScan: unexpected %T", out)
 }
 
 // Heartbeat extends the lease of one held job to lease from the database's

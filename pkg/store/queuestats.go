@@ -3,13 +3,12 @@ package store
 import (
 	"context"
 	"fmt"
-	"strings"
 )
 
 // QueueStat is the queue of one kind of job: what the queue gauges show.
 type QueueStat struct {
 	Kind    Kind
-	Ready   int64 // queued, available now, attempts left
+	Ready   int64 // claimable now (claimable.go), within the cap
 	Delayed int64 // queued, waiting for available_at (retry backoff)
 	Running int64 // running (runs) or building (builds)
 	// OldestReady is when the longest-waiting ready job became available.
@@ -20,34 +19,29 @@ type QueueStat struct {
 }
 
 // queueStatsSQL reads only live rows: each part filters on exactly the
-// status of a partial index in workerIndexes (ix_runs_queued_claim,
-// ix_runs_running_lease, ix_builds_queued_claim, ix_builds_building_lease),
-// so its cost follows the queue's length, not the table's history. A ready
-// run may still wait for its build to become ready.
-const queueStatsSQL = `
-SELECT 'run' AS kind,
-	COALESCE(SUM(CASE WHEN available_at <= @now AND attempt_count < max_attempts THEN 1 ELSE 0 END), 0) AS ready,
-	COALESCE(SUM(CASE WHEN available_at > @now THEN 1 ELSE 0 END), 0) AS delayed,
-	(SELECT COUNT(*) FROM runs WHERE status = 'running') AS running,
-	MIN(CASE WHEN available_at <= @now AND attempt_count < max_attempts THEN available_at END) AS oldest_ready,
-	@now AS now
-FROM runs WHERE status = 'queued'
-UNION ALL
-SELECT 'build' AS kind,
-	COALESCE(SUM(CASE WHEN (available_at IS NULL OR available_at <= @now) AND attempt_count < max_attempts THEN 1 ELSE 0 END), 0),
-	COALESCE(SUM(CASE WHEN available_at > @now THEN 1 ELSE 0 END), 0),
-	(SELECT COUNT(*) FROM builds WHERE status = 'building'),
-	MIN(CASE WHEN (available_at IS NULL OR available_at <= @now) AND attempt_count < max_attempts
-		THEN COALESCE(available_at, created_at) END),
-	@now
-FROM builds WHERE status = 'queued'`
+// status of a partial index (see workerIndexes and fairShareIndexes), so
+// its cost follows the queue's length, not the table's history. Ready is
+// the claimable rule of claimable.go, the cap included: what claims would
+// take now.
+func queueStatsSQL(d dialect, p ClaimPolicy) string {
+	now := d.nowSQL()
+	part := func(q queueKind) string {
+		return `SELECT '` + string(q.kind) + `' AS kind,
+	(` + q.countSQL(now, q.capOf(p)) + `) AS ready,
+	(SELECT COUNT(*) FROM ` + q.table + ` j WHERE j.status = 'queued' AND NOT ` + q.due(now) + `) AS delayed,
+	(SELECT COUNT(*) FROM ` + q.table + ` WHERE status = '` + string(q.active) + `') AS running,
+	(SELECT MIN(` + q.since + `) FROM ` + q.from + ` WHERE ` + q.claimable(now) + `) AS oldest_ready,
+	` + now + ` AS now`
+	}
+	return part(runQueue) + "\nUNION ALL\n" + part(buildQueue)
+}
 
 // QueueStats counts queued and running jobs by kind, cheaply enough to run
 // every few seconds on a table of a million finished rows. Ready and
 // delayed are told apart on the database's clock.
 func (s *Store) QueueStats(ctx context.Context) ([]QueueStat, error) {
 	var out []QueueStat
-	err := s.db.WithContext(ctx).Raw(strings.ReplaceAll(queueStatsSQL, "@now", s.dialect.nowSQL())).Scan(&out).Error
+	err := s.db.WithContext(ctx).Raw(queueStatsSQL(s.dialect, s.policy)).Scan(&out).Error
 	if err != nil {
 		return nil, fmt.Errorf("read queue stats: %w", err)
 	}

@@ -40,29 +40,25 @@ func (sqliteDialect) laterSQL(secs string) string {
 }
 
 // One UPDATE ... RETURNING on a subselect: SQLite runs it under its single
-// writer lock, so two supervisors can never pick the same row.
-func (sqliteDialect) claimRunsSQL() string {
-	d := sqliteDialect{}
-	return `UPDATE runs SET status = 'running', claimed_by = @worker, claim_expires_at = ` + d.laterSQL("@lease") + `,
-	started_at = ` + d.nowSQL() + `, attempt_count = attempt_count + 1, error_message = NULL
-WHERE id IN (
-	SELECT r.id FROM runs r LEFT JOIN builds b ON b.id = r.build_id
-	WHERE r.status = 'queued' AND r.available_at <= ` + d.nowSQL() + ` AND r.attempt_count < r.max_attempts
-	  AND (r.build_id IS NULL OR b.status = 'ready')
-	ORDER BY r.available_at, r.created_at LIMIT @limit)
-RETURNING ` + runClaimColumns + ", " + runBuildReadyColumn
+// writer lock, so two supervisors can never pick the same row. with is
+// common table expressions pick reads ("" for none).
+func (sqliteDialect) claimSQL(q queueKind, with, pick string) string {
+	if with != "" {
+		with = "WITH " + with + "\n"
+	}
+	return with + `UPDATE ` + q.table + ` SET ` + q.set(sqliteDialect{}) + `
+WHERE id IN (` + pick + `)
+RETURNING ` + q.returning + q.extra
 }
 
-func (sqliteDialect) claimBuildsSQL() string {
-	d := sqliteDialect{}
-	return `UPDATE builds SET status = 'building', claimed_by = @worker, claim_expires_at = ` + d.laterSQL("@lease") + `,
-	started_at = ` + d.nowSQL() + `, attempt_count = attempt_count + 1, error_message = NULL
-WHERE id IN (
-	SELECT id FROM builds
-	WHERE status = 'queued' AND (available_at IS NULL OR available_at <= ` + d.nowSQL() + `) AND attempt_count < max_attempts
-	ORDER BY created_at LIMIT @limit)
-RETURNING ` + buildClaimColumns
-}
+// INDEXED BY, since a migrated database has no ANALYZE statistics: without
+// them SQLite takes ix_runs_status for status = 'queued' and sorts the whole
+// queue on every claim (190 ms at 100,000 queued runs).
+func (sqliteDialect) indexedBy(index string) string { return " INDEXED BY " + index }
+
+// claimLock is nothing: a claim's transaction holds SQLite's write lock
+// from its BEGIN (_txlock=immediate), so claims are one at a time already.
+func (sqliteDialect) claimLockSQL() string { return "" }
 
 func (sqliteDialect) watch(ctx context.Context, path string, wake func(), cancelled func(JobRef)) error {
 	return watchSQLite(ctx, path, wake, cancelled)

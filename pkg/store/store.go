@@ -48,6 +48,8 @@ type Store struct {
 	// file is the identity of the SQLite file opened (nil on PostgreSQL);
 	// see CheckFile.
 	file *fileID
+	// policy is the claims' order and cap (SetClaimPolicy).
+	policy ClaimPolicy
 }
 
 // Open connects to the database named by u.
@@ -170,8 +172,15 @@ type dialect interface {
 	// list of jobs in one JSON argument, [{"vid": id, "vattempt": n}, ...]:
 	// a FROM clause (may be empty) and a condition.
 	jobListSQL() (from, cond string)
-	claimRunsSQL() string
-	claimBuildsSQL() string
+	// claimSQL makes the claim of the jobs of q that pick (a SELECT of
+	// j.id, after the common table expressions with) selects.
+	claimSQL(q queueKind, with, pick string) string
+	// claimLockSQL is taken by claims that count against a cap ("" when
+	// claims are one at a time anyway).
+	claimLockSQL() string
+	// indexedBy is the hint that makes the planner read a table through
+	// index ("" where the planner needs none).
+	indexedBy(index string) string
 	// clearRunResultsSQL removes a run's rows from the run_* result tables;
 	// each statement takes the run id as its only argument.
 	clearRunResultsSQL() []string

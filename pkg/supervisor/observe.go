@@ -136,3 +136,21 @@ func ignore(err, target error) error {
 	}
 	return err
 }
+
+// PauseReader counts the pauses in st by scope, for ade_worker_paused.
+func PauseReader(st *store.Store) telemetry.PauseReader {
+	return func(ctx context.Context) (map[string]int64, error) {
+		ps, err := st.Pauses(ctx)
+		if err != nil {
+			return nil, err
+		}
+		out := map[string]int64{}
+		for _, s := range store.PauseScopes {
+			out[string(s)] = 0
+		}
+		for _, p := range ps {
+			out[string(p.Scope)]++
+		}
+		return out, nil
+	}
+}

@@ -1,0 +1,267 @@
+package store_test
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/pgtemp"
+)
+
+func pgtempOpen(t testing.TB, url string) *store.Store { return pgtemp.Open(t, url) }
+
+// queueWorld places runs and builds of named workspaces ("A", "B", ...) in
+// one database, each workspace with its own configuration and ready build.
+type queueWorld struct {
+	e     *env
+	ws    map[string]string // name -> workspace id
+	cfg   map[string]string // name -> configuration id
+	build map[string]string // name -> ready build id
+	name  map[string]string // workspace id -> name
+	seq   int               // orders the rows' created_at
+}
+
+func newQueueWorld(e *env) *queueWorld {
+	return &queueWorld{e: e, ws: map[string]string{}, cfg: map[string]string{}, build: map[string]string{}, name: map[string]string{}}
+}
+
+// workspace makes the named workspace once: a configuration and a ready build.
+func (w *queueWorld) workspace(t testing.TB, name string) {
+	t.Helper()
+	if _, ok := w.ws[name]; ok {
+		return
+	}
+	ctx := context.Background()
+	ws, cfg := store.NewID(), store.NewID()
+	if err := w.e.s.InsertConfiguration(ctx, store.NewConfiguration{ID: cfg, WorkspaceID: ws, DisplayName: name}, t0); err != nil {
+		t.Fatal(err)
+	}
+	b, _, err := w.e.s.EnqueueBuild(ctx, store.NewBuild{WorkspaceID: ws, ConfigurationID: cfg, Fingerprint: store.NewID(), MaxAttempts: 3}, t0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w.e.exec(t, `UPDATE builds SET status = 'ready' WHERE id = ?`, b)
+	w.ws[name], w.cfg[name], w.build[name], w.name[ws] = ws, cfg, b, name
+}
+
+// run queues a run of the named workspace, created (and due) after every
+// row made before it.
+func (w *queueWorld) run(t testing.TB, name string) string {
+	t.Helper()
+	w.workspace(t, name)
+	w.seq++
+	at := t0.Add(time.Duration(w.seq) * time.Second)
+	id, err := w.e.s.EnqueueRun(context.Background(), store.NewRun{WorkspaceID: w.ws[name], ConfigurationID: w.cfg[name],
+		DocumentID: store.NewID(), BuildID: w.build[name], MaxAttempts: 3, AvailableAt: at}, at)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return id
+}
+
+// running makes n runs of the named workspace running (held by another worker).
+func (w *queueWorld) running(t testing.TB, name string, n int) {
+	t.Helper()
+	for range n {
+		w.e.hold(t, store.KindRun, w.run(t, name), "elsewhere", 1, 3, ptr(time.Now().Add(time.Hour)))
+	}
+}
+
+// names maps claimed runs to their workspaces' names.
+func (w *queueWorld) names(runs []store.ClaimedRun) []string {
+	out := make([]string, len(runs))
+	for i, r := range runs {
+		out[i] = w.name[r.WorkspaceID]
+	}
+	return out
+}
+
+// TestClaimOrder is the claim sequence for given queued and running sets:
+// fair order (fewest running across the fleet first, ties by the oldest
+// claimable run, oldest first within a workspace), fifo, and the cap.
+func TestClaimOrder(t *testing.T) {
+	fair, fifo := store.ClaimPolicy{}, store.ClaimPolicy{FIFO: true}
+	tests := []struct {
+		name    string
+		policy  store.ClaimPolicy
+		running map[string]int
+		queued  string // one letter per queued run, oldest first
+		batch   int    // runs per claim
+		want    string // the workspaces of the runs claimed, claim by claim, "|" between claims
+	}{
+		{"a flood does not stall another workspace", fair, nil, "AAAAAB", 1, "A|B|A|A|A|A|"},
+		{"fifo keeps today's order", fifo, nil, "AAAAAB", 1, "A|A|A|A|A|B|"},
+		{"one claim of several alternates", fair, nil, "AAAAAB", 3, "ABA|AAA|"},
+		{"fewest running across the fleet first", fair, map[string]int{"A": 1, "B": 3}, "BACA", 1, "C|A|A|B|"},
+		{"ties go to the oldest claimable run", fair, nil, "BAAC", 1, "B|A|C|A|"},
+		{"a busy workspace waits for idle ones", fair, map[string]int{"A": 2}, "AAB", 4, "BAA|"},
+		{"the cap holds runs back", store.ClaimPolicy{WorkspaceMaxRunning: 2}, map[string]int{"A": 1}, "AAAAB", 4, "BA|"},
+		{"the cap in fifo order", store.ClaimPolicy{FIFO: true, WorkspaceMaxRunning: 1}, nil, "AABA", 1, "A|B|"},
+		{"a workspace at its cap takes nothing", store.ClaimPolicy{WorkspaceMaxRunning: 2}, map[string]int{"A": 2}, "AA", 2, ""},
+	}
+	for _, tt := range tests {
+		t.Run(tt.name, func(t *testing.T) {
+			eachEnv(t, func(t *testing.T, e *env) {
+				w := newQueueWorld(e)
+				for name, n := range tt.running {
+					w.running(t, name, n)
+				}
+				for _, c := range tt.queued {
+					w.run(t, string(c))
+				}
+				e.s.SetClaimPolicy(tt.policy)
+				var got strings.Builder
+				for range len(tt.queued) + 1 {
+					runs, err := e.s.ClaimRuns(context.Background(), "w1", time.Minute, tt.batch)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if len(runs) == 0 {
+						break
+					}
+					got.WriteString(strings.Join(w.names(runs), "") + "|")
+				}
+				if got.String() != tt.want {
+					t.Errorf("claimed %q, want %q", got.String(), tt.want)
+				}
+			})
+		})
+	}
+}
+
+// TestClaimOrderBuilds: builds follow the same rule, by builds building.
+func TestClaimOrderBuilds(t *testing.T) {
+	eachEnv(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		name := map[string]string{}
+		mk := func(n string, ws string, at time.Time) string {
+			id, _, err := e.s.EnqueueBuild(ctx, store.NewBuild{WorkspaceID: ws, ConfigurationID: store.NewID(),
+				Fingerprint: store.NewID(), MaxAttempts: 3}, at)
+			if err != nil {
+				t.Fatal(err)
+			}
+			name[ws] = n
+			return id
+		}
+		a, b := store.NewID(), store.NewID()
+		e.hold(t, store.KindBuild, mk("A", a, t0), "elsewhere", 1, 3, ptr(time.Now().Add(time.Hour)))
+		mk("A", a, t0.Add(time.Second))
+		mk("A", a, t0.Add(2*time.Second))
+		mk("B", b, t0.Add(3*time.Second))
+		var got []string
+		for range 3 {
+			builds, err := e.s.ClaimBuilds(ctx, "w1", time.Minute, 1)
+			if err != nil || len(builds) != 1 {
+				t.Fatalf("claim: %v %v", builds, err)
+			}
+			got = append(got, name[builds[0].WorkspaceID])
+		}
+		if strings.Join(got, "") != "BAA" {
+			t.Errorf("builds claimed in workspaces %v, want B A A", got)
+		}
+	})
+}
+
+// TestWorkspaceCapUnderConcurrentClaims: 3 supervisors (each its own
+// connection pool) of 4 slots claim 200 runs of 4 workspaces with a cap of
+// 2; a sampler reads the running count per workspace from the database
+// throughout, and it never passes the cap.
+func TestWorkspaceCapUnderConcurrentClaims(t *testing.T) {
+	const (
+		supervisors, slots, limit = 3, 4, 2
+	)
+	eachEnv(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		w := newQueueWorld(e)
+		for name, n := range map[string]int{"A": 140, "B": 30, "C": 20, "D": 10} {
+			for range n {
+				w.run(t, name)
+			}
+		}
+		var (
+			wg   sync.WaitGroup
+			errs = make(chan error, supervisors*slots)
+		)
+		for i := range supervisors {
+			st := pgtempOpen(t, e.url)
+			st.SetClaimPolicy(store.ClaimPolicy{WorkspaceMaxRunning: limit})
+			for j := range slots {
+				wg.Add(1)
+				go func() {
+					defer wg.Done()
+					errs <- workSlot(ctx, st, fmt.Sprintf("sup%d-slot%d", i, j))
+				}()
+			}
+		}
+		done := make(chan struct{})
+		go func() { wg.Wait(); close(done) }()
+		peak, samples := map[string]int{}, 0
+		for sampling := true; sampling; {
+			select {
+			case <-done:
+				sampling = false
+			default:
+			}
+			var rows []struct {
+				WorkspaceID string
+				N           int
+			}
+			e.scan(t, &rows, `SELECT workspace_id, COUNT(*) AS n FROM runs WHERE status = 'running' GROUP BY workspace_id`)
+			samples++
+			for _, r := range rows {
+				peak[w.name[r.WorkspaceID]] = max(peak[w.name[r.WorkspaceID]], r.N)
+			}
+		}
+		close(errs)
+		for err := range errs {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+		var succeeded int
+		e.scan(t, &succeeded, `SELECT COUNT(*) FROM runs WHERE status = 'succeeded'`)
+		t.Logf("%d samples; peak running per workspace %v", samples, peak)
+		if succeeded != 200 {
+			t.Errorf("%d runs succeeded, want 200", succeeded)
+		}
+		for name, n := range peak {
+			if n > limit {
+				t.Errorf("workspace %s had %d runs running at once, cap %d", name, n, limit)
+			}
+		}
+		if peak["A"] != limit {
+			t.Errorf("workspace A peaked at %d running, want the cap %d: the test did not load the claims", peak["A"], limit)
+		}
+	})
+}
+
+// workSlot is one slot of a supervisor: claim a run, work it a moment,
+// mark it succeeded, until nothing is claimable and nothing runs.
+func workSlot(ctx context.Context, st *store.Store, worker string) error {
+	for {
+		runs, err := st.ClaimRuns(ctx, worker, time.Minute, 1)
+		if err != nil {
+			return err
+		}
+		if len(runs) == 0 {
+			pending, err := st.PendingJobs(ctx)
+			if err != nil || pending == 0 {
+				return err
+			}
+			var queued int64
+			if err := st.TestDB().Raw(`SELECT COUNT(*) FROM runs WHERE status = 'queued'`).Scan(&queued).Error; err != nil || queued == 0 {
+				return err
+			}
+			time.Sleep(time.Millisecond) // the capped runs wait for a slot of their workspace
+			continue
+		}
+		time.Sleep(time.Duration(1+len(runs[0].ID)%3) * time.Millisecond)
+		if err := st.TestDB().Exec(`UPDATE runs SET status = 'succeeded' WHERE id = ?`, runs[0].ID).Error; err != nil {
+			return err
+		}
+	}
+}
