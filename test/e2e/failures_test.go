@@ -19,14 +19,13 @@ func worldWithBuild(t *testing.T, backend string, extra map[string]string) (w *w
 	return w, cfg, w.addBuild(cfg)
 }
 
-// readyWorld is a world with one configuration whose build is ready.
+// readyWorld is a world with one configuration whose build is ready (a
+// copy of the shared venv, see installReadyBuild) and a supervisor running.
 func readyWorld(t *testing.T, backend string, extra map[string]string) (w *world, cfg, build string) {
 	t.Helper()
 	w, cfg, build = worldWithBuild(t, backend, extra)
-	w.start()
-	if b := w.waitFor("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
-		t.Fatalf("build = %+v (%s), want ready", b, b.errText())
-	}
+	w.installReadyBuild(cfg, build)
+	w.startAndWaitForStartedLine()
 	return w, cfg, build
 }
 

@@ -41,6 +41,7 @@ func setupBinaries(m *testing.M) (int, error) {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
+	defer removeSharedVenv()
 	// Built the way the image builds them.
 	cmd := exec.Command("bash", "scripts/build-binaries.sh", dir)
 	cmd.Dir = repoDir
@@ -156,6 +157,26 @@ func (w *world) start() *exec.Cmd {
 		}
 	})
 	return cmd
+}
+
+// startAndWaitForStartedLine starts a supervisor and waits until its log
+// says "supervisor started", which it writes once it handles SIGTERM: a
+// test may stop it at once and expect a clean exit.
+func (w *world) startAndWaitForStartedLine() *exec.Cmd {
+	w.t.Helper()
+	cmd := w.start()
+	logPath := filepath.Join(w.dir, fmt.Sprintf("supervisor-%d.log", len(w.sups)-1))
+	deadline := time.Now().Add(time.Minute)
+	for {
+		data, _ := os.ReadFile(logPath)
+		if bytes.Contains(data, []byte("supervisor started")) {
+			return cmd
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("supervisor did not log \"supervisor started\" within a minute:\n%s", data)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // stop sends SIGTERM and waits; it fails the test when the exit is not clean.
