@@ -32,6 +32,7 @@ import (
 // finishes normally after SIGTERM, nothing new is claimed, and the
 // supervisor exits 0.
 func TestSigtermLetsRunningJobFinish(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_SHUTDOWN_GRACE_SECONDS": "10"})
 		sup := w.sups[0]
@@ -66,6 +67,7 @@ func TestSigtermLetsRunningJobFinish(t *testing.T) {
 // (engine and its child too) and handed back: queued, available now, the
 // attempt not counted.
 func TestSigtermHandsBackAfterGrace(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, run, sent := sigtermSleepingRun(t, backend, "1")
 		took, err := waitExit(w.sups[0], 30*time.Second)
@@ -83,6 +85,7 @@ func TestSigtermHandsBackAfterGrace(t *testing.T) {
 // TestSecondSigtermStopsAtOnce: a second SIGTERM during a long grace stops
 // the running job at once, still handing it back.
 func TestSecondSigtermStopsAtOnce(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, run, sent := sigtermSleepingRun(t, backend, "30")
 		sup := w.sups[0]
@@ -150,10 +153,11 @@ func (w *world) assertHandedBack(run sleepingRun, signalled time.Time) {
 // the engine and the engine's own child with it; a second supervisor
 // re-claims the run when its lease expires and finishes it exactly once.
 func TestSupervisorKilledMidJob(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
-		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "6"})
+		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "2"})
 		sup := w.sups[0]
-		run := w.startSleepingRun(cfg, "spawn-sleeper=60", "sleep=5")
+		run := w.startSleepingRun(cfg, "spawn-sleeper=60", "sleep=4")
 		runners := childrenNamed(sup.Process.Pid, "jobrunner")
 		if len(runners) != 1 || len(run.engines) == 0 {
 			t.Fatalf("before the kill: jobrunners %v, engines %v; want one of each", runners, run.engines)
@@ -167,7 +171,7 @@ func TestSupervisorKilledMidJob(t *testing.T) {
 		t.Logf("all processes of the job gone %s after SIGKILL", time.Since(killed).Round(time.Millisecond))
 
 		w.start()
-		r := w.waitFor("runs", []string{run.id}, time.Minute)[run.id]
+		r := w.waitForStatus("runs", []string{run.id}, time.Minute)[run.id]
 		if r.Status != "succeeded" || r.AttemptCount != 2 {
 			t.Errorf("run = %+v (%s), want succeeded at attempt 2", r, r.errText())
 		}
@@ -187,8 +191,9 @@ func TestSupervisorKilledMidJob(t *testing.T) {
 // the heartbeat notices, the job's processes die, and this supervisor
 // writes nothing more about it but keeps serving.
 func TestLostLeaseStopsJobAndWritesNothing(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
-		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "6"})
+		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "2"})
 		sup := w.sups[0]
 		run := w.startSleepingRun(cfg, "spawn-sleeper=60", "sleep=30")
 		before := w.documentState(run.doc)
@@ -199,7 +204,17 @@ func TestLostLeaseStopsJobAndWritesNothing(t *testing.T) {
 		assertGone(t, 4*time.Second, run.procs())
 		t.Logf("engine and its child gone %s after the lease was lost", time.Since(taken).Round(time.Millisecond))
 
-		time.Sleep(5 * time.Second)
+		w.waitForLogLine(0, "lease lost", 30*time.Second)
+		if !alive(sup.Process.Pid) {
+			t.Fatalf("supervisor died after losing a lease")
+		}
+		// A run queued after the loss succeeds on the same supervisor: by
+		// then it has long ended the lost job, and anything it would write
+		// about it is written.
+		good := w.addRun(cfg, w.addDocument("good.csv", csv()))
+		if r := w.waitForStatus("runs", []string{good}, time.Minute)[good]; r.Status != "succeeded" {
+			t.Errorf("run after the lost lease = %+v (%s), want succeeded", r, r.errText())
+		}
 		var row struct {
 			Status       string
 			ClaimedBy    *string
@@ -217,16 +232,6 @@ func TestLostLeaseStopsJobAndWritesNothing(t *testing.T) {
 		events := readEvents(t, w.runEvents(run.id))
 		assertEventCount(t, events, "run.complete", 0)
 		assertEventCount(t, events, "run.requeued", 0)
-		if !strings.Contains(w.supervisorLog(0), "lease lost") {
-			t.Errorf("supervisor log does not mention the lost lease")
-		}
-		if !alive(sup.Process.Pid) {
-			t.Fatalf("supervisor died after losing a lease")
-		}
-		good := w.addRun(cfg, w.addDocument("good.csv", csv()))
-		if r := w.waitFor("runs", []string{good}, time.Minute)[good]; r.Status != "succeeded" {
-			t.Errorf("run after the lost lease = %+v (%s), want succeeded", r, r.errText())
-		}
 	})
 }
 
@@ -234,12 +239,13 @@ func TestLostLeaseStopsJobAndWritesNothing(t *testing.T) {
 // retry may fix: retried while attempts remain, else failed naming the
 // signal.
 func TestJobrunnerKilled(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, nil)
 		sup := w.sups[0]
 		killRunner := func(run string) (engines []int) {
 			t.Helper()
-			w.waitFor("runs", []string{run}, time.Minute, "running")
+			w.waitForStatus("runs", []string{run}, time.Minute, "running")
 			waitUntil(t, 30*time.Second, "the engine to sleep", func() bool {
 				return hasEvent(w.runEvents(run), "engine.test.sleep")
 			})
@@ -263,7 +269,7 @@ func TestJobrunnerKilled(t *testing.T) {
 		w.env["ADE_WORKER_JOB_MAX_ATTEMPTS"] = "1"
 		once := w.addRun(cfg, w.addDocument("once.csv", csv("sleep=3")))
 		procs := killRunner(once)
-		r := w.waitFor("runs", []string{once}, time.Minute)[once]
+		r := w.waitForStatus("runs", []string{once}, time.Minute)[once]
 		if r.Status != "failed" || r.AttemptCount != 1 || !strings.Contains(r.errText(), "SIGKILL") || !strings.Contains(r.errText(), "without a result") {
 			t.Errorf("run whose only jobrunner was killed = %+v (%q), want failed naming SIGKILL and the missing result", r, r.errText())
 		}
@@ -273,7 +279,7 @@ func TestJobrunnerKilled(t *testing.T) {
 		w.env["ADE_WORKER_JOB_MAX_ATTEMPTS"] = "3"
 		retried := w.addRun(cfg, w.addDocument("retried.csv", csv("sleep=3")))
 		procs = killRunner(retried)
-		r = w.waitFor("runs", []string{retried}, time.Minute)[retried]
+		r = w.waitForStatus("runs", []string{retried}, time.Minute)[retried]
 		if r.Status != "succeeded" || r.AttemptCount != 2 {
 			t.Errorf("run whose first jobrunner was killed = %+v (%s), want succeeded at attempt 2", r, r.errText())
 		}
@@ -292,11 +298,12 @@ func TestJobrunnerKilled(t *testing.T) {
 // TestEngineSegfaultIsRetriedThenFails: SIGSEGV in the engine is retried,
 // then failed with a message naming the signal.
 func TestEngineSegfaultIsRetriedThenFails(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_MAX_ATTEMPTS": "2"})
 		doc := w.addDocument("segv.csv", csv("segv"))
 		run := w.addRun(cfg, doc)
-		r := w.waitFor("runs", []string{run}, time.Minute)[run]
+		r := w.waitForStatus("runs", []string{run}, time.Minute)[run]
 		if r.Status != "failed" || r.AttemptCount != 2 || !strings.Contains(r.errText(), "SIGSEGV") || !strings.Contains(r.errText(), "2 attempts") {
 			t.Errorf("run = %+v (%q), want failed after 2 attempts naming SIGSEGV", r, r.errText())
 		}
@@ -313,6 +320,7 @@ func TestEngineSegfaultIsRetriedThenFails(t *testing.T) {
 
 // TestEngineSeesNoSecrets: the engine's environment is an allow-list.
 func TestEngineSeesNoSecrets(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, map[string]string{
 			"PGPASSWORD":            "secret",
@@ -323,7 +331,7 @@ func TestEngineSeesNoSecrets(t *testing.T) {
 			"SOME_TOKEN":            "z",
 		})
 		run := w.addRun(cfg, w.addDocument("env.csv", csv("dump-env")))
-		if r := w.waitFor("runs", []string{run}, time.Minute)[run]; r.Status != "succeeded" {
+		if r := w.waitForStatus("runs", []string{run}, time.Minute)[run]; r.Status != "succeeded" {
 			t.Fatalf("run = %+v (%s), want succeeded", r, r.errText())
 		}
 		raw, err := os.ReadFile(filepath.Join(w.runDir(run), "output", "env.json"))
@@ -378,6 +386,7 @@ const memoryBoundKB = 100 << 10
 // line, long lines are cut with a visible marker, nothing valid is dropped
 // and memory stays bounded.
 func TestHostileEngineOutput(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, nil)
 		sup := w.sups[0]
@@ -386,11 +395,11 @@ func TestHostileEngineOutput(t *testing.T) {
 
 		huge := w.addRun(cfg, w.addDocument("huge.csv", csv("hugeline=50", "hugeline-stderr=5")))
 		garbage := w.addRun(cfg, w.addDocument("garbage.csv", csv("garbage")))
-		rows := w.waitFor("runs", []string{huge, garbage}, 2*time.Minute)
+		rows := w.waitForStatus("runs", []string{huge, garbage}, 2*time.Minute)
 		n := firehoseLines(t)
 		fire := w.addRun(cfg, w.addDocument("fire.csv", csv(fmt.Sprintf("firehose=%d", n))))
 		started := time.Now()
-		rows[fire] = w.waitFor("runs", []string{fire}, 3*time.Minute)[fire]
+		rows[fire] = w.waitForStatus("runs", []string{fire}, 3*time.Minute)[fire]
 		t.Logf("firehose=%d run took %s", n, time.Since(started).Round(time.Millisecond))
 		for id, r := range rows {
 			if r.Status != "succeeded" {
@@ -554,11 +563,12 @@ func scanEvents(path string, fn func(map[string]any)) error {
 // that run with a clear message, nothing is written outside the world, and
 // the supervisor goes on.
 func TestHostileRows(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_CONCURRENCY": "1"})
 		gone := w.addConfig("")
 		second := w.addBuild(gone)
-		if b := w.waitFor("builds", []string{second}, 3*time.Minute)[second]; b.Status != "ready" {
+		if b := w.waitForStatus("builds", []string{second}, 3*time.Minute)[second]; b.Status != "ready" {
 			t.Fatalf("build of the second configuration = %+v (%s), want ready", b, b.errText())
 		}
 		w.stopAll() // nothing may claim a run before its rows are broken
@@ -593,7 +603,7 @@ func TestHostileRows(t *testing.T) {
 		for run := range badName {
 			ids = append(ids, run)
 		}
-		rows := w.waitFor("runs", ids, time.Minute)
+		rows := w.waitForStatus("runs", ids, time.Minute)
 		if r := rows[noConfig]; r.Status != "failed" || !strings.Contains(r.errText(), "configuration "+gone+" does not exist") {
 			t.Errorf("run of a deleted configuration = %+v (%q), want failed saying the configuration does not exist", r, r.errText())
 		}
@@ -634,9 +644,10 @@ func TestHostileRows(t *testing.T) {
 // leaves no venv that passes for ready; the next supervisor re-claims it
 // after the lease and builds a working venv.
 func TestBuildInterrupted(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		// A short lease, so the killed supervisor's claim expires soon.
-		w, cfg, build := worldWithBuild(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "6", "ADE_BUILD_TIMEOUT": "20"})
+		w, cfg, build := worldWithBuild(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "2", "ADE_BUILD_TIMEOUT": "60"})
 		sup := w.start()
 		dir := w.buildDir(cfg, build)
 		var pip []int
@@ -672,7 +683,7 @@ func TestBuildInterrupted(t *testing.T) {
 
 		w.env["ADE_BUILD_TIMEOUT"] = "600"
 		w.start()
-		b := w.waitFor("builds", []string{build}, 3*time.Minute)[build]
+		b := w.waitForStatus("builds", []string{build}, 3*time.Minute)[build]
 		if b.Status != "ready" || b.AttemptCount != 2 {
 			t.Fatalf("build after the restart = %+v (%s), want ready at attempt 2", b, b.errText())
 		}
@@ -688,7 +699,7 @@ func TestBuildInterrupted(t *testing.T) {
 			t.Errorf("temporary venvs left behind after the build is ready: %v", tmps)
 		}
 		run := w.addRun(cfg, w.addDocument("a.csv", csv()))
-		if r := w.waitFor("runs", []string{run}, time.Minute)[run]; r.Status != "succeeded" {
+		if r := w.waitForStatus("runs", []string{run}, time.Minute)[run]; r.Status != "succeeded" {
 			t.Errorf("run on the rebuilt venv = %+v (%s), want succeeded", r, r.errText())
 		}
 	})
@@ -779,7 +790,7 @@ func (w *world) startSleepingRun(cfg string, directives ...string) sleepingRun {
 // waitEngine waits until the run is running and its engine has started.
 func (w *world) waitEngine(run string) {
 	w.t.Helper()
-	w.waitFor("runs", []string{run}, time.Minute, "running")
+	w.waitForStatus("runs", []string{run}, time.Minute, "running")
 	waitUntil(w.t, 30*time.Second, "the engine of run "+run, func() bool { return len(w.engineProcs(run)) > 0 })
 }
 
@@ -788,7 +799,7 @@ func (w *world) waitEngine(run string) {
 func (w *world) waitRunning(run string) int {
 	t := w.t
 	t.Helper()
-	w.waitFor("runs", []string{run}, time.Minute, "running")
+	w.waitForStatus("runs", []string{run}, time.Minute, "running")
 	pidFile := filepath.Join(w.runDir(run), "output", "sleeper.pid")
 	pid := 0
 	waitUntil(t, 30*time.Second, "the engine's sleeper child", func() bool {
@@ -881,6 +892,16 @@ func waitExit(cmd *exec.Cmd, timeout time.Duration) (time.Duration, error) {
 func (w *world) supervisorLog(i int) string {
 	data, _ := os.ReadFile(filepath.Join(w.dir, fmt.Sprintf("supervisor-%d.log", i)))
 	return string(data)
+}
+
+// waitForLogLine waits until supervisor i's log contains text.
+func (w *world) waitForLogLine(i int, text string, timeout time.Duration) {
+	w.t.Helper()
+	for deadline := time.Now().Add(timeout); !strings.Contains(w.supervisorLog(i), text); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			w.t.Fatalf("supervisor %d did not log %q within %s:\n%s", i, text, timeout, w.supervisorLog(i))
+		}
+	}
 }
 
 // hasEvent reports whether the events file mentions the event yet.

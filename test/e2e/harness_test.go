@@ -285,8 +285,12 @@ func (w *world) job(table, id string) jobRow {
 	return r
 }
 
-// waitFor polls until every job reaches one of the terminal statuses.
-func (w *world) waitFor(table string, ids []string, timeout time.Duration, terminal ...string) map[string]jobRow {
+// waitForStatus polls until every job reaches one of the terminal statuses
+// (any terminal status when none is given) and returns the rows. It does not
+// wait for the jobs' last events: the supervisor appends run.complete or
+// build.complete just after the row holds the outcome, so a test that reads
+// a finished job's events waits for them with readEventsEndingWith.
+func (w *world) waitForStatus(table string, ids []string, timeout time.Duration, terminal ...string) map[string]jobRow {
 	w.t.Helper()
 	if len(terminal) == 0 {
 		terminal = []string{"succeeded", "failed", "ready", "cancelled"}
@@ -302,9 +306,6 @@ func (w *world) waitFor(table string, ids []string, timeout time.Duration, termi
 			}
 		}
 		if done {
-			for id, r := range rows {
-				w.waitForLastEvent(table, id, r.Status)
-			}
 			return rows
 		}
 		if time.Now().After(deadline) {
@@ -314,35 +315,19 @@ func (w *world) waitFor(table string, ids []string, timeout time.Duration, termi
 	}
 }
 
-// waitForLastEvent gives the supervisor a moment to append a finished job's
-// last event: it writes run.complete or build.complete just after the
-// database holds the outcome, so a test that saw the row may be early. Jobs
-// without such an event (rejected before a spec existed) only cost the wait.
-func (w *world) waitForLastEvent(table, id, status string) {
-	var last string
-	switch {
-	case table == "runs" && (status == "succeeded" || status == "failed"):
-		last = "run.complete"
-	case table == "builds" && (status == "ready" || status == "failed"):
-		last = "build.complete"
-	default:
-		return
-	}
-	var path string
-	if table == "runs" {
-		path = w.runEvents(id)
-	} else {
-		matches, _ := filepath.Glob(filepath.Join(w.dir, "venvs", w.ws, "*", id, "logs", "events.ndjson"))
-		if len(matches) != 1 {
-			return
-		}
-		path = matches[0]
-	}
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if lastEventIs(path, last) {
-			return
+// readEventsEndingWith waits until the events file's last event is last
+// (the supervisor appends run.complete or build.complete just after the
+// database holds the outcome), then reads the file. It fails t when the
+// event does not come within 30 s.
+func readEventsEndingWith(t *testing.T, path, last string) []map[string]any {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !lastEventIs(path, last); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			data, _ := os.ReadFile(path)
+			t.Fatalf("%s does not end with %s after 30 s:\n%s", path, last, data)
 		}
 	}
+	return readEvents(t, path)
 }
 
 // lastEventIs reports whether the file's last line is the event name.

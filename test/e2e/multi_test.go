@@ -15,6 +15,7 @@ import (
 // TestManySupervisorsRunEachJobOnce: several supervisors share one queue and
 // every run is executed by the engine exactly once.
 func TestManySupervisorsRunEachJobOnce(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		backend     string
 		supervisors int
@@ -39,7 +40,7 @@ func TestManySupervisorsRunEachJobOnce(t *testing.T) {
 			cfg := w.addConfig("")
 			build := w.addBuild(cfg)
 			first := w.start()
-			if b := w.waitFor("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
+			if b := w.waitForStatus("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
 				t.Fatalf("build = %+v (%s)", b, b.errText())
 			}
 			w.stop(first)
@@ -50,7 +51,7 @@ func TestManySupervisorsRunEachJobOnce(t *testing.T) {
 			for i := 0; i < tc.supervisors; i++ {
 				w.start()
 			}
-			rows := w.waitFor("runs", ids, 10*time.Minute)
+			rows := w.waitForStatus("runs", ids, 10*time.Minute)
 			for id, r := range rows {
 				if r.Status != "succeeded" {
 					t.Errorf("run %s = %+v (%s)", id, r, r.errText())
