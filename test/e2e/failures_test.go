@@ -32,7 +32,7 @@ func readyWorld(t *testing.T, backend string, extra map[string]string) (w *world
 func TestEngineFailureAndTimeout(t *testing.T) {
 	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
-		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_RUN_TIMEOUT_SECONDS": "2"})
+		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_RUN_TIMEOUT_SECONDS": "5"}) // Python may take seconds to start on a loaded machine
 		failing := w.addRun(cfg, w.addDocument("fail.csv", csv("exit=7")))
 		slowDoc := w.addDocument("slow.csv", csv("spawn-sleeper=120", "sleep=60"))
 		slow := w.addRun(cfg, slowDoc)

@@ -295,24 +295,22 @@ func (w *world) waitForStatus(table string, ids []string, timeout time.Duration,
 	if len(terminal) == 0 {
 		terminal = []string{"succeeded", "failed", "ready", "cancelled"}
 	}
-	deadline := time.Now().Add(timeout)
-	for {
-		rows, done := map[string]jobRow{}, true
+	rows := func() map[string]jobRow {
+		rows := map[string]jobRow{}
 		for _, id := range ids {
-			r := w.job(table, id)
-			rows[id] = r
-			if !contains(terminal, r.Status) {
-				done = false
-			}
+			rows[id] = w.job(table, id)
 		}
-		if done {
-			return rows
-		}
+		return rows
+	}
+	// One COUNT per poll, whatever the number of jobs.
+	deadline := time.Now().Add(timeout)
+	for w.count(`SELECT COUNT(*) FROM `+table+` WHERE id IN ? AND status IN ?`, ids, terminal) < len(ids) {
 		if time.Now().After(deadline) {
-			w.t.Fatalf("timed out after %s waiting for %s %v to reach %v; now %+v", timeout, table, ids, terminal, rows)
+			w.t.Fatalf("timed out after %s waiting for %s %v to reach %v; now %+v", timeout, table, ids, terminal, rows())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return rows()
 }
 
 // readEventsEndingWith waits until the events file's last event is last
