@@ -12,6 +12,7 @@ import (
 )
 
 func TestWhyNotRunning(t *testing.T) {
+	t.Parallel()
 	now := t0
 	valid := func(s string) sql.NullString { return sql.NullString{String: s, Valid: true} }
 	at := func(t time.Time) store.Time { return store.Time{Time: t, Valid: true} }
@@ -71,6 +72,7 @@ func TestWhyNotRunning(t *testing.T) {
 // reads the row, and WhyNotRunning says "claimable" for exactly the runs the
 // claim statement takes.
 func TestInspectAgreesWithClaim(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		// The claim compares with the database's clock: the rows are placed
@@ -122,6 +124,7 @@ func TestInspectAgreesWithClaim(t *testing.T) {
 }
 
 func TestInspectBuildAndUnknown(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		b := e.build(t, "queued")
