@@ -189,6 +189,7 @@ func TestCancelCommand(t *testing.T) {
 		if out := w.supervisor("cancel", "run", queued); !strings.Contains(out, "cancelled (it was queued)") {
 			t.Errorf("supervisor cancel run (queued) said %q", out)
 		}
+		w.installReadyBuild(cfg, build)
 		w.start()
 		done := w.addRun(cfg, w.addDocument("d.csv", csv()), "--build", build)
 		if r := w.waitForStatus("runs", []string{done}, 3*time.Minute)[done]; r.Status != "succeeded" {

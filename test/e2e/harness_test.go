@@ -71,8 +71,9 @@ type world struct {
 	sups    []*exec.Cmd
 }
 
-// newWorld makes a migrated SQLite database under a fresh folder. extra
-// overrides settings (ADE_* variables).
+// newWorld makes a fresh database of the backend (a SQLite file under a
+// fresh folder, or a PostgreSQL database) migrated by `supervisor migrate`,
+// and the world's folders. extra overrides settings (ADE_* variables).
 func newWorld(t *testing.T, backend string, extra map[string]string) *world {
 	t.Helper()
 	dir := t.TempDir()
