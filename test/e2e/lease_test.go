@@ -96,9 +96,9 @@ func TestClockSkewChangesNothing(t *testing.T) {
 			t.Parallel()
 			eachBackend(t, func(t *testing.T, backend string) {
 				w, cfg, _ := readyWorld(t, backend, map[string]string{
-					"ADE_WORKER_JOB_LEASE_SECONDS": "2", "ADE_WORKER_CONCURRENCY": "1"})
-				// The honest supervisor holds a long run: three leases,
-				// over the quick run on the skewed one.
+					"ADE_WORKER_JOB_LEASE_SECONDS": "6", "ADE_WORKER_CONCURRENCY": "1"})
+				// The honest supervisor holds a long run, over the quick
+				// run on the skewed one. No wait depends on the lease.
 				long := w.addRun(cfg, w.addDocument("long.csv", csv("sleep=6")))
 				w.waitForStatus("runs", []string{long}, time.Minute, "running")
 				w.startSkewed("skewed", skew)
@@ -170,75 +170,75 @@ func TestCrashedHostRecoversInSeconds(t *testing.T) {
 	})
 }
 
-// TestFrozenSupervisorFencesItself: a supervisor stopped (SIGSTOP) mid-run
+// faultFrozenSupervisorFencesItself: a supervisor stopped (SIGSTOP) mid-run
 // for longer than the lease: its jobrunner kills the engine before the lease
 // lapses, another supervisor runs the job, never two engines at once, the
 // run ends once, and after SIGCONT the old supervisor writes nothing.
-func TestFrozenSupervisorFencesItself(t *testing.T) {
-	t.Parallel()
-	eachBackend(t, func(t *testing.T, backend string) {
-		record := filepath.Join(t.TempDir(), "invocations.log")
-		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "2",
-			"ADE_WORKER_ENV_PASSTHROUGH": "ADE_TEST_ENGINE_RECORD", "ADE_TEST_ENGINE_RECORD": record})
-		frozen := w.sups[0]
-		// Three leases: the frozen supervisor's lease runs out mid-run.
-		doc := w.addDocument("slow.csv", csv("sleep=6"))
-		run := w.addRun(cfg, doc)
-		w.waitEngine(run)
-		w.start()
-		signal(t, frozen, syscall.SIGSTOP)
-		thawed := false
-		thaw := func() {
-			if !thawed {
-				thawed = true
-				_ = frozen.Process.Signal(syscall.SIGCONT)
-			}
+func faultFrozenSupervisorFencesItself(t *testing.T, backend string) {
+	record := filepath.Join(t.TempDir(), "invocations.log")
+	w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "2",
+		"ADE_WORKER_ENV_PASSTHROUGH": "ADE_TEST_ENGINE_RECORD", "ADE_TEST_ENGINE_RECORD": record})
+	frozen := w.sups[0]
+	// Three leases: the frozen supervisor's lease runs out mid-run.
+	doc := w.addDocument("slow.csv", csv("sleep=6"))
+	run := w.addRun(cfg, doc)
+	w.waitEngine(run)
+	// The supervisor that takes over holds a longer lease: on a loaded
+	// machine a 2 s lease may lapse under its own run.
+	w.env["ADE_WORKER_JOB_LEASE_SECONDS"] = "6"
+	w.start()
+	signal(t, frozen, syscall.SIGSTOP)
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			_ = frozen.Process.Signal(syscall.SIGCONT)
 		}
-		t.Cleanup(thaw)
+	}
+	t.Cleanup(thaw)
 
-		// Until the run ends: never two engines of it alive at once.
-		var seen []int
-		deadline := time.Now().Add(3 * time.Minute)
-		for st := "running"; st != "succeeded" && st != "failed" && time.Now().Before(deadline); st = w.job("runs", run).Status {
-			procs := w.engineProcs(run)
-			if len(procs) > 1 {
-				t.Errorf("two engines of one run alive at once: %v", describe(procs))
-			}
-			for _, p := range procs {
-				if !containsInt(seen, p) {
-					seen = append(seen, p)
-				}
-			}
-			if !thawed && w.job("runs", run).AttemptCount == 2 && len(procs) == 1 {
-				thaw() // the other supervisor runs it now
-			}
-			time.Sleep(20 * time.Millisecond)
+	// Until the run ends: never two engines of it alive at once.
+	var seen []int
+	deadline := time.Now().Add(3 * time.Minute)
+	for st := "running"; st != "succeeded" && st != "failed" && time.Now().Before(deadline); st = w.job("runs", run).Status {
+		procs := w.engineProcs(run)
+		if len(procs) > 1 {
+			t.Errorf("two engines of one run alive at once: %v", describe(procs))
 		}
-		r := w.waitForStatus("runs", []string{run}, time.Minute)[run]
-		if r.Status != "succeeded" || r.AttemptCount != 2 || r.ClaimedBy == nil || !strings.Contains(w.supervisorLog(1), *r.ClaimedBy) {
-			t.Errorf("run = %+v (%s), want succeeded at attempt 2 by the second supervisor", r, r.errText())
-		}
-		if len(seen) != 2 {
-			t.Errorf("engine processes seen: %v, want 2 (one per attempt)", seen)
-		}
-		assertEachRunRecorded(t, record, run, 2)
-		events := readEventsEndingWith(t, w.runEvents(run), "run.complete")
-		assertEventCount(t, events, "run.complete", 1)
-		// The thawed supervisor saw its lease gone and wrote nothing: the
-		// document moved processing, processing, processed, and its log
-		// has no outcome for the run.
-		if d := w.documentState(doc); d.Changes != 3 {
-			t.Errorf("document changes = %d, want 3", d.Changes)
-		}
-		waitUntil(t, 30*time.Second, "the thawed supervisor to notice", func() bool {
-			return strings.Contains(w.supervisorLog(0), "lease")
-		})
-		for _, line := range strings.Split(w.supervisorLog(0), "\n") {
-			if strings.Contains(line, run) && (strings.Contains(line, "job re-queued") || strings.Contains(line, "job finished")) {
-				t.Errorf("the thawed supervisor wrote about the run: %s", line)
+		for _, p := range procs {
+			if !containsInt(seen, p) {
+				seen = append(seen, p)
 			}
 		}
+		if !thawed && w.job("runs", run).AttemptCount == 2 && len(procs) == 1 {
+			thaw() // the other supervisor runs it now
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r := w.waitForStatus("runs", []string{run}, time.Minute)[run]
+	if r.Status != "succeeded" || r.AttemptCount != 2 || r.ClaimedBy == nil || !strings.Contains(w.supervisorLog(1), *r.ClaimedBy) {
+		t.Errorf("run = %+v (%s), want succeeded at attempt 2 by the second supervisor", r, r.errText())
+	}
+	if len(seen) != 2 {
+		t.Errorf("engine processes seen: %v, want 2 (one per attempt)", seen)
+	}
+	assertEachRunRecorded(t, record, run, 2)
+	events := readEventsEndingWith(t, w.runEvents(run), "run.complete")
+	assertEventCount(t, events, "run.complete", 1)
+	// The thawed supervisor saw its lease gone and wrote nothing: the
+	// document moved processing, processing, processed, and its log
+	// has no outcome for the run.
+	if d := w.documentState(doc); d.Changes != 3 {
+		t.Errorf("document changes = %d, want 3", d.Changes)
+	}
+	waitUntil(t, 30*time.Second, "the thawed supervisor to notice", func() bool {
+		return strings.Contains(w.supervisorLog(0), "lease")
 	})
+	for _, line := range strings.Split(w.supervisorLog(0), "\n") {
+		if strings.Contains(line, run) && (strings.Contains(line, "job re-queued") || strings.Contains(line, "job finished")) {
+			t.Errorf("the thawed supervisor wrote about the run: %s", line)
+		}
+	}
 }
 
 func containsInt(list []int, v int) bool {
