@@ -21,6 +21,7 @@ func TestFence(t *testing.T) {
 	defer stop()
 	start := time.Now()
 	for i := 0; i < 6; i++ { // 1.2 s of renewals, each giving 0.6 s
+		// Paces the renewals as a supervisor's heartbeat would; not a wait.
 		time.Sleep(200 * time.Millisecond)
 		fmt.Fprintf(w, "%.3f\n", 0.6)
 		if ctx.Err() != nil {

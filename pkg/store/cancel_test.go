@@ -29,6 +29,7 @@ func (e *env) cancelRow(t *testing.T, id string) cancelRow {
 }
 
 func TestCancelQueuedRunIsNeverClaimed(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		run := e.run(t, "", t0.Add(-time.Hour), t0.Add(-time.Minute))
@@ -63,6 +64,7 @@ func TestCancelQueuedRunIsNeverClaimed(t *testing.T) {
 // TestCancelRunningJobFencesTheWorker: after a cancel every fenced write of
 // the worker that held the job fails and changes nothing.
 func TestCancelRunningJobFencesTheWorker(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		doc := e.doc(t)
@@ -98,6 +100,7 @@ func TestCancelRunningJobFencesTheWorker(t *testing.T) {
 }
 
 func TestCancelRefusesFinishedAndUnknownJobs(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		for _, status := range []store.Status{store.StatusSucceeded, store.StatusFailed, store.StatusCancelled} {
@@ -124,6 +127,7 @@ func TestCancelRefusesFinishedAndUnknownJobs(t *testing.T) {
 }
 
 func TestCancelledLooksUpOnlyTheGivenJobs(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		gone, live, other := e.run(t, "", t0, t0), e.run(t, "", t0, t0), e.run(t, "", t0, t0)
@@ -152,6 +156,7 @@ func TestCancelledLooksUpOnlyTheGivenJobs(t *testing.T) {
 // TestCancelRacesFinishRun: a cancel and a worker's final write at the same
 // instant; each run ends wholly in one of the two states, never a mix.
 func TestCancelRacesFinishRun(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		wins := map[store.Status]int{}
@@ -198,6 +203,7 @@ func TestCancelRacesFinishRun(t *testing.T) {
 // (trigger + NOTIFY); SQLite reports that some job may have been cancelled
 // whenever another connection writes.
 func TestWatchQueueReportsCancels(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx, stop := context.WithCancel(context.Background())
 		seen := make(chan store.JobRef, 100)

@@ -57,6 +57,7 @@ func cleanup(t *testing.T, e *env, backoff func(int) time.Duration, buildTimeout
 }
 
 func TestCleanup(t *testing.T) {
+	t.Parallel()
 	backoff := func(attempt int) time.Duration { return time.Duration(attempt) * time.Minute }
 	const buildTimeout = 10 * time.Minute
 	// Leases are compared with the database's clock: the past and the

@@ -9,6 +9,7 @@ import (
 )
 
 func TestNextAvailable(t *testing.T) {
+	t.Parallel()
 	type job struct {
 		kind   store.Kind
 		status string
@@ -60,6 +61,7 @@ func TestNextAvailable(t *testing.T) {
 }
 
 func TestEnqueueBuild(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		otherCfg := store.NewID()
@@ -140,6 +142,7 @@ func TestEnqueueBuild(t *testing.T) {
 }
 
 func TestEnqueueRunPicksBuild(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		old := e.buildAt(t, "ready", t0.Add(-3*time.Hour))

@@ -23,6 +23,7 @@ func (e *env) finish(t *testing.T, id, status string, done time.Time, column str
 }
 
 func TestFinishedRunsPagesInOrder(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		var want []string
@@ -94,6 +95,7 @@ func sorted(ids []string) string {
 }
 
 func TestBuildsInUseAndLastUse(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		active, queuedFor, runningFor, idle, unused := e.build(t, "ready"), e.build(t, "ready"), e.build(t, "ready"), e.build(t, "ready"), e.build(t, "ready")
@@ -132,6 +134,7 @@ func TestBuildsInUseAndLastUse(t *testing.T) {
 }
 
 func TestGCLockIsExclusive(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		other := pgtemp.Open(t, e.url) // another process would hold its own handle
@@ -154,6 +157,7 @@ func TestGCLockIsExclusive(t *testing.T) {
 // TestGCQueriesUseIndexes checks the plans: the finished-runs page and the
 // last-use probe must read their partial indexes, not scan runs.
 func TestGCQueriesUseIndexes(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		explain := "EXPLAIN QUERY PLAN "
 		if e.backend == "postgres" {

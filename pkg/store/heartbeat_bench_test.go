@@ -62,6 +62,7 @@ func holdMany(b *testing.B, e *env, n, sups int) map[string][]store.Fence {
 // TestRenewLeases: one call renews the held jobs of both kinds and names
 // those that did not renew (lost, expired, finished, another worker's).
 func TestRenewLeases(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		live := ptr(time.Now().Add(time.Minute))

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"database/sql"
+	"os"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -12,9 +13,17 @@ import (
 	"github.com/ade-org/ade-worker/test/pgtemp"
 )
 
-// t0 is the fixed "now" of the tests: the queue takes now as an argument, so
-// nothing depends on the wall clock.
+// t0 is the fixed time the tests give the rows they insert (created_at and
+// the like). The queue reads the database clock, not an argument; t0 lies in
+// the past, so a job available at t0 is due.
 var t0 = time.Date(2025, 3, 4, 10, 0, 0, 0, time.UTC)
+
+// TestMain drops the migrated PostgreSQL template the tests copy.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pgtemp.DropTemplates()
+	os.Exit(code)
+}
 
 // newDatabaseURL returns the URL of a fresh, empty database of the backend,
 // removed when the test ends.
@@ -31,13 +40,20 @@ type env struct {
 	cfg     string // configuration id
 }
 
-// newEnv creates, opens and migrates a fresh database with one configuration.
+// newEnv opens a fresh migrated database with one configuration: a SQLite
+// file it migrates, or a copy of pgtemp's migrated PostgreSQL template.
 func newEnv(t testing.TB, backend string) *env {
 	t.Helper()
-	e := &env{backend: backend, url: newDatabaseURL(t, backend), ws: store.NewID(), cfg: store.NewID()}
-	e.s = pgtemp.Open(t, e.url)
-	if err := e.s.Migrate(context.Background()); err != nil {
-		t.Fatalf("migrate: %v", err)
+	e := &env{backend: backend, ws: store.NewID(), cfg: store.NewID()}
+	if backend == "postgres" {
+		e.url = pgtemp.Migrated(t, "ade_store")
+		e.s = pgtemp.Open(t, e.url)
+	} else {
+		e.url = newDatabaseURL(t, backend)
+		e.s = pgtemp.Open(t, e.url)
+		if err := e.s.Migrate(context.Background()); err != nil {
+			t.Fatalf("migrate: %v", err)
+		}
 	}
 	err := e.s.InsertConfiguration(context.Background(), store.NewConfiguration{ID: e.cfg, WorkspaceID: e.ws, DisplayName: "cfg"}, t0)
 	if err != nil {

@@ -12,6 +12,7 @@ import (
 )
 
 func TestWhyNotRunning(t *testing.T) {
+	t.Parallel()
 	now := t0
 	valid := func(s string) sql.NullString { return sql.NullString{String: s, Valid: true} }
 	at := func(t time.Time) store.Time { return store.Time{Time: t, Valid: true} }
@@ -81,6 +82,7 @@ func TestWhyNotRunning(t *testing.T) {
 // reads the row, and WhyNotRunning says "claimable" for exactly the runs the
 // claim statement takes.
 func TestInspectAgreesWithClaim(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		// The claim compares with the database's clock: the rows are placed
@@ -132,6 +134,7 @@ func TestInspectAgreesWithClaim(t *testing.T) {
 }
 
 func TestInspectBuildAndUnknown(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		b := e.build(t, "queued")

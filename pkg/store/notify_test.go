@@ -3,6 +3,7 @@ package store
 import "testing"
 
 func TestParseControl(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		payload string
 		want    JobRef

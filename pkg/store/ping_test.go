@@ -6,6 +6,7 @@ import (
 )
 
 func TestPing(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		if err := e.s.Ping(context.Background()); err != nil {
 			t.Fatalf("ping an open store: %v", err)

@@ -14,6 +14,7 @@ import (
 )
 
 func TestClaimRunsClaimability(t *testing.T) {
+	t.Parallel()
 	// Most cases are a run queued an hour ago and available a minute ago,
 	// then changed by one SET clause, or queued behind a build.
 	queued := func(set string) func(t *testing.T, e *env) string {
@@ -104,6 +105,7 @@ func TestClaimRunsClaimability(t *testing.T) {
 }
 
 func TestClaimRunsOrderAndLimit(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		// Inserted out of order: claims go by available_at, then created_at.
@@ -148,6 +150,7 @@ func sortLike(ids, order []string) {
 }
 
 func TestClaimRunsConcurrently(t *testing.T) {
+	t.Parallel()
 	const (
 		runs    = 200
 		workers = 8
@@ -227,6 +230,7 @@ func TestClaimRunsConcurrently(t *testing.T) {
 }
 
 func TestClaimBuilds(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		old := e.buildAt(t, "queued", t0.Add(-2*time.Hour))
@@ -263,6 +267,7 @@ func TestClaimBuilds(t *testing.T) {
 }
 
 func TestClaimJobs(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		b1, b2 := e.build(t, "queued"), e.build(t, "queued")
@@ -334,6 +339,7 @@ func (e *env) runState(t *testing.T, runID, docID string) runState {
 }
 
 func TestFencing(t *testing.T) {
+	t.Parallel()
 	fences := []struct {
 		name   string
 		mangle func(f store.Fence) store.Fence
@@ -371,6 +377,7 @@ func TestFencing(t *testing.T) {
 }
 
 func TestHeartbeat(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		runID := e.run(t, "", t0, t0)
@@ -404,6 +411,7 @@ func TestHeartbeat(t *testing.T) {
 }
 
 func TestRequeue(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name         string
 		countAttempt bool

@@ -9,6 +9,7 @@ import (
 )
 
 func TestQueueStats(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		now := time.Now().UTC().Truncate(time.Microsecond) // ready or delayed: on the database's clock
 		ready := e.build(t, "ready")
@@ -47,6 +48,7 @@ func TestQueueStats(t *testing.T) {
 }
 
 func TestQueueStatsEmpty(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		stats, err := e.s.QueueStats(context.Background())
 		if err != nil {

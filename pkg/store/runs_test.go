@@ -100,6 +100,7 @@ func wantResults(s *summary.Summary) results {
 }
 
 func TestFinishRun(t *testing.T) {
+	t.Parallel()
 	fewer := testSummary("second")
 	fewer.Fields = fewer.Fields[:1]
 	fewer.Columns = nil
@@ -174,6 +175,7 @@ func TestFinishRun(t *testing.T) {
 }
 
 func TestFinishRunWithoutDocument(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name  string
 		docID func(e *env, t *testing.T) string
@@ -208,6 +210,7 @@ func TestFinishRunWithoutDocument(t *testing.T) {
 }
 
 func TestFinishBuild(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name       string
 		outcome    store.BuildOutcome
@@ -249,6 +252,7 @@ func TestFinishBuild(t *testing.T) {
 }
 
 func TestLoadRunContext(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		build := e.build(t, "ready")

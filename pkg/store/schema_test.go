@@ -32,6 +32,7 @@ func schemaOf(t *testing.T, e *env) []string {
 }
 
 func TestMigrateTwiceIsNoOp(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		runID := e.run(t, "", t0, t0)
@@ -55,6 +56,7 @@ func TestMigrateTwiceIsNoOp(t *testing.T) {
 }
 
 func TestCheckMigrated(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name    string
 		prepare func(t *testing.T, e *env) // on a migrated database
@@ -110,6 +112,7 @@ func TestCheckMigrated(t *testing.T) {
 // TestMigrationsRecorded checks that migrate records each step once, with
 // the database's time, and that a second migrate adds no row.
 func TestMigrationsRecorded(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		type row struct {
 			Version int

@@ -7,6 +7,7 @@ import (
 )
 
 func TestStates(t *testing.T) {
+	t.Parallel()
 	for _, tt := range []struct {
 		kind                      store.Kind
 		active, succeeded, failed store.Status

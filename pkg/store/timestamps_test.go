@@ -12,6 +12,7 @@ import (
 // fraction; the worker writes six fractional digits. Both must compare in
 // time order.
 func TestSQLiteNaiveTimestamps(t *testing.T) {
+	t.Parallel()
 	const naive = "2006-01-02 15:04:05"
 	// The database's clock decides: times are relative to the real now.
 	now := time.Now().UTC()

@@ -28,6 +28,7 @@ const cancelBound = 5 * time.Second
 // stays as the API wrote it, nothing else is written, the events file ends
 // with run.complete "cancelled", and the supervisor goes on.
 func TestCancelRunningRun(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, nil)
 		sup := w.sups[0]
@@ -72,7 +73,7 @@ func TestCancelRunningRun(t *testing.T) {
 			t.Errorf("supervisor log has no %q", via)
 		}
 		next := w.addRun(cfg, w.addDocument("good.csv", csv()))
-		if r := w.waitFor("runs", []string{next}, time.Minute)[next]; r.Status != "succeeded" {
+		if r := w.waitForStatus("runs", []string{next}, time.Minute)[next]; r.Status != "succeeded" {
 			t.Errorf("run after the cancel = %+v (%s), want succeeded", r, r.errText())
 		}
 		if r := w.job("runs", run); r.Status != "cancelled" || r.AttemptCount != 1 {
@@ -85,6 +86,7 @@ func TestCancelRunningRun(t *testing.T) {
 // are killed after the cancel's short grace (0.5 s), not the jobrunner's
 // usual 2 s.
 func TestCancelStubbornEngine(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, nil)
 		slow := w.startSleepingRun(cfg, "ignore-sigterm", "spawn-sleeper=60", "sleep=60")
@@ -109,6 +111,7 @@ func TestCancelStubbornEngine(t *testing.T) {
 // check hangs; the build's processes die, its queued run fails at once
 // (not at the next cleanup), no venv is left, and the next build works.
 func TestCancelRunningBuild(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w := newWorld(t, backend, map[string]string{"ADE_WORKER_CLEANUP_INTERVAL": "300"})
 		slowCfg := w.addConfig(hangingConfig(t))
@@ -138,7 +141,7 @@ func TestCancelRunningBuild(t *testing.T) {
 		if b := w.job("builds", build); b.Status != "cancelled" || b.ExitCode != nil || b.ClaimedBy != nil {
 			t.Errorf("build after the cancel = %+v, want cancelled, no exit code, no claim", b)
 		}
-		if r := w.waitFor("runs", []string{waiting}, 10*time.Second)[waiting]; r.Status != "failed" || r.errText() != store.MsgBuildFailedBefore {
+		if r := w.waitForStatus("runs", []string{waiting}, 10*time.Second)[waiting]; r.Status != "failed" || r.errText() != store.MsgBuildFailedBefore {
 			t.Errorf("queued run of the cancelled build = %+v (%s), want failed: %s", r, r.errText(), store.MsgBuildFailedBefore)
 		}
 		if left, _ := filepath.Glob(filepath.Join(dir, ".venv*")); len(left) > 0 {
@@ -146,7 +149,7 @@ func TestCancelRunningBuild(t *testing.T) {
 		}
 		w.assertCancelLog(0)
 		next := w.addBuild(w.addConfig(""))
-		if b := w.waitFor("builds", []string{next}, 3*time.Minute)[next]; b.Status != "ready" {
+		if b := w.waitForStatus("builds", []string{next}, 3*time.Minute)[next]; b.Status != "ready" {
 			t.Errorf("build after the cancel = %+v (%s), want ready", b, b.errText())
 		}
 	})
@@ -179,15 +182,17 @@ _time.sleep(120)
 // TestCancelCommand: `supervisor cancel` on a queued run (never claimed
 // afterwards), a finished run (refused, exit non-zero) and bad arguments.
 func TestCancelCommand(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, build := worldWithBuild(t, backend, nil)
 		queued := w.addRun(cfg, w.addDocument("q.csv", csv()), "--build", build)
 		if out := w.supervisor("cancel", "run", queued); !strings.Contains(out, "cancelled (it was queued)") {
 			t.Errorf("supervisor cancel run (queued) said %q", out)
 		}
+		w.installReadyBuild(cfg, build)
 		w.start()
 		done := w.addRun(cfg, w.addDocument("d.csv", csv()), "--build", build)
-		if r := w.waitFor("runs", []string{done}, 3*time.Minute)[done]; r.Status != "succeeded" {
+		if r := w.waitForStatus("runs", []string{done}, 3*time.Minute)[done]; r.Status != "succeeded" {
 			t.Fatalf("run = %+v (%s), want succeeded", r, r.errText())
 		}
 		if r := w.job("runs", queued); r.Status != "cancelled" || r.AttemptCount != 0 || r.ClaimedBy != nil {
@@ -224,6 +229,7 @@ func TestCancelCommand(t *testing.T) {
 // "cancelled") or wholly succeeded (results, document processed, the cancel
 // refused), never a mix.
 func TestCancelRacesCompletion(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, nil)
 		wins := map[string]int{}
@@ -252,7 +258,7 @@ func TestCancelRacesCompletion(t *testing.T) {
 				}
 				cancelWon = err == nil
 			}
-			r := w.waitFor("runs", []string{run}, time.Minute)[run]
+			r := w.waitForStatus("runs", []string{run}, time.Minute)[run]
 			if cancelWon {
 				w.waitForCancelledEvent(events, "run.complete")
 				w.assertCancelledRun(run, doc, r)
@@ -291,7 +297,7 @@ func (w *world) assertSucceededRun(run, doc string, r jobRow, events string) {
 	if d := w.documentState(doc); r.Status != "succeeded" || results != 1 || d.Status != "processed" {
 		t.Errorf("the run won the race for %s but: row %+v, %d metrics rows, document %+v", run, r, results, d)
 	}
-	last := readEvents(t, events)
+	last := readEventsEndingWith(t, events, "run.complete")
 	if e := last[len(last)-1]; e["event"] != "run.complete" || e["data"].(map[string]any)["status"] != "succeeded" {
 		t.Errorf("succeeded run %s ends with %v %v", run, e["event"], e["data"])
 	}

@@ -15,6 +15,7 @@ import (
 )
 
 func TestUnmigratedDatabaseIsRefused(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		cmd := exec.Command(filepath.Join(binDir, "supervisor"))
 		cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "ADE_DATABASE_URL=" + newDatabase(t, backend, t.TempDir())}
@@ -80,6 +81,7 @@ func TestJobrunnerRejectsBadSpecs(t *testing.T) {
 // TestJobSpecReproducesRunByHand: the spec printed by `supervisor job-spec`,
 // piped into jobrunner, runs the job the same way the supervisor would.
 func TestJobSpecReproducesRunByHand(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, nil)
 		w.stopAll() // nothing may claim the run; we run it by hand
@@ -124,6 +126,7 @@ func TestJobSpecReproducesRunByHand(t *testing.T) {
 // TestConcurrencyLimit: never more jobs at once than ADE_WORKER_CONCURRENCY,
 // and the limit is actually reached.
 func TestConcurrencyLimit(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_CONCURRENCY": "2"})
 		var runs []string
@@ -142,7 +145,7 @@ func TestConcurrencyLimit(t *testing.T) {
 			}
 			time.Sleep(20 * time.Millisecond)
 		}
-		rows := w.waitFor("runs", runs, 5*time.Second)
+		rows := w.waitForStatus("runs", runs, 5*time.Second)
 		for id, r := range rows {
 			if r.Status != "succeeded" {
 				t.Errorf("run %s = %+v (%s)", id, r, r.errText())
@@ -201,10 +204,10 @@ func TestADEAPISchema(t *testing.T) {
 	doc := w.addDocument("contacts.csv", csv())
 	run := w.addRun(cfg, doc)
 	w.start()
-	if b := w.waitFor("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
+	if b := w.waitForStatus("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
 		t.Fatalf("build on the ADE schema = %+v (%s)", b, b.errText())
 	}
-	if r := w.waitFor("runs", []string{run}, time.Minute)[run]; r.Status != "succeeded" {
+	if r := w.waitForStatus("runs", []string{run}, time.Minute)[run]; r.Status != "succeeded" {
 		t.Fatalf("run on the ADE schema = %+v (%s)", r, r.errText())
 	}
 	var metrics, fields, columns int

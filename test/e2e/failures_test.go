@@ -19,25 +19,25 @@ func worldWithBuild(t *testing.T, backend string, extra map[string]string) (w *w
 	return w, cfg, w.addBuild(cfg)
 }
 
-// readyWorld is a world with one configuration whose build is ready.
+// readyWorld is a world with one configuration whose build is ready (a
+// copy of the shared venv, see installReadyBuild) and a supervisor running.
 func readyWorld(t *testing.T, backend string, extra map[string]string) (w *world, cfg, build string) {
 	t.Helper()
 	w, cfg, build = worldWithBuild(t, backend, extra)
-	w.start()
-	if b := w.waitFor("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
-		t.Fatalf("build = %+v (%s), want ready", b, b.errText())
-	}
+	w.installReadyBuild(cfg, build)
+	w.startAndWaitForStartedLine()
 	return w, cfg, build
 }
 
 func TestEngineFailureAndTimeout(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
-		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_RUN_TIMEOUT_SECONDS": "2"})
+		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_RUN_TIMEOUT_SECONDS": "5"}) // Python may take seconds to start on a loaded machine
 		failing := w.addRun(cfg, w.addDocument("fail.csv", csv("exit=7")))
 		slowDoc := w.addDocument("slow.csv", csv("spawn-sleeper=120", "sleep=60"))
 		slow := w.addRun(cfg, slowDoc)
 
-		rows := w.waitFor("runs", []string{failing, slow}, 90*time.Second)
+		rows := w.waitForStatus("runs", []string{failing, slow}, 90*time.Second)
 		if r := rows[failing]; r.Status != "failed" || r.ExitCode == nil || *r.ExitCode != 7 || !strings.Contains(r.errText(), "exit status 7") {
 			t.Errorf("failing run = %+v (%s), want failed with exit 7", r, r.errText())
 		}
@@ -76,14 +76,15 @@ func alive(pid int) bool {
 }
 
 func TestCrashIsRetriedThenFails(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_MAX_ATTEMPTS": "2"})
 		run := w.addRun(cfg, w.addDocument("crash.csv", csv("crash")))
-		r := w.waitFor("runs", []string{run}, time.Minute)[run]
+		r := w.waitForStatus("runs", []string{run}, time.Minute)[run]
 		if r.Status != "failed" || r.AttemptCount != 2 || !strings.Contains(r.errText(), "SIGKILL") || !strings.Contains(r.errText(), "2 attempts") {
 			t.Errorf("run = %+v (%s), want failed after 2 attempts naming SIGKILL", r, r.errText())
 		}
-		events := readEvents(t, w.runEvents(run))
+		events := readEventsEndingWith(t, w.runEvents(run), "run.complete")
 		starts := 0
 		for _, e := range events {
 			if e["event"] == "run.start" {
@@ -98,6 +99,7 @@ func TestCrashIsRetriedThenFails(t *testing.T) {
 }
 
 func TestLeaseExpiry(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w := newWorld(t, backend, map[string]string{
 			"ADE_WORKER_JOB_BACKOFF_BASE_SECONDS": "60",
@@ -113,13 +115,13 @@ func TestLeaseExpiry(t *testing.T) {
 		before := time.Now()
 		w.start()
 
-		r := w.waitFor("runs", []string{retry}, 30*time.Second, "queued")[retry]
+		r := w.waitForStatus("runs", []string{retry}, 30*time.Second, "queued")[retry]
 		// attempt 2 -> base * 2^(2-1) = 120 s.
 		delay := r.AvailableAt.Sub(before)
 		if r.errText() != "Run lease expired" || r.ClaimedBy != nil || delay < 115*time.Second || delay > 130*time.Second {
 			t.Errorf("re-queued run = %+v (%s), available in %s; want lease-expired error and ~120s backoff", r, r.errText(), delay)
 		}
-		e := w.waitFor("runs", []string{exhausted}, 30*time.Second)[exhausted]
+		e := w.waitForStatus("runs", []string{exhausted}, 30*time.Second)[exhausted]
 		if e.Status != "failed" || !strings.Contains(e.errText(), "Run lease expired") {
 			t.Errorf("exhausted run = %+v (%s), want failed", e, e.errText())
 		}
@@ -127,15 +129,16 @@ func TestLeaseExpiry(t *testing.T) {
 }
 
 func TestFailedBuildFailsItsRuns(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, build := worldWithBuild(t, backend, map[string]string{"ADE_ENGINE_SPEC": filepath.Join(t.TempDir(), "no-such-engine")})
 		run := w.addRun(cfg, w.addDocument("a.csv", csv()))
 		w.start()
-		b := w.waitFor("builds", []string{build}, 2*time.Minute)[build]
+		b := w.waitForStatus("builds", []string{build}, 2*time.Minute)[build]
 		if b.Status != "failed" || !strings.Contains(b.errText(), "Installing the engine") {
 			t.Errorf("build = %+v (%s), want failed while installing the engine", b, b.errText())
 		}
-		r := w.waitFor("runs", []string{run}, 30*time.Second)[run]
+		r := w.waitForStatus("runs", []string{run}, 30*time.Second)[run]
 		if r.Status != "failed" || r.errText() != "Build failed before run could start" || r.AttemptCount != 0 {
 			t.Errorf("run = %+v (%s), want failed before start", r, r.errText())
 		}
@@ -146,11 +149,12 @@ func TestFailedBuildFailsItsRuns(t *testing.T) {
 }
 
 func TestRunWithoutBuildAndMissingVenvRebuilt(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, build := readyWorld(t, backend, nil)
 		other := w.addConfig("")
 		noBuild := w.addRun(other, w.addDocument("a.csv", csv()))
-		r := w.waitFor("runs", []string{noBuild}, 30*time.Second)[noBuild]
+		r := w.waitForStatus("runs", []string{noBuild}, 30*time.Second)[noBuild]
 		if r.Status != "failed" || r.ExitCode == nil || *r.ExitCode != 2 || r.errText() != "Build is required before running" {
 			t.Errorf("run without build = %+v (%s)", r, r.errText())
 		}
@@ -162,7 +166,7 @@ func TestRunWithoutBuildAndMissingVenvRebuilt(t *testing.T) {
 			t.Fatal(err)
 		}
 		missing := w.addRun(cfg, w.addDocument("b.csv", csv()), "--build", build)
-		r = w.waitFor("runs", []string{missing}, 2*time.Minute)[missing]
+		r = w.waitForStatus("runs", []string{missing}, 2*time.Minute)[missing]
 		if r.Status != "succeeded" {
 			t.Errorf("run with missing venv = %+v (%s), want succeeded after a rebuild", r, r.errText())
 		}
@@ -172,13 +176,14 @@ func TestRunWithoutBuildAndMissingVenvRebuilt(t *testing.T) {
 		if b := w.job("builds", build); b.Status != "ready" {
 			t.Errorf("build after the rebuild = %+v (%s), want still ready", b, b.errText())
 		}
-		events := readEvents(t, w.runEvents(missing))
+		events := readEventsEndingWith(t, w.runEvents(missing), "run.complete")
 		findEvent(t, events, "run.venv.rebuild")
 		assertFirstLast(t, events, "run.start", "run.complete")
 	})
 }
 
 func TestDryRunAndValidateOnly(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, nil)
 		dryDoc := w.addDocument("dry.csv", csv())
@@ -193,12 +198,12 @@ func TestDryRunAndValidateOnly(t *testing.T) {
 		}
 		badCfg := w.addConfig(bad)
 		badBuild := w.addBuild(badCfg)
-		if b := w.waitFor("builds", []string{badBuild}, 3*time.Minute)[badBuild]; b.Status != "ready" {
+		if b := w.waitForStatus("builds", []string{badBuild}, 3*time.Minute)[badBuild]; b.Status != "ready" {
 			t.Fatalf("build of the invalid config = %+v (%s)", b, b.errText())
 		}
 		invalid := w.addRun(badCfg, w.addDocument("inv.csv", csv()), "--options", `{"validate_only": true}`)
 
-		rows := w.waitFor("runs", []string{dry, validate, invalid}, time.Minute)
+		rows := w.waitForStatus("runs", []string{dry, validate, invalid}, time.Minute)
 		for _, id := range []string{dry, validate} {
 			if r := rows[id]; r.Status != "succeeded" || r.ExitCode == nil || *r.ExitCode != 0 {
 				t.Errorf("run %s = %+v (%s), want succeeded", id, r, r.errText())
@@ -223,10 +228,11 @@ func TestDryRunAndValidateOnly(t *testing.T) {
 // TestBadRunsDoNotStopTheWorker: each run with broken data fails with a clear
 // message, and a good run queued behind them still succeeds.
 func TestBadRunsDoNotStopTheWorker(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_CONCURRENCY": "1"})
 		noPackage := w.addConfig("")
-		w.waitFor("builds", []string{w.addBuild(noPackage)}, 3*time.Minute)
+		w.waitForStatus("builds", []string{w.addBuild(noPackage)}, 3*time.Minute)
 		if err := os.RemoveAll(filepath.Join(w.dir, "workspaces", w.ws, "config_packages", noPackage)); err != nil {
 			t.Fatal(err)
 		}
@@ -260,7 +266,7 @@ func TestBadRunsDoNotStopTheWorker(t *testing.T) {
 		good := w.addRun(cfg, w.addDocument("f.csv", csv()))
 		w.start()
 
-		rows := w.waitFor("runs", []string{badOptions, missingRow, missingFile, hostile, missingPackage, good}, time.Minute)
+		rows := w.waitForStatus("runs", []string{badOptions, missingRow, missingFile, hostile, missingPackage, good}, time.Minute)
 		want := map[string]string{
 			badOptions:     "invalid run_options",
 			missingRow:     "input document no-such-document does not exist",

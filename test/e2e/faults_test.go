@@ -25,87 +25,108 @@ import (
 	"github.com/ade-org/ade-worker/test/procmem"
 )
 
+// TestFaults injects one fault per case for real (signals to the
+// supervisor, the jobrunner or the engine, a lease taken away, a frozen
+// supervisor) on both databases; every case and database runs in parallel.
+func TestFaults(t *testing.T) {
+	t.Parallel()
+	for _, tc := range []struct {
+		name string
+		fn   func(t *testing.T, backend string)
+	}{
+		{"SigtermLetsRunningJobFinish", faultSigtermLetsRunningJobFinish},
+		{"SigtermHandsBackAfterGrace", faultSigtermHandsBackAfterGrace},
+		{"SecondSigtermStopsAtOnce", faultSecondSigtermStopsAtOnce},
+		{"SupervisorKilledMidJob", faultSupervisorKilledMidJob},
+		{"LostLeaseStopsJobAndWritesNothing", faultLostLeaseStopsJobAndWritesNothing},
+		{"JobrunnerKilled", faultJobrunnerKilled},
+		{"EngineSegfaultIsRetriedThenFails", faultEngineSegfaultIsRetriedThenFails},
+		{"FrozenSupervisorFencesItself", faultFrozenSupervisorFencesItself},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			t.Parallel()
+			eachBackend(t, tc.fn)
+		})
+	}
+}
+
 // ---------------------------------------------------------------------------
 // SIGTERM
 
-// TestSigtermLetsRunningJobFinish: a job that ends within the shutdown grace
+// faultSigtermLetsRunningJobFinish: a job that ends within the shutdown grace
 // finishes normally after SIGTERM, nothing new is claimed, and the
 // supervisor exits 0.
-func TestSigtermLetsRunningJobFinish(t *testing.T) {
-	eachBackend(t, func(t *testing.T, backend string) {
-		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_SHUTDOWN_GRACE_SECONDS": "10"})
-		sup := w.sups[0]
-		run := w.addRun(cfg, w.addDocument("a.csv", csv("sleep=1")))
-		w.waitEngine(run)
+func faultSigtermLetsRunningJobFinish(t *testing.T, backend string) {
+	w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_SHUTDOWN_GRACE_SECONDS": "10"})
+	sup := w.sups[0]
+	run := w.addRun(cfg, w.addDocument("a.csv", csv("sleep=1")))
+	w.waitEngine(run)
 
-		sent := time.Now()
-		signal(t, sup, syscall.SIGTERM)
-		// Queued after SIGTERM: must not be claimed.
-		late := w.addRun(cfg, w.addDocument("late.csv", csv()))
-		took, err := waitExit(sup, 20*time.Second)
-		if err != nil {
-			t.Errorf("supervisor exited with %v after SIGTERM, want exit 0", err)
-		}
-		if took > 10*time.Second {
-			t.Errorf("supervisor took %s to exit; the run needed about 1 s", took)
-		}
-		t.Logf("supervisor exited %s after SIGTERM", time.Since(sent).Round(time.Millisecond))
-		r := w.job("runs", run)
-		if r.Status != "succeeded" || r.ExitCode == nil || *r.ExitCode != 0 || r.AttemptCount != 1 {
-			t.Errorf("run = %+v (%s), want succeeded at its first attempt", r, r.errText())
-		}
-		events := w.finishedRunEvents(t, run)
-		findEvent(t, events, "engine.run.completed")
-		if l := w.job("runs", late); l.Status != "queued" || l.AttemptCount != 0 || l.ClaimedBy != nil {
-			t.Errorf("run queued after SIGTERM = %+v, want still queued and never claimed", l)
-		}
-	})
+	sent := time.Now()
+	signal(t, sup, syscall.SIGTERM)
+	// Queued after SIGTERM: must not be claimed.
+	late := w.addRun(cfg, w.addDocument("late.csv", csv()))
+	took, err := waitExit(sup, 20*time.Second)
+	if err != nil {
+		t.Errorf("supervisor exited with %v after SIGTERM, want exit 0", err)
+	}
+	if took > 10*time.Second {
+		t.Errorf("supervisor took %s to exit; the run needed about 1 s", took)
+	}
+	t.Logf("supervisor exited %s after SIGTERM", time.Since(sent).Round(time.Millisecond))
+	r := w.job("runs", run)
+	if r.Status != "succeeded" || r.ExitCode == nil || *r.ExitCode != 0 || r.AttemptCount != 1 {
+		t.Errorf("run = %+v (%s), want succeeded at its first attempt", r, r.errText())
+	}
+	events := w.finishedRunEvents(t, run)
+	findEvent(t, events, "engine.run.completed")
+	if l := w.job("runs", late); l.Status != "queued" || l.AttemptCount != 0 || l.ClaimedBy != nil {
+		t.Errorf("run queued after SIGTERM = %+v, want still queued and never claimed", l)
+	}
 }
 
-// TestSigtermHandsBackAfterGrace: a job that outlives the grace is stopped
+// faultSigtermHandsBackAfterGrace: a job that outlives the grace is stopped
 // (engine and its child too) and handed back: queued, available now, the
 // attempt not counted.
-func TestSigtermHandsBackAfterGrace(t *testing.T) {
-	eachBackend(t, func(t *testing.T, backend string) {
-		w, run, sent := sigtermSleepingRun(t, backend, "1")
-		took, err := waitExit(w.sups[0], 30*time.Second)
-		if err != nil {
-			t.Errorf("supervisor exited with %v after SIGTERM, want exit 0", err)
-		}
-		if took > 6*time.Second {
-			t.Errorf("supervisor took %s to exit with a 1 s grace, want a few seconds", took)
-		}
-		t.Logf("supervisor exited %s after SIGTERM (grace 1 s)", took.Round(time.Millisecond))
-		w.assertHandedBack(run, sent)
-	})
+func faultSigtermHandsBackAfterGrace(t *testing.T, backend string) {
+	w, run, sent := sigtermSleepingRun(t, backend, "1")
+	took, err := waitExit(w.sups[0], 30*time.Second)
+	if err != nil {
+		t.Errorf("supervisor exited with %v after SIGTERM, want exit 0", err)
+	}
+	if took > 6*time.Second {
+		t.Errorf("supervisor took %s to exit with a 1 s grace, want a few seconds", took)
+	}
+	t.Logf("supervisor exited %s after SIGTERM (grace 1 s)", took.Round(time.Millisecond))
+	w.assertHandedBack(run, sent)
 }
 
-// TestSecondSigtermStopsAtOnce: a second SIGTERM during a long grace stops
+// faultSecondSigtermStopsAtOnce: a second SIGTERM during a long grace stops
 // the running job at once, still handing it back.
-func TestSecondSigtermStopsAtOnce(t *testing.T) {
-	eachBackend(t, func(t *testing.T, backend string) {
-		w, run, sent := sigtermSleepingRun(t, backend, "30")
-		sup := w.sups[0]
-		waitUntil(t, 5*time.Second, "the supervisor to log the first signal", func() bool {
-			return strings.Contains(w.supervisorLog(0), "stopping")
-		})
-		time.Sleep(300 * time.Millisecond)
-		if alive(sup.Process.Pid) && !alive(run.sleeper) {
-			t.Errorf("the first SIGTERM already stopped the job; the grace is 30 s")
-		}
-		second := time.Now()
-		signal(t, sup, syscall.SIGTERM)
-		took, err := waitExit(sup, 40*time.Second)
-		if err != nil {
-			t.Errorf("supervisor exited with %v after the second SIGTERM, want exit 0", err)
-		}
-		took = time.Since(second)
-		if took > 5*time.Second {
-			t.Errorf("supervisor took %s to exit after the second SIGTERM, want a few seconds", took)
-		}
-		t.Logf("supervisor exited %s after the second SIGTERM", took.Round(time.Millisecond))
-		w.assertHandedBack(run, sent)
+func faultSecondSigtermStopsAtOnce(t *testing.T, backend string) {
+	w, run, sent := sigtermSleepingRun(t, backend, "30")
+	sup := w.sups[0]
+	waitUntil(t, 5*time.Second, "the supervisor to log the first signal", func() bool {
+		return strings.Contains(w.supervisorLog(0), "stopping")
 	})
+	// A wait that must remain: the check is that the first signal does not
+	// stop the job, which nothing shows; a stop would show within this time.
+	time.Sleep(300 * time.Millisecond)
+	if alive(sup.Process.Pid) && !alive(run.sleeper) {
+		t.Errorf("the first SIGTERM already stopped the job; the grace is 30 s")
+	}
+	second := time.Now()
+	signal(t, sup, syscall.SIGTERM)
+	took, err := waitExit(sup, 40*time.Second)
+	if err != nil {
+		t.Errorf("supervisor exited with %v after the second SIGTERM, want exit 0", err)
+	}
+	took = time.Since(second)
+	if took > 5*time.Second {
+		t.Errorf("supervisor took %s to exit after the second SIGTERM, want a few seconds", took)
+	}
+	t.Logf("supervisor exited %s after the second SIGTERM", took.Round(time.Millisecond))
+	w.assertHandedBack(run, sent)
 }
 
 // sigtermSleepingRun starts a supervisor with the shutdown grace (seconds),
@@ -146,166 +167,161 @@ func (w *world) assertHandedBack(run sleepingRun, signalled time.Time) {
 // ---------------------------------------------------------------------------
 // SIGKILL of the supervisor, lost leases, killed jobrunners, crashes
 
-// TestSupervisorKilledMidJob: SIGKILL of the supervisor takes its jobrunner,
+// faultSupervisorKilledMidJob: SIGKILL of the supervisor takes its jobrunner,
 // the engine and the engine's own child with it; a second supervisor
 // re-claims the run when its lease expires and finishes it exactly once.
-func TestSupervisorKilledMidJob(t *testing.T) {
-	eachBackend(t, func(t *testing.T, backend string) {
-		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "6"})
-		sup := w.sups[0]
-		run := w.startSleepingRun(cfg, "spawn-sleeper=60", "sleep=5")
-		runners := childrenNamed(sup.Process.Pid, "jobrunner")
-		if len(runners) != 1 || len(run.engines) == 0 {
-			t.Fatalf("before the kill: jobrunners %v, engines %v; want one of each", runners, run.engines)
-		}
-		kill(t, sup)
-		killed := time.Now()
-		assertGone(t, 3*time.Second, append(runners, run.procs()...))
-		if left := w.engineProcs(run.id); len(left) > 0 {
-			t.Errorf("processes of the run still running after the supervisor was killed: %v", describe(left))
-		}
-		t.Logf("all processes of the job gone %s after SIGKILL", time.Since(killed).Round(time.Millisecond))
+func faultSupervisorKilledMidJob(t *testing.T, backend string) {
+	w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "2"})
+	sup := w.sups[0]
+	run := w.startSleepingRun(cfg, "spawn-sleeper=60", "sleep=4")
+	runners := childrenNamed(sup.Process.Pid, "jobrunner")
+	if len(runners) != 1 || len(run.engines) == 0 {
+		t.Fatalf("before the kill: jobrunners %v, engines %v; want one of each", runners, run.engines)
+	}
+	kill(t, sup)
+	killed := time.Now()
+	assertGone(t, 3*time.Second, append(runners, run.procs()...))
+	if left := w.engineProcs(run.id); len(left) > 0 {
+		t.Errorf("processes of the run still running after the supervisor was killed: %v", describe(left))
+	}
+	t.Logf("all processes of the job gone %s after SIGKILL", time.Since(killed).Round(time.Millisecond))
 
-		w.start()
-		r := w.waitFor("runs", []string{run.id}, time.Minute)[run.id]
-		if r.Status != "succeeded" || r.AttemptCount != 2 {
-			t.Errorf("run = %+v (%s), want succeeded at attempt 2", r, r.errText())
-		}
-		if n := w.count(`SELECT COUNT(*) FROM run_metrics WHERE run_id = ?`, run.id); n != 1 {
-			t.Errorf("run_metrics rows = %d, want 1", n)
-		}
-		if d := w.documentState(run.doc); d.Status != "processed" {
-			t.Errorf("document status = %q, want processed", d.Status)
-		}
-		events := w.finishedRunEvents(t, run.id)
-		assertEventCount(t, events, "run.complete", 1)
-		assertEventCount(t, events, "run.start", 2) // one per attempt
-	})
+	// The supervisor that takes over holds a longer lease: on a loaded
+	// machine a 2 s lease may lapse under its own run.
+	w.env["ADE_WORKER_JOB_LEASE_SECONDS"] = "6"
+	w.start()
+	r := w.waitForStatus("runs", []string{run.id}, time.Minute)[run.id]
+	if r.Status != "succeeded" || r.AttemptCount != 2 {
+		t.Errorf("run = %+v (%s), want succeeded at attempt 2", r, r.errText())
+	}
+	if n := w.count(`SELECT COUNT(*) FROM run_metrics WHERE run_id = ?`, run.id); n != 1 {
+		t.Errorf("run_metrics rows = %d, want 1", n)
+	}
+	if d := w.documentState(run.doc); d.Status != "processed" {
+		t.Errorf("document status = %q, want processed", d.Status)
+	}
+	events := w.finishedRunEvents(t, run.id)
+	assertEventCount(t, events, "run.complete", 1)
+	assertEventCount(t, events, "run.start", 2) // one per attempt
 }
 
-// TestLostLeaseStopsJobAndWritesNothing: when another worker takes the row,
+// faultLostLeaseStopsJobAndWritesNothing: when another worker takes the row,
 // the heartbeat notices, the job's processes die, and this supervisor
 // writes nothing more about it but keeps serving.
-func TestLostLeaseStopsJobAndWritesNothing(t *testing.T) {
-	eachBackend(t, func(t *testing.T, backend string) {
-		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "6"})
-		sup := w.sups[0]
-		run := w.startSleepingRun(cfg, "spawn-sleeper=60", "sleep=30")
-		before := w.documentState(run.doc)
+func faultLostLeaseStopsJobAndWritesNothing(t *testing.T, backend string) {
+	w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "6"})
+	sup := w.sups[0]
+	run := w.startSleepingRun(cfg, "spawn-sleeper=60", "sleep=30")
+	before := w.documentState(run.doc)
 
-		// Someone else re-claimed it (with a lease of its own, so cleanup leaves it alone).
-		w.exec(`UPDATE runs SET claimed_by = 'someone-else', claim_expires_at = ? WHERE id = ?`, w.ts(time.Now().Add(time.Hour)), run.id)
-		taken := time.Now()
-		assertGone(t, 4*time.Second, run.procs())
-		t.Logf("engine and its child gone %s after the lease was lost", time.Since(taken).Round(time.Millisecond))
+	// Someone else re-claimed it (with a lease of its own, so cleanup leaves it alone).
+	w.exec(`UPDATE runs SET claimed_by = 'someone-else', claim_expires_at = ? WHERE id = ?`, w.ts(time.Now().Add(time.Hour)), run.id)
+	taken := time.Now()
+	assertGone(t, 4*time.Second, run.procs())
+	t.Logf("engine and its child gone %s after the lease was lost", time.Since(taken).Round(time.Millisecond))
 
-		time.Sleep(5 * time.Second)
-		var row struct {
-			Status       string
-			ClaimedBy    *string
-			CompletedAt  store.Time
-			ErrorMessage *string
-			ExitCode     *int
-		}
-		w.query(&row, `SELECT status, claimed_by, completed_at, error_message, exit_code FROM runs WHERE id = ?`, run.id)
-		if row.Status != "running" || row.ClaimedBy == nil || *row.ClaimedBy != "someone-else" || row.CompletedAt.Valid || row.ExitCode != nil {
-			t.Errorf("run after the lease was lost = %+v, want untouched: running, claimed by someone-else, no completed_at, no exit code", row)
-		}
-		if d := w.documentState(run.doc); d.Status != "processing" || d.Changes != before.Changes {
-			t.Errorf("document after the lease was lost = %+v, want still processing with %d change rows", d, before.Changes)
-		}
-		events := readEvents(t, w.runEvents(run.id))
-		assertEventCount(t, events, "run.complete", 0)
-		assertEventCount(t, events, "run.requeued", 0)
-		if !strings.Contains(w.supervisorLog(0), "lease lost") {
-			t.Errorf("supervisor log does not mention the lost lease")
-		}
-		if !alive(sup.Process.Pid) {
-			t.Fatalf("supervisor died after losing a lease")
-		}
-		good := w.addRun(cfg, w.addDocument("good.csv", csv()))
-		if r := w.waitFor("runs", []string{good}, time.Minute)[good]; r.Status != "succeeded" {
-			t.Errorf("run after the lost lease = %+v (%s), want succeeded", r, r.errText())
-		}
-	})
+	w.waitForLogLine(0, "lease lost", 30*time.Second)
+	if !alive(sup.Process.Pid) {
+		t.Fatalf("supervisor died after losing a lease")
+	}
+	// A run queued after the loss succeeds on the same supervisor: by
+	// then it has long ended the lost job, and anything it would write
+	// about it is written.
+	good := w.addRun(cfg, w.addDocument("good.csv", csv()))
+	if r := w.waitForStatus("runs", []string{good}, time.Minute)[good]; r.Status != "succeeded" {
+		t.Errorf("run after the lost lease = %+v (%s), want succeeded", r, r.errText())
+	}
+	var row struct {
+		Status       string
+		ClaimedBy    *string
+		CompletedAt  store.Time
+		ErrorMessage *string
+		ExitCode     *int
+	}
+	w.query(&row, `SELECT status, claimed_by, completed_at, error_message, exit_code FROM runs WHERE id = ?`, run.id)
+	if row.Status != "running" || row.ClaimedBy == nil || *row.ClaimedBy != "someone-else" || row.CompletedAt.Valid || row.ExitCode != nil {
+		t.Errorf("run after the lease was lost = %+v, want untouched: running, claimed by someone-else, no completed_at, no exit code", row)
+	}
+	if d := w.documentState(run.doc); d.Status != "processing" || d.Changes != before.Changes {
+		t.Errorf("document after the lease was lost = %+v, want still processing with %d change rows", d, before.Changes)
+	}
+	events := readEvents(t, w.runEvents(run.id))
+	assertEventCount(t, events, "run.complete", 0)
+	assertEventCount(t, events, "run.requeued", 0)
 }
 
-// TestJobrunnerKilled: a jobrunner killed with SIGKILL is a failure that a
+// faultJobrunnerKilled: a jobrunner killed with SIGKILL is a failure that a
 // retry may fix: retried while attempts remain, else failed naming the
 // signal.
-func TestJobrunnerKilled(t *testing.T) {
-	eachBackend(t, func(t *testing.T, backend string) {
-		w, cfg, _ := readyWorld(t, backend, nil)
-		sup := w.sups[0]
-		killRunner := func(run string) (engines []int) {
-			t.Helper()
-			w.waitFor("runs", []string{run}, time.Minute, "running")
-			waitUntil(t, 30*time.Second, "the engine to sleep", func() bool {
-				return hasEvent(w.runEvents(run), "engine.test.sleep")
-			})
-			engines = w.engineProcs(run)
-			runner := 0
-			for _, pid := range engines {
-				p := procInfo(pid)
-				if q := procInfo(p.ppid); q.comm == "jobrunner" && q.ppid == sup.Process.Pid {
-					runner = q.pid
-				}
+func faultJobrunnerKilled(t *testing.T, backend string) {
+	w, cfg, _ := readyWorld(t, backend, nil)
+	sup := w.sups[0]
+	killRunner := func(run string) (engines []int) {
+		t.Helper()
+		w.waitForStatus("runs", []string{run}, time.Minute, "running")
+		waitUntil(t, 30*time.Second, "the engine to sleep", func() bool {
+			return hasEvent(w.runEvents(run), "engine.test.sleep")
+		})
+		engines = w.engineProcs(run)
+		runner := 0
+		for _, pid := range engines {
+			p := procInfo(pid)
+			if q := procInfo(p.ppid); q.comm == "jobrunner" && q.ppid == sup.Process.Pid {
+				runner = q.pid
 			}
-			if runner == 0 {
-				t.Fatalf("no jobrunner child of the supervisor runs engine %v", describe(engines))
-			}
-			if err := syscall.Kill(runner, syscall.SIGKILL); err != nil {
-				t.Fatal(err)
-			}
-			return append(engines, runner)
 		}
+		if runner == 0 {
+			t.Fatalf("no jobrunner child of the supervisor runs engine %v", describe(engines))
+		}
+		if err := syscall.Kill(runner, syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		return append(engines, runner)
+	}
 
-		w.env["ADE_WORKER_JOB_MAX_ATTEMPTS"] = "1"
-		once := w.addRun(cfg, w.addDocument("once.csv", csv("sleep=3")))
-		procs := killRunner(once)
-		r := w.waitFor("runs", []string{once}, time.Minute)[once]
-		if r.Status != "failed" || r.AttemptCount != 1 || !strings.Contains(r.errText(), "SIGKILL") || !strings.Contains(r.errText(), "without a result") {
-			t.Errorf("run whose only jobrunner was killed = %+v (%q), want failed naming SIGKILL and the missing result", r, r.errText())
-		}
-		assertGone(t, 3*time.Second, procs)
-		events := w.finishedRunEvents(t, once)
+	w.env["ADE_WORKER_JOB_MAX_ATTEMPTS"] = "1"
+	once := w.addRun(cfg, w.addDocument("once.csv", csv("sleep=3")))
+	procs := killRunner(once)
+	r := w.waitForStatus("runs", []string{once}, time.Minute)[once]
+	if r.Status != "failed" || r.AttemptCount != 1 || !strings.Contains(r.errText(), "SIGKILL") || !strings.Contains(r.errText(), "without a result") {
+		t.Errorf("run whose only jobrunner was killed = %+v (%q), want failed naming SIGKILL and the missing result", r, r.errText())
+	}
+	assertGone(t, 3*time.Second, procs)
+	events := w.finishedRunEvents(t, once)
 
-		w.env["ADE_WORKER_JOB_MAX_ATTEMPTS"] = "3"
-		retried := w.addRun(cfg, w.addDocument("retried.csv", csv("sleep=3")))
-		procs = killRunner(retried)
-		r = w.waitFor("runs", []string{retried}, time.Minute)[retried]
-		if r.Status != "succeeded" || r.AttemptCount != 2 {
-			t.Errorf("run whose first jobrunner was killed = %+v (%s), want succeeded at attempt 2", r, r.errText())
-		}
-		assertGone(t, time.Second, procs)
-		events = w.finishedRunEvents(t, retried)
-		if rq := findEvent(t, events, "run.requeued"); !strings.Contains(fmt.Sprint(data(rq)["error"]), "SIGKILL") {
-			t.Errorf("run.requeued data = %v, want an error naming SIGKILL", data(rq))
-		}
-		assertEventCount(t, events, "run.complete", 1)
-		if n := w.count(`SELECT COUNT(*) FROM run_metrics WHERE run_id = ?`, retried); n != 1 {
-			t.Errorf("run_metrics rows = %d, want 1", n)
-		}
-	})
+	w.env["ADE_WORKER_JOB_MAX_ATTEMPTS"] = "3"
+	retried := w.addRun(cfg, w.addDocument("retried.csv", csv("sleep=3")))
+	procs = killRunner(retried)
+	r = w.waitForStatus("runs", []string{retried}, time.Minute)[retried]
+	if r.Status != "succeeded" || r.AttemptCount != 2 {
+		t.Errorf("run whose first jobrunner was killed = %+v (%s), want succeeded at attempt 2", r, r.errText())
+	}
+	assertGone(t, time.Second, procs)
+	events = w.finishedRunEvents(t, retried)
+	if rq := findEvent(t, events, "run.requeued"); !strings.Contains(fmt.Sprint(data(rq)["error"]), "SIGKILL") {
+		t.Errorf("run.requeued data = %v, want an error naming SIGKILL", data(rq))
+	}
+	assertEventCount(t, events, "run.complete", 1)
+	if n := w.count(`SELECT COUNT(*) FROM run_metrics WHERE run_id = ?`, retried); n != 1 {
+		t.Errorf("run_metrics rows = %d, want 1", n)
+	}
 }
 
-// TestEngineSegfaultIsRetriedThenFails: SIGSEGV in the engine is retried,
+// faultEngineSegfaultIsRetriedThenFails: SIGSEGV in the engine is retried,
 // then failed with a message naming the signal.
-func TestEngineSegfaultIsRetriedThenFails(t *testing.T) {
-	eachBackend(t, func(t *testing.T, backend string) {
-		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_MAX_ATTEMPTS": "2"})
-		doc := w.addDocument("segv.csv", csv("segv"))
-		run := w.addRun(cfg, doc)
-		r := w.waitFor("runs", []string{run}, time.Minute)[run]
-		if r.Status != "failed" || r.AttemptCount != 2 || !strings.Contains(r.errText(), "SIGSEGV") || !strings.Contains(r.errText(), "2 attempts") {
-			t.Errorf("run = %+v (%q), want failed after 2 attempts naming SIGSEGV", r, r.errText())
-		}
-		events := w.finishedRunEvents(t, run)
-		assertEventCount(t, events, "engine.test.segv", 2) // one per attempt
-		if d := w.documentState(doc); d.Status != "failed" {
-			t.Errorf("document status = %q, want failed", d.Status)
-		}
-	})
+func faultEngineSegfaultIsRetriedThenFails(t *testing.T, backend string) {
+	w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_MAX_ATTEMPTS": "2"})
+	doc := w.addDocument("segv.csv", csv("segv"))
+	run := w.addRun(cfg, doc)
+	r := w.waitForStatus("runs", []string{run}, time.Minute)[run]
+	if r.Status != "failed" || r.AttemptCount != 2 || !strings.Contains(r.errText(), "SIGSEGV") || !strings.Contains(r.errText(), "2 attempts") {
+		t.Errorf("run = %+v (%q), want failed after 2 attempts naming SIGSEGV", r, r.errText())
+	}
+	events := w.finishedRunEvents(t, run)
+	assertEventCount(t, events, "engine.test.segv", 2) // one per attempt
+	if d := w.documentState(doc); d.Status != "failed" {
+		t.Errorf("document status = %q, want failed", d.Status)
+	}
 }
 
 // ---------------------------------------------------------------------------
@@ -313,6 +329,7 @@ func TestEngineSegfaultIsRetriedThenFails(t *testing.T) {
 
 // TestEngineSeesNoSecrets: the engine's environment is an allow-list.
 func TestEngineSeesNoSecrets(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, map[string]string{
 			"PGPASSWORD":            "secret",
@@ -323,7 +340,7 @@ func TestEngineSeesNoSecrets(t *testing.T) {
 			"SOME_TOKEN":            "z",
 		})
 		run := w.addRun(cfg, w.addDocument("env.csv", csv("dump-env")))
-		if r := w.waitFor("runs", []string{run}, time.Minute)[run]; r.Status != "succeeded" {
+		if r := w.waitForStatus("runs", []string{run}, time.Minute)[run]; r.Status != "succeeded" {
 			t.Fatalf("run = %+v (%s), want succeeded", r, r.errText())
 		}
 		raw, err := os.ReadFile(filepath.Join(w.runDir(run), "output", "env.json"))
@@ -378,6 +395,7 @@ const memoryBoundKB = 100 << 10
 // line, long lines are cut with a visible marker, nothing valid is dropped
 // and memory stays bounded.
 func TestHostileEngineOutput(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, nil)
 		sup := w.sups[0]
@@ -386,11 +404,11 @@ func TestHostileEngineOutput(t *testing.T) {
 
 		huge := w.addRun(cfg, w.addDocument("huge.csv", csv("hugeline=50", "hugeline-stderr=5")))
 		garbage := w.addRun(cfg, w.addDocument("garbage.csv", csv("garbage")))
-		rows := w.waitFor("runs", []string{huge, garbage}, 2*time.Minute)
+		rows := w.waitForStatus("runs", []string{huge, garbage}, 2*time.Minute)
 		n := firehoseLines(t)
 		fire := w.addRun(cfg, w.addDocument("fire.csv", csv(fmt.Sprintf("firehose=%d", n))))
 		started := time.Now()
-		rows[fire] = w.waitFor("runs", []string{fire}, 3*time.Minute)[fire]
+		rows[fire] = w.waitForStatus("runs", []string{fire}, 3*time.Minute)[fire]
 		t.Logf("firehose=%d run took %s", n, time.Since(started).Round(time.Millisecond))
 		for id, r := range rows {
 			if r.Status != "succeeded" {
@@ -554,11 +572,12 @@ func scanEvents(path string, fn func(map[string]any)) error {
 // that run with a clear message, nothing is written outside the world, and
 // the supervisor goes on.
 func TestHostileRows(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_CONCURRENCY": "1"})
 		gone := w.addConfig("")
 		second := w.addBuild(gone)
-		if b := w.waitFor("builds", []string{second}, 3*time.Minute)[second]; b.Status != "ready" {
+		if b := w.waitForStatus("builds", []string{second}, 3*time.Minute)[second]; b.Status != "ready" {
 			t.Fatalf("build of the second configuration = %+v (%s), want ready", b, b.errText())
 		}
 		w.stopAll() // nothing may claim a run before its rows are broken
@@ -593,7 +612,7 @@ func TestHostileRows(t *testing.T) {
 		for run := range badName {
 			ids = append(ids, run)
 		}
-		rows := w.waitFor("runs", ids, time.Minute)
+		rows := w.waitForStatus("runs", ids, time.Minute)
 		if r := rows[noConfig]; r.Status != "failed" || !strings.Contains(r.errText(), "configuration "+gone+" does not exist") {
 			t.Errorf("run of a deleted configuration = %+v (%q), want failed saying the configuration does not exist", r, r.errText())
 		}
@@ -634,9 +653,12 @@ func TestHostileRows(t *testing.T) {
 // leaves no venv that passes for ready; the next supervisor re-claims it
 // after the lease and builds a working venv.
 func TestBuildInterrupted(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
-		// A short lease, so the killed supervisor's claim expires soon.
-		w, cfg, build := worldWithBuild(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "6", "ADE_BUILD_TIMEOUT": "20"})
+		// A short lease, so the killed supervisor's claim expires soon; not
+		// 2 s: creating the venv before pip can take a minute on a loaded
+		// machine, and a lapse then would re-queue the build before the kill.
+		w, cfg, build := worldWithBuild(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "6"})
 		sup := w.start()
 		dir := w.buildDir(cfg, build)
 		var pip []int
@@ -670,9 +692,8 @@ func TestBuildInterrupted(t *testing.T) {
 			t.Errorf("build right after the kill = %+v, want still building (nobody wrote it)", b)
 		}
 
-		w.env["ADE_BUILD_TIMEOUT"] = "600"
 		w.start()
-		b := w.waitFor("builds", []string{build}, 3*time.Minute)[build]
+		b := w.waitForStatus("builds", []string{build}, 3*time.Minute)[build]
 		if b.Status != "ready" || b.AttemptCount != 2 {
 			t.Fatalf("build after the restart = %+v (%s), want ready at attempt 2", b, b.errText())
 		}
@@ -688,7 +709,7 @@ func TestBuildInterrupted(t *testing.T) {
 			t.Errorf("temporary venvs left behind after the build is ready: %v", tmps)
 		}
 		run := w.addRun(cfg, w.addDocument("a.csv", csv()))
-		if r := w.waitFor("runs", []string{run}, time.Minute)[run]; r.Status != "succeeded" {
+		if r := w.waitForStatus("runs", []string{run}, time.Minute)[run]; r.Status != "succeeded" {
 			t.Errorf("run on the rebuilt venv = %+v (%s), want succeeded", r, r.errText())
 		}
 	})
@@ -779,7 +800,7 @@ func (w *world) startSleepingRun(cfg string, directives ...string) sleepingRun {
 // waitEngine waits until the run is running and its engine has started.
 func (w *world) waitEngine(run string) {
 	w.t.Helper()
-	w.waitFor("runs", []string{run}, time.Minute, "running")
+	w.waitForStatus("runs", []string{run}, time.Minute, "running")
 	waitUntil(w.t, 30*time.Second, "the engine of run "+run, func() bool { return len(w.engineProcs(run)) > 0 })
 }
 
@@ -788,7 +809,7 @@ func (w *world) waitEngine(run string) {
 func (w *world) waitRunning(run string) int {
 	t := w.t
 	t.Helper()
-	w.waitFor("runs", []string{run}, time.Minute, "running")
+	w.waitForStatus("runs", []string{run}, time.Minute, "running")
 	pidFile := filepath.Join(w.runDir(run), "output", "sleeper.pid")
 	pid := 0
 	waitUntil(t, 30*time.Second, "the engine's sleeper child", func() bool {
@@ -881,6 +902,16 @@ func waitExit(cmd *exec.Cmd, timeout time.Duration) (time.Duration, error) {
 func (w *world) supervisorLog(i int) string {
 	data, _ := os.ReadFile(filepath.Join(w.dir, fmt.Sprintf("supervisor-%d.log", i)))
 	return string(data)
+}
+
+// waitForLogLine waits until supervisor i's log contains text.
+func (w *world) waitForLogLine(i int, text string, timeout time.Duration) {
+	w.t.Helper()
+	for deadline := time.Now().Add(timeout); !strings.Contains(w.supervisorLog(i), text); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			w.t.Fatalf("supervisor %d did not log %q within %s:\n%s", i, text, timeout, w.supervisorLog(i))
+		}
+	}
 }
 
 // hasEvent reports whether the events file mentions the event yet.

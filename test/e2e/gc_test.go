@@ -152,6 +152,7 @@ func (w *world) countRows() (runs, builds int64) {
 }
 
 func TestGCRemovesExactlyWhatIsOld(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w := newWorld(t, backend, nil) // defaults: 30-day TTLs, build timeout 600 s
 		cfg := w.gcConfig()
@@ -232,6 +233,7 @@ func TestGCRemovesExactlyWhatIsOld(t *testing.T) {
 }
 
 func TestGCNeverFollowsSymlinks(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w := newWorld(t, backend, nil)
 		cfg := w.gcConfig()
@@ -287,6 +289,7 @@ func TestGCNeverFollowsSymlinks(t *testing.T) {
 }
 
 func TestGCOnePassAtATime(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w := newWorld(t, backend, nil)
 		cfg := w.gcConfig()
@@ -354,17 +357,16 @@ func TestGCOnePassAtATime(t *testing.T) {
 }
 
 func TestGCVenvRebuiltAfterCollection(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w := newWorld(t, backend, map[string]string{"ADE_WORKER_GC_INTERVAL": "0"})
-		first := w.start()
 		cfg := w.addConfig("")
 		build := w.addBuild(cfg)
+		w.installReadyBuild(cfg, build)
+		first := w.start()
 		doc := w.addDocument("people.csv", csv())
 		run := w.addRun(cfg, doc)
-		if b := w.waitFor("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
-			t.Fatalf("build: %+v", b)
-		}
-		if r := w.waitFor("runs", []string{run}, 2*time.Minute)[run]; r.Status != "succeeded" {
+		if r := w.waitForStatus("runs", []string{run}, 2*time.Minute)[run]; r.Status != "succeeded" {
 			t.Fatalf("run: %+v", r)
 		}
 		// The configuration moved on, and nothing used the build for 40 days.
@@ -397,7 +399,7 @@ func TestGCVenvRebuiltAfterCollection(t *testing.T) {
 			}
 		}
 		again := w.addRun(cfg, doc, "--build", build)
-		if r := w.waitFor("runs", []string{again}, 5*time.Minute)[again]; r.Status != "succeeded" {
+		if r := w.waitForStatus("runs", []string{again}, 5*time.Minute)[again]; r.Status != "succeeded" {
 			t.Fatalf("run after gc: %+v (%s), want succeeded after rebuilding the venv", r, r.errText())
 		}
 		if !exists(filepath.Join(venv, "ade-build.json")) {

@@ -41,6 +41,7 @@ func setupBinaries(m *testing.M) (int, error) {
 	}
 	defer os.RemoveAll(dir)
 	binDir = dir
+	defer removeSharedVenv()
 	// Built the way the image builds them.
 	cmd := exec.Command("bash", "scripts/build-binaries.sh", dir)
 	cmd.Dir = repoDir
@@ -70,8 +71,9 @@ type world struct {
 	sups    []*exec.Cmd
 }
 
-// newWorld makes a migrated SQLite database under a fresh folder. extra
-// overrides settings (ADE_* variables).
+// newWorld makes a fresh database of the backend (a SQLite file under a
+// fresh folder, or a PostgreSQL database) migrated by `supervisor migrate`,
+// and the world's folders. extra overrides settings (ADE_* variables).
 func newWorld(t *testing.T, backend string, extra map[string]string) *world {
 	t.Helper()
 	dir := t.TempDir()
@@ -156,6 +158,26 @@ func (w *world) start() *exec.Cmd {
 		}
 	})
 	return cmd
+}
+
+// startAndWaitForStartedLine starts a supervisor and waits until its log
+// says "supervisor started", which it writes once it handles SIGTERM: a
+// test may stop it at once and expect a clean exit.
+func (w *world) startAndWaitForStartedLine() *exec.Cmd {
+	w.t.Helper()
+	cmd := w.start()
+	logPath := filepath.Join(w.dir, fmt.Sprintf("supervisor-%d.log", len(w.sups)-1))
+	deadline := time.Now().Add(time.Minute)
+	for {
+		data, _ := os.ReadFile(logPath)
+		if bytes.Contains(data, []byte("supervisor started")) {
+			return cmd
+		}
+		if time.Now().After(deadline) {
+			w.t.Fatalf("supervisor did not log \"supervisor started\" within a minute:\n%s", data)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
 }
 
 // stop sends SIGTERM and waits; it fails the test when the exit is not clean.
@@ -264,64 +286,47 @@ func (w *world) job(table, id string) jobRow {
 	return r
 }
 
-// waitFor polls until every job reaches one of the terminal statuses.
-func (w *world) waitFor(table string, ids []string, timeout time.Duration, terminal ...string) map[string]jobRow {
+// waitForStatus polls until every job reaches one of the terminal statuses
+// (any terminal status when none is given) and returns the rows. It does not
+// wait for the jobs' last events: the supervisor appends run.complete or
+// build.complete just after the row holds the outcome, so a test that reads
+// a finished job's events waits for them with readEventsEndingWith.
+func (w *world) waitForStatus(table string, ids []string, timeout time.Duration, terminal ...string) map[string]jobRow {
 	w.t.Helper()
 	if len(terminal) == 0 {
 		terminal = []string{"succeeded", "failed", "ready", "cancelled"}
 	}
-	deadline := time.Now().Add(timeout)
-	for {
-		rows, done := map[string]jobRow{}, true
+	rows := func() map[string]jobRow {
+		rows := map[string]jobRow{}
 		for _, id := range ids {
-			r := w.job(table, id)
-			rows[id] = r
-			if !contains(terminal, r.Status) {
-				done = false
-			}
+			rows[id] = w.job(table, id)
 		}
-		if done {
-			for id, r := range rows {
-				w.waitForLastEvent(table, id, r.Status)
-			}
-			return rows
-		}
+		return rows
+	}
+	// One COUNT per poll, whatever the number of jobs.
+	deadline := time.Now().Add(timeout)
+	for w.count(`SELECT COUNT(*) FROM `+table+` WHERE id IN ? AND status IN ?`, ids, terminal) < len(ids) {
 		if time.Now().After(deadline) {
-			w.t.Fatalf("timed out after %s waiting for %s %v to reach %v; now %+v", timeout, table, ids, terminal, rows)
+			w.t.Fatalf("timed out after %s waiting for %s %v to reach %v; now %+v", timeout, table, ids, terminal, rows())
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
+	return rows()
 }
 
-// waitForLastEvent gives the supervisor a moment to append a finished job's
-// last event: it writes run.complete or build.complete just after the
-// database holds the outcome, so a test that saw the row may be early. Jobs
-// without such an event (rejected before a spec existed) only cost the wait.
-func (w *world) waitForLastEvent(table, id, status string) {
-	var last string
-	switch {
-	case table == "runs" && (status == "succeeded" || status == "failed"):
-		last = "run.complete"
-	case table == "builds" && (status == "ready" || status == "failed"):
-		last = "build.complete"
-	default:
-		return
-	}
-	var path string
-	if table == "runs" {
-		path = w.runEvents(id)
-	} else {
-		matches, _ := filepath.Glob(filepath.Join(w.dir, "venvs", w.ws, "*", id, "logs", "events.ndjson"))
-		if len(matches) != 1 {
-			return
-		}
-		path = matches[0]
-	}
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
-		if lastEventIs(path, last) {
-			return
+// readEventsEndingWith waits until the events file's last event is last
+// (the supervisor appends run.complete or build.complete just after the
+// database holds the outcome), then reads the file. It fails t when the
+// event does not come within 30 s.
+func readEventsEndingWith(t *testing.T, path, last string) []map[string]any {
+	t.Helper()
+	for deadline := time.Now().Add(30 * time.Second); !lastEventIs(path, last); time.Sleep(20 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			data, _ := os.ReadFile(path)
+			t.Fatalf("%s does not end with %s after 30 s:\n%s", path, last, data)
 		}
 	}
+	return readEvents(t, path)
 }
 
 // lastEventIs reports whether the file's last line is the event name.

@@ -73,6 +73,7 @@ func (d inspected) file(name string) (path string, exists bool) {
 // row, files and last events; `tail --json` is the file byte for byte; a
 // crashed run in backoff is explained; `status --json` matches the rows.
 func TestInspectTailAndStatus(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, build := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_BACKOFF_BASE_SECONDS": "600", "ADE_WORKER_JOB_BACKOFF_MAX_SECONDS": "600"})
 		w.stopAll()
@@ -216,6 +217,7 @@ func assertStatusJSON(t *testing.T, w *world) {
 // or claimable; unknown ids fail clearly; tail of a queued run says there are
 // no events yet.
 func TestInspectExplainsQueuedRuns(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, build := worldWithBuild(t, backend, nil)
 		waiting := w.addRun(cfg, w.addDocument("a.csv", csv()), "--build", build)

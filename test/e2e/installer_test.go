@@ -40,7 +40,7 @@ func TestBuildWithUV(t *testing.T) {
 	cfg := w.addConfig("")
 	build := w.addBuild(cfg)
 	w.start()
-	if b := w.waitFor("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
+	if b := w.waitForStatus("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
 		t.Fatalf("build with uv = %+v (%s)", b, b.errText())
 	}
 	data, err := os.ReadFile(logPath)

@@ -90,20 +90,23 @@ func (w *world) startSkewed(workerID string, skew time.Duration) {
 // new work at once, honours back-off, and never takes a job another
 // supervisor is running: every time the queue uses is the database's.
 func TestClockSkewChangesNothing(t *testing.T) {
+	t.Parallel()
 	for _, skew := range []time.Duration{3 * time.Hour, -3 * time.Hour} {
 		t.Run(fmt.Sprintf("skew %v", skew), func(t *testing.T) {
+			t.Parallel()
 			eachBackend(t, func(t *testing.T, backend string) {
 				w, cfg, _ := readyWorld(t, backend, map[string]string{
 					"ADE_WORKER_JOB_LEASE_SECONDS": "6", "ADE_WORKER_CONCURRENCY": "1"})
-				// The honest supervisor holds a long run.
-				long := w.addRun(cfg, w.addDocument("long.csv", csv("sleep=12")))
-				w.waitFor("runs", []string{long}, time.Minute, "running")
+				// The honest supervisor holds a long run, over the quick
+				// run on the skewed one. No wait depends on the lease.
+				long := w.addRun(cfg, w.addDocument("long.csv", csv("sleep=6")))
+				w.waitForStatus("runs", []string{long}, time.Minute, "running")
 				w.startSkewed("skewed", skew)
 
 				// New work is claimed at once (by the skewed one: the
 				// other's only slot is busy).
 				quick := w.addRun(cfg, w.addDocument("quick.csv", csv()))
-				r := w.waitFor("runs", []string{quick}, time.Minute)[quick]
+				r := w.waitForStatus("runs", []string{quick}, time.Minute)[quick]
 				if r.Status != "succeeded" || r.ClaimedBy == nil || *r.ClaimedBy != "skewed" {
 					t.Errorf("quick run = %+v (%s), want succeeded by the skewed supervisor", r, r.errText())
 				}
@@ -115,7 +118,7 @@ func TestClockSkewChangesNothing(t *testing.T) {
 				if err != nil {
 					t.Fatal(err)
 				}
-				r = w.waitFor("runs", []string{waiting}, time.Minute)[waiting]
+				r = w.waitForStatus("runs", []string{waiting}, time.Minute)[waiting]
 				var early, late bool
 				w.query(&early, `SELECT started_at < available_at FROM runs WHERE id = ?`, waiting)
 				w.query(&late, `SELECT started_at > `+w.plus("available_at", 10)+` FROM runs WHERE id = ?`, waiting)
@@ -124,7 +127,7 @@ func TestClockSkewChangesNothing(t *testing.T) {
 				}
 
 				// The honest supervisor's run was never taken from it.
-				r = w.waitFor("runs", []string{long}, time.Minute)[long]
+				r = w.waitForStatus("runs", []string{long}, time.Minute)[long]
 				if r.Status != "succeeded" || r.AttemptCount != 1 || r.ClaimedBy == nil || *r.ClaimedBy == "skewed" {
 					t.Errorf("long run = %+v (%s), want succeeded at attempt 1 by the other supervisor", r, r.errText())
 				}
@@ -145,6 +148,7 @@ func (w *world) plus(col string, secs int) string {
 // cleanup settings, a run whose supervisor was SIGKILLed starts again on
 // another supervisor within 30 s.
 func TestCrashedHostRecoversInSeconds(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		defaults := map[string]string{"ADE_WORKER_CLEANUP_INTERVAL": "30", "ADE_WORKER_JOB_BACKOFF_BASE_SECONDS": "5",
 			"ADE_WORKER_POLL_INTERVAL": "0.5", "ADE_WORKER_POLL_INTERVAL_MAX": "2.0"}
@@ -166,73 +170,75 @@ func TestCrashedHostRecoversInSeconds(t *testing.T) {
 	})
 }
 
-// TestFrozenSupervisorFencesItself: a supervisor stopped (SIGSTOP) mid-run
+// faultFrozenSupervisorFencesItself: a supervisor stopped (SIGSTOP) mid-run
 // for longer than the lease: its jobrunner kills the engine before the lease
 // lapses, another supervisor runs the job, never two engines at once, the
 // run ends once, and after SIGCONT the old supervisor writes nothing.
-func TestFrozenSupervisorFencesItself(t *testing.T) {
-	eachBackend(t, func(t *testing.T, backend string) {
-		record := filepath.Join(t.TempDir(), "invocations.log")
-		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "6",
-			"ADE_WORKER_ENV_PASSTHROUGH": "ADE_TEST_ENGINE_RECORD", "ADE_TEST_ENGINE_RECORD": record})
-		frozen := w.sups[0]
-		doc := w.addDocument("slow.csv", csv("sleep=15"))
-		run := w.addRun(cfg, doc)
-		w.waitEngine(run)
-		w.start()
-		signal(t, frozen, syscall.SIGSTOP)
-		thawed := false
-		thaw := func() {
-			if !thawed {
-				thawed = true
-				_ = frozen.Process.Signal(syscall.SIGCONT)
-			}
+func faultFrozenSupervisorFencesItself(t *testing.T, backend string) {
+	record := filepath.Join(t.TempDir(), "invocations.log")
+	w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "2",
+		"ADE_WORKER_ENV_PASSTHROUGH": "ADE_TEST_ENGINE_RECORD", "ADE_TEST_ENGINE_RECORD": record})
+	frozen := w.sups[0]
+	// Three leases: the frozen supervisor's lease runs out mid-run.
+	doc := w.addDocument("slow.csv", csv("sleep=6"))
+	run := w.addRun(cfg, doc)
+	w.waitEngine(run)
+	// The supervisor that takes over holds a longer lease: on a loaded
+	// machine a 2 s lease may lapse under its own run.
+	w.env["ADE_WORKER_JOB_LEASE_SECONDS"] = "6"
+	w.start()
+	signal(t, frozen, syscall.SIGSTOP)
+	thawed := false
+	thaw := func() {
+		if !thawed {
+			thawed = true
+			_ = frozen.Process.Signal(syscall.SIGCONT)
 		}
-		t.Cleanup(thaw)
+	}
+	t.Cleanup(thaw)
 
-		// Until the run ends: never two engines of it alive at once.
-		var seen []int
-		deadline := time.Now().Add(3 * time.Minute)
-		for st := "running"; st != "succeeded" && st != "failed" && time.Now().Before(deadline); st = w.job("runs", run).Status {
-			procs := w.engineProcs(run)
-			if len(procs) > 1 {
-				t.Errorf("two engines of one run alive at once: %v", describe(procs))
-			}
-			for _, p := range procs {
-				if !containsInt(seen, p) {
-					seen = append(seen, p)
-				}
-			}
-			if !thawed && w.job("runs", run).AttemptCount == 2 && len(procs) == 1 {
-				thaw() // the other supervisor runs it now
-			}
-			time.Sleep(20 * time.Millisecond)
+	// Until the run ends: never two engines of it alive at once.
+	var seen []int
+	deadline := time.Now().Add(3 * time.Minute)
+	for st := "running"; st != "succeeded" && st != "failed" && time.Now().Before(deadline); st = w.job("runs", run).Status {
+		procs := w.engineProcs(run)
+		if len(procs) > 1 {
+			t.Errorf("two engines of one run alive at once: %v", describe(procs))
 		}
-		r := w.waitFor("runs", []string{run}, time.Minute)[run]
-		if r.Status != "succeeded" || r.AttemptCount != 2 || r.ClaimedBy == nil || !strings.Contains(w.supervisorLog(1), *r.ClaimedBy) {
-			t.Errorf("run = %+v (%s), want succeeded at attempt 2 by the second supervisor", r, r.errText())
-		}
-		if len(seen) != 2 {
-			t.Errorf("engine processes seen: %v, want 2 (one per attempt)", seen)
-		}
-		assertEachRunRecorded(t, record, run, 2)
-		events := readEvents(t, w.runEvents(run))
-		assertEventCount(t, events, "run.complete", 1)
-		// The thawed supervisor saw its lease gone and wrote nothing: the
-		// document moved processing, processing, processed, and its log
-		// has no outcome for the run.
-		if d := w.documentState(doc); d.Changes != 3 {
-			t.Errorf("document changes = %d, want 3", d.Changes)
-		}
-		waitUntil(t, 30*time.Second, "the thawed supervisor to notice", func() bool {
-			return strings.Contains(w.supervisorLog(0), "lease")
-		})
-		for _, line := range strings.Split(w.supervisorLog(0), "\n") {
-			if strings.Contains(line, run) && (strings.Contains(line, "job re-queued") || strings.Contains(line, "job finished")) {
-				t.Errorf("the thawed supervisor wrote about the run: %s", line)
+		for _, p := range procs {
+			if !containsInt(seen, p) {
+				seen = append(seen, p)
 			}
 		}
+		if !thawed && w.job("runs", run).AttemptCount == 2 && len(procs) == 1 {
+			thaw() // the other supervisor runs it now
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	r := w.waitForStatus("runs", []string{run}, time.Minute)[run]
+	if r.Status != "succeeded" || r.AttemptCount != 2 || r.ClaimedBy == nil || !strings.Contains(w.supervisorLog(1), *r.ClaimedBy) {
+		t.Errorf("run = %+v (%s), want succeeded at attempt 2 by the second supervisor", r, r.errText())
+	}
+	if len(seen) != 2 {
+		t.Errorf("engine processes seen: %v, want 2 (one per attempt)", seen)
+	}
+	assertEachRunRecorded(t, record, run, 2)
+	events := readEventsEndingWith(t, w.runEvents(run), "run.complete")
+	assertEventCount(t, events, "run.complete", 1)
+	// The thawed supervisor saw its lease gone and wrote nothing: the
+	// document moved processing, processing, processed, and its log
+	// has no outcome for the run.
+	if d := w.documentState(doc); d.Changes != 3 {
+		t.Errorf("document changes = %d, want 3", d.Changes)
+	}
+	waitUntil(t, 30*time.Second, "the thawed supervisor to notice", func() bool {
+		return strings.Contains(w.supervisorLog(0), "lease")
 	})
+	for _, line := range strings.Split(w.supervisorLog(0), "\n") {
+		if strings.Contains(line, run) && (strings.Contains(line, "job re-queued") || strings.Contains(line, "job finished")) {
+			t.Errorf("the thawed supervisor wrote about the run: %s", line)
+		}
+	}
 }
 
 func containsInt(list []int, v int) bool {
@@ -259,6 +265,7 @@ func assertEachRunRecorded(t *testing.T, record, run string, want int) {
 // TestSQLiteFileReplaced: a supervisor whose database file is deleted or
 // replaced says so in one error line, stops, and exits non-zero.
 func TestSQLiteFileReplaced(t *testing.T) {
+	t.Parallel()
 	for _, how := range []string{"deleted", "replaced"} {
 		t.Run(how, func(t *testing.T) {
 			t.Parallel()

@@ -13,6 +13,7 @@ import (
 // with a message naming the limit; a job within the limits, run by the same
 // supervisor, succeeds.
 func TestJobLimits(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, map[string]string{
 			"ADE_WORKER_JOB_MEMORY_MB":      "400",
@@ -37,7 +38,7 @@ func TestJobLimits(t *testing.T) {
 		for _, id := range runs {
 			ids = append(ids, id)
 		}
-		rows := w.waitFor("runs", ids, 2*time.Minute)
+		rows := w.waitForStatus("runs", ids, 2*time.Minute)
 		for name, c := range cases {
 			r := rows[runs[name]]
 			if r.Status != "failed" || !strings.Contains(r.errText(), c.want) {
@@ -53,10 +54,11 @@ func TestJobLimits(t *testing.T) {
 // TestDetachedDaemonDoesNotOutliveItsJob: a daemon the engine detached into
 // its own session is killed when the job ends.
 func TestDetachedDaemonDoesNotOutliveItsJob(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, nil)
 		run := w.addRun(cfg, w.addDocument("d.csv", csv("daemon=120")))
-		if r := w.waitFor("runs", []string{run}, time.Minute)[run]; r.Status != "succeeded" {
+		if r := w.waitForStatus("runs", []string{run}, time.Minute)[run]; r.Status != "succeeded" {
 			t.Fatalf("run = %+v (%s)", r, r.errText())
 		}
 		data, err := os.ReadFile(filepath.Join(w.runDir(run), "output", "daemon.pid"))

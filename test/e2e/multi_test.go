@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -13,8 +14,10 @@ import (
 )
 
 // TestManySupervisorsRunEachJobOnce: several supervisors share one queue and
-// every run is executed by the engine exactly once.
+// every run is executed by the engine exactly once. It queues 200 runs per
+// database; ADE_TEST_MANY_RUNS sets another number (2000 is the old load).
 func TestManySupervisorsRunEachJobOnce(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		backend     string
 		supervisors int
@@ -22,12 +25,17 @@ func TestManySupervisorsRunEachJobOnce(t *testing.T) {
 		{"postgres", 3},
 		{"sqlite", 2}, // WAL: no "database is locked" may reach a job
 	}
-	runs := 2000
-	if testing.Short() {
-		runs = 200
+	runs := 200
+	if v := os.Getenv("ADE_TEST_MANY_RUNS"); v != "" {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < 1 {
+			t.Fatalf("ADE_TEST_MANY_RUNS=%q: want a positive number of runs", v)
+		}
+		runs = n
 	}
 	for _, tc := range cases {
 		t.Run(tc.backend, func(t *testing.T) {
+			t.Parallel()
 			record := filepath.Join(t.TempDir(), "invocations.log")
 			w := newWorld(t, tc.backend, map[string]string{
 				"ADE_WORKER_CONCURRENCY":      "4",
@@ -38,19 +46,12 @@ func TestManySupervisorsRunEachJobOnce(t *testing.T) {
 			})
 			cfg := w.addConfig("")
 			build := w.addBuild(cfg)
-			first := w.start()
-			if b := w.waitFor("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
-				t.Fatalf("build = %+v (%s)", b, b.errText())
-			}
-			w.stop(first)
-			if err := os.Remove(record); err != nil && !os.IsNotExist(err) {
-				t.Fatal(err)
-			}
+			w.installReadyBuild(cfg, build)
 			ids := w.enqueueMany(cfg, build, runs)
 			for i := 0; i < tc.supervisors; i++ {
 				w.start()
 			}
-			rows := w.waitFor("runs", ids, 10*time.Minute)
+			rows := w.waitForStatus("runs", ids, 10*time.Minute)
 			for id, r := range rows {
 				if r.Status != "succeeded" {
 					t.Errorf("run %s = %+v (%s)", id, r, r.errText())

@@ -22,12 +22,12 @@ func TestPostgresRestartWhileJobsRun(t *testing.T) {
 	for i := 0; i < 4; i++ {
 		runs = append(runs, w.addRun(cfg, w.addDocument("slow.csv", csv("sleep=3"))))
 	}
-	w.waitFor("runs", runs[:2], 30*time.Second, "running")
+	w.waitForStatus("runs", runs[:2], 30*time.Second, "running")
 	if out, err := exec.Command(restart[0], restart[1:]...).CombinedOutput(); err != nil {
 		t.Fatalf("restart PostgreSQL: %v\n%s", err, out)
 	}
 	w.reconnect()
-	rows := w.waitFor("runs", runs, 2*time.Minute)
+	rows := w.waitForStatus("runs", runs, 2*time.Minute)
 	for id, r := range rows {
 		if r.Status != "succeeded" || r.AttemptCount != 1 {
 			t.Errorf("run %s after the restart = %+v (%s), want succeeded at the first attempt", id, r, r.errText())
@@ -36,7 +36,7 @@ func TestPostgresRestartWhileJobsRun(t *testing.T) {
 	// A run queued after the restart is picked up promptly: LISTEN is back
 	// (or polling covers it).
 	late := w.addRun(cfg, w.addDocument("late.csv", csv()))
-	if r := w.waitFor("runs", []string{late}, 30*time.Second)[late]; r.Status != "succeeded" {
+	if r := w.waitForStatus("runs", []string{late}, 30*time.Second)[late]; r.Status != "succeeded" {
 		t.Errorf("run queued after the restart = %+v (%s)", r, r.errText())
 	}
 	log := strings.Join(w.supervisorLogs(), "\n")
@@ -78,12 +78,13 @@ func (w *world) reconnect() {
 // lock for longer than the busy timeout while a job ends; the supervisor
 // retries the final write until it lands instead of losing the result.
 func TestSQLiteLockedLongerThanBusyTimeout(t *testing.T) {
+	t.Parallel()
 	w, cfg, _ := readyWorld(t, "sqlite", map[string]string{
 		"ADE_DATABASE_SQLITE_BUSY_TIMEOUT_MS": "300",
 		"ADE_WORKER_JOB_LEASE_SECONDS":        "30",
 	})
 	run := w.addRun(cfg, w.addDocument("a.csv", csv("sleep=1")))
-	w.waitFor("runs", []string{run}, 30*time.Second, "running")
+	w.waitForStatus("runs", []string{run}, 30*time.Second, "running")
 
 	db, err := sql.Open("sqlite3", "file:"+filepath.Join(w.dir, "db", "ade.sqlite")+"?_txlock=exclusive&_busy_timeout=5000")
 	if err != nil {
@@ -97,11 +98,12 @@ func TestSQLiteLockedLongerThanBusyTimeout(t *testing.T) {
 	if _, err := tx.Exec(`UPDATE documents SET updated_at = updated_at WHERE 1 = 0`); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(5 * time.Second) // the run ends meanwhile; its write cannot land
+	// The run ends meanwhile; its final write cannot land and is retried.
+	w.waitForLogLine(0, "retrying until it lands", time.Minute)
 	if err := tx.Commit(); err != nil {
 		t.Fatal(err)
 	}
-	r := w.waitFor("runs", []string{run}, 30*time.Second)[run]
+	r := w.waitForStatus("runs", []string{run}, 30*time.Second)[run]
 	if r.Status != "succeeded" || r.AttemptCount != 1 {
 		t.Errorf("run = %+v (%s), want succeeded at the first attempt", r, r.errText())
 	}

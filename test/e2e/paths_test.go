@@ -52,6 +52,7 @@ func wantRefused(t *testing.T, what string, r jobRow, parts ...string) {
 // at once with an error naming the link, and nothing is read or written
 // through it.
 func TestSymlinkedFoldersAreRefused(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		base := t.TempDir()
 		docs, configs := filepath.Join(base, "docs"), filepath.Join(base, "configs")
@@ -63,7 +64,7 @@ func TestSymlinkedFoldersAreRefused(t *testing.T) {
 		w.exec(`UPDATE documents SET stored_uri = 'evil/passwd' WHERE id = ?`, evilDoc)
 		mustSymlink(t, "/etc", filepath.Join(wsDocs, "evil"))
 		evil := w.addRun(cfg, evilDoc)
-		r := w.waitFor("runs", []string{evil}, 2*time.Minute)[evil]
+		r := w.waitForStatus("runs", []string{evil}, 2*time.Minute)[evil]
 		wantRefused(t, "run of evil/passwd", r, `"`+w.ws+`/documents/evil" is a symbolic link`)
 		if entries, _ := os.ReadDir(filepath.Join(w.runDir(evil), "input")); len(entries) != 0 {
 			t.Errorf("staged %v through the link", entries)
@@ -76,7 +77,7 @@ func TestSymlinkedFoldersAreRefused(t *testing.T) {
 		mustRename(t, filepath.Join(docs, w.ws), moved)
 		mustSymlink(t, moved, filepath.Join(docs, w.ws))
 		wsRun := w.addRun(cfg, wsDoc)
-		r = w.waitFor("runs", []string{wsRun}, 2*time.Minute)[wsRun]
+		r = w.waitForStatus("runs", []string{wsRun}, 2*time.Minute)[wsRun]
 		wantRefused(t, "run of a document in a linked workspace folder", r, `"`+w.ws+`" is a symbolic link`)
 		if err := os.Remove(filepath.Join(docs, w.ws)); err != nil {
 			t.Fatal(err)
@@ -98,24 +99,21 @@ func TestSymlinkedFoldersAreRefused(t *testing.T) {
 		// A linked configuration package folder, for a run and a build.
 		cfg2 := w.addConfig("")
 		pkg := filepath.Join(configs, w.ws, "config_packages", cfg2)
-		build2 := w.addBuild(cfg2)
+		w.installReadyBuild(cfg2, w.addBuild(cfg2))
 		w.start()
-		if b := w.waitFor("builds", []string{build2}, 3*time.Minute)[build2]; b.Status != "ready" {
-			t.Fatalf("build of the second configuration = %+v (%s)", b, b.errText())
-		}
 		mustRename(t, pkg, filepath.Join(base, "elsewhere-config"))
 		mustSymlink(t, filepath.Join(base, "elsewhere-config"), pkg)
 		cfgRun := w.addRun(cfg2, w.addDocument("c.csv", csv()))
 		cfgBuild := w.addBuild(cfg2)
 
-		rows := w.waitFor("runs", []string{runLinked, cfgRun}, 2*time.Minute)
+		rows := w.waitForStatus("runs", []string{runLinked, cfgRun}, 2*time.Minute)
 		wantRefused(t, "run in a linked run folder", rows[runLinked], `"`+w.ws+`/runs/`+runLinked+`" is a symbolic link`)
 		if entries, _ := os.ReadDir(outside); len(entries) != 0 {
 			t.Errorf("wrote %v through the linked run folder", entries)
 		}
 		link := `"` + w.ws + `/config_packages/` + cfg2 + `" is a symbolic link`
 		wantRefused(t, "run of a linked configuration package", rows[cfgRun], link)
-		b := w.waitFor("builds", []string{cfgBuild}, 2*time.Minute)[cfgBuild]
+		b := w.waitForStatus("builds", []string{cfgBuild}, 2*time.Minute)[cfgBuild]
 		wantRefused(t, "build of a linked configuration package", b, link)
 
 		// A linked build folder (venvs root): the run is refused, the
@@ -125,7 +123,7 @@ func TestSymlinkedFoldersAreRefused(t *testing.T) {
 		mustRename(t, buildDir, movedBuild)
 		mustSymlink(t, movedBuild, buildDir)
 		venvRun := w.addRun(cfg, w.addDocument("d.csv", csv()))
-		r = w.waitFor("runs", []string{venvRun}, 2*time.Minute)[venvRun]
+		r = w.waitForStatus("runs", []string{venvRun}, 2*time.Minute)[venvRun]
 		wantRefused(t, "run with a linked build folder", r, `"`+w.ws+`/`+cfg+`/`+build+`" is a symbolic link`)
 		if err := os.Remove(buildDir); err != nil {
 			t.Fatal(err)
@@ -133,7 +131,7 @@ func TestSymlinkedFoldersAreRefused(t *testing.T) {
 		mustRename(t, movedBuild, buildDir)
 
 		good := w.addRun(cfg, w.addDocument("good.csv", csv()))
-		if r := w.waitFor("runs", []string{good}, 2*time.Minute)[good]; r.Status != "succeeded" {
+		if r := w.waitForStatus("runs", []string{good}, 2*time.Minute)[good]; r.Status != "succeeded" {
 			t.Errorf("good run after the refused ones = %+v (%s), want succeeded", r, r.errText())
 		}
 	})
@@ -142,6 +140,7 @@ func TestSymlinkedFoldersAreRefused(t *testing.T) {
 // TestCertainRefusalsFailOnce: input no retry can fix fails on the first
 // attempt with a clear message; the worker goes on.
 func TestCertainRefusalsFailOnce(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, _ := readyWorld(t, backend, nil)
 		wsDocs := filepath.Join(w.dir, "workspaces", w.ws, "documents")
@@ -199,11 +198,11 @@ func TestCertainRefusalsFailOnce(t *testing.T) {
 		for id := range runs {
 			ids = append(ids, id)
 		}
-		rows := w.waitFor("runs", ids, 2*time.Minute)
+		rows := w.waitForStatus("runs", ids, 2*time.Minute)
 		for id, parts := range runs {
 			wantRefused(t, "run "+id, rows[id], parts...)
 		}
-		b := w.waitFor("builds", []string{noPkgBuild}, 2*time.Minute)[noPkgBuild]
+		b := w.waitForStatus("builds", []string{noPkgBuild}, 2*time.Minute)[noPkgBuild]
 		wantRefused(t, "build of a missing configuration package", b, "configuration package not found")
 		if r := rows[good]; r.Status != "succeeded" {
 			t.Errorf("good run = %+v (%s), want succeeded", r, r.errText())
@@ -216,11 +215,12 @@ func TestCertainRefusalsFailOnce(t *testing.T) {
 // space was left and where; the attempt's output does not stay behind, so
 // the next run on that disk succeeds.
 func TestDiskFull(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		runs := testfs.SmallDisk(t, "2m")
 		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_RUNS_DIR": runs})
 		full := w.addRun(cfg, w.addDocument("full.csv", csv("fill-disk")))
-		r := w.waitFor("runs", []string{full}, 3*time.Minute)[full]
+		r := w.waitForStatus("runs", []string{full}, 3*time.Minute)[full]
 		events := filepath.Join(runs, w.ws, "runs", full, "logs", "events.ndjson")
 		if r.Status != "failed" || !strings.Contains(r.errText(), "no space left on device writing "+events) {
 			t.Errorf("run that filled the disk = %s (%q), want failed saying no space left on device writing %s", r.Status, r.errText(), events)
@@ -234,7 +234,7 @@ func TestDiskFull(t *testing.T) {
 			t.Errorf("the failed attempt's output is still there (stat: %v)", err)
 		}
 		good := w.addRun(cfg, w.addDocument("good.csv", csv()))
-		if r := w.waitFor("runs", []string{good}, 2*time.Minute)[good]; r.Status != "succeeded" {
+		if r := w.waitForStatus("runs", []string{good}, 2*time.Minute)[good]; r.Status != "succeeded" {
 			t.Errorf("run after the disk was full = %+v (%s), want succeeded", r, r.errText())
 		}
 	})

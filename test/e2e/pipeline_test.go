@@ -17,13 +17,14 @@ import (
 // venv, then runs succeed with metrics, fields, columns, output path, events
 // and document changes exactly as the engine reported them.
 func TestBuildAndRuns(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, build := worldWithBuild(t, backend, nil)
 		doc := w.addDocument("contacts.csv", csv("noise=3"))
 		run := w.addRun(cfg, doc)
 		w.start()
 
-		b := w.waitFor("builds", []string{build}, 3*time.Minute)[build]
+		b := w.waitForStatus("builds", []string{build}, 3*time.Minute)[build]
 		if b.Status != "ready" || b.ExitCode == nil || *b.ExitCode != 0 {
 			t.Fatalf("build = %+v (%s), want ready with exit 0", b, b.errText())
 		}
@@ -46,13 +47,13 @@ func TestBuildAndRuns(t *testing.T) {
 		if facts.ActiveBuildID != build || facts.ActiveBuildFingerprint != facts.Fingerprint {
 			t.Errorf("configuration active build = %q/%q, want %q/%q", facts.ActiveBuildID, facts.ActiveBuildFingerprint, build, facts.Fingerprint)
 		}
-		buildEvents := readEvents(t, filepath.Join(w.buildDir(cfg, build), "logs", "events.ndjson"))
+		buildEvents := readEventsEndingWith(t, filepath.Join(w.buildDir(cfg, build), "logs", "events.ndjson"), "build.complete")
 		assertFirstLast(t, buildEvents, "build.start", "build.complete")
 		if d := data(buildEvents[len(buildEvents)-1]); d["status"] != "ready" || d["exit_code"] != float64(0) {
 			t.Errorf("build.complete data = %v", d)
 		}
 
-		r := w.waitFor("runs", []string{run}, time.Minute)[run]
+		r := w.waitForStatus("runs", []string{run}, time.Minute)[run]
 		if r.Status != "succeeded" || r.ExitCode == nil || *r.ExitCode != 0 || r.ErrorMessage != nil {
 			t.Fatalf("run = %+v (%s), want succeeded with exit 0", r, r.errText())
 		}
@@ -89,7 +90,7 @@ func TestBuildAndRuns(t *testing.T) {
 		twinCfg := w.addConfig("")
 		twin := w.addBuild(twinCfg)
 		twinRun := w.addRun(twinCfg, w.addDocument("twin.csv", csv()))
-		if b := w.waitFor("builds", []string{twin}, time.Minute)[twin]; b.Status != "ready" {
+		if b := w.waitForStatus("builds", []string{twin}, time.Minute)[twin]; b.Status != "ready" {
 			t.Fatalf("twin build = %+v (%s)", b, b.errText())
 		}
 		var twinSummary string
@@ -102,7 +103,7 @@ func TestBuildAndRuns(t *testing.T) {
 		if errA != nil || errB != nil || !os.SameFile(firstCfg, twinCfgFile) {
 			t.Errorf("twin venv files are not hard links of the first (%v, %v)", errA, errB)
 		}
-		if r := w.waitFor("runs", []string{twinRun}, time.Minute)[twinRun]; r.Status != "succeeded" {
+		if r := w.waitForStatus("runs", []string{twinRun}, time.Minute)[twinRun]; r.Status != "succeeded" {
 			t.Errorf("run on the reused environment = %+v (%s)", r, r.errText())
 		}
 
@@ -307,7 +308,7 @@ func readEvents(t *testing.T, path string) []map[string]any {
 // w.t, as subtests call it.
 func (w *world) finishedRunEvents(t *testing.T, runID string) []map[string]any {
 	t.Helper()
-	events := readEvents(t, w.runEvents(runID))
+	events := readEventsEndingWith(t, w.runEvents(runID), "run.complete")
 	assertFirstLast(t, events, "run.start", "run.complete")
 	return events
 }

@@ -140,6 +140,7 @@ func (w *world) healthCmd(env ...string) (int, string) {
 // that fails, one that crashes, is retried and fails) and checks /metrics
 // against the rows, and the queue gauges while jobs wait.
 func TestMetricsMatchDatabase(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		addr := freeAddr(t)
 		w, cfg, build := worldWithBuild(t, backend, map[string]string{"ADE_WORKER_HTTP_ADDR": addr, "ADE_WORKER_JOB_MAX_ATTEMPTS": "2"})
@@ -147,13 +148,13 @@ func TestMetricsMatchDatabase(t *testing.T) {
 		delayed := w.addRun(cfg, w.addDocument("later.csv", csv()))
 		w.exec(`UPDATE runs SET available_at = ? WHERE id = ?`, w.ts(time.Now().Add(time.Hour)), delayed)
 		w.start()
-		if b := w.waitFor("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
+		if b := w.waitForStatus("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
 			t.Fatalf("build = %+v (%s), want ready", b, b.errText())
 		}
 
 		// Two slow runs fill both slots; the third waits, ready.
 		slow := []string{w.addRun(cfg, w.addDocument("s1.csv", csv("sleep=20"))), w.addRun(cfg, w.addDocument("s2.csv", csv("sleep=20")))}
-		w.waitFor("runs", slow, time.Minute, "running")
+		w.waitForStatus("runs", slow, time.Minute, "running")
 		quick := w.addRun(cfg, w.addDocument("q.csv", csv()))
 		var m map[string]float64
 		waitUntil(t, time.Minute, "queue gauges: 2 runs running, 1 ready, 1 delayed", func() bool {
@@ -172,7 +173,7 @@ func TestMetricsMatchDatabase(t *testing.T) {
 		failing := w.addRun(cfg, w.addDocument("fail.csv", csv("exit=7")))
 		crash := w.addRun(cfg, w.addDocument("crash.csv", csv("crash")))
 		all := append(slow, quick, failing, crash)
-		w.waitFor("runs", all, 3*time.Minute)
+		w.waitForStatus("runs", all, 3*time.Minute)
 		checkFinishedMetrics(t, w, addr, all)
 	})
 }
@@ -291,6 +292,7 @@ func checkFinishedMetrics(t *testing.T, w *world, addr string, runs []string) {
 // condition named, `supervisor health` exits 0, then 1 once the supervisor
 // is gone, and refuses to guess when ADE_WORKER_HTTP_ADDR is empty.
 func TestReadyzAndHealthCommand(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		addr := freeAddr(t)
 		w := newWorld(t, backend, map[string]string{"ADE_WORKER_HTTP_ADDR": addr})
@@ -334,12 +336,13 @@ func TestReadyzAndHealthCommand(t *testing.T) {
 // TestReadyzTurnsUnreadyOnSigterm: SIGTERM makes /readyz 503 (draining) at
 // once, while a job still runs in the shutdown grace; /livez stays 200.
 func TestReadyzTurnsUnreadyOnSigterm(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		addr := freeAddr(t)
 		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_HTTP_ADDR": addr, "ADE_WORKER_SHUTDOWN_GRACE_SECONDS": "120"})
 		sup := w.sups[0]
 		run := w.addRun(cfg, w.addDocument("slow.csv", csv("sleep=60")))
-		w.waitFor("runs", []string{run}, time.Minute, "running")
+		w.waitForStatus("runs", []string{run}, time.Minute, "running")
 		waitReady(t, addr, http.StatusOK, 30*time.Second)
 
 		signal(t, sup, syscall.SIGTERM)
@@ -511,14 +514,15 @@ func (p *tcpProxy) restore() {
 // takes over ends here as lease_lost; when that worker's lease expires,
 // cleanup re-queues the run (leases_expired_total) and it succeeds.
 func TestMetricsLeaseLostAndExpired(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		addr := freeAddr(t)
 		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_HTTP_ADDR": addr, "ADE_WORKER_JOB_LEASE_SECONDS": "3"})
 		run := w.addRun(cfg, w.addDocument("slow.csv", csv("sleep=10")))
-		w.waitFor("runs", []string{run}, time.Minute, "running")
+		w.waitForStatus("runs", []string{run}, time.Minute, "running")
 		// A thief with a lease that runs out soon.
 		w.exec(`UPDATE runs SET claimed_by = 'thief', claim_expires_at = ? WHERE id = ?`, w.ts(time.Now().Add(2*time.Second)), run)
-		r := w.waitFor("runs", []string{run}, 2*time.Minute)[run]
+		r := w.waitForStatus("runs", []string{run}, 2*time.Minute)[run]
 		if r.Status != "succeeded" || r.AttemptCount != 2 {
 			t.Fatalf("run = %+v (%s), want succeeded at attempt 2", r, r.errText())
 		}

@@ -45,7 +45,14 @@ func Create(ctx context.Context, admin, prefix string) (string, func() error, er
 	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
 		return "", nil, fmt.Errorf("create database %s: %w", name, err)
 	}
-	drop := func() error {
+	u.Path = "/" + name
+	return u.String(), dropper(admin, name), nil
+}
+
+// dropper drops the database name through the admin URL, closing the
+// connections still open to it.
+func dropper(admin, name string) func() error {
+	return func() error {
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		defer cancel()
 		conn, err := pgx.Connect(ctx, admin)
@@ -58,8 +65,6 @@ func Create(ctx context.Context, admin, prefix string) (string, func() error, er
 		}
 		return nil
 	}
-	u.Path = "/" + name
-	return u.String(), drop, nil
 }
 
 // ForTest returns the URL of a fresh database dropped when t ends; t fails
