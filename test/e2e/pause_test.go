@@ -19,12 +19,12 @@ func TestPauseAndResume(t *testing.T) {
 		w.start()
 
 		slow := w.addRun(cfg, w.addDocument("slow.csv", csv("sleep=3")))
-		w.waitFor("runs", []string{slow}, time.Minute, "running")
+		w.waitForStatus("runs", []string{slow}, time.Minute, "running")
 		w.supervisor("pause", "--workspace", w.ws)
 		held := []string{w.addRun(cfg, w.addDocument("a.csv", csv())), w.addRun(cfg, w.addDocument("b.csv", csv()))}
 		// The running job goes on; the paused ones wait through all of it
 		// (3 s, many poll intervals of both supervisors).
-		if r := w.waitFor("runs", []string{slow}, time.Minute)[slow]; r.Status != "succeeded" {
+		if r := w.waitForStatus("runs", []string{slow}, time.Minute)[slow]; r.Status != "succeeded" {
 			t.Fatalf("the run that was running when the pause came: %+v (%s)", r, r.errText())
 		}
 		for _, id := range held {
@@ -65,7 +65,7 @@ func TestPauseAndResume(t *testing.T) {
 			t.Errorf("pause with both scopes: err %v, stderr %q", err, errOut)
 		}
 		w.supervisor("resume", "--workspace", w.ws)
-		for id, r := range w.waitFor("runs", held, time.Minute) {
+		for id, r := range w.waitForStatus("runs", held, time.Minute) {
 			if r.Status != "succeeded" {
 				t.Errorf("run %s after resume: %+v (%s)", id, r, r.errText())
 			}
@@ -82,7 +82,7 @@ func TestPauseAndResume(t *testing.T) {
 			t.Errorf("inspect under a pause of everything:\n%s", out)
 		}
 		w.supervisor("resume")
-		if r := w.waitFor("runs", []string{late}, time.Minute)[late]; r.Status != "succeeded" {
+		if r := w.waitForStatus("runs", []string{late}, time.Minute)[late]; r.Status != "succeeded" {
 			t.Errorf("run after resuming everything: %+v (%s)", r, r.errText())
 		}
 	})

@@ -113,7 +113,7 @@ func TestBuildAndRuns(t *testing.T) {
 		w.ws = "ws-other-" + store.NewID()[:8]
 		otherCfg := w.addConfig("")
 		other := w.addBuild(otherCfg)
-		if b := w.waitFor("builds", []string{other}, time.Minute)[other]; b.Status != "ready" {
+		if b := w.waitForStatus("builds", []string{other}, time.Minute)[other]; b.Status != "ready" {
 			t.Fatalf("other workspace's twin build = %+v (%s)", b, b.errText())
 		}
 		w.query(&twinSummary, `SELECT summary FROM builds WHERE id = ?`, other)

@@ -69,7 +69,7 @@ func TestSandboxRefusesHostilePackage(t *testing.T) {
 		w, cfg, build := readyWorld(t, backend, map[string]string{"ADE_WORKER_CONCURRENCY": "3"})
 		victims := w.ws
 		done := w.addRun(cfg, w.addDocument("victim.csv", csv()))
-		if r := w.waitFor("runs", []string{done}, time.Minute)[done]; r.Status != "succeeded" {
+		if r := w.waitForStatus("runs", []string{done}, time.Minute)[done]; r.Status != "succeeded" {
 			t.Fatalf("victim run = %+v (%s)", r, r.errText())
 		}
 		sleeper := w.addRun(cfg, w.addDocument("sleeper.csv", csv("sleep=600")))
@@ -98,7 +98,7 @@ func TestSandboxRefusesHostilePackage(t *testing.T) {
 		defer func() { w.ws = victims }()
 		hcfg := w.addConfig(hostilePackage(t, targets))
 		hbuild := w.addBuild(hcfg)
-		if b := w.waitFor("builds", []string{hbuild}, 3*time.Minute)[hbuild]; b.Status != "ready" {
+		if b := w.waitForStatus("builds", []string{hbuild}, 3*time.Minute)[hbuild]; b.Status != "ready" {
 			t.Fatalf("hostile build = %+v (%s), want ready: its legitimate work must succeed", b, b.errText())
 		}
 		hvenv := filepath.Join(w.buildDir(hcfg, hbuild), ".venv")
@@ -112,7 +112,7 @@ func TestSandboxRefusesHostilePackage(t *testing.T) {
 		ownBefore := fileSum(t, ownEngine)
 
 		hrun := w.addRun(hcfg, w.addDocument("hostile.csv", csv()))
-		if r := w.waitFor("runs", []string{hrun}, time.Minute)[hrun]; r.Status != "succeeded" {
+		if r := w.waitForStatus("runs", []string{hrun}, time.Minute)[hrun]; r.Status != "succeeded" {
 			t.Fatalf("hostile run = %+v (%s), want succeeded: its legitimate work must succeed", r, r.errText())
 		}
 		runReport := readReport(t, filepath.Join(w.runDir(hrun), "output", "hostile-report.json"))
@@ -229,7 +229,7 @@ func TestSandboxEndsLeaks(t *testing.T) {
 		cfg := w.addConfig(hostilePackage(t, nil))
 		build := w.addBuild(cfg)
 		w.start()
-		if b := w.waitFor("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
+		if b := w.waitForStatus("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
 			t.Fatalf("build = %+v (%s)", b, b.errText())
 		}
 		w.stopAll()
@@ -246,7 +246,7 @@ func TestSandboxEndsLeaks(t *testing.T) {
 		}
 		threads := hostile("threads.csv", "threads=300", "hold=30")
 		memory := hostile("memory.csv", "children-mb=150", "children=3", "hold=30")
-		rows := w.waitFor("runs", []string{threads, memory}, 2*time.Minute)
+		rows := w.waitForStatus("runs", []string{threads, memory}, 2*time.Minute)
 		for run, want := range map[string]string{threads: "process limit of 8", memory: "memory limit of 256 MB"} {
 			if r := rows[run]; r.Status != "failed" || r.AttemptCount != 1 || !strings.Contains(r.errText(), want) {
 				t.Errorf("run = %+v (%s), want failed at attempt 1 naming the %s", r, r.errText(), want)
@@ -368,11 +368,11 @@ func TestSandboxOffLetsAttacksThrough(t *testing.T) {
 			OtherEnginePID: victim.Process.Pid, SecretFile: secret,
 		}))
 		build := w.addBuild(cfg)
-		if b := w.waitFor("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
+		if b := w.waitForStatus("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
 			t.Fatalf("build = %+v (%s)", b, b.errText())
 		}
 		run := w.addRun(cfg, w.addDocument("hostile.csv", csv()))
-		if r := w.waitFor("runs", []string{run}, time.Minute)[run]; r.Status != "succeeded" {
+		if r := w.waitForStatus("runs", []string{run}, time.Minute)[run]; r.Status != "succeeded" {
 			t.Fatalf("run = %+v (%s)", r, r.errText())
 		}
 		rep := readReport(t, filepath.Join(w.runDir(run), "output", "hostile-report.json"))

@@ -187,7 +187,7 @@ func TestMetricsSeparateBuildWait(t *testing.T) {
 		w, cfg, build := worldWithBuild(t, backend, map[string]string{"ADE_WORKER_HTTP_ADDR": addr})
 		run := w.addRun(cfg, w.addDocument("a.csv", csv()), "--build", build)
 		w.start()
-		if r := w.waitFor("runs", []string{run}, 3*time.Minute)[run]; r.Status != "succeeded" {
+		if r := w.waitForStatus("runs", []string{run}, 3*time.Minute)[run]; r.Status != "succeeded" {
 			t.Fatalf("run = %+v (%s), want succeeded", r, r.errText())
 		}
 		var rows []struct{ Seconds float64 }
