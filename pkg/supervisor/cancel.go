@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"os"
+	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -13,6 +14,7 @@ import (
 
 	"github.com/ade-org/ade-worker/pkg/jobspec"
 	"github.com/ade-org/ade-worker/pkg/procs"
+	"github.com/ade-org/ade-worker/pkg/safepath"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/telemetry"
 	"github.com/ade-org/ade-worker/pkg/tick"
@@ -161,6 +163,7 @@ func (s *Supervisor) endCancelled(log zerolog.Logger, l *lease, spec *jobspec.Sp
 		if _, err := s.store.FailRunsOfFailedBuilds(context.Background()); err != nil {
 			log.Warn().Err(err).Msg("cannot fail the runs of the cancelled build; cleanup will")
 		}
+		removeBuildLeftovers(log, spec)
 	}
 	appendEvent(log, spec, "warning", completeEvent(f.Kind), kindTitle(f.Kind)+" cancelled",
 		terminalData(store.StatusCancelled, nil, "", f.Attempt))
@@ -245,4 +248,24 @@ func (k *treeKiller) kill() {
 	}
 	procs.KillDescendantsOf(k.proc.Pid)
 	_ = k.proc.Kill()
+}
+
+// removeBuildLeftovers removes the temporary folders of a cancelled build
+// (its half-made venv and its scratch folder): its jobrunner was stopped,
+// maybe killed before it could, and no later build of a cancelled build
+// would. Never through a link (safepath).
+func removeBuildLeftovers(log zerolog.Logger, spec *jobspec.Spec) {
+	if spec == nil || spec.Build == nil || spec.Roots.Venvs == "" {
+		return
+	}
+	leftovers, _ := filepath.Glob(spec.Build.VenvDir + ".tmp-*")
+	for _, dir := range leftovers {
+		root, rel, err := jobspec.Split(spec.Roots.Venvs, dir)
+		if err == nil {
+			err = safepath.RemoveAll(root, rel)
+		}
+		if err != nil {
+			log.Warn().Err(err).Str("path", dir).Msg("cannot remove the cancelled build's temporary folder; the garbage collector will")
+		}
+	}
 }

@@ -122,7 +122,11 @@ func TestCancelRunningBuild(t *testing.T) {
 		var procs []int
 		waitUntil(t, 3*time.Minute, "the build's import check and its child to run", func() bool {
 			procs = findProcs(func(p proc) bool { return strings.Contains(p.cmdline, dir) })
-			data, _ := os.ReadFile(filepath.Join(dir, "hang.pid"))
+			pidFiles, _ := filepath.Glob(filepath.Join(dir, ".venv.tmp-*-scratch", "hang.pid"))
+			data := []byte{}
+			if len(pidFiles) == 1 {
+				data, _ = os.ReadFile(pidFiles[0])
+			}
 			return len(procs) >= 2 && strings.HasSuffix(string(data), "\n")
 		})
 		procs = append(procs, childrenNamed(sup.Process.Pid, "jobrunner")...)
@@ -157,7 +161,8 @@ func TestCancelRunningBuild(t *testing.T) {
 
 // hangingConfig is a configuration package whose import starts a child and
 // hangs, so its build stays in the import check until it is stopped. The
-// pid file lands in the build folder (the import runs there).
+// pid file lands in the job's private TMPDIR (the build's scratch folder:
+// the sandbox lets the import write nowhere else).
 func hangingConfig(t *testing.T) string {
 	dir := filepath.Join(t.TempDir(), "hanging-config")
 	copyDir(t, filepath.Join(repoDir, "test", "config"), dir)
@@ -167,9 +172,9 @@ func hangingConfig(t *testing.T) string {
 		t.Fatal(err)
 	}
 	hang := `
-import subprocess as _sp, sys as _sys, time as _time
+import os as _os, subprocess as _sp, sys as _sys, time as _time
 _child = _sp.Popen([_sys.executable, "-c", "import time; time.sleep(120)"])
-with open("hang.pid", "w") as _f:
+with open(_os.path.join(_os.environ["TMPDIR"], "hang.pid"), "w") as _f:
     _f.write("%d\n" % _child.pid)
 _time.sleep(120)
 `

@@ -65,6 +65,7 @@ func hostilePackage(t *testing.T, targets *hostileTargets) string {
 // refused, the legitimate work of both jobs succeeds, and A's files and
 // engine, the supervisor and the database are untouched.
 func TestSandboxRefusesHostilePackage(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w, cfg, build := readyWorld(t, backend, map[string]string{"ADE_WORKER_CONCURRENCY": "3"})
 		victims := w.ws
@@ -224,6 +225,7 @@ func abstractListener(t *testing.T) string {
 // dies when its jobrunner is SIGKILLed (the supervisor, a child subreaper,
 // inherits and ends it), on both databases.
 func TestSandboxEndsLeaks(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w := newWorld(t, backend, nil)
 		cfg := w.addConfig(hostilePackage(t, nil))
@@ -277,6 +279,7 @@ func TestSandboxEndsLeaks(t *testing.T) {
 // (Landlock ABI 6 or more: everything but under off). Under off the hostile
 // package's attacks succeed, which shows the attack test would see a hole.
 func TestSandboxModesReport(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		for _, mode := range []string{"required", "best-effort", "off"} {
 			addr := freeAddr(t)
@@ -348,6 +351,7 @@ func TestSandboxModesReport(t *testing.T) {
 // writes into another run, so the refusals seen with the sandbox on are the
 // sandbox's doing.
 func TestSandboxOffLetsAttacksThrough(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w := newWorld(t, backend, map[string]string{"ADE_WORKER_SANDBOX": "off"})
 		secret := filepath.Join(w.dir, "secret-settings.env")
