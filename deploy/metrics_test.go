@@ -141,6 +141,7 @@ var notZero = map[string]bool{
 	"ade_worker_ready":               true, // 1: the test waited for /readyz
 	"ade_worker_wakeups_up":          true, // 1 on a healthy worker
 	"ade_worker_db_operations_total": true, // probes and claims ran already
+	"ade_worker_sandbox_enforced":    true, // 1 per rule this kernel enforces
 }
 
 func TestFreshSupervisorShowsEveryCounterAndGaugeAtZero(t *testing.T) {
@@ -149,6 +150,7 @@ func TestFreshSupervisorShowsEveryCounterAndGaugeAtZero(t *testing.T) {
 		"ade_worker_lease_expired_total", "ade_worker_db_errors_total", "ade_worker_db_operations_total",
 		"ade_worker_gc_removed_total", "ade_worker_queue_jobs", "ade_worker_queue_oldest_ready_age_seconds",
 		"ade_worker_wakeups_up", "ade_worker_ready", "ade_worker_concurrency", "ade_worker_build_info",
+		"ade_worker_sandbox_enforced",
 	}
 	for _, name := range want {
 		if _, ok := fresh[name]; !ok {
