@@ -6,6 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ade-org/ade-worker/pkg/cliusage"
 	"github.com/ade-org/ade-worker/pkg/store"
 )
 
@@ -26,7 +27,7 @@ reaches the database. A finished job is refused.`,
 func cancelJob(c *cli.Context, e *env) error {
 	kind, id := store.Kind(c.Args().Get(0)), c.Args().Get(1)
 	if (kind != store.KindRun && kind != store.KindBuild) || id == "" || c.Args().Len() != 2 {
-		return errors.New("usage: supervisor cancel run|build ID")
+		return cliusage.Errorf(c, "want two arguments, run|build and the job's ID")
 	}
 	was, err := e.store.CancelJob(c.Context, kind, id)
 	if errors.Is(err, store.ErrNotCancellable) {

@@ -16,6 +16,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ade-org/ade-worker/pkg/cliusage"
 	"github.com/ade-org/ade-worker/pkg/fingerprint"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/supervisor"
@@ -196,7 +197,7 @@ func enqueueRunCmd() *cli.Command {
 		Action: withStore(func(c *cli.Context, e *env) error {
 			opts := strings.TrimSpace(c.String("options"))
 			if opts != "" && !json.Valid([]byte(opts)) {
-				return fmt.Errorf("--options is not valid JSON: %s", opts)
+				return cliusage.Errorf(c, "invalid value %q for flag --options: want a JSON object", opts)
 			}
 			return printID(e.store.EnqueueRun(c.Context, store.NewRun{WorkspaceID: c.String("workspace"),
 				ConfigurationID: c.String("configuration"), DocumentID: c.String("document"), BuildID: c.String("build"),
@@ -254,9 +255,9 @@ func oneLine(s string, n int) string {
 }
 
 func printJobSpec(c *cli.Context, e *env) error {
-	id := c.Args().First()
-	if id == "" {
-		return errors.New("usage: supervisor job-spec RUN_OR_BUILD_ID")
+	id, err := oneID(c)
+	if err != nil {
+		return err
 	}
 	p := &supervisor.Planner{Settings: e.cfg, Store: e.store}
 	if run, err := e.store.GetRun(c.Context, id); err == nil {

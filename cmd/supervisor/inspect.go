@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ade-org/ade-worker/pkg/cliusage"
 	"github.com/ade-org/ade-worker/pkg/eventlog"
 	"github.com/ade-org/ade-worker/pkg/layout"
 	"github.com/ade-org/ade-worker/pkg/store"
@@ -46,15 +47,30 @@ func inspectCmd() *cli.Command {
 
 // loadJob reads the run or build named by the command's one argument.
 func loadJob(c *cli.Context, e *env, command string) (*store.JobDetail, error) {
-	id := c.Args().First()
-	if id == "" || c.Args().Len() > 1 {
-		return nil, fmt.Errorf("usage: supervisor %s RUN_OR_BUILD_ID", command)
+	id, err := oneID(c)
+	if err != nil {
+		return nil, err
 	}
 	j, err := e.store.Inspect(c.Context, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("no run or build with id %q in this database (ADE_DATABASE_URL); list recent ids with 'supervisor status'", id)
 	}
 	return j, err
+}
+
+// oneID is the command's one argument, a run or build id, or a usage error.
+// urfave/cli stops reading flags at the first argument, so a flag after the
+// id is named as such.
+func oneID(c *cli.Context) (string, error) {
+	for _, a := range c.Args().Tail() {
+		if strings.HasPrefix(a, "-") {
+			return "", cliusage.Errorf(c, "flag %s must come before RUN_OR_BUILD_ID", a)
+		}
+	}
+	if c.Args().Len() != 1 || c.Args().First() == "" {
+		return "", cliusage.Errorf(c, "want exactly one argument, RUN_OR_BUILD_ID, got %d", c.Args().Len())
+	}
+	return c.Args().First(), nil
 }
 
 // inspectDoc is the output of `supervisor inspect --json`. Its field names

@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"github.com/ade-org/ade-worker/pkg/cliusage"
 	"github.com/ade-org/ade-worker/pkg/layout"
 	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
@@ -35,7 +36,10 @@ func main() {
 		Description: `Without a subcommand, works the queue until SIGTERM or SIGINT: claims jobs,
 starts one jobrunner per job, heartbeats leases, enforces timeouts, retries
 with backoff and recovers jobs of dead workers. Every setting is an ADE_*
-environment variable and a flag; run 'supervisor migrate' once first.`,
+environment variable and a flag; run 'supervisor migrate' once first. Global
+flags may be given before or after the subcommand. A usage error (unknown
+flag, missing or bad value, unexpected argument) prints one line on stderr
+and exits 2.`,
 		Version: version,
 		Flags: append(settings.Flags(),
 			&cli.StringFlag{Name: "jobrunner", EnvVars: []string{"ADE_WORKER_JOBRUNNER"},
@@ -62,7 +66,8 @@ environment variable and a flag; run 'supervisor migrate' once first.`,
 			os.Exit(code)
 		},
 	}
-	_ = app.Run(os.Args)
+	cliusage.Apply(app, settings.Flags)
+	cliusage.Exit("supervisor", app.Run(os.Args))
 }
 
 // env is what every subcommand starts from.
@@ -109,7 +114,11 @@ func newLogger(cfg *settings.Settings) zerolog.Logger {
 
 func runWorker(c *cli.Context) error {
 	if c.Args().Len() > 0 {
-		return fmt.Errorf("unknown command %q (see 'supervisor --help')", c.Args().First())
+		var names []string
+		for _, cmd := range c.App.Commands {
+			names = append(names, cmd.Name)
+		}
+		return cliusage.Errorf(c, "unknown command %q%s", c.Args().First(), cliusage.Suggest(c.Args().First(), names, ""))
 	}
 	e, err := setup(c)
 	if err != nil {

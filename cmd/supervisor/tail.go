@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ade-org/ade-worker/pkg/cliusage"
 	"github.com/ade-org/ade-worker/pkg/eventlog"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/tick"
@@ -50,7 +51,7 @@ func tailCmd() *cli.Command {
 		},
 		Action: withStore(func(c *cli.Context, e *env) error {
 			if c.Int("lines") < 0 {
-				return fmt.Errorf("--lines %d: want 0 (the whole file) or more", c.Int("lines"))
+				return cliusage.Errorf(c, "invalid value %d for flag --lines: want 0 (the whole file) or more", c.Int("lines"))
 			}
 			j, err := loadJob(c, e, "tail")
 			if err != nil {
