@@ -27,7 +27,7 @@ func commands() []*cli.Command {
 		{
 			Name:  "migrate",
 			Usage: "create the worker's tables, columns and indexes (idempotent; keeps every row)",
-			Action: withStore(func(c *cli.Context, e *env) error {
+			Action: withDatabase(creating, func(c *cli.Context, e *env) error {
 				if err := e.store.Migrate(c.Context); err != nil {
 					return err
 				}
@@ -57,6 +57,7 @@ func commands() []*cli.Command {
 			Name:      "job-spec",
 			Usage:     "print the job spec the supervisor would send to jobrunner for a run or build",
 			ArgsUsage: "RUN_OR_BUILD_ID",
+			Before:    checkOneID,
 			Action:    withStore(printJobSpec),
 		},
 		inspectCmd(),
@@ -194,11 +195,14 @@ func enqueueRunCmd() *cli.Command {
 			&cli.StringFlag{Name: "build", Usage: "build `ID` (default: the configuration's newest build that has not failed)"},
 			&cli.StringFlag{Name: "options", Usage: `run_options as JSON, e.g. '{"dry_run": true}'`},
 		},
-		Action: withStore(func(c *cli.Context, e *env) error {
-			opts := strings.TrimSpace(c.String("options"))
-			if opts != "" && !json.Valid([]byte(opts)) {
+		Before: func(c *cli.Context) error {
+			if opts := strings.TrimSpace(c.String("options")); opts != "" && !json.Valid([]byte(opts)) {
 				return cliusage.Errorf(c, "invalid value %q for flag --options: want a JSON object", opts)
 			}
+			return nil
+		},
+		Action: withStore(func(c *cli.Context, e *env) error {
+			opts := strings.TrimSpace(c.String("options"))
 			return printID(e.store.EnqueueRun(c.Context, store.NewRun{WorkspaceID: c.String("workspace"),
 				ConfigurationID: c.String("configuration"), DocumentID: c.String("document"), BuildID: c.String("build"),
 				RunOptions: json.RawMessage(opts), MaxAttempts: e.cfg.MaxAttempts}, now()))

@@ -29,6 +29,7 @@ func inspectCmd() *cli.Command {
 		Usage:     "show one run or build: its row, why it is not running, its files and its last events",
 		ArgsUsage: "RUN_OR_BUILD_ID",
 		Flags:     []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print one JSON document (fields in the README)"}},
+		Before:    checkOneID,
 		Action: withStore(func(c *cli.Context, e *env) error {
 			j, err := loadJob(c, e, "inspect")
 			if err != nil {
@@ -56,6 +57,13 @@ func loadJob(c *cli.Context, e *env, command string) (*store.JobDetail, error) {
 		return nil, fmt.Errorf("no run or build with id %q in this database (ADE_DATABASE_URL); list recent ids with 'supervisor status'", id)
 	}
 	return j, err
+}
+
+// checkOneID is the Before of a command taking one id: usage errors come
+// before opening the database.
+func checkOneID(c *cli.Context) error {
+	_, err := oneID(c)
+	return err
 }
 
 // oneID is the command's one argument, a run or build id, or a usage error.

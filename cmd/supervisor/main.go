@@ -82,21 +82,55 @@ func (e *env) layout() layout.Layout {
 	return (&supervisor.Planner{Settings: e.cfg}).Layout()
 }
 
+// opening says how a command opens the database.
+type opening int
+
+const (
+	// existing: the database must exist and be migrated (every command
+	// but migrate and the worker loop).
+	existing opening = iota
+	// creating: an SQLite file is created when missing (migrate, the
+	// worker loop, which then says the database is not migrated).
+	creating
+)
+
 // setup reads the settings, makes the logger and opens the database.
-func setup(c *cli.Context) (*env, error) {
+func setup(c *cli.Context, how opening) (*env, error) {
 	cfg, err := settings.FromCLI(c)
 	if err != nil {
 		return nil, err
 	}
 	log := newLogger(cfg)
+	logDatabase(log, cfg, how)
 	st, err := store.Open(c.Context, cfg.Database, store.Options{
 		SQLiteJournalMode: cfg.SQLiteJournalMode, SQLiteSynchronous: cfg.SQLiteSynchronous,
-		SQLiteBusyTimeout: cfg.SQLiteBusyTimeout,
+		SQLiteBusyTimeout: cfg.SQLiteBusyTimeout, MustExist: how == existing,
 	})
 	if err != nil {
 		return nil, err
 	}
+	if how == existing {
+		if err := st.CheckMigrated(c.Context); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
 	return &env{cfg: cfg, log: log, store: st}, nil
+}
+
+// logDatabase says which database was chosen and why: the worker and
+// migrate at info level, the other commands at debug level so that their
+// stderr stays quiet.
+func logDatabase(log zerolog.Logger, cfg *settings.Settings, how opening) {
+	ev := log.Debug()
+	if how == creating {
+		ev = log.Info()
+	}
+	from := "ADE_DATABASE_URL"
+	if cfg.DatabaseURL == settings.DefaultDatabaseURL {
+		from = "the default (ADE_DATABASE_URL unset or empty)"
+	}
+	ev.Str("database", cfg.Database.Name()).Str("driver", string(cfg.Database.Driver)).Str("from", from).Msg("database chosen")
 }
 
 func newLogger(cfg *settings.Settings) zerolog.Logger {
@@ -120,7 +154,7 @@ func runWorker(c *cli.Context) error {
 		}
 		return cliusage.Errorf(c, "unknown command %q%s", c.Args().First(), cliusage.Suggest(c.Args().First(), names, ""))
 	}
-	e, err := setup(c)
+	e, err := setup(c, creating)
 	if err != nil {
 		return err
 	}
@@ -209,9 +243,14 @@ func findJobrunner(flag string) (string, error) {
 	return filepath.Abs(p)
 }
 
+// withStore runs fn with the settings and an existing, migrated database.
 func withStore(fn func(c *cli.Context, e *env) error) cli.ActionFunc {
+	return withDatabase(existing, fn)
+}
+
+func withDatabase(how opening, fn func(c *cli.Context, e *env) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		e, err := setup(c)
+		e, err := setup(c, how)
 		if err != nil {
 			return err
 		}

@@ -49,10 +49,13 @@ func tailCmd() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print the NDJSON lines unchanged"},
 			&cli.IntFlag{Name: "lines", Aliases: []string{"n"}, Usage: "start at the last `N` lines (0: the whole file)"},
 		},
-		Action: withStore(func(c *cli.Context, e *env) error {
+		Before: func(c *cli.Context) error {
 			if c.Int("lines") < 0 {
 				return cliusage.Errorf(c, "invalid value %d for flag --lines: want 0 (the whole file) or more", c.Int("lines"))
 			}
+			return checkOneID(c)
+		},
+		Action: withStore(func(c *cli.Context, e *env) error {
 			j, err := loadJob(c, e, "tail")
 			if err != nil {
 				return err

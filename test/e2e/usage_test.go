@@ -20,15 +20,19 @@ type usageCase struct {
 func runBinary(t *testing.T, name string, args ...string) (stdout, stderr string, code int) {
 	t.Helper()
 	dir := t.TempDir()
+	return runWith(t, dir, []string{"ADE_DATABASE_URL=sqlite:///" + filepath.Join(dir, "db", "ade.sqlite")}, name, args...)
+}
+
+// runWith runs a binary in dir with PATH, a workspaces folder in dir and env.
+func runWith(t *testing.T, dir string, env []string, name string, args ...string) (stdout, stderr string, code int) {
+	t.Helper()
 	cmd := exec.Command(filepath.Join(binDir, name), args...)
-	cmd.Env = []string{"PATH=" + os.Getenv("PATH"), "ADE_DATABASE_URL=sqlite:///" + filepath.Join(dir, "db", "ade.sqlite"),
-		"ADE_WORKSPACES_DIR=" + filepath.Join(dir, "ws")}
+	cmd.Env = append([]string{"PATH=" + os.Getenv("PATH"), "ADE_WORKSPACES_DIR=" + filepath.Join(dir, "ws")}, env...)
 	cmd.Dir = dir
 	cmd.Stdin = strings.NewReader("")
 	var out, errOut bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &errOut
 	err := cmd.Run()
-	code = 0
 	if ee, ok := err.(*exec.ExitError); ok {
 		code = ee.ExitCode()
 	} else if err != nil {
