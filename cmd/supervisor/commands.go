@@ -52,6 +52,7 @@ func commands() []*cli.Command {
 			}),
 		},
 		cancelCmd(),
+		retryCmd(),
 		gcCmd(),
 		{
 			Name:      "job-spec",
