@@ -53,6 +53,7 @@ func commands() []*cli.Command {
 		},
 		cancelCmd(),
 		retryCmd(),
+		workersCmd(),
 		gcCmd(),
 		{
 			Name:      "job-spec",

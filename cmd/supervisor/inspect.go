@@ -36,6 +36,9 @@ func inspectCmd() *cli.Command {
 				return err
 			}
 			doc := describe(j, e.layout(), time.Now())
+			if doc.Worker, err = claimWorker(c.Context, e.store, j); err != nil {
+				return err
+			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
@@ -93,6 +96,7 @@ type inspectDoc struct {
 	Run             *runDoc            `json:"run,omitempty"`
 	Build           *buildDoc          `json:"build,omitempty"`
 	WhyNotRunning   *whyDoc            `json:"why_not_running"`
+	Worker          *workerDoc         `json:"worker"` // the row of the supervisor holding it, when running
 	Files           []fileDoc          `json:"files"`
 	Events          eventsDoc          `json:"events"`
 	now             time.Time
@@ -305,6 +309,10 @@ func writeInspect(out io.Writer, d *inspectDoc) error {
 	row := func(k, v string) { fmt.Fprintf(w, "  %s\t%s\n", k, orDash(v)) }
 	row("attempts", fmt.Sprintf("%d of %d", d.AttemptCount, d.MaxAttempts))
 	row("claimed by", deref(d.ClaimedBy))
+	if wd := d.Worker; wd != nil {
+		row("worker", fmt.Sprintf("%s on %s, pid %d, version %s, last seen %.1fs ago (%s%s)", wd.WorkerID, wd.Host, wd.PID,
+			wd.Version, wd.SecondsSinceSeen, wd.State, map[bool]string{true: ", draining"}[wd.Draining]))
+	}
 	row("lease ends", leaseText(d))
 	for _, k := range timeKeys(d.Kind) {
 		row(strings.TrimSuffix(k, "_at"), humanTime(d.Times[k], d.now))

@@ -172,6 +172,7 @@ func runWorker(c *cli.Context) error {
 	}
 	sup := supervisor.New(e.cfg, e.store, e.log, jobrunner)
 	sup.ExitWhenIdle = c.Bool("exit-when-idle")
+	sup.Version = version
 	stopHTTP, err := serveTelemetry(e, sup)
 	if err != nil {
 		return err

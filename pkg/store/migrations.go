@@ -25,6 +25,7 @@ type migration struct {
 var migrations = []migration{
 	{1, "baseline: the ADE API tables the worker uses, lease columns on builds, partial indexes, wake-up triggers",
 		(*Store).baseline, true},
+	{2, "supervisors: a row per live supervisor (ade_worker_supervisors)", (*Store).createSupervisors, false},
 }
 
 // latestVersion is the schema version this worker needs.

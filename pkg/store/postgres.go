@@ -151,3 +151,5 @@ func (postgresDialect) createMigrationsSQL() string {
 	return `CREATE TABLE IF NOT EXISTS ` + migrationsTable + ` (
 	version integer PRIMARY KEY, name varchar(255) NOT NULL, applied_at timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP)`
 }
+
+func (postgresDialect) timestampType() string { return "timestamptz" }

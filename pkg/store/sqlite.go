@@ -98,3 +98,5 @@ func (sqliteDialect) createMigrationsSQL() string {
 	return `CREATE TABLE IF NOT EXISTS ` + migrationsTable + ` (
 	version integer PRIMARY KEY, name varchar(255) NOT NULL, applied_at datetime NOT NULL DEFAULT CURRENT_TIMESTAMP)`
 }
+
+func (sqliteDialect) timestampType() string { return "datetime" }

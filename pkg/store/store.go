@@ -210,6 +210,9 @@ type dialect interface {
 	// the transaction took it already.
 	migrationLockSQL(shared bool) string
 	createMigrationsSQL() string
+	// timestampType is the column type of times the worker's own tables
+	// store (what nowSQL gives).
+	timestampType() string
 	watch(ctx context.Context, target string, wake func(), cancelled func(JobRef)) error
 }
 
