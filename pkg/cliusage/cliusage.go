@@ -51,6 +51,8 @@ func helpPath(c *cli.Context) string {
 // Apply installs the checks on app and every command under it. extra
 // returns flags to add, hidden, to each command without subcommands (the
 // app's global settings, so they may follow the subcommand); nil adds none.
+// The copies read no environment variable and have no default, so they are
+// set only when given after the subcommand.
 // A command with an empty ArgsUsage takes no arguments; one with ArgsUsage
 // checks its arguments in its action (with Errorf).
 func Apply(app *cli.App, extra func() []cli.Flag) {
@@ -91,7 +93,10 @@ func applyCommand(cmd *cli.Command, extra func() []cli.Flag) {
 		}
 		for _, f := range extra() {
 			if sf, ok := f.(*cli.StringFlag); ok && !have[sf.Name] {
-				sf.Hidden = true
+				// Set only by the command line: an environment variable
+				// read here would outrank the same flag given before the
+				// subcommand.
+				sf.Hidden, sf.EnvVars, sf.Value = true, nil, ""
 				cmd.Flags = append(cmd.Flags, sf)
 			}
 		}

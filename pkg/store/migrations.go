@@ -2,8 +2,11 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
+	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
 )
 
@@ -43,11 +46,34 @@ const migrationsTable = "ade_worker_migrations"
 // skips what another migrate did meanwhile.
 func (s *Store) Migrate(ctx context.Context) error {
 	for _, m := range migrations {
-		if err := s.tx(ctx, func(tx *gorm.DB) error { return s.migrateStep(tx, m) }); err != nil {
+		err := s.tx(ctx, func(tx *gorm.DB) error { return s.migrateStep(tx, m) })
+		// A running supervisor's statement can hold one table a step
+		// locks while it waits for another the step holds; PostgreSQL
+		// then aborts one of the two. The step rolled back whole, so it
+		// is run again.
+		for try := 1; err != nil && isDeadlock(err) && try < migrateTries; try++ {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(try) * 100 * time.Millisecond):
+			}
+			err = s.tx(ctx, func(tx *gorm.DB) error { return s.migrateStep(tx, m) })
+		}
+		if err != nil {
 			return fmt.Errorf("migrate database %s: %w", s.name, err)
 		}
 	}
 	return nil
+}
+
+// migrateTries is how many times a step that lost a deadlock is run.
+const migrateTries = 5
+
+// isDeadlock reports whether err is PostgreSQL's deadlock_detected (40P01)
+// or serialization_failure (40001).
+func isDeadlock(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
 }
 
 // migrateStep runs step m in transaction tx unless it is recorded (or

@@ -112,8 +112,13 @@ func TestGlobalFlagsAfterSubcommand(t *testing.T) {
 	if _, err := os.Stat(path); err != nil {
 		t.Fatalf("migrate --database-url %s did not use it: %v", path, err)
 	}
-	stdout, stderr, code := runBinary(t, "supervisor", "status", "--json", "--database-url", "sqlite:///"+path)
-	if code != 0 || !strings.Contains(stdout, "{") {
-		t.Errorf("status --database-url after the subcommand: exit %d, stdout %q, stderr %q", code, stdout, stderr)
+	// The flag beats ADE_DATABASE_URL (naming a missing file) wherever it
+	// is given.
+	env := []string{"ADE_DATABASE_URL=sqlite:///" + filepath.Join(t.TempDir(), "missing.sqlite")}
+	for _, args := range [][]string{{"status", "--json", "--database-url", "sqlite:///" + path}, {"--database-url", "sqlite:///" + path, "status", "--json"}} {
+		stdout, stderr, code := runWith(t, t.TempDir(), env, "supervisor", args...)
+		if code != 0 || !strings.Contains(stdout, "{") {
+			t.Errorf("%v: exit %d, stdout %q, stderr %q; want the flag's database", args, code, stdout, stderr)
+		}
 	}
 }
