@@ -15,6 +15,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ade-org/ade-worker/pkg/cliusage"
 	"github.com/ade-org/ade-worker/pkg/jobrunner"
 	"github.com/ade-org/ade-worker/pkg/jobspec"
 	"github.com/ade-org/ade-worker/pkg/procs"
@@ -68,6 +69,7 @@ func main() {
 		HideHelpCommand: true,
 		Action:          run,
 	}
+	cliusage.Apply(app, nil)
 	if err := app.Run(os.Args); err != nil {
 		fmt.Fprintln(os.Stderr, "jobrunner:", err)
 		os.Exit(jobspec.ExitBadSpec)
@@ -75,6 +77,10 @@ func main() {
 }
 
 func run(c *cli.Context) error {
+	if c.Args().Present() {
+		// Exit 2 like a bad spec: nothing ran, and no result is printed.
+		return cliusage.Errorf(c, "unexpected argument %q (the job spec comes on stdin or with --job FILE)", c.Args().First())
+	}
 	var in io.Reader = os.Stdin
 	if path := c.String("job"); path != "" {
 		f, err := os.Open(path)

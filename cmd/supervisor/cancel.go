@@ -6,6 +6,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ade-org/ade-worker/pkg/cliusage"
 	"github.com/ade-org/ade-worker/pkg/store"
 )
 
@@ -19,14 +20,18 @@ claimed; the supervisor running a running job stops its processes within a
 second or two and writes nothing more about it. Works from any host that
 reaches the database. A finished job is refused.`,
 		ArgsUsage: "run|build ID",
-		Action:    withStore(cancelJob),
+		Before: func(c *cli.Context) error {
+			_, _, err := jobArgs(c)
+			return err
+		},
+		Action: withStore(cancelJob),
 	}
 }
 
 func cancelJob(c *cli.Context, e *env) error {
-	kind, id := store.Kind(c.Args().Get(0)), c.Args().Get(1)
-	if (kind != store.KindRun && kind != store.KindBuild) || id == "" || c.Args().Len() != 2 {
-		return errors.New("usage: supervisor cancel run|build ID")
+	kind, id, err := jobArgs(c)
+	if err != nil {
+		return err
 	}
 	was, err := e.store.CancelJob(c.Context, kind, id)
 	if errors.Is(err, store.ErrNotCancellable) {
@@ -48,4 +53,13 @@ func cancelJob(c *cli.Context, e *env) error {
 		}
 	}
 	return nil
+}
+
+// jobArgs reads the arguments "run|build ID".
+func jobArgs(c *cli.Context) (store.Kind, string, error) {
+	kind, id := store.Kind(c.Args().Get(0)), c.Args().Get(1)
+	if (kind != store.KindRun && kind != store.KindBuild) || id == "" || c.Args().Len() != 2 {
+		return "", "", cliusage.Errorf(c, "want two arguments, run|build and the job's ID")
+	}
+	return kind, id, nil
 }

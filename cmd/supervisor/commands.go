@@ -16,6 +16,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ade-org/ade-worker/pkg/cliusage"
 	"github.com/ade-org/ade-worker/pkg/fingerprint"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/supervisor"
@@ -26,7 +27,7 @@ func commands() []*cli.Command {
 		{
 			Name:  "migrate",
 			Usage: "create the worker's tables, columns and indexes (idempotent; keeps every row)",
-			Action: withStore(func(c *cli.Context, e *env) error {
+			Action: withDatabase(creating, func(c *cli.Context, e *env) error {
 				if err := e.store.Migrate(c.Context); err != nil {
 					return err
 				}
@@ -58,12 +59,15 @@ func commands() []*cli.Command {
 		cancelCmd(),
 		pauseCmd(),
 		resumeCmd(),
+		retryCmd(),
+		workersCmd(),
 		gcCmd(),
 		sandboxCmd(),
 		{
 			Name:      "job-spec",
 			Usage:     "print the job spec the supervisor would send to jobrunner for a run or build",
 			ArgsUsage: "RUN_OR_BUILD_ID",
+			Before:    checkOneID,
 			Action:    withStore(printJobSpec),
 		},
 		inspectCmd(),
@@ -201,11 +205,14 @@ func enqueueRunCmd() *cli.Command {
 			&cli.StringFlag{Name: "build", Usage: "build `ID` (default: the configuration's newest build that has not failed)"},
 			&cli.StringFlag{Name: "options", Usage: `run_options as JSON, e.g. '{"dry_run": true}'`},
 		},
+		Before: func(c *cli.Context) error {
+			if opts := strings.TrimSpace(c.String("options")); opts != "" && !json.Valid([]byte(opts)) {
+				return cliusage.Errorf(c, "invalid value %q for flag --options: want a JSON object", opts)
+			}
+			return nil
+		},
 		Action: withStore(func(c *cli.Context, e *env) error {
 			opts := strings.TrimSpace(c.String("options"))
-			if opts != "" && !json.Valid([]byte(opts)) {
-				return fmt.Errorf("--options is not valid JSON: %s", opts)
-			}
 			return printID(e.store.EnqueueRun(c.Context, store.NewRun{WorkspaceID: c.String("workspace"),
 				ConfigurationID: c.String("configuration"), DocumentID: c.String("document"), BuildID: c.String("build"),
 				RunOptions: json.RawMessage(opts), MaxAttempts: e.cfg.MaxAttempts}, now()))
@@ -267,9 +274,9 @@ func oneLine(s string, n int) string {
 }
 
 func printJobSpec(c *cli.Context, e *env) error {
-	id := c.Args().First()
-	if id == "" {
-		return errors.New("usage: supervisor job-spec RUN_OR_BUILD_ID")
+	id, err := oneID(c)
+	if err != nil {
+		return err
 	}
 	p := &supervisor.Planner{Settings: e.cfg, Store: e.store}
 	if run, err := e.store.GetRun(c.Context, id); err == nil {

@@ -21,9 +21,6 @@ ADE_WORKER_RUN_ARTIFACT_TTL_DAYS and ADE_WORKER_VENV_TTL_DAYS allow, and lists
 each folder with its size and a total. Never deletes a database row.`,
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "dry-run", Usage: "list what would be removed; remove nothing"}},
 		Action: withStore(func(c *cli.Context, e *env) error {
-			if err := e.store.CheckMigrated(c.Context); err != nil {
-				return err
-			}
 			lay := e.layout()
 			col := gc.New(e.store, lay, gc.PolicyFrom(e.cfg), e.log)
 			res, err := col.Pass(c.Context, time.Now(), c.Bool("dry-run"))

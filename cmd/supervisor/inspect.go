@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ade-org/ade-worker/pkg/cliusage"
 	"github.com/ade-org/ade-worker/pkg/eventlog"
 	"github.com/ade-org/ade-worker/pkg/layout"
 	"github.com/ade-org/ade-worker/pkg/store"
@@ -28,6 +29,7 @@ func inspectCmd() *cli.Command {
 		Usage:     "show one run or build: its row, why it is not running, its files and its last events",
 		ArgsUsage: "RUN_OR_BUILD_ID",
 		Flags:     []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print one JSON document (fields in the README)"}},
+		Before:    checkOneID,
 		Action: withStore(func(c *cli.Context, e *env) error {
 			j, err := loadJob(c, e, "inspect")
 			if err != nil {
@@ -38,6 +40,9 @@ func inspectCmd() *cli.Command {
 				now = j.DBNow.Time
 			}
 			doc := describe(j, e.layout(), now)
+			if doc.Worker, err = claimWorker(c.Context, e.store, j); err != nil {
+				return err
+			}
 			if c.Bool("json") {
 				enc := json.NewEncoder(os.Stdout)
 				enc.SetIndent("", "  ")
@@ -50,15 +55,37 @@ func inspectCmd() *cli.Command {
 
 // loadJob reads the run or build named by the command's one argument.
 func loadJob(c *cli.Context, e *env, command string) (*store.JobDetail, error) {
-	id := c.Args().First()
-	if id == "" || c.Args().Len() > 1 {
-		return nil, fmt.Errorf("usage: supervisor %s RUN_OR_BUILD_ID", command)
+	id, err := oneID(c)
+	if err != nil {
+		return nil, err
 	}
 	j, err := e.store.Inspect(c.Context, id)
 	if errors.Is(err, store.ErrNotFound) {
 		return nil, fmt.Errorf("no run or build with id %q in this database (ADE_DATABASE_URL); list recent ids with 'supervisor status'", id)
 	}
 	return j, err
+}
+
+// checkOneID is the Before of a command taking one id: usage errors come
+// before opening the database.
+func checkOneID(c *cli.Context) error {
+	_, err := oneID(c)
+	return err
+}
+
+// oneID is the command's one argument, a run or build id, or a usage error.
+// urfave/cli stops reading flags at the first argument, so a flag after the
+// id is named as such.
+func oneID(c *cli.Context) (string, error) {
+	for _, a := range c.Args().Tail() {
+		if strings.HasPrefix(a, "-") {
+			return "", cliusage.Errorf(c, "flag %s must come before RUN_OR_BUILD_ID", a)
+		}
+	}
+	if c.Args().Len() != 1 || c.Args().First() == "" {
+		return "", cliusage.Errorf(c, "want exactly one argument, RUN_OR_BUILD_ID, got %d", c.Args().Len())
+	}
+	return c.Args().First(), nil
 }
 
 // inspectDoc is the output of `supervisor inspect --json`. Its field names
@@ -73,6 +100,7 @@ type inspectDoc struct {
 	Run             *runDoc            `json:"run,omitempty"`
 	Build           *buildDoc          `json:"build,omitempty"`
 	WhyNotRunning   *whyDoc            `json:"why_not_running"`
+	Worker          *workerDoc         `json:"worker"` // the row of the supervisor holding it, when running
 	Files           []fileDoc          `json:"files"`
 	Events          eventsDoc          `json:"events"`
 	now             time.Time
@@ -285,6 +313,10 @@ func writeInspect(out io.Writer, d *inspectDoc) error {
 	row := func(k, v string) { fmt.Fprintf(w, "  %s\t%s\n", k, orDash(v)) }
 	row("attempts", fmt.Sprintf("%d of %d", d.AttemptCount, d.MaxAttempts))
 	row("claimed by", deref(d.ClaimedBy))
+	if wd := d.Worker; wd != nil {
+		row("worker", fmt.Sprintf("%s on %s, pid %d, version %s, last seen %.1fs ago (%s%s)", wd.WorkerID, wd.Host, wd.PID,
+			wd.Version, wd.SecondsSinceSeen, wd.State, map[bool]string{true: ", draining"}[wd.Draining]))
+	}
 	row("lease ends", leaseText(d))
 	for _, k := range timeKeys(d.Kind) {
 		row(strings.TrimSuffix(k, "_at"), humanTime(d.Times[k], d.now))

@@ -19,6 +19,7 @@ import (
 	"github.com/rs/zerolog"
 	"github.com/urfave/cli/v2"
 
+	"github.com/ade-org/ade-worker/pkg/cliusage"
 	"github.com/ade-org/ade-worker/pkg/layout"
 	"github.com/ade-org/ade-worker/pkg/procs"
 	"github.com/ade-org/ade-worker/pkg/settings"
@@ -45,7 +46,10 @@ func main() {
 		Description: `Without a subcommand, works the queue until SIGTERM or SIGINT: claims jobs,
 starts one jobrunner per job, heartbeats leases, enforces timeouts, retries
 with backoff and recovers jobs of dead workers. Every setting is an ADE_*
-environment variable and a flag; run 'supervisor migrate' once first.`,
+environment variable and a flag; run 'supervisor migrate' once first. Global
+flags may be given before or after the subcommand. A usage error (unknown
+flag, missing or bad value, unexpected argument) prints one line on stderr
+and exits 2.`,
 		Version: version,
 		Flags: append(settings.Flags(),
 			&cli.StringFlag{Name: "jobrunner", EnvVars: []string{"ADE_WORKER_JOBRUNNER"},
@@ -72,7 +76,8 @@ environment variable and a flag; run 'supervisor migrate' once first.`,
 			os.Exit(code)
 		},
 	}
-	_ = app.Run(os.Args)
+	cliusage.Apply(app, settings.Flags)
+	cliusage.Exit("supervisor", app.Run(os.Args))
 }
 
 // env is what every subcommand starts from.
@@ -89,22 +94,56 @@ func (e *env) layout() layout.Layout {
 	return (&supervisor.Planner{Settings: e.cfg}).Layout()
 }
 
+// opening says how a command opens the database.
+type opening int
+
+const (
+	// existing: the database must exist and be migrated (every command
+	// but migrate and the worker loop).
+	existing opening = iota
+	// creating: an SQLite file is created when missing (migrate, the
+	// worker loop, which then says the database is not migrated).
+	creating
+)
+
 // setup reads the settings, makes the logger and opens the database.
-func setup(c *cli.Context) (*env, error) {
+func setup(c *cli.Context, how opening) (*env, error) {
 	cfg, err := settings.FromCLI(c)
 	if err != nil {
 		return nil, err
 	}
 	log := newLogger(cfg)
+	logDatabase(log, cfg, how)
 	st, err := store.Open(c.Context, cfg.Database, store.Options{
 		SQLiteJournalMode: cfg.SQLiteJournalMode, SQLiteSynchronous: cfg.SQLiteSynchronous,
-		SQLiteBusyTimeout: cfg.SQLiteBusyTimeout,
+		SQLiteBusyTimeout: cfg.SQLiteBusyTimeout, MustExist: how == existing,
 	})
 	if err != nil {
 		return nil, err
 	}
 	st.SetClaimPolicy(store.ClaimPolicy{FIFO: cfg.ClaimOrder == "fifo", WorkspaceMaxRunning: cfg.WorkspaceMaxRunning})
+	if how == existing {
+		if err := st.CheckMigrated(c.Context); err != nil {
+			st.Close()
+			return nil, err
+		}
+	}
 	return &env{cfg: cfg, log: log, store: st}, nil
+}
+
+// logDatabase says which database was chosen and why: the worker and
+// migrate at info level, the other commands at debug level so that their
+// stderr stays quiet.
+func logDatabase(log zerolog.Logger, cfg *settings.Settings, how opening) {
+	ev := log.Debug()
+	if how == creating {
+		ev = log.Info()
+	}
+	from := "ADE_DATABASE_URL"
+	if cfg.DatabaseURL == settings.DefaultDatabaseURL {
+		from = "the default (ADE_DATABASE_URL unset or empty)"
+	}
+	ev.Str("database", cfg.Database.Name()).Str("driver", string(cfg.Database.Driver)).Str("from", from).Msg("database chosen")
 }
 
 func newLogger(cfg *settings.Settings) zerolog.Logger {
@@ -122,9 +161,13 @@ func newLogger(cfg *settings.Settings) zerolog.Logger {
 
 func runWorker(c *cli.Context) error {
 	if c.Args().Len() > 0 {
-		return fmt.Errorf("unknown command %q (see 'supervisor --help')", c.Args().First())
+		var names []string
+		for _, cmd := range c.App.Commands {
+			names = append(names, cmd.Name)
+		}
+		return cliusage.Errorf(c, "unknown command %q%s", c.Args().First(), cliusage.Suggest(c.Args().First(), names, ""))
 	}
-	e, err := setup(c)
+	e, err := setup(c, creating)
 	if err != nil {
 		return err
 	}
@@ -151,6 +194,7 @@ func runWorker(c *cli.Context) error {
 	}
 	sup := supervisor.New(e.cfg, e.store, e.log, jobrunner, supervisor.WithOrphanReaper())
 	sup.ExitWhenIdle = c.Bool("exit-when-idle")
+	sup.Version = version
 	stopHTTP, err := serveTelemetry(e, sup)
 	if err != nil {
 		return err
@@ -223,9 +267,14 @@ func findJobrunner(flag string) (string, error) {
 	return filepath.Abs(p)
 }
 
+// withStore runs fn with the settings and an existing, migrated database.
 func withStore(fn func(c *cli.Context, e *env) error) cli.ActionFunc {
+	return withDatabase(existing, fn)
+}
+
+func withDatabase(how opening, fn func(c *cli.Context, e *env) error) cli.ActionFunc {
 	return func(c *cli.Context) error {
-		e, err := setup(c)
+		e, err := setup(c, how)
 		if err != nil {
 			return err
 		}

@@ -14,6 +14,7 @@ import (
 
 	"github.com/urfave/cli/v2"
 
+	"github.com/ade-org/ade-worker/pkg/cliusage"
 	"github.com/ade-org/ade-worker/pkg/eventlog"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/tick"
@@ -48,10 +49,13 @@ func tailCmd() *cli.Command {
 			&cli.BoolFlag{Name: "json", Usage: "print the NDJSON lines unchanged"},
 			&cli.IntFlag{Name: "lines", Aliases: []string{"n"}, Usage: "start at the last `N` lines (0: the whole file)"},
 		},
-		Action: withStore(func(c *cli.Context, e *env) error {
+		Before: func(c *cli.Context) error {
 			if c.Int("lines") < 0 {
-				return fmt.Errorf("--lines %d: want 0 (the whole file) or more", c.Int("lines"))
+				return cliusage.Errorf(c, "invalid value %d for flag --lines: want 0 (the whole file) or more", c.Int("lines"))
 			}
+			return checkOneID(c)
+		},
+		Action: withStore(func(c *cli.Context, e *env) error {
 			j, err := loadJob(c, e, "tail")
 			if err != nil {
 				return err

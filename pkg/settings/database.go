@@ -26,6 +26,26 @@ type DatabaseURL struct {
 	DSN string
 }
 
+// Name is the database as operators know it, safe to show: the SQLite
+// file's path, or host:port/dbname for PostgreSQL (never user or password).
+func (u DatabaseURL) Name() string {
+	if u.Driver == SQLite {
+		return u.Path
+	}
+	p, err := url.Parse(u.DSN)
+	if err != nil {
+		return "postgresql database (unparsable URL)"
+	}
+	host := p.Host
+	if host == "" {
+		host = "localhost"
+	}
+	return host + "/" + strings.TrimPrefix(p.Path, "/")
+}
+
+// DefaultDatabaseURL is the database when ADE_DATABASE_URL is unset or empty.
+const DefaultDatabaseURL = "sqlite:///./data/db/ade.sqlite"
+
 const wantDatabaseURL = "want sqlite:///relative/path, sqlite:////absolute/path " +
 	"or postgresql://user:password@host:port/database (a +driver suffix such as sqlite+pysqlite or postgresql+psycopg is accepted)"
 

@@ -99,7 +99,7 @@ func defaultConcurrency() int {
 // table is every setting, each parsing into its field of s.
 func table(s *Settings) []setting {
 	return []setting{
-		{name: "database-url", env: env(envDatabaseURL), def: "sqlite:///./data/db/ade.sqlite", category: catDatabase,
+		{name: "database-url", env: env(envDatabaseURL), def: DefaultDatabaseURL, category: catDatabase,
 			usage: "the queue's database: sqlite:///relative/path, sqlite:////absolute/path or postgresql://user:password@host/db",
 			set: func(v string) (err error) {
 				s.DatabaseURL = v

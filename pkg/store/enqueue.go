@@ -27,8 +27,8 @@ func NewID() string {
 // (an ADE API database) and the row is missing.
 func (s *Store) EnsureWorkspace(ctx context.Context, id string, now time.Time) error {
 	db := s.db.WithContext(ctx)
-	if !db.Migrator().HasTable("workspaces") {
-		return nil
+	if ok, err := s.tableExists(ctx, "workspaces"); err != nil || !ok {
+		return err
 	}
 	var n int64
 	if err := db.Raw(`SELECT COUNT(*) FROM workspaces WHERE id = ?`, id).Scan(&n).Error; err != nil {

@@ -2,9 +2,11 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
+	"github.com/jackc/pgx/v5/pgconn"
 	"gorm.io/gorm"
 )
 
@@ -27,51 +29,104 @@ var migrations = []migration{
 	{1, "baseline: the ADE API tables the worker uses, lease columns on builds, partial indexes, wake-up triggers",
 		(*Store).baseline, true},
 	{2, "fair share: the ade_worker_pauses table, per-workspace queue indexes", (*Store).fairShare, false},
+	{3, "supervisors: a row per live supervisor (ade_worker_supervisors)", (*Store).createSupervisors, false},
 }
 
 // latestVersion is the schema version this worker needs.
 func latestVersion() int { return migrations[len(migrations)-1].version }
 
-// migrationModel is the ade_worker_migrations table: one row per step run.
-type migrationModel struct {
-	Version   int       `gorm:"type:integer;primaryKey;autoIncrement:false"`
-	Name      string    `gorm:"type:varchar(255);not null"`
-	AppliedAt time.Time `gorm:"not null;default:CURRENT_TIMESTAMP"`
-}
-
-func (migrationModel) TableName() string { return "ade_worker_migrations" }
+// migrationsTable has one row per step run: version, name, applied_at.
+const migrationsTable = "ade_worker_migrations"
 
 // Migrate brings the database to the latest version: it runs the baseline
 // and every step not yet recorded, recording each. It never drops or
 // rewrites anything, so it is safe on an ADE API database and safe to run
-// twice.
+// twice, or many times at once (Kubernetes init containers, scaled Compose
+// services): each step runs in its own transaction under the database's
+// migration lock (see lockMigrations), reads what is recorded there, and
+// skips what another migrate did meanwhile.
 func (s *Store) Migrate(ctx context.Context) error {
-	db := s.db.WithContext(ctx)
-	if !db.Migrator().HasTable(&migrationModel{}) {
-		if err := db.Migrator().CreateTable(&migrationModel{}); err != nil {
-			return fmt.Errorf("create table ade_worker_migrations: %w", err)
+	for _, m := range migrations {
+		err := s.tx(ctx, func(tx *gorm.DB) error { return s.migrateStep(tx, m) })
+		// A running supervisor's statement can hold one table a step
+		// locks while it waits for another the step holds; PostgreSQL
+		// then aborts one of the two. The step rolled back whole, so it
+		// is run again.
+		for try := 1; err != nil && isDeadlock(err) && try < migrateTries; try++ {
+			select {
+			case <-ctx.Done():
+				return ctx.Err()
+			case <-time.After(time.Duration(try) * 100 * time.Millisecond):
+			}
+			err = s.tx(ctx, func(tx *gorm.DB) error { return s.migrateStep(tx, m) })
+		}
+		if err != nil {
+			return fmt.Errorf("migrate database %s: %w", s.name, err)
 		}
 	}
-	applied, err := appliedVersions(db)
+	return nil
+}
+
+// migrateTries is how many times a step that lost a deadlock is run.
+const migrateTries = 5
+
+// isDeadlock reports whether err is PostgreSQL's deadlock_detected (40P01)
+// or serialization_failure (40001).
+func isDeadlock(err error) bool {
+	var pe *pgconn.PgError
+	return errors.As(err, &pe) && (pe.Code == "40P01" || pe.Code == "40001")
+}
+
+// migrateStep runs step m in transaction tx unless it is recorded (or
+// always runs), and records it.
+func (s *Store) migrateStep(tx *gorm.DB, m migration) error {
+	if err := s.lockMigrations(tx, false); err != nil {
+		return err
+	}
+	// The table of steps is created here, under the lock, never beside it:
+	// two CREATE TABLE IF NOT EXISTS at once fail on PostgreSQL.
+	if err := tx.Exec(s.dialect.createMigrationsSQL()).Error; err != nil {
+		return fmt.Errorf("create table %s: %w", migrationsTable, err)
+	}
+	applied, err := appliedVersions(tx)
 	if err != nil {
 		return err
 	}
-	for _, m := range migrations {
-		if applied[m.version] && !m.always {
-			continue
-		}
-		if err := m.apply(s, db); err != nil {
-			return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
-		}
-		if applied[m.version] {
-			continue
-		}
-		// The database's clock, like every time the queue stores.
-		err := db.Exec(`INSERT INTO ade_worker_migrations (version, name, applied_at) VALUES (?, ?, CURRENT_TIMESTAMP)`,
-			m.version, m.name).Error
-		if err != nil {
-			return fmt.Errorf("record migration %d: %w", m.version, err)
-		}
+	if applied[m.version] && !m.always {
+		return nil
+	}
+	if err := m.apply(s, tx); err != nil {
+		return fmt.Errorf("migration %d (%s): %w", m.version, m.name, err)
+	}
+	if applied[m.version] {
+		return nil
+	}
+	// The database's clock, like every time the queue stores.
+	err = tx.Exec(`INSERT INTO `+migrationsTable+` (version, name, applied_at) VALUES (?, ?, CURRENT_TIMESTAMP)`,
+		m.version, m.name).Error
+	if err != nil {
+		return fmt.Errorf("record migration %d: %w", m.version, err)
+	}
+	return nil
+}
+
+// migrateLockKey is the PostgreSQL advisory lock key of migrations
+// ("ade_mig" in ASCII).
+const migrateLockKey int64 = 0x6164655f6d6967
+
+// lockMigrations takes the migration lock for the rest of transaction tx:
+// exclusive for a migrate step, shared for a schema check, which so waits
+// for a step in progress instead of reading half a schema. PostgreSQL: a
+// transaction advisory lock. SQLite: the transaction began with BEGIN
+// IMMEDIATE (the store's _txlock), which holds the database's write lock
+// already; a check waits for it through the busy timeout.
+func (s *Store) lockMigrations(tx *gorm.DB, shared bool) error {
+	q := s.dialect.migrationLockSQL(shared)
+	if q == "" {
+		return nil
+	}
+	if err := tx.Exec(q, migrateLockKey).Error; err != nil {
+		return fmt.Errorf("take the migration lock: %w", err)
 	}
 	return nil
 }
@@ -88,19 +143,16 @@ func appliedVersions(db *gorm.DB) (map[int]bool, error) {
 	return applied, nil
 }
 
-// checkVersion fails with ErrNotMigrated unless every step is recorded.
-func (s *Store) checkVersion(ctx context.Context) error {
-	db := s.db.WithContext(ctx)
-	if !db.Migrator().HasTable(&migrationModel{}) {
-		return fmt.Errorf("%w (table ade_worker_migrations is missing)", ErrNotMigrated)
-	}
+// checkVersion fails with ErrNotMigrated unless every step is recorded; the
+// table must exist.
+func (s *Store) checkVersion(db *gorm.DB) error {
 	applied, err := appliedVersions(db)
 	if err != nil {
-		return err
+		return fmt.Errorf("database %s: %w", s.name, err)
 	}
 	for _, m := range migrations {
 		if !applied[m.version] {
-			return fmt.Errorf("%w (migration %d, %q, has not run; this worker needs version %d)", ErrNotMigrated, m.version, m.name, latestVersion())
+			return s.notMigrated("migration %d, %q, has not run; this worker needs version %d", m.version, m.name, latestVersion())
 		}
 	}
 	return nil

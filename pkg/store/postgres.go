@@ -132,3 +132,26 @@ END $$`}
 	}
 	return stmts
 }
+
+func (postgresDialect) columnsSQL() string {
+	return `SELECT CAST(table_name AS text) AS table_name, CAST(column_name AS text) AS column_name
+FROM information_schema.columns WHERE table_schema = current_schema()`
+}
+
+func (postgresDialect) tableExistsSQL() string {
+	return `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?`
+}
+
+func (postgresDialect) migrationLockSQL(shared bool) string {
+	if shared {
+		return `SELECT pg_advisory_xact_lock_shared(?)`
+	}
+	return `SELECT pg_advisory_xact_lock(?)`
+}
+
+func (postgresDialect) createMigrationsSQL() string {
+	return `CREATE TABLE IF NOT EXISTS ` + migrationsTable + ` (
+	version integer PRIMARY KEY, name varchar(255) NOT NULL, applied_at timestamptz NOT NULL DEFAULT CURRENT_TIMESTAMP)`
+}
+
+func (postgresDialect) timestampType() string { return "timestamptz" }

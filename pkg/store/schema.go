@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -168,16 +169,25 @@ var workerColumns = []struct {
 // ones and creates the worker's indexes and triggers: migration 1.
 func (s *Store) baseline(db *gorm.DB) error {
 	m := db.Migrator()
+	// What exists is read with a query whose failure is an error; gorm's
+	// HasTable would call a failed query "missing".
+	cols, err := s.schemaColumns(db)
+	if err != nil {
+		return err
+	}
+	created := map[string]bool{} // made whole now, with the worker's columns
 	for _, model := range models {
-		if m.HasTable(model) {
+		t := tableName(db, model)
+		if cols.has(t, "") {
 			continue
 		}
 		if err := m.CreateTable(model); err != nil {
 			return fmt.Errorf("create table for %T: %w", model, err)
 		}
+		created[t] = true
 	}
 	for _, c := range workerColumns {
-		if m.HasColumn(c.model, c.column) {
+		if created[c.table] || cols.has(c.table, c.column) {
 			continue
 		}
 		if err := m.AddColumn(c.model, c.column); err != nil {
@@ -209,27 +219,89 @@ var workerIndexes = []string{
 }
 
 // ErrNotMigrated is returned by CheckMigrated when `supervisor migrate` has
-// not been run against the database.
-var ErrNotMigrated = fmt.Errorf("the database is not migrated for the worker: run `supervisor migrate` first")
+// not been run against the database; the error wrapping it names the
+// database and what is missing.
+var ErrNotMigrated = errors.New("not migrated for the worker: run 'supervisor migrate' first")
+
+// notMigrated is ErrNotMigrated naming this database and what is missing.
+func (s *Store) notMigrated(format string, args ...any) error {
+	return fmt.Errorf("database %s is %w (%s)", s.name, ErrNotMigrated, fmt.Sprintf(format, args...))
+}
 
 // CheckMigrated verifies that every migration step is recorded and every
-// table and worker column exists.
+// table and worker column exists. A query that fails is reported as that
+// failure, never as "not migrated": a database that cannot be read is not
+// proof of a missing schema.
+//
+// It runs under the migration lock, shared: a worker started while
+// `supervisor migrate` runs waits for the step in progress (SQLite: up to
+// the busy timeout) rather than judging half a schema.
 func (s *Store) CheckMigrated(ctx context.Context) error {
-	if err := s.checkVersion(ctx); err != nil {
+	return s.tx(ctx, func(tx *gorm.DB) error {
+		if err := s.lockMigrations(tx, true); err != nil {
+			return fmt.Errorf("database %s: %w (is 'supervisor migrate' running? try again when it ends)", s.name, err)
+		}
+		return s.checkSchema(tx)
+	})
+}
+
+func (s *Store) checkSchema(tx *gorm.DB) error {
+	cols, err := s.schemaColumns(tx)
+	if err != nil {
 		return err
 	}
-	m := s.db.WithContext(ctx).Migrator()
+	if !cols.has(migrationsTable, "") {
+		return s.notMigrated("table %s is missing", migrationsTable)
+	}
+	if err := s.checkVersion(tx); err != nil {
+		return err
+	}
 	for _, model := range models {
-		if !m.HasTable(model) {
-			return fmt.Errorf("%w (table %s is missing)", ErrNotMigrated, tableName(s.db, model))
+		if t := tableName(s.db, model); !cols.has(t, "") {
+			return s.notMigrated("table %s is missing", t)
 		}
 	}
 	for _, c := range workerColumns {
-		if !m.HasColumn(c.model, c.column) {
-			return fmt.Errorf("%w (column %s.%s is missing)", ErrNotMigrated, c.table, c.column)
+		if !cols.has(c.table, c.column) {
+			return s.notMigrated("column %s.%s is missing", c.table, c.column)
 		}
 	}
 	return nil
+}
+
+// columnSet is the database's tables and their columns.
+type columnSet map[string]map[string]bool
+
+// has reports whether table exists and, unless column is "", has column.
+func (cs columnSet) has(table, column string) bool {
+	cols, ok := cs[table]
+	return ok && (column == "" || cols[column])
+}
+
+// schemaColumns reads every table and column of the database in one query.
+func (s *Store) schemaColumns(db *gorm.DB) (columnSet, error) {
+	var rows []struct{ TableName, ColumnName string }
+	if err := db.Raw(s.dialect.columnsSQL()).Scan(&rows).Error; err != nil {
+		return nil, fmt.Errorf("read the schema of database %s: %w", s.name, err)
+	}
+	cs := columnSet{}
+	for _, r := range rows {
+		if cs[r.TableName] == nil {
+			cs[r.TableName] = map[string]bool{}
+		}
+		cs[r.TableName][r.ColumnName] = true
+	}
+	return cs, nil
+}
+
+// tableExists reports whether the database has table; a failed query is an
+// error, not false.
+func (s *Store) tableExists(ctx context.Context, table string) (bool, error) {
+	var n int64
+	if err := s.db.WithContext(ctx).Raw(s.dialect.tableExistsSQL(), table).Scan(&n).Error; err != nil {
+		return false, fmt.Errorf("look for table %s in database %s: %w", table, s.name, err)
+	}
+	return n > 0, nil
 }
 
 func tableName(db *gorm.DB, model any) string {

@@ -77,3 +77,22 @@ func (sqliteDialect) moveDocumentSQL(bool) string { return "" }
 
 // No dialect-only migrations yet.
 func (sqliteDialect) migrations() []string { return nil }
+
+func (sqliteDialect) columnsSQL() string {
+	return `SELECT m.name AS table_name, p.name AS column_name
+FROM sqlite_master m, pragma_table_info(m.name) p WHERE m.type = 'table'`
+}
+
+func (sqliteDialect) tableExistsSQL() string {
+	return `SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' AND name = ?`
+}
+
+// The transaction's BEGIN IMMEDIATE is SQLite's migration lock.
+func (sqliteDialect) migrationLockSQL(bool) string { return "" }
+
+func (sqliteDialect) createMigrationsSQL() string {
+	return `CREATE TABLE IF NOT EXISTS ` + migrationsTable + ` (
+	version integer PRIMARY KEY, name varchar(255) NOT NULL, applied_at datetime NOT NULL DEFAULT CURRENT_TIMESTAMP)`
+}
+
+func (sqliteDialect) timestampType() string { return "datetime" }

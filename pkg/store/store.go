@@ -36,7 +36,16 @@ type Options struct {
 	SQLiteJournalMode string
 	SQLiteSynchronous string
 	SQLiteBusyTimeout time.Duration
+	// MustExist opens an SQLite file only when it exists (ErrNoDatabase
+	// otherwise), creating neither it nor its folder: every command but
+	// migrate and the worker loop, so a mistyped path is not a new empty
+	// database.
+	MustExist bool
 }
+
+// ErrNoDatabase is returned by Open with MustExist when the SQLite file is
+// missing.
+var ErrNoDatabase = errors.New("no database")
 
 // Store is the worker's handle on the database.
 type Store struct {
@@ -50,6 +59,9 @@ type Store struct {
 	file *fileID
 	// policy is the claims' order and cap (SetClaimPolicy).
 	policy ClaimPolicy
+	// name is the database as operators know it, without a password: the
+	// SQLite path, or PostgreSQL's host/dbname.
+	name string
 }
 
 // Open connects to the database named by u.
@@ -62,6 +74,9 @@ func Open(ctx context.Context, u settings.DatabaseURL, opts Options) (*Store, er
 	)
 	switch u.Driver {
 	case settings.SQLite:
+		if _, err := os.Stat(u.Path); opts.MustExist && errors.Is(err, os.ErrNotExist) {
+			return nil, fmt.Errorf("%w at %s: run 'supervisor migrate' first or set ADE_DATABASE_URL", ErrNoDatabase, u.Path)
+		}
 		if err := os.MkdirAll(filepath.Dir(u.Path), 0o755); err != nil {
 			return nil, fmt.Errorf("create database folder: %w", err)
 		}
@@ -90,7 +105,7 @@ func Open(ctx context.Context, u settings.DatabaseURL, opts Options) (*Store, er
 		sqlDB.Close()
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
-	st := &Store{db: db, dialect: d, watchTarget: target}
+	st := &Store{db: db, dialect: d, watchTarget: target, name: u.Name()}
 	if u.Driver == settings.SQLite {
 		id, err := statID(u.Path)
 		if err != nil {
@@ -142,6 +157,10 @@ func (s *Store) Ping(ctx context.Context) error {
 	return s.db.WithContext(ctx).Exec("SELECT 1").Error
 }
 
+// Name is the database as operators know it, safe to log: the SQLite file's
+// path, or PostgreSQL's host:port/dbname (never a password).
+func (s *Store) Name() string { return s.name }
+
 // Dialect names the database kind ("sqlite" or "postgres").
 func (s *Store) Dialect() string { return s.dialect.name() }
 
@@ -191,6 +210,18 @@ type dialect interface {
 	// nothing unless the fence holds; it returns the column held (0 or 1).
 	moveDocumentSQL(fenced bool) string
 	migrations() []string
+	// columnsSQL lists every (table_name, column_name) of the schema;
+	// tableExistsSQL counts the tables named by its one argument.
+	columnsSQL() string
+	tableExistsSQL() string
+	// migrationLockSQL takes the migration lock (exclusive, or shared)
+	// for the transaction, its one argument the key; "" when beginning
+	// the transaction took it already.
+	migrationLockSQL(shared bool) string
+	createMigrationsSQL() string
+	// timestampType is the column type of times the worker's own tables
+	// store (what nowSQL gives).
+	timestampType() string
 	watch(ctx context.Context, target string, wake func(), cancelled func(JobRef)) error
 }
 

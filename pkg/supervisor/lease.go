@@ -156,9 +156,19 @@ func (s *Supervisor) heartbeats(ctx context.Context) {
 	})
 }
 
-// renewLeases renews every held lease in one statement, fenced per job.
+// renewLeases renews every held lease in one statement, fenced per job,
+// and refreshes this supervisor's row (one more short statement).
 func (s *Supervisor) renewLeases(ctx context.Context) error {
 	held := s.leases.snapshot()
+	err := s.renewHeld(ctx, held)
+	// After the renewal, which matters more; its failure is reported first.
+	if serr := s.seen(ctx, len(held)); err == nil {
+		err = serr
+	}
+	return err
+}
+
+func (s *Supervisor) renewHeld(ctx context.Context, held []*lease) error {
 	if len(held) == 0 {
 		return nil
 	}

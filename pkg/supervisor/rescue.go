@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"time"
 
 	"github.com/ade-org/ade-worker/pkg/store"
 )
@@ -39,6 +40,10 @@ func (s *Supervisor) rescue(ctx context.Context) (cleanupResult, error) {
 	return res, nil
 }
 
+// goneRowsKept is how long the row of a supervisor that stopped refreshing
+// it stays listed (as gone) before cleanup removes it.
+const goneRowsKept = 24 * time.Hour
+
 // cleanup is the full pass: expired leases, builds stuck without a lease
 // past the build timeout, and queued runs whose build failed.
 func (s *Supervisor) cleanup(ctx context.Context) {
@@ -56,6 +61,10 @@ func (s *Supervisor) cleanupPass(ctx context.Context) (cleanupResult, error) {
 	}
 	res.buildsStuck = stuck
 	res.runsFailedByBuild, err = s.store.FailRunsOfFailedBuilds(ctx)
+	if err != nil {
+		return res, err
+	}
+	_, err = s.store.RemoveGoneWorkers(ctx, goneRowsKept)
 	return res, err
 }
 

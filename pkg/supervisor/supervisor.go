@@ -5,7 +5,9 @@ package supervisor
 
 import (
 	"context"
+	"os"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -32,6 +34,10 @@ type Supervisor struct {
 	// ExitWhenIdle makes Run return once no job is queued or running
 	// anywhere (for batch use and demos).
 	ExitWhenIdle bool
+	// Version is this build's version, shown in the supervisors table.
+	Version string
+	// draining is set once the supervisor stops claiming (shown in its row).
+	draining atomic.Bool
 
 	obs    telemetry.Observer // metrics; see SetObserver
 	health *telemetry.Health
@@ -102,6 +108,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 		return err
 	}
 	s.health.Set(telemetry.CondSchema, true, "migrated")
+	s.register(ctx)
+	defer s.unregister()
 	// The logger carries worker_id already (cmd/supervisor's newLogger).
 	s.log.Info().Int("concurrency", s.cfg.Concurrency).Str("database", s.store.Dialect()).
 		Dur("lease", s.cfg.LeaseSeconds).Float64("worst_case_shutdown_seconds", ShutdownBound(s.cfg).Seconds()).
@@ -142,6 +150,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 
 	s.cleanup(ctx)
 	s.claimLoop(loopCtx, jobsCtx)
+	s.draining.Store(true)
 	s.health.Draining()
 	stopLoop() // also stops the services when the loop ended by itself
 	services.Wait()
@@ -364,4 +373,30 @@ func (s *Supervisor) logQueue(ctx context.Context) {
 		ev = ev.Int64(string(c.Kind)+"s_"+string(c.Status), c.Count)
 	}
 	ev.Msg("queue")
+}
+
+// register writes this supervisor's row in the supervisors table. A failure
+// is logged, not fatal: the row is for operators, the queue does not need it.
+func (s *Supervisor) register(ctx context.Context) {
+	host, _ := os.Hostname()
+	err := s.store.RegisterWorker(ctx, store.WorkerInfo{WorkerID: s.cfg.WorkerID, Host: host, PID: os.Getpid(),
+		Version: s.Version, Concurrency: s.cfg.Concurrency, Lease: s.cfg.LeaseSeconds})
+	if err != nil {
+		s.log.Warn().Err(err).Msg("could not write this supervisor's row; 'supervisor workers' will not list it")
+	}
+}
+
+// unregister deletes the row on a clean stop: a stopped supervisor is not
+// gone, it is not there.
+func (s *Supervisor) unregister() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := s.store.RemoveWorker(ctx, s.cfg.WorkerID); err != nil {
+		s.log.Warn().Err(err).Msg("could not remove this supervisor's row; it shows as gone after one lease")
+	}
+}
+
+// seen refreshes this supervisor's row with the heartbeat.
+func (s *Supervisor) seen(ctx context.Context, held int) error {
+	return s.store.WorkerSeen(ctx, s.cfg.WorkerID, held, s.draining.Load())
 }
