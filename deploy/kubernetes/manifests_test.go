@@ -23,7 +23,6 @@ import (
 	monitoringv1 "github.com/prometheus-operator/prometheus-operator/pkg/apis/monitoring/v1"
 	"github.com/urfave/cli/v2"
 	appsv1 "k8s.io/api/apps/v1"
-	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	networkingv1 "k8s.io/api/networking/v1"
 	policyv1 "k8s.io/api/policy/v1"
@@ -44,7 +43,6 @@ var renders = []string{".", "../overlays/example"}
 // manifests holds every object of one rendered kustomization, decoded.
 type manifests struct {
 	deployment     *appsv1.Deployment
-	job            *batchv1.Job
 	secrets        []*corev1.Secret
 	configMap      *corev1.ConfigMap
 	serviceAccount *corev1.ServiceAccount
@@ -61,7 +59,6 @@ type manifests struct {
 func (m *manifests) slots() map[string]slot {
 	return map[string]slot{
 		"apps/v1/Deployment":                      one(&m.deployment),
-		"batch/v1/Job":                            one(&m.job),
 		"v1/Secret":                               many(&m.secrets),
 		"v1/ConfigMap":                            one(&m.configMap),
 		"v1/ServiceAccount":                       one(&m.serviceAccount),
@@ -308,7 +305,7 @@ func checkStorage(t *testing.T, res corev1.ResourceRequirements, vols []corev1.V
 // only to DNS, the database and the package index.
 func TestLeastPrivilege(t *testing.T) {
 	eachRender(t, func(t *testing.T, m *manifests) {
-		for who, pod := range map[string]corev1.PodSpec{"Deployment": m.deployment.Spec.Template.Spec, "Job": m.job.Spec.Template.Spec} {
+		for who, pod := range map[string]corev1.PodSpec{"Deployment": m.deployment.Spec.Template.Spec} {
 			if pod.AutomountServiceAccountToken == nil || *pod.AutomountServiceAccountToken {
 				t.Errorf("%s: automountServiceAccountToken must be false", who)
 			}
@@ -320,9 +317,8 @@ func TestLeastPrivilege(t *testing.T) {
 			t.Error("ServiceAccount: automountServiceAccountToken must be false")
 		}
 		np := m.networkPolicy
-		if !subset(np.Spec.PodSelector.MatchLabels, m.deployment.Spec.Template.Labels) ||
-			!subset(np.Spec.PodSelector.MatchLabels, m.job.Spec.Template.Labels) {
-			t.Errorf("NetworkPolicy selector %v must select the supervisors and the migrate Job", np.Spec.PodSelector.MatchLabels)
+		if !subset(np.Spec.PodSelector.MatchLabels, m.deployment.Spec.Template.Labels) {
+			t.Errorf("NetworkPolicy selector %v must select the supervisors (and so their migrate init container)", np.Spec.PodSelector.MatchLabels)
 		}
 		if !slices.Equal(np.Spec.PolicyTypes, []networkingv1.PolicyType{networkingv1.PolicyTypeIngress, networkingv1.PolicyTypeEgress}) {
 			t.Errorf("NetworkPolicy must restrict ingress and egress: %v", np.Spec.PolicyTypes)
@@ -360,18 +356,24 @@ func TestDisruptionBudget(t *testing.T) {
 	})
 }
 
-func TestMigrateJob(t *testing.T) {
+// TestMigrateInitContainer: every pod runs `supervisor migrate` before its
+// supervisor (safe concurrently), with the supervisor's image, settings and
+// restrictions: no Job to apply by hand.
+func TestMigrateInitContainer(t *testing.T) {
 	eachRender(t, func(t *testing.T, m *manifests) {
-		pod := m.job.Spec.Template.Spec
-		c := pod.Containers[0]
-		if !slices.Equal(c.Args, []string{"migrate"}) || c.Image != m.deployment.Spec.Template.Spec.Containers[0].Image {
-			t.Errorf("migrate Job: args %v image %q; want [migrate] and the Deployment's image", c.Args, c.Image)
+		pod := m.deployment.Spec.Template.Spec
+		if len(pod.InitContainers) != 1 {
+			t.Fatalf("want one init container (migrate), got %d", len(pod.InitContainers))
 		}
-		if pod.RestartPolicy == corev1.RestartPolicyAlways {
-			t.Error("a Job's pod may not restart Always")
+		c := pod.InitContainers[0]
+		if !slices.Equal(c.Args, []string{"migrate"}) || c.Image != pod.Containers[0].Image {
+			t.Errorf("init container: args %v image %q; want [migrate] and the supervisor's image", c.Args, c.Image)
+		}
+		if c.Resources.Limits.Memory().IsZero() {
+			t.Errorf("init container without a memory limit: %v", c.Resources)
 		}
 		checkSecurity(t, pod, c.SecurityContext)
-		checkEnvFrom(t, m, "Job", c.EnvFrom)
+		checkEnvFrom(t, m, "migrate init container", c.EnvFrom)
 	})
 }
 
