@@ -159,6 +159,8 @@ func table(s *Settings) []setting {
 			set:   enum(&s.ClaimOrder, "fair", "fifo")},
 		{name: "workspace-max-running", env: env("ADE_WORKER_WORKSPACE_MAX_RUNNING"), def: "0", category: catWorker, defText: "0: no cap",
 			usage: "most runs of one workspace running at once across every supervisor on the database", set: into(&s.WorkspaceMaxRunning, limit)},
+		{name: "max-handbacks", env: env("ADE_WORKER_MAX_HANDBACKS"), def: "3", category: catWorker,
+			usage: "how often a job may be handed back at shutdown without counting an attempt; later hand-backs count", set: into(&s.MaxHandBacks, limit)},
 		{name: "shutdown-grace-seconds", env: env("ADE_WORKER_SHUTDOWN_GRACE_SECONDS"), def: "30", category: catWorker,
 			usage: "on SIGTERM, how long running jobs may finish before they are stopped, in `SECONDS`", set: secondsInto(&s.ShutdownGrace, true)},
 		{name: "http-addr", env: env("ADE_WORKER_HTTP_ADDR"), category: catWorker, defText: "off",

@@ -89,6 +89,10 @@ type Settings struct {
 	RunArtifactTTL time.Duration // ADE_WORKER_RUN_ARTIFACT_TTL_DAYS
 	VenvTTL        time.Duration // ADE_WORKER_VENV_TTL_DAYS
 
+	// MaxHandBacks is how often a job may be handed back at shutdown with
+	// its attempt given back (ADE_WORKER_MAX_HANDBACKS).
+	MaxHandBacks int
+
 	LogLevel      string // a zerolog level name: debug, info, warn, error
 	LogFormat     string // json or console
 	ShutdownGrace time.Duration

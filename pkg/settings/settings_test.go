@@ -90,6 +90,7 @@ func TestDefaults(t *testing.T) {
 		RunArtifactTTL:    30 * 24 * time.Hour,
 		VenvTTL:           30 * 24 * time.Hour,
 		Sandbox:           sandbox.Required,
+		MaxHandBacks:      3,
 		BuildTCPPorts:     []uint16{443, 80},
 	}
 	if s.Installer != "pip" && !filepath.IsAbs(s.Installer) {
@@ -310,6 +311,7 @@ func TestBadValues(t *testing.T) {
 		{env: "ADE_LOG_LEVEL", value: "verbose"},
 		{env: "ADE_WORKER_LOG_FORMAT", value: "xml"},
 		{env: "ADE_WORKER_SANDBOX", value: "strict"},
+		{env: "ADE_WORKER_MAX_HANDBACKS", value: "-1"},
 		{env: "ADE_WORKER_BUILD_TCP_PORTS", value: "443,https"},
 		{env: "ADE_WORKER_BUILD_TCP_PORTS", value: "70000"},
 		{env: "ADE_WORKER_SANDBOX_READ", value: "/opt/wheels,relative/path"},

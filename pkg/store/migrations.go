@@ -30,6 +30,7 @@ var migrations = []migration{
 		(*Store).baseline, true},
 	{2, "fair share: the ade_worker_pauses table, per-workspace queue indexes", (*Store).fairShare, false},
 	{3, "supervisors: a row per live supervisor (ade_worker_supervisors)", (*Store).createSupervisors, false},
+	{4, "hand-backs: how often each job was handed back at shutdown (ade_worker_handbacks)", (*Store).createHandBacks, false},
 }
 
 // latestVersion is the schema version this worker needs.

@@ -3,6 +3,7 @@ package supervisor
 import (
 	"context"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -34,7 +35,21 @@ func (s *Supervisor) finish(ctx context.Context, log zerolog.Logger, l *lease, s
 	switch {
 	case e.cancelled:
 		err = errCancelled
-	case e.retry || e.handBack:
+	case e.handBack:
+		var how store.HandBack
+		var prior int
+		if how, prior, err = s.handBack(ctx, log, l, e); err != nil {
+			break
+		}
+		if how == store.HandBackExhausted {
+			err = s.complete(ctx, log, l, spec, w, s.handBacksExhausted(f, prior), started)
+			break
+		}
+		l.ended(e)
+		appendEvent(log, spec, "warning", string(f.Kind)+".requeued", kindTitle(f.Kind)+" re-queued: "+e.message,
+			map[string]any{"attempt": f.Attempt, "error": e.message, "handed_back": true, "handbacks": prior + 1,
+				"attempt_counted": how == store.HandBackCounted})
+	case e.retry:
 		if err = s.requeue(ctx, log, l, e); err == nil {
 			l.ended(e)
 			appendEvent(log, spec, "warning", string(f.Kind)+".requeued", kindTitle(f.Kind)+" re-queued: "+e.message,
@@ -79,6 +94,32 @@ func (s *Supervisor) requeue(ctx context.Context, log zerolog.Logger, l *lease, 
 	}
 	log.Warn().Str("error", e.message).Float64("retry_in_s", delay.Seconds()).Bool("attempt_counted", e.retry).Msg("job re-queued")
 	return nil
+}
+
+// handBack re-queues a job a shutdown stopped, at once: its attempt is
+// given back for the first ADE_WORKER_MAX_HANDBACKS hand-backs and counted
+// after that (store.HandBack), so a job longer than the shutdown grace ends
+// even on a fleet that scales down or rolls out more often than it runs.
+func (s *Supervisor) handBack(ctx context.Context, log zerolog.Logger, l *lease, e ending) (how store.HandBack, prior int, err error) {
+	err = s.persist(log, l, "requeue", func() error {
+		var werr error
+		how, prior, werr = s.store.HandBack(ctx, l.fence, e.message, s.cfg.MaxHandBacks)
+		return werr
+	})
+	if err == nil && how != store.HandBackExhausted {
+		log.Warn().Str("error", e.message).Int("handbacks", prior+1).Bool("attempt_counted", how == store.HandBackCounted).
+			Msg("job handed back")
+	}
+	return how, prior, err
+}
+
+// handBacksExhausted is the failure of a job handed back more often than
+// ADE_WORKER_MAX_HANDBACKS with its attempts used up.
+func (s *Supervisor) handBacksExhausted(f store.Fence, prior int) ending {
+	code := jobspec.CodeGenericFailure
+	return ending{code: &code, message: fmt.Sprintf("Handed back at shutdown %d times (longer than the shutdown grace each time); "+
+		"gave up after %d attempts (ADE_WORKER_MAX_HANDBACKS=%d hand-backs are free, later ones count as attempts)",
+		prior+1, f.Attempt, s.cfg.MaxHandBacks)}
 }
 
 // handBackIfStopped hands a job back when a write before its child started
