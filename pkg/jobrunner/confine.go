@@ -77,7 +77,7 @@ func (j *job) basePolicy() *sandbox.Policy {
 	sb := j.spec.Sandbox
 	p := &sandbox.Policy{Mode: sb.Mode}
 	p.Read = append(append(p.Read, sandbox.SystemRead...), sb.Read...)
-	p.Write = append(p.Write, sandbox.SystemWrite...)
+	p.Write = append(append(p.Write, sandbox.SystemWrite...), sb.Write...)
 	if j.scratch != "" {
 		p.Write = append(p.Write, j.scratch)
 	}

@@ -101,6 +101,8 @@ type Sandbox struct {
 	// Read are more files and folders every step may read (an operator's
 	// wheelhouse or interpreter outside the system folders).
 	Read []string `json:"read,omitempty"`
+	// Write are more files and folders every step may write.
+	Write []string `json:"write,omitempty"`
 }
 
 // Limits bound what one job may use; zero means no limit.
@@ -212,9 +214,9 @@ func (s *Spec) Validate() error {
 		if _, err := sandbox.ParseMode(string(sb.Mode)); err != nil {
 			return fmt.Errorf("job spec sandbox.mode: %v", err)
 		}
-		for _, p := range sb.Read {
+		for _, p := range append(append([]string(nil), sb.Read...), sb.Write...) {
 			if !filepath.IsAbs(p) {
-				return fmt.Errorf("job spec sandbox.read %q must be an absolute path", p)
+				return fmt.Errorf("job spec sandbox paths must be absolute, and %q is not", p)
 			}
 		}
 	}

@@ -189,6 +189,8 @@ func table(s *Settings) []setting {
 			usage: "comma-separated TCP `PORTS` a build may connect to (the package index; a proxy's port is added)", set: into(&s.BuildTCPPorts, tcpPorts)},
 		{name: "sandbox-read", env: env("ADE_WORKER_SANDBOX_READ"), category: catJobs, defText: "none",
 			usage: "comma-separated absolute `PATHS` every job may also read (a wheelhouse, an interpreter outside /usr)", set: into(&s.SandboxRead, absPaths)},
+		{name: "sandbox-write", env: env("ADE_WORKER_SANDBOX_WRITE"), category: catJobs, defText: "none",
+			usage: "comma-separated absolute `PATHS` every job may also write (shared by all jobs of every workspace: use with care)", set: into(&s.SandboxWrite, absPaths)},
 		{name: "env-passthrough", env: env("ADE_WORKER_ENV_PASSTHROUGH"), category: catJobs,
 			defText: "none", usage: "comma-separated `NAMES` of extra environment variables jobs may see (e.g. HTTPS_PROXY); never give them credentials",
 			set: into(&s.EnvPassthrough, envNames)},

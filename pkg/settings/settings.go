@@ -79,6 +79,7 @@ type Settings struct {
 	Sandbox       sandbox.Mode
 	BuildTCPPorts []uint16
 	SandboxRead   []string
+	SandboxWrite  []string // ADE_WORKER_SANDBOX_WRITE
 
 	// EnvPassthrough names extra variables jobs may see, beyond ChildEnv's
 	// allow-list (ADE_WORKER_ENV_PASSTHROUGH).

@@ -280,5 +280,5 @@ func (p *Planner) sandbox() *jobspec.Sandbox {
 	if s.Sandbox == "" {
 		return nil // settings made in code without one (tests): unconfined
 	}
-	return &jobspec.Sandbox{Mode: s.Sandbox, BuildTCPPorts: s.BuildTCPPorts, Read: s.SandboxRead}
+	return &jobspec.Sandbox{Mode: s.Sandbox, BuildTCPPorts: s.BuildTCPPorts, Read: s.SandboxRead, Write: s.SandboxWrite}
 }

@@ -36,6 +36,8 @@ func TestBuildWithUV(t *testing.T) {
 		"PATH":                 bin + ":" + os.Getenv("PATH"),
 		"ADE_WORKER_INSTALLER": "uv",
 		"UV_STANDIN_LOG":       logPath,
+		// The stand-in runs inside the build's sandbox: its log is outside.
+		"ADE_WORKER_SANDBOX_WRITE": filepath.Dir(logPath),
 	})
 	cfg := w.addConfig("")
 	build := w.addBuild(cfg)

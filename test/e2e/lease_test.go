@@ -177,7 +177,8 @@ func TestCrashedHostRecoversInSeconds(t *testing.T) {
 func faultFrozenSupervisorFencesItself(t *testing.T, backend string) {
 	record := filepath.Join(t.TempDir(), "invocations.log")
 	w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "2",
-		"ADE_WORKER_ENV_PASSTHROUGH": "ADE_TEST_ENGINE_RECORD", "ADE_TEST_ENGINE_RECORD": record})
+		"ADE_WORKER_ENV_PASSTHROUGH": "ADE_TEST_ENGINE_RECORD", "ADE_TEST_ENGINE_RECORD": record,
+		"ADE_WORKER_SANDBOX_WRITE": filepath.Dir(record)})
 	frozen := w.sups[0]
 	// Three leases: the frozen supervisor's lease runs out mid-run.
 	doc := w.addDocument("slow.csv", csv("sleep=6"))

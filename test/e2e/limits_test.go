@@ -24,7 +24,7 @@ func TestJobLimits(t *testing.T) {
 		})
 		cases := map[string]struct{ directive, want string }{
 			"memory":    {"alloc-mb=1000", "memory limit of 400 MB (ADE_WORKER_JOB_MEMORY_MB)"},
-			"processes": {"spawn=20", "process limit of 8 (ADE_WORKER_JOB_MAX_PROCESSES)"},
+			"processes": {"spawn=20", "process limit of 8 processes and threads (ADE_WORKER_JOB_MAX_PROCESSES)"},
 			"files":     {"open-files=200", "open-files limit of 64 (ADE_WORKER_JOB_MAX_OPEN_FILES)"},
 			"file size": {"write-mb=20", "output limit of 5 MB (ADE_WORKER_JOB_MAX_OUTPUT_MB)"},
 			"console":   {"hugeline-stderr=8", "printed more than the output limit of 5 MB"},

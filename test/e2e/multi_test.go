@@ -41,6 +41,7 @@ func TestManySupervisorsRunEachJobOnce(t *testing.T) {
 				"ADE_WORKER_CONCURRENCY":      "4",
 				"ADE_WORKER_ENV_PASSTHROUGH":  "ADE_TEST_ENGINE_RECORD",
 				"ADE_TEST_ENGINE_RECORD":      record,
+				"ADE_WORKER_SANDBOX_WRITE":    filepath.Dir(record),
 				"ADE_WORKER_LOG_LEVEL":        "WARNING",
 				"ADE_WORKER_CLEANUP_INTERVAL": "5",
 			})

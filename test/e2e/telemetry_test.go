@@ -305,7 +305,7 @@ func TestReadyzAndHealthCommand(t *testing.T) {
 				t.Errorf("condition %+v: want ok with a reason", c)
 			}
 		}
-		if want := []string{"database", "draining", "jobrunner", "schema", "wakeups"}; strings.Join(names, ",") != strings.Join(want, ",") {
+		if want := []string{"database", "draining", "jobrunner", "sandbox", "schema", "wakeups"}; strings.Join(names, ",") != strings.Join(want, ",") {
 			t.Errorf("conditions %v, want %v", names, want)
 		}
 		if code, body := httpGet("http://" + addr + "/livez"); code != http.StatusOK {
