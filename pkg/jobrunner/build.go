@@ -4,7 +4,6 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
-	"io/fs"
 	"os"
 	"path/filepath"
 	"strings"
@@ -155,7 +154,7 @@ func (j *job) reuseVenv(ctx context.Context, b *jobspec.BuildSpec, tmp string) *
 		}
 		start := time.Now()
 		link := j.sameWorkspace(src)
-		if err := copyTree(src, tmp, link); err != nil {
+		if err := layout.CopyTree(src, tmp, link); err != nil {
 			j.emit("warning", "build.step.reuse", "Cannot reuse "+src+"; installing from scratch: "+err.Error(), map[string]any{"source": src})
 			if err := removeAll(j.spec.Roots.Venvs, tmp); err != nil {
 				return pathFailure("remove a failed copy", err)
@@ -186,44 +185,6 @@ func (j *job) sameWorkspace(venv string) bool {
 	}
 	first, _, _ := strings.Cut(filepath.ToSlash(rel), "/")
 	return first == j.spec.WorkspaceID
-}
-
-// copyTree copies the folder src into dst: files as hard links when link,
-// else as copies; the same symlinks (a link into src points into dst
-// instead).
-func copyTree(src, dst string, link bool) error {
-	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		switch {
-		case d.IsDir():
-			return os.MkdirAll(target, 0o755)
-		case d.Type()&fs.ModeSymlink != 0:
-			to, err := os.Readlink(path)
-			if err != nil {
-				return err
-			}
-			if inside, err := filepath.Rel(src, to); err == nil && filepath.IsAbs(to) && !strings.HasPrefix(inside, "..") {
-				to = filepath.Join(dst, inside)
-			}
-			return os.Symlink(to, target)
-		case d.Type().IsRegular() && link:
-			return os.Link(path, target)
-		case d.Type().IsRegular():
-			info, err := d.Info()
-			if err != nil {
-				return err
-			}
-			return layout.CopyFile(path, target, info.Mode().Perm())
-		}
-		return nil
-	})
 }
 
 // buildStep runs one step of a build; nil means it succeeded.

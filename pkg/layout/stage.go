@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"golang.org/x/sys/unix"
@@ -155,4 +156,44 @@ func CopyFile(src, dst string, perm os.FileMode) error {
 		return err
 	}
 	return out.Close()
+}
+
+// CopyTree copies the folder src into dst with the same symlinks (a
+// link into src points into dst instead). Files are hard links when link
+// (a copy where the filesystem refuses one, as across filesystems), else
+// copies (clones where the filesystem can).
+func CopyTree(src, dst string, link bool) error {
+	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
+		if err != nil {
+			return err
+		}
+		rel, err := filepath.Rel(src, path)
+		if err != nil {
+			return err
+		}
+		target := filepath.Join(dst, rel)
+		switch {
+		case d.IsDir():
+			return os.MkdirAll(target, 0o755)
+		case d.Type()&fs.ModeSymlink != 0:
+			to, err := os.Readlink(path)
+			if err != nil {
+				return err
+			}
+			if inside, err := filepath.Rel(src, to); err == nil && filepath.IsAbs(to) && !strings.HasPrefix(inside, "..") {
+				to = filepath.Join(dst, inside)
+			}
+			return os.Symlink(to, target)
+		case d.Type().IsRegular():
+			if link && os.Link(path, target) == nil {
+				return nil
+			}
+			info, err := d.Info()
+			if err != nil {
+				return err
+			}
+			return CopyFile(path, target, info.Mode().Perm())
+		}
+		return nil
+	})
 }

@@ -11,6 +11,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/ade-org/ade-worker/pkg/layout"
 )
 
 // sharedVenv is one ready environment of the sample configuration (engine
@@ -106,7 +108,7 @@ func (w *world) installReadyBuild(cfg, build string) {
 	w.t.Helper()
 	src, engine, python := readyVenv(w.t)
 	venv := filepath.Join(w.buildDir(cfg, build), ".venv")
-	if err := linkOrCopyTree(src, venv); err != nil {
+	if err := layout.CopyTree(src, venv, true); err != nil {
 		w.t.Fatalf("copy the shared venv to %s: %v", venv, err)
 	}
 	var row struct {
@@ -132,41 +134,6 @@ func (w *world) installReadyBuild(cfg, build string) {
 	if b := w.job("builds", build); b.Status != "ready" {
 		w.t.Fatalf("build %s = %+v after installing the shared venv, want ready", build, b)
 	}
-}
-
-// linkOrCopyTree copies the folder src to dst with hard links for files
-// (copies when linking fails, as across filesystems) and the same symlinks;
-// a link into src points into dst instead, as pkg/jobrunner's linkTree does.
-func linkOrCopyTree(src, dst string) error {
-	return filepath.WalkDir(src, func(path string, d fs.DirEntry, err error) error {
-		if err != nil {
-			return err
-		}
-		rel, err := filepath.Rel(src, path)
-		if err != nil {
-			return err
-		}
-		target := filepath.Join(dst, rel)
-		switch {
-		case d.IsDir():
-			return os.MkdirAll(target, 0o755)
-		case d.Type()&fs.ModeSymlink != 0:
-			link, err := os.Readlink(path)
-			if err != nil {
-				return err
-			}
-			if inside, err := filepath.Rel(src, link); err == nil && filepath.IsAbs(link) && !strings.HasPrefix(inside, "..") {
-				link = filepath.Join(dst, inside)
-			}
-			return os.Symlink(link, target)
-		case d.Type().IsRegular():
-			if os.Link(path, target) == nil {
-				return nil
-			}
-			return copyFile(path, target)
-		}
-		return nil
-	})
 }
 
 // copyTree copies the folder src to dst, with the files symlinks name (as
