@@ -214,8 +214,8 @@ func TestCancelCommand(t *testing.T) {
 			{[]string{"cancel", "run", queued}, "is already cancelled"},
 			{[]string{"cancel", "build", build}, "is already ready"},
 			{[]string{"cancel", "run", store.NewID()}, "no run with id"},
-			{[]string{"cancel", "job", done}, "usage: supervisor cancel run|build ID"},
-			{[]string{"cancel", "run"}, "usage: supervisor cancel run|build ID"},
+			{[]string{"cancel", "job", done}, "want two arguments, run|build and the job's ID"},
+			{[]string{"cancel", "run"}, "want two arguments, run|build and the job's ID"},
 		}
 		for _, r := range refusals {
 			out, errOut, err := w.try(r.args...)

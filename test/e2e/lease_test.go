@@ -176,9 +176,14 @@ func TestCrashedHostRecoversInSeconds(t *testing.T) {
 // run ends once, and after SIGCONT the old supervisor writes nothing.
 func faultFrozenSupervisorFencesItself(t *testing.T, backend string) {
 	record := filepath.Join(t.TempDir(), "invocations.log")
+	// The frozen supervisor writes as little as it can (one slot, so no
+	// claim polls while its run runs; rare cleanups): a SQLite writer
+	// stopped inside a transaction holds the database's lock, and the
+	// other supervisor could then write nothing until it is thawed.
 	w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "2",
 		"ADE_WORKER_ENV_PASSTHROUGH": "ADE_TEST_ENGINE_RECORD", "ADE_TEST_ENGINE_RECORD": record,
-		"ADE_WORKER_SANDBOX_WRITE": filepath.Dir(record)})
+		"ADE_WORKER_SANDBOX_WRITE": filepath.Dir(record),
+		"ADE_WORKER_CONCURRENCY":   "1", "ADE_WORKER_CLEANUP_INTERVAL": "30"})
 	frozen := w.sups[0]
 	// Three leases: the frozen supervisor's lease runs out mid-run.
 	doc := w.addDocument("slow.csv", csv("sleep=6"))

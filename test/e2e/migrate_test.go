@@ -65,7 +65,7 @@ func TestConcurrentMigrate(t *testing.T) {
 }
 
 // migrationSteps is how many steps pkg/store/migrations.go has.
-const migrationSteps = 2
+const migrationSteps = 4
 
 // checkOneSchema: the database is migrated, each step recorded once, and on
 // PostgreSQL each wake-up trigger exists once.
@@ -87,7 +87,7 @@ func checkOneSchema(t *testing.T, backend, dbURL string) {
 		if err := w.st.TestDB().Raw(`SELECT tgname FROM pg_trigger WHERE tgname LIKE 'ade_worker_%' ORDER BY tgname`).Scan(&triggers).Error; err != nil {
 			t.Fatal(err)
 		}
-		want := "[ade_worker_builds_cancel ade_worker_builds_notify ade_worker_runs_cancel ade_worker_runs_notify]"
+		want := "[ade_worker_builds_cancel ade_worker_builds_notify ade_worker_pauses_notify ade_worker_runs_cancel ade_worker_runs_notify]"
 		if fmt.Sprint(triggers) != want {
 			t.Errorf("triggers = %v, want %s", triggers, want)
 		}

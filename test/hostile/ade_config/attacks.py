@@ -198,7 +198,10 @@ def leak(found, output_dir):
         stop = threading.Event()
         threading.stack_size(256 << 10)  # small stacks fit under an address-space limit
         for _ in range(int(found["threads"])):
-            threading.Thread(target=stop.wait, daemon=True).start()
+            try:
+                threading.Thread(target=stop.wait, daemon=True).start()
+            except RuntimeError:  # out of address space: hold what it has
+                break
         time.sleep(float(found.get("hold", "10")))
     if "children-mb" in found:
         mib = int(found["children-mb"])
