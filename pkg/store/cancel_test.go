@@ -79,7 +79,7 @@ func TestCancelRunningJobFencesTheWorker(t *testing.T) {
 			"finish": func() error {
 				return e.s.FinishRun(ctx, f, store.RunOutcome{Succeeded: true, ExitCode: ptr(0), Summary: testSummary("x"), DocumentID: doc})
 			},
-			"requeue":  func() error { return e.s.Requeue(ctx, f, 0, "retry", true) },
+			"requeue":  func() error { return e.s.Requeue(ctx, f, 0, "retry") },
 			"document": func() error { return e.s.StartDocument(ctx, f, doc) },
 		}
 		for name, write := range writes {

@@ -52,7 +52,6 @@ func (s *Store) HandBack(ctx context.Context, f Fence, message string, free int)
 			Scan(&counts).Error; err != nil {
 			return err
 		}
-		prior = 0
 		if len(counts) > 0 {
 			prior = counts[0]
 		}
@@ -64,7 +63,7 @@ func (s *Store) HandBack(ctx context.Context, f Fence, message string, free int)
 		if len(maxAttempts) == 0 {
 			return ErrLeaseLost
 		}
-		set := "status = 'queued', available_at = " + s.dialect.laterSQL("?") + ", error_message = ?, claimed_by = NULL, claim_expires_at = NULL"
+		set := requeueSet(s.dialect)
 		switch {
 		case prior < free:
 			how = HandBackFree
@@ -82,15 +81,4 @@ func (s *Store) HandBack(ctx context.Context, f Fence, message string, free int)
 	ON CONFLICT (kind, job_id) DO UPDATE SET handbacks = `+handBacksTable+`.handbacks + 1`, string(f.Kind), f.ID).Error
 	})
 	return how, prior, err
-}
-
-// HandBacks is how often a job was handed back at shutdown.
-func (s *Store) HandBacks(ctx context.Context, kind Kind, id string) (int, error) {
-	var counts []int
-	err := s.db.WithContext(ctx).Raw(`SELECT handbacks FROM `+handBacksTable+` WHERE kind = ? AND job_id = ?`, string(kind), id).
-		Scan(&counts).Error
-	if err != nil || len(counts) == 0 {
-		return 0, err
-	}
-	return counts[0], nil
 }

@@ -210,17 +210,20 @@ func (s *Store) fencedUpdate(tx *gorm.DB, f Fence, set string, setArgs ...any) e
 	return nil
 }
 
-// Requeue hands a held job back to the queue, available again after delay
-// (from the database's now). When countAttempt is false the attempt is given
-// back too (a shutdown is not the job's fault).
-func (s *Store) Requeue(ctx context.Context, f Fence, delay time.Duration, message string, countAttempt bool) error {
-	set := "status = 'queued', available_at = " + s.dialect.laterSQL("?") + ", error_message = ?, claimed_by = NULL, claim_expires_at = NULL"
-	if !countAttempt {
-		set += ", attempt_count = attempt_count - 1"
-	}
+// Requeue puts a held job back in the queue for another attempt, available
+// again after delay (from the database's now); the attempt counts. A
+// shutdown's hand-back is HandBack.
+func (s *Store) Requeue(ctx context.Context, f Fence, delay time.Duration, message string) error {
+	set := requeueSet(s.dialect)
 	return s.tx(ctx, func(tx *gorm.DB) error {
 		return s.fencedUpdate(tx, f, set, delay.Seconds(), nullIfEmpty(message))
 	})
+}
+
+// requeueSet puts a held job back in the queue, available after the first
+// argument's seconds, with the second as its error.
+func requeueSet(d dialect) string {
+	return "status = 'queued', available_at = " + d.laterSQL("?") + ", error_message = ?, claimed_by = NULL, claim_expires_at = NULL"
 }
 
 func nullIfEmpty(s string) any {

@@ -313,10 +313,11 @@ var fencedOps = []fencedOp{
 			Summary: testSummary("late")})
 	}},
 	{"Requeue", func(ctx context.Context, e *env, f store.Fence, _ string) error {
-		return e.s.Requeue(ctx, f, time.Hour, "again", true)
+		return e.s.Requeue(ctx, f, time.Hour, "again")
 	}},
-	{"Requeue without counting", func(ctx context.Context, e *env, f store.Fence, _ string) error {
-		return e.s.Requeue(ctx, f, time.Hour, "again", false)
+	{"HandBack", func(ctx context.Context, e *env, f store.Fence, _ string) error {
+		_, _, err := e.s.HandBack(ctx, f, "again", 3)
+		return err
 	}},
 	{"StartDocument", func(ctx context.Context, e *env, f store.Fence, docID string) error {
 		return e.s.StartDocument(ctx, f, docID)
@@ -413,14 +414,14 @@ func TestHeartbeat(t *testing.T) {
 func TestRequeue(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
-		name         string
-		countAttempt bool
-		message      string
-		wantAttempt  int
+		name        string
+		handBack    bool // HandBack with free hand-backs left, else Requeue
+		message     string
+		wantAttempt int
 	}{
-		{"counted", true, "Jobrunner died", 1},
-		{"given back", false, "Supervisor shutting down", 0},
-		{"no message", true, "", 1},
+		{"counted", false, "Jobrunner died", 1},
+		{"handed back, given back", true, "Supervisor shutting down", 0},
+		{"no message", false, "", 1},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -428,7 +429,15 @@ func TestRequeue(t *testing.T) {
 				ctx := context.Background()
 				id := e.run(t, "", t0.Add(-time.Hour), t0.Add(-time.Minute))
 				f := e.claimRun(t, "w", id)
-				if err := e.s.Requeue(ctx, f, 30*time.Second, tc.message, tc.countAttempt); err != nil {
+				delay := 30 * time.Second
+				var err error
+				if tc.handBack {
+					delay = 0 // a hand-back is claimable at once
+					_, _, err = e.s.HandBack(ctx, f, tc.message, 3)
+				} else {
+					err = e.s.Requeue(ctx, f, delay, tc.message)
+				}
+				if err != nil {
 					t.Fatal(err)
 				}
 				r := e.runRow(t, id)
@@ -436,13 +445,15 @@ func TestRequeue(t *testing.T) {
 					r.ErrorMessage.Valid != (tc.message != "") || r.ErrorMessage.String != tc.message {
 					t.Errorf("requeued run: %+v", r)
 				}
-				nearNow(t, "available_at", r.AvailableAt, 30*time.Second)
+				nearNow(t, "available_at", r.AvailableAt, delay)
 				// Not claimable before available_at (the database's
 				// clock), claimable after.
-				if got, _ := e.s.ClaimRuns(ctx, "w2", time.Minute, 5); len(got) != 0 {
-					t.Errorf("claimed during backoff: %+v", got)
+				if delay > 0 {
+					if got, _ := e.s.ClaimRuns(ctx, "w2", time.Minute, 5); len(got) != 0 {
+						t.Errorf("claimed during backoff: %+v", got)
+					}
+					e.exec(t, `UPDATE runs SET available_at = ? WHERE id = ?`, e.ts(time.Now().Add(-time.Second)), id)
 				}
-				e.exec(t, `UPDATE runs SET available_at = ? WHERE id = ?`, e.ts(time.Now().Add(-time.Second)), id)
 				got, err := e.s.ClaimRuns(ctx, "w2", time.Minute, 5)
 				if err != nil || len(got) != 1 || got[0].AttemptCount != tc.wantAttempt+1 {
 					t.Errorf("claim after backoff: %+v %v", got, err)

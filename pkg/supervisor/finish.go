@@ -80,19 +80,17 @@ func (s *Supervisor) complete(ctx context.Context, log zerolog.Logger, l *lease,
 	return nil
 }
 
-// requeue writes a retry or a hand-back.
+// requeue writes a retry: another attempt after the backoff (a shutdown's
+// hand-back is handBack).
 func (s *Supervisor) requeue(ctx context.Context, log zerolog.Logger, l *lease, e ending) error {
-	delay := time.Duration(0)
-	if e.retry {
-		delay = s.cfg.Backoff(l.fence.Attempt)
-	}
+	delay := s.cfg.Backoff(l.fence.Attempt)
 	err := s.persist(log, l, "requeue", func() error {
-		return s.store.Requeue(ctx, l.fence, delay, e.message, e.retry)
+		return s.store.Requeue(ctx, l.fence, delay, e.message)
 	})
 	if err != nil {
 		return err
 	}
-	log.Warn().Str("error", e.message).Float64("retry_in_s", delay.Seconds()).Bool("attempt_counted", e.retry).Msg("job re-queued")
+	log.Warn().Str("error", e.message).Float64("retry_in_s", delay.Seconds()).Bool("attempt_counted", true).Msg("job re-queued")
 	return nil
 }
 
