@@ -32,6 +32,12 @@ func TestAdminURL() string {
 // URL and returns its URL and how to drop it (connections still open to it
 // are closed by the drop).
 func Create(ctx context.Context, admin, prefix string) (string, func() error, error) {
+	return create(ctx, admin, prefix, "")
+}
+
+// create makes a database named prefix_<random>, a copy of the database
+// tmpl unless tmpl is "".
+func create(ctx context.Context, admin, prefix, tmpl string) (string, func() error, error) {
 	u, err := url.Parse(admin)
 	if err != nil {
 		return "", nil, fmt.Errorf("admin URL: %w", err)
@@ -42,8 +48,13 @@ func Create(ctx context.Context, admin, prefix string) (string, func() error, er
 	}
 	defer conn.Close(ctx)
 	name := prefix + "_" + strings.ReplaceAll(store.NewID(), "-", "")[:16]
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name); err != nil {
-		return "", nil, fmt.Errorf("create database %s: %w", name, err)
+	stmt, what := "CREATE DATABASE "+name, name
+	if tmpl != "" {
+		// Copies may run at once; each waits for none of the others.
+		stmt, what = stmt+" TEMPLATE "+tmpl, name+" from template "+tmpl
+	}
+	if _, err := conn.Exec(ctx, stmt); err != nil {
+		return "", nil, fmt.Errorf("create database %s: %w", what, err)
 	}
 	u.Path = "/" + name
 	return u.String(), dropper(admin, name), nil

@@ -9,8 +9,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/jackc/pgx/v5"
-
 	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
 )
@@ -41,7 +39,7 @@ func Migrated(t testing.TB, prefix string) string {
 	if err != nil {
 		t.Fatalf("PostgreSQL is required (set ADE_TEST_POSTGRES_URL): %v", err)
 	}
-	dbURL, drop, err := createFrom(context.Background(), admin, prefix, tmpl)
+	dbURL, drop, err := create(context.Background(), admin, prefix, tmpl)
 	if err != nil {
 		t.Fatalf("PostgreSQL is required (set ADE_TEST_POSTGRES_URL): %v", err)
 	}
@@ -105,25 +103,4 @@ func DropTemplates() {
 		}
 	}
 	templates.byAdmin = nil
-}
-
-// createFrom makes a copy of the template database named prefix_<random>
-// and returns its URL and how to drop it.
-func createFrom(ctx context.Context, admin, prefix, tmpl string) (string, func() error, error) {
-	u, err := url.Parse(admin)
-	if err != nil {
-		return "", nil, fmt.Errorf("admin URL: %w", err)
-	}
-	conn, err := pgx.Connect(ctx, admin)
-	if err != nil {
-		return "", nil, fmt.Errorf("connect to PostgreSQL at %s: %w", u.Redacted(), err)
-	}
-	defer conn.Close(ctx)
-	name := prefix + "_" + strings.ReplaceAll(store.NewID(), "-", "")[:16]
-	// Copies may run at once; each waits for none of the others.
-	if _, err := conn.Exec(ctx, "CREATE DATABASE "+name+" TEMPLATE "+tmpl); err != nil {
-		return "", nil, fmt.Errorf("create database %s from template %s: %w", name, tmpl, err)
-	}
-	u.Path = "/" + name
-	return u.String(), dropper(admin, name), nil
 }
