@@ -11,6 +11,7 @@ import (
 
 	"golang.org/x/sys/unix"
 
+	"github.com/ade-org/ade-worker/pkg/layout"
 	"github.com/ade-org/ade-worker/pkg/store"
 )
 
@@ -122,7 +123,7 @@ func (c *Collector) tmpFolders(dir string, now time.Time, res *Result) {
 	var why []string
 	for _, n := range names {
 		var s unix.Stat_t
-		if !strings.HasPrefix(n, ".venv.tmp-") || unix.Fstatat(fd, n, &s, unix.AT_SYMLINK_NOFOLLOW) != nil {
+		if !strings.HasPrefix(n, layout.VenvName+layout.TempMark) || unix.Fstatat(fd, n, &s, unix.AT_SYMLINK_NOFOLLOW) != nil {
 			continue
 		}
 		if ok, w := tmpVerdict(time.Unix(s.Mtim.Unix()), now, c.policy.TmpAge); ok {

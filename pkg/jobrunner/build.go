@@ -58,8 +58,7 @@ func (j *job) makeVenv(ctx context.Context, b *jobspec.BuildSpec) *jobspec.Resul
 	// Holding the lock, any temporary folder is a leftover of a build that
 	// was killed: remove it (never through a link).
 	root := j.spec.Roots.Venvs
-	leftovers, _ := filepath.Glob(b.VenvDir + ".tmp-*")
-	for _, dir := range leftovers {
+	for _, dir := range layout.BuildTemps(b.VenvDir) {
 		if dir == j.scratch {
 			continue
 		}
@@ -67,7 +66,7 @@ func (j *job) makeVenv(ctx context.Context, b *jobspec.BuildSpec) *jobspec.Resul
 			return pathFailure("remove leftover build folder", err)
 		}
 	}
-	tmp := fmt.Sprintf("%s.tmp-%d", b.VenvDir, os.Getpid())
+	tmp := fmt.Sprintf("%s%s%d", b.VenvDir, layout.TempMark, os.Getpid())
 	// tmp itself exists before the first step: the sandbox grants writes
 	// below folders that exist.
 	if err := mkdirAll(root, tmp); err != nil {

@@ -27,12 +27,13 @@ func (j *job) confined() bool {
 
 // scratchPlace is the job's private temporary folder and the root it lies
 // under: the run's tmp folder, or one beside the build's venv (a leftover
-// of a killed build is removed with the other ".tmp-" folders).
+// of a killed build is removed with its other temporary folders, see
+// layout.TempMark).
 func (j *job) scratchPlace() (root, dir string) {
 	if r := j.spec.Run; r != nil {
 		return j.spec.Roots.Runs, filepath.Join(r.RunDir, "tmp")
 	}
-	return j.spec.Roots.Venvs, fmt.Sprintf("%s.tmp-%d-scratch", j.spec.Build.VenvDir, os.Getpid())
+	return j.spec.Roots.Venvs, fmt.Sprintf("%s%s%d-scratch", j.spec.Build.VenvDir, layout.TempMark, os.Getpid())
 }
 
 // openScratch creates the job's private temporary folder (TMPDIR, and what

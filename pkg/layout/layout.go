@@ -75,6 +75,18 @@ func (l Layout) RunDir(workspaceID, runID string) (string, error) {
 // VenvDir is the virtual environment in buildDir.
 func VenvDir(buildDir string) string { return filepath.Join(buildDir, VenvName) }
 
+// TempMark follows a venv's path in the names of the build's temporary
+// folders beside it (<venv>.tmp-<pid>, the venv being made, and
+// <venv>.tmp-<pid>-scratch, the build's TMPDIR): nothing a run uses; the
+// next build of the folder, a cancel or the collector removes them.
+const TempMark = ".tmp-"
+
+// BuildTemps lists the temporary folders beside venv.
+func BuildTemps(venv string) []string {
+	found, _ := filepath.Glob(venv + TempMark + "*")
+	return found
+}
+
 // EventsPath is the event log of the job whose folder is dir.
 func EventsPath(dir string) string { return filepath.Join(dir, filepath.FromSlash(EventsFile)) }
 

@@ -4,7 +4,6 @@ import (
 	"context"
 	"errors"
 	"os"
-	"path/filepath"
 	"sync"
 	"sync/atomic"
 	"syscall"
@@ -13,6 +12,7 @@ import (
 	"github.com/rs/zerolog"
 
 	"github.com/ade-org/ade-worker/pkg/jobspec"
+	"github.com/ade-org/ade-worker/pkg/layout"
 	"github.com/ade-org/ade-worker/pkg/procs"
 	"github.com/ade-org/ade-worker/pkg/safepath"
 	"github.com/ade-org/ade-worker/pkg/store"
@@ -258,8 +258,7 @@ func removeBuildLeftovers(log zerolog.Logger, spec *jobspec.Spec) {
 	if spec == nil || spec.Build == nil || spec.Roots.Venvs == "" {
 		return
 	}
-	leftovers, _ := filepath.Glob(spec.Build.VenvDir + ".tmp-*")
-	for _, dir := range leftovers {
+	for _, dir := range layout.BuildTemps(spec.Build.VenvDir) {
 		root, rel, err := jobspec.Split(spec.Roots.Venvs, dir)
 		if err == nil {
 			err = safepath.RemoveAll(root, rel)
