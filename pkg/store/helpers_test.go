@@ -41,12 +41,14 @@ type env struct {
 }
 
 // newEnv opens a fresh migrated database with one configuration: a SQLite
-// file it migrates, or a copy of pgtemp's migrated PostgreSQL template.
+// file it migrates, or an empty migrated schema of pgtemp's shared
+// PostgreSQL database (a test that changes the schema makes its own
+// database with newDatabaseURL).
 func newEnv(t testing.TB, backend string) *env {
 	t.Helper()
 	e := &env{backend: backend, ws: store.NewID(), cfg: store.NewID()}
 	if backend == "postgres" {
-		e.url = pgtemp.Migrated(t, "ade_store")
+		e.url = pgtemp.Schema(t)
 		e.s = pgtemp.Open(t, e.url)
 	} else {
 		e.url = newDatabaseURL(t, backend)

@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	neturl "net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -19,14 +20,16 @@ func schemaOf(t *testing.T, e *env) []string {
 		e.scan(t, &out, `SELECT type || ' ' || name || ': ' || COALESCE(sql, '') FROM sqlite_master ORDER BY type, name`)
 		return out
 	}
+	// current_schema(): the tests' databases may be one schema of many.
 	e.scan(t, &out, `SELECT * FROM (
 		SELECT 'column ' || table_name || '.' || column_name || ' ' || data_type || ' ' || is_nullable || ' ' || COALESCE(column_default, '') AS d
-			FROM information_schema.columns WHERE table_schema = 'public'
-		UNION ALL SELECT 'index ' || indexname || ': ' || indexdef FROM pg_indexes WHERE schemaname = 'public'
+			FROM information_schema.columns WHERE table_schema = current_schema()
+		UNION ALL SELECT 'index ' || indexname || ': ' || indexdef FROM pg_indexes WHERE schemaname = current_schema()
 		UNION ALL SELECT 'constraint ' || conname || ': ' || pg_get_constraintdef(oid) FROM pg_constraint
-			WHERE connamespace = 'public'::regnamespace
+			WHERE connamespace = current_schema()::regnamespace
 		UNION ALL SELECT 'trigger ' || tgname || ': ' || pg_get_triggerdef(oid) FROM pg_trigger WHERE NOT tgisinternal
-		UNION ALL SELECT 'function ' || proname || ': ' || prosrc FROM pg_proc WHERE pronamespace = 'public'::regnamespace
+			AND tgrelid IN (SELECT oid FROM pg_class WHERE relnamespace = current_schema()::regnamespace)
+		UNION ALL SELECT 'function ' || proname || ': ' || prosrc FROM pg_proc WHERE pronamespace = current_schema()::regnamespace
 	) AS s ORDER BY d`)
 	return out
 }
@@ -134,6 +137,51 @@ func TestMigrationsRecorded(t *testing.T) {
 		}
 		if again := read(); !reflect.DeepEqual(again, first) {
 			t.Errorf("second migrate changed ade_worker_migrations: %+v, was %+v", again, first)
+		}
+	})
+}
+
+// TestCheckMigratedReportsFailedQueries: a schema check whose query fails
+// says why, never "not migrated": a database that cannot be read is no
+// proof of a missing schema.
+func TestCheckMigratedReportsFailedQueries(t *testing.T) {
+	t.Parallel()
+	pgtemp.EachBackend(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		url := newDatabaseURL(t, backend)
+		s := pgtemp.Open(t, url)
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		closed := pgtemp.Open(t, url)
+		closed.Close()
+		err := closed.CheckMigrated(ctx)
+		if err == nil || errors.Is(err, store.ErrNotMigrated) || !strings.Contains(err.Error(), "database is closed") {
+			t.Errorf("CheckMigrated on a closed handle = %v, want the closed database's error", err)
+		}
+		if backend != "postgres" {
+			return
+		}
+		// A user who may connect but not read the worker's tables.
+		role := "ade_noread_" + strings.ReplaceAll(store.NewID(), "-", "")[:12]
+		admin := s.TestDB()
+		for _, q := range []string{`CREATE ROLE ` + role + ` LOGIN`, `REVOKE ALL ON ade_worker_migrations FROM PUBLIC`} {
+			if err := admin.Exec(q).Error; err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		t.Cleanup(func() {
+			s.TestDB().Exec(`DROP OWNED BY ` + role)
+			s.TestDB().Exec(`DROP ROLE ` + role)
+		})
+		u, err := neturl.Parse(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.User = neturl.User(role)
+		err = pgtemp.Open(t, u.String()).CheckMigrated(ctx)
+		if err == nil || errors.Is(err, store.ErrNotMigrated) || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("CheckMigrated without read permission = %v, want the permission error", err)
 		}
 	})
 }

@@ -93,8 +93,9 @@ func migratedTemplate(admin string) (string, error) {
 	return tp.name, tp.err
 }
 
-// DropTemplates drops the template databases this process made.
+// DropTemplates drops the template and schema databases this process made.
 func DropTemplates() {
+	dropPools()
 	templates.Lock()
 	defer templates.Unlock()
 	for _, tp := range templates.byAdmin {
