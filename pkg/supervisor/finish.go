@@ -28,6 +28,7 @@ type finalWriter interface {
 func (s *Supervisor) finish(ctx context.Context, log zerolog.Logger, l *lease, spec *jobspec.Spec,
 	w finalWriter, e ending, started time.Time) {
 	f := l.fence
+	l.closeBegins()
 	if e.cancelled {
 		e = s.confirmCancelled(log, l)
 	}
