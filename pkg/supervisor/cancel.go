@@ -32,11 +32,12 @@ import (
 // the job's row was cancelled.
 var errCancelled = errors.New("job cancelled")
 
-// cancelPoll is how often the supervisor checks its running jobs' rows. On
-// SQLite it is the bound on how late a cancel is seen (file changes make it
-// faster still); on PostgreSQL NOTIFY is the fast path and this a backstop.
-func cancelPoll(dialect string) time.Duration {
-	if dialect == "postgres" {
+// cancelPoll is how often the supervisor checks its running jobs' rows.
+// Where the store names cancels as they happen (PostgreSQL's NOTIFY) this is
+// a backstop; elsewhere (SQLite) it is the bound on how late a cancel is
+// seen (file changes make it faster still).
+func cancelPoll(namesCancels bool) time.Duration {
+	if namesCancels {
 		return 3 * time.Second
 	}
 	return time.Second
@@ -75,7 +76,7 @@ func (s *Supervisor) cancelSeen(ref store.JobRef) {
 // watchCancels checks the rows of the jobs this supervisor runs, every
 // cancelPoll and whenever cancelSeen asks, until ctx ends.
 func (s *Supervisor) watchCancels(ctx context.Context) {
-	tick.Every(ctx, cancelPoll(s.store.Dialect()), s.cancels.check, func(ctx context.Context) bool {
+	tick.Every(ctx, cancelPoll(s.store.NamesCancels()), s.cancels.check, func(ctx context.Context) bool {
 		s.checkCancels(ctx)
 		return tick.Sleep(ctx, cancelCheckGap) == nil
 	})
