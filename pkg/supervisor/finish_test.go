@@ -8,10 +8,10 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/ade-org/ade-worker/pkg/eventlog"
 	"github.com/ade-org/ade-worker/pkg/jobspec"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/telemetry"
+	"github.com/ade-org/ade-worker/test/eventfile"
 )
 
 // fakeFinal records the final-state writes of one job.
@@ -69,7 +69,7 @@ func TestFinishFinalStates(t *testing.T) {
 			if got := l.outcomeOf(); got != tc.outcome {
 				t.Errorf("outcome = %s, want %s", got, tc.outcome)
 			}
-			events, _ := eventlog.ReadAll(spec.EventsPath)
+			events, _ := eventfile.ReadAll(spec.EventsPath)
 			if tc.event == "" {
 				if len(events) != 0 {
 					t.Errorf("events after a lost lease: %v", events)
