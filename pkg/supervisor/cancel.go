@@ -28,10 +28,6 @@ import (
 // longer running; it stops the job's processes, writes nothing more about
 // the job (the cancel wins), and ends it here as cancelled.
 
-// errCancelled is returned by persist when a fenced write failed because
-// the job's row was cancelled.
-var errCancelled = errors.New("job cancelled")
-
 // cancelPoll is how often the supervisor checks its running jobs' rows.
 // Where the store names cancels as they happen (PostgreSQL's NOTIFY) this is
 // a backstop; elsewhere (SQLite) it is the bound on how late a cancel is
@@ -116,21 +112,33 @@ func (s *Supervisor) stopCancelled(log zerolog.Logger, l *lease, via string) {
 	}
 }
 
-// rowCancelled re-reads a job's status after a fenced write failed: a
-// cancelled row is a cancel, anything else a lost lease.
+// rowCancelled re-reads a job's status after a fenced write or a renewal
+// found the job no longer ours: a cancelled row is a cancel, anything else
+// a lost lease. Three tries: a read that keeps failing counts as a loss.
 func (s *Supervisor) rowCancelled(f store.Fence) bool {
-	for try := 0; try < 3; try++ {
+	r := s.waits
+	r.First, r.Max, r.Jitter, r.Tries = 200*time.Millisecond, time.Second, 0.2, 3
+	var status store.Status
+	_, _, err := r.Do(func(int) (bool, error) {
 		ctx, done := context.WithTimeout(context.Background(), 10*time.Second)
-		status, err := s.queue.JobStatus(ctx, f.Kind, f.ID)
-		done()
-		if err == nil {
-			return status == store.StatusCancelled
-		}
-		if errors.Is(err, store.ErrNotFound) {
-			return false
-		}
-		time.Sleep(200 * time.Millisecond)
+		defer done()
+		var err error
+		status, err = s.queue.JobStatus(ctx, f.Kind, f.ID)
+		return err != nil && !errors.Is(err, store.ErrNotFound), err
+	})
+	return err == nil && status == store.StatusCancelled
+}
+
+// refused is how a job goes on after a fenced write of it found the lease
+// gone (err wraps store.ErrLeaseLost): when its row was cancelled it is a
+// cancel (true: the caller ends the job as cancelled); otherwise another
+// worker holds the job, and the loss is logged here.
+func (s *Supervisor) refused(log zerolog.Logger, l *lease, err error) (cancelled bool) {
+	if s.rowCancelled(l.fence) {
+		l.requestCancel()
+		return true
 	}
+	log.Warn().Err(err).Str("outcome", telemetry.OutcomeLeaseLost).Msg("lease lost before the write landed; the job's new owner decides")
 	return false
 }
 

@@ -16,6 +16,7 @@ import (
 	"github.com/ade-org/ade-worker/pkg/procs"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/telemetry"
+	"github.com/ade-org/ade-worker/pkg/tick"
 )
 
 // These tests cover the supervisor's decisions without a database, Python
@@ -206,17 +207,37 @@ func TestPersist(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var slept []time.Duration
-			s := &Supervisor{sleep: func(d time.Duration) { slept = append(slept, d) }, obs: telemetry.Nop{},
-				queue: &fakeQueue{status: "running"}}
+			s := &Supervisor{obs: telemetry.Nop{}, queue: &fakeQueue{status: "running"},
+				waits: tick.Retry{Sleep: func(d time.Duration) { slept = append(slept, d) }, Rand: func() float64 { return 0 }}}
 			l := newLease(store.Fence{Kind: store.KindRun, ID: "r1"}, tc.leaseLeft, time.Now())
 			w := &flakyWrite{n: tc.failures, err: tc.err}
 			err := s.persist(zerolog.Nop(), l, "run outcome", w.write)
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
 				t.Fatalf("persist = %v, want %v", err, tc.wantErr)
 			}
+			if errors.Is(err, store.ErrLeaseLost) && !strings.Contains(err.Error(), "run outcome") {
+				t.Errorf("persist = %v, want the write named", err)
+			}
 			if w.calls != tc.calls || !reflect.DeepEqual(slept, tc.sleeps) {
 				t.Errorf("writes = %d, sleeps = %v; want %d and %v", w.calls, slept, tc.calls, tc.sleeps)
 			}
 		})
+	}
+}
+
+// TestPersistJitters: each wait is shortened by up to 20%, by the random
+// draw (here one half: 10%).
+func TestPersistJitters(t *testing.T) {
+	var slept []time.Duration
+	s := &Supervisor{obs: telemetry.Nop{}, waits: tick.Retry{Sleep: func(d time.Duration) { slept = append(slept, d) },
+		Rand: func() float64 { return 0.5 }}}
+	l := newLease(store.Fence{Kind: store.KindRun, ID: "r1"}, time.Hour, time.Now())
+	w := &flakyWrite{n: 3, err: errors.New("connection refused")}
+	if err := s.persist(zerolog.Nop(), l, "run outcome", w.write); err != nil {
+		t.Fatal(err)
+	}
+	ms := time.Millisecond
+	if want := []time.Duration{90 * ms, 180 * ms, 360 * ms}; !reflect.DeepEqual(slept, want) {
+		t.Errorf("sleeps = %v, want %v", slept, want)
 	}
 }

@@ -33,9 +33,9 @@ func (s *Supervisor) finish(ctx context.Context, log zerolog.Logger, l *lease, s
 		e = s.confirmCancelled(log, l)
 	}
 	var err error
+	cancelled := e.cancelled
 	switch {
-	case e.cancelled:
-		err = errCancelled
+	case cancelled:
 	case e.handBack:
 		var how store.HandBack
 		var prior int
@@ -59,7 +59,10 @@ func (s *Supervisor) finish(ctx context.Context, log zerolog.Logger, l *lease, s
 	default:
 		err = s.complete(ctx, log, l, spec, w, e, started)
 	}
-	if errors.Is(err, errCancelled) {
+	if errors.Is(err, store.ErrLeaseLost) {
+		cancelled = s.refused(log, l, err)
+	}
+	if cancelled {
 		s.endCancelled(log, l, spec, started)
 	}
 }

@@ -45,7 +45,7 @@ func (j *runJob) execute(ctx context.Context, log zerolog.Logger) {
 			err := s.persist(log, j.lease, "document processing", func() error {
 				return s.store.StartDocument(ctx, f, plan.DocumentID)
 			})
-			if errors.Is(err, errCancelled) {
+			if errors.Is(err, store.ErrLeaseLost) && s.refused(log, j.lease, err) {
 				s.endCancelled(log, j.lease, plan.Spec, started)
 			}
 			if err != nil {
