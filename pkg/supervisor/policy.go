@@ -37,8 +37,9 @@ func (s *Supervisor) decide(f store.Fence, maxAttempts int, out childOutcome) en
 		// its real outcome.
 		return shutDown
 	case out.result == nil:
+		// The class of jobspec.ReasonNoResult: transient.
 		return s.retryOrFail(f, maxAttempts, out.problem, jobspec.CodeGenericFailure, nil)
-	case out.result.Retryable:
+	case out.result.Status != jobspec.StatusSucceeded && jobspec.ClassOf(out.result.Reason) == jobspec.Transient:
 		return s.retryOrFail(f, maxAttempts, out.result.Error, out.result.ExitCode, out.result)
 	}
 	r := out.result
