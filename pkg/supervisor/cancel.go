@@ -152,9 +152,9 @@ func (s *Supervisor) confirmCancelled(log zerolog.Logger, l *lease) ending {
 		return err
 	})
 	if err == nil && status == store.StatusCancelled {
-		return ending{cancelled: true}
+		return ending{event: store.EventCancel}
 	}
-	return ending{handBack: true, message: "Worker stopped the job for a cancel the row no longer shows; job handed back"}
+	return ending{event: store.EventHandBack, message: "Worker stopped the job for a cancel the row no longer shows; job handed back"}
 }
 
 // endCancelled is the one place a job ends as cancelled:

@@ -37,21 +37,21 @@ func TestDecide(t *testing.T) {
 		out     childOutcome
 		want    ending
 	}{
-		{"success", 1, childOutcome{result: ok}, ending{succeeded: true, code: intp(0), result: ok}},
+		{"success", 1, childOutcome{result: ok}, ending{event: store.EventSucceed, code: intp(0), result: ok}},
 		{"engine failure is final on the first attempt", 1, childOutcome{result: engineFailed},
-			ending{code: intp(3), message: "Engine failed", result: engineFailed}},
-		{"no result is retried while attempts remain", 1, noResult, ending{retry: true, message: noResult.problem}},
+			ending{event: store.EventFail, code: intp(3), message: "Engine failed", result: engineFailed}},
+		{"no result is retried while attempts remain", 1, noResult, ending{event: store.EventRetryLater, message: noResult.problem}},
 		{"no result on the last attempt fails with code 1", 3, noResult,
-			ending{code: intp(jobspec.CodeGenericFailure), message: noResult.problem + " (gave up after 3 attempts)"}},
-		{"retryable result is retried", 2, childOutcome{result: hostFault}, ending{retry: true, message: "Engine crashed", result: hostFault}},
+			ending{event: store.EventFail, code: intp(jobspec.CodeGenericFailure), message: noResult.problem + " (gave up after 3 attempts)"}},
+		{"retryable result is retried", 2, childOutcome{result: hostFault}, ending{event: store.EventRetryLater, message: "Engine crashed", result: hostFault}},
 		{"retryable result on the last attempt keeps its code", 3, childOutcome{result: hostFault},
-			ending{code: intp(1), message: "Engine crashed (gave up after 3 attempts)", result: hostFault}},
+			ending{event: store.EventFail, code: intp(1), message: "Engine crashed (gave up after 3 attempts)", result: hostFault}},
 		{"shutdown without a result hands back", 3, childOutcome{stopped: true, problem: "killed"},
-			ending{handBack: true, message: "Worker shut down; job handed back"}},
+			ending{event: store.EventHandBack, message: "Worker shut down; job handed back"}},
 		{"shutdown that cancelled the job hands back", 3, childOutcome{stopped: true, result: cancelled},
-			ending{handBack: true, message: "Worker shut down; job handed back"}},
+			ending{event: store.EventHandBack, message: "Worker shut down; job handed back"}},
 		{"a job that finished just before the shutdown keeps its outcome", 1, childOutcome{stopped: true, result: ok},
-			ending{succeeded: true, code: intp(0), result: ok}},
+			ending{event: store.EventSucceed, code: intp(0), result: ok}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -69,7 +69,7 @@ func showEnding(e ending) string {
 	if e.code != nil {
 		code = fmt.Sprint(*e.code)
 	}
-	return fmt.Sprintf("{retry:%v handBack:%v succeeded:%v code:%s message:%q result:%v}", e.retry, e.handBack, e.succeeded, code, e.message, e.result != nil)
+	return fmt.Sprintf("{event:%s code:%s message:%q result:%v}", e.event, code, e.message, e.result != nil)
 }
 
 func TestParseRunOptions(t *testing.T) {

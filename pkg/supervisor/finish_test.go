@@ -43,17 +43,17 @@ func TestFinishFinalStates(t *testing.T) {
 		row      store.Status // the job's row as a re-read finds it
 		want
 	}{
-		{"run succeeded", store.KindRun, ending{succeeded: true, code: intp(0)}, nil, "",
+		{"run succeeded", store.KindRun, ending{event: store.EventSucceed, code: intp(0)}, nil, "",
 			want{1, telemetry.OutcomeSucceeded, "run.complete", "Run succeeded", "succeeded"}},
-		{"build ready", store.KindBuild, ending{succeeded: true, code: intp(0)}, nil, "",
+		{"build ready", store.KindBuild, ending{event: store.EventSucceed, code: intp(0)}, nil, "",
 			want{1, telemetry.OutcomeSucceeded, "build.complete", "Build ready", "ready"}},
-		{"build failed", store.KindBuild, ending{code: intp(3), message: "boom"}, nil, "",
+		{"build failed", store.KindBuild, ending{event: store.EventFail, code: intp(3), message: "boom"}, nil, "",
 			want{1, telemetry.OutcomeFailed, "build.complete", "Build failed", "failed"}},
-		{"run timed out", store.KindRun, ending{code: intp(jobspec.CodeTimeout), message: "slow"}, nil, "",
+		{"run timed out", store.KindRun, ending{event: store.EventFail, code: intp(jobspec.CodeTimeout), message: "slow"}, nil, "",
 			want{1, telemetry.OutcomeTimedOut, "run.complete", "Run failed", "failed"}},
-		{"final write finds the run cancelled", store.KindRun, ending{succeeded: true, code: intp(0)}, store.ErrLeaseLost, store.StatusCancelled,
+		{"final write finds the run cancelled", store.KindRun, ending{event: store.EventSucceed, code: intp(0)}, store.ErrLeaseLost, store.StatusCancelled,
 			want{0, telemetry.OutcomeCancelled, "run.complete", "Run cancelled", "cancelled"}},
-		{"final write finds the lease lost", store.KindRun, ending{succeeded: true, code: intp(0)}, store.ErrLeaseLost, store.StatusQueued,
+		{"final write finds the lease lost", store.KindRun, ending{event: store.EventSucceed, code: intp(0)}, store.ErrLeaseLost, store.StatusQueued,
 			want{0, telemetry.OutcomeLeaseLost, "", "", ""}},
 	}
 	for _, tc := range cases {

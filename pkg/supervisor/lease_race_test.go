@@ -84,7 +84,7 @@ func TestNoFalseLeaseLost(t *testing.T) {
 				go func() {
 					defer wg.Done()
 					j := &runJob{s: s, row: r, lease: l, plan: &Plan{}}
-					s.finish(ctx, l.log, l, nil, j, ending{succeeded: true, code: &zero}, time.Now())
+					s.finish(ctx, l.log, l, nil, j, ending{event: store.EventSucceed, code: &zero}, time.Now())
 					s.leases.remove(l)
 				}()
 			}
