@@ -162,6 +162,17 @@ func mountPoint(path string) string {
 	return "/"
 }
 
+// existingParent is path, or its nearest ancestor that exists (a file
+// that could not be made for want of space does not).
+func existingParent(path string) string {
+	for p := filepath.Clean(path); ; p = filepath.Dir(p) {
+		var st syscall.Stat_t
+		if syscall.Stat(p, &st) == nil || p == filepath.Dir(p) {
+			return p
+		}
+	}
+}
+
 func bytesText(n uint64) string {
 	switch {
 	case n >= 1<<30:

@@ -82,3 +82,21 @@ func TestSpaceWatchNamesTheFullFolder(t *testing.T) {
 		t.Errorf("full disk = %q, want the runs folder %s and the mount point %s", got, sub, disk)
 	}
 }
+
+// TestPathFailureOnFullDisk: a real ENOSPC from one of the job's own file
+// operations (the events file, the scratch folder) is a full disk too:
+// transient, and the disk is named.
+func TestPathFailureOnFullDisk(t *testing.T) {
+	disk := testfs.SmallDisk(t, "1m")
+	err := os.WriteFile(filepath.Join(disk, "events.ndjson"), make([]byte, 2<<20), 0o644)
+	if err == nil {
+		t.Fatal("writing 2 MB to a 1 MB disk succeeded")
+	}
+	res := pathFailure("write events file", err)
+	if res.Reason != jobspec.ReasonDiskFull || !res.Retryable {
+		t.Errorf("result = %+v, want disk_full, retryable", res)
+	}
+	if !strings.Contains(res.Error, "no space left on device") || !strings.Contains(res.Error, "disk mounted at "+disk) {
+		t.Errorf("error %q does not say no space left and which disk (%s)", res.Error, disk)
+	}
+}

@@ -68,6 +68,10 @@ func pathFailure(what string, err error) *jobspec.Result {
 	if refused(err) {
 		return failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, msg)
 	}
+	var pe *fs.PathError
+	if errors.Is(err, syscall.ENOSPC) && errors.As(err, &pe) {
+		return failure(jobspec.ReasonDiskFull, jobspec.CodeGenericFailure, msg+" (disk mounted at "+mountPoint(existingParent(pe.Path))+")")
+	}
 	return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, msg)
 }
 
