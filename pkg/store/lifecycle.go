@@ -15,13 +15,14 @@ import (
 // (state, event) pair through the real methods on both databases and
 // compare the row with it (lifecycle_test.go).
 //
-//	            claim                 succeed
-//	  queued ───────────▶ active ─────────────▶ succeeded (run) / ready (build)
-//	    ▲ ▲   renew, start ↺ │ │ fail, rescue out of attempts
-//	    │ └──────────────────┘ └──────────────▶ failed ◀─── fail for a failed build (queued runs)
-//	    │  retry later, hand back,                 │
-//	    │  rescue expired                          │ operator retry
-//	    └──────────────────────────────────────────┘ (also from cancelled)
+//	           claim                  succeed
+//	  queued ──────────────▶ active ──────────────▶ succeeded (run) / ready (build)
+//	   ▲  ▲                   │  ↺ renew, start (a run's document)
+//	   │  └── retry later, ───┤
+//	   │      hand back,      │ fail, rescue out of attempts
+//	   │      rescue expired  ▼
+//	   │                    failed ◀── fail for a failed build (a queued run)
+//	   └── operator retry ── failed, cancelled
 //	  queued, active ── cancel (ADE API, `supervisor cancel`) ──▶ cancelled
 //
 // A pause is no transition: a queued job in a paused scope (everything, a
