@@ -74,7 +74,7 @@ func (q *queueRows) enqueueRuns(n int, availableAt time.Time) {
 
 // claim makes n due runs running, as a supervisor's claim does.
 func (q *queueRows) claim(n int) {
-	got, err := q.st.ClaimRuns(q.ctx, "pod-a", time.Minute, n)
+	_, got, err := q.st.ClaimJobs(q.ctx, "pod-a", time.Minute, 0, n)
 	if err != nil || len(got) != n {
 		q.t.Fatalf("claimed %d of %d runs: %v", len(got), n, err)
 	}

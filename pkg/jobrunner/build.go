@@ -195,7 +195,7 @@ func (j *job) buildStep(ctx context.Context, s step) *jobspec.Result {
 	j.emit("info", "build.step.start", s.name, map[string]any{"step": s.name, "command": append([]string{s.path}, s.args...)})
 	sr, err := j.runStep(ctx, s)
 	if err != nil {
-		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("%s: cannot start %s: %v", s.what, s.path, err), true)
+		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("%s: cannot start %s: %v", s.what, s.path, err))
 	}
 	data := map[string]any{"step": s.name, "exit_code": sr.exit.Code, "duration_ms": sr.exit.Duration.Milliseconds()}
 	res := j.stepFailure(s.what, sr)

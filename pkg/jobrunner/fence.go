@@ -65,6 +65,7 @@ func LeaseLapsed(res *jobspec.Result) *jobspec.Result {
 	if res.Status == jobspec.StatusSucceeded || res.Reason != jobspec.ReasonCancelled {
 		return res
 	}
-	res.Reason, res.Retryable, res.Error = jobspec.ReasonLeaseLapsed, true, ErrLeaseLapsed.Error()
+	res.Reason, res.Error = jobspec.ReasonLeaseLapsed, ErrLeaseLapsed.Error()
+	res.Retryable = jobspec.ClassOf(res.Reason) == jobspec.Transient
 	return res
 }

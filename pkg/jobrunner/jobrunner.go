@@ -37,7 +37,7 @@ func Execute(ctx context.Context, spec *jobspec.Spec) *jobspec.Result {
 
 func execute(ctx context.Context, spec *jobspec.Spec) *jobspec.Result {
 	if err := spec.Validate(); err != nil {
-		return failure(jobspec.ReasonBadSpec, jobspec.CodeGenericFailure, err.Error(), false)
+		return failure(jobspec.ReasonBadSpec, jobspec.CodeGenericFailure, err.Error())
 	}
 	log, err := eventlog.Open(spec.EventsPath, eventlog.Context{
 		JobID: spec.JobID, WorkspaceID: spec.WorkspaceID, BuildID: spec.BuildID, ConfigurationID: spec.ConfigurationID,
@@ -58,10 +58,14 @@ func execute(ctx context.Context, spec *jobspec.Spec) *jobspec.Result {
 		ctx, cancel = context.WithTimeout(ctx, time.Duration(spec.TimeoutSeconds*float64(time.Second)))
 		defer cancel()
 	}
+	stopWatch := watchSpace(ctx, jobFolders(spec))
+	var res *jobspec.Result
 	if spec.Kind == jobspec.KindBuild {
-		return j.noSpace(j.build(ctx))
+		res = j.build(ctx)
+	} else {
+		res = j.run(ctx)
 	}
-	return j.noSpace(j.run(ctx))
+	return j.noSpace(res, stopWatch())
 }
 
 // job carries what every step of one job needs.
@@ -78,8 +82,9 @@ func (j *job) emit(level, event, message string, data map[string]any) {
 	_ = j.log.Emit(level, event, message, data)
 }
 
-func failure(reason jobspec.Reason, code int, msg string, retryable bool) *jobspec.Result {
-	return &jobspec.Result{Status: jobspec.StatusFailed, Reason: reason, ExitCode: code, Error: msg, Retryable: retryable}
+func failure(reason jobspec.Reason, code int, msg string) *jobspec.Result {
+	return &jobspec.Result{Status: jobspec.StatusFailed, Reason: reason, ExitCode: code, Error: msg,
+		Retryable: jobspec.ClassOf(reason) == jobspec.Transient}
 }
 
 // step is one child process of a job, with what to call it in events.

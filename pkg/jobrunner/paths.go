@@ -66,9 +66,13 @@ func refused(err error) bool {
 func pathFailure(what string, err error) *jobspec.Result {
 	msg := fmt.Sprintf("%s: %v", what, err)
 	if refused(err) {
-		return failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, msg, false)
+		return failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, msg)
 	}
-	return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, msg, true)
+	var pe *fs.PathError
+	if errors.Is(err, syscall.ENOSPC) && errors.As(err, &pe) {
+		return failure(jobspec.ReasonDiskFull, jobspec.CodeGenericFailure, msg+" (disk mounted at "+mountPoint(existingParent(pe.Path))+")")
+	}
+	return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, msg)
 }
 
 // configFailure checks the configuration package folder, or returns nil.
@@ -78,37 +82,42 @@ func configFailure(root, dir string) *jobspec.Result {
 	case err == nil:
 		return nil
 	case errors.Is(err, fs.ErrNotExist):
-		return failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, fmt.Sprintf("configuration package not found: %s", dir), false)
+		return failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, fmt.Sprintf("configuration package not found: %s", dir))
 	}
 	return pathFailure("configuration package", err)
 }
 
 // noSpace rewrites a failed result whose cause was a full disk so that it
-// says so and where, and, for a run, frees what the attempt wrote (its
-// output and staged input) so the terminal event and the next attempt
-// have room. Disk full is a fault a retry can fix once space is freed.
-func (j *job) noSpace(res *jobspec.Result) *jobspec.Result {
+// says so and where (the folder, its mount point), and, for a run, frees
+// what the attempt wrote (its output and staged input) so the terminal
+// event and the next attempt have room. A full disk is transient: a retry
+// succeeds once space is freed. full is what the space watch saw (nil:
+// no folder of the job's was full).
+func (j *job) noSpace(res *jobspec.Result, full *fullDisk) *jobspec.Result {
 	if res == nil || res.Status != jobspec.StatusFailed ||
 		res.Reason != jobspec.ReasonEngineFailed && res.Reason != jobspec.ReasonEnvironment {
 		return res // a refusal, timeout, limit or shutdown keeps its own meaning
 	}
-	where := ""
+	var where []string
 	if werr := j.log.WriteErr(); errors.Is(werr, syscall.ENOSPC) {
-		where = "writing " + j.spec.EventsPath
-	} else if mentionsNoSpace(res.Error) {
-		where = "under " + filepath.Dir(filepath.Dir(j.spec.EventsPath))
+		where = append(where, "writing "+j.spec.EventsPath)
+	} else if full == nil && mentionsNoSpace(res.Error) {
+		where = append(where, "under "+filepath.Dir(filepath.Dir(j.spec.EventsPath)))
 	}
-	if where == "" {
+	if full != nil {
+		where = append(where, "("+full.String()+")")
+	}
+	if len(where) == 0 {
 		return res
 	}
-	msg := "no space left on device " + where
+	msg := "no space left on device " + strings.Join(where, " ")
 	if j.spec.Run != nil {
 		msg += "; " + j.cleanRun()
 	}
-	if !strings.Contains(strings.ToLower(res.Error), "no space left on device "+strings.ToLower(where)) {
+	if !strings.Contains(strings.ToLower(res.Error), "no space left on device "+strings.ToLower(where[0])) {
 		msg += " (" + res.Error + ")"
 	}
-	out := failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, msg, true)
+	out := failure(jobspec.ReasonDiskFull, jobspec.CodeGenericFailure, msg)
 	out.Summary = res.Summary
 	return out
 }

@@ -45,7 +45,7 @@ func (j *job) run(ctx context.Context) *jobspec.Result {
 	j.emit("info", "run.engine.start", "Starting engine", map[string]any{"command": append([]string{s.path}, args...)})
 	sr, err := j.runStep(ctx, s)
 	if err != nil {
-		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("cannot start engine: %v", err), true)
+		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("cannot start engine: %v", err))
 	}
 	j.emit("info", "run.engine.exit", "Engine exited: "+sr.exit.String(), map[string]any{
 		"exit_code": sr.exit.Code, "duration_ms": sr.exit.Duration.Milliseconds(),
@@ -68,7 +68,7 @@ func (j *job) ensureVenv(ctx context.Context) *jobspec.Result {
 		return nil
 	}
 	missing := func(detail string) *jobspec.Result {
-		return failure(jobspec.ReasonVenvMissing, jobspec.CodeMissingBuild, jobspec.MsgBuildEnvMissing+" ("+detail+")", false)
+		return failure(jobspec.ReasonVenvMissing, jobspec.CodeMissingBuild, jobspec.MsgBuildEnvMissing+" ("+detail+")")
 	}
 	if r.Rebuild == nil {
 		return missing(r.VenvDir)
@@ -109,7 +109,7 @@ func (j *job) engineArgs() (args []string, input string, res *jobspec.Result) {
 	input = filepath.Join(r.RunDir, layout.InputName, r.InputName)
 	err := layout.Stage(layout.Place{Root: j.spec.Roots.Documents, Path: r.DocumentPath}, layout.Place{Root: j.spec.Roots.Runs, Path: input})
 	if errors.Is(err, fs.ErrNotExist) {
-		return nil, "", failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, fmt.Sprintf("document file not found: %s", r.DocumentPath), false)
+		return nil, "", failure(jobspec.ReasonBadInput, jobspec.CodeGenericFailure, fmt.Sprintf("document file not found: %s", r.DocumentPath))
 	}
 	if err != nil {
 		return nil, "", pathFailure("stage document", err)
@@ -134,19 +134,19 @@ func (j *job) engineArgs() (args []string, input string, res *jobspec.Result) {
 // returns nil when it succeeded. what names the step in messages.
 func (j *job) stepFailure(what string, sr stepResult) *jobspec.Result {
 	if msg := j.limitMessage(sr); msg != "" {
-		return failure(jobspec.ReasonLimit, jobspec.CodeGenericFailure, fmt.Sprintf("%s was stopped: %s", capitalize(what), msg), false)
+		return failure(jobspec.ReasonLimit, jobspec.CodeGenericFailure, fmt.Sprintf("%s was stopped: %s", capitalize(what), msg))
 	}
 	switch {
 	case sr.timedOut:
-		return failure(jobspec.ReasonTimeout, jobspec.CodeTimeout, fmt.Sprintf("%s timed out after %s", capitalize(what), j.timeoutText()), false)
+		return failure(jobspec.ReasonTimeout, jobspec.CodeTimeout, fmt.Sprintf("%s timed out after %s", capitalize(what), j.timeoutText()))
 	case sr.canceled:
-		return failure(jobspec.ReasonCancelled, jobspec.CodeGenericFailure, fmt.Sprintf("%s stopped: the job was cancelled", capitalize(what)), true)
+		return failure(jobspec.ReasonCancelled, jobspec.CodeGenericFailure, fmt.Sprintf("%s stopped: the job was cancelled", capitalize(what)))
 	case sr.exit.Signaled():
 		// A crash is not the input's fault as far as we can tell: let the
 		// supervisor retry it while attempts remain.
-		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("%s crashed: %s%s", capitalize(what), sr.exit, detail(sr.tail)), true)
+		return failure(jobspec.ReasonEnvironment, jobspec.CodeGenericFailure, fmt.Sprintf("%s crashed: %s%s", capitalize(what), sr.exit, detail(sr.tail)))
 	case sr.exit.Code != 0:
-		return failure(jobspec.ReasonEngineFailed, sr.exit.Code, fmt.Sprintf("%s failed with %s%s", capitalize(what), sr.exit, detail(sr.tail)), false)
+		return failure(jobspec.ReasonEngineFailed, sr.exit.Code, fmt.Sprintf("%s failed with %s%s", capitalize(what), sr.exit, detail(sr.tail)))
 	}
 	return nil
 }

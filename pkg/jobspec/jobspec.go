@@ -301,6 +301,9 @@ const (
 	ReasonCancelled    Reason = "cancelled"     // stopped on request (SIGTERM)
 	ReasonLimit        Reason = "limit"         // the job exceeded one of its Limits
 	ReasonLeaseLapsed  Reason = "lease_lapsed"  // the supervisor stopped renewing the lease
+	ReasonDiskFull     Reason = "disk_full"     // a folder of the worker's was on a full disk
+	// ReasonNoResult is the supervisor's: the jobrunner printed no result.
+	ReasonNoResult Reason = "no_result"
 )
 
 // Exit codes of the jobrunner process.
@@ -328,7 +331,8 @@ type Result struct {
 	ExitCode int    `json:"exit_code"`
 	Reason   Reason `json:"reason,omitempty"`
 	Error    string `json:"error,omitempty"`
-	// Retryable says whether running the job again could help.
+	// Retryable says whether running the job again could help: its
+	// reason's class (ClassOf) is transient.
 	Retryable bool `json:"retryable,omitempty"`
 
 	// Summary is the data of the engine's engine.run.completed event.

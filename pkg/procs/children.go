@@ -58,16 +58,13 @@ func (c *Children) Sweep() int {
 	self := os.Getpid()
 	reaped := 0
 	deadline := time.Now().Add(2 * time.Second)
-	for pause := 100 * time.Microsecond; ; pause = min(2*pause, 20*time.Millisecond) {
+	_, _, _ = killRetry(deadline).Do(func(int) (bool, error) {
 		kids, _ := childrenOf(self)
 		strays := kids[:0]
 		for _, k := range kids {
 			if !c.known[k] {
 				strays = append(strays, k)
 			}
-		}
-		if len(strays) == 0 || time.Now().After(deadline) {
-			return reaped
 		}
 		for _, k := range strays {
 			// Descendants first: they would otherwise fork on while k dies.
@@ -81,6 +78,7 @@ func (c *Children) Sweep() int {
 				reaped++
 			}
 		}
-		time.Sleep(pause)
-	}
+		return len(strays) > 0, nil
+	})
+	return reaped
 }

@@ -6,6 +6,8 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"github.com/ade-org/ade-worker/pkg/tick"
 )
 
 // prSetChildSubreaper is prctl's PR_SET_CHILD_SUBREAPER.
@@ -38,19 +40,23 @@ func KillDescendants() {
 func KillDescendantsOf(pid int) {
 	self := pid == os.Getpid()
 	deadline := time.Now().Add(2 * time.Second)
-	for pause := 100 * time.Microsecond; time.Now().Before(deadline); pause = min(2*pause, 20*time.Millisecond) {
+	_, _, _ = killRetry(deadline).Do(func(int) (bool, error) {
 		victims := Descendants(pid)
-		if len(victims) == 0 {
-			return
-		}
 		for _, v := range victims {
 			_ = syscall.Kill(v, syscall.SIGKILL)
 		}
 		if self {
 			reapOrphans()
 		}
-		time.Sleep(pause)
-	}
+		return len(victims) > 0, nil
+	})
+}
+
+// killRetry is how the kill loops look again for processes left: soon at
+// first (most die at once), less often later, until deadline.
+func killRetry(deadline time.Time) tick.Retry {
+	return tick.Retry{First: 100 * time.Microsecond, Max: 20 * time.Millisecond,
+		Until: func() time.Time { return deadline }}
 }
 
 // reapOrphans collects exited processes that were reparented to us. Only

@@ -70,11 +70,6 @@ func Open(root, rel string, flag int, perm os.FileMode) (*os.File, error) {
 	return os.NewFile(uintptr(fd), p.full()), nil
 }
 
-// OpenDir opens the folder root/rel for reading, following no link.
-func OpenDir(root, rel string) (*os.File, error) {
-	return Open(root, rel, unix.O_RDONLY|unix.O_DIRECTORY, 0)
-}
-
 // Lstat describes root/rel without following any link; a link as the last
 // element is described as a link.
 func Lstat(root, rel string) (os.FileInfo, error) {

@@ -39,7 +39,7 @@ func (s *Store) CancelJob(ctx context.Context, k Kind, id string) (was Status, e
 		if err != nil {
 			return "", err
 		}
-		if was != StatusQueued && was != f.activeStatus() {
+		if !allows(k, was, EventCancel) {
 			return was, fmt.Errorf("%s %s is %s: %w", k, id, was, ErrNotCancellable)
 		}
 		res := s.db.WithContext(ctx).Exec("UPDATE "+f.table()+" SET "+s.cancelSet(k)+" WHERE id = ? AND status = ?", id, was)

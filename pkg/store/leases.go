@@ -5,8 +5,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"time"
-
-	"gorm.io/gorm"
 )
 
 // RenewLeases extends the leases of every job worker holds under fences to
@@ -19,44 +17,16 @@ func (s *Store) RenewLeases(ctx context.Context, worker string, lease time.Durat
 	for _, f := range fences {
 		byKind[f.Kind] = append(byKind[f.Kind], f)
 	}
-	var parts []string
-	var args []any
+	var stmts []statement
 	for _, kind := range []Kind{KindBuild, KindRun} {
 		if fs := byKind[kind]; len(fs) > 0 {
-			q, a := s.renewSQL(kind, worker, lease, fs)
-			parts, args = append(parts, q), append(args, a...)
+			stmts = append(stmts, s.renewSQL(kind, worker, lease, fs))
 		}
 	}
-	var rows []struct {
-		Kind         string
-		ID           string
-		AttemptCount int
-	}
-	var err error
-	switch {
-	case len(parts) == 0:
+	if len(stmts) == 0 {
 		return map[Fence]bool{}, nil
-	case len(parts) == 1:
-		err = s.db.WithContext(ctx).Raw(parts[0], args...).Scan(&rows).Error
-	case s.dialect.name() == "postgres":
-		q := "WITH b AS (" + parts[0] + "), r AS (" + parts[1] + ") SELECT * FROM b UNION ALL SELECT * FROM r"
-		err = s.db.WithContext(ctx).Raw(q, args...).Scan(&rows).Error
-	default:
-		err = s.tx(ctx, func(tx *gorm.DB) error {
-			_, bArgs := s.renewSQL(KindBuild, worker, lease, byKind[KindBuild])
-			if err := tx.Raw(parts[0], bArgs...).Scan(&rows).Error; err != nil {
-				return err
-			}
-			var more []struct {
-				Kind         string
-				ID           string
-				AttemptCount int
-			}
-			err := tx.Raw(parts[1], args[len(bArgs):]...).Scan(&more).Error
-			rows = append(rows, more...)
-			return err
-		})
 	}
+	rows, err := s.dialect.renewAll(s.db.WithContext(ctx), stmts)
 	if err != nil {
 		return nil, fmt.Errorf("renew %d leases: %w", len(fences), err)
 	}
@@ -67,12 +37,25 @@ func (s *Store) RenewLeases(ctx context.Context, worker string, lease time.Durat
 	return held, nil
 }
 
+// statement is one SQL statement with its arguments.
+type statement struct {
+	query string
+	args  []any
+}
+
+// renewedRow is a job whose lease a renewal extended.
+type renewedRow struct {
+	Kind         string
+	ID           string
+	AttemptCount int
+}
+
 // renewSQL is the fenced lease renewal of fs (all of one kind): each job's
 // row renews only while it is active, claimed by worker, at its attempt, and
 // its lease has not expired: an expired lease may be rescued any moment,
 // and its jobrunner has stopped itself, so it is lost, never revived. The
 // jobs travel as one JSON argument, joined on the primary key.
-func (s *Store) renewSQL(kind Kind, worker string, lease time.Duration, fs []Fence) (string, []any) {
+func (s *Store) renewSQL(kind Kind, worker string, lease time.Duration, fs []Fence) statement {
 	f := Fence{Kind: kind}
 	type held struct {
 		ID      string `json:"vid"`
@@ -84,8 +67,8 @@ func (s *Store) renewSQL(kind Kind, worker string, lease time.Duration, fs []Fen
 	}
 	data, _ := json.Marshal(list)
 	from, cond := s.dialect.jobListSQL()
-	return `UPDATE ` + f.table() + ` SET claim_expires_at = ` + s.dialect.laterSQL("?") + from + `
+	return statement{`UPDATE ` + f.table() + ` SET claim_expires_at = ` + s.dialect.laterSQL("?") + from + `
 WHERE ` + cond + ` AND claimed_by = ? AND status = ?
 	AND claim_expires_at > ` + s.dialect.nowSQL() + `
-RETURNING '` + string(kind) + `' AS kind, id, attempt_count`, []any{lease.Seconds(), string(data), worker, f.activeStatus()}
+RETURNING '` + string(kind) + `' AS kind, id, attempt_count`, []any{lease.Seconds(), string(data), worker, f.activeStatus()}}
 }

@@ -57,14 +57,8 @@ func (s *Store) fairShare(db *gorm.DB) error {
 			return fmt.Errorf("create table ade_worker_pauses: %w", err)
 		}
 	}
-	stmts := fairShareIndexes
-	if s.dialect.name() == "postgres" {
-		// A resume wakes idle supervisors at once, as a queued job does
-		// (SQLite's watcher sees every write already).
-		stmts = append(stmts, `DROP TRIGGER IF EXISTS ade_worker_pauses_notify ON ade_worker_pauses`,
-			`CREATE TRIGGER ade_worker_pauses_notify AFTER DELETE ON ade_worker_pauses
-	FOR EACH STATEMENT EXECUTE FUNCTION ade_worker_notify()`)
-	}
+	// A resume wakes idle supervisors at once, as a queued job does.
+	stmts := append(append([]string(nil), fairShareIndexes...), s.dialect.pauseTriggers()...)
 	for _, stmt := range stmts {
 		if err := db.Exec(stmt).Error; err != nil {
 			return fmt.Errorf("%s: %w", firstLine(stmt), err)

@@ -3,7 +3,11 @@ package store
 import (
 	"context"
 	"database/sql"
+	"fmt"
+	"strings"
 	"time"
+
+	"gorm.io/gorm"
 )
 
 type postgresDialect struct{}
@@ -31,6 +35,26 @@ func (postgresDialect) untilSQL(q string) string {
 
 func (postgresDialect) laterSQL(secs string) string {
 	return `(now() + make_interval(secs => CAST(` + secs + ` AS double precision)))`
+}
+
+// renewAll runs the renewals as one statement (one round trip): each a
+// data-modifying common table expression, their rows put together.
+func (postgresDialect) renewAll(db *gorm.DB, stmts []statement) ([]renewedRow, error) {
+	q, args := stmts[0].query, stmts[0].args
+	if len(stmts) > 1 {
+		var with, sel []string
+		args = nil
+		for i, st := range stmts {
+			name := fmt.Sprintf("r%d", i)
+			with = append(with, name+" AS ("+st.query+")")
+			sel = append(sel, "SELECT * FROM "+name)
+			args = append(args, st.args...)
+		}
+		q = "WITH " + strings.Join(with, ", ") + " " + strings.Join(sel, " UNION ALL ")
+	}
+	var rows []renewedRow
+	err := db.Raw(q, args...).Scan(&rows).Error
+	return rows, err
 }
 
 // SKIP LOCKED lets many supervisors claim side by side: each takes rows no
@@ -114,6 +138,16 @@ END $$`,
 	FOR EACH ROW WHEN (NEW.status IN ('queued', 'ready')) EXECUTE FUNCTION ade_worker_notify()`,
 	}, cancelTriggers()...)
 }
+
+// pauseTriggers wake idle supervisors at a resume, as a queued job does.
+func (postgresDialect) pauseTriggers() []string {
+	return []string{`DROP TRIGGER IF EXISTS ade_worker_pauses_notify ON ade_worker_pauses`,
+		`CREATE TRIGGER ade_worker_pauses_notify AFTER DELETE ON ade_worker_pauses
+	FOR EACH STATEMENT EXECUTE FUNCTION ade_worker_notify()`}
+}
+
+// The cancel triggers name each cancelled job as it happens (NOTIFY).
+func (postgresDialect) namesCancels() bool { return true }
 
 // cancelTriggers tell every supervisor at once that a job was cancelled
 // (the payload names it), so the one running it stops it within a second.

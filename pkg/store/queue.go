@@ -101,19 +101,6 @@ func claimArgs(worker string, lease time.Duration, limit int) map[string]any {
 	return map[string]any{"worker": worker, "lease": lease.Seconds(), "limit": limit}
 }
 
-// ClaimRuns atomically takes up to limit claimable runs for worker, leased
-// for lease from the database's now.
-func (s *Store) ClaimRuns(ctx context.Context, worker string, lease time.Duration, limit int) ([]ClaimedRun, error) {
-	_, runs, err := s.ClaimJobs(ctx, worker, lease, 0, limit)
-	return runs, err
-}
-
-// ClaimBuilds atomically takes up to limit queued builds for worker.
-func (s *Store) ClaimBuilds(ctx context.Context, worker string, lease time.Duration, limit int) ([]ClaimedBuild, error) {
-	builds, _, err := s.ClaimJobs(ctx, worker, lease, limit, 0)
-	return builds, err
-}
-
 // ClaimJobs takes up to buildLimit claimable builds, then as many
 // claimable runs as the builds left room for within runLimit, in one
 // transaction (one BEGIN and COMMIT for both: on PostgreSQL each is a round
@@ -181,19 +168,6 @@ func appendScan(q *gorm.DB, out any) (int, error) {
 		return len(got), err
 	}
 	return 0, fmt.Errorf("appendScan: unexpected %T", out)
-}
-
-// Heartbeat extends the lease of one held job to lease from the database's
-// now. It returns ErrLeaseLost when the job is no longer held under f.
-func (s *Store) Heartbeat(ctx context.Context, f Fence, lease time.Duration) error {
-	held, err := s.RenewLeases(ctx, f.Worker, lease, []Fence{f})
-	if err != nil {
-		return err
-	}
-	if !held[f] {
-		return ErrLeaseLost
-	}
-	return nil
 }
 
 // fencedUpdate applies set (a SQL SET clause and its args) to the fenced job

@@ -41,7 +41,7 @@ func (t *RetryTarget) PreviousError() string {
 // Retryable says why t cannot be retried (ErrNotRetryable or
 // ErrBuildNotReady, wrapped with the job and the fix), or nil.
 func (t *RetryTarget) Retryable() error {
-	if t.Status != StatusFailed && t.Status != StatusCancelled {
+	if !allows(t.Kind, t.Status, EventOperatorRetry) {
 		return fmt.Errorf("%s %s is %s: %w", t.Kind, t.ID, t.Status, ErrNotRetryable)
 	}
 	if t.Kind == KindRun && t.BuildID != nil {

@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"time"
+
+	"gorm.io/gorm"
 )
 
 type sqliteDialect struct{}
@@ -37,6 +39,28 @@ func (sqliteDialect) untilSQL(q string) string {
 
 func (sqliteDialect) laterSQL(secs string) string {
 	return `(strftime('%Y-%m-%d %H:%M:%f', 'now', printf('%+.3f seconds', ` + secs + `)) || '000')`
+}
+
+// renewAll runs the renewals one after the other in one transaction:
+// SQLite has no data-modifying common table expressions, and its
+// statements cost no round trip.
+func (sqliteDialect) renewAll(db *gorm.DB, stmts []statement) ([]renewedRow, error) {
+	var rows []renewedRow
+	if len(stmts) == 1 { // a statement is a transaction already
+		err := db.Raw(stmts[0].query, stmts[0].args...).Scan(&rows).Error
+		return rows, err
+	}
+	err := db.Transaction(func(tx *gorm.DB) error {
+		for _, st := range stmts {
+			var got []renewedRow
+			if err := tx.Raw(st.query, st.args...).Scan(&got).Error; err != nil {
+				return err
+			}
+			rows = append(rows, got...)
+		}
+		return nil
+	})
+	return rows, err
 }
 
 // One UPDATE ... RETURNING on a subselect: SQLite runs it under its single
@@ -74,6 +98,12 @@ func (sqliteDialect) clearRunResultsSQL() []string {
 
 // SQLite has no data-modifying CTEs; its statements cost no round trip.
 func (sqliteDialect) moveDocumentSQL(bool) string { return "" }
+
+// SQLite's watcher sees every write, a resume included.
+func (sqliteDialect) pauseTriggers() []string { return nil }
+
+// Cancels are seen as file changes, which name no job.
+func (sqliteDialect) namesCancels() bool { return false }
 
 // No dialect-only migrations yet.
 func (sqliteDialect) migrations() []string { return nil }

@@ -164,6 +164,11 @@ func (s *Store) Name() string { return s.name }
 // Dialect names the database kind ("sqlite" or "postgres").
 func (s *Store) Dialect() string { return s.dialect.name() }
 
+// NamesCancels reports whether WatchQueue names each cancelled job as it
+// happens (PostgreSQL's NOTIFY); where it does not (SQLite: a file changed),
+// the supervisor's check of its running jobs' rows is how cancels are seen.
+func (s *Store) NamesCancels() bool { return s.dialect.namesCancels() }
+
 // tx runs fn in one transaction.
 func (s *Store) tx(ctx context.Context, fn func(tx *gorm.DB) error) error {
 	return s.db.WithContext(ctx).Transaction(fn)
@@ -191,6 +196,10 @@ type dialect interface {
 	// list of jobs in one JSON argument, [{"vid": id, "vattempt": n}, ...]:
 	// a FROM clause (may be empty) and a condition.
 	jobListSQL() (from, cond string)
+	// renewAll runs lease renewals (UPDATE ... RETURNING kind, id,
+	// attempt_count; one per job kind) as one unit and returns every row
+	// they renewed.
+	renewAll(db *gorm.DB, stmts []statement) ([]renewedRow, error)
 	// claimSQL makes the claim of the jobs of q that pick (a SELECT of
 	// j.id, after the common table expressions with) selects.
 	claimSQL(q queueKind, with, pick string) string
@@ -223,6 +232,12 @@ type dialect interface {
 	// store (what nowSQL gives).
 	timestampType() string
 	watch(ctx context.Context, target string, wake func(), cancelled func(JobRef)) error
+	// namesCancels: watch reports each cancelled job by name as it
+	// happens, not only that something changed.
+	namesCancels() bool
+	// pauseTriggers are the migration statements that make a resume wake
+	// idle supervisors (none where watch sees every write).
+	pauseTriggers() []string
 }
 
 // sqliteTimeLayout is how the ADE API writes timestamps on SQLite: naive UTC

@@ -28,15 +28,12 @@ import (
 // longer running; it stops the job's processes, writes nothing more about
 // the job (the cancel wins), and ends it here as cancelled.
 
-// errCancelled is returned by persist when a fenced write failed because
-// the job's row was cancelled.
-var errCancelled = errors.New("job cancelled")
-
-// cancelPoll is how often the supervisor checks its running jobs' rows. On
-// SQLite it is the bound on how late a cancel is seen (file changes make it
-// faster still); on PostgreSQL NOTIFY is the fast path and this a backstop.
-func cancelPoll(dialect string) time.Duration {
-	if dialect == "postgres" {
+// cancelPoll is how often the supervisor checks its running jobs' rows.
+// Where the store names cancels as they happen (PostgreSQL's NOTIFY) this is
+// a backstop; elsewhere (SQLite) it is the bound on how late a cancel is
+// seen (file changes make it faster still).
+func cancelPoll(namesCancels bool) time.Duration {
+	if namesCancels {
 		return 3 * time.Second
 	}
 	return time.Second
@@ -75,7 +72,7 @@ func (s *Supervisor) cancelSeen(ref store.JobRef) {
 // watchCancels checks the rows of the jobs this supervisor runs, every
 // cancelPoll and whenever cancelSeen asks, until ctx ends.
 func (s *Supervisor) watchCancels(ctx context.Context) {
-	tick.Every(ctx, cancelPoll(s.store.Dialect()), s.cancels.check, func(ctx context.Context) bool {
+	tick.Every(ctx, cancelPoll(s.store.NamesCancels()), s.cancels.check, func(ctx context.Context) bool {
 		s.checkCancels(ctx)
 		return tick.Sleep(ctx, cancelCheckGap) == nil
 	})
@@ -115,21 +112,33 @@ func (s *Supervisor) stopCancelled(log zerolog.Logger, l *lease, via string) {
 	}
 }
 
-// rowCancelled re-reads a job's status after a fenced write failed: a
-// cancelled row is a cancel, anything else a lost lease.
+// rowCancelled re-reads a job's status after a fenced write or a renewal
+// found the job no longer ours: a cancelled row is a cancel, anything else
+// a lost lease. Three tries: a read that keeps failing counts as a loss.
 func (s *Supervisor) rowCancelled(f store.Fence) bool {
-	for try := 0; try < 3; try++ {
+	r := s.waits
+	r.First, r.Max, r.Jitter, r.Tries = 200*time.Millisecond, time.Second, 0.2, 3
+	var status store.Status
+	_, _, err := r.Do(func(int) (bool, error) {
 		ctx, done := context.WithTimeout(context.Background(), 10*time.Second)
-		status, err := s.queue.JobStatus(ctx, f.Kind, f.ID)
-		done()
-		if err == nil {
-			return status == store.StatusCancelled
-		}
-		if errors.Is(err, store.ErrNotFound) {
-			return false
-		}
-		time.Sleep(200 * time.Millisecond)
+		defer done()
+		var err error
+		status, err = s.queue.JobStatus(ctx, f.Kind, f.ID)
+		return err != nil && !errors.Is(err, store.ErrNotFound), err
+	})
+	return err == nil && status == store.StatusCancelled
+}
+
+// refused is how a job goes on after a fenced write of it found the lease
+// gone (err wraps store.ErrLeaseLost): when its row was cancelled it is a
+// cancel (true: the caller ends the job as cancelled); otherwise another
+// worker holds the job, and the loss is logged here.
+func (s *Supervisor) refused(log zerolog.Logger, l *lease, err error) (cancelled bool) {
+	if s.rowCancelled(l.fence) {
+		l.requestCancel()
+		return true
 	}
+	log.Warn().Err(err).Str("outcome", telemetry.OutcomeLeaseLost).Msg("lease lost before the write landed; the job's new owner decides")
 	return false
 }
 
@@ -143,9 +152,9 @@ func (s *Supervisor) confirmCancelled(log zerolog.Logger, l *lease) ending {
 		return err
 	})
 	if err == nil && status == store.StatusCancelled {
-		return ending{cancelled: true}
+		return ending{event: store.EventCancel}
 	}
-	return ending{handBack: true, message: "Worker stopped the job for a cancel the row no longer shows; job handed back"}
+	return ending{event: store.EventHandBack, message: "Worker stopped the job for a cancel the row no longer shows; job handed back"}
 }
 
 // endCancelled is the one place a job ends as cancelled:

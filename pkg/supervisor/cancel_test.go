@@ -24,15 +24,15 @@ func TestDecideCancelWins(t *testing.T) {
 		out  childOutcome
 		want ending
 	}{
-		{"cancelled, no result", childOutcome{cancelled: true}, ending{cancelled: true}},
-		{"cancelled, jobrunner reported the stop", childOutcome{cancelled: true, result: stopped}, ending{cancelled: true}},
-		{"cancelled just as it succeeded", childOutcome{cancelled: true, result: ok}, ending{cancelled: true}},
-		{"shutdown", childOutcome{stopped: true, result: stopped}, ending{handBack: true, message: "Worker shut down; job handed back"}},
+		{"cancelled, no result", childOutcome{cancelled: true}, ending{event: store.EventCancel}},
+		{"cancelled, jobrunner reported the stop", childOutcome{cancelled: true, result: stopped}, ending{event: store.EventCancel}},
+		{"cancelled just as it succeeded", childOutcome{cancelled: true, result: ok}, ending{event: store.EventCancel}},
+		{"shutdown", childOutcome{stopped: true, result: stopped}, ending{event: store.EventHandBack, message: "Worker shut down; job handed back"}},
 	}
 	s := &Supervisor{}
 	for _, tc := range cases {
 		got := s.decide(f, 3, tc.out)
-		if got.cancelled != tc.want.cancelled || got.handBack != tc.want.handBack || got.retry || got.succeeded || got.code != nil {
+		if got.event != tc.want.event || got.code != nil {
 			t.Errorf("%s: decide = %+v, want %+v", tc.name, got, tc.want)
 		}
 	}

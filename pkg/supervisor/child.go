@@ -17,7 +17,7 @@ import (
 	"github.com/ade-org/ade-worker/pkg/jobspec"
 	"github.com/ade-org/ade-worker/pkg/procs"
 	"github.com/ade-org/ade-worker/pkg/store"
-	"github.com/ade-org/ade-worker/pkg/telemetry"
+	"github.com/ade-org/ade-worker/pkg/tick"
 )
 
 // childOutcome is how a jobrunner process ended, as the supervisor saw it.
@@ -131,43 +131,47 @@ func tellRenewal(w *os.File, left time.Duration) {
 func fenceMargin(lease time.Duration) time.Duration { return lease / 4 }
 
 // persist retries a fenced write with backoff until it lands, the fence
-// says another worker holds the job, or the lease runs out (from then on
-// cleanup re-queues the job, so the attempt is retried, not lost). A
-// database outage thus delays an outcome instead of dropping it.
+// says another worker holds the job (store.ErrLeaseLost, wrapped with what
+// was written: the caller decides what that means, see refused), or the
+// lease runs out (from then on cleanup re-queues the job, so the attempt
+// is retried, not lost). A database outage thus delays an outcome instead
+// of dropping it.
 func (s *Supervisor) persist(log zerolog.Logger, l *lease, what string, write func() error) error {
-	delay := 100 * time.Millisecond
-	for attempt := 1; ; attempt++ {
+	tries, gaveUp, err := s.writeRetry(l).Do(func(attempt int) (bool, error) {
 		err := write()
 		if !errors.Is(err, context.Canceled) {
 			// A lost lease is the database's answer, not its failure.
 			s.obs.DBOp("write", ignore(err, store.ErrLeaseLost))
 		}
-		switch {
-		case err == nil:
-			if attempt > 1 {
-				log.Info().Str("write", what).Int("tries", attempt).Msg("database write landed after retries")
-			}
-			return nil
-		case errors.Is(err, store.ErrLeaseLost):
-			if s.rowCancelled(l.fence) {
-				l.requestCancel()
-				return errCancelled // the caller ends the job as cancelled
-			}
-			log.Warn().Str("write", what).Str("outcome", telemetry.OutcomeLeaseLost).Msg("lease lost before the write landed; the job's new owner decides")
-			return err
-		case errors.Is(err, context.Canceled):
-			// The write's context ended (a stop): it can never land, and
-			// the heartbeat keeps the lease, so retrying would never end.
-			return err
-		case time.Now().Add(delay).After(l.expires()):
-			log.Error().Err(err).Str("write", what).Msg("database write failed until the lease ran out; the job will be retried after lease expiry")
-			return err
-		case attempt == 1:
+		// A write whose context ended (a stop) can never land, and the
+		// heartbeat keeps the lease, so retrying it would never end.
+		again := err != nil && !errors.Is(err, store.ErrLeaseLost) && !errors.Is(err, context.Canceled)
+		if again && attempt == 1 {
 			log.Warn().Err(err).Str("write", what).Msg("database write failed; retrying until it lands or the lease runs out")
 		}
-		s.sleep(delay)
-		delay = min(delay*2, 5*time.Second)
+		return again, err
+	})
+	switch {
+	case err == nil:
+		if tries > 1 {
+			log.Info().Str("write", what).Int("tries", tries).Msg("database write landed after retries")
+		}
+	case gaveUp:
+		log.Error().Err(err).Str("write", what).Msg("database write failed until the lease ran out; the job will be retried after lease expiry")
+	case errors.Is(err, store.ErrLeaseLost):
+		return fmt.Errorf("%s: %w", what, err)
 	}
+	return err
+}
+
+// writeRetry is how writes about a held job are retried: soon at first,
+// then every 5 s at most, jittered so that the supervisors of a fleet do
+// not all return to a recovering database at once, and never past the
+// job's lease (after it, the job is no longer ours to write about).
+func (s *Supervisor) writeRetry(l *lease) tick.Retry {
+	r := s.waits
+	r.First, r.Max, r.Jitter, r.Until = 100*time.Millisecond, 5*time.Second, 0.2, l.expires
+	return r
 }
 
 // forwardLines logs the jobrunner's own diagnostics.

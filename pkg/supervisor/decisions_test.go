@@ -16,6 +16,7 @@ import (
 	"github.com/ade-org/ade-worker/pkg/procs"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/telemetry"
+	"github.com/ade-org/ade-worker/pkg/tick"
 )
 
 // These tests cover the supervisor's decisions without a database, Python
@@ -36,21 +37,21 @@ func TestDecide(t *testing.T) {
 		out     childOutcome
 		want    ending
 	}{
-		{"success", 1, childOutcome{result: ok}, ending{succeeded: true, code: intp(0), result: ok}},
+		{"success", 1, childOutcome{result: ok}, ending{event: store.EventSucceed, code: intp(0), result: ok}},
 		{"engine failure is final on the first attempt", 1, childOutcome{result: engineFailed},
-			ending{code: intp(3), message: "Engine failed", result: engineFailed}},
-		{"no result is retried while attempts remain", 1, noResult, ending{retry: true, message: noResult.problem}},
+			ending{event: store.EventFail, code: intp(3), message: "Engine failed", result: engineFailed}},
+		{"no result is retried while attempts remain", 1, noResult, ending{event: store.EventRetryLater, message: noResult.problem}},
 		{"no result on the last attempt fails with code 1", 3, noResult,
-			ending{code: intp(jobspec.CodeGenericFailure), message: noResult.problem + " (gave up after 3 attempts)"}},
-		{"retryable result is retried", 2, childOutcome{result: hostFault}, ending{retry: true, message: "Engine crashed", result: hostFault}},
+			ending{event: store.EventFail, code: intp(jobspec.CodeGenericFailure), message: noResult.problem + " (gave up after 3 attempts)"}},
+		{"retryable result is retried", 2, childOutcome{result: hostFault}, ending{event: store.EventRetryLater, message: "Engine crashed", result: hostFault}},
 		{"retryable result on the last attempt keeps its code", 3, childOutcome{result: hostFault},
-			ending{code: intp(1), message: "Engine crashed (gave up after 3 attempts)", result: hostFault}},
+			ending{event: store.EventFail, code: intp(1), message: "Engine crashed (gave up after 3 attempts)", result: hostFault}},
 		{"shutdown without a result hands back", 3, childOutcome{stopped: true, problem: "killed"},
-			ending{handBack: true, message: "Worker shut down; job handed back"}},
+			ending{event: store.EventHandBack, message: "Worker shut down; job handed back"}},
 		{"shutdown that cancelled the job hands back", 3, childOutcome{stopped: true, result: cancelled},
-			ending{handBack: true, message: "Worker shut down; job handed back"}},
+			ending{event: store.EventHandBack, message: "Worker shut down; job handed back"}},
 		{"a job that finished just before the shutdown keeps its outcome", 1, childOutcome{stopped: true, result: ok},
-			ending{succeeded: true, code: intp(0), result: ok}},
+			ending{event: store.EventSucceed, code: intp(0), result: ok}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -68,7 +69,7 @@ func showEnding(e ending) string {
 	if e.code != nil {
 		code = fmt.Sprint(*e.code)
 	}
-	return fmt.Sprintf("{retry:%v handBack:%v succeeded:%v code:%s message:%q result:%v}", e.retry, e.handBack, e.succeeded, code, e.message, e.result != nil)
+	return fmt.Sprintf("{event:%s code:%s message:%q result:%v}", e.event, code, e.message, e.result != nil)
 }
 
 func TestParseRunOptions(t *testing.T) {
@@ -206,17 +207,37 @@ func TestPersist(t *testing.T) {
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			var slept []time.Duration
-			s := &Supervisor{sleep: func(d time.Duration) { slept = append(slept, d) }, obs: telemetry.Nop{},
-				queue: &fakeQueue{status: "running"}}
+			s := &Supervisor{obs: telemetry.Nop{}, queue: &fakeQueue{status: "running"},
+				waits: tick.Retry{Sleep: func(d time.Duration) { slept = append(slept, d) }, Rand: func() float64 { return 0 }}}
 			l := newLease(store.Fence{Kind: store.KindRun, ID: "r1"}, tc.leaseLeft, time.Now())
 			w := &flakyWrite{n: tc.failures, err: tc.err}
 			err := s.persist(zerolog.Nop(), l, "run outcome", w.write)
 			if !errors.Is(err, tc.wantErr) || (tc.wantErr == nil) != (err == nil) {
 				t.Fatalf("persist = %v, want %v", err, tc.wantErr)
 			}
+			if errors.Is(err, store.ErrLeaseLost) && !strings.Contains(err.Error(), "run outcome") {
+				t.Errorf("persist = %v, want the write named", err)
+			}
 			if w.calls != tc.calls || !reflect.DeepEqual(slept, tc.sleeps) {
 				t.Errorf("writes = %d, sleeps = %v; want %d and %v", w.calls, slept, tc.calls, tc.sleeps)
 			}
 		})
+	}
+}
+
+// TestPersistJitters: each wait is shortened by up to 20%, by the random
+// draw (here one half: 10%).
+func TestPersistJitters(t *testing.T) {
+	var slept []time.Duration
+	s := &Supervisor{obs: telemetry.Nop{}, waits: tick.Retry{Sleep: func(d time.Duration) { slept = append(slept, d) },
+		Rand: func() float64 { return 0.5 }}}
+	l := newLease(store.Fence{Kind: store.KindRun, ID: "r1"}, time.Hour, time.Now())
+	w := &flakyWrite{n: 3, err: errors.New("connection refused")}
+	if err := s.persist(zerolog.Nop(), l, "run outcome", w.write); err != nil {
+		t.Fatal(err)
+	}
+	ms := time.Millisecond
+	if want := []time.Duration{90 * ms, 180 * ms, 360 * ms}; !reflect.DeepEqual(slept, want) {
+		t.Errorf("sleeps = %v, want %v", slept, want)
 	}
 }

@@ -28,14 +28,15 @@ type finalWriter interface {
 func (s *Supervisor) finish(ctx context.Context, log zerolog.Logger, l *lease, spec *jobspec.Spec,
 	w finalWriter, e ending, started time.Time) {
 	f := l.fence
-	if e.cancelled {
+	l.closeBegins()
+	if e.event == store.EventCancel {
 		e = s.confirmCancelled(log, l)
 	}
 	var err error
-	switch {
-	case e.cancelled:
-		err = errCancelled
-	case e.handBack:
+	cancelled := e.event == store.EventCancel
+	switch e.event {
+	case store.EventCancel:
+	case store.EventHandBack:
 		var how store.HandBack
 		var prior int
 		if how, prior, err = s.handBack(ctx, log, l, e); err != nil {
@@ -49,7 +50,7 @@ func (s *Supervisor) finish(ctx context.Context, log zerolog.Logger, l *lease, s
 		appendEvent(log, spec, "warning", string(f.Kind)+".requeued", kindTitle(f.Kind)+" re-queued: "+e.message,
 			map[string]any{"attempt": f.Attempt, "error": e.message, "handed_back": true, "handbacks": prior + 1,
 				"attempt_counted": how == store.HandBackCounted})
-	case e.retry:
+	case store.EventRetryLater:
 		if err = s.requeue(ctx, log, l, e); err == nil {
 			l.ended(e)
 			appendEvent(log, spec, "warning", string(f.Kind)+".requeued", kindTitle(f.Kind)+" re-queued: "+e.message,
@@ -58,7 +59,10 @@ func (s *Supervisor) finish(ctx context.Context, log zerolog.Logger, l *lease, s
 	default:
 		err = s.complete(ctx, log, l, spec, w, e, started)
 	}
-	if errors.Is(err, errCancelled) {
+	if errors.Is(err, store.ErrLeaseLost) {
+		cancelled = s.refused(log, l, err)
+	}
+	if cancelled {
 		s.endCancelled(log, l, spec, started)
 	}
 }
@@ -73,9 +77,9 @@ func (s *Supervisor) complete(ctx context.Context, log zerolog.Logger, l *lease,
 	}
 	l.ended(e)
 	w.afterFinal(ctx, log, e)
-	status := store.EndStatus(f.Kind, e.succeeded)
+	status := store.EndStatus(f.Kind, e.succeeded())
 	logEnd(log, status, e.code, e.message, started)
-	appendEvent(log, spec, levelFor(e.succeeded), completeEvent(f.Kind), kindTitle(f.Kind)+" "+string(status),
+	appendEvent(log, spec, levelFor(e.succeeded()), completeEvent(f.Kind), kindTitle(f.Kind)+" "+string(status),
 		terminalData(status, e.code, e.message, f.Attempt))
 	return nil
 }
@@ -115,7 +119,7 @@ func (s *Supervisor) handBack(ctx context.Context, log zerolog.Logger, l *lease,
 // ADE_WORKER_MAX_HANDBACKS with its attempts used up.
 func (s *Supervisor) handBacksExhausted(f store.Fence, prior int) ending {
 	code := jobspec.CodeGenericFailure
-	return ending{code: &code, message: fmt.Sprintf("Handed back at shutdown %d times (longer than the shutdown grace each time); "+
+	return ending{event: store.EventFail, code: &code, message: fmt.Sprintf("Handed back at shutdown %d times (longer than the shutdown grace each time); "+
 		"gave up after %d attempts (ADE_WORKER_MAX_HANDBACKS=%d hand-backs are free, later ones count as attempts)",
 		prior+1, f.Attempt, s.cfg.MaxHandBacks)}
 }

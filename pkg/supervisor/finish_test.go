@@ -8,10 +8,10 @@ import (
 
 	"github.com/rs/zerolog"
 
-	"github.com/ade-org/ade-worker/pkg/eventlog"
 	"github.com/ade-org/ade-worker/pkg/jobspec"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/telemetry"
+	"github.com/ade-org/ade-worker/test/eventfile"
 )
 
 // fakeFinal records the final-state writes of one job.
@@ -40,19 +40,20 @@ func TestFinishFinalStates(t *testing.T) {
 		kind     store.Kind
 		e        ending
 		writeErr error
+		row      store.Status // the job's row as a re-read finds it
 		want
 	}{
-		{"run succeeded", store.KindRun, ending{succeeded: true, code: intp(0)}, nil,
+		{"run succeeded", store.KindRun, ending{event: store.EventSucceed, code: intp(0)}, nil, "",
 			want{1, telemetry.OutcomeSucceeded, "run.complete", "Run succeeded", "succeeded"}},
-		{"build ready", store.KindBuild, ending{succeeded: true, code: intp(0)}, nil,
+		{"build ready", store.KindBuild, ending{event: store.EventSucceed, code: intp(0)}, nil, "",
 			want{1, telemetry.OutcomeSucceeded, "build.complete", "Build ready", "ready"}},
-		{"build failed", store.KindBuild, ending{code: intp(3), message: "boom"}, nil,
+		{"build failed", store.KindBuild, ending{event: store.EventFail, code: intp(3), message: "boom"}, nil, "",
 			want{1, telemetry.OutcomeFailed, "build.complete", "Build failed", "failed"}},
-		{"run timed out", store.KindRun, ending{code: intp(jobspec.CodeTimeout), message: "slow"}, nil,
+		{"run timed out", store.KindRun, ending{event: store.EventFail, code: intp(jobspec.CodeTimeout), message: "slow"}, nil, "",
 			want{1, telemetry.OutcomeTimedOut, "run.complete", "Run failed", "failed"}},
-		{"final write finds the run cancelled", store.KindRun, ending{succeeded: true, code: intp(0)}, errCancelled,
+		{"final write finds the run cancelled", store.KindRun, ending{event: store.EventSucceed, code: intp(0)}, store.ErrLeaseLost, store.StatusCancelled,
 			want{0, telemetry.OutcomeCancelled, "run.complete", "Run cancelled", "cancelled"}},
-		{"final write finds the lease lost", store.KindRun, ending{succeeded: true, code: intp(0)}, store.ErrLeaseLost,
+		{"final write finds the lease lost", store.KindRun, ending{event: store.EventSucceed, code: intp(0)}, store.ErrLeaseLost, store.StatusQueued,
 			want{0, telemetry.OutcomeLeaseLost, "", "", ""}},
 	}
 	for _, tc := range cases {
@@ -62,14 +63,14 @@ func TestFinishFinalStates(t *testing.T) {
 				Roots: jobspec.Roots{Runs: dir, Venvs: dir}}
 			l := newLease(store.Fence{Kind: tc.kind, ID: "j1", Worker: "w", Attempt: 1}, time.Minute, time.Now())
 			w := &fakeFinal{err: tc.writeErr}
-			(&Supervisor{}).finish(context.Background(), zerolog.Nop(), l, spec, w, tc.e, time.Now())
+			(&Supervisor{queue: &fakeQueue{status: tc.row}}).finish(context.Background(), zerolog.Nop(), l, spec, w, tc.e, time.Now())
 			if w.writes != 1 || w.after != tc.after {
 				t.Errorf("writes %d, follow-ups %d; want 1, %d", w.writes, w.after, tc.after)
 			}
 			if got := l.outcomeOf(); got != tc.outcome {
 				t.Errorf("outcome = %s, want %s", got, tc.outcome)
 			}
-			events, _ := eventlog.ReadAll(spec.EventsPath)
+			events, _ := eventfile.ReadAll(spec.EventsPath)
 			if tc.event == "" {
 				if len(events) != 0 {
 					t.Errorf("events after a lost lease: %v", events)

@@ -39,13 +39,13 @@ func (j *runJob) execute(ctx context.Context, log zerolog.Logger) {
 		e = rejected(plan.Reject)
 	case plan.Spec.Run.Options.DryRun:
 		zero := 0
-		e = ending{succeeded: true, code: &zero}
+		e = ending{event: store.EventSucceed, code: &zero}
 	default:
 		if plan.DocumentID != "" {
 			err := s.persist(log, j.lease, "document processing", func() error {
 				return s.store.StartDocument(ctx, f, plan.DocumentID)
 			})
-			if errors.Is(err, errCancelled) {
+			if errors.Is(err, store.ErrLeaseLost) && s.refused(log, j.lease, err) {
 				s.endCancelled(log, j.lease, plan.Spec, started)
 			}
 			if err != nil {
@@ -62,7 +62,7 @@ func (j *runJob) execute(ctx context.Context, log zerolog.Logger) {
 // status.
 func (j *runJob) writeFinal(ctx context.Context, log zerolog.Logger, e ending) error {
 	plan := j.plan
-	o := store.RunOutcome{Succeeded: e.succeeded, ExitCode: e.code, Error: e.message}
+	o := store.RunOutcome{Succeeded: e.succeeded(), ExitCode: e.code, Error: e.message}
 	if e.result != nil && plan.DocumentID != "" {
 		o.Summary, o.OutputPath = j.results(log, e.result)
 	}
@@ -131,8 +131,8 @@ func (j *buildJob) execute(ctx context.Context, log zerolog.Logger) {
 // writeFinal writes the build's final status; a ready build keeps what the
 // jobrunner reported about its environment.
 func (j *buildJob) writeFinal(ctx context.Context, log zerolog.Logger, e ending) error {
-	o := store.BuildOutcome{Succeeded: e.succeeded, ExitCode: e.code, Error: e.message}
-	if r := e.result; r != nil && e.succeeded {
+	o := store.BuildOutcome{Succeeded: e.succeeded(), ExitCode: e.code, Error: e.message}
+	if r := e.result; r != nil && e.succeeded() {
 		o.Summary, o.EngineVersion, o.PythonVersion, o.PythonInterpreter = r.BuildSummary, r.EngineVersion, r.PythonVersion, r.PythonInterpreter
 	}
 	return j.s.persist(log, j.lease, "build outcome", func() error { return j.s.store.FinishBuild(ctx, j.lease.fence, o) })
@@ -141,7 +141,7 @@ func (j *buildJob) writeFinal(ctx context.Context, log zerolog.Logger, e ending)
 // afterFinal wakes the claim loop for a ready build's runs, or fails the
 // queued runs of a failed build now rather than at the next cleanup.
 func (j *buildJob) afterFinal(ctx context.Context, log zerolog.Logger, e ending) {
-	if e.succeeded {
+	if e.succeeded() {
 		j.s.wake() // its runs are claimable now
 		return
 	}

@@ -19,11 +19,15 @@ type lease struct {
 	length time.Duration
 	log    zerolog.Logger
 
-	mu     sync.Mutex
-	end    time.Time
-	lost   bool
-	notify func(left time.Duration) // tells the running jobrunner
-	onLost func()                   // stops the running jobrunner
+	mu   sync.Mutex
+	end  time.Time
+	lost bool
+	// closing is set before the job's final write (or re-queue, or
+	// hand-back) is sent: from then on the job's own fenced write tells
+	// whether the lease still held, not a renewal (see renewHeld).
+	closing bool
+	notify  func(left time.Duration) // tells the running jobrunner
+	onLost  func()                   // stops the running jobrunner
 
 	// A cancel of the job's row (see cancel.go).
 	cancelMu  sync.Mutex
@@ -48,6 +52,21 @@ func (l *lease) renewed(sentAt time.Time) {
 	if notify != nil {
 		notify(l.remaining())
 	}
+}
+
+// closeBegins records that the job's final write is about to be sent.
+func (l *lease) closeBegins() {
+	l.mu.Lock()
+	l.closing = true
+	l.mu.Unlock()
+}
+
+// isClosing reports whether the job's final write was sent (or is about
+// to be).
+func (l *lease) isClosing() bool {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.closing
 }
 
 // expires is when the lease runs out unless renewed.
@@ -185,9 +204,17 @@ func (s *Supervisor) renewHeld(ctx context.Context, held []*lease) error {
 		return err
 	}
 	for _, l := range held {
-		if renewed[l.fence] {
+		switch {
+		case renewed[l.fence]:
 			l.renewed(sent)
-		} else {
+		case l.isClosing():
+			// The job's final write may have committed before the renewal
+			// read its row: not a loss. Had the lease been lost, that
+			// fenced write finds out and reports it (persist). Checked
+			// after the renewal returned: a job not closing by then sent
+			// its final write after the renewal read the row.
+			l.log.Debug().Msg("renewal skipped a job whose final write was sent")
+		default:
 			s.leaseLost(l)
 		}
 	}

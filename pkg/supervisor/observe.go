@@ -80,11 +80,11 @@ func (s *Supervisor) wakeupsDown(err error) {
 // written before the lease ran out.
 func (l *lease) ended(e ending) {
 	switch {
-	case e.handBack:
+	case e.event == store.EventHandBack:
 		l.outcome = telemetry.OutcomeHandedBack
-	case e.retry:
+	case e.event == store.EventRetryLater:
 		l.outcome = telemetry.OutcomeRetried
-	case e.succeeded:
+	case e.succeeded():
 		l.outcome = telemetry.OutcomeSucceeded
 	case e.code != nil && *e.code == jobspec.CodeTimeout:
 		l.outcome = telemetry.OutcomeTimedOut

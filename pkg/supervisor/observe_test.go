@@ -4,6 +4,7 @@ import (
 	"testing"
 
 	"github.com/ade-org/ade-worker/pkg/jobspec"
+	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/pkg/telemetry"
 )
 
@@ -15,12 +16,12 @@ func TestOutcomeOfEnding(t *testing.T) {
 		want string
 	}{
 		{"never written", nil, telemetry.OutcomeLeaseLost},
-		{"succeeded", &ending{succeeded: true, code: code(0)}, telemetry.OutcomeSucceeded},
-		{"failed", &ending{code: code(7)}, telemetry.OutcomeFailed},
-		{"rejected without a code", &ending{message: "bad row"}, telemetry.OutcomeFailed},
-		{"timed out", &ending{code: code(jobspec.CodeTimeout)}, telemetry.OutcomeTimedOut},
-		{"retried", &ending{retry: true}, telemetry.OutcomeRetried},
-		{"handed back", &ending{handBack: true}, telemetry.OutcomeHandedBack},
+		{"succeeded", &ending{event: store.EventSucceed, code: code(0)}, telemetry.OutcomeSucceeded},
+		{"failed", &ending{event: store.EventFail, code: code(7)}, telemetry.OutcomeFailed},
+		{"rejected without a code", &ending{event: store.EventFail, message: "bad row"}, telemetry.OutcomeFailed},
+		{"timed out", &ending{event: store.EventFail, code: code(jobspec.CodeTimeout)}, telemetry.OutcomeTimedOut},
+		{"retried", &ending{event: store.EventRetryLater}, telemetry.OutcomeRetried},
+		{"handed back", &ending{event: store.EventHandBack}, telemetry.OutcomeHandedBack},
 	}
 	for _, tt := range tests {
 		l := &lease{}

@@ -11,53 +11,63 @@ import (
 // The job policy: what happens to a job whose child ended or whose lease
 // expired. Decided here, in Go; the store only runs the statements.
 
-// ending is the supervisor's decision about a job whose child has ended.
+// ending is the supervisor's decision about a job whose child has ended:
+// the lifecycle event it takes (store.Lifecycle) and what goes with it.
 type ending struct {
-	retry     bool // re-queue with backoff
-	handBack  bool // re-queue now, attempt not counted (shutdown)
-	cancelled bool // the row was cancelled: write nothing (see cancel.go)
-	succeeded bool
-	code      *int
-	message   string
-	result    *jobspec.Result
+	// event is one of: succeed, fail, retry later (re-queue with backoff),
+	// hand back (re-queue now, attempt not counted: shutdown), cancel (the
+	// row was cancelled: the worker writes nothing, see cancel.go).
+	event   store.Event
+	code    *int
+	message string
+	result  *jobspec.Result
 }
+
+// succeeded reports whether the job ends as succeeded (a run) or ready (a
+// build).
+func (e ending) succeeded() bool { return e.event == store.EventSucceed }
 
 // shutDown is the ending of a job the supervisor stopped because it is
 // shutting down: handed back, its attempt not counted.
-var shutDown = ending{handBack: true, message: "Worker shut down; job handed back"}
+var shutDown = ending{event: store.EventHandBack, message: "Worker shut down; job handed back"}
 
 // decide maps a child's outcome to what gets written.
 func (s *Supervisor) decide(f store.Fence, maxAttempts int, out childOutcome) ending {
 	switch {
 	case out.cancelled:
 		// The cancel wins even over a result the child printed meanwhile.
-		return ending{cancelled: true}
+		return ending{event: store.EventCancel}
 	case out.stopped && (out.result == nil || out.result.Reason == jobspec.ReasonCancelled):
 		// Stopped by the shutdown; a job that finished just before it keeps
 		// its real outcome.
 		return shutDown
 	case out.result == nil:
+		// The class of jobspec.ReasonNoResult: transient.
 		return s.retryOrFail(f, maxAttempts, out.problem, jobspec.CodeGenericFailure, nil)
-	case out.result.Retryable:
+	case out.result.Status != jobspec.StatusSucceeded && jobspec.ClassOf(out.result.Reason) == jobspec.Transient:
 		return s.retryOrFail(f, maxAttempts, out.result.Error, out.result.ExitCode, out.result)
 	}
 	r := out.result
 	code := r.ExitCode
-	return ending{succeeded: r.Status == jobspec.StatusSucceeded, code: &code, message: r.Error, result: r}
+	event := store.EventFail
+	if r.Status == jobspec.StatusSucceeded {
+		event = store.EventSucceed
+	}
+	return ending{event: event, code: &code, message: r.Error, result: r}
 }
 
 func (s *Supervisor) retryOrFail(f store.Fence, maxAttempts int, msg string, code int, r *jobspec.Result) ending {
 	if f.Attempt < maxAttempts {
-		return ending{retry: true, message: msg, result: r}
+		return ending{event: store.EventRetryLater, message: msg, result: r}
 	}
-	return ending{code: &code, message: fmt.Sprintf("%s (gave up after %d attempts)", msg, f.Attempt), result: r}
+	return ending{event: store.EventFail, code: &code, message: fmt.Sprintf("%s (gave up after %d attempts)", msg, f.Attempt), result: r}
 }
 
 // rejected is the ending of a job that cannot run because of its own data:
 // failed at once, never retried.
 func rejected(r *Rejection) ending {
 	code := r.Code
-	return ending{code: &code, message: r.Message}
+	return ending{event: store.EventFail, code: &code, message: r.Message}
 }
 
 // stuckBuildMessage is the error of a build failed for being left building

@@ -54,7 +54,7 @@ type Supervisor struct {
 	// orphan and is ended (see WithOrphanReaper).
 	children *procs.Children
 
-	sleep func(time.Duration) // persist's wait between tries
+	waits tick.Retry // the clock, wait and jitter of retried writes (tests replace them)
 	// now is the wall clock for logs only: every time the queue compares
 	// or stores comes from the database's clock (see WithClock).
 	now func() time.Time
@@ -78,7 +78,7 @@ func WithOrphanReaper() Option { return func(s *Supervisor) { s.children = &proc
 // New makes a supervisor. jobrunner is the path of the jobrunner binary.
 func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner string, opts ...Option) *Supervisor {
 	s := &Supervisor{
-		cfg: cfg, store: st, queue: st, log: log, jobrunner: jobrunner, sleep: time.Sleep,
+		cfg: cfg, store: st, queue: st, log: log, jobrunner: jobrunner,
 		planner:  &Planner{Settings: cfg, Store: st},
 		slots:    make(chan struct{}, cfg.Concurrency),
 		freed:    make(chan struct{}, 1),

@@ -112,7 +112,7 @@ func (w *world) claimCost(ctx context.Context, runID string, n int) ([]float64, 
 	var out []float64
 	for i := 0; i < warmup+n; i++ {
 		start := time.Now()
-		got, err := w.st.ClaimRuns(ctx, "bench-depth", 15*time.Minute, 1)
+		_, got, err := w.st.ClaimJobs(ctx, "bench-depth", 15*time.Minute, 0, 1)
 		took := time.Since(start)
 		if err != nil {
 			return nil, err

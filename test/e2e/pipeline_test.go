@@ -9,8 +9,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ade-org/ade-worker/pkg/eventlog"
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/eventfile"
 )
 
 // TestBuildAndRuns is the main path: a build goes queued -> ready with a real
@@ -293,7 +293,7 @@ func assertDocumentChanges(t *testing.T, w *world, doc, status string, changes [
 
 func readEvents(t *testing.T, path string) []map[string]any {
 	t.Helper()
-	events, err := eventlog.ReadAll(path)
+	events, err := eventfile.ReadAll(path)
 	if err != nil {
 		t.Fatalf("events file %s: %v", path, err)
 	}

@@ -1,4 +1,6 @@
-package eventlog
+// Package eventfile reads a job's events file whole, for tests: the worker
+// itself only appends to it (pkg/eventlog).
+package eventfile
 
 import (
 	"bufio"
@@ -11,12 +13,12 @@ import (
 )
 
 // ReadAll parses every line of the events file at path. It fails on the first
-// line that is not a JSON object, naming its line number. It is meant for
-// tests and operators; it holds the whole file in memory.
+// line that is not a JSON object, naming its line number. It holds the whole
+// file in memory.
 func ReadAll(path string) ([]map[string]any, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("eventlog: %w", err)
+		return nil, fmt.Errorf("eventfile: %w", err)
 	}
 	defer f.Close()
 	var events []map[string]any
@@ -26,7 +28,7 @@ func ReadAll(path string) ([]map[string]any, error) {
 		if len(line) > 0 {
 			ev, perr := parseLine(line)
 			if perr != nil {
-				return events, fmt.Errorf("eventlog: %s line %d: %w", path, n, perr)
+				return events, fmt.Errorf("eventfile: %s line %d: %w", path, n, perr)
 			}
 			events = append(events, ev)
 		}
@@ -34,7 +36,7 @@ func ReadAll(path string) ([]map[string]any, error) {
 			return events, nil
 		}
 		if err != nil {
-			return events, fmt.Errorf("eventlog: read %s: %w", path, err)
+			return events, fmt.Errorf("eventfile: read %s: %w", path, err)
 		}
 	}
 }
