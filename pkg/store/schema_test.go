@@ -3,6 +3,7 @@ package store_test
 import (
 	"context"
 	"errors"
+	neturl "net/url"
 	"reflect"
 	"strings"
 	"testing"
@@ -134,6 +135,52 @@ func TestMigrationsRecorded(t *testing.T) {
 		}
 		if again := read(); !reflect.DeepEqual(again, first) {
 			t.Errorf("second migrate changed ade_worker_migrations: %+v, was %+v", again, first)
+		}
+	})
+}
+
+// TestCheckMigratedReportsFailedQueries: a schema check whose query fails
+// says why, never "not migrated": a database that cannot be read is no
+// proof of a missing schema.
+func TestCheckMigratedReportsFailedQueries(t *testing.T) {
+	t.Parallel()
+	pgtemp.EachBackend(t, func(t *testing.T, backend string) {
+		ctx := context.Background()
+		url := newDatabaseURL(t, backend)
+		s := pgtemp.Open(t, url)
+		if err := s.Migrate(ctx); err != nil {
+			t.Fatal(err)
+		}
+		closed := pgtemp.Open(t, url)
+		closed.Close()
+		err := closed.CheckMigrated(ctx)
+		if err == nil || errors.Is(err, store.ErrNotMigrated) || !strings.Contains(err.Error(), "database is closed") {
+			t.Errorf("CheckMigrated on a closed handle = %v, want the closed database's error", err)
+		}
+		if backend != "postgres" {
+			return
+		}
+		// A user who may connect but not read the worker's tables:
+		// information_schema would hide them and make them look missing.
+		role := "ade_noread_" + strings.ReplaceAll(store.NewID(), "-", "")[:12]
+		for _, q := range []string{`CREATE ROLE ` + role + ` LOGIN`, `REVOKE ALL ON ade_worker_migrations FROM PUBLIC`} {
+			if err := s.TestDB().Exec(q).Error; err != nil {
+				t.Fatalf("%s: %v", q, err)
+			}
+		}
+		u, err := neturl.Parse(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		u.User = neturl.User(role)
+		noRead := pgtemp.Open(t, u.String())
+		t.Cleanup(func() {
+			noRead.Close()
+			s.TestDB().Exec(`DROP ROLE ` + role)
+		})
+		err = noRead.CheckMigrated(ctx)
+		if err == nil || errors.Is(err, store.ErrNotMigrated) || !strings.Contains(err.Error(), "permission denied") {
+			t.Errorf("CheckMigrated without read permission = %v, want the permission error", err)
 		}
 	})
 }
