@@ -16,15 +16,22 @@ import (
 // most one idle connection (a second statement at once opens one that
 // closes when it returns); busy, up to the pool's size, each closed after
 // poolIdleTime unused. A busy spell starts when overlapping statements keep
-// closing connections (busyChurn a second) and ends when the unused ones
-// have closed.
+// closing connections (busyChurn a second) and lasts busySpell; the next
+// second, idle again, tells whether the load goes on (then another spell
+// starts at once, so a busy supervisor pays for about a second of
+// connects every busySpell).
 
 // poolIdleTime is how long an unused connection stays open.
 const poolIdleTime = 5 * time.Second
 
 // busyChurn is how many connections closed for lack of idle room within a
-// second start a busy spell; an idle supervisor's rare overlap does not.
-const busyChurn = 2
+// second start a busy spell: then a kept connection saves a connect per
+// statement. An idle supervisor's overlaps (two periodic tasks that tick
+// together) stay below it, and cost a connect each.
+const busyChurn = 5
+
+// busySpell is how long a busy spell keeps idle connections.
+const busySpell = 10 * time.Second
 
 type pool struct {
 	db   *sql.DB
@@ -57,7 +64,8 @@ func newPool(db *sql.DB, d dialect, size int) *pool {
 func (p *pool) adapt() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	busy, closed := false, int64(0)
+	var busyUntil time.Time // zero: idle
+	closed := int64(0)
 	for {
 		select {
 		case <-p.done:
@@ -68,12 +76,13 @@ func (p *pool) adapt() {
 		churn := st.MaxIdleClosed - closed
 		closed = st.MaxIdleClosed
 		switch {
-		case !busy && churn >= busyChurn:
-			busy = true
+		case busyUntil.IsZero() && churn >= busyChurn:
+			busyUntil = time.Now().Add(busySpell)
 			p.db.SetMaxIdleConns(p.size)
-		case busy && st.OpenConnections <= 1:
-			busy = false
+		case !busyUntil.IsZero() && time.Now().After(busyUntil):
+			busyUntil = time.Time{}
 			p.db.SetMaxIdleConns(1)
+			closed = p.db.Stats().MaxIdleClosed // this trim is no churn
 		}
 	}
 }

@@ -63,3 +63,74 @@ func TestBehindPgbouncer(t *testing.T) {
 		}
 	}
 }
+
+// TestIdleSupervisorHoldsTwoConnections counts one supervisor's sessions on
+// the server (by its application_name): busy with concurrency 4 it may use
+// up to its pool (the concurrency + 2, plus LISTEN); idle it keeps at most
+// one pooled connection and its LISTEN connection. The intervals are the
+// defaults: the tests' usual ones (a cleanup every 0.5 s, polls every
+// 0.2 s) make a supervisor with nothing to do a busy one.
+func TestIdleSupervisorHoldsTwoConnections(t *testing.T) {
+	t.Parallel()
+	w, cfg, _ := readyWorld(t, "postgres", map[string]string{"ADE_WORKER_ID": "counted", "ADE_WORKER_CONCURRENCY": "4",
+		"ADE_WORKER_POLL_INTERVAL": "0.5", "ADE_WORKER_POLL_INTERVAL_MAX": "2", "ADE_WORKER_CLEANUP_INTERVAL": "30"})
+	sessions := func() int {
+		var n int
+		w.query(&n, `SELECT count(*) FROM pg_stat_activity WHERE application_name = 'ade-worker counted' AND datname = current_database()`)
+		return n
+	}
+	var runs []string
+	for i := 0; i < 12; i++ {
+		runs = append(runs, w.addRun(cfg, w.addDocument("doc.csv", csv("sleep=0.3"))))
+	}
+	busyPeak := 0
+	waitUntil(t, 2*time.Minute, "the runs to end", func() bool {
+		busyPeak = max(busyPeak, sessions())
+		return w.count(`SELECT COUNT(*) FROM runs WHERE id IN ? AND status IN ('succeeded', 'failed')`, runs) == len(runs)
+	})
+	for id, r := range w.waitForStatus("runs", runs, 0) {
+		if r.Status != "succeeded" {
+			t.Errorf("run %s = %+v (%s), want succeeded", id, r, r.errText())
+		}
+	}
+	if busyPeak > 4+2+1 {
+		t.Errorf("busy supervisor held %d sessions, want at most its pool (6) and LISTEN", busyPeak)
+	}
+	// Idle: the extra connections close within the pool's idle time.
+	waitUntil(t, 30*time.Second, "the idle supervisor to hold 2 sessions", func() bool { return sessions() <= 2 })
+	// Then, over 10 s, a session seen across a second or more is kept; two
+	// periodic tasks that tick together may open a third for one
+	// statement, closed when it returns.
+	type seen struct{ first, last time.Time }
+	pids := map[int]*seen{}
+	var samples [][]int
+	rawPeak := 0
+	for end := time.Now().Add(10 * time.Second); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+		var sample []int
+		w.query(&sample, `SELECT pid FROM pg_stat_activity WHERE application_name = 'ade-worker counted' AND datname = current_database()`)
+		now := time.Now()
+		for _, pid := range sample {
+			if pids[pid] == nil {
+				pids[pid] = &seen{first: now}
+			}
+			pids[pid].last = now
+		}
+		samples = append(samples, sample)
+		rawPeak = max(rawPeak, len(sample))
+	}
+	keptPeak := 0
+	for _, sample := range samples {
+		kept := 0
+		for _, pid := range sample {
+			if pids[pid].last.Sub(pids[pid].first) >= time.Second {
+				kept++
+			}
+		}
+		keptPeak = max(keptPeak, kept)
+	}
+	t.Logf("sessions of one supervisor (concurrency 4): %d at most while busy; over 10 s idle %d kept at most, %d at most counting one-statement ones (%d sessions seen)",
+		busyPeak, keptPeak, rawPeak, len(pids))
+	if keptPeak > 2 {
+		t.Errorf("idle supervisor kept up to %d sessions over 10 s, want at most 2 (one pooled, one LISTEN)", keptPeak)
+	}
+}
