@@ -134,3 +134,34 @@ func TestIdleSupervisorHoldsTwoConnections(t *testing.T) {
 		t.Errorf("idle supervisor kept up to %d sessions over 10 s, want at most 2 (one pooled, one LISTEN)", keptPeak)
 	}
 }
+
+// TestClockSteppedBackDoesNotFreezeRecovery: a SIGKILLed supervisor's run
+// whose lease ends an hour ahead of the database's now (as when the
+// database's clock was stepped back an hour after the lease was written) is
+// rescued by another supervisor within about two leases, not an hour.
+func TestClockSteppedBackDoesNotFreezeRecovery(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, backend string) {
+		const lease = 2 * time.Second
+		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "2", "ADE_WORKER_ID": "first"})
+		run := w.addRun(cfg, w.addDocument("slow.csv", csv("sleep=120")))
+		w.waitEngine(run)
+		kill(t, w.sups[0])
+		res := w.st.TestDB().Exec(`UPDATE runs SET claim_expires_at = `+w.plus("claim_expires_at", 3600)+` WHERE id = ? AND status = 'running'`, run)
+		if res.Error != nil || res.RowsAffected != 1 {
+			t.Fatalf("moved %d leases an hour ahead (%v), want the running run's", res.RowsAffected, res.Error)
+		}
+		w.env["ADE_WORKER_ID"] = "second"
+		w.startAndWaitForStartedLine()
+		started := time.Now()
+		waitUntil(t, 2*time.Minute, "the run's second attempt", func() bool {
+			r := w.job("runs", run)
+			return r.AttemptCount == 2 && r.ClaimedBy != nil && *r.ClaimedBy == "second"
+		})
+		took := time.Since(started)
+		t.Logf("run rescued %s after the second supervisor started (lease %s)", took.Round(time.Millisecond), lease)
+		if took > 3*lease+time.Second {
+			t.Errorf("run rescued %s after the second supervisor started, want within about two leases (%s)", took.Round(time.Millisecond), 2*lease)
+		}
+	})
+}
