@@ -46,20 +46,22 @@ func (postgresDialect) tryGCLock(ctx context.Context, s *Store) (func(), bool, e
 	return func() { _ = tx.Rollback() }, true, nil // it wrote nothing
 }
 
-// postgresDSN is the pool's (and LISTEN's) connection URL: dsn with
-// application_name set to app and pgx's default_query_exec_mode set to exec,
-// unless dsn sets them. The exec mode sends each statement unnamed, parse,
-// bind and execute in one round trip: pgx's default caches named prepared
-// statements per connection, which a pgbouncer in transaction mode hands to
-// other clients' server connections ("prepared statement \"stmtcache_...\"
-// already exists"). Measured on a direct connection, exec costs no more.
-func postgresDSN(dsn, app string) (string, error) {
+// postgresDSN is a connection URL: dsn with application_name set to app
+// and, when pooled, pgx's default_query_exec_mode set to exec, unless dsn
+// sets them. The exec mode sends each statement unnamed (parse, bind and
+// execute in one round trip): pgx's default, cache_statement, keeps named
+// prepared statements per connection, which a pgbouncer in transaction mode
+// hands to other clients' server connections ("prepared statement
+// \"stmtcache_...\" already exists"). On a direct connection the cached
+// plans are cheaper (BenchmarkExecMode), so exec is only the default behind
+// a pooler.
+func postgresDSN(dsn, app string, pooled bool) (string, error) {
 	u, err := url.Parse(dsn)
 	if err != nil {
 		return "", fmt.Errorf("database URL: %w", err)
 	}
 	q := u.Query()
-	if !q.Has("default_query_exec_mode") {
+	if pooled && !q.Has("default_query_exec_mode") {
 		q.Set("default_query_exec_mode", "exec")
 	}
 	if app != "" && !q.Has("application_name") {

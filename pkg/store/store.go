@@ -45,7 +45,9 @@ type Options struct {
 	PoolSize int
 	// ListenDSN is where PostgreSQL's LISTEN connection goes ("": the
 	// pool's URL). It may go straight to the server while the pool goes
-	// through pgbouncer in transaction mode.
+	// through pgbouncer in transaction mode: one that differs from the
+	// pool's URL says the pool goes through a pooler, so the pool sends no
+	// named prepared statements (see postgresDSN).
 	ListenDSN string
 	// AppName is the application_name PostgreSQL shows for every
 	// connection, unless the URL names one.
@@ -98,13 +100,14 @@ func Open(ctx context.Context, u settings.DatabaseURL, opts Options) (*Store, er
 		dial = sqlite.Open(sqliteDSN(u.Path, opts, statErr == nil))
 		d, target = sqliteDialect{}, u.Path
 	case settings.Postgres:
-		dsn, err := postgresDSN(u.DSN, opts.AppName)
+		pooled := opts.ListenDSN != "" && opts.ListenDSN != u.DSN
+		dsn, err := postgresDSN(u.DSN, opts.AppName, pooled)
 		if err != nil {
 			return nil, err
 		}
 		target = dsn
-		if opts.ListenDSN != "" {
-			if target, err = postgresDSN(opts.ListenDSN, opts.AppName); err != nil {
+		if pooled {
+			if target, err = postgresDSN(opts.ListenDSN, opts.AppName, false); err != nil {
 				return nil, err
 			}
 		}
