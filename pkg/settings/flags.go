@@ -108,7 +108,7 @@ func table(s *Settings) []setting {
 				return err
 			}},
 		{name: "database-listen-url", env: env(envListenURL), defText: "ADE_DATABASE_URL", category: catDatabase,
-			usage: "PostgreSQL only: where the LISTEN connection for instant wake-ups and cancels goes (e.g. straight to the server while ADE_DATABASE_URL goes through pgbouncer)",
+			usage: "PostgreSQL only: where the LISTEN connection for instant wake-ups and cancels goes (e.g. straight to the server while ADE_DATABASE_URL goes through pgbouncer in transaction mode; a different URL also makes the pool send no named prepared statements)",
 			set: optional(func(v string) (err error) {
 				s.ListenDatabaseURL = v
 				s.ListenDatabase, err = ParseDatabaseURL(v)
