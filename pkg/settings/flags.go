@@ -16,6 +16,7 @@ import (
 // Environment variables named in errors raised outside the table.
 const (
 	envDatabaseURL     = "ADE_DATABASE_URL"
+	envListenURL       = "ADE_DATABASE_LISTEN_URL"
 	envPollInterval    = "ADE_WORKER_POLL_INTERVAL"
 	envPollIntervalMax = "ADE_WORKER_POLL_INTERVAL_MAX"
 	envLease           = "ADE_WORKER_JOB_LEASE_SECONDS"
@@ -106,6 +107,19 @@ func table(s *Settings) []setting {
 				s.Database, err = ParseDatabaseURL(v)
 				return err
 			}},
+		{name: "database-listen-url", env: env(envListenURL), defText: "ADE_DATABASE_URL", category: catDatabase,
+			usage: "PostgreSQL only: where the LISTEN connection for instant wake-ups and cancels goes (e.g. straight to the server while ADE_DATABASE_URL goes through pgbouncer in transaction mode; a different URL also makes the pool send no named prepared statements)",
+			set: optional(func(v string) (err error) {
+				s.ListenDatabaseURL = v
+				s.ListenDatabase, err = ParseDatabaseURL(v)
+				if se, ok := err.(*Error); ok {
+					se.Var = envListenURL
+				}
+				return err
+			})},
+		{name: "database-pool-size", env: env("ADE_DATABASE_POOL_SIZE"), defText: "the concurrency + 2", category: catDatabase,
+			usage: "most database connections a supervisor's pool opens (its LISTEN connection apart); an idle supervisor keeps one",
+			set:   optional(into(&s.PoolSize, atLeast(minPoolSize)))},
 		{name: "database-sqlite-journal-mode", env: env("ADE_DATABASE_SQLITE_JOURNAL_MODE"), def: "WAL", category: catDatabase,
 			usage: "SQLite journal_mode: DELETE, TRUNCATE, PERSIST, MEMORY, WAL or OFF",
 			set:   enum(&s.SQLiteJournalMode, "DELETE", "TRUNCATE", "PERSIST", "MEMORY", "WAL", "OFF")},

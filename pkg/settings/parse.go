@@ -41,6 +41,17 @@ func positiveInt(v string) (int, error) {
 	return n, nil
 }
 
+// atLeast parses a whole number no smaller than least.
+func atLeast(least int) func(v string) (int, error) {
+	return func(v string) (int, error) {
+		n, err := strconv.Atoi(v)
+		if err != nil || n < least {
+			return 0, fmt.Errorf("want a whole number, at least %d", least)
+		}
+		return n, nil
+	}
+}
+
 // limit parses a per-job limit: a whole number, 0 for none.
 func limit(v string) (int, error) {
 	n, err := strconv.Atoi(v)

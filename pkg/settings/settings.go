@@ -19,6 +19,16 @@ import (
 type Settings struct {
 	DatabaseURL string      // ADE_DATABASE_URL as given (may hold a password: do not log)
 	Database    DatabaseURL // DatabaseURL parsed
+	// ListenDatabase is where PostgreSQL's LISTEN connection goes
+	// (ADE_DATABASE_LISTEN_URL), the Database when unset: the one
+	// connection that holds session state, so it may bypass a pgbouncer in
+	// transaction mode that the pool goes through.
+	ListenDatabase    DatabaseURL
+	ListenDatabaseURL string // ADE_DATABASE_LISTEN_URL as given (may hold a password)
+	// PoolSize is the most connections the supervisor's pool opens
+	// (ADE_DATABASE_POOL_SIZE), LISTEN apart; 0 until finish sizes it to
+	// the concurrency.
+	PoolSize int
 
 	SQLiteJournalMode string        // upper case, e.g. "WAL"
 	SQLiteSynchronous string        // upper case, e.g. "NORMAL"
@@ -132,6 +142,15 @@ func FromCLI(c *cli.Context) (*Settings, error) {
 
 // finish applies the defaults and checks that depend on other settings.
 func (s *Settings) finish() error {
+	if s.PoolSize == 0 {
+		s.PoolSize = DefaultPoolSize(s.Concurrency)
+	}
+	if s.ListenDatabase.Driver == "" {
+		s.ListenDatabase = s.Database
+	} else if s.ListenDatabase.Driver != s.Database.Driver || s.Database.Driver != Postgres {
+		return &Error{Var: envListenURL, Value: redactURL(s.ListenDatabaseURL),
+			Want: "want a postgresql:// URL, and only beside a postgresql:// ADE_DATABASE_URL (SQLite has no LISTEN)"}
+	}
 	for _, dir := range []*string{&s.DocumentsDir, &s.ConfigsDir, &s.RunsDir} {
 		if *dir == "" {
 			*dir = s.WorkspacesDir
@@ -149,6 +168,14 @@ func (s *Settings) finish() error {
 	}
 	return nil
 }
+
+// DefaultPoolSize is the pool for concurrency jobs: one connection per job,
+// one for the claim loop and one for the maintenance beside them.
+func DefaultPoolSize(concurrency int) int { return concurrency + 2 }
+
+// minPoolSize leaves a transaction room for the statement another goroutine
+// needs meanwhile.
+const minPoolSize = 2
 
 // minLease is the shortest lease that leaves room for a heartbeat and the
 // jobrunner's safety margin.

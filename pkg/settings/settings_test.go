@@ -59,6 +59,8 @@ func TestDefaults(t *testing.T) {
 	want := Settings{
 		DatabaseURL:       "sqlite:///./data/db/ade.sqlite",
 		Database:          DatabaseURL{Driver: SQLite, Path: filepath.Join(dir, "data/db/ade.sqlite")},
+		ListenDatabase:    DatabaseURL{Driver: SQLite, Path: filepath.Join(dir, "data/db/ade.sqlite")},
+		PoolSize:          defaultConcurrency() + 2,
 		SQLiteJournalMode: "WAL",
 		SQLiteSynchronous: "NORMAL",
 		SQLiteBusyTimeout: 30 * time.Second,
@@ -126,6 +128,18 @@ func TestValues(t *testing.T) {
 		{name: "postgres", env: map[string]string{"ADE_DATABASE_URL": "postgresql+psycopg://u:p@db:5432/ade"},
 			got:  func(s *Settings) any { return s.Database },
 			want: func(string) any { return DatabaseURL{Driver: Postgres, DSN: "postgres://u:p@db:5432/ade"} }},
+		{name: "listen URL defaults to the database URL", env: map[string]string{"ADE_DATABASE_URL": "postgresql://u:p@bouncer:6432/ade"},
+			got:  func(s *Settings) any { return s.ListenDatabase },
+			want: func(string) any { return DatabaseURL{Driver: Postgres, DSN: "postgres://u:p@bouncer:6432/ade"} }},
+		{name: "listen URL", env: map[string]string{"ADE_DATABASE_URL": "postgresql://u:p@bouncer:6432/ade", "ADE_DATABASE_LISTEN_URL": "postgresql+psycopg://u:p@db:5432/ade"},
+			got: func(s *Settings) any { return []DatabaseURL{s.Database, s.ListenDatabase} },
+			want: func(string) any {
+				return []DatabaseURL{{Driver: Postgres, DSN: "postgres://u:p@bouncer:6432/ade"}, {Driver: Postgres, DSN: "postgres://u:p@db:5432/ade"}}
+			}},
+		{name: "pool size follows the concurrency", env: map[string]string{"ADE_WORKER_CONCURRENCY": "6"},
+			got: func(s *Settings) any { return s.PoolSize }, want: func(string) any { return 8 }},
+		{name: "pool size", env: map[string]string{"ADE_WORKER_CONCURRENCY": "6", "ADE_DATABASE_POOL_SIZE": "3"},
+			got: func(s *Settings) any { return s.PoolSize }, want: func(string) any { return 3 }},
 		{name: "journal mode any case", env: map[string]string{"ADE_DATABASE_SQLITE_JOURNAL_MODE": "delete"},
 			got: func(s *Settings) any { return s.SQLiteJournalMode }, want: func(string) any { return "DELETE" }},
 		{name: "synchronous any case", env: map[string]string{"ADE_DATABASE_SQLITE_SYNCHRONOUS": "Full"},
@@ -276,6 +290,11 @@ func TestBadValues(t *testing.T) {
 	}{
 		{env: "ADE_DATABASE_URL", value: "mysql://u@h/db"},
 		{env: "ADE_DATABASE_URL", value: "sqlite:///:memory:"},
+		{env: "ADE_DATABASE_LISTEN_URL", value: "postgresql://u@db/ade"}, // beside the default SQLite database
+		{env: "ADE_DATABASE_LISTEN_URL", value: "sqlite:///other.sqlite", other: map[string]string{"ADE_DATABASE_URL": "postgresql://u@db/ade"}},
+		{env: "ADE_DATABASE_LISTEN_URL", value: "mysql://u@h/db", other: map[string]string{"ADE_DATABASE_URL": "postgresql://u@db/ade"}},
+		{env: "ADE_DATABASE_POOL_SIZE", value: "1"},
+		{env: "ADE_DATABASE_POOL_SIZE", value: "many"},
 		{env: "ADE_DATABASE_SQLITE_JOURNAL_MODE", value: "FAST"},
 		{env: "ADE_DATABASE_SQLITE_SYNCHRONOUS", value: "2"},
 		{env: "ADE_DATABASE_SQLITE_BUSY_TIMEOUT_MS", value: "-1"},

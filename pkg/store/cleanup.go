@@ -29,16 +29,70 @@ type LeaseExpiry struct {
 
 // ExpiredLeases lists up to limit jobs of kind whose lease has expired,
 // oldest expiry first.
+//
+// A lease that ends further ahead than the longest lease of any supervisor
+// is stale: the database's clock was stepped back (a VM restore, an NTP
+// correction) after it was written, and compared as it is it would keep a
+// dead holder's job unclaimed for as long as the clock went back. The same
+// read finds such leases; they are pulled back to one lease (their
+// holder's) from now (clampLeases), so a live holder's next renewal still
+// holds and a dead holder's job is rescued one lease later. No lease a
+// holder wrote on this clock is ever that far ahead, so no live job is
+// rescued early.
 func (s *Store) ExpiredLeases(ctx context.Context, kind Kind, limit int) ([]ExpiredLease, error) {
 	f := Fence{Kind: kind}
-	var jobs []ExpiredLease
-	err := s.db.WithContext(ctx).Raw(`SELECT id, attempt_count, max_attempts FROM `+f.table()+`
-		WHERE status = ? AND claim_expires_at < `+s.dialect.nowSQL()+` ORDER BY claim_expires_at LIMIT ?`,
-		f.activeStatus(), limit).Scan(&jobs).Error
+	now := s.dialect.nowSQL()
+	var rows []struct {
+		ID           string
+		AttemptCount int
+		MaxAttempts  int
+		Ahead        int
+	}
+	err := s.db.WithContext(ctx).Raw(`SELECT id, attempt_count, max_attempts,
+		CASE WHEN claim_expires_at < `+now+` THEN 0 ELSE 1 END AS ahead FROM `+f.table()+`
+		WHERE status = ? AND (claim_expires_at < `+now+` OR claim_expires_at > `+s.staleLeaseSQL()+`)
+		ORDER BY claim_expires_at LIMIT ?`,
+		f.activeStatus(), limit).Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("find expired %s leases: %w", kind, err)
 	}
+	jobs := make([]ExpiredLease, 0, len(rows))
+	ahead := false
+	for _, r := range rows {
+		if r.Ahead != 0 {
+			ahead = true
+			continue
+		}
+		jobs = append(jobs, ExpiredLease{ID: r.ID, AttemptCount: r.AttemptCount, MaxAttempts: r.MaxAttempts})
+	}
+	if ahead {
+		if err := s.clampLeases(ctx, kind); err != nil {
+			return nil, err
+		}
+	}
 	return jobs, nil
+}
+
+// staleLeaseSQL is the time beyond which a lease is stale: the database's
+// now plus the longest lease of any supervisor; with none registered, a
+// billion seconds (NULL would be 0 in SQLite's printf), so nothing is.
+func (s *Store) staleLeaseSQL() string {
+	return s.dialect.laterSQL(`COALESCE((SELECT MAX(lease_seconds) FROM ` + supervisorsTable + `), 1e9)`)
+}
+
+// clampLeases pulls every stale lease of kind back to its holder's lease
+// from now (the longest lease when the holder is not registered).
+func (s *Store) clampLeases(ctx context.Context, kind Kind) error {
+	f := Fence{Kind: kind}
+	t := f.table()
+	lease := `COALESCE((SELECT lease_seconds FROM ` + supervisorsTable + ` WHERE worker_id = ` + t + `.claimed_by),
+		(SELECT MAX(lease_seconds) FROM ` + supervisorsTable + `))`
+	err := s.db.WithContext(ctx).Exec(`UPDATE `+t+` SET claim_expires_at = `+s.dialect.laterSQL(lease)+`
+		WHERE status = ? AND claim_expires_at > `+s.staleLeaseSQL(), f.activeStatus()).Error
+	if err != nil {
+		return fmt.Errorf("pull back %s leases that end too far ahead: %w", kind, err)
+	}
+	return nil
 }
 
 // ExpireLeases writes the decisions for expired leases of kind in one

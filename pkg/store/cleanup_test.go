@@ -231,3 +231,69 @@ func checkCleaned(t *testing.T, e *env, r, b jobRow, w cleanupWant, docID string
 		}
 	}
 }
+
+// TestStaleLeaseIsPulledBack: a lease ending further ahead than any
+// supervisor's lease (the database's clock was stepped back after it was
+// written) is pulled back to one lease of its holder from now, so the dead
+// holder's job is rescued a lease later instead of when the clock catches
+// up; a live lease within its holder's length is left alone.
+func TestStaleLeaseIsPulledBack(t *testing.T) {
+	t.Parallel()
+	eachEnv(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		const lease = 2 * time.Second
+		for _, w := range []string{"dead", "alive"} {
+			if err := e.s.RegisterWorker(ctx, store.WorkerInfo{WorkerID: w, Host: "h", PID: 1, Version: "test", Concurrency: 1, Lease: lease}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		hourAhead, live := ptr(time.Now().Add(time.Hour)), ptr(time.Now().Add(lease/2))
+		dead := e.run(t, "", t0, t0)
+		e.hold(t, store.KindRun, dead, "dead", 1, 3, hourAhead)
+		ghost := e.run(t, "", t0, t0) // its holder never registered
+		e.hold(t, store.KindRun, ghost, "ghost", 1, 3, hourAhead)
+		deadBuild := e.build(t, "queued")
+		e.hold(t, store.KindBuild, deadBuild, "dead", 1, 3, hourAhead)
+		alive := e.run(t, "", t0, t0)
+		e.hold(t, store.KindRun, alive, "alive", 1, 3, live)
+		aliveBefore := e.runRow(t, alive).ClaimExpiresAt
+
+		for _, kind := range []store.Kind{store.KindRun, store.KindBuild} {
+			jobs, err := e.s.ExpiredLeases(ctx, kind, 100)
+			if err != nil || len(jobs) != 0 {
+				t.Fatalf("ExpiredLeases(%s) = %+v, %v; want none expired yet", kind, jobs, err)
+			}
+		}
+		now := time.Now()
+		for name, row := range map[string]jobRow{"dead run": e.runRow(t, dead), "ghost run": e.runRow(t, ghost), "dead build": e.buildRow(t, deadBuild)} {
+			if ahead := row.ClaimExpiresAt.Sub(now); ahead <= 0 || ahead > lease+time.Second {
+				t.Errorf("%s: lease ends %v from now after the rescue pass, want within one lease (%v)", name, ahead, lease)
+			}
+		}
+		if got := e.runRow(t, alive).ClaimExpiresAt; !got.Equal(aliveBefore.Time) {
+			t.Errorf("live lease moved from %v to %v", aliveBefore, got)
+		}
+
+		// One lease later the dead holder's jobs are rescued as usual;
+		// the live holder renews meanwhile (it is alive).
+		deadline := time.Now().Add(10 * lease)
+		for {
+			e.exec(t, `UPDATE runs SET claim_expires_at = ? WHERE id = ?`, e.ts(time.Now().Add(lease)), alive)
+			jobs, err := e.s.ExpiredLeases(ctx, store.KindRun, 100)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if len(jobs) == 2 {
+				got := map[string]bool{jobs[0].ID: true, jobs[1].ID: true}
+				if !got[dead] || !got[ghost] {
+					t.Fatalf("expired = %+v, want the dead and the ghost run", jobs)
+				}
+				break
+			}
+			if len(jobs) > 2 || time.Now().After(deadline) {
+				t.Fatalf("expired = %+v %v after the pull-back, want the dead and the ghost run within about a lease", jobs, time.Since(now))
+			}
+			time.Sleep(lease / 8) // the rescue pass's cadence, not a wait for a condition
+		}
+	})
+}

@@ -19,39 +19,11 @@ const gcLockKey int64 = 0x6164655f6763
 // TryGCLock takes the garbage collector's lock without waiting, so one pass
 // runs at a time across every supervisor sharing the database. ok is false
 // when another process holds it. release gives it back; the lock also ends
-// with the process or its connection.
-//
-// PostgreSQL: a session advisory lock held on one pooled connection for the
-// pass. SQLite: an flock on "<database file>.gc.lock". A file lock rather
-// than a leased lock row, because every SQLite supervisor shares the file on
-// one machine, the kernel frees the lock when its holder dies (no lease to
-// expire, no clock to trust) and taking it writes nothing to the database,
-// whose single write lock the queue needs.
+// with the process or its connection. PostgreSQL: a transaction advisory
+// lock, in a transaction open for the pass; SQLite: an flock beside the
+// database file (see the dialects' tryGCLock).
 func (s *Store) TryGCLock(ctx context.Context) (release func(), ok bool, err error) {
-	if s.dialect.name() == "sqlite" {
-		return tryFileLock(s.watchTarget + ".gc.lock")
-	}
-	sqlDB, err := s.db.DB()
-	if err != nil {
-		return nil, false, err
-	}
-	conn, err := sqlDB.Conn(ctx)
-	if err != nil {
-		return nil, false, fmt.Errorf("gc lock: %w", err)
-	}
-	if err := conn.QueryRowContext(ctx, `SELECT pg_try_advisory_lock($1)`, gcLockKey).Scan(&ok); err != nil || !ok {
-		conn.Close()
-		if err != nil {
-			err = fmt.Errorf("gc lock: %w", err)
-		}
-		return nil, false, err
-	}
-	return func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		_, _ = conn.ExecContext(ctx, `SELECT pg_advisory_unlock($1)`, gcLockKey)
-		conn.Close() // a failed unlock ends with the session anyway
-	}, true, nil
+	return s.dialect.tryGCLock(ctx, s)
 }
 
 func tryFileLock(path string) (func(), bool, error) {
@@ -102,12 +74,7 @@ const finishedAt = `COALESCE(completed_at, cancelled_at)`
 // them. It seeks a partial index, so its cost does not grow with the runs
 // before the cursor.
 func (s *Store) FinishedRuns(ctx context.Context, cutoff time.Time, cur RunCursor, limit int) ([]FinishedRun, RunCursor, error) {
-	terminal := `status IN ('succeeded', 'failed', 'cancelled')`
-	if s.dialect.name() == "sqlite" {
-		// Without ANALYZE statistics SQLite prefers ix_runs_status and
-		// sorts every finished run; likely() steers it to the partial index.
-		terminal = `likely(` + terminal + `)`
-	}
+	terminal := s.dialect.likely(`status IN ('succeeded', 'failed', 'cancelled')`)
 	base := `SELECT id, workspace_id, status, ` + finishedAt + ` FROM runs WHERE ` + terminal + ` AND ` + finishedAt + ` < ?`
 	if cur.doneAt == nil {
 		return s.finishedRuns(ctx, base+` ORDER BY `+finishedAt+`, id LIMIT ?`, cur, s.ts(cutoff), limit)

@@ -52,7 +52,12 @@ var fairShareIndexes = []string{
 
 // fairShare is migration 2: the pauses table and the fair claim's indexes.
 func (s *Store) fairShare(db *gorm.DB) error {
-	if !db.Migrator().HasTable(&pauseModel{}) {
+	// Not gorm's HasTable, which calls a failed query "missing".
+	exists, err := s.hasTable(db, "ade_worker_pauses")
+	if err != nil {
+		return err
+	}
+	if !exists {
 		if err := db.Migrator().CreateTable(&pauseModel{}); err != nil {
 			return fmt.Errorf("create table ade_worker_pauses: %w", err)
 		}

@@ -2,8 +2,8 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"fmt"
+	"net/url"
 	"strings"
 	"time"
 
@@ -14,9 +14,64 @@ type postgresDialect struct{}
 
 func (postgresDialect) name() string { return "postgres" }
 
-func (postgresDialect) configurePool(db *sql.DB) {
-	db.SetMaxOpenConns(8)
-	db.SetMaxIdleConns(8)
+func (postgresDialect) defaultPoolSize() int { return 8 }
+
+// Each connection is a server process and one of max_connections.
+func (postgresDialect) trimIdle() bool { return true }
+
+func (postgresDialect) likely(cond string) string { return cond }
+
+// tryGCLock takes a transaction advisory lock in a transaction held open for
+// the pass, never a session lock: behind pgbouncer in transaction mode the
+// session is not ours between transactions, and a session lock would stay
+// with a server connection other clients then use. The open transaction
+// pins one pool connection (and, behind pgbouncer, one server connection);
+// it reads nothing, so it holds back no vacuum. Committing releases it; so
+// do the holder's death and a server's idle_in_transaction_session_timeout.
+func (postgresDialect) tryGCLock(ctx context.Context, s *Store) (func(), bool, error) {
+	sqlDB, err := s.db.DB()
+	if err != nil {
+		return nil, false, err
+	}
+	// Not ctx: the transaction must outlive the call (release ends it).
+	tx, err := sqlDB.BeginTx(context.WithoutCancel(ctx), nil)
+	if err != nil {
+		return nil, false, fmt.Errorf("gc lock: %w", err)
+	}
+	var ok bool
+	if err := tx.QueryRowContext(ctx, `SELECT pg_try_advisory_xact_lock($1)`, gcLockKey).Scan(&ok); err != nil || !ok {
+		_ = tx.Rollback()
+		if err != nil {
+			err = fmt.Errorf("gc lock: %w", err)
+		}
+		return nil, false, err
+	}
+	return func() { _ = tx.Rollback() }, true, nil // it wrote nothing
+}
+
+// postgresDSN is a connection URL: dsn with application_name set to app
+// and, when pooled, pgx's default_query_exec_mode set to exec, unless dsn
+// sets them. The exec mode sends each statement unnamed (parse, bind and
+// execute in one round trip): pgx's default, cache_statement, keeps named
+// prepared statements per connection, which a pgbouncer in transaction mode
+// hands to other clients' server connections ("prepared statement
+// \"stmtcache_...\" already exists"). On a direct connection the cached
+// plans are cheaper (BenchmarkExecMode), so exec is only the default behind
+// a pooler.
+func postgresDSN(dsn, app string, pooled bool) (string, error) {
+	u, err := url.Parse(dsn)
+	if err != nil {
+		return "", fmt.Errorf("database URL: %w", err)
+	}
+	q := u.Query()
+	if pooled && !q.Has("default_query_exec_mode") {
+		q.Set("default_query_exec_mode", "exec")
+	}
+	if app != "" && !q.Has("application_name") {
+		q.Set("application_name", app)
+	}
+	u.RawQuery = q.Encode()
+	return u.String(), nil
 }
 
 func (postgresDialect) timeArg(t time.Time) any { return t.UTC() }
@@ -167,13 +222,19 @@ END $$`}
 	return stmts
 }
 
+// The catalogs, not information_schema, which leaves out what the user may
+// not read: a missing privilege must fail the read that needs it, not make
+// a table look missing.
 func (postgresDialect) columnsSQL() string {
-	return `SELECT CAST(table_name AS text) AS table_name, CAST(column_name AS text) AS column_name
-FROM information_schema.columns WHERE table_schema = current_schema()`
+	return `SELECT CAST(c.relname AS text) AS table_name, CAST(a.attname AS text) AS column_name
+FROM pg_catalog.pg_class c JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid
+WHERE c.relnamespace = CAST(current_schema() AS regnamespace) AND c.relkind IN ('r', 'p')
+	AND a.attnum > 0 AND NOT a.attisdropped`
 }
 
 func (postgresDialect) tableExistsSQL() string {
-	return `SELECT COUNT(*) FROM information_schema.tables WHERE table_schema = current_schema() AND table_name = ?`
+	return `SELECT COUNT(*) FROM pg_catalog.pg_class WHERE relnamespace = CAST(current_schema() AS regnamespace)
+	AND relkind IN ('r', 'p') AND relname = CAST(? AS text)`
 }
 
 func (postgresDialect) migrationLockSQL(shared bool) string {

@@ -297,8 +297,13 @@ func (s *Store) schemaColumns(db *gorm.DB) (columnSet, error) {
 // tableExists reports whether the database has table; a failed query is an
 // error, not false.
 func (s *Store) tableExists(ctx context.Context, table string) (bool, error) {
+	return s.hasTable(s.db.WithContext(ctx), table)
+}
+
+// hasTable is tableExists in db (a transaction, say).
+func (s *Store) hasTable(db *gorm.DB, table string) (bool, error) {
 	var n int64
-	if err := s.db.WithContext(ctx).Raw(s.dialect.tableExistsSQL(), table).Scan(&n).Error; err != nil {
+	if err := db.Raw(s.dialect.tableExistsSQL(), table).Scan(&n).Error; err != nil {
 		return false, fmt.Errorf("look for table %s in database %s: %w", table, s.name, err)
 	}
 	return n > 0, nil

@@ -162,24 +162,25 @@ func TestCheckMigratedReportsFailedQueries(t *testing.T) {
 		if backend != "postgres" {
 			return
 		}
-		// A user who may connect but not read the worker's tables.
+		// A user who may connect but not read the worker's tables:
+		// information_schema would hide them and make them look missing.
 		role := "ade_noread_" + strings.ReplaceAll(store.NewID(), "-", "")[:12]
-		admin := s.TestDB()
 		for _, q := range []string{`CREATE ROLE ` + role + ` LOGIN`, `REVOKE ALL ON ade_worker_migrations FROM PUBLIC`} {
-			if err := admin.Exec(q).Error; err != nil {
+			if err := s.TestDB().Exec(q).Error; err != nil {
 				t.Fatalf("%s: %v", q, err)
 			}
 		}
-		t.Cleanup(func() {
-			s.TestDB().Exec(`DROP OWNED BY ` + role)
-			s.TestDB().Exec(`DROP ROLE ` + role)
-		})
 		u, err := neturl.Parse(url)
 		if err != nil {
 			t.Fatal(err)
 		}
 		u.User = neturl.User(role)
-		err = pgtemp.Open(t, u.String()).CheckMigrated(ctx)
+		noRead := pgtemp.Open(t, u.String())
+		t.Cleanup(func() {
+			noRead.Close()
+			s.TestDB().Exec(`DROP ROLE ` + role)
+		})
+		err = noRead.CheckMigrated(ctx)
 		if err == nil || errors.Is(err, store.ErrNotMigrated) || !strings.Contains(err.Error(), "permission denied") {
 			t.Errorf("CheckMigrated without read permission = %v, want the permission error", err)
 		}

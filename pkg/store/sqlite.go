@@ -2,7 +2,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"time"
 
 	"gorm.io/gorm"
@@ -12,13 +11,24 @@ type sqliteDialect struct{}
 
 func (sqliteDialect) name() string { return "sqlite" }
 
-func (sqliteDialect) configurePool(db *sql.DB) {
-	// One writer at a time is SQLite's rule anyway; a few connections let
-	// reads (status, heartbeats of other jobs) proceed beside a write.
-	db.SetMaxOpenConns(4)
-	db.SetMaxIdleConns(4)
-	db.SetConnMaxIdleTime(0)
+// One writer at a time is SQLite's rule anyway; a few connections let reads
+// (status, heartbeats of other jobs) proceed beside a write.
+func (sqliteDialect) defaultPoolSize() int { return 4 }
+
+// An SQLite connection is an open file in this process.
+func (sqliteDialect) trimIdle() bool { return false }
+
+// An flock on "<database file>.gc.lock": every SQLite supervisor shares the
+// file on one machine, the kernel frees the lock when its holder dies (no
+// lease to expire, no clock to trust) and taking it writes nothing to the
+// database, whose single write lock the queue needs.
+func (sqliteDialect) tryGCLock(_ context.Context, s *Store) (func(), bool, error) {
+	return tryFileLock(s.watchTarget + ".gc.lock")
 }
+
+// Without ANALYZE statistics SQLite prefers ix_runs_status and sorts every
+// finished run; likely() steers it to the partial index.
+func (sqliteDialect) likely(cond string) string { return `likely(` + cond + `)` }
 
 func (sqliteDialect) timeArg(t time.Time) any { return t.UTC().Format(sqliteTimeLayout) }
 

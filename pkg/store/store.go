@@ -6,7 +6,6 @@ package store
 
 import (
 	"context"
-	"database/sql"
 	"database/sql/driver"
 	"errors"
 	"fmt"
@@ -41,6 +40,18 @@ type Options struct {
 	// migrate and the worker loop, so a mistyped path is not a new empty
 	// database.
 	MustExist bool
+	// PoolSize is the most connections the pool opens (0: the dialect's
+	// default); an idle pool keeps one (see configurePool).
+	PoolSize int
+	// ListenDSN is where PostgreSQL's LISTEN connection goes ("": the
+	// pool's URL). It may go straight to the server while the pool goes
+	// through pgbouncer in transaction mode: one that differs from the
+	// pool's URL says the pool goes through a pooler, so the pool sends no
+	// named prepared statements (see postgresDSN).
+	ListenDSN string
+	// AppName is the application_name PostgreSQL shows for every
+	// connection, unless the URL names one.
+	AppName string
 }
 
 // ErrNoDatabase is returned by Open with MustExist when the SQLite file is
@@ -62,6 +73,8 @@ type Store struct {
 	// name is the database as operators know it, without a password: the
 	// SQLite path, or PostgreSQL's host/dbname.
 	name string
+	// pool keeps the connection pool's idle connections few (pool.go).
+	pool *pool
 }
 
 // Open connects to the database named by u.
@@ -87,8 +100,19 @@ func Open(ctx context.Context, u settings.DatabaseURL, opts Options) (*Store, er
 		dial = sqlite.Open(sqliteDSN(u.Path, opts, statErr == nil))
 		d, target = sqliteDialect{}, u.Path
 	case settings.Postgres:
-		dial = postgres.Open(u.DSN)
-		d, target = postgresDialect{}, u.DSN
+		pooled := opts.ListenDSN != "" && opts.ListenDSN != u.DSN
+		dsn, err := postgresDSN(u.DSN, opts.AppName, pooled)
+		if err != nil {
+			return nil, err
+		}
+		target = dsn
+		if pooled {
+			if target, err = postgresDSN(opts.ListenDSN, opts.AppName, false); err != nil {
+				return nil, err
+			}
+		}
+		dial = postgres.Open(dsn)
+		d = postgresDialect{}
 	default:
 		return nil, fmt.Errorf("unsupported database driver %q", u.Driver)
 	}
@@ -100,12 +124,12 @@ func Open(ctx context.Context, u settings.DatabaseURL, opts Options) (*Store, er
 	if err != nil {
 		return nil, err
 	}
-	d.configurePool(sqlDB)
+	pool := newPool(sqlDB, d, opts.PoolSize)
 	if err := sqlDB.PingContext(ctx); err != nil {
 		sqlDB.Close()
 		return nil, fmt.Errorf("connect to database: %w", err)
 	}
-	st := &Store{db: db, dialect: d, watchTarget: target, name: u.Name()}
+	st := &Store{db: db, dialect: d, watchTarget: target, name: u.Name(), pool: pool}
 	if u.Driver == settings.SQLite {
 		id, err := statID(u.Path)
 		if err != nil {
@@ -149,6 +173,7 @@ func (s *Store) Close() error {
 	if err != nil {
 		return err
 	}
+	s.pool.stop()
 	return sqlDB.Close()
 }
 
@@ -180,7 +205,16 @@ func (s *Store) ts(t time.Time) any { return s.dialect.timeArg(t) }
 // dialect is everything that differs between the databases.
 type dialect interface {
 	name() string
-	configurePool(db *sql.DB)
+	// defaultPoolSize is the pool when Options.PoolSize is 0; trimIdle
+	// says whether idle connections cost a server (see pool.go).
+	defaultPoolSize() int
+	trimIdle() bool
+	// tryGCLock takes the garbage collector's lock without waiting (see
+	// Store.TryGCLock).
+	tryGCLock(ctx context.Context, s *Store) (release func(), ok bool, err error)
+	// likely marks a condition the planner should expect to hold (the
+	// condition itself where the planner needs no hint).
+	likely(cond string) string
 	timeArg(t time.Time) any
 	// nowSQL is the database's clock as an SQL expression, in the layout
 	// stored times use; laterSQL(secs) is that clock plus secs seconds (an
