@@ -48,11 +48,17 @@ func (s *Store) ExpiredLeases(ctx context.Context, kind Kind, limit int) ([]Expi
 		MaxAttempts  int
 		Ahead        int
 	}
-	err := s.db.WithContext(ctx).Raw(`SELECT id, attempt_count, max_attempts,
-		CASE WHEN claim_expires_at < `+now+` THEN 0 ELSE 1 END AS ahead FROM `+f.table()+`
-		WHERE status = ? AND (claim_expires_at < `+now+` OR claim_expires_at > `+s.staleLeaseSQL()+`)
-		ORDER BY claim_expires_at LIMIT ?`,
-		f.activeStatus(), limit).Scan(&rows).Error
+	// Two range scans of the lease index: the expired leases, and whether
+	// any is stale (the latest one is enough: clampLeases pulls back them
+	// all). The status is written out, not an argument, so that a cached
+	// generic plan still matches the partial index.
+	active := `'` + string(f.activeStatus()) + `'`
+	q := `SELECT id, attempt_count, max_attempts, 0 AS ahead FROM (SELECT id, attempt_count, max_attempts FROM ` + f.table() + `
+		WHERE status = ` + active + ` AND claim_expires_at < ` + now + ` ORDER BY claim_expires_at LIMIT ?) AS expired
+	UNION ALL
+	SELECT id, attempt_count, max_attempts, 1 AS ahead FROM (SELECT id, attempt_count, max_attempts FROM ` + f.table() + `
+		WHERE status = ` + active + ` AND claim_expires_at > ` + s.staleLeaseSQL() + ` ORDER BY claim_expires_at DESC LIMIT 1) AS stale`
+	err := s.db.WithContext(ctx).Raw(q, limit).Scan(&rows).Error
 	if err != nil {
 		return nil, fmt.Errorf("find expired %s leases: %w", kind, err)
 	}
@@ -87,8 +93,8 @@ func (s *Store) clampLeases(ctx context.Context, kind Kind) error {
 	t := f.table()
 	lease := `COALESCE((SELECT lease_seconds FROM ` + supervisorsTable + ` WHERE worker_id = ` + t + `.claimed_by),
 		(SELECT MAX(lease_seconds) FROM ` + supervisorsTable + `))`
-	err := s.db.WithContext(ctx).Exec(`UPDATE `+t+` SET claim_expires_at = `+s.dialect.laterSQL(lease)+`
-		WHERE status = ? AND claim_expires_at > `+s.staleLeaseSQL(), f.activeStatus()).Error
+	err := s.db.WithContext(ctx).Exec(`UPDATE ` + t + ` SET claim_expires_at = ` + s.dialect.laterSQL(lease) + `
+		WHERE status = '` + string(f.activeStatus()) + `' AND claim_expires_at > ` + s.staleLeaseSQL()).Error
 	if err != nil {
 		return fmt.Errorf("pull back %s leases that end too far ahead: %w", kind, err)
 	}
