@@ -3,28 +3,34 @@ package e2e
 import (
 	"context"
 	"database/sql"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/ade-org/ade-worker/test/pgtemp"
 )
 
 // TestPostgresRestartWhileJobsRun restarts the PostgreSQL server under
 // running jobs: no result is lost, no job fails, the supervisor keeps
-// serving and its wake-ups come back. It is a top-level test without
-// parallel subtests, so no other test of this package sees the restart.
+// serving and its wake-ups come back. The server is a private cluster: the
+// shared one serves the other tests at the same time.
 func TestPostgresRestartWhileJobsRun(t *testing.T) {
-	restart := postgresRestartCommand(t)
-	w, cfg, _ := readyWorld(t, "postgres", map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "30"})
+	t.Parallel()
+	pg := pgtemp.ForTestCluster(t)
+	dbURL, drop, err := pgtemp.Create(context.Background(), pg.AdminURL, "ade_restart")
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = drop() })
+	w, cfg, _ := readyWorld(t, "postgres", map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "30", "ADE_DATABASE_URL": dbURL})
 	var runs []string
 	for i := 0; i < 4; i++ {
 		runs = append(runs, w.addRun(cfg, w.addDocument("slow.csv", csv("sleep=3"))))
 	}
 	w.waitForStatus("runs", runs[:2], 30*time.Second, "running")
-	if out, err := exec.Command(restart[0], restart[1:]...).CombinedOutput(); err != nil {
-		t.Fatalf("restart PostgreSQL: %v\n%s", err, out)
+	if err := pg.Restart(context.Background()); err != nil {
+		t.Fatalf("restart PostgreSQL: %v", err)
 	}
 	w.reconnect()
 	rows := w.waitForStatus("runs", runs, 2*time.Minute)
@@ -43,19 +49,6 @@ func TestPostgresRestartWhileJobsRun(t *testing.T) {
 	if !strings.Contains(log, "database") {
 		t.Errorf("the supervisor log does not mention the outage")
 	}
-}
-
-// postgresRestartCommand is how the test restarts the server
-// (ADE_TEST_POSTGRES_RESTART overrides).
-func postgresRestartCommand(t *testing.T) []string {
-	if cmd := os.Getenv("ADE_TEST_POSTGRES_RESTART"); cmd != "" {
-		return strings.Fields(cmd)
-	}
-	versions, _ := filepath.Glob("/etc/postgresql/*")
-	if len(versions) == 0 {
-		t.Skip("no local PostgreSQL cluster to restart (set ADE_TEST_POSTGRES_RESTART)")
-	}
-	return []string{"pg_ctlcluster", "--skip-systemctl-redirect", filepath.Base(versions[0]), "main", "restart", "-m", "fast"}
 }
 
 // reconnect replaces the test's own database handle after a restart.

@@ -7,7 +7,6 @@ import (
 	"net/url"
 	"os"
 	"os/exec"
-	"os/user"
 	"path/filepath"
 	"strconv"
 	"syscall"
@@ -39,18 +38,17 @@ func Pgbouncer(t testing.TB, dbURL string) string {
 	t.Cleanup(func() { os.RemoveAll(dir) })
 	var cred *syscall.Credential
 	if os.Geteuid() == 0 {
-		u, err := user.Lookup("postgres")
-		if err != nil {
-			t.Fatalf("pgbouncer does not run as root, and there is no postgres user: %v", err)
+		if cred, err = postgresCredential(); err != nil {
+			t.Fatalf("pgbouncer does not run as root: %v", err)
 		}
-		uid, _ := strconv.Atoi(u.Uid)
-		gid, _ := strconv.Atoi(u.Gid)
-		cred = &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}
-		if err := os.Chown(dir, uid, gid); err != nil {
+		if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
 			t.Fatal(err)
 		}
 	}
-	port := freePort(t)
+	port, err := freePort()
+	if err != nil {
+		t.Fatal(err)
+	}
 	host, serverPort := server.Hostname(), server.Port()
 	if serverPort == "" {
 		serverPort = "5432"
@@ -134,15 +132,4 @@ ignore_startup_parameters = extra_float_digits
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-}
-
-// freePort is a TCP port nothing listens on right now.
-func freePort(t testing.TB) int {
-	t.Helper()
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }
