@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -143,45 +144,118 @@ func (q queueKind) fifoClaimSQL(d dialect) string {
 	return d.claimSQL(q, "", pick)
 }
 
-// idleCandidates is how many jobs of idle workspaces a fair pick looks at:
-// more than one, so a pick that skips a row another claim holds (SKIP
-// LOCKED) still finds an idle workspace's job.
-const idleCandidates = 4
+// fairWindow is how many of the oldest claimable jobs of idle workspaces
+// (none running) a claim of limit jobs reads: enough for limit distinct
+// workspaces in a mixed queue, with room for rows another claim holds.
+func fairWindow(limit int) int { return 2*limit + 4 }
 
-// pickOneSQL takes the one job the policy wants next, or none. Candidates
-// are the oldest claimable jobs of workspaces with nothing running, and the
-// oldest claimable job of each workspace that has jobs running (under the
-// cap); the few workspaces with running jobs are each one index probe, so
-// the cost follows the fleet's concurrency, not the queue's depth. Run once
-// per job a claim takes: each pick sees the ones before it running.
-func (q queueKind) pickOneSQL(d dialect, p ClaimPolicy) string {
+// keyColumns are the columns of the order keys k1, k2 on alias, each once.
+func (q queueKind) keyColumns(alias string) string {
+	cols := []string{"j.id"}
+	for _, k := range []string{q.k1, q.k2} {
+		if !slices.Contains(cols, k) {
+			cols = append(cols, k)
+		}
+	}
+	return strings.ReplaceAll(strings.Join(cols, ", "), "j.", alias+".")
+}
+
+// candidatesSQL reads what a fair or capped claim of up to @limit jobs
+// chooses among, oldest first: each job's id, workspace and the jobs its
+// workspace runs now (n). Bounded, so its cost follows the fleet's
+// concurrency and @limit, not the queue's depth:
+//   - the @window oldest claimable jobs of workspaces with nothing running
+//     (one index range read in age order; n = 0). For each workspace in
+//     them, they are its oldest jobs.
+//   - the @limit oldest claimable jobs of each workspace with jobs running
+//     below the cap (one index probe each).
+//
+// On PostgreSQL the rows read are locked (SKIP LOCKED), so claims at the
+// same instant choose among different jobs; planClaim orders them.
+func (q queueKind) candidatesSQL(d dialect, p ClaimPolicy) string {
 	now := d.nowSQL()
-	under := ""
+	headCap := ""
 	if n := q.capOf(p); n > 0 {
-		under = fmt.Sprintf(" WHERE busy.n < %d", n)
+		headCap = fmt.Sprintf(" WHERE busy.n < %d", n)
 	}
-	order := "cand.n, cand.k1, cand.k2"
-	if p.FIFO {
-		order = "cand.k1, cand.k2"
-	}
-	with := `busy AS (` + q.busySQL() + `),
-cand AS (
-	SELECT * FROM (SELECT j.id, 0 AS n, ` + q.k1 + ` AS k1, ` + q.k2 + ` AS k2 FROM ` + q.fromUsing(d, q.fifoIndex) + `
-		WHERE ` + q.claimable(now) + ` AND j.workspace_id NOT IN (SELECT workspace_id FROM busy)
-		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT ` + fmt.Sprint(idleCandidates) + `) AS idle
-	UNION ALL
-	SELECT c.id, busy.n, ` + strings.ReplaceAll(q.k1, "j.", "c.") + `, ` + strings.ReplaceAll(q.k2, "j.", "c.") + `
-	FROM busy JOIN ` + q.table + ` c ON c.id = (SELECT j.id FROM ` + q.fromUsing(d, q.wsIndex) + `
+	ck1, ck2 := strings.ReplaceAll(q.k1, "j.", "c."), strings.ReplaceAll(q.k2, "j.", "c.")
+	head := func(cols string) string {
+		return `SELECT ` + cols + ` FROM ` + q.fromUsing(d, q.wsIndex) + `
 		WHERE j.workspace_id = busy.workspace_id AND ` + q.claimable(now) + `
-		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT 1)` + under + `)`
-	pick := `SELECT cand.id FROM cand ORDER BY ` + order + ` LIMIT 1`
-	if d.name() == "postgres" {
-		// FOR UPDATE needs the table's row; SQLite must not join it (3.45
-		// then scans every queued row to probe cand).
-		pick = `SELECT j.id FROM ` + q.table + ` j JOIN cand ON cand.id = j.id WHERE j.status = 'queued'
-	ORDER BY ` + order + ` LIMIT 1`
+		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT @limit` + d.lockSQL()
 	}
-	return d.claimSQL(q, with, pick)
+	return `WITH busy AS (` + q.busySQL() + `)
+SELECT id, workspace_id, n FROM (
+	SELECT * FROM (SELECT j.id, j.workspace_id, 0 AS n, ` + q.k1 + ` AS k1, ` + q.k2 + ` AS k2 FROM ` + q.fromUsing(d, q.fifoIndex) + `
+		WHERE ` + q.claimable(now) + ` AND j.workspace_id NOT IN (SELECT workspace_id FROM busy)
+		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT @window` + d.lockSQL() + `) AS idle
+	UNION ALL
+	SELECT c.id, busy.workspace_id, busy.n, ` + ck1 + `, ` + ck2 + `
+	FROM ` + d.eachRowSQL(q, "busy", head) + headCap + `) AS cand
+ORDER BY k1, k2`
+}
+
+// candidate is a row of candidatesSQL.
+type candidate struct {
+	ID          string
+	WorkspaceID string
+	N           int
+}
+
+// planClaim chooses up to limit of cands (oldest first, as candidatesSQL
+// returns them, from a window of window rows) in the policy's order, and
+// says whether a claim after them may find more: when the window was full
+// and fewer than limit were chosen.
+//
+// A job's level is the jobs its workspace runs now plus its workspace's
+// jobs ahead of it in the queue. Taking jobs one at a time, fewest running
+// first, ties to the oldest claimable job, takes them in order of (level,
+// age); fifo order is age alone. The cap admits a job while its level is
+// below the cap. When the window is full, an idle workspace beyond it may
+// have a job of level 0, younger than the window's youngest: only the jobs
+// that come before such a job are chosen (level 0 in fair order, those no
+// younger than the window's youngest in fifo order), and a claim after
+// them continues.
+func planClaim(cands []candidate, p ClaimPolicy, capN, window, limit int) (ids []string, more bool) {
+	idle, lastIdle := 0, -1
+	for i, c := range cands {
+		if c.N == 0 {
+			idle, lastIdle = idle+1, i
+		}
+	}
+	complete := idle < window
+	type choice struct {
+		id    string
+		level int
+	}
+	var ok []choice
+	ahead := map[string]int{}
+	for i, c := range cands {
+		level := c.N + ahead[c.WorkspaceID]
+		ahead[c.WorkspaceID]++
+		switch {
+		case capN > 0 && level >= capN:
+		case !complete && !p.FIFO && level > 0, !complete && p.FIFO && i > lastIdle:
+		default:
+			ok = append(ok, choice{c.ID, level})
+		}
+	}
+	if !p.FIFO {
+		slices.SortStableFunc(ok, func(a, b choice) int { return a.level - b.level })
+	}
+	for _, c := range ok[:min(limit, len(ok))] {
+		ids = append(ids, c.id)
+	}
+	return ids, !complete && len(ids) < limit
+}
+
+// takeSQL claims the jobs of q whose ids the JSON array @ids lists: ones
+// candidatesSQL read in the same transaction, which holds them (the rows'
+// locks on PostgreSQL, the database's on SQLite), so they are still
+// claimable. (A status condition here would make SQLite read the ids
+// through the status index: every queued row.)
+func (q queueKind) takeSQL(d dialect) string {
+	return d.claimSQL(q, "", `SELECT j.id FROM `+q.table+` j WHERE j.id IN (`+d.jsonTextsSQL("@ids")+`)`)
 }
 
 // DemandSQL is the KEDA query (PostgreSQL): the jobs the fleet could claim

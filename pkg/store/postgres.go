@@ -40,11 +40,21 @@ func (postgresDialect) claimSQL(q queueKind, with, pick string) string {
 	if with != "" {
 		with += ",\n"
 	}
-	return `WITH ` + with + `picked AS (` + pick + `
-	FOR UPDATE OF j SKIP LOCKED)
+	return `WITH ` + with + `picked AS (` + pick + postgresDialect{}.lockSQL() + `)
 UPDATE ` + q.table + ` SET ` + q.set(postgresDialect{}) + `
 FROM picked WHERE ` + q.table + `.id = picked.id
 RETURNING ` + qualify(q.table, q.returning) + q.extra
+}
+
+// A LATERAL subquery returns the key columns itself.
+func (postgresDialect) eachRowSQL(q queueKind, outer string, sub func(cols string) string) string {
+	return outer + ` CROSS JOIN LATERAL (` + sub(q.keyColumns("j")) + `) AS c`
+}
+
+func (postgresDialect) lockSQL() string { return "\n\tFOR UPDATE OF j SKIP LOCKED" }
+
+func (postgresDialect) jsonTextsSQL(arg string) string {
+	return `SELECT json_array_elements_text(CAST(` + arg + ` AS json))`
 }
 
 // claimLockSQL serialises the claims that count running jobs against a

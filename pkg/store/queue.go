@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -98,7 +100,7 @@ func qualify(table, columns string) string {
 }
 
 func claimArgs(worker string, lease time.Duration, limit int) map[string]any {
-	return map[string]any{"worker": worker, "lease": lease.Seconds(), "limit": limit}
+	return map[string]any{"worker": worker, "lease": lease.Seconds(), "limit": limit, "window": fairWindow(limit)}
 }
 
 // ClaimRuns atomically takes up to limit claimable runs for worker, leased
@@ -148,35 +150,58 @@ func (s *Store) ClaimJobs(ctx context.Context, worker string, lease time.Duratio
 }
 
 // claimFrom claims up to limit jobs of q into out (a *[]ClaimedRun or
-// *[]ClaimedBuild). FIFO without a cap is one statement; otherwise one
-// pick per job, so that each pick sees the jobs taken before it running.
+// *[]ClaimedBuild). FIFO without a cap is the plain oldest-first
+// statement; otherwise two: read the candidates (candidatesSQL), choose in
+// Go (planClaim), take the chosen ones (takeSQL), and once more only when
+// the candidates were too few to choose all (see planClaim).
 func (s *Store) claimFrom(tx *gorm.DB, q queueKind, worker string, lease time.Duration, limit int, out any) error {
 	p := s.policy
 	if p.FIFO && q.capOf(p) == 0 {
 		return tx.Raw(q.fifoClaimSQL(s.dialect), claimArgs(worker, lease, limit)).Scan(out).Error
 	}
-	pick := q.pickOneSQL(s.dialect, p)
-	for range limit {
-		n, err := appendScan(tx.Raw(pick, claimArgs(worker, lease, 1)), out)
-		if err != nil || n == 0 {
+	read, take := q.candidatesSQL(s.dialect, p), q.takeSQL(s.dialect)
+	for left := limit; left > 0; {
+		var cands []candidate
+		if err := tx.Raw(read, claimArgs(worker, lease, left)).Scan(&cands).Error; err != nil {
 			return err
 		}
+		ids, more := planClaim(cands, p, q.capOf(p), fairWindow(left), left)
+		if len(ids) == 0 {
+			return nil
+		}
+		list, err := json.Marshal(ids)
+		if err != nil {
+			return err
+		}
+		args := claimArgs(worker, lease, left)
+		args["ids"] = string(list)
+		n, err := appendScan(tx.Raw(take, args), out, ids)
+		if err != nil || !more || n == 0 {
+			return err
+		}
+		left -= n
 	}
 	return nil
 }
 
-// appendScan appends the rows q returns to out (a pointer to a slice) and
-// says how many it appended.
-func appendScan(q *gorm.DB, out any) (int, error) {
+// appendScan appends the rows q returns to out (a pointer to a slice) in
+// the order of ids, and says how many it appended.
+func appendScan(q *gorm.DB, out any, ids []string) (int, error) {
+	pos := make(map[string]int, len(ids))
+	for i, id := range ids {
+		pos[id] = i
+	}
 	switch o := out.(type) {
 	case *[]ClaimedRun:
 		var got []ClaimedRun
 		err := q.Scan(&got).Error
+		slices.SortFunc(got, func(a, b ClaimedRun) int { return pos[a.ID] - pos[b.ID] })
 		*o = append(*o, got...)
 		return len(got), err
 	case *[]ClaimedBuild:
 		var got []ClaimedBuild
 		err := q.Scan(&got).Error
+		slices.SortFunc(got, func(a, b ClaimedBuild) int { return pos[a.ID] - pos[b.ID] })
 		*o = append(*o, got...)
 		return len(got), err
 	}

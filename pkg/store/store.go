@@ -194,6 +194,17 @@ type dialect interface {
 	// claimSQL makes the claim of the jobs of q that pick (a SELECT of
 	// j.id, after the common table expressions with) selects.
 	claimSQL(q queueKind, with, pick string) string
+	// eachRowSQL is a FROM clause joining each row of outer to the rows
+	// of q's table (as c) that sub selects, a query correlated with outer
+	// that selects cols (the key columns of j it is given) and ends in a
+	// LIMIT (and lockSQL).
+	eachRowSQL(q queueKind, outer string, sub func(cols string) string) string
+	// lockSQL ends a SELECT of jobs (table alias j) that locks the rows it
+	// returns for the transaction, skipping rows others hold ("" where the
+	// transaction holds the whole database already).
+	lockSQL() string
+	// jsonTextsSQL is a subquery of the strings of the JSON array arg.
+	jsonTextsSQL(arg string) string
 	// claimLockSQL is taken by claims that count against a cap ("" when
 	// claims are one at a time anyway).
 	claimLockSQL() string
