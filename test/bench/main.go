@@ -8,7 +8,7 @@
 //	                    [--quick] [--repeat N] [--markdown] [--keep] [--profile DIR]
 //
 // Workloads (issue 5): engine-realistic, overhead, pickup, depth, firehose,
-// builds. PostgreSQL databases are created and dropped through the admin URL
+// builds; fairness (issue 18). PostgreSQL databases are created and dropped through the admin URL
 // in ADE_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 // It exits non-zero when a workload fails, not when a target is missed.
 package main
@@ -44,6 +44,7 @@ var workloads = []struct {
 	{"depth", (*bench).depth},
 	{"firehose", (*bench).firehose},
 	{"builds", (*bench).builds},
+	{"fairness", (*bench).fairness},
 }
 
 func workloadNames() []string {
