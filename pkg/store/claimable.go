@@ -170,8 +170,8 @@ func (q queueKind) keyColumns(alias string) string {
 //   - the @limit oldest claimable jobs of each workspace with jobs running
 //     below the cap (one index probe each).
 //
-// On PostgreSQL the rows read are locked (SKIP LOCKED), so claims at the
-// same instant choose among different jobs; planClaim orders them.
+// Nothing is locked here: planClaim orders the candidates and takeSQL
+// takes them.
 func (q queueKind) candidatesSQL(d dialect, p ClaimPolicy) string {
 	now := d.nowSQL()
 	headCap := ""
@@ -182,13 +182,13 @@ func (q queueKind) candidatesSQL(d dialect, p ClaimPolicy) string {
 	head := func(cols string) string {
 		return `SELECT ` + cols + ` FROM ` + q.fromUsing(d, q.wsIndex) + `
 		WHERE j.workspace_id = busy.workspace_id AND ` + q.claimable(now) + `
-		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT @limit` + d.lockSQL()
+		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT @limit`
 	}
 	return `WITH busy AS (` + q.busySQL() + `)
 SELECT id, workspace_id, n FROM (
 	SELECT * FROM (SELECT j.id, j.workspace_id, 0 AS n, ` + q.k1 + ` AS k1, ` + q.k2 + ` AS k2 FROM ` + q.fromUsing(d, q.fifoIndex) + `
 		WHERE ` + q.claimable(now) + ` AND j.workspace_id NOT IN (SELECT workspace_id FROM busy)
-		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT @window` + d.lockSQL() + `) AS idle
+		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT @window) AS idle
 	UNION ALL
 	SELECT c.id, busy.workspace_id, busy.n, ` + ck1 + `, ` + ck2 + `
 	FROM ` + d.eachRowSQL(q, "busy", head) + headCap + `) AS cand
@@ -202,28 +202,28 @@ type candidate struct {
 	N           int
 }
 
-// planClaim chooses up to limit of cands (oldest first, as candidatesSQL
-// returns them, from a window of window rows) in the policy's order, and
-// says whether a claim after them may find more: when the window was full
-// and fewer than limit were chosen.
+// planClaim orders cands (oldest first, as candidatesSQL returns them, from
+// a window of window rows) in the policy's order, leaving out the ones the
+// cap or an incomplete window excludes: a claim takes the first ones of
+// the list it can lock. complete is false when the window was full.
 //
 // A job's level is the jobs its workspace runs now plus its workspace's
 // jobs ahead of it in the queue. Taking jobs one at a time, fewest running
 // first, ties to the oldest claimable job, takes them in order of (level,
 // age); fifo order is age alone. The cap admits a job while its level is
-// below the cap. When the window is full, an idle workspace beyond it may
-// have a job of level 0, younger than the window's youngest: only the jobs
-// that come before such a job are chosen (level 0 in fair order, those no
-// younger than the window's youngest in fifo order), and a claim after
-// them continues.
-func planClaim(cands []candidate, p ClaimPolicy, capN, window, limit int) (ids []string, more bool) {
+// below the cap, so a workspace has at most cap minus running in the list.
+// When the window is full, an idle workspace beyond it may have a job of
+// level 0, younger than the window's youngest: the list ends before such a
+// job would come (after level 0 in fair order, after the window's youngest
+// in fifo order), and the claim looks again once it has taken those.
+func planClaim(cands []candidate, p ClaimPolicy, capN, window int) (ids []string, complete bool) {
 	idle, lastIdle := 0, -1
 	for i, c := range cands {
 		if c.N == 0 {
 			idle, lastIdle = idle+1, i
 		}
 	}
-	complete := idle < window
+	complete = idle < window
 	type choice struct {
 		id    string
 		level int
@@ -243,19 +243,20 @@ func planClaim(cands []candidate, p ClaimPolicy, capN, window, limit int) (ids [
 	if !p.FIFO {
 		slices.SortStableFunc(ok, func(a, b choice) int { return a.level - b.level })
 	}
-	for _, c := range ok[:min(limit, len(ok))] {
+	for _, c := range ok {
 		ids = append(ids, c.id)
 	}
-	return ids, !complete && len(ids) < limit
+	return ids, complete
 }
 
-// takeSQL claims the jobs of q whose ids the JSON array @ids lists: ones
-// candidatesSQL read in the same transaction, which holds them (the rows'
-// locks on PostgreSQL, the database's on SQLite), so they are still
-// claimable. (A status condition here would make SQLite read the ids
-// through the status index: every queued row.)
+// takeSQL claims the first @limit jobs of the JSON array of ids @ids that
+// are still queued, in the array's order. On PostgreSQL a job another
+// claim holds is passed over for the next (SKIP LOCKED): claims at the same
+// instant read the same candidates. (CROSS JOIN keeps SQLite reading the
+// list first, each job then by its primary key.)
 func (q queueKind) takeSQL(d dialect) string {
-	return d.claimSQL(q, "", `SELECT j.id FROM `+q.table+` j WHERE j.id IN (`+d.jsonTextsSQL("@ids")+`)`)
+	return d.claimSQL(q, "", `SELECT j.id FROM `+d.listSQL("@ids")+` CROSS JOIN `+q.table+` j
+	WHERE j.id = l.id AND j.status = 'queued' ORDER BY l.pos LIMIT @limit`)
 }
 
 // DemandSQL is the KEDA query (PostgreSQL): the jobs the fleet could claim

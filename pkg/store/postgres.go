@@ -53,8 +53,8 @@ func (postgresDialect) eachRowSQL(q queueKind, outer string, sub func(cols strin
 
 func (postgresDialect) lockSQL() string { return "\n\tFOR UPDATE OF j SKIP LOCKED" }
 
-func (postgresDialect) jsonTextsSQL(arg string) string {
-	return `SELECT json_array_elements_text(CAST(` + arg + ` AS json))`
+func (postgresDialect) listSQL(arg string) string {
+	return `json_array_elements_text(CAST(` + arg + ` AS json)) WITH ORDINALITY AS l(id, pos)`
 }
 
 // claimLockSQL serialises the claims that count running jobs against a

@@ -151,9 +151,9 @@ func (s *Store) ClaimJobs(ctx context.Context, worker string, lease time.Duratio
 
 // claimFrom claims up to limit jobs of q into out (a *[]ClaimedRun or
 // *[]ClaimedBuild). FIFO without a cap is the plain oldest-first
-// statement; otherwise two: read the candidates (candidatesSQL), choose in
-// Go (planClaim), take the chosen ones (takeSQL), and once more only when
-// the candidates were too few to choose all (see planClaim).
+// statement; otherwise two: read the candidates (candidatesSQL), order
+// them in Go (planClaim), take the first ones still free (takeSQL); once
+// more only when the candidates were too few to choose them all.
 func (s *Store) claimFrom(tx *gorm.DB, q queueKind, worker string, lease time.Duration, limit int, out any) error {
 	p := s.policy
 	if p.FIFO && q.capOf(p) == 0 {
@@ -165,7 +165,7 @@ func (s *Store) claimFrom(tx *gorm.DB, q queueKind, worker string, lease time.Du
 		if err := tx.Raw(read, claimArgs(worker, lease, left)).Scan(&cands).Error; err != nil {
 			return err
 		}
-		ids, more := planClaim(cands, p, q.capOf(p), fairWindow(left), left)
+		ids, complete := planClaim(cands, p, q.capOf(p), fairWindow(left))
 		if len(ids) == 0 {
 			return nil
 		}
@@ -176,7 +176,7 @@ func (s *Store) claimFrom(tx *gorm.DB, q queueKind, worker string, lease time.Du
 		args := claimArgs(worker, lease, left)
 		args["ids"] = string(list)
 		n, err := appendScan(tx.Raw(take, args), out, ids)
-		if err != nil || !more || n == 0 {
+		if err != nil || complete || n == 0 {
 			return err
 		}
 		left -= n

@@ -65,8 +65,8 @@ func (sqliteDialect) eachRowSQL(q queueKind, outer string, sub func(cols string)
 // A claim holds SQLite's write lock from its BEGIN: nothing to lock.
 func (sqliteDialect) lockSQL() string { return "" }
 
-func (sqliteDialect) jsonTextsSQL(arg string) string {
-	return `SELECT value FROM json_each(` + arg + `)`
+func (sqliteDialect) listSQL(arg string) string {
+	return `(SELECT value AS id, key AS pos FROM json_each(` + arg + `)) AS l`
 }
 
 // claimLock is nothing: a claim's transaction holds SQLite's write lock

@@ -203,8 +203,9 @@ type dialect interface {
 	// returns for the transaction, skipping rows others hold ("" where the
 	// transaction holds the whole database already).
 	lockSQL() string
-	// jsonTextsSQL is a subquery of the strings of the JSON array arg.
-	jsonTextsSQL(arg string) string
+	// listSQL is a FROM item l of the strings of the JSON array arg: l.id,
+	// and l.pos its place in the array.
+	listSQL(arg string) string
 	// claimLockSQL is taken by claims that count against a cap ("" when
 	// claims are one at a time anyway).
 	claimLockSQL() string
