@@ -109,6 +109,9 @@ func TestClaimOrder(t *testing.T) {
 		{"the cap in one claim of several workspaces", store.ClaimPolicy{WorkspaceMaxRunning: 2}, nil, "AAABBBC", 7, "ABCAB|"},
 		{"the cap in fifo order, several per claim", store.ClaimPolicy{FIFO: true, WorkspaceMaxRunning: 2}, nil, "AAABBB", 3, "AAB|B|"},
 		{"the cap in fifo order past a flood", store.ClaimPolicy{FIFO: true, WorkspaceMaxRunning: 1}, nil, "AAAAAAAAAAAAB", 2, "AB|"},
+		// The README's example ("Fair share, caps and pauses").
+		{"the README's example", fair, map[string]int{"A": 2, "C": 1}, "AABBC", 4, "BBCA|A|"},
+		{"the README's example with a cap of 2", store.ClaimPolicy{WorkspaceMaxRunning: 2}, map[string]int{"A": 2, "C": 1}, "AABBC", 4, "BBC|"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
