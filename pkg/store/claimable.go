@@ -144,9 +144,9 @@ func (q queueKind) fifoClaimSQL(d dialect) string {
 	return d.claimSQL(q, "", pick)
 }
 
-// fairWindow is how many of the oldest claimable jobs of idle workspaces
-// (none running) a claim of limit jobs reads: enough for limit distinct
-// workspaces in a mixed queue, with room for rows another claim holds.
+// fairWindow is how many of the oldest claimable jobs a claim of limit
+// jobs reads: enough for limit distinct idle workspaces in a mixed queue,
+// with room for rows another claim holds.
 func fairWindow(limit int) int { return 2*limit + 4 }
 
 // keyColumns are the columns of the order keys k1, k2 on alias, each once.
@@ -161,37 +161,62 @@ func (q queueKind) keyColumns(alias string) string {
 }
 
 // candidatesSQL reads what a fair or capped claim of up to @limit jobs
-// chooses among, oldest first: each job's id, workspace and the jobs its
-// workspace runs now (n). Bounded, so its cost follows the fleet's
-// concurrency and @limit, not the queue's depth:
-//   - the @window oldest claimable jobs of workspaces with nothing running
-//     (one index range read in age order; n = 0). For each workspace in
-//     them, they are its oldest jobs.
-//   - the @limit oldest claimable jobs of each workspace with jobs running
-//     below the cap (one index probe each).
+// chooses among, oldest first: each job's id, workspace, the jobs its
+// workspace runs now (n) and whether it came from the head of a workspace
+// (head = 1) or from the window (0). Two parts, each bounded:
+//   - heads: the @limit oldest claimable jobs of each workspace with jobs
+//     running, below the cap (one index probe each), and with everyWorkspace
+//     of every other workspace with queued jobs too (found by skipping
+//     through the workspace index, one probe per workspace: a claim's
+//     fallback, see planClaim);
+//   - otherwise the window: the @window oldest claimable jobs (one index
+//     range read in age order). For each workspace in it, they are its
+//     oldest jobs.
 //
 // Nothing is locked here: planClaim orders the candidates and takeSQL
 // takes them.
-func (q queueKind) candidatesSQL(d dialect, p ClaimPolicy) string {
+func (q queueKind) candidatesSQL(d dialect, p ClaimPolicy, everyWorkspace bool) string {
 	now := d.nowSQL()
 	headCap := ""
 	if n := q.capOf(p); n > 0 {
 		headCap = fmt.Sprintf(" WHERE busy.n < %d", n)
 	}
 	ck1, ck2 := strings.ReplaceAll(q.k1, "j.", "c."), strings.ReplaceAll(q.k2, "j.", "c.")
-	head := func(cols string) string {
-		return `SELECT ` + cols + ` FROM ` + q.fromUsing(d, q.wsIndex) + `
-		WHERE j.workspace_id = busy.workspace_id AND ` + q.claimable(now) + `
+	head := func(ws string) func(cols string) string {
+		return func(cols string) string {
+			return `SELECT ` + cols + ` FROM ` + q.fromUsing(d, q.wsIndex) + `
+		WHERE j.workspace_id = ` + ws + ` AND ` + q.claimable(now) + `
 		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT @limit`
+		}
 	}
-	return `WITH busy AS (` + q.busySQL() + `)
-SELECT id, workspace_id, n FROM (
-	SELECT * FROM (SELECT j.id, j.workspace_id, 0 AS n, ` + q.k1 + ` AS k1, ` + q.k2 + ` AS k2 FROM ` + q.fromUsing(d, q.fifoIndex) + `
-		WHERE ` + q.claimable(now) + ` AND j.workspace_id NOT IN (SELECT workspace_id FROM busy)
-		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT @window) AS idle
+	heads := `SELECT c.id, busy.workspace_id, busy.n, 1 AS head, ` + ck1 + ` AS k1, ` + ck2 + ` AS k2
+	FROM ` + d.eachRowSQL(q, "busy", head("busy.workspace_id")) + headCap
+	if !everyWorkspace {
+		return `WITH busy AS (` + q.busySQL() + `)
+SELECT id, workspace_id, n, head FROM (
+	SELECT * FROM (SELECT j.id, j.workspace_id, COALESCE(busy.n, 0) AS n, 0 AS head, ` + q.k1 + ` AS k1, ` + q.k2 + ` AS k2
+		FROM ` + q.fromUsing(d, q.fifoIndex) + ` LEFT JOIN busy ON busy.workspace_id = j.workspace_id
+		WHERE ` + q.claimable(now) + `
+		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT @window) AS w
 	UNION ALL
-	SELECT c.id, busy.workspace_id, busy.n, ` + ck1 + `, ` + ck2 + `
-	FROM ` + d.eachRowSQL(q, "busy", head) + headCap + `) AS cand
+	` + heads + `) AS cand
+ORDER BY k1, k2`
+	}
+	// Each workspace with queued jobs, in workspace order: the smallest
+	// workspace_id after the one before, read from the index's first column.
+	next := func(after string) string {
+		return `SELECT MIN(workspace_id) FROM ` + q.table + d.indexedBy(q.wsIndex) + ` WHERE status = 'queued'` + after
+	}
+	return `WITH RECURSIVE busy AS (` + q.busySQL() + `),
+queued(ws) AS (` + next("") + `
+	UNION ALL
+	SELECT (` + next(" AND workspace_id > queued.ws") + `) FROM queued WHERE queued.ws IS NOT NULL)
+SELECT id, workspace_id, n, head FROM (
+	SELECT c.id, queued.ws AS workspace_id, 0 AS n, 1 AS head, ` + ck1 + ` AS k1, ` + ck2 + ` AS k2
+	FROM ` + d.eachRowSQL(q, "queued", head("queued.ws")) + `
+	WHERE queued.ws NOT IN (SELECT workspace_id FROM busy)
+	UNION ALL
+	` + heads + `) AS cand
 ORDER BY k1, k2`
 }
 
@@ -200,30 +225,34 @@ type candidate struct {
 	ID          string
 	WorkspaceID string
 	N           int
+	Head        int
 }
 
 // planClaim orders cands (oldest first, as candidatesSQL returns them, from
-// a window of window rows) in the policy's order, leaving out the ones the
-// cap or an incomplete window excludes: a claim takes the first ones of
-// the list it can lock. complete is false when the window was full.
+// a window of window rows) in the policy's order, leaving out what the cap
+// excludes: a claim takes the first ones of the list it can lock. It says
+// when the list cannot be made from cands: then candidatesSQL with
+// everyWorkspace makes it.
 //
 // A job's level is the jobs its workspace runs now plus its workspace's
 // jobs ahead of it in the queue. Taking jobs one at a time, fewest running
 // first, ties to the oldest claimable job, takes them in order of (level,
 // age); fifo order is age alone. The cap admits a job while its level is
 // below the cap, so a workspace has at most cap minus running in the list.
-// When the window is full, an idle workspace beyond it may have a job of
-// level 0, younger than the window's youngest: the list ends before such a
-// job would come (after level 0 in fair order, after the window's youngest
-// in fifo order), and the claim looks again once it has taken those.
-func planClaim(cands []candidate, p ClaimPolicy, capN, window int) (ids []string, complete bool) {
-	idle, lastIdle := 0, -1
+// When the window is full, a workspace with nothing running beyond it may
+// have a job of level 0, younger than the window's youngest: the list ends
+// before such a job would come (after level 0 in fair order, after the
+// window's youngest in fifo order), and when that leaves fewer than limit
+// jobs, the list needs every workspace's heads (a flood of a busy
+// workspace ahead of everything else is such a case).
+func planClaim(cands []candidate, p ClaimPolicy, capN, window, limit int) (ids []string, needEvery bool) {
+	scanned, lastScanned := 0, -1
 	for i, c := range cands {
-		if c.N == 0 {
-			idle, lastIdle = idle+1, i
+		if c.Head == 0 {
+			scanned, lastScanned = scanned+1, i
 		}
 	}
-	complete = idle < window
+	complete := scanned < window
 	type choice struct {
 		id    string
 		level int
@@ -231,14 +260,20 @@ func planClaim(cands []candidate, p ClaimPolicy, capN, window int) (ids []string
 	var ok []choice
 	ahead := map[string]int{}
 	for i, c := range cands {
+		if c.Head == 0 && c.N > 0 {
+			continue // a busy workspace's job: its head has it
+		}
 		level := c.N + ahead[c.WorkspaceID]
 		ahead[c.WorkspaceID]++
 		switch {
 		case capN > 0 && level >= capN:
-		case !complete && !p.FIFO && level > 0, !complete && p.FIFO && i > lastIdle:
+		case !complete && !p.FIFO && level > 0, !complete && p.FIFO && i > lastScanned:
 		default:
 			ok = append(ok, choice{c.ID, level})
 		}
+	}
+	if !complete && len(ok) < limit {
+		return nil, true
 	}
 	if !p.FIFO {
 		slices.SortStableFunc(ok, func(a, b choice) int { return a.level - b.level })
@@ -246,7 +281,7 @@ func planClaim(cands []candidate, p ClaimPolicy, capN, window int) (ids []string
 	for _, c := range ok {
 		ids = append(ids, c.id)
 	}
-	return ids, complete
+	return ids, false
 }
 
 // takeSQL claims the first @limit jobs of the JSON array of ids @ids that

@@ -152,36 +152,37 @@ func (s *Store) ClaimJobs(ctx context.Context, worker string, lease time.Duratio
 // claimFrom claims up to limit jobs of q into out (a *[]ClaimedRun or
 // *[]ClaimedBuild). FIFO without a cap is the plain oldest-first
 // statement; otherwise two: read the candidates (candidatesSQL), order
-// them in Go (planClaim), take the first ones still free (takeSQL); once
-// more only when the candidates were too few to choose them all.
+// them in Go (planClaim), take the first ones still free (takeSQL); and a
+// read of every workspace's candidates between them when the first read
+// cannot decide.
 func (s *Store) claimFrom(tx *gorm.DB, q queueKind, worker string, lease time.Duration, limit int, out any) error {
 	p := s.policy
+	args := claimArgs(worker, lease, limit)
 	if p.FIFO && q.capOf(p) == 0 {
-		return tx.Raw(q.fifoClaimSQL(s.dialect), claimArgs(worker, lease, limit)).Scan(out).Error
+		return tx.Raw(q.fifoClaimSQL(s.dialect), args).Scan(out).Error
 	}
-	read, take := q.candidatesSQL(s.dialect, p), q.takeSQL(s.dialect)
-	for left := limit; left > 0; {
-		var cands []candidate
-		if err := tx.Raw(read, claimArgs(worker, lease, left)).Scan(&cands).Error; err != nil {
-			return err
-		}
-		ids, complete := planClaim(cands, p, q.capOf(p), fairWindow(left))
-		if len(ids) == 0 {
-			return nil
-		}
-		list, err := json.Marshal(ids)
-		if err != nil {
-			return err
-		}
-		args := claimArgs(worker, lease, left)
-		args["ids"] = string(list)
-		n, err := appendScan(tx.Raw(take, args), out, ids)
-		if err != nil || complete || n == 0 {
-			return err
-		}
-		left -= n
+	var cands []candidate
+	if err := tx.Raw(q.candidatesSQL(s.dialect, p, false), args).Scan(&cands).Error; err != nil {
+		return err
 	}
-	return nil
+	ids, needEvery := planClaim(cands, p, q.capOf(p), fairWindow(limit), limit)
+	if needEvery {
+		cands = nil
+		if err := tx.Raw(q.candidatesSQL(s.dialect, p, true), args).Scan(&cands).Error; err != nil {
+			return err
+		}
+		ids, _ = planClaim(cands, p, q.capOf(p), len(cands)+1, limit)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	list, err := json.Marshal(ids)
+	if err != nil {
+		return err
+	}
+	args["ids"] = string(list)
+	_, err = appendScan(tx.Raw(q.takeSQL(s.dialect), args), out, ids)
+	return err
 }
 
 // appendScan appends the rows q returns to out (a pointer to a slice) in
