@@ -111,6 +111,7 @@ func TestClaimOrder(t *testing.T) {
 		{"the cap in fifo order past a flood", store.ClaimPolicy{FIFO: true, WorkspaceMaxRunning: 1}, nil, "AAAAAAAAAAAAB", 2, "AB|"},
 		// The README's example ("Fair share, caps and pauses").
 		{"the README's example", fair, map[string]int{"A": 2, "C": 1}, "AABBC", 4, "BBCA|A|"},
+		{"the README's example in fifo order", fifo, map[string]int{"A": 2, "C": 1}, "AABBC", 4, "AABB|C|"},
 		{"the README's example with a cap of 2", store.ClaimPolicy{WorkspaceMaxRunning: 2}, map[string]int{"A": 2, "C": 1}, "AABBC", 4, "BBC|"},
 	}
 	for _, tt := range tests {
