@@ -161,17 +161,30 @@ func (s *Store) claimFrom(tx *gorm.DB, q queueKind, worker string, lease time.Du
 	if p.FIFO && q.capOf(p) == 0 {
 		return tx.Raw(q.fifoClaimSQL(s.dialect), args).Scan(out).Error
 	}
-	var cands []candidate
-	if err := tx.Raw(q.candidatesSQL(s.dialect, p, false), args).Scan(&cands).Error; err != nil {
-		return err
+	// While a busy workspace's flood lasts, every claim needs every
+	// workspace's heads: with few workspaces queued, read those at once.
+	everyFirst := &s.everyFirst[0]
+	if q.kind == KindRun {
+		everyFirst = &s.everyFirst[1]
 	}
-	ids, needEvery := planClaim(cands, p, q.capOf(p), fairWindow(limit), limit)
+	var (
+		cands     []candidate
+		ids       []string
+		needEvery = everyFirst.Load()
+	)
+	if !needEvery {
+		if err := tx.Raw(q.candidatesSQL(s.dialect, p, false), args).Scan(&cands).Error; err != nil {
+			return err
+		}
+		ids, needEvery = planClaim(cands, p, q.capOf(p), fairWindow(limit), limit)
+	}
 	if needEvery {
 		cands = nil
 		if err := tx.Raw(q.candidatesSQL(s.dialect, p, true), args).Scan(&cands).Error; err != nil {
 			return err
 		}
 		ids, _ = planClaim(cands, p, q.capOf(p), len(cands)+1, limit)
+		everyFirst.Store(workspaces(cands) <= everyFirstMax)
 	}
 	if len(ids) == 0 {
 		return nil
@@ -183,6 +196,20 @@ func (s *Store) claimFrom(tx *gorm.DB, q queueKind, worker string, lease time.Du
 	args["ids"] = string(list)
 	_, err = appendScan(tx.Raw(q.takeSQL(s.dialect), args), out, ids)
 	return err
+}
+
+// everyFirstMax is the most workspaces with queued jobs for which a claim
+// reads every workspace's heads first (see claimFrom): as cheap as the
+// window then.
+const everyFirstMax = 16
+
+// workspaces counts the workspaces of cands.
+func workspaces(cands []candidate) int {
+	seen := map[string]bool{}
+	for _, c := range cands {
+		seen[c.WorkspaceID] = true
+	}
+	return len(seen)
 }
 
 // appendScan appends the rows q returns to out (a pointer to a slice) in

@@ -14,6 +14,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/driver/postgres"
@@ -59,6 +60,9 @@ type Store struct {
 	file *fileID
 	// policy is the claims' order and cap (SetClaimPolicy).
 	policy ClaimPolicy
+	// everyFirst is, for builds and runs, whether the last fair claim
+	// needed every workspace's heads and found few workspaces (claimFrom).
+	everyFirst [2]atomic.Bool
 	// name is the database as operators know it, without a password: the
 	// SQLite path, or PostgreSQL's host/dbname.
 	name string
