@@ -162,16 +162,15 @@ func (q queueKind) keyColumns(alias string) string {
 
 // candidatesSQL reads what a fair or capped claim of up to @limit jobs
 // chooses among, oldest first: each job's id, workspace, the jobs its
-// workspace runs now (n) and whether it came from the head of a workspace
-// (head = 1) or from the window (0). Two parts, each bounded:
-//   - heads: the @limit oldest claimable jobs of each workspace with jobs
-//     running, below the cap (one index probe each), and with everyWorkspace
-//     of every other workspace with queued jobs too (found by skipping
-//     through the workspace index, one probe per workspace: a claim's
-//     fallback, see planClaim);
-//   - otherwise the window: the @window oldest claimable jobs (one index
-//     range read in age order). For each workspace in it, they are its
-//     oldest jobs.
+// workspace runs now (n) and whether it is one of a workspace's heads
+// (head = 1) or of the window (0). Either
+//   - the window: the @window oldest claimable jobs (one read along the
+//     claim index). For each workspace in it, they are its oldest jobs. Or,
+//     with everyWorkspace (when the window cannot decide, see planClaim),
+//   - the heads: the @limit oldest claimable jobs of each workspace with
+//     jobs running, below the cap, and of each other workspace with queued
+//     jobs (found by skipping through the workspace index): one index probe
+//     per workspace.
 //
 // Nothing is locked here: planClaim orders the candidates and takeSQL
 // takes them.
@@ -193,14 +192,10 @@ func (q queueKind) candidatesSQL(d dialect, p ClaimPolicy, everyWorkspace bool) 
 	FROM ` + d.eachRowSQL(q, "busy", head("busy.workspace_id")) + headCap
 	if !everyWorkspace {
 		return `WITH busy AS (` + q.busySQL() + `)
-SELECT id, workspace_id, n, head FROM (
-	SELECT * FROM (SELECT j.id, j.workspace_id, COALESCE(busy.n, 0) AS n, 0 AS head, ` + q.k1 + ` AS k1, ` + q.k2 + ` AS k2
-		FROM ` + q.fromUsing(d, q.fifoIndex) + ` LEFT JOIN busy ON busy.workspace_id = j.workspace_id
-		WHERE ` + q.claimable(now) + `
-		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT @window) AS w
-	UNION ALL
-	` + heads + `) AS cand
-ORDER BY k1, k2`
+SELECT j.id, j.workspace_id, COALESCE(busy.n, 0) AS n, 0 AS head
+FROM ` + q.fromUsing(d, q.fifoIndex) + ` LEFT JOIN busy ON busy.workspace_id = j.workspace_id
+WHERE ` + q.claimable(now) + `
+ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT @window`
 	}
 	// Each workspace with queued jobs, in workspace order: the smallest
 	// workspace_id after the one before, read from the index's first column.
@@ -244,7 +239,8 @@ type candidate struct {
 // before such a job would come (after level 0 in fair order, after the
 // window's youngest in fifo order), and when that leaves fewer than limit
 // jobs, the list needs every workspace's heads (a flood of a busy
-// workspace ahead of everything else is such a case).
+// workspace ahead of everything else, or a queue of one workspace, is
+// such a case).
 func planClaim(cands []candidate, p ClaimPolicy, capN, window, limit int) (ids []string, needEvery bool) {
 	scanned, lastScanned := 0, -1
 	for i, c := range cands {
@@ -260,9 +256,6 @@ func planClaim(cands []candidate, p ClaimPolicy, capN, window, limit int) (ids [
 	var ok []choice
 	ahead := map[string]int{}
 	for i, c := range cands {
-		if c.Head == 0 && c.N > 0 {
-			continue // a busy workspace's job: its head has it
-		}
 		level := c.N + ahead[c.WorkspaceID]
 		ahead[c.WorkspaceID]++
 		switch {
