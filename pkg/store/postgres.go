@@ -40,7 +40,8 @@ func (postgresDialect) claimSQL(q queueKind, with, pick string) string {
 	if with != "" {
 		with += ",\n"
 	}
-	return `WITH ` + with + `picked AS (` + pick + postgresDialect{}.lockSQL() + `)
+	return `WITH ` + with + `picked AS (` + pick + `
+	FOR UPDATE OF j SKIP LOCKED)
 UPDATE ` + q.table + ` SET ` + q.set(postgresDialect{}) + `
 FROM picked WHERE ` + q.table + `.id = picked.id
 RETURNING ` + qualify(q.table, q.returning) + q.extra
@@ -50,8 +51,6 @@ RETURNING ` + qualify(q.table, q.returning) + q.extra
 func (postgresDialect) eachRowSQL(q queueKind, outer string, sub func(cols string) string) string {
 	return outer + ` CROSS JOIN LATERAL (` + sub(q.keyColumns("j")) + `) AS c`
 }
-
-func (postgresDialect) lockSQL() string { return "\n\tFOR UPDATE OF j SKIP LOCKED" }
 
 func (postgresDialect) listSQL(arg string) string {
 	return `json_array_elements_text(CAST(` + arg + ` AS json)) WITH ORDINALITY AS l(id, pos)`

@@ -62,9 +62,6 @@ func (sqliteDialect) eachRowSQL(q queueKind, outer string, sub func(cols string)
 	return outer + ` JOIN ` + q.table + ` c ON c.id IN (` + sub("j.id") + `)`
 }
 
-// A claim holds SQLite's write lock from its BEGIN: nothing to lock.
-func (sqliteDialect) lockSQL() string { return "" }
-
 func (sqliteDialect) listSQL(arg string) string {
 	return `(SELECT value AS id, key AS pos FROM json_each(` + arg + `)) AS l`
 }

@@ -201,12 +201,8 @@ type dialect interface {
 	// eachRowSQL is a FROM clause joining each row of outer to the rows
 	// of q's table (as c) that sub selects, a query correlated with outer
 	// that selects cols (the key columns of j it is given) and ends in a
-	// LIMIT (and lockSQL).
+	// LIMIT.
 	eachRowSQL(q queueKind, outer string, sub func(cols string) string) string
-	// lockSQL ends a SELECT of jobs (table alias j) that locks the rows it
-	// returns for the transaction, skipping rows others hold ("" where the
-	// transaction holds the whole database already).
-	lockSQL() string
 	// listSQL is a FROM item l of the strings of the JSON array arg: l.id,
 	// and l.pos its place in the array.
 	listSQL(arg string) string
