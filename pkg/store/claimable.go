@@ -2,6 +2,7 @@ package store
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 )
 
@@ -143,45 +144,147 @@ func (q queueKind) fifoClaimSQL(d dialect) string {
 	return d.claimSQL(q, "", pick)
 }
 
-// idleCandidates is how many jobs of idle workspaces a fair pick looks at:
-// more than one, so a pick that skips a row another claim holds (SKIP
-// LOCKED) still finds an idle workspace's job.
-const idleCandidates = 4
+// fairWindow is how many of the oldest claimable jobs a claim of limit
+// jobs reads: enough for limit distinct idle workspaces in a mixed queue,
+// with room for rows another claim holds.
+func fairWindow(limit int) int { return 2*limit + 4 }
 
-// pickOneSQL takes the one job the policy wants next, or none. Candidates
-// are the oldest claimable jobs of workspaces with nothing running, and the
-// oldest claimable job of each workspace that has jobs running (under the
-// cap); the few workspaces with running jobs are each one index probe, so
-// the cost follows the fleet's concurrency, not the queue's depth. Run once
-// per job a claim takes: each pick sees the ones before it running.
-func (q queueKind) pickOneSQL(d dialect, p ClaimPolicy) string {
+// keyColumns are the columns of the order keys k1, k2 on alias, each once.
+func (q queueKind) keyColumns(alias string) string {
+	cols := []string{"j.id"}
+	for _, k := range []string{q.k1, q.k2} {
+		if !slices.Contains(cols, k) {
+			cols = append(cols, k)
+		}
+	}
+	return strings.ReplaceAll(strings.Join(cols, ", "), "j.", alias+".")
+}
+
+// candidatesSQL reads what a fair or capped claim of up to @limit jobs
+// chooses among, oldest first: each job's id, workspace, the jobs its
+// workspace runs now (n) and whether it is one of a workspace's heads
+// (head = 1) or of the window (0). Either
+//   - the window: the @window oldest claimable jobs (one read along the
+//     claim index). For each workspace in it, they are its oldest jobs. Or,
+//     with everyWorkspace (when the window cannot decide, see planClaim),
+//   - the heads: the @limit oldest claimable jobs of each workspace with
+//     jobs running, below the cap, and of each other workspace with queued
+//     jobs (found by skipping through the workspace index): one index probe
+//     per workspace.
+//
+// Nothing is locked here: planClaim orders the candidates and takeSQL
+// takes them.
+func (q queueKind) candidatesSQL(d dialect, p ClaimPolicy, everyWorkspace bool) string {
 	now := d.nowSQL()
-	under := ""
+	headCap := ""
 	if n := q.capOf(p); n > 0 {
-		under = fmt.Sprintf(" WHERE busy.n < %d", n)
+		headCap = fmt.Sprintf(" WHERE busy.n < %d", n)
 	}
-	order := "cand.n, cand.k1, cand.k2"
-	if p.FIFO {
-		order = "cand.k1, cand.k2"
+	ck1, ck2 := strings.ReplaceAll(q.k1, "j.", "c."), strings.ReplaceAll(q.k2, "j.", "c.")
+	head := func(ws string) func(cols string) string {
+		return func(cols string) string {
+			return `SELECT ` + cols + ` FROM ` + q.fromUsing(d, q.wsIndex) + `
+		WHERE j.workspace_id = ` + ws + ` AND ` + q.claimable(now) + `
+		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT @limit`
+		}
 	}
-	with := `busy AS (` + q.busySQL() + `),
-cand AS (
-	SELECT * FROM (SELECT j.id, 0 AS n, ` + q.k1 + ` AS k1, ` + q.k2 + ` AS k2 FROM ` + q.fromUsing(d, q.fifoIndex) + `
-		WHERE ` + q.claimable(now) + ` AND j.workspace_id NOT IN (SELECT workspace_id FROM busy)
-		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT ` + fmt.Sprint(idleCandidates) + `) AS idle
+	heads := `SELECT c.id, busy.workspace_id, busy.n, 1 AS head, ` + ck1 + ` AS k1, ` + ck2 + ` AS k2
+	FROM ` + d.eachRowSQL(q, "busy", head("busy.workspace_id")) + headCap
+	if !everyWorkspace {
+		return `WITH busy AS (` + q.busySQL() + `)
+SELECT j.id, j.workspace_id, COALESCE(busy.n, 0) AS n, 0 AS head
+FROM ` + q.fromUsing(d, q.fifoIndex) + ` LEFT JOIN busy ON busy.workspace_id = j.workspace_id
+WHERE ` + q.claimable(now) + `
+ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT @window`
+	}
+	// Each workspace with queued jobs, in workspace order: the smallest
+	// workspace_id after the one before, read from the index's first column.
+	next := func(after string) string {
+		return `SELECT MIN(workspace_id) FROM ` + q.table + d.indexedBy(q.wsIndex) + ` WHERE status = 'queued'` + after
+	}
+	return `WITH RECURSIVE busy AS (` + q.busySQL() + `),
+queued(ws) AS (` + next("") + `
 	UNION ALL
-	SELECT c.id, busy.n, ` + strings.ReplaceAll(q.k1, "j.", "c.") + `, ` + strings.ReplaceAll(q.k2, "j.", "c.") + `
-	FROM busy JOIN ` + q.table + ` c ON c.id = (SELECT j.id FROM ` + q.fromUsing(d, q.wsIndex) + `
-		WHERE j.workspace_id = busy.workspace_id AND ` + q.claimable(now) + `
-		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT 1)` + under + `)`
-	pick := `SELECT cand.id FROM cand ORDER BY ` + order + ` LIMIT 1`
-	if d.name() == "postgres" {
-		// FOR UPDATE needs the table's row; SQLite must not join it (3.45
-		// then scans every queued row to probe cand).
-		pick = `SELECT j.id FROM ` + q.table + ` j JOIN cand ON cand.id = j.id WHERE j.status = 'queued'
-	ORDER BY ` + order + ` LIMIT 1`
+	SELECT (` + next(" AND workspace_id > queued.ws") + `) FROM queued WHERE queued.ws IS NOT NULL)
+SELECT id, workspace_id, n, head FROM (
+	SELECT c.id, queued.ws AS workspace_id, 0 AS n, 1 AS head, ` + ck1 + ` AS k1, ` + ck2 + ` AS k2
+	FROM ` + d.eachRowSQL(q, "queued", head("queued.ws")) + `
+	WHERE queued.ws NOT IN (SELECT workspace_id FROM busy)
+	UNION ALL
+	` + heads + `) AS cand
+ORDER BY k1, k2`
+}
+
+// candidate is a row of candidatesSQL.
+type candidate struct {
+	ID          string
+	WorkspaceID string
+	N           int
+	Head        int
+}
+
+// planClaim orders cands (oldest first, as candidatesSQL returns them, from
+// a window of window rows) in the policy's order, leaving out what the cap
+// excludes: a claim takes the first ones of the list it can lock. It says
+// when the list cannot be made from cands: then candidatesSQL with
+// everyWorkspace makes it.
+//
+// A job's level is the jobs its workspace runs now plus its workspace's
+// jobs ahead of it in the queue. Taking jobs one at a time, fewest running
+// first, ties to the oldest claimable job, takes them in order of (level,
+// age); fifo order is age alone. The cap admits a job while its level is
+// below the cap, so a workspace has at most cap minus running in the list.
+// When the window is full, a workspace with nothing running beyond it may
+// have a job of level 0, younger than the window's youngest: the list ends
+// before such a job would come (after level 0 in fair order, after the
+// window's youngest in fifo order), and when that leaves fewer than limit
+// jobs, the list needs every workspace's heads (a flood of a busy
+// workspace ahead of everything else, or a queue of one workspace, is
+// such a case).
+func planClaim(cands []candidate, p ClaimPolicy, capN, window, limit int) (ids []string, needEvery bool) {
+	scanned, lastScanned := 0, -1
+	for i, c := range cands {
+		if c.Head == 0 {
+			scanned, lastScanned = scanned+1, i
+		}
 	}
-	return d.claimSQL(q, with, pick)
+	complete := scanned < window
+	type choice struct {
+		id    string
+		level int
+	}
+	var ok []choice
+	ahead := map[string]int{}
+	for i, c := range cands {
+		level := c.N + ahead[c.WorkspaceID]
+		ahead[c.WorkspaceID]++
+		switch {
+		case capN > 0 && level >= capN:
+		case !complete && !p.FIFO && level > 0, !complete && p.FIFO && i > lastScanned:
+		default:
+			ok = append(ok, choice{c.ID, level})
+		}
+	}
+	if !complete && len(ok) < limit {
+		return nil, true
+	}
+	if !p.FIFO {
+		slices.SortStableFunc(ok, func(a, b choice) int { return a.level - b.level })
+	}
+	for _, c := range ok {
+		ids = append(ids, c.id)
+	}
+	return ids, false
+}
+
+// takeSQL claims the first @limit jobs of the JSON array of ids @ids that
+// are still queued, in the array's order. On PostgreSQL a job another
+// claim holds is passed over for the next (SKIP LOCKED): claims at the same
+// instant read the same candidates. (CROSS JOIN keeps SQLite reading the
+// list first, each job then by its primary key.)
+func (q queueKind) takeSQL(d dialect) string {
+	return d.claimSQL(q, "", `SELECT j.id FROM `+d.listSQL("@ids")+` CROSS JOIN `+q.table+` j
+	WHERE j.id = l.id AND j.status = 'queued' ORDER BY l.pos LIMIT @limit`)
 }
 
 // DemandSQL is the KEDA query (PostgreSQL): the jobs the fleet could claim

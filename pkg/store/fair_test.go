@@ -102,6 +102,17 @@ func TestClaimOrder(t *testing.T) {
 		{"the cap holds runs back", store.ClaimPolicy{WorkspaceMaxRunning: 2}, map[string]int{"A": 1}, "AAAAB", 4, "BA|"},
 		{"the cap in fifo order", store.ClaimPolicy{FIFO: true, WorkspaceMaxRunning: 1}, nil, "AABA", 1, "A|B|"},
 		{"a workspace at its cap takes nothing", store.ClaimPolicy{WorkspaceMaxRunning: 2}, map[string]int{"A": 2}, "AA", 2, ""},
+		// A claim of 3 reads the 10 oldest runs of idle workspaces: all
+		// of A here, so it takes A's first, then looks past A for B.
+		{"a flood longer than a claim's window", fair, nil, "AAAAAAAAAAAAB", 3, "ABA|AAA|AAA|AAA|A|"},
+		{"a claim of several by running count, then age", fair, map[string]int{"A": 1, "B": 2}, "BBAAC", 3, "CAB|AB|"},
+		{"the cap in one claim of several workspaces", store.ClaimPolicy{WorkspaceMaxRunning: 2}, nil, "AAABBBC", 7, "ABCAB|"},
+		{"the cap in fifo order, several per claim", store.ClaimPolicy{FIFO: true, WorkspaceMaxRunning: 2}, nil, "AAABBB", 3, "AAB|B|"},
+		{"the cap in fifo order past a flood", store.ClaimPolicy{FIFO: true, WorkspaceMaxRunning: 1}, nil, "AAAAAAAAAAAAB", 2, "AB|"},
+		// The README's example ("Fair share, caps and pauses").
+		{"the README's example", fair, map[string]int{"A": 2, "C": 1}, "AABBC", 4, "BBCA|A|"},
+		{"the README's example in fifo order", fifo, map[string]int{"A": 2, "C": 1}, "AABBC", 4, "AABB|C|"},
+		{"the README's example with a cap of 2", store.ClaimPolicy{WorkspaceMaxRunning: 2}, map[string]int{"A": 2, "C": 1}, "AABBC", 4, "BBC|"},
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {

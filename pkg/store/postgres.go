@@ -126,6 +126,15 @@ FROM picked WHERE ` + q.table + `.id = picked.id
 RETURNING ` + qualify(q.table, q.returning) + q.extra
 }
 
+// A LATERAL subquery returns the key columns itself.
+func (postgresDialect) eachRowSQL(q queueKind, outer string, sub func(cols string) string) string {
+	return outer + ` CROSS JOIN LATERAL (` + sub(q.keyColumns("j")) + `) AS c`
+}
+
+func (postgresDialect) listSQL(arg string) string {
+	return `json_array_elements_text(CAST(` + arg + ` AS json)) WITH ORDINALITY AS l(id, pos)`
+}
+
 // claimLockSQL serialises the claims that count running jobs against a
 // cap: each takes it in its transaction, after the last one committed, so
 // its counts include every claim before it (READ COMMITTED reads afresh

@@ -3,7 +3,9 @@ package store
 import (
 	"context"
 	"database/sql"
+	"encoding/json"
 	"fmt"
+	"slices"
 	"strings"
 	"time"
 
@@ -98,7 +100,7 @@ func qualify(table, columns string) string {
 }
 
 func claimArgs(worker string, lease time.Duration, limit int) map[string]any {
-	return map[string]any{"worker": worker, "lease": lease.Seconds(), "limit": limit}
+	return map[string]any{"worker": worker, "lease": lease.Seconds(), "limit": limit, "window": fairWindow(limit)}
 }
 
 // ClaimJobs takes up to buildLimit claimable builds, then as many
@@ -135,35 +137,86 @@ func (s *Store) ClaimJobs(ctx context.Context, worker string, lease time.Duratio
 }
 
 // claimFrom claims up to limit jobs of q into out (a *[]ClaimedRun or
-// *[]ClaimedBuild). FIFO without a cap is one statement; otherwise one
-// pick per job, so that each pick sees the jobs taken before it running.
+// *[]ClaimedBuild). FIFO without a cap is the plain oldest-first
+// statement; otherwise two: read the candidates (candidatesSQL), order
+// them in Go (planClaim), take the first ones still free (takeSQL); and a
+// read of every workspace's candidates between them when the first read
+// cannot decide.
 func (s *Store) claimFrom(tx *gorm.DB, q queueKind, worker string, lease time.Duration, limit int, out any) error {
 	p := s.policy
+	args := claimArgs(worker, lease, limit)
 	if p.FIFO && q.capOf(p) == 0 {
-		return tx.Raw(q.fifoClaimSQL(s.dialect), claimArgs(worker, lease, limit)).Scan(out).Error
+		return tx.Raw(q.fifoClaimSQL(s.dialect), args).Scan(out).Error
 	}
-	pick := q.pickOneSQL(s.dialect, p)
-	for range limit {
-		n, err := appendScan(tx.Raw(pick, claimArgs(worker, lease, 1)), out)
-		if err != nil || n == 0 {
+	// While a busy workspace's flood lasts, every claim needs every
+	// workspace's heads: with few workspaces queued, read those at once.
+	everyFirst := &s.everyFirst[0]
+	if q.kind == KindRun {
+		everyFirst = &s.everyFirst[1]
+	}
+	var (
+		cands     []candidate
+		ids       []string
+		needEvery = everyFirst.Load()
+	)
+	if !needEvery {
+		if err := tx.Raw(q.candidatesSQL(s.dialect, p, false), args).Scan(&cands).Error; err != nil {
 			return err
 		}
+		ids, needEvery = planClaim(cands, p, q.capOf(p), fairWindow(limit), limit)
 	}
-	return nil
+	if needEvery {
+		cands = nil
+		if err := tx.Raw(q.candidatesSQL(s.dialect, p, true), args).Scan(&cands).Error; err != nil {
+			return err
+		}
+		ids, _ = planClaim(cands, p, q.capOf(p), len(cands)+1, limit)
+		everyFirst.Store(workspaces(cands) <= everyFirstMax)
+	}
+	if len(ids) == 0 {
+		return nil
+	}
+	list, err := json.Marshal(ids)
+	if err != nil {
+		return err
+	}
+	args["ids"] = string(list)
+	_, err = appendScan(tx.Raw(q.takeSQL(s.dialect), args), out, ids)
+	return err
 }
 
-// appendScan appends the rows q returns to out (a pointer to a slice) and
-// says how many it appended.
-func appendScan(q *gorm.DB, out any) (int, error) {
+// everyFirstMax is the most workspaces with queued jobs for which a claim
+// reads every workspace's heads first (see claimFrom): as cheap as the
+// window then.
+const everyFirstMax = 16
+
+// workspaces counts the workspaces of cands.
+func workspaces(cands []candidate) int {
+	seen := map[string]bool{}
+	for _, c := range cands {
+		seen[c.WorkspaceID] = true
+	}
+	return len(seen)
+}
+
+// appendScan appends the rows q returns to out (a pointer to a slice) in
+// the order of ids, and says how many it appended.
+func appendScan(q *gorm.DB, out any, ids []string) (int, error) {
+	pos := make(map[string]int, len(ids))
+	for i, id := range ids {
+		pos[id] = i
+	}
 	switch o := out.(type) {
 	case *[]ClaimedRun:
 		var got []ClaimedRun
 		err := q.Scan(&got).Error
+		slices.SortFunc(got, func(a, b ClaimedRun) int { return pos[a.ID] - pos[b.ID] })
 		*o = append(*o, got...)
 		return len(got), err
 	case *[]ClaimedBuild:
 		var got []ClaimedBuild
 		err := q.Scan(&got).Error
+		slices.SortFunc(got, func(a, b ClaimedBuild) int { return pos[a.ID] - pos[b.ID] })
 		*o = append(*o, got...)
 		return len(got), err
 	}

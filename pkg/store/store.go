@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"gorm.io/driver/postgres"
@@ -70,6 +71,9 @@ type Store struct {
 	file *fileID
 	// policy is the claims' order and cap (SetClaimPolicy).
 	policy ClaimPolicy
+	// everyFirst is, for builds and runs, whether the last fair claim
+	// needed every workspace's heads and found few workspaces (claimFrom).
+	everyFirst [2]atomic.Bool
 	// name is the database as operators know it, without a password: the
 	// SQLite path, or PostgreSQL's host/dbname.
 	name string
@@ -237,6 +241,14 @@ type dialect interface {
 	// claimSQL makes the claim of the jobs of q that pick (a SELECT of
 	// j.id, after the common table expressions with) selects.
 	claimSQL(q queueKind, with, pick string) string
+	// eachRowSQL is a FROM clause joining each row of outer to the rows
+	// of q's table (as c) that sub selects, a query correlated with outer
+	// that selects cols (the key columns of j it is given) and ends in a
+	// LIMIT.
+	eachRowSQL(q queueKind, outer string, sub func(cols string) string) string
+	// listSQL is a FROM item l of the strings of the JSON array arg: l.id,
+	// and l.pos its place in the array.
+	listSQL(arg string) string
 	// claimLockSQL is taken by claims that count against a cap ("" when
 	// claims are one at a time anyway).
 	claimLockSQL() string

@@ -6,9 +6,10 @@
 //
 //	go run ./test/bench [--backend sqlite|postgres|both] [--workload NAME|all]
 //	                    [--quick] [--repeat N] [--markdown] [--keep] [--profile DIR]
+//	                    [--claim-order fair|fifo]
 //
 // Workloads (issue 5): engine-realistic, overhead, pickup, depth, firehose,
-// builds. PostgreSQL databases are created and dropped through the admin URL
+// builds; fairness (issue 18). PostgreSQL databases are created and dropped through the admin URL
 // in ADE_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 // It exits non-zero when a workload fails, not when a target is missed.
 package main
@@ -44,6 +45,7 @@ var workloads = []struct {
 	{"depth", (*bench).depth},
 	{"firehose", (*bench).firehose},
 	{"builds", (*bench).builds},
+	{"fairness", (*bench).fairness},
 }
 
 func workloadNames() []string {
@@ -64,6 +66,7 @@ type options struct {
 	pgAdmin    string
 	tmpDir     string
 	profileDir string
+	claimOrder string // ADE_WORKER_CLAIM_ORDER of every supervisor ("": the default)
 }
 
 func parseFlags(args []string) (options, error) {
@@ -77,6 +80,7 @@ func parseFlags(args []string) (options, error) {
 	keep := fs.Bool("keep", false, "keep the temporary folders (supervisor logs) for inspection")
 	tmpDir := fs.String("dir", "", "where to make the temporary folders (default: the system temp dir)")
 	profileDir := fs.String("profile", "", "write a pprof CPU profile of every supervisor started into this folder")
+	claimOrder := fs.String("claim-order", "", "ADE_WORKER_CLAIM_ORDER of every supervisor, fair or fifo (default: the supervisor's default; the fairness workload sets its own)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: go run ./test/bench [flags]\n\nMeasures the real supervisor and jobrunner processes; see BENCHMARKS.md.\n\nFlags:")
 		fs.PrintDefaults()
@@ -88,7 +92,10 @@ func parseFlags(args []string) (options, error) {
 		return options{}, fmt.Errorf("unexpected argument %q", fs.Arg(0))
 	}
 	o := options{quick: *quick, markdown: *markdown, repeat: *repeat, keep: *keep, tmpDir: *tmpDir,
-		pgAdmin: os.Getenv("ADE_BENCH_POSTGRES_URL")}
+		pgAdmin: os.Getenv("ADE_BENCH_POSTGRES_URL"), claimOrder: *claimOrder}
+	if o.claimOrder != "" && o.claimOrder != "fair" && o.claimOrder != "fifo" {
+		return o, fmt.Errorf("--claim-order %q: want fair or fifo", o.claimOrder)
+	}
 	if *profileDir != "" {
 		abs, err := filepath.Abs(*profileDir)
 		if err != nil {

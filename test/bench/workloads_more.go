@@ -20,7 +20,8 @@ func sortFloats(v []float64) { sort.Float64s(v) }
 
 // depth: the cost of the claim statement (store.ClaimRuns, in process, as
 // the supervisor calls it) with one queued run and 1e3, 1e5 and 1e6
-// finished runs in the table.
+// finished runs in the table; then fair vs fifo claims with a deep queue
+// (claimOrderAtDepth).
 func (b *bench) depth(ctx context.Context, backend string) ([]row, error) {
 	levels, claims := []int{1_000, 100_000, 1_000_000}, 200
 	if b.opts.quick {
@@ -56,7 +57,8 @@ func (b *bench) depth(ctx context.Context, backend string) ([]row, error) {
 	last := len(levels) - 1
 	rows = append(rows, row{"depth", backend, fmt.Sprintf("claim cost %s ÷ %s (medians)", count(levels[last]), count(levels[0])),
 		[]float64{medians[last] / medians[0]}, below(2), nil})
-	return rows, nil
+	fair, err := b.claimOrderAtDepth(ctx, w, backend)
+	return append(rows, fair...), err
 }
 
 func count(n int) string {

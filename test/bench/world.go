@@ -63,6 +63,9 @@ func (b *bench) newWorld(ctx context.Context, backend, name string) (w *world, e
 		"PIP_NO_INDEX":                  "1",
 		"PIP_DISABLE_PIP_VERSION_CHECK": "1",
 	}
+	if b.opts.claimOrder != "" {
+		w.env["ADE_WORKER_CLAIM_ORDER"] = b.opts.claimOrder
+	}
 	if _, err := w.cli(ctx, "migrate"); err != nil {
 		return w, err
 	}
