@@ -11,7 +11,7 @@ import (
 
 // claimOrderAtDepth is depth's second part (issue 18): with the finished
 // runs depth left in the table, 100,000 queued runs over 1,000 workspaces
-// (8 running in 4 of them), it times store.ClaimRuns taking 4 runs in fair
+// (8 running in 4 of them), it times store.ClaimJobs taking 4 runs in fair
 // and in fifo order, alternately so that both see the same load; each
 // claimed run is then marked succeeded (untimed). It reports µs per claim,
 // median and p99, and fair ÷ fifo.
@@ -36,7 +36,7 @@ func (b *bench) claimOrderAtDepth(ctx context.Context, w *world, backend string)
 		for _, o := range orders {
 			w.st.SetClaimPolicy(o.policy)
 			t0 := time.Now()
-			runs, err := w.st.ClaimRuns(ctx, "bench-depth", 15*time.Minute, 4)
+			_, runs, err := w.st.ClaimJobs(ctx, "bench-depth", 15*time.Minute, 0, 4)
 			d := time.Since(t0)
 			if err != nil {
 				return nil, fmt.Errorf("%s claim: %w", o.name, err)

@@ -18,7 +18,7 @@ import (
 
 func sortFloats(v []float64) { sort.Float64s(v) }
 
-// depth: the cost of the claim statement (store.ClaimRuns, in process, as
+// depth: the cost of the claim statement (store.ClaimJobs, in process, as
 // the supervisor calls it) with one queued run and 1e3, 1e5 and 1e6
 // finished runs in the table; then fair vs fifo claims with a deep queue
 // (claimOrderAtDepth).
@@ -106,7 +106,7 @@ func (w *world) insertFinished(ctx context.Context, n int) error {
 	return nil
 }
 
-// claimCost times store.ClaimRuns claiming the one queued run, n times
+// claimCost times store.ClaimJobs claiming the one queued run, n times
 // after a few warm-up claims; the run is put back after each claim, untimed.
 // It returns microseconds per claim.
 func (w *world) claimCost(ctx context.Context, runID string, n int) ([]float64, error) {
