@@ -222,7 +222,7 @@ type dialect interface {
 	// timestampType is the column type of times the worker's own tables
 	// store (what nowSQL gives).
 	timestampType() string
-	watch(ctx context.Context, target string, wake func(), cancelled func(JobRef)) error
+	watch(ctx context.Context, target string, w Watch) error
 }
 
 // sqliteTimeLayout is how the ADE API writes timestamps on SQLite: naive UTC

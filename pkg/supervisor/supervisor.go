@@ -38,6 +38,7 @@ type Supervisor struct {
 	Version string
 	// draining is set once the supervisor stops claiming (shown in its row).
 	draining atomic.Bool
+	fleet    fleetState // leadership, wake-ups, the last database round trip (fleet.go)
 
 	obs    telemetry.Observer // metrics; see SetObserver
 	health *telemetry.Health
@@ -88,6 +89,7 @@ func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner 
 		cancels:  cancelSignals{check: make(chan struct{}, 1)},
 		now:      time.Now,
 	}
+	s.fleet.left = make(chan struct{}, 1)
 	for _, o := range opts {
 		o(s)
 	}
@@ -130,15 +132,22 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
+	// The row refresh and the election go on while jobs drain, like the
+	// heartbeats; maintenance is the leader's alone.
+	fleetDone := make(chan struct{})
+	go func() { defer close(fleetDone); s.beats(beatCtx, loopCtx) }()
+	defer func() { stopBeats(); <-fleetDone }()
 	service(func() { s.collectGarbage(loopCtx) })
-	service(func() { every(loopCtx, s.cfg.CleanupInterval, s.cleanup) })
-	service(func() { every(loopCtx, s.cfg.RescueInterval(), s.rescueOnly) })
-	service(func() { every(loopCtx, s.cfg.MetricsInterval, s.logQueue) })
+	service(func() { every(loopCtx, s.cfg.CleanupInterval, s.leading(s.cleanup)) })
+	service(func() { every(loopCtx, s.rescueEvery(), s.leading(s.rescueOnly)) })
+	service(func() { every(loopCtx, s.cfg.MetricsInterval, s.leading(s.logQueue)) })
 	service(func() { s.probe(loopCtx); every(loopCtx, probeEvery, s.probe) })
 	s.health.Set(telemetry.CondWakeups, true, "instant wake-ups on")
 	s.obs.Wakeups(true)
 	service(func() {
-		s.store.WatchQueue(loopCtx, s.wakeupsUp, s.cancelSeen, func(err error) {
+		w := store.Watch{WorkerID: s.cfg.WorkerID, Wake: s.wakeupsUp, Directed: s.wokenAlone,
+			Cancelled: s.cancelSeen, LeaderLeft: s.leaderLeft}
+		s.store.WatchFleet(loopCtx, w, func(err error) {
 			s.wakeupsDown(err)
 			s.log.Warn().Err(err).Msg("instant wake-ups unavailable; polling until they are back")
 		})
@@ -148,7 +157,6 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	cancelsDone := make(chan struct{})
 	go func() { defer close(cancelsDone); s.watchCancels(jobsCtx) }()
 
-	s.cleanup(ctx)
 	s.claimLoop(loopCtx, jobsCtx)
 	s.draining.Store(true)
 	s.health.Draining()
@@ -166,6 +174,11 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 	outage := &outageLog{log: s.log, what: "claims", now: s.now}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	// lookAhead: ask when the next job in backoff becomes available after
+	// an empty look. Always on the first look, after a wake-up and when the
+	// timer was set for such a job; with instant wake-ups on, a plain idle
+	// poll skips it (every job queued or re-queued notifies).
+	lookAhead := true
 	for {
 		s.health.Tick()
 		select {
@@ -173,6 +186,7 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 			return
 		case <-timer.C:
 		case <-s.freed:
+			lookAhead = true
 			if !timer.Stop() {
 				select {
 				case <-timer.C:
@@ -184,6 +198,11 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 			return
 		}
 		free := cap(s.slots) - len(s.slots)
+		if s.fleet.directed.Swap(false) && free == 0 {
+			// Chosen for a job with no slot left (the advertised free
+			// slots were stale): let the others look for it.
+			s.forward(ctx)
+		}
 		claimed := 0
 		if free > 0 {
 			var err error
@@ -191,6 +210,9 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 			if ctx.Err() == nil {
 				outage.report(err)
 				s.obs.DBOp("claim", err)
+				if err == nil {
+					s.databaseAnswered()
+				}
 			}
 		}
 		switch {
@@ -202,13 +224,18 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 				continue
 			}
 		case free > 0:
-			interval = min(time.Duration(float64(interval)*1.5), s.cfg.PollIntervalMax)
+			interval = min(time.Duration(float64(interval)*1.5), s.idlePollMax())
 			if s.ExitWhenIdle && len(s.slots) == 0 && s.idle(ctx) {
 				s.log.Info().Msg("queue drained: nothing queued or running")
 				return
 			}
-			timer.Reset(s.untilNextAvailable(ctx, interval))
-			continue
+			if lookAhead || !s.fleet.wakeupsOn.Load() {
+				sleep := s.untilNextAvailable(ctx, interval)
+				// Woken by the timer set for that job, look ahead again.
+				lookAhead = sleep < interval
+				timer.Reset(sleep)
+				continue
+			}
 		}
 		timer.Reset(interval)
 	}
@@ -394,9 +421,4 @@ func (s *Supervisor) unregister() {
 	if err := s.store.RemoveWorker(ctx, s.cfg.WorkerID); err != nil {
 		s.log.Warn().Err(err).Msg("could not remove this supervisor's row; it shows as gone after one lease")
 	}
-}
-
-// seen refreshes this supervisor's row with the heartbeat.
-func (s *Supervisor) seen(ctx context.Context, held int) error {
-	return s.store.WorkerSeen(ctx, s.cfg.WorkerID, held, s.draining.Load())
 }
