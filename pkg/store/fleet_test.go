@@ -115,8 +115,8 @@ func TestTriggerWakesOneSupervisor(t *testing.T) {
 	listening := make(chan string, 2)
 	for _, id := range []string{"full", "free"} {
 		go e.s.WatchFleet(ctx, store.Watch{WorkerID: id,
-			Wake:      func() { wakes <- wake{id, "all"} },
-			Directed:  func() { wakes <- wake{id, "alone"} },
+			Wake:     func() { wakes <- wake{id, "all"} },
+			Directed: func() { wakes <- wake{id, "alone"} },
 			Cancelled: func(r store.JobRef) {
 				if r == (store.JobRef{}) {
 					listening <- id // said once on connecting
