@@ -68,11 +68,20 @@ type Beat struct {
 	LeaderTTL time.Duration
 }
 
-// BeatWorker refreshes the supervisor's row and takes, keeps or (draining)
-// gives up the leadership: one statement on PostgreSQL, one transaction on
-// SQLite. leader reports whether this supervisor leads until its next beat;
-// found is false when its row is gone (removed as gone after an outage).
-func (s *Store) BeatWorker(ctx context.Context, b Beat) (leader, found bool, err error) {
+// BeatResult is what a beat learnt.
+type BeatResult struct {
+	Leader bool // this supervisor leads until its next beat
+	Found  bool // false: its row is gone (removed as gone after an outage)
+	// Work: some job is queued and due. An idle supervisor that hears of
+	// no wake-up still finds, within one beat, a job whose wake-up was
+	// lost (sent to a supervisor killed since).
+	Work bool
+}
+
+// BeatWorker refreshes the supervisor's row, takes, keeps or (draining)
+// gives up the leadership, and looks whether any job is due: one statement
+// on PostgreSQL, one transaction on SQLite.
+func (s *Store) BeatWorker(ctx context.Context, b Beat) (BeatResult, error) {
 	d := 0
 	if b.Draining {
 		d = 1
@@ -94,31 +103,36 @@ func (s *Store) BeatWorker(ctx context.Context, b Beat) (leader, found bool, err
 		OR ` + leaderTable + `.expires_at > ` + s.dialect.laterSQL("?")
 		leadArgs = []any{leaderRole, b.WorkerID, ttl, ttl}
 	}
+	due := `SELECT CASE WHEN EXISTS (SELECT 1 FROM runs WHERE status = 'queued' AND available_at <= ` + now + `)
+	OR EXISTS (SELECT 1 FROM builds WHERE status = 'queued' AND available_at <= ` + now + `) THEN 1 ELSE 0 END`
+	var got struct{ Seen, Led, Work int }
 	if s.dialect.name() == "postgres" {
-		// One round trip, one transaction: the refresh rides on the
-		// election. The refreshed row count comes back beside it.
-		var got struct{ Seen, Led int }
+		// One round trip, one transaction: the refresh and the look for
+		// due work ride on the election.
 		q := `WITH seen AS (` + refresh + ` RETURNING 1), led AS (` + lead + ` RETURNING 1)
-SELECT (SELECT count(*) FROM seen) AS seen, (SELECT count(*) FROM led) AS led`
+SELECT (SELECT count(*) FROM seen) AS seen, (SELECT count(*) FROM led) AS led, (` + due + `) AS work`
 		if err := s.db.WithContext(ctx).Raw(q, append(refreshArgs, leadArgs...)...).Scan(&got).Error; err != nil {
-			return false, false, fmt.Errorf("beat of supervisor %s: %w", b.WorkerID, err)
+			return BeatResult{}, fmt.Errorf("beat of supervisor %s: %w", b.WorkerID, err)
 		}
-		return got.Led > 0 && !b.Draining, got.Seen > 0, nil
-	}
-	err = s.tx(ctx, func(tx *gorm.DB) error {
-		res := tx.Exec(refresh, refreshArgs...)
-		if res.Error != nil {
-			return res.Error
+	} else {
+		err := s.tx(ctx, func(tx *gorm.DB) error {
+			res := tx.Exec(refresh, refreshArgs...)
+			if res.Error != nil {
+				return res.Error
+			}
+			got.Seen = int(res.RowsAffected)
+			res = tx.Exec(lead, leadArgs...)
+			if res.Error != nil {
+				return res.Error
+			}
+			got.Led = int(res.RowsAffected)
+			return tx.Raw(due).Scan(&got.Work).Error
+		})
+		if err != nil {
+			return BeatResult{}, fmt.Errorf("beat of supervisor %s: %w", b.WorkerID, err)
 		}
-		found = res.RowsAffected > 0
-		res = tx.Exec(lead, leadArgs...)
-		leader = res.RowsAffected > 0 && !b.Draining
-		return res.Error
-	})
-	if err != nil {
-		return false, false, fmt.Errorf("beat of supervisor %s: %w", b.WorkerID, err)
 	}
-	return leader, found, nil
+	return BeatResult{Leader: got.Led > 0 && !b.Draining, Found: got.Seen > 0, Work: got.Work != 0}, nil
 }
 
 // LeaderVacant reports whether no supervisor leads now (no row, or an

@@ -23,11 +23,14 @@ func TestLeaderElection(t *testing.T) {
 		}
 		beat := func(id string, draining bool) bool {
 			t.Helper()
-			leader, found, err := e.s.BeatWorker(ctx, store.Beat{WorkerID: id, FreeSlots: 2, Draining: draining, LeaderTTL: time.Minute})
-			if err != nil || !found {
-				t.Fatalf("beat of %s: found %v, %v", id, found, err)
+			got, err := e.s.BeatWorker(ctx, store.Beat{WorkerID: id, FreeSlots: 2, Draining: draining, LeaderTTL: time.Minute})
+			if err != nil || !got.Found {
+				t.Fatalf("beat of %s: %+v, %v", id, got, err)
 			}
-			return leader
+			if got.Work {
+				t.Fatalf("beat of %s says work is due in an empty queue", id)
+			}
+			return got.Leader
 		}
 		leads := func(want string) {
 			t.Helper()
@@ -104,10 +107,10 @@ func TestTriggerWakesOneSupervisor(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	if _, _, err := e.s.BeatWorker(ctx, store.Beat{WorkerID: "free", FreeSlots: 2, LeaderTTL: time.Minute}); err != nil {
+	if _, err := e.s.BeatWorker(ctx, store.Beat{WorkerID: "free", FreeSlots: 2, LeaderTTL: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
-	if _, _, err := e.s.BeatWorker(ctx, store.Beat{WorkerID: "full", FreeSlots: 0, LeaderTTL: time.Minute}); err != nil {
+	if _, err := e.s.BeatWorker(ctx, store.Beat{WorkerID: "full", FreeSlots: 0, LeaderTTL: time.Minute}); err != nil {
 		t.Fatal(err)
 	}
 	type wake struct{ who, how string }
@@ -137,6 +140,9 @@ func TestTriggerWakesOneSupervisor(t *testing.T) {
 	}
 	drain() // the wake each watcher sends itself on connecting
 	e.run(t, "", time.Now(), time.Now())
+	if b, err := e.s.BeatWorker(ctx, store.Beat{WorkerID: "free", FreeSlots: 2, LeaderTTL: time.Minute}); err != nil || !b.Work {
+		t.Fatalf("beat with a run queued = %+v, %v; want work due", b, err)
+	}
 	got := <-wakes
 	if got != (wake{"free", "alone"}) {
 		t.Fatalf("first wake-up = %+v, want the supervisor with free slots woken alone", got)

@@ -11,10 +11,11 @@ import (
 
 // What a fleet of supervisors costs the database regardless of work: each
 // one beats (refreshes its row and stands for the leadership) every lease /
-// 2, in one statement; the leader alone rescues expired leases, cleans up
-// and logs the queue gauges; an idle one with instant wake-ups polls for
-// work only every beat, since every queued job notifies, and the trigger
-// wakes one supervisor with free slots rather than all (store/fleet.go).
+// 3, in one statement that also looks for due work; the leader alone
+// rescues expired leases, cleans up and logs the queue gauges; an idle one
+// with instant wake-ups polls for work rarely (every queued job notifies),
+// and the trigger wakes one supervisor with free slots rather than all
+// (store/fleet.go).
 
 // fleetState is the supervisor's part in the fleet.
 type fleetState struct {
@@ -26,13 +27,13 @@ type fleetState struct {
 	left      chan struct{}
 }
 
-// beatEvery is how often a supervisor refreshes its row and stands for the
-// leadership. With the leadership lasting one lease, a killed leader is
-// replaced at most a lease and a half after its last beat, and rescues at
-// once: with the default 15 s lease, a killed supervisor's jobs run again
-// within about 23 s.
+// beatEvery is how often a supervisor refreshes its row, stands for the
+// leadership and looks for due work. With the leadership lasting one
+// lease, a killed leader is replaced at most a lease and a third after its
+// last beat, and the new one rescues at once and every beat: with the
+// default 15 s lease, a killed supervisor's jobs are re-queued within 20 s.
 func (s *Supervisor) beatEvery() time.Duration {
-	return max(s.cfg.LeaseSeconds/2, 100*time.Millisecond)
+	return max(s.cfg.LeaseSeconds/3, 100*time.Millisecond)
 }
 
 // rescueEvery is how often the leader rescues expired leases: every beat,
@@ -40,14 +41,18 @@ func (s *Supervisor) beatEvery() time.Duration {
 func (s *Supervisor) rescueEvery() time.Duration { return min(s.cfg.CleanupInterval, s.beatEvery()) }
 
 // idlePollMax is the longest idle wait between looks for work: the poll
-// maximum, or with instant wake-ups on one beat (the safety net for a
-// wake-up sent to a supervisor that died before its row went stale).
+// maximum, or with instant wake-ups on idleWakePoll: every queued job
+// notifies, and each beat looks for due work (the safety net for a wake-up
+// sent to a supervisor killed since).
 func (s *Supervisor) idlePollMax() time.Duration {
 	if s.fleet.wakeupsOn.Load() {
-		return max(s.cfg.PollIntervalMax, s.beatEvery())
+		return max(s.cfg.PollIntervalMax, idleWakePoll)
 	}
 	return s.cfg.PollIntervalMax
 }
+
+// idleWakePoll is the idle claim poll while instant wake-ups work.
+const idleWakePoll = 30 * time.Second
 
 // leading makes fn the leader's alone.
 func (s *Supervisor) leading(fn func(context.Context)) func(context.Context) {
@@ -144,7 +149,7 @@ func (s *Supervisor) beat(ctx context.Context) error {
 	if draining {
 		free = 0
 	}
-	leader, found, err := s.store.BeatWorker(ctx, store.Beat{WorkerID: s.cfg.WorkerID, JobsHeld: held, FreeSlots: free,
+	got, err := s.store.BeatWorker(ctx, store.Beat{WorkerID: s.cfg.WorkerID, JobsHeld: held, FreeSlots: free,
 		Draining: draining, LeaderTTL: s.cfg.LeaseSeconds})
 	if ctx.Err() == nil {
 		s.obs.DBOp("beat", err)
@@ -153,7 +158,11 @@ func (s *Supervisor) beat(ctx context.Context) error {
 		return err
 	}
 	s.databaseAnswered()
-	if !found && !draining {
+	leader := got.Leader
+	if got.Work && free > 0 {
+		s.wake()
+	}
+	if !got.Found && !draining {
 		// Removed as gone after a long outage: written anew.
 		s.register(ctx)
 	}
