@@ -116,20 +116,40 @@ func (s *Supervisor) beats(ctx, stop context.Context) {
 	timer := time.NewTimer(s.beatEvery())
 	defer timer.Stop()
 	stopped := stop.Done()
+	// A vacancy check asked for within vacancyCheckGap of the last one is
+	// put off to the end of the gap, never dropped.
 	var lastCheck time.Time
+	var later <-chan time.Time
 	for {
 		select {
 		case <-ctx.Done():
+			// Stopped with no job left to drain: the last word.
+			if stopped != nil {
+				s.stepDown()
+			}
 			return
 		case <-timer.C:
 			beat()
 			timer.Reset(s.beatEvery())
 		case <-stopped:
 			stopped = nil
-			s.stepDown(ctx)
+			s.stepDown()
 			beat() // the row says draining, with no free slot
 		case <-s.fleet.left:
-			if s.fleet.leader.Load() || stopped == nil || time.Since(lastCheck) < vacancyCheckGap {
+			if s.fleet.leader.Load() || stopped == nil || later != nil {
+				continue
+			}
+			if wait := vacancyCheckGap - time.Since(lastCheck); wait > 0 {
+				later = time.After(wait)
+				continue
+			}
+			lastCheck = time.Now()
+			if vacant, err := s.store.LeaderVacant(ctx); err == nil && vacant {
+				beat()
+			}
+		case <-later:
+			later = nil
+			if s.fleet.leader.Load() || stopped == nil {
 				continue
 			}
 			lastCheck = time.Now()
@@ -180,7 +200,9 @@ func (s *Supervisor) beat(ctx context.Context) error {
 
 // stepDown gives the leadership up at once on a clean stop, so another
 // supervisor takes it now (it is told) rather than after one lease.
-func (s *Supervisor) stepDown(ctx context.Context) {
+func (s *Supervisor) stepDown() {
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
 	s.fleet.stopping.Store(true)
 	if !s.fleet.leader.Swap(false) {
 		return
