@@ -22,6 +22,7 @@ type fleetState struct {
 	leader    atomic.Bool  // this supervisor leads (maintenance is its job)
 	wakeupsOn atomic.Bool  // instant wake-ups work: idle polling may be slow
 	directed  atomic.Bool  // woken alone for a job (the trigger chose us)
+	pending   atomic.Bool  // work may wait that the claim loop has not looked for
 	answered  atomic.Int64 // unix nanoseconds of the last database round trip that worked
 	stopping  atomic.Bool  // claiming stopped: never stand for the leadership again
 	left      chan struct{}
@@ -40,16 +41,10 @@ func (s *Supervisor) beatEvery() time.Duration {
 // or every cleanup when that is shorter.
 func (s *Supervisor) rescueEvery() time.Duration { return min(s.cfg.CleanupInterval, s.beatEvery()) }
 
-// idlePollMax is the longest idle wait between looks for work: the poll
-// maximum, or with instant wake-ups on idleWakePoll: every queued job
-// notifies, and each beat looks for due work (the safety net for a wake-up
-// sent to a supervisor killed since).
-func (s *Supervisor) idlePollMax() time.Duration {
-	if s.fleet.wakeupsOn.Load() {
-		return max(s.cfg.PollIntervalMax, idleWakePoll)
-	}
-	return s.cfg.PollIntervalMax
-}
+// idlePollMax is the idle wait between looks for work while instant
+// wake-ups work: every queued job notifies, and each beat looks for due
+// work (the safety net for a wake-up sent to a supervisor killed since).
+func (s *Supervisor) idlePollMax() time.Duration { return max(s.cfg.PollIntervalMax, idleWakePoll) }
 
 // idleWakePoll is the idle claim poll while instant wake-ups work.
 const idleWakePoll = 30 * time.Second

@@ -186,6 +186,11 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 			return
 		case <-timer.C:
 		case <-s.freed:
+			if s.fleet.wakeupsOn.Load() && !s.fleet.pending.Load() && !s.ExitWhenIdle {
+				// A job ended and no work is known to wait: with
+				// instant wake-ups on, every new job notifies.
+				continue
+			}
 			lookAhead = true
 			if !timer.Stop() {
 				select {
@@ -204,8 +209,10 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 			s.forward(ctx)
 		}
 		claimed := 0
+		var err error
 		if free > 0 {
-			var err error
+			// Cleared before the look: a wake-up during it sets it again.
+			s.fleet.pending.Store(false)
 			claimed, err = s.claim(ctx, jobsCtx, free)
 			if ctx.Err() == nil {
 				outage.report(err)
@@ -214,7 +221,14 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 					s.databaseAnswered()
 				}
 			}
+			if err != nil || claimed == free {
+				s.fleet.pending.Store(true) // more may wait
+			}
 		}
+		// With instant wake-ups on, a look that found less than it asked
+		// for emptied the queue as far as this supervisor can tell; the
+		// poll is only the safety net.
+		quiet := err == nil && s.fleet.wakeupsOn.Load()
 		switch {
 		case claimed > 0:
 			interval = s.cfg.PollInterval
@@ -223,8 +237,14 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 				timer.Reset(s.cfg.PollIntervalMax)
 				continue
 			}
+			if quiet {
+				interval = s.idlePollMax()
+			}
 		case free > 0:
-			interval = min(time.Duration(float64(interval)*1.5), s.idlePollMax())
+			interval = min(time.Duration(float64(interval)*1.5), s.cfg.PollIntervalMax)
+			if quiet {
+				interval = s.idlePollMax()
+			}
 			if s.ExitWhenIdle && len(s.slots) == 0 && s.idle(ctx) {
 				s.log.Info().Msg("queue drained: nothing queued or running")
 				return
@@ -383,6 +403,7 @@ func (o *outageLog) report(err error) {
 
 // wake makes the claim loop look for work now.
 func (s *Supervisor) wake() {
+	s.fleet.pending.Store(true)
 	select {
 	case s.freed <- struct{}{}:
 	default:
