@@ -76,6 +76,9 @@ type BeatResult struct {
 	// no wake-up still finds, within one beat, a job whose wake-up was
 	// lost (sent to a supervisor killed since).
 	Work bool
+	// Busy: some run is running or some build building (a lease that
+	// may expire): the leader's rescue has nothing to look for otherwise.
+	Busy bool
 }
 
 // BeatWorker refreshes the supervisor's row, takes, keeps or (draining)
@@ -105,12 +108,14 @@ func (s *Store) BeatWorker(ctx context.Context, b Beat) (BeatResult, error) {
 	}
 	due := `SELECT CASE WHEN EXISTS (SELECT 1 FROM runs WHERE status = 'queued' AND available_at <= ` + now + `)
 	OR EXISTS (SELECT 1 FROM builds WHERE status = 'queued' AND available_at <= ` + now + `) THEN 1 ELSE 0 END`
-	var got struct{ Seen, Led, Work int }
+	busy := `SELECT CASE WHEN EXISTS (SELECT 1 FROM runs WHERE status = 'running')
+	OR EXISTS (SELECT 1 FROM builds WHERE status = 'building') THEN 1 ELSE 0 END`
+	var got struct{ Seen, Led, Work, Busy int }
 	if s.dialect.name() == "postgres" {
 		// One round trip, one transaction: the refresh and the look for
 		// due work ride on the election.
 		q := `WITH seen AS (` + refresh + ` RETURNING 1), led AS (` + lead + ` RETURNING 1)
-SELECT (SELECT count(*) FROM seen) AS seen, (SELECT count(*) FROM led) AS led, (` + due + `) AS work`
+SELECT (SELECT count(*) FROM seen) AS seen, (SELECT count(*) FROM led) AS led, (` + due + `) AS work, (` + busy + `) AS busy`
 		if err := s.db.WithContext(ctx).Raw(q, append(refreshArgs, leadArgs...)...).Scan(&got).Error; err != nil {
 			return BeatResult{}, fmt.Errorf("beat of supervisor %s: %w", b.WorkerID, err)
 		}
@@ -126,13 +131,16 @@ SELECT (SELECT count(*) FROM seen) AS seen, (SELECT count(*) FROM led) AS led, (
 				return res.Error
 			}
 			got.Led = int(res.RowsAffected)
-			return tx.Raw(due).Scan(&got.Work).Error
+			if err := tx.Raw(due).Scan(&got.Work).Error; err != nil {
+				return err
+			}
+			return tx.Raw(busy).Scan(&got.Busy).Error
 		})
 		if err != nil {
 			return BeatResult{}, fmt.Errorf("beat of supervisor %s: %w", b.WorkerID, err)
 		}
 	}
-	return BeatResult{Leader: got.Led > 0 && !b.Draining, Found: got.Seen > 0, Work: got.Work != 0}, nil
+	return BeatResult{Leader: got.Led > 0 && !b.Draining, Found: got.Seen > 0, Work: got.Work != 0, Busy: got.Busy != 0}, nil
 }
 
 // LeaderVacant reports whether no supervisor leads now (no row, or an

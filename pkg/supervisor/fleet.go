@@ -19,13 +19,16 @@ import (
 
 // fleetState is the supervisor's part in the fleet.
 type fleetState struct {
-	leader    atomic.Bool  // this supervisor leads (maintenance is its job)
-	wakeupsOn atomic.Bool  // instant wake-ups work: idle polling may be slow
-	directed  atomic.Bool  // woken alone for a job (the trigger chose us)
-	pending   atomic.Bool  // work may wait that the claim loop has not looked for
-	answered  atomic.Int64 // unix nanoseconds of the last database round trip that worked
-	stopping  atomic.Bool  // claiming stopped: never stand for the leadership again
-	left      chan struct{}
+	leader    atomic.Bool // this supervisor leads (maintenance is its job)
+	wakeupsOn atomic.Bool // instant wake-ups work: idle polling may be slow
+	directed  atomic.Bool // woken alone for a job (the trigger chose us)
+	pending   atomic.Bool // work may wait that the claim loop has not looked for
+	// quiet: the last beat saw nothing queued and nothing running, so the
+	// leader's rescue and cleanup have nothing to do until the next one.
+	quiet    atomic.Bool
+	answered atomic.Int64 // unix nanoseconds of the last database round trip that worked
+	stopping atomic.Bool  // claiming stopped: never stand for the leadership again
+	left     chan struct{}
 }
 
 // beatEvery is how often a supervisor refreshes its row, stands for the
@@ -173,6 +176,7 @@ func (s *Supervisor) beat(ctx context.Context) error {
 		return err
 	}
 	s.databaseAnswered()
+	s.fleet.quiet.Store(!got.Work && !got.Busy)
 	leader := got.Leader
 	if got.Work && free > 0 {
 		s.wake()

@@ -89,8 +89,9 @@ type fleetResult struct {
 }
 
 // statsSettle is how long PostgreSQL may take to publish a backend's
-// transaction counts (an idle backend flushes them within a second).
-const statsSettle = 1500 * time.Millisecond
+// transaction counts: a backend that flushed less than a second ago
+// flushes again only after 10 s idle (PGSTAT_IDLE_INTERVAL).
+const statsSettle = 11 * time.Second
 
 func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int, idle time.Duration) (res fleetResult, err error) {
 	w, err := b.newReadyWorld(ctx, "postgres", fmt.Sprintf("fleet%d", n), b.noopEnv)
@@ -136,7 +137,7 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 	}
 
 	// Idle: after the start-up settles, the fleet's transactions/s.
-	if err := sleepCtx(ctx, 3*time.Second+statsSettle); err != nil {
+	if err := sleepCtx(ctx, 2*time.Second+statsSettle); err != nil {
 		return res, err
 	}
 	m0, err := pg.mark(ctx, dbName)
