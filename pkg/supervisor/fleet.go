@@ -36,13 +36,10 @@ type fleetState struct {
 // lease, a killed leader is replaced at most a lease and a third after its
 // last beat, and the new one rescues at once and every beat: with the
 // default 15 s lease, a killed supervisor's jobs are re-queued within 20 s.
-func (s *Supervisor) beatEvery() time.Duration {
-	return max(s.cfg.LeaseSeconds/3, 100*time.Millisecond)
-}
+func (s *Supervisor) beatEvery() time.Duration { return s.cfg.Beat() }
 
-// rescueEvery is how often the leader rescues expired leases: every beat,
-// or every cleanup when that is shorter.
-func (s *Supervisor) rescueEvery() time.Duration { return min(s.cfg.CleanupInterval, s.beatEvery()) }
+// rescueEvery is how often the leader rescues expired leases.
+func (s *Supervisor) rescueEvery() time.Duration { return s.cfg.RescueInterval() }
 
 // idlePollMax is the idle wait between looks for work while instant
 // wake-ups work: every queued job notifies, and each beat looks for due
