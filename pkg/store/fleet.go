@@ -187,15 +187,20 @@ func (s *Store) StepDown(ctx context.Context, workerID string) error {
 	return nil
 }
 
-// NudgeAll wakes every idle supervisor with free slots (PostgreSQL's
-// broadcast channel; a no-op on SQLite, where every write wakes them): for
-// a supervisor woken for a job it has no slot for.
-func (s *Store) NudgeAll(ctx context.Context) error {
+// PassOn wakes one other live supervisor with free slots, or every
+// supervisor when none advertises any (PostgreSQL; a no-op on SQLite, where
+// every write wakes them all): for a supervisor woken for jobs it has no
+// slot for, or whose slots the jobs filled while more may wait.
+func (s *Store) PassOn(ctx context.Context, workerID string) error {
 	if s.dialect.name() != "postgres" {
 		return nil
 	}
-	if err := s.db.WithContext(ctx).Exec(`SELECT pg_notify(?, 'forward')`, notifyChannel).Error; err != nil {
-		return fmt.Errorf("wake the other supervisors: %w", err)
+	err := s.db.WithContext(ctx).Exec(`SELECT pg_notify(COALESCE((SELECT '`+notifyChannel+`_' || left(md5(worker_id), 20)
+	FROM `+supervisorsTable+` WHERE worker_id <> ? AND free_slots > 0 AND draining = 0
+		AND last_seen_at > now() - make_interval(secs => lease_seconds)
+	ORDER BY random() LIMIT 1), '`+notifyChannel+`'), 'forward')`, workerID).Error
+	if err != nil {
+		return fmt.Errorf("wake another supervisor: %w", err)
 	}
 	return nil
 }

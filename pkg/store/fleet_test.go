@@ -171,6 +171,16 @@ func TestTriggerWakesOneSupervisor(t *testing.T) {
 		t.Fatalf("free_slots = %v, want 0", free)
 	}
 	drain()
+	// Passed on by "full": the one other supervisor with free slots.
+	e.exec(t, `UPDATE ade_worker_supervisors SET free_slots = 2 WHERE worker_id = 'free'`)
+	if err := e.s.PassOn(ctx, "full"); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-wakes; got != (wake{"free", "alone"}) {
+		t.Fatalf("wake-up passed on = %+v, want the supervisor with free slots woken alone", got)
+	}
+	e.exec(t, `UPDATE ade_worker_supervisors SET free_slots = 0 WHERE worker_id = 'free'`)
+	drain()
 	e.run(t, "", time.Now(), time.Now())
 	seen := map[wake]bool{}
 	for len(seen) < 2 {

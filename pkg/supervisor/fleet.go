@@ -77,9 +77,10 @@ func (s *Supervisor) wokenAlone() {
 	s.wakeupsUp()
 }
 
-// forward passes a wake-up this supervisor cannot use to the others.
+// forward passes a wake-up this supervisor cannot use (all of) on to
+// another supervisor with free slots.
 func (s *Supervisor) forward(ctx context.Context) {
-	if err := s.store.NudgeAll(ctx); err != nil && ctx.Err() == nil {
+	if err := s.store.PassOn(ctx, s.cfg.WorkerID); err != nil && ctx.Err() == nil {
 		s.log.Warn().Err(err).Msg("could not pass a wake-up on; the others find the job at their next poll")
 	}
 }

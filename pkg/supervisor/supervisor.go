@@ -203,9 +203,10 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 			return
 		}
 		free := cap(s.slots) - len(s.slots)
-		if s.fleet.directed.Swap(false) && free == 0 {
+		directed := s.fleet.directed.Swap(false)
+		if directed && free == 0 {
 			// Chosen for a job with no slot left (the advertised free
-			// slots were stale): let the others look for it.
+			// slots were stale): another supervisor looks for it.
 			s.forward(ctx)
 		}
 		claimed := 0
@@ -223,6 +224,11 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 			}
 			if err != nil || claimed == free {
 				s.fleet.pending.Store(true) // more may wait
+			}
+			if directed && err == nil && claimed == free {
+				// Chosen, and the jobs filled every slot: more may
+				// wait (a build turned ready for many runs).
+				s.forward(ctx)
 			}
 		}
 		// With instant wake-ups on, a look that found less than it asked
