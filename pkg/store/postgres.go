@@ -105,12 +105,13 @@ func (postgresDialect) migrations() []string {
 		// (seen within its lease, not draining) that ranks first for this
 		// job by rendezvous hash, so jobs spread over the fleet. With none
 		// advertising a free slot, or before migration 5 made the columns,
-		// every supervisor is woken as before.
+		// every supervisor is woken as before; so it is by a statement
+		// trigger (a pause lifted: many jobs at once).
 		`CREATE OR REPLACE FUNCTION ade_worker_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
 	w text;
 BEGIN
-	IF to_regclass('` + leaderTable + `') IS NOT NULL THEN
+	IF TG_LEVEL = 'ROW' AND to_regclass('` + leaderTable + `') IS NOT NULL THEN
 		SELECT worker_id INTO w FROM ` + supervisorsTable + `
 		WHERE free_slots > 0 AND draining = 0 AND last_seen_at > now() - make_interval(secs => lease_seconds)
 		ORDER BY md5(worker_id || NEW.id) LIMIT 1;
