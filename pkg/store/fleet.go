@@ -8,6 +8,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"gorm.io/driver/postgres"
 	"gorm.io/gorm"
 )
 
@@ -220,4 +223,24 @@ func (s *Store) advertiseFree(tx *gorm.DB, worker string, free int) error {
 		return fmt.Errorf("advertise free slots: %w", err)
 	}
 	return nil
+}
+
+// pingAfterIdle is how long a pooled PostgreSQL connection may sit idle
+// before it is pinged on reuse. pgx's default, one second, made a ping
+// (which the server counts as a transaction) precede every beat and every
+// idle claim: half of an idle supervisor's transactions. A connection
+// broken meanwhile fails its next statement instead, which every caller
+// already retries.
+const pingAfterIdle = 30 * time.Second
+
+// openPostgres opens the pool of dsn with pingAfterIdle.
+func openPostgres(dsn string) (gorm.Dialector, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse the PostgreSQL URL: %w", err)
+	}
+	db := stdlib.OpenDB(*cfg, stdlib.OptionShouldPing(func(_ context.Context, p stdlib.ShouldPingParams) bool {
+		return p.IdleDuration > pingAfterIdle
+	}))
+	return postgres.New(postgres.Config{Conn: db}), nil
 }

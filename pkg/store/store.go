@@ -16,7 +16,6 @@ import (
 	"strings"
 	"time"
 
-	"gorm.io/driver/postgres"
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -87,7 +86,10 @@ func Open(ctx context.Context, u settings.DatabaseURL, opts Options) (*Store, er
 		dial = sqlite.Open(sqliteDSN(u.Path, opts, statErr == nil))
 		d, target = sqliteDialect{}, u.Path
 	case settings.Postgres:
-		dial = postgres.Open(u.DSN)
+		var err error
+		if dial, err = openPostgres(u.DSN); err != nil {
+			return nil, err
+		}
 		d, target = postgresDialect{}, u.DSN
 	default:
 		return nil, fmt.Errorf("unsupported database driver %q", u.Driver)
