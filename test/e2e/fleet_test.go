@@ -38,7 +38,7 @@ func (w *world) leaderOf() string {
 func (w *world) queueLines(i int) int {
 	n := 0
 	for _, line := range strings.Split(ansi.ReplaceAllString(w.supervisorLog(i), ""), "\n") {
-		if strings.Contains(line, "INF queue running_here=") {
+		if strings.Contains(line, "INF queue ") && strings.Contains(line, "running_here=") {
 			n++
 		}
 	}
@@ -46,15 +46,19 @@ func (w *world) queueLines(i int) int {
 }
 
 // TestLeaderHandOverOnKill: of three supervisors only the first leads and
-// logs the queue gauges; SIGKILLed, exactly one of the others becomes
-// leader within about a lease and a third, and takes the gauges over.
+// logs the queue gauges; SIGKILLed while it runs a job, exactly one of the
+// others becomes leader within about a lease and a third, rescues that job
+// (no other supervisor does), and takes the gauges over.
 func TestLeaderHandOverOnKill(t *testing.T) {
 	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		const lease = 3 * time.Second
-		w := newWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "3", "ADE_WORKER_METRICS_INTERVAL": "0.3"})
-		first := w.startAs("sup-a")
+		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "3",
+			"ADE_WORKER_METRICS_INTERVAL": "0.3", "ADE_WORKER_ID": "sup-a"})
+		first := 0 // readyWorld started it
 		w.waitForLogLine(first, "became leader", 30*time.Second)
+		run := w.addRun(cfg, w.addDocument("slow.csv", csv("sleep=60")))
+		w.waitEngine(run)
 		others := []int{w.startAs("sup-b"), w.startAs("sup-c")}
 		waitUntil(t, 30*time.Second, "the leader's queue gauges", func() bool { return w.queueLines(first) >= 3 })
 		if got := w.leaderOf(); got != "sup-a" {
@@ -92,6 +96,14 @@ func TestLeaderHandOverOnKill(t *testing.T) {
 		}
 		if got, want := w.leaderOf(), map[int]string{others[0]: "sup-b", others[1]: "sup-c"}[next]; got != want {
 			t.Errorf("workers shows leader %q, want %q", got, want)
+		}
+		// The killed leader's run: rescued by the new leader alone.
+		w.waitForLogLine(next, "cleanup recovered jobs", 30*time.Second)
+		waitUntil(t, 30*time.Second, "the run's second attempt", func() bool { return w.job("runs", run).AttemptCount == 2 })
+		for _, i := range others {
+			if i != next && strings.Contains(w.supervisorLog(i), "cleanup recovered jobs") {
+				t.Errorf("supervisor %d is not the leader but rescued jobs:\n%s", i, w.supervisorLog(i))
+			}
 		}
 	})
 }
