@@ -232,8 +232,12 @@ func TestClaimLoopWithWakeupsClaimsOnlyWhenTold(t *testing.T) {
 	s.fleet.wakeupsOn.Store(true)
 	runLoop(t, s)
 	q.waitClaims(t, 1)    // the first look finds nothing
-	s.freed <- struct{}{} // a job ended
-	waitUntil(t, "the loop to take the job's end", func() bool { return len(s.freed) == 0 })
+	// Two jobs end, one after the other: once the loop took the second,
+	// it has finished whatever it did for the first.
+	for range 2 {
+		s.freed <- struct{}{}
+		waitUntil(t, "the loop to take the job's end", func() bool { return len(s.freed) == 0 })
+	}
 	woken := time.Now()
 	s.wake()
 	calls := q.waitClaims(t, 2)
