@@ -231,7 +231,7 @@ func TestClaimLoopWithWakeupsClaimsOnlyWhenTold(t *testing.T) {
 	s := loopSupervisor(q, time.Millisecond, 2*time.Millisecond, 2)
 	s.fleet.wakeupsOn.Store(true)
 	runLoop(t, s)
-	q.waitClaims(t, 1)    // the first look finds nothing
+	q.waitClaims(t, 1) // the first look finds nothing
 	// Two jobs end, one after the other: once the loop took the second,
 	// it has finished whatever it did for the first.
 	for range 2 {
