@@ -11,7 +11,7 @@ import (
 )
 
 // The supervisors table: one row per live supervisor, written by itself at
-// start, refreshed with its heartbeat, deleted when it stops cleanly.
+// start, refreshed by its beat (BeatWorker), deleted when it stops cleanly.
 // A supervisor killed outright leaves its row, which then shows as gone
 // once it is older than that supervisor's lease, and is removed a day later.
 
@@ -57,21 +57,6 @@ func (s *Store) RegisterWorker(ctx context.Context, w WorkerInfo) error {
 		w.WorkerID, w.Host, w.PID, w.Version, w.Concurrency, w.Lease.Seconds()).Error
 	if err != nil {
 		return fmt.Errorf("register supervisor %s: %w", w.WorkerID, err)
-	}
-	return nil
-}
-
-// WorkerSeen refreshes the supervisor's row: seen now, holding jobsHeld
-// jobs, draining or not. One short UPDATE by primary key.
-func (s *Store) WorkerSeen(ctx context.Context, workerID string, jobsHeld int, draining bool) error {
-	d := 0
-	if draining {
-		d = 1
-	}
-	err := s.db.WithContext(ctx).Exec(`UPDATE `+supervisorsTable+` SET last_seen_at = `+s.dialect.nowSQL()+
-		`, jobs_held = ?, draining = ? WHERE worker_id = ?`, jobsHeld, d, workerID).Error
-	if err != nil {
-		return fmt.Errorf("refresh supervisor %s: %w", workerID, err)
 	}
 	return nil
 }
