@@ -18,8 +18,9 @@ func workersCmd() *cli.Command {
 	return &cli.Command{
 		Name:  "workers",
 		Usage: "list the supervisors: host, pid, version, last seen, jobs held; gone when not seen for longer than their lease",
-		Description: `Every supervisor keeps a row of itself, refreshed with its heartbeat (every
-lease / 4) and deleted when it stops cleanly. A row not refreshed for longer
+		Description: `Every supervisor keeps a row of itself, refreshed by its beat (every
+lease / 2) and deleted when it stops cleanly. LEADER marks the one that does
+the fleet's maintenance (rescue of expired leases, cleanup, queue gauges). A row not refreshed for longer
 than that supervisor's lease (by the database's clock) is shown as gone: the
 process was killed or lost the database. Gone rows are removed a day later.`,
 		Flags: []cli.Flag{&cli.BoolFlag{Name: "json", Usage: "print one JSON document (fields in the README)"}},
@@ -53,7 +54,8 @@ type workerDoc struct {
 	JobsHeld         int     `json:"jobs_held"`
 	Draining         bool    `json:"draining"`
 	LeaseSeconds     float64 `json:"lease_seconds"`
-	State            string  `json:"state"` // "up" or "gone"
+	State            string  `json:"state"`  // "up" or "gone"
+	Leader           bool    `json:"leader"` // does the fleet's maintenance now
 }
 
 func workerDocOf(w *store.WorkerRow) workerDoc {
@@ -63,15 +65,20 @@ func workerDocOf(w *store.WorkerRow) workerDoc {
 	}
 	return workerDoc{WorkerID: w.WorkerID, Host: w.Host, PID: w.PID, Version: w.Version, StartedAt: jsonTime(w.StartedAt),
 		LastSeenAt: jsonTime(w.LastSeenAt), SecondsSinceSeen: w.SinceSeen().Round(time.Millisecond).Seconds(),
-		Concurrency: w.Concurrency, JobsHeld: w.JobsHeld, Draining: w.Draining, LeaseSeconds: w.LeaseSeconds, State: state}
+		Concurrency: w.Concurrency, JobsHeld: w.JobsHeld, Draining: w.Draining, LeaseSeconds: w.LeaseSeconds, State: state,
+		Leader: w.Leader}
 }
 
 func writeWorkers(out io.Writer, docs []workerDoc) error {
 	w := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
-	fmt.Fprintln(w, "WORKER\tHOST\tPID\tVERSION\tSTARTED\tLAST SEEN\tCONCURRENCY\tJOBS\tDRAINING\tSTATE")
+	fmt.Fprintln(w, "WORKER\tHOST\tPID\tVERSION\tSTARTED\tLAST SEEN\tCONCURRENCY\tJOBS\tDRAINING\tSTATE\tLEADER")
 	for _, d := range docs {
-		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%.1fs ago\t%d\t%d\t%t\t%s\n", d.WorkerID, d.Host, d.PID, d.Version,
-			deref(d.StartedAt), d.SecondsSinceSeen, d.Concurrency, d.JobsHeld, d.Draining, d.State)
+		lead := ""
+		if d.Leader {
+			lead = "leader"
+		}
+		fmt.Fprintf(w, "%s\t%s\t%d\t%s\t%s\t%.1fs ago\t%d\t%d\t%t\t%s\t%s\n", d.WorkerID, d.Host, d.PID, d.Version,
+			deref(d.StartedAt), d.SecondsSinceSeen, d.Concurrency, d.JobsHeld, d.Draining, d.State, lead)
 	}
 	return w.Flush()
 }

@@ -185,10 +185,14 @@ const minLease = 2 * time.Second
 // lease, so two beats may fail before the jobrunner fences itself.
 func (s *Settings) Heartbeat() time.Duration { return s.LeaseSeconds / 4 }
 
-// RescueInterval is how often a supervisor re-queues jobs whose lease
-// expired: every heartbeat, or the cleanup interval when that is shorter,
+// Beat is how often a supervisor refreshes its row in the supervisors
+// table and stands for the fleet's leadership: three times per lease.
+func (s *Settings) Beat() time.Duration { return max(s.LeaseSeconds/3, 100*time.Millisecond) }
+
+// RescueInterval is how often the fleet's leader re-queues jobs whose
+// lease expired: every beat, or the cleanup interval when that is shorter,
 // so a crashed host's jobs start again about one lease after the crash.
-func (s *Settings) RescueInterval() time.Duration { return min(s.CleanupInterval, s.Heartbeat()) }
+func (s *Settings) RescueInterval() time.Duration { return min(s.CleanupInterval, s.Beat()) }
 
 // Backoff is how long a job waits before its next attempt after failed
 // attempt number attempt (1 for the first): BackoffBase doubled for each

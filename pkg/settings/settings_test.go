@@ -441,9 +441,9 @@ func TestLeaseTimings(t *testing.T) {
 	tests := []struct {
 		lease, cleanup, heartbeat, rescue time.Duration
 	}{
-		{15 * time.Second, 30 * time.Second, 3750 * time.Millisecond, 3750 * time.Millisecond},
+		{15 * time.Second, 30 * time.Second, 3750 * time.Millisecond, 5 * time.Second},
 		{60 * time.Second, 5 * time.Second, 15 * time.Second, 5 * time.Second},
-		{2 * time.Second, 30 * time.Second, 500 * time.Millisecond, 500 * time.Millisecond},
+		{3 * time.Second, 30 * time.Second, 750 * time.Millisecond, time.Second},
 	}
 	for _, tt := range tests {
 		s := &Settings{LeaseSeconds: tt.lease, CleanupInterval: tt.cleanup}

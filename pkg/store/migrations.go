@@ -31,6 +31,7 @@ var migrations = []migration{
 	{2, "fair share: the ade_worker_pauses table, per-workspace queue indexes", (*Store).fairShare, false},
 	{3, "supervisors: a row per live supervisor (ade_worker_supervisors)", (*Store).createSupervisors, false},
 	{4, "hand-backs: how often each job was handed back at shutdown (ade_worker_handbacks)", (*Store).createHandBacks, false},
+	{5, "fleet: free slots in the supervisors' rows, the maintenance leader (ade_worker_leader)", (*Store).createFleet, false},
 }
 
 // latestVersion is the schema version this worker needs.

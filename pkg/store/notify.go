@@ -33,8 +33,34 @@ const controlChannel = "ade_worker_control"
 // job may have been (a write to the SQLite file, a LISTEN reconnect), so
 // the caller checks every job it runs.
 func (s *Store) WatchQueue(ctx context.Context, wake func(), cancelled func(JobRef), onError func(error)) {
+	s.WatchFleet(ctx, Watch{Wake: wake, Cancelled: cancelled}, onError)
+}
+
+// Watch is what WatchFleet calls back.
+type Watch struct {
+	// WorkerID, when set, also listens on the supervisor's own wake
+	// channel (WakeChannel), where the trigger sends the jobs meant for it.
+	WorkerID string
+	// Wake: work may have become claimable; directed is true when this
+	// supervisor alone was chosen for it.
+	Wake      func()
+	Directed  func()
+	Cancelled func(JobRef)
+	// LeaderLeft, when set: the leader may have stepped down (a control
+	// notification on PostgreSQL; any write to the file on SQLite).
+	LeaderLeft func()
+}
+
+// WatchFleet is WatchQueue with the fleet's callbacks.
+func (s *Store) WatchFleet(ctx context.Context, w Watch, onError func(error)) {
+	if w.Directed == nil {
+		w.Directed = w.Wake
+	}
+	if w.LeaderLeft == nil {
+		w.LeaderLeft = func() {}
+	}
 	for ctx.Err() == nil {
-		err := s.dialect.watch(ctx, s.watchTarget, wake, cancelled)
+		err := s.dialect.watch(ctx, s.watchTarget, w)
 		// A watch fails when ctx ends; that error is not worth reporting.
 		if ctx.Err() != nil {
 			return
@@ -48,34 +74,51 @@ func (s *Store) WatchQueue(ctx context.Context, wake func(), cancelled func(JobR
 
 // listenPostgres holds one dedicated connection that LISTENs until an error
 // (ctx ending is one).
-func listenPostgres(ctx context.Context, dsn string, wake func(), cancelled func(JobRef)) error {
+func listenPostgres(ctx context.Context, dsn string, w Watch) error {
 	conn, err := pgx.Connect(ctx, dsn)
 	if err != nil {
 		return fmt.Errorf("connect for LISTEN: %w", err)
 	}
 	defer conn.Close(context.WithoutCancel(ctx))
-	for _, ch := range []string{notifyChannel, controlChannel} {
-		if _, err := conn.Exec(ctx, "LISTEN "+ch); err != nil {
+	own := ""
+	channels := []string{notifyChannel, controlChannel}
+	if w.WorkerID != "" {
+		own = WakeChannel(w.WorkerID)
+		channels = append(channels, own)
+	}
+	for _, ch := range channels {
+		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
 			return fmt.Errorf("LISTEN %s: %w", ch, err)
 		}
 	}
 	// Anything queued or cancelled while we were not listening is found by
 	// this claim and this check.
-	wake()
-	cancelled(JobRef{})
+	w.Wake()
+	w.Cancelled(JobRef{})
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
 			return fmt.Errorf("wait for notification: %w", err)
 		}
-		if n.Channel != controlChannel {
-			wake()
-			continue
-		}
-		if ref, ok := parseControl(n.Payload); ok {
-			cancelled(ref)
+		switch n.Channel {
+		case own:
+			w.Directed()
+		case controlChannel:
+			if isLeaderLeft(n.Payload) {
+				w.LeaderLeft()
+			} else if ref, ok := parseControl(n.Payload); ok {
+				w.Cancelled(ref)
+			}
+		default:
+			w.Wake()
 		}
 	}
+}
+
+// isLeaderLeft reads StepDown's control notification.
+func isLeaderLeft(payload string) bool {
+	var msg struct{ Action string }
+	return json.Unmarshal([]byte(payload), &msg) == nil && msg.Action == "leader"
 }
 
 // parseControl reads a control notification; ok is false for an order this
@@ -95,7 +138,7 @@ func parseControl(payload string) (JobRef, bool) {
 // watchSQLite wakes on every write another connection makes to the database
 // (in WAL mode the -wal file; otherwise the file itself), through inotify on
 // the folder so a recreated -wal file is still seen.
-func watchSQLite(ctx context.Context, dbPath string, wake func(), cancelled func(JobRef)) error {
+func watchSQLite(ctx context.Context, dbPath string, w Watch) error {
 	fd, err := syscall.InotifyInit1(syscall.IN_CLOEXEC | syscall.IN_NONBLOCK)
 	if err != nil {
 		return fmt.Errorf("inotify: %w", err)
@@ -115,8 +158,9 @@ func watchSQLite(ctx context.Context, dbPath string, wake func(), cancelled func
 			return fmt.Errorf("read inotify: %w", err)
 		}
 		if touches(buf[:n], base) {
-			wake()
-			cancelled(JobRef{})
+			w.Wake()
+			w.Cancelled(JobRef{})
+			w.LeaderLeft()
 		}
 	}
 }

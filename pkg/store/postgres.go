@@ -180,8 +180,8 @@ func (postgresDialect) clearRunResultsSQL() []string {
 DELETE FROM run_table_columns WHERE run_id = (SELECT id FROM r)`}
 }
 
-func (postgresDialect) watch(ctx context.Context, dsn string, wake func(), cancelled func(JobRef)) error {
-	return listenPostgres(ctx, dsn, wake, cancelled)
+func (postgresDialect) watch(ctx context.Context, dsn string, w Watch) error {
+	return listenPostgres(ctx, dsn, w)
 }
 
 // migrations install the triggers that wake idle supervisors: a run or build
@@ -189,9 +189,26 @@ func (postgresDialect) watch(ctx context.Context, dsn string, wake func(), cance
 // became claimable. Drop-and-create keeps them current and idempotent.
 func (postgresDialect) migrations() []string {
 	return append([]string{
+		// One supervisor with free slots is woken, not all: the live one
+		// (seen within its lease, not draining) that ranks first for this
+		// job by rendezvous hash, so jobs spread over the fleet. With none
+		// advertising a free slot, or before migration 5 made the columns,
+		// every supervisor is woken as before; so it is by a statement
+		// trigger (a pause lifted: many jobs at once).
 		`CREATE OR REPLACE FUNCTION ade_worker_notify() RETURNS trigger LANGUAGE plpgsql AS $$
+DECLARE
+	w text;
 BEGIN
-	PERFORM pg_notify('` + notifyChannel + `', TG_TABLE_NAME);
+	IF TG_LEVEL = 'ROW' AND to_regclass('` + leaderTable + `') IS NOT NULL THEN
+		SELECT worker_id INTO w FROM ` + supervisorsTable + `
+		WHERE free_slots > 0 AND draining = 0 AND last_seen_at > now() - make_interval(secs => lease_seconds)
+		ORDER BY md5(worker_id || NEW.id) LIMIT 1;
+	END IF;
+	IF w IS NULL THEN
+		PERFORM pg_notify('` + notifyChannel + `', TG_TABLE_NAME);
+	ELSE
+		PERFORM pg_notify('` + notifyChannel + `_' || left(md5(w), 20), TG_TABLE_NAME);
+	END IF;
 	RETURN NULL;
 END $$`,
 		`DROP TRIGGER IF EXISTS ade_worker_runs_notify ON runs`,

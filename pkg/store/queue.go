@@ -128,7 +128,7 @@ func (s *Store) ClaimJobs(ctx context.Context, worker string, lease time.Duratio
 				return fmt.Errorf("claim runs: %w", err)
 			}
 		}
-		return nil
+		return s.advertiseFree(tx, worker, runLimit-len(builds)-len(runs))
 	})
 	if err != nil {
 		return nil, nil, err

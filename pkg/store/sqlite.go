@@ -104,8 +104,8 @@ func (sqliteDialect) listSQL(arg string) string {
 // from its BEGIN (_txlock=immediate), so claims are one at a time already.
 func (sqliteDialect) claimLockSQL() string { return "" }
 
-func (sqliteDialect) watch(ctx context.Context, path string, wake func(), cancelled func(JobRef)) error {
-	return watchSQLite(ctx, path, wake, cancelled)
+func (sqliteDialect) watch(ctx context.Context, path string, w Watch) error {
+	return watchSQLite(ctx, path, w)
 }
 
 func (sqliteDialect) clearRunResultsSQL() []string {

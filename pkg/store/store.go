@@ -16,7 +16,6 @@ import (
 	"sync/atomic"
 	"time"
 
-	"gorm.io/driver/postgres"
 	"gorm.io/driver/sqlite"
 	"gorm.io/gorm"
 	"gorm.io/gorm/logger"
@@ -115,7 +114,9 @@ func Open(ctx context.Context, u settings.DatabaseURL, opts Options) (*Store, er
 				return nil, err
 			}
 		}
-		dial = postgres.Open(dsn)
+		if dial, err = openPostgres(dsn); err != nil {
+			return nil, err
+		}
 		d = postgresDialect{}
 	default:
 		return nil, fmt.Errorf("unsupported database driver %q", u.Driver)
@@ -277,7 +278,7 @@ type dialect interface {
 	// timestampType is the column type of times the worker's own tables
 	// store (what nowSQL gives).
 	timestampType() string
-	watch(ctx context.Context, target string, wake func(), cancelled func(JobRef)) error
+	watch(ctx context.Context, target string, w Watch) error
 	// namesCancels: watch reports each cancelled job by name as it
 	// happens, not only that something changed.
 	namesCancels() bool

@@ -11,7 +11,7 @@ import (
 )
 
 // The supervisors table: one row per live supervisor, written by itself at
-// start, refreshed with its heartbeat, deleted when it stops cleanly.
+// start, refreshed by its beat (BeatWorker), deleted when it stops cleanly.
 // A supervisor killed outright leaves its row, which then shows as gone
 // once it is older than that supervisor's lease, and is removed a day later.
 
@@ -61,21 +61,6 @@ func (s *Store) RegisterWorker(ctx context.Context, w WorkerInfo) error {
 	return nil
 }
 
-// WorkerSeen refreshes the supervisor's row: seen now, holding jobsHeld
-// jobs, draining or not. One short UPDATE by primary key.
-func (s *Store) WorkerSeen(ctx context.Context, workerID string, jobsHeld int, draining bool) error {
-	d := 0
-	if draining {
-		d = 1
-	}
-	err := s.db.WithContext(ctx).Exec(`UPDATE `+supervisorsTable+` SET last_seen_at = `+s.dialect.nowSQL()+
-		`, jobs_held = ?, draining = ? WHERE worker_id = ?`, jobsHeld, d, workerID).Error
-	if err != nil {
-		return fmt.Errorf("refresh supervisor %s: %w", workerID, err)
-	}
-	return nil
-}
-
 // RemoveWorker deletes the supervisor's row (a clean stop).
 func (s *Store) RemoveWorker(ctx context.Context, workerID string) error {
 	if err := s.db.WithContext(ctx).Exec(`DELETE FROM `+supervisorsTable+` WHERE worker_id = ?`, workerID).Error; err != nil {
@@ -109,6 +94,8 @@ type WorkerRow struct {
 	DBNow Time
 	// Gone: not seen for longer than its lease (killed, or cut off).
 	Gone bool
+	// Leader: this supervisor does the fleet's maintenance now.
+	Leader bool
 }
 
 // SinceSeen is how long ago the row was refreshed, by the database's clock.
@@ -118,7 +105,9 @@ func (s *Store) workerSQL(where string) string {
 	d := s.dialect
 	return `SELECT worker_id, host, pid, version, started_at, last_seen_at, concurrency, jobs_held,
 	CASE WHEN draining <> 0 THEN 1 ELSE 0 END AS draining, lease_seconds, ` + d.nowSQL() + ` AS db_now,
-	CASE WHEN last_seen_at < ` + d.laterSQL("-lease_seconds") + ` THEN 1 ELSE 0 END AS gone
+	CASE WHEN last_seen_at < ` + d.laterSQL("-lease_seconds") + ` THEN 1 ELSE 0 END AS gone,
+	CASE WHEN worker_id IN (SELECT l.worker_id FROM ` + leaderTable + ` l WHERE l.role = '` + leaderRole + `'
+		AND l.expires_at >= ` + d.nowSQL() + `) THEN 1 ELSE 0 END AS leader
 FROM ` + supervisorsTable + where + ` ORDER BY host, worker_id`
 }
 
@@ -131,13 +120,13 @@ type workerScan struct {
 	StartedAt, LastSeenAt   Time
 	DBNow                   Time `gorm:"column:db_now"`
 	LeaseSeconds            float64
-	Draining, Gone          int
+	Draining, Gone, Leader  int
 }
 
 func (w workerScan) row() WorkerRow {
 	return WorkerRow{WorkerID: w.WorkerID, Host: w.Host, PID: w.PID, Version: w.Version, StartedAt: w.StartedAt,
 		LastSeenAt: w.LastSeenAt, Concurrency: w.Concurrency, JobsHeld: w.JobsHeld, Draining: w.Draining != 0,
-		LeaseSeconds: w.LeaseSeconds, DBNow: w.DBNow, Gone: w.Gone != 0}
+		LeaseSeconds: w.LeaseSeconds, DBNow: w.DBNow, Gone: w.Gone != 0, Leader: w.Leader != 0}
 }
 
 // Workers lists every supervisor row, gone ones included.

@@ -19,7 +19,7 @@ func TestWorkerRows(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
-		if err := e.s.WorkerSeen(ctx, "fresh", 2, true); err != nil {
+		if _, err := e.s.BeatWorker(ctx, store.Beat{WorkerID: "fresh", JobsHeld: 2, Draining: true, LeaderTTL: time.Minute}); err != nil {
 			t.Fatal(err)
 		}
 		w, err := e.s.Worker(ctx, "fresh")

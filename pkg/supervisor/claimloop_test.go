@@ -222,3 +222,36 @@ type pastQueue struct{ *fakeQueue }
 func (pastQueue) NextAvailable(context.Context) (time.Duration, bool, error) {
 	return -time.Second, true, nil
 }
+
+// TestClaimLoopWithWakeupsClaimsOnlyWhenTold: with instant wake-ups on, a
+// job that ends while no work is known to wait claims nothing (every new
+// job notifies), and a wake-up claims at once.
+func TestClaimLoopWithWakeupsClaimsOnlyWhenTold(t *testing.T) {
+	q := newFakeQueue()
+	s := loopSupervisor(q, time.Millisecond, 2*time.Millisecond, 2)
+	s.fleet.wakeupsOn.Store(true)
+	runLoop(t, s)
+	q.waitClaims(t, 1) // the first look finds nothing
+	// Two jobs end, one after the other: once the loop took the second,
+	// it has finished whatever it did for the first.
+	for range 2 {
+		s.freed <- struct{}{}
+		waitUntil(t, "the loop to take the job's end", func() bool { return len(s.freed) == 0 })
+	}
+	woken := time.Now()
+	s.wake()
+	calls := q.waitClaims(t, 2)
+	if calls[1].at.Before(woken) {
+		t.Errorf("the loop claimed at %s, before the wake-up at %s: a job's end with nothing waiting must not claim", calls[1].at, woken)
+	}
+}
+
+// waitUntil polls cond until it holds (20 s at most).
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(20 * time.Second); !cond(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+	}
+}

@@ -175,16 +175,10 @@ func (s *Supervisor) heartbeats(ctx context.Context) {
 	})
 }
 
-// renewLeases renews every held lease in one statement, fenced per job,
-// and refreshes this supervisor's row (one more short statement).
+// renewLeases renews every held lease in one statement, fenced per job.
+// (The supervisor's row is refreshed by its beat: see fleet.go.)
 func (s *Supervisor) renewLeases(ctx context.Context) error {
-	held := s.leases.snapshot()
-	err := s.renewHeld(ctx, held)
-	// After the renewal, which matters more; its failure is reported first.
-	if serr := s.seen(ctx, len(held)); err == nil {
-		err = serr
-	}
-	return err
+	return s.renewHeld(ctx, s.leases.snapshot())
 }
 
 func (s *Supervisor) renewHeld(ctx context.Context, held []*lease) error {

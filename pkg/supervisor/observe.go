@@ -18,6 +18,9 @@ const (
 	probeEvery    = 2 * time.Second
 	probeTimeout  = 5 * time.Second
 	databaseStale = 15 * time.Second
+	// probeReuse: a round trip of other work this recent stands for the
+	// probe's (idle supervisors still beat every lease / 2).
+	probeReuse = 10 * time.Second
 )
 
 // newHealth makes the readiness conditions the supervisor keeps. The claim
@@ -44,7 +47,10 @@ func (s *Supervisor) Health() *telemetry.Health { return s.health }
 func (s *Supervisor) probe(ctx context.Context) {
 	pctx, cancel := context.WithTimeout(ctx, probeTimeout)
 	defer cancel()
-	if err := s.store.Ping(pctx); err != nil {
+	if s.answeredWithin(probeReuse) {
+		// A claim or beat made a round trip lately (and set the
+		// condition): no probe of its own.
+	} else if err := s.store.Ping(pctx); err != nil {
 		if ctx.Err() != nil {
 			return
 		}
@@ -64,12 +70,14 @@ func (s *Supervisor) probe(ctx context.Context) {
 // wakeupsUp and wakeupsDown keep the wakeups condition: polling always runs,
 // so wake-ups that fail leave the worker ready, and the reason says so.
 func (s *Supervisor) wakeupsUp() {
+	s.fleet.wakeupsOn.Store(true)
 	s.health.Set(telemetry.CondWakeups, true, "instant wake-ups on")
 	s.obs.Wakeups(true)
 	s.wake()
 }
 
 func (s *Supervisor) wakeupsDown(err error) {
+	s.fleet.wakeupsOn.Store(false)
 	s.obs.Wakeups(false)
 	s.health.Set(telemetry.CondWakeups, true, "instant wake-ups unavailable, polling every "+
 		s.cfg.PollIntervalMax.String()+" at most: "+err.Error())

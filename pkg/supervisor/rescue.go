@@ -22,6 +22,9 @@ type cleanupResult struct {
 // database's clock: decided here, written in one statement per kind.
 func (s *Supervisor) rescue(ctx context.Context) (cleanupResult, error) {
 	var res cleanupResult
+	if s.fleet.quiet.Load() {
+		return res, nil // the last beat saw no lease that could expire
+	}
 	for _, kind := range []store.Kind{store.KindRun, store.KindBuild} {
 		jobs, err := s.store.ExpiredLeases(ctx, kind, rescueBatch)
 		if err != nil {
@@ -52,7 +55,11 @@ func (s *Supervisor) cleanup(ctx context.Context) {
 
 func (s *Supervisor) cleanupPass(ctx context.Context) (cleanupResult, error) {
 	res, err := s.rescue(ctx)
-	if err != nil {
+	if err != nil || s.fleet.quiet.Load() {
+		// Quiet: no build building or queued, no run queued.
+		if err == nil {
+			_, err = s.store.RemoveGoneWorkers(ctx, goneRowsKept)
+		}
 		return res, err
 	}
 	stuck, err := s.store.FailUnleasedBuilds(ctx, s.cfg.BuildTimeout, stuckBuildMessage(s.cfg.BuildTimeout))

@@ -38,6 +38,7 @@ type Supervisor struct {
 	Version string
 	// draining is set once the supervisor stops claiming (shown in its row).
 	draining atomic.Bool
+	fleet    fleetState // leadership, wake-ups, the last database round trip (fleet.go)
 
 	obs    telemetry.Observer // metrics; see SetObserver
 	health *telemetry.Health
@@ -88,6 +89,7 @@ func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner 
 		cancels:  cancelSignals{check: make(chan struct{}, 1)},
 		now:      time.Now,
 	}
+	s.fleet.left = make(chan struct{}, 1)
 	for _, o := range opts {
 		o(s)
 	}
@@ -130,15 +132,22 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	}
 	loopCtx, stopLoop := context.WithCancel(ctx)
 	defer stopLoop()
+	// The row refresh and the election go on while jobs drain, like the
+	// heartbeats; maintenance is the leader's alone.
+	fleetDone := make(chan struct{})
+	go func() { defer close(fleetDone); s.beats(beatCtx, loopCtx) }()
+	defer func() { stopBeats(); <-fleetDone }()
 	service(func() { s.collectGarbage(loopCtx) })
-	service(func() { every(loopCtx, s.cfg.CleanupInterval, s.cleanup) })
-	service(func() { every(loopCtx, s.cfg.RescueInterval(), s.rescueOnly) })
-	service(func() { every(loopCtx, s.cfg.MetricsInterval, s.logQueue) })
+	service(func() { every(loopCtx, s.cfg.CleanupInterval, s.leading(s.cleanup)) })
+	service(func() { every(loopCtx, s.rescueEvery(), s.leading(s.rescueOnly)) })
+	service(func() { every(loopCtx, s.cfg.MetricsInterval, s.leading(s.logQueue)) })
 	service(func() { s.probe(loopCtx); every(loopCtx, probeEvery, s.probe) })
 	s.health.Set(telemetry.CondWakeups, true, "instant wake-ups on")
 	s.obs.Wakeups(true)
 	service(func() {
-		s.store.WatchQueue(loopCtx, s.wakeupsUp, s.cancelSeen, func(err error) {
+		w := store.Watch{WorkerID: s.cfg.WorkerID, Wake: s.wakeupsUp, Directed: s.wokenAlone,
+			Cancelled: s.cancelSeen, LeaderLeft: s.leaderLeft}
+		s.store.WatchFleet(loopCtx, w, func(err error) {
 			s.wakeupsDown(err)
 			s.log.Warn().Err(err).Msg("instant wake-ups unavailable; polling until they are back")
 		})
@@ -148,7 +157,6 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	cancelsDone := make(chan struct{})
 	go func() { defer close(cancelsDone); s.watchCancels(jobsCtx) }()
 
-	s.cleanup(ctx)
 	s.claimLoop(loopCtx, jobsCtx)
 	s.draining.Store(true)
 	s.health.Draining()
@@ -166,6 +174,11 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 	outage := &outageLog{log: s.log, what: "claims", now: s.now}
 	timer := time.NewTimer(0)
 	defer timer.Stop()
+	// lookAhead: ask when the next job in backoff becomes available after
+	// an empty look. Always on the first look, after a wake-up and when the
+	// timer was set for such a job; with instant wake-ups on, a plain idle
+	// poll skips it (every job queued or re-queued notifies).
+	lookAhead := true
 	for {
 		s.health.Tick()
 		select {
@@ -173,6 +186,12 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 			return
 		case <-timer.C:
 		case <-s.freed:
+			if s.fleet.wakeupsOn.Load() && !s.fleet.pending.Load() && !s.ExitWhenIdle {
+				// A job ended and no work is known to wait: with
+				// instant wake-ups on, every new job notifies.
+				continue
+			}
+			lookAhead = true
 			if !timer.Stop() {
 				select {
 				case <-timer.C:
@@ -184,15 +203,38 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 			return
 		}
 		free := cap(s.slots) - len(s.slots)
+		directed := s.fleet.directed.Swap(false)
+		if directed && free == 0 {
+			// Chosen for a job with no slot left (the advertised free
+			// slots were stale): another supervisor looks for it.
+			s.forward(ctx)
+		}
 		claimed := 0
+		var err error
 		if free > 0 {
-			var err error
+			// Cleared before the look: a wake-up during it sets it again.
+			s.fleet.pending.Store(false)
 			claimed, err = s.claim(ctx, jobsCtx, free)
 			if ctx.Err() == nil {
 				outage.report(err)
 				s.obs.DBOp("claim", err)
+				if err == nil {
+					s.databaseAnswered()
+				}
+			}
+			if err != nil || claimed == free {
+				s.fleet.pending.Store(true) // more may wait
+			}
+			if directed && err == nil && claimed == free {
+				// Chosen, and the jobs filled every slot: more may
+				// wait (a build turned ready for many runs).
+				s.forward(ctx)
 			}
 		}
+		// With instant wake-ups on, a look that found less than it asked
+		// for emptied the queue as far as this supervisor can tell; the
+		// poll is only the safety net.
+		quiet := err == nil && s.fleet.wakeupsOn.Load()
 		switch {
 		case claimed > 0:
 			interval = s.cfg.PollInterval
@@ -201,14 +243,25 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 				timer.Reset(s.cfg.PollIntervalMax)
 				continue
 			}
+			if quiet {
+				interval = s.idlePollMax()
+			}
 		case free > 0:
 			interval = min(time.Duration(float64(interval)*1.5), s.cfg.PollIntervalMax)
+			if quiet {
+				interval = s.idlePollMax()
+			}
 			if s.ExitWhenIdle && len(s.slots) == 0 && s.idle(ctx) {
 				s.log.Info().Msg("queue drained: nothing queued or running")
 				return
 			}
-			timer.Reset(s.untilNextAvailable(ctx, interval))
-			continue
+			if lookAhead || !s.fleet.wakeupsOn.Load() {
+				sleep := s.untilNextAvailable(ctx, interval)
+				// Woken by the timer set for that job, look ahead again.
+				lookAhead = sleep < interval
+				timer.Reset(sleep)
+				continue
+			}
 		}
 		timer.Reset(interval)
 	}
@@ -356,6 +409,7 @@ func (o *outageLog) report(err error) {
 
 // wake makes the claim loop look for work now.
 func (s *Supervisor) wake() {
+	s.fleet.pending.Store(true)
 	select {
 	case s.freed <- struct{}{}:
 	default:
@@ -394,9 +448,4 @@ func (s *Supervisor) unregister() {
 	if err := s.store.RemoveWorker(ctx, s.cfg.WorkerID); err != nil {
 		s.log.Warn().Err(err).Msg("could not remove this supervisor's row; it shows as gone after one lease")
 	}
-}
-
-// seen refreshes this supervisor's row with the heartbeat.
-func (s *Supervisor) seen(ctx context.Context, held int) error {
-	return s.store.WorkerSeen(ctx, s.cfg.WorkerID, held, s.draining.Load())
 }

@@ -66,7 +66,7 @@ func (Nop) Wakeups(bool)                                    {}
 // is listed, so dashboards and rules can be checked against a scrape).
 var (
 	kinds        = []string{"build", "run"}
-	dbOps        = []string{"claim", "heartbeat", "write", "cleanup", "probe", "queue_stats", "pauses"}
+	dbOps        = []string{"claim", "heartbeat", "beat", "write", "cleanup", "probe", "queue_stats", "pauses"}
 	leaseActions = []string{"requeued", "failed"}
 	gcTargets    = []string{"run_folder", "venv", "build_tmp"} // pkg/gc's targets
 )

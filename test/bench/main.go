@@ -9,7 +9,7 @@
 //	                    [--claim-order fair|fifo]
 //
 // Workloads (issue 5): engine-realistic, overhead, pickup, depth, firehose,
-// builds; fairness (issue 18). PostgreSQL databases are created and dropped through the admin URL
+// builds; fairness (issue 18); fleet (issue 20: N supervisors on a private PostgreSQL cluster). PostgreSQL databases are created and dropped through the admin URL
 // in ADE_BENCH_POSTGRES_URL (default postgres://postgres@127.0.0.1:5432/postgres).
 // It exits non-zero when a workload fails, not when a target is missed.
 package main
@@ -46,6 +46,7 @@ var workloads = []struct {
 	{"firehose", (*bench).firehose},
 	{"builds", (*bench).builds},
 	{"fairness", (*bench).fairness},
+	{"fleet", (*bench).fleet},
 }
 
 func workloadNames() []string {
@@ -67,6 +68,9 @@ type options struct {
 	tmpDir     string
 	profileDir string
 	claimOrder string // ADE_WORKER_CLAIM_ORDER of every supervisor ("": the default)
+	// binariesFrom is the checkout whose supervisor and jobrunner are
+	// measured (default: this one), e.g. main's for a before/after.
+	binariesFrom string
 }
 
 func parseFlags(args []string) (options, error) {
@@ -81,6 +85,7 @@ func parseFlags(args []string) (options, error) {
 	tmpDir := fs.String("dir", "", "where to make the temporary folders (default: the system temp dir)")
 	profileDir := fs.String("profile", "", "write a pprof CPU profile of every supervisor started into this folder")
 	claimOrder := fs.String("claim-order", "", "ADE_WORKER_CLAIM_ORDER of every supervisor, fair or fifo (default: the supervisor's default; the fairness workload sets its own)")
+	binariesFrom := fs.String("binaries-from", "", "build the supervisor and jobrunner from this checkout instead (e.g. another branch's worktree, for a before/after)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: go run ./test/bench [flags]\n\nMeasures the real supervisor and jobrunner processes; see BENCHMARKS.md.\n\nFlags:")
 		fs.PrintDefaults()
@@ -95,6 +100,16 @@ func parseFlags(args []string) (options, error) {
 		pgAdmin: os.Getenv("ADE_BENCH_POSTGRES_URL"), claimOrder: *claimOrder}
 	if o.claimOrder != "" && o.claimOrder != "fair" && o.claimOrder != "fifo" {
 		return o, fmt.Errorf("--claim-order %q: want fair or fifo", o.claimOrder)
+	}
+	if *binariesFrom != "" {
+		abs, err := filepath.Abs(*binariesFrom)
+		if err != nil {
+			return o, err
+		}
+		if _, err := os.Stat(filepath.Join(abs, "scripts", "build-binaries.sh")); err != nil {
+			return o, fmt.Errorf("--binaries-from %s: not an ade-worker checkout: %w", *binariesFrom, err)
+		}
+		o.binariesFrom = abs
 	}
 	if *profileDir != "" {
 		abs, err := filepath.Abs(*profileDir)
@@ -214,16 +229,24 @@ func newBench(ctx context.Context, opts options) (*bench, error) {
 	if opts.keep {
 		b.logf("keeping temporary folders under %s", b.tmp)
 	}
-	b.commit = gitDescribe(b.repo)
+	from := b.repo
+	if opts.binariesFrom != "" {
+		from = opts.binariesFrom
+	}
+	b.commit = gitDescribe(from)
 	b.bin = filepath.Join(b.tmp, "bin")
-	b.logf("building supervisor, jobrunner and the no-op engine")
+	b.logf("building supervisor and jobrunner (from %s) and the no-op engine", from)
 	// The binaries are built the way the image builds them.
-	for _, args := range [][]string{
-		{"bash", "scripts/build-binaries.sh", b.bin},
-		{"go", "build", "-o", b.bin + "/", "./test/bench/noopengine"},
+	for _, step := range []struct {
+		dir  string
+		args []string
+	}{
+		{from, []string{"bash", "scripts/build-binaries.sh", b.bin}},
+		{b.repo, []string{"go", "build", "-o", b.bin + "/", "./test/bench/noopengine"}},
 	} {
+		args := step.args
 		build := exec.CommandContext(ctx, args[0], args[1:]...)
-		build.Dir = b.repo
+		build.Dir = step.dir
 		build.Env = append(os.Environ(), "CGO_ENABLED=1")
 		if out, err := build.CombinedOutput(); err != nil {
 			b.close()

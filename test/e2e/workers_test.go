@@ -24,6 +24,7 @@ type workerJSON struct {
 	JobsHeld         int     `json:"jobs_held"`
 	Draining         bool    `json:"draining"`
 	State            string  `json:"state"`
+	Leader           bool    `json:"leader"`
 }
 
 func (w *world) workers() map[string]workerJSON {

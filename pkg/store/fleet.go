@@ -1,0 +1,246 @@
+package store
+
+import (
+	"context"
+	"crypto/md5"
+	"encoding/hex"
+	"fmt"
+	"strings"
+	"time"
+
+	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/stdlib"
+	"gorm.io/driver/postgres"
+	"gorm.io/gorm"
+)
+
+// The fleet: what N supervisors on one database share besides the queue.
+//
+// Maintenance (the rescue of expired leases, cleanup, the queue gauges) is
+// done by one supervisor at a time, the leader: the one named in the single
+// row of ade_worker_leader whose expires_at lies ahead on the database's
+// clock. Every supervisor's beat (BeatWorker) refreshes its own row and, in
+// the same statement or transaction, takes or keeps the leadership when the
+// row is its own, expired, or (a clock stepped back) more than one TTL
+// ahead. No session state is involved (no advisory lock), so it works
+// through any connection pooler.
+//
+// On PostgreSQL each supervisor also advertises its free slots in its row;
+// the queue's trigger sends a queued job's notification to one supervisor
+// with free slots (see postgresDialect.migrations), not to all.
+
+const leaderTable = "ade_worker_leader"
+
+// leaderRole names the one leadership there is today.
+const leaderRole = "maintenance"
+
+// createFleetSQL is migration 5; TIMESTAMP is the dialect's type.
+var createFleetSQL = []string{
+	`ALTER TABLE ` + supervisorsTable + ` ADD COLUMN free_slots integer NOT NULL DEFAULT 0`,
+	`CREATE TABLE IF NOT EXISTS ` + leaderTable + ` (
+	role varchar(64) PRIMARY KEY,
+	worker_id varchar(255) NOT NULL,
+	expires_at TIMESTAMP NOT NULL)`,
+}
+
+func (s *Store) createFleet(db *gorm.DB) error {
+	for _, q := range createFleetSQL {
+		if err := db.Exec(strings.ReplaceAll(q, "TIMESTAMP", s.dialect.timestampType())).Error; err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// WakeChannel is the PostgreSQL channel on which the queue's trigger wakes
+// the supervisor workerID alone: derived from its id the same way in SQL
+// ('ade_worker_jobs_' || left(md5(worker_id), 20)), within the 63 bytes a
+// channel name may have.
+func WakeChannel(workerID string) string {
+	sum := md5.Sum([]byte(workerID))
+	return notifyChannel + "_" + hex.EncodeToString(sum[:])[:20]
+}
+
+// Beat is what a supervisor says of itself on each beat.
+type Beat struct {
+	WorkerID  string
+	JobsHeld  int
+	FreeSlots int  // advertised to the queue's trigger (0 while draining)
+	Draining  bool // a draining supervisor gives up and never takes the leadership
+	// LeaderTTL is how long the leadership lasts without a beat.
+	LeaderTTL time.Duration
+}
+
+// BeatResult is what a beat learnt.
+type BeatResult struct {
+	Leader bool // this supervisor leads until its next beat
+	Found  bool // false: its row is gone (removed as gone after an outage)
+	// Work: some job is queued and due. An idle supervisor that hears of
+	// no wake-up still finds, within one beat, a job whose wake-up was
+	// lost (sent to a supervisor killed since).
+	Work bool
+	// Busy: some run is running or some build building (a lease that
+	// may expire): the leader's rescue has nothing to look for otherwise.
+	Busy bool
+}
+
+// BeatWorker refreshes the supervisor's row, takes, keeps or (draining)
+// gives up the leadership, and looks whether any job is due: one statement
+// on PostgreSQL, one transaction on SQLite.
+func (s *Store) BeatWorker(ctx context.Context, b Beat) (BeatResult, error) {
+	d := 0
+	if b.Draining {
+		d = 1
+	}
+	now := s.dialect.nowSQL()
+	refresh := `UPDATE ` + supervisorsTable + ` SET last_seen_at = ` + now + `, jobs_held = ?, draining = ?, free_slots = ?
+	WHERE worker_id = ?`
+	refreshArgs := []any{b.JobsHeld, d, b.FreeSlots, b.WorkerID}
+	var lead string
+	var leadArgs []any
+	if b.Draining {
+		lead = `DELETE FROM ` + leaderTable + ` WHERE role = ? AND worker_id = ?`
+		leadArgs = []any{leaderRole, b.WorkerID}
+	} else {
+		ttl := b.LeaderTTL.Seconds()
+		lead = `INSERT INTO ` + leaderTable + ` (role, worker_id, expires_at) VALUES (?, ?, ` + s.dialect.laterSQL("?") + `)
+	ON CONFLICT (role) DO UPDATE SET worker_id = excluded.worker_id, expires_at = excluded.expires_at
+	WHERE ` + leaderTable + `.worker_id = excluded.worker_id OR ` + leaderTable + `.expires_at < ` + now + `
+		OR ` + leaderTable + `.expires_at > ` + s.dialect.laterSQL("?")
+		leadArgs = []any{leaderRole, b.WorkerID, ttl, ttl}
+	}
+	due := `SELECT CASE WHEN EXISTS (SELECT 1 FROM runs WHERE status = 'queued' AND available_at <= ` + now + `)
+	OR EXISTS (SELECT 1 FROM builds WHERE status = 'queued' AND available_at <= ` + now + `) THEN 1 ELSE 0 END`
+	busy := `SELECT CASE WHEN EXISTS (SELECT 1 FROM runs WHERE status = 'running')
+	OR EXISTS (SELECT 1 FROM builds WHERE status = 'building') THEN 1 ELSE 0 END`
+	var got struct{ Seen, Led, Work, Busy int }
+	if s.dialect.name() == "postgres" {
+		// One round trip, one transaction: the refresh and the look for
+		// due work ride on the election.
+		q := `WITH seen AS (` + refresh + ` RETURNING 1), led AS (` + lead + ` RETURNING 1)
+SELECT (SELECT count(*) FROM seen) AS seen, (SELECT count(*) FROM led) AS led, (` + due + `) AS work, (` + busy + `) AS busy`
+		if err := s.db.WithContext(ctx).Raw(q, append(refreshArgs, leadArgs...)...).Scan(&got).Error; err != nil {
+			return BeatResult{}, fmt.Errorf("beat of supervisor %s: %w", b.WorkerID, err)
+		}
+	} else {
+		err := s.tx(ctx, func(tx *gorm.DB) error {
+			res := tx.Exec(refresh, refreshArgs...)
+			if res.Error != nil {
+				return res.Error
+			}
+			got.Seen = int(res.RowsAffected)
+			res = tx.Exec(lead, leadArgs...)
+			if res.Error != nil {
+				return res.Error
+			}
+			got.Led = int(res.RowsAffected)
+			if err := tx.Raw(due).Scan(&got.Work).Error; err != nil {
+				return err
+			}
+			return tx.Raw(busy).Scan(&got.Busy).Error
+		})
+		if err != nil {
+			return BeatResult{}, fmt.Errorf("beat of supervisor %s: %w", b.WorkerID, err)
+		}
+	}
+	return BeatResult{Leader: got.Led > 0 && !b.Draining, Found: got.Seen > 0, Work: got.Work != 0, Busy: got.Busy != 0}, nil
+}
+
+// LeaderVacant reports whether no supervisor leads now (no row, or an
+// expired one): a read, for a supervisor told the leader may have left.
+func (s *Store) LeaderVacant(ctx context.Context) (bool, error) {
+	var n []int64
+	err := s.db.WithContext(ctx).Raw(`SELECT COUNT(*) FROM `+leaderTable+` WHERE role = ? AND expires_at >= `+s.dialect.nowSQL(),
+		leaderRole).Scan(&n).Error
+	if err != nil {
+		return false, fmt.Errorf("read the leader: %w", err)
+	}
+	return len(n) == 0 || n[0] == 0, nil
+}
+
+// Leader names the supervisor that leads now; "" when none does.
+func (s *Store) Leader(ctx context.Context) (string, error) {
+	var ids []string
+	err := s.db.WithContext(ctx).Raw(`SELECT worker_id FROM `+leaderTable+` WHERE role = ? AND expires_at >= `+s.dialect.nowSQL(),
+		leaderRole).Scan(&ids).Error
+	if err != nil {
+		return "", fmt.Errorf("read the leader: %w", err)
+	}
+	if len(ids) == 0 {
+		return "", nil
+	}
+	return ids[0], nil
+}
+
+// StepDown gives up the leadership if workerID holds it, and on PostgreSQL
+// tells every supervisor at once (a control notification) so that one of
+// them takes over now rather than at its next beat. On SQLite the delete is
+// a write to the file, which every supervisor watches.
+func (s *Store) StepDown(ctx context.Context, workerID string) error {
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		res := tx.Exec(`DELETE FROM `+leaderTable+` WHERE role = ? AND worker_id = ?`, leaderRole, workerID)
+		if res.Error != nil || res.RowsAffected == 0 || s.dialect.name() != "postgres" {
+			return res.Error
+		}
+		return tx.Exec(`SELECT pg_notify(?, ?)`, controlChannel, `{"action":"leader"}`).Error
+	})
+	if err != nil {
+		return fmt.Errorf("give up the leadership of %s: %w", workerID, err)
+	}
+	return nil
+}
+
+// PassOn wakes one other live supervisor with free slots, or every
+// supervisor when none advertises any (PostgreSQL; a no-op on SQLite, where
+// every write wakes them all): for a supervisor woken for jobs it has no
+// slot for, or whose slots the jobs filled while more may wait.
+func (s *Store) PassOn(ctx context.Context, workerID string) error {
+	if s.dialect.name() != "postgres" {
+		return nil
+	}
+	err := s.db.WithContext(ctx).Exec(`SELECT pg_notify(COALESCE((SELECT '`+notifyChannel+`_' || left(md5(worker_id), 20)
+	FROM `+supervisorsTable+` WHERE worker_id <> ? AND free_slots > 0 AND draining = 0
+		AND last_seen_at > now() - make_interval(secs => lease_seconds)
+	ORDER BY random() LIMIT 1), '`+notifyChannel+`'), 'forward')`, workerID).Error
+	if err != nil {
+		return fmt.Errorf("wake another supervisor: %w", err)
+	}
+	return nil
+}
+
+// advertiseFree writes, in the claim's transaction, how many slots the
+// claiming supervisor has left, for the queue's trigger to choose whom to
+// wake (PostgreSQL only; SQLite wakes by file changes). Every job that ends
+// frees a slot and is followed by a claim, so the figure is as fresh as the
+// last claim; a stale one costs a forwarded wake-up, never a lost job.
+func (s *Store) advertiseFree(tx *gorm.DB, worker string, free int) error {
+	if s.dialect.name() != "postgres" {
+		return nil
+	}
+	free = max(free, 0)
+	err := tx.Exec(`UPDATE `+supervisorsTable+` SET free_slots = ? WHERE worker_id = ? AND free_slots <> ?`, free, worker, free).Error
+	if err != nil {
+		return fmt.Errorf("advertise free slots: %w", err)
+	}
+	return nil
+}
+
+// pingAfterIdle is how long a pooled PostgreSQL connection may sit idle
+// before it is pinged on reuse. pgx's default, one second, made a ping
+// (which the server counts as a transaction) precede every beat and every
+// idle claim: half of an idle supervisor's transactions. A connection
+// broken meanwhile fails its next statement instead, which every caller
+// already retries.
+const pingAfterIdle = 30 * time.Second
+
+// openPostgres opens the pool of dsn with pingAfterIdle.
+func openPostgres(dsn string) (gorm.Dialector, error) {
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return nil, fmt.Errorf("parse the PostgreSQL URL: %w", err)
+	}
+	db := stdlib.OpenDB(*cfg, stdlib.OptionShouldPing(func(_ context.Context, p stdlib.ShouldPingParams) bool {
+		return p.IdleDuration > pingAfterIdle
+	}))
+	return postgres.New(postgres.Config{Conn: db}), nil
+}

@@ -1,0 +1,197 @@
+package store_test
+
+import (
+	"context"
+	"testing"
+	"time"
+
+	"github.com/ade-org/ade-worker/pkg/store"
+)
+
+// TestLeaderElection: the first supervisor to beat leads and keeps leading
+// while it beats; another takes over only once the leadership expired (a
+// killed leader), or lies more than one TTL ahead (the database's clock
+// stepped back), or the leader stepped down or drains; `workers` shows who
+// leads.
+func TestLeaderElection(t *testing.T) {
+	eachEnv(t, func(t *testing.T, e *env) {
+		ctx := context.Background()
+		for _, id := range []string{"a", "b"} {
+			if err := e.s.RegisterWorker(ctx, store.WorkerInfo{WorkerID: id, Host: "h", PID: 1, Version: "v", Concurrency: 2, Lease: time.Minute}); err != nil {
+				t.Fatal(err)
+			}
+		}
+		beat := func(id string, draining bool) bool {
+			t.Helper()
+			got, err := e.s.BeatWorker(ctx, store.Beat{WorkerID: id, FreeSlots: 2, Draining: draining, LeaderTTL: time.Minute})
+			if err != nil || !got.Found {
+				t.Fatalf("beat of %s: %+v, %v", id, got, err)
+			}
+			if got.Work {
+				t.Fatalf("beat of %s says work is due in an empty queue", id)
+			}
+			return got.Leader
+		}
+		leads := func(want string) {
+			t.Helper()
+			got, err := e.s.Leader(ctx)
+			if err != nil || got != want {
+				t.Fatalf("leader = %q, %v; want %q", got, err, want)
+			}
+			rows, err := e.s.Workers(ctx)
+			if err != nil {
+				t.Fatal(err)
+			}
+			for _, r := range rows {
+				if r.Leader != (r.WorkerID == want) {
+					t.Errorf("workers row %s: leader %v, want %v", r.WorkerID, r.Leader, r.WorkerID == want)
+				}
+			}
+		}
+		if !beat("a", false) || beat("b", false) || !beat("a", false) {
+			t.Fatal("want a to take the leadership first and keep it, b not")
+		}
+		leads("a")
+
+		// a killed: its leadership expires; b takes it at its next beat.
+		e.exec(t, `UPDATE ade_worker_leader SET expires_at = ?`, e.ts(time.Now().Add(-time.Second)))
+		if vacant, err := e.s.LeaderVacant(ctx); err != nil || !vacant {
+			t.Fatalf("LeaderVacant after expiry = %v, %v; want true", vacant, err)
+		}
+		if !beat("b", false) || beat("a", false) {
+			t.Fatal("want b to lead once a's leadership expired, and a to see it")
+		}
+		leads("b")
+
+		// The clock stepped back an hour: b's leadership ends an hour
+		// and a minute ahead, more than one TTL: stale.
+		e.exec(t, `UPDATE ade_worker_leader SET expires_at = ?`, e.ts(time.Now().Add(time.Hour+time.Minute)))
+		if !beat("a", false) {
+			t.Fatal("a leadership more than one TTL ahead must count as stale")
+		}
+		leads("a")
+
+		// A clean stop: a steps down, b takes over at once.
+		if err := e.s.StepDown(ctx, "a"); err != nil {
+			t.Fatal(err)
+		}
+		leads("")
+		if !beat("b", false) {
+			t.Fatal("b must lead after a stepped down")
+		}
+		// Draining: b gives it up in its beat and never takes it again.
+		if beat("b", true) {
+			t.Fatal("a draining supervisor must not lead")
+		}
+		leads("")
+		if beat("b", true) || !beat("a", false) {
+			t.Fatal("want a to lead, not the draining b")
+		}
+		w, err := e.s.Worker(ctx, "b")
+		if err != nil || !w.Draining {
+			t.Fatalf("b's row = %+v, %v; want draining", w, err)
+		}
+	})
+}
+
+// TestTriggerWakesOneSupervisor: on PostgreSQL a queued run's notification
+// goes to the one live supervisor with free slots the trigger chooses (its
+// own channel), not to every supervisor; with none advertising a free slot
+// it goes to all. A claim advertises the slots left.
+func TestTriggerWakesOneSupervisor(t *testing.T) {
+	e := newEnv(t, "postgres")
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	for _, id := range []string{"full", "free"} {
+		if err := e.s.RegisterWorker(ctx, store.WorkerInfo{WorkerID: id, Host: "h", PID: 1, Version: "v", Concurrency: 2, Lease: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	if _, err := e.s.BeatWorker(ctx, store.Beat{WorkerID: "free", FreeSlots: 2, LeaderTTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.BeatWorker(ctx, store.Beat{WorkerID: "full", FreeSlots: 0, LeaderTTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	type wake struct{ who, how string }
+	wakes := make(chan wake, 100)
+	listening := make(chan string, 2)
+	for _, id := range []string{"full", "free"} {
+		go e.s.WatchFleet(ctx, store.Watch{WorkerID: id,
+			Wake:     func() { wakes <- wake{id, "all"} },
+			Directed: func() { wakes <- wake{id, "alone"} },
+			Cancelled: func(r store.JobRef) {
+				if r == (store.JobRef{}) {
+					listening <- id // said once on connecting
+				}
+			}}, func(err error) { t.Errorf("watch: %v", err) })
+	}
+	for range 2 {
+		<-listening
+	}
+	drain := func() {
+		for {
+			select {
+			case <-wakes:
+			case <-time.After(300 * time.Millisecond):
+				return
+			}
+		}
+	}
+	drain() // the wake each watcher sends itself on connecting
+	e.run(t, "", time.Now(), time.Now())
+	if b, err := e.s.BeatWorker(ctx, store.Beat{WorkerID: "free", FreeSlots: 2, LeaderTTL: time.Minute}); err != nil || !b.Work {
+		t.Fatalf("beat with a run queued = %+v, %v; want work due", b, err)
+	}
+	got := <-wakes
+	if got != (wake{"free", "alone"}) {
+		t.Fatalf("first wake-up = %+v, want the supervisor with free slots woken alone", got)
+	}
+	select {
+	case more := <-wakes:
+		t.Fatalf("another wake-up %+v: want one supervisor woken per queued run", more)
+	case <-time.After(300 * time.Millisecond):
+	}
+
+	// The claim takes the run and advertises one slot left; then it takes
+	// none and advertises 0 for a limit of 0 (a full supervisor).
+	if _, runs, err := e.s.ClaimJobs(ctx, "free", time.Minute, 2, 2); err != nil || len(runs) != 1 {
+		t.Fatalf("claim = %d runs, %v; want 1", len(runs), err)
+	}
+	var free []int
+	e.scan(t, &free, `SELECT free_slots FROM ade_worker_supervisors WHERE worker_id = 'free'`)
+	if len(free) != 1 || free[0] != 1 {
+		t.Fatalf("free_slots after claiming 1 of 2 = %v, want 1", free)
+	}
+	if _, _, err := e.s.ClaimJobs(ctx, "free", time.Minute, 0, 0); err != nil {
+		t.Fatal(err)
+	}
+	e.scan(t, &free, `SELECT free_slots FROM ade_worker_supervisors WHERE worker_id = 'free'`)
+	if free[0] != 0 {
+		t.Fatalf("free_slots = %v, want 0", free)
+	}
+	drain()
+	// Passed on by "full": the one other supervisor with free slots.
+	e.exec(t, `UPDATE ade_worker_supervisors SET free_slots = 2 WHERE worker_id = 'free'`)
+	if err := e.s.PassOn(ctx, "full"); err != nil {
+		t.Fatal(err)
+	}
+	if got := <-wakes; got != (wake{"free", "alone"}) {
+		t.Fatalf("wake-up passed on = %+v, want the supervisor with free slots woken alone", got)
+	}
+	e.exec(t, `UPDATE ade_worker_supervisors SET free_slots = 0 WHERE worker_id = 'free'`)
+	drain()
+	e.run(t, "", time.Now(), time.Now())
+	seen := map[wake]bool{}
+	for len(seen) < 2 {
+		select {
+		case w := <-wakes:
+			seen[w] = true
+		case <-time.After(10 * time.Second):
+			t.Fatalf("with no free slot advertised, woken: %v; want both supervisors woken", seen)
+		}
+	}
+	if !seen[wake{"full", "all"}] || !seen[wake{"free", "all"}] {
+		t.Fatalf("woken: %v; want both on the broadcast channel", seen)
+	}
+}

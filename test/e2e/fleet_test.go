@@ -1,0 +1,136 @@
+package e2e
+
+import (
+	"strings"
+	"testing"
+	"time"
+)
+
+// The fleet's maintenance (rescue of expired leases, cleanup, the queue
+// gauges) is done by one elected supervisor: these tests start real
+// supervisors and read their logs and `supervisor workers`.
+
+// startAs starts a supervisor with the given id and waits until it runs.
+func (w *world) startAs(id string) int {
+	w.t.Helper()
+	w.env["ADE_WORKER_ID"] = id
+	w.startAndWaitForStartedLine()
+	return len(w.sups) - 1
+}
+
+// leaderOf is the id `supervisor workers` marks as leader ("" for none),
+// failing the test when it marks more than one.
+func (w *world) leaderOf() string {
+	w.t.Helper()
+	leader := ""
+	for id, r := range w.workers() {
+		if r.Leader {
+			if leader != "" {
+				w.t.Fatalf("two leaders at once: %s and %s", leader, id)
+			}
+			leader = id
+		}
+	}
+	return leader
+}
+
+// queueLines counts the `queue` gauge lines in supervisor i's log.
+func (w *world) queueLines(i int) int {
+	n := 0
+	for _, line := range strings.Split(ansi.ReplaceAllString(w.supervisorLog(i), ""), "\n") {
+		if strings.Contains(line, "INF queue ") && strings.Contains(line, "running_here=") {
+			n++
+		}
+	}
+	return n
+}
+
+// TestLeaderHandOverOnKill: of three supervisors only the first leads and
+// logs the queue gauges; SIGKILLed while it runs a job, exactly one of the
+// others becomes leader within about a lease and a third, rescues that job
+// (no other supervisor does), and takes the gauges over.
+func TestLeaderHandOverOnKill(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, backend string) {
+		const lease = 3 * time.Second
+		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "3",
+			"ADE_WORKER_METRICS_INTERVAL": "0.3", "ADE_WORKER_ID": "sup-a"})
+		first := 0 // readyWorld started it
+		w.waitForLogLine(first, "became leader", 30*time.Second)
+		run := w.addRun(cfg, w.addDocument("slow.csv", csv("sleep=60")))
+		w.waitEngine(run)
+		others := []int{w.startAs("sup-b"), w.startAs("sup-c")}
+		waitUntil(t, 30*time.Second, "the leader's queue gauges", func() bool { return w.queueLines(first) >= 3 })
+		if got := w.leaderOf(); got != "sup-a" {
+			t.Fatalf("workers shows leader %q, want sup-a", got)
+		}
+		for _, i := range others {
+			if n := w.queueLines(i); n != 0 || strings.Contains(w.supervisorLog(i), "became leader") {
+				t.Errorf("supervisor %d is not the leader but logged %d queue lines or became leader:\n%s", i, n, w.supervisorLog(i))
+			}
+		}
+
+		kill(t, w.sups[first])
+		killed := time.Now()
+		var next int
+		waitUntil(t, 30*time.Second, "another supervisor to become leader", func() bool {
+			for _, i := range others {
+				if strings.Contains(w.supervisorLog(i), "became leader") {
+					next = i
+					return true
+				}
+			}
+			return false
+		})
+		took := time.Since(killed)
+		t.Logf("leader replaced %s after the kill", took.Round(time.Millisecond))
+		if bound := lease + lease/3 + 2*time.Second; took > bound {
+			t.Errorf("leader replaced %s after the kill, want within %s (its lease, a beat, slack)", took, bound)
+		}
+		before := w.queueLines(next)
+		waitUntil(t, 30*time.Second, "the new leader's queue gauges", func() bool { return w.queueLines(next) >= before+2 })
+		for _, i := range others {
+			if i != next && strings.Contains(w.supervisorLog(i), "became leader") {
+				t.Errorf("two supervisors became leader after the kill:\n%s", w.supervisorLog(i))
+			}
+		}
+		if got, want := w.leaderOf(), map[int]string{others[0]: "sup-b", others[1]: "sup-c"}[next]; got != want {
+			t.Errorf("workers shows leader %q, want %q", got, want)
+		}
+		// The killed leader's run: rescued by the new leader alone.
+		w.waitForLogLine(next, "cleanup recovered jobs", 30*time.Second)
+		waitUntil(t, 30*time.Second, "the run's second attempt", func() bool { return w.job("runs", run).AttemptCount == 2 })
+		for _, i := range others {
+			if i != next && strings.Contains(w.supervisorLog(i), "cleanup recovered jobs") {
+				t.Errorf("supervisor %d is not the leader but rescued jobs:\n%s", i, w.supervisorLog(i))
+			}
+		}
+	})
+}
+
+// TestLeaderHandOverOnCleanStop: a leader stopped cleanly gives the
+// leadership up at once and another supervisor takes it within a second or
+// two, not after the lease (30 s here, beats every 10 s).
+func TestLeaderHandOverOnCleanStop(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, backend string) {
+		w := newWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "30"})
+		first := w.startAs("sup-a")
+		w.waitForLogLine(first, "became leader", 30*time.Second)
+		second := w.startAs("sup-b")
+		w.stop(w.sups[first])
+		stopped := time.Now()
+		if !strings.Contains(w.supervisorLog(first), "gave up leadership") {
+			t.Errorf("the stopped leader did not log giving up the leadership:\n%s", w.supervisorLog(first))
+		}
+		w.waitForLogLine(second, "became leader", 20*time.Second)
+		took := time.Since(stopped)
+		t.Logf("leader replaced %s after the clean stop", took.Round(time.Millisecond))
+		if took > 3*time.Second {
+			t.Errorf("leader replaced %s after the clean stop, want within 3 s (not at the next beat, 10 s)", took)
+		}
+		if got := w.leaderOf(); got != "sup-b" {
+			t.Errorf("workers shows leader %q, want sup-b", got)
+		}
+	})
+}
