@@ -34,9 +34,11 @@ const leaderTable = "ade_worker_leader"
 // leaderRole names the one leadership there is today.
 const leaderRole = "maintenance"
 
-// createFleetSQL is migration 5; TIMESTAMP is the dialect's type.
+// addFreeSlotsSQL and createFleetSQL are migration 5; TIMESTAMP is the
+// dialect's type.
+const addFreeSlotsSQL = `ALTER TABLE ` + supervisorsTable + ` ADD COLUMN free_slots integer NOT NULL DEFAULT 0`
+
 var createFleetSQL = []string{
-	`ALTER TABLE ` + supervisorsTable + ` ADD COLUMN free_slots integer NOT NULL DEFAULT 0`,
 	`CREATE TABLE IF NOT EXISTS ` + leaderTable + ` (
 	role varchar(64) PRIMARY KEY,
 	worker_id varchar(255) NOT NULL,
@@ -44,6 +46,17 @@ var createFleetSQL = []string{
 }
 
 func (s *Store) createFleet(db *gorm.DB) error {
+	// A step runs again when its record is gone (a database whose
+	// migration records were lost): the column may be there already.
+	cols, err := s.schemaColumns(db)
+	if err != nil {
+		return err
+	}
+	if !cols.has(supervisorsTable, "free_slots") {
+		if err := db.Exec(addFreeSlotsSQL).Error; err != nil {
+			return err
+		}
+	}
 	for _, q := range createFleetSQL {
 		if err := db.Exec(strings.ReplaceAll(q, "TIMESTAMP", s.dialect.timestampType())).Error; err != nil {
 			return err
