@@ -126,38 +126,23 @@ func (s *Store) BeatWorker(ctx context.Context, b Beat) (BeatResult, error) {
 	OR EXISTS (SELECT 1 FROM builds WHERE status = 'queued' AND available_at <= ` + now + `) THEN 1 ELSE 0 END`
 	busy := `SELECT CASE WHEN EXISTS (SELECT 1 FROM runs WHERE status = 'running')
 	OR EXISTS (SELECT 1 FROM builds WHERE status = 'building') THEN 1 ELSE 0 END`
-	var got struct{ Seen, Led, Work, Busy int }
-	if s.dialect.name() == "postgres" {
-		// One round trip, one transaction: the refresh and the look for
-		// due work ride on the election.
-		q := `WITH seen AS (` + refresh + ` RETURNING 1), led AS (` + lead + ` RETURNING 1)
-SELECT (SELECT count(*) FROM seen) AS seen, (SELECT count(*) FROM led) AS led, (` + due + `) AS work, (` + busy + `) AS busy`
-		if err := s.db.WithContext(ctx).Raw(q, append(refreshArgs, leadArgs...)...).Scan(&got).Error; err != nil {
-			return BeatResult{}, fmt.Errorf("beat of supervisor %s: %w", b.WorkerID, err)
-		}
-	} else {
-		err := s.tx(ctx, func(tx *gorm.DB) error {
-			res := tx.Exec(refresh, refreshArgs...)
-			if res.Error != nil {
-				return res.Error
-			}
-			got.Seen = int(res.RowsAffected)
-			res = tx.Exec(lead, leadArgs...)
-			if res.Error != nil {
-				return res.Error
-			}
-			got.Led = int(res.RowsAffected)
-			if err := tx.Raw(due).Scan(&got.Work).Error; err != nil {
-				return err
-			}
-			return tx.Raw(busy).Scan(&got.Busy).Error
-		})
-		if err != nil {
-			return BeatResult{}, fmt.Errorf("beat of supervisor %s: %w", b.WorkerID, err)
-		}
+	got, err := s.dialect.beat(ctx, s, beatQueries{refresh: refresh, lead: lead, due: due, busy: busy,
+		refreshArgs: refreshArgs, leadArgs: leadArgs})
+	if err != nil {
+		return BeatResult{}, fmt.Errorf("beat of supervisor %s: %w", b.WorkerID, err)
 	}
 	return BeatResult{Leader: got.Led > 0 && !b.Draining, Found: got.Seen > 0, Work: got.Work != 0, Busy: got.Busy != 0}, nil
 }
+
+// beatQueries are a beat's statements: two writes whose rows count
+// (refresh, lead) and two reads of one 0/1 value (due, busy).
+type beatQueries struct {
+	refresh, lead, due, busy string
+	refreshArgs, leadArgs    []any
+}
+
+// beatCounts is what a beat's statements gave.
+type beatCounts struct{ Seen, Led, Work, Busy int }
 
 // LeaderVacant reports whether no supervisor leads now (no row, or an
 // expired one): a read, for a supervisor told the leader may have left.
@@ -192,7 +177,7 @@ func (s *Store) Leader(ctx context.Context) (string, error) {
 func (s *Store) StepDown(ctx context.Context, workerID string) error {
 	err := s.tx(ctx, func(tx *gorm.DB) error {
 		res := tx.Exec(`DELETE FROM `+leaderTable+` WHERE role = ? AND worker_id = ?`, leaderRole, workerID)
-		if res.Error != nil || res.RowsAffected == 0 || s.dialect.name() != "postgres" {
+		if res.Error != nil || res.RowsAffected == 0 || !s.dialect.notifies() {
 			return res.Error
 		}
 		return tx.Exec(`SELECT pg_notify(?, ?)`, controlChannel, `{"action":"leader"}`).Error
@@ -208,7 +193,7 @@ func (s *Store) StepDown(ctx context.Context, workerID string) error {
 // every write wakes them all): for a supervisor woken for jobs it has no
 // slot for, or whose slots the jobs filled while more may wait.
 func (s *Store) PassOn(ctx context.Context, workerID string) error {
-	if s.dialect.name() != "postgres" {
+	if !s.dialect.notifies() {
 		return nil
 	}
 	err := s.db.WithContext(ctx).Exec(`SELECT pg_notify(COALESCE((SELECT '`+notifyChannel+`_' || left(md5(worker_id), 20)
@@ -227,7 +212,7 @@ func (s *Store) PassOn(ctx context.Context, workerID string) error {
 // frees a slot and is followed by a claim, so the figure is as fresh as the
 // last claim; a stale one costs a forwarded wake-up, never a lost job.
 func (s *Store) advertiseFree(tx *gorm.DB, worker string, free int) error {
-	if s.dialect.name() != "postgres" {
+	if !s.dialect.notifies() {
 		return nil
 	}
 	free = max(free, 0)

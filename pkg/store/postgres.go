@@ -221,6 +221,19 @@ END $$`,
 }
 
 // pauseTriggers wake idle supervisors at a resume, as a queued job does.
+// The store wakes supervisors by NOTIFY, whom it chooses.
+func (postgresDialect) notifies() bool { return true }
+
+// beat is one round trip, one transaction: the refresh and the look for due
+// work ride on the election.
+func (postgresDialect) beat(ctx context.Context, s *Store, q beatQueries) (beatCounts, error) {
+	var got beatCounts
+	sql := `WITH seen AS (` + q.refresh + ` RETURNING 1), led AS (` + q.lead + ` RETURNING 1)
+SELECT (SELECT count(*) FROM seen) AS seen, (SELECT count(*) FROM led) AS led, (` + q.due + `) AS work, (` + q.busy + `) AS busy`
+	err := s.db.WithContext(ctx).Raw(sql, append(append([]any{}, q.refreshArgs...), q.leadArgs...)...).Scan(&got).Error
+	return got, err
+}
+
 func (postgresDialect) pauseTriggers() []string {
 	return []string{`DROP TRIGGER IF EXISTS ade_worker_pauses_notify ON ade_worker_pauses`,
 		`CREATE TRIGGER ade_worker_pauses_notify AFTER DELETE ON ade_worker_pauses

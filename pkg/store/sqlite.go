@@ -122,6 +122,32 @@ func (sqliteDialect) moveDocumentSQL(bool) string { return "" }
 // SQLite's watcher sees every write, a resume included.
 func (sqliteDialect) pauseTriggers() []string { return nil }
 
+// Every write to the file wakes every supervisor's watcher.
+func (sqliteDialect) notifies() bool { return false }
+
+// beat runs the statements one by one in one transaction (no
+// data-modifying CTEs, and no round trips to save).
+func (sqliteDialect) beat(ctx context.Context, s *Store, q beatQueries) (beatCounts, error) {
+	var got beatCounts
+	err := s.tx(ctx, func(tx *gorm.DB) error {
+		res := tx.Exec(q.refresh, q.refreshArgs...)
+		if res.Error != nil {
+			return res.Error
+		}
+		got.Seen = int(res.RowsAffected)
+		res = tx.Exec(q.lead, q.leadArgs...)
+		if res.Error != nil {
+			return res.Error
+		}
+		got.Led = int(res.RowsAffected)
+		if err := tx.Raw(q.due).Scan(&got.Work).Error; err != nil {
+			return err
+		}
+		return tx.Raw(q.busy).Scan(&got.Busy).Error
+	})
+	return got, err
+}
+
 // Cancels are seen as file changes, which name no job.
 func (sqliteDialect) namesCancels() bool { return false }
 

@@ -285,6 +285,13 @@ type dialect interface {
 	// pauseTriggers are the migration statements that make a resume wake
 	// idle supervisors (none where watch sees every write).
 	pauseTriggers() []string
+	// notifies: the store wakes supervisors by notifications it sends to
+	// whom it chooses (PostgreSQL's NOTIFY), rather than every write
+	// waking them all (SQLite's file watch).
+	notifies() bool
+	// beat runs a supervisor's beat (BeatWorker) in as few round trips as
+	// the dialect can.
+	beat(ctx context.Context, s *Store, q beatQueries) (beatCounts, error)
 }
 
 // sqliteTimeLayout is how the ADE API writes timestamps on SQLite: naive UTC
