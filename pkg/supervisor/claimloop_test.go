@@ -255,3 +255,18 @@ func waitUntil(t *testing.T, what string, cond func() bool) {
 		}
 	}
 }
+
+// TestClaimLoopUnderCapClaimsOnJobEnd: under a workspace cap, runs held
+// back by it become claimable when a run of their workspace ends, which
+// notifies nobody; the end of a job must look again (without it, capped
+// runs waited for the safety poll: 5x slower end to end).
+func TestClaimLoopUnderCapClaimsOnJobEnd(t *testing.T) {
+	q := newFakeQueue()
+	s := loopSupervisor(q, time.Hour, time.Hour, 2)
+	s.cfg.WorkspaceMaxRunning = 2
+	s.fleet.wakeupsOn.Store(true)
+	runLoop(t, s)
+	q.waitClaims(t, 1) // the first look finds nothing
+	s.freed <- struct{}{}
+	q.waitClaims(t, 2)
+}

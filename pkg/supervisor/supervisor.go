@@ -222,8 +222,12 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 					s.databaseAnswered()
 				}
 			}
-			if err != nil || claimed == free {
-				s.fleet.pending.Store(true) // more may wait
+			// More may wait when the look failed or filled every slot;
+			// under a workspace cap, runs held back by it become
+			// claimable when a run of their workspace ends, which
+			// notifies nobody: a job's end looks again.
+			if err != nil || claimed == free || s.cfg.WorkspaceMaxRunning > 0 {
+				s.fleet.pending.Store(true)
 			}
 			if directed && err == nil && claimed == free {
 				// Chosen, and the jobs filled every slot: more may
