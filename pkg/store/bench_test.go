@@ -18,7 +18,7 @@ import (
 func BenchmarkRunLifecycle(b *testing.B) {
 	for _, backend := range pgtemp.Backends {
 		b.Run(backend, func(b *testing.B) {
-			e := newEnv(b, backend)
+			e := newOwnEnv(b, backend)
 			ctx := context.Background()
 			build := e.build(b, "ready")
 			docs := make([]string, b.N)

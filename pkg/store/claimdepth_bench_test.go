@@ -22,7 +22,7 @@ import (
 func BenchmarkClaimAtDepth(b *testing.B) {
 	queued, workspaces := envInt("ADE_BENCH_QUEUED", 100000), envInt("ADE_BENCH_WORKSPACES", 1000)
 	for _, backend := range pgtemp.Backends {
-		e := newEnv(b, backend)
+		e := newOwnEnv(b, backend)
 		fillQueue(b, e, queued, workspaces)
 		for _, p := range []struct {
 			name   string

@@ -19,7 +19,7 @@ import (
 //
 //	go test ./pkg/store -run '^$' -bench ExecMode -benchtime 2000x
 func BenchmarkExecMode(b *testing.B) {
-	e := newEnv(b, "postgres")
+	e := newOwnEnv(b, "postgres")
 	modes := []string{"exec", "cache_statement"}
 	stores := map[string]*store.Store{}
 	for _, mode := range modes {

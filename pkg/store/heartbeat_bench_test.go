@@ -21,7 +21,7 @@ func BenchmarkHeartbeatTick(b *testing.B) {
 	for _, backend := range pgtemp.Backends {
 		for _, sups := range []int{1, 10} {
 			b.Run(fmt.Sprintf("%s/%d_jobs_%d_supervisors", backend, jobs, sups), func(b *testing.B) {
-				e := newEnv(b, backend)
+				e := newOwnEnv(b, backend)
 				held := holdMany(b, e, jobs, sups)
 				ctx := context.Background()
 				b.ResetTimer()

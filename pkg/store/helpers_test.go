@@ -3,8 +3,11 @@ package store_test
 import (
 	"context"
 	"database/sql"
+	"flag"
+	"fmt"
 	"os"
 	"path/filepath"
+	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -20,6 +23,15 @@ var t0 = time.Date(2025, 3, 4, 10, 0, 0, 0, time.UTC)
 
 // TestMain drops the migrated PostgreSQL template the tests copy.
 func TestMain(m *testing.M) {
+	flag.Parse()
+	// The store tests wait on the database server, not on this process's
+	// CPU: four at a time on two cores (go test's default is GOMAXPROCS)
+	// takes the package from 10-12 s to 7-8 s. -parallel still wins.
+	parallelSet := false
+	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
+	if !parallelSet {
+		_ = flag.Set("test.parallel", fmt.Sprint(max(4, runtime.GOMAXPROCS(0))))
+	}
 	code := m.Run()
 	pgtemp.DropTemplates()
 	os.Exit(code)
@@ -44,11 +56,14 @@ type env struct {
 // file it migrates, or an empty migrated schema of pgtemp's shared
 // PostgreSQL database (a test that changes the schema makes its own
 // database with newDatabaseURL).
-func newEnv(t testing.TB, backend string) *env {
+func newEnv(t testing.TB, backend string) *env { return newEnvIn(t, backend, pgtemp.Schema) }
+
+// newEnvIn is newEnv with the PostgreSQL database from migrated.
+func newEnvIn(t testing.TB, backend string, migrated func(testing.TB) string) *env {
 	t.Helper()
 	e := &env{backend: backend, ws: store.NewID(), cfg: store.NewID()}
 	if backend == "postgres" {
-		e.url = pgtemp.Schema(t)
+		e.url = migrated(t)
 		e.s = pgtemp.Open(t, e.url)
 	} else {
 		e.url = newDatabaseURL(t, backend)
@@ -68,6 +83,20 @@ func newEnv(t testing.TB, backend string) *env {
 func eachEnv(t *testing.T, fn func(t *testing.T, e *env)) {
 	t.Helper()
 	pgtemp.EachBackend(t, func(t *testing.T, backend string) { fn(t, newEnv(t, backend)) })
+}
+
+// newOwnEnv is newEnv with a PostgreSQL database of its own (benchmarks:
+// a million rows are not for a shared schema).
+func newOwnEnv(t testing.TB, backend string) *env {
+	return newEnvIn(t, backend, func(t testing.TB) string { return pgtemp.Migrated(t, "ade_store") })
+}
+
+// eachOwnEnv is eachEnv with a PostgreSQL database of the test's own, for
+// a test whose outcome depends on more than rows: the planner's statistics
+// (a pooled schema keeps those of the tests before it).
+func eachOwnEnv(t *testing.T, fn func(t *testing.T, e *env)) {
+	t.Helper()
+	pgtemp.EachBackend(t, func(t *testing.T, backend string) { fn(t, newOwnEnv(t, backend)) })
 }
 
 func (e *env) exec(t testing.TB, query string, args ...any) int64 {

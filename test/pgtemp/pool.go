@@ -141,8 +141,15 @@ func (p *pool) give(name string) error {
 		for i := range tables {
 			tables[i] = name + "." + tables[i]
 		}
-		// One statement for all tables: foreign keys between them need no order.
-		_, err = conn.Exec(ctx, "TRUNCATE "+strings.Join(tables, ", ")+" RESTART IDENTITY")
+		// DELETE, not TRUNCATE: on tables of a few rows TRUNCATE's new
+		// files and their fsyncs cost ten times more. Foreign-key
+		// triggers are off for the statement (replica role), so the
+		// tables need no order.
+		stmts := []string{"SET session_replication_role = replica"}
+		for _, table := range tables {
+			stmts = append(stmts, "DELETE FROM "+table)
+		}
+		_, err = conn.Exec(ctx, strings.Join(stmts, "; "))
 	}
 	if err != nil {
 		_, _ = conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+name+" CASCADE")

@@ -1,4 +1,4 @@
-package store_test
+package e2e
 
 import (
 	"context"
@@ -16,6 +16,9 @@ import (
 // pool, with gaps), they first cost a connect each, then a busy spell keeps
 // the sessions (no connect per statement); idle, the pool shrinks to one
 // session. PostgreSQL only: an SQLite connection is a file in this process.
+// It lives with the end-to-end tests because it waits on the pool's real
+// timers (a 5 s burst, a 10 s busy spell, 5 s idle): in pkg/store it was
+// the package's whole wall time.
 func TestPoolSizeAndIdleTrim(t *testing.T) {
 	t.Parallel()
 	url := pgtemp.ForTest(t, "ade_store")
