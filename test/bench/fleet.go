@@ -4,23 +4,17 @@ import (
 	"bytes"
 	"context"
 	"database/sql"
-	"errors"
 	"fmt"
-	"net"
 	"os"
-	"os/exec"
-	"os/user"
-	"path/filepath"
-	"sort"
 	"strconv"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/pgtemp"
 )
 
 // fleet (issue 20): what N supervisors cost the database, on a private
@@ -45,7 +39,7 @@ func (b *bench) fleet(ctx context.Context, backend string) ([]row, error) {
 	}
 	defer pg.stop()
 	saved := b.opts.pgAdmin
-	b.opts.pgAdmin = pg.adminURL
+	b.opts.pgAdmin = pg.AdminURL
 	defer func() { b.opts.pgAdmin = saved }()
 
 	var rows []row
@@ -191,11 +185,7 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 			}
 		}
 	}
-	if err := sleepCtx(ctx, statsSettle); err != nil {
-		return res, err
-	}
-	m1, err = pg.mark(ctx, dbName)
-	if err != nil {
+	if m1, err = pg.settledMark(ctx, dbName); err != nil {
 		return res, err
 	}
 	secs := m1.at.Sub(m0.at).Seconds()
@@ -231,11 +221,7 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 			return res, err
 		}
 	}
-	if err := sleepCtx(ctx, statsSettle); err != nil {
-		return res, err
-	}
-	m1, err = pg.mark(ctx, dbName)
-	if err != nil {
+	if m1, err = pg.settledMark(ctx, dbName); err != nil {
 		return res, err
 	}
 	rows, err := w.batchRows(ctx, tag)
@@ -269,92 +255,32 @@ func stopAll(sups []*supervisorProc) {
 	wg.Wait()
 }
 
-// cluster is a private PostgreSQL server the bench started.
+// cluster is a private PostgreSQL server the bench started, with a handle
+// on its maintenance database for the counters.
 type cluster struct {
-	dir, adminURL string
-	cmd           *exec.Cmd
-	db            *sql.DB // the maintenance database, for counters
-	done          chan struct{}
+	*pgtemp.Cluster
+	db *sql.DB
 }
 
-// startCluster makes and starts a PostgreSQL cluster of the installed
-// server on a free port, run as the postgres user, with maxConns
-// connections.
+// startCluster starts a cluster of the installed server on a free port
+// (pgtemp.StartCluster) with maxConns connections.
 func (b *bench) startCluster(ctx context.Context, maxConns int) (*cluster, error) {
-	bins, _ := filepath.Glob("/usr/lib/postgresql/*/bin/initdb")
-	if len(bins) == 0 {
-		return nil, errors.New("no PostgreSQL server installed (/usr/lib/postgresql/*/bin/initdb)")
-	}
-	sort.Strings(bins)
-	binDir := filepath.Dir(bins[len(bins)-1])
-	cred, err := postgresUser()
+	pg, err := pgtemp.StartCluster(ctx, "max_connections="+strconv.Itoa(maxConns), "shared_buffers=128MB")
 	if err != nil {
 		return nil, err
 	}
-	// Not under the bench's folder: the postgres user may not enter it.
-	dir, err := os.MkdirTemp("", "ade-bench-pg-")
+	b.logf("fleet: private PostgreSQL on port %d, max_connections %d", pg.Port, maxConns)
+	db, err := sql.Open("pgx", pg.AdminURL)
 	if err != nil {
+		pg.Stop()
 		return nil, err
 	}
-	if err := os.Chown(dir, int(cred.Uid), int(cred.Gid)); err != nil {
-		os.RemoveAll(dir)
-		return nil, err
-	}
-	data := filepath.Join(dir, "data")
-	initdb := exec.CommandContext(ctx, filepath.Join(binDir, "initdb"), "-D", data, "-U", "postgres", "--auth=trust", "-E", "UTF8", "--no-sync")
-	initdb.SysProcAttr = &syscall.SysProcAttr{Credential: cred}
-	if out, err := initdb.CombinedOutput(); err != nil {
-		os.RemoveAll(dir)
-		return nil, fmt.Errorf("initdb: %v: %s", err, out)
-	}
-	port, err := freePort()
-	if err != nil {
-		return nil, err
-	}
-	b.logf("fleet: private PostgreSQL (%s) on port %d, max_connections %d", binDir, port, maxConns)
-	cmd := exec.Command(filepath.Join(binDir, "postgres"), "-D", data, "-p", strconv.Itoa(port), "-c", "listen_addresses=127.0.0.1",
-		"-c", "unix_socket_directories="+dir, "-c", "max_connections="+strconv.Itoa(maxConns), "-c", "shared_buffers=128MB")
-	cmd.SysProcAttr = &syscall.SysProcAttr{Credential: cred, Pdeathsig: syscall.SIGTERM}
-	logFile, err := os.Create(filepath.Join(dir, "server.log"))
-	if err != nil {
-		return nil, err
-	}
-	cmd.Stdout, cmd.Stderr = logFile, logFile
-	if err := cmd.Start(); err != nil {
-		logFile.Close()
-		return nil, err
-	}
-	c := &cluster{dir: dir, cmd: cmd, done: make(chan struct{}),
-		adminURL: fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", port)}
-	go func() { _ = cmd.Wait(); logFile.Close(); close(c.done) }()
-	if c.db, err = sql.Open("pgx", c.adminURL); err != nil {
-		c.stop()
-		return nil, err
-	}
-	for deadline := time.Now().Add(30 * time.Second); ; {
-		if err = c.db.PingContext(ctx); err == nil {
-			return c, nil
-		}
-		if time.Now().After(deadline) {
-			c.stop()
-			return nil, fmt.Errorf("private PostgreSQL did not answer within 30 s: %v (log %s)", err, filepath.Join(dir, "server.log"))
-		}
-		_ = sleepCtx(ctx, 100*time.Millisecond)
-	}
+	return &cluster{Cluster: pg, db: db}, nil
 }
 
 func (c *cluster) stop() {
-	if c.db != nil {
-		c.db.Close()
-	}
-	_ = c.cmd.Process.Signal(syscall.SIGINT) // fast shutdown
-	select {
-	case <-c.done:
-	case <-time.After(30 * time.Second):
-		_ = c.cmd.Process.Kill()
-		<-c.done
-	}
-	os.RemoveAll(c.dir)
+	c.db.Close()
+	c.Stop()
 }
 
 // clusterMark is the server's transaction count of one database and the
@@ -366,6 +292,15 @@ type clusterMark struct {
 	ticks uint64
 }
 
+// settledMark is mark once the server has published the counts of what
+// just happened (statsSettle).
+func (c *cluster) settledMark(ctx context.Context, dbName string) (clusterMark, error) {
+	if err := sleepCtx(ctx, statsSettle); err != nil {
+		return clusterMark{}, err
+	}
+	return c.mark(ctx, dbName)
+}
+
 func (c *cluster) mark(ctx context.Context, dbName string) (m clusterMark, err error) {
 	m.at = time.Now()
 	// Read through the maintenance database: not counted in dbName's.
@@ -373,7 +308,7 @@ func (c *cluster) mark(ctx context.Context, dbName string) (m clusterMark, err e
 	if err != nil {
 		return m, fmt.Errorf("read pg_stat_database: %w", err)
 	}
-	m.ticks, err = treeTicks(c.cmd.Process.Pid)
+	m.ticks, err = treeTicks(c.Pid())
 	return m, err
 }
 
@@ -415,26 +350,4 @@ func readPPID(pid int) (int, error) {
 		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
 	}
 	return strconv.Atoi(f[1])
-}
-
-// postgresUser is the credential of the postgres user, who must own and
-// run the cluster (the server refuses to run as root).
-func postgresUser() (*syscall.Credential, error) {
-	u, err := user.Lookup("postgres")
-	if err != nil {
-		return nil, fmt.Errorf("the fleet workload runs its own PostgreSQL as user postgres: %w", err)
-	}
-	uid, _ := strconv.Atoi(u.Uid)
-	gid, _ := strconv.Atoi(u.Gid)
-	return &syscall.Credential{Uid: uint32(uid), Gid: uint32(gid)}, nil
-}
-
-// freePort asks the kernel for a free TCP port on the loopback.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, err
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }

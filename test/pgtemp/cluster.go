@@ -68,7 +68,7 @@ func StartCluster(ctx context.Context, settings ...string) (*Cluster, error) {
 	}
 	c.AdminURL = fmt.Sprintf("postgres://postgres@127.0.0.1:%d/postgres?sslmode=disable", c.Port)
 	c.args = []string{"-D", data, "-p", strconv.Itoa(c.Port), "-c", "listen_addresses=127.0.0.1",
-		"-c", "unix_socket_directories=" + c.dir, "-c", "fsync=off"}
+		"-c", "unix_socket_directories=" + c.dir}
 	for _, s := range settings {
 		c.args = append(c.args, "-c", s)
 	}
@@ -79,10 +79,11 @@ func StartCluster(ctx context.Context, settings ...string) (*Cluster, error) {
 	return c, nil
 }
 
-// ForTestCluster starts a cluster stopped and removed when t ends.
+// ForTestCluster starts a cluster stopped and removed when t ends; a
+// test's data need not survive a crash of the machine (fsync off).
 func ForTestCluster(t testing.TB, settings ...string) *Cluster {
 	t.Helper()
-	c, err := StartCluster(context.Background(), settings...)
+	c, err := StartCluster(context.Background(), append([]string{"fsync=off"}, settings...)...)
 	if err != nil {
 		t.Fatalf("private PostgreSQL cluster: %v", err)
 	}
