@@ -10,8 +10,8 @@ if [ -n "$unformatted" ]; then
   exit 1
 fi
 go vet ./...
-# The timeout only stops a hang: the end-to-end package takes about 10
-# minutes on a quiet 2-core machine and over 25 with both cores busy.
+# The timeout only stops a hang: the end-to-end package takes about 4
+# minutes on a quiet 2-core machine and under 6 with both cores busy.
 go test -count=1 -timeout 50m -parallel 4 "$@" ./...
 # The Kubernetes manifests' test is its own module (k8s.io and KEDA stay out
 # of the worker's dependencies): strict decoding and the KEDA query on PostgreSQL.
