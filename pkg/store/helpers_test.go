@@ -38,8 +38,12 @@ func TestMain(m *testing.M) {
 }
 
 // newDatabaseURL returns the URL of a fresh, empty database of the backend,
-// removed when the test ends.
+// removed when the test ends: a SQLite file, or an empty PostgreSQL schema
+// of its own (a test that migrates or breaks it needs nothing more).
 func newDatabaseURL(t testing.TB, backend string) string {
+	if backend == "postgres" {
+		return pgtemp.EmptySchema(t)
+	}
 	return pgtemp.URL(t, backend, filepath.Join(t.TempDir(), "ade.sqlite"), "ade_store")
 }
 

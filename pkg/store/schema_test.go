@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	neturl "net/url"
+	"path/filepath"
 	"reflect"
 	"strings"
 	"testing"
@@ -148,7 +149,9 @@ func TestCheckMigratedReportsFailedQueries(t *testing.T) {
 	t.Parallel()
 	pgtemp.EachBackend(t, func(t *testing.T, backend string) {
 		ctx := context.Background()
-		url := newDatabaseURL(t, backend)
+		// A database of its own: in a schema of the shared one, the
+		// role below could not use the schema at all.
+		url := pgtemp.URL(t, backend, filepath.Join(t.TempDir(), "ade.sqlite"), "ade_store")
 		s := pgtemp.Open(t, url)
 		if err := s.Migrate(ctx); err != nil {
 			t.Fatal(err)
