@@ -21,12 +21,13 @@ import (
 // the past, so a job available at t0 is due.
 var t0 = time.Date(2025, 3, 4, 10, 0, 0, 0, time.UTC)
 
-// TestMain drops the migrated PostgreSQL template the tests copy.
+// TestMain runs the tests, then drops the PostgreSQL databases pgtemp made
+// for them (the template and the schemas' database).
 func TestMain(m *testing.M) {
 	flag.Parse()
 	// The store tests wait on the database server, not on this process's
 	// CPU: four at a time on two cores (go test's default is GOMAXPROCS)
-	// takes the package from 10-12 s to 7-8 s. -parallel still wins.
+	// takes the package from 10-12 s to 8-9 s. -parallel still wins.
 	parallelSet := false
 	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
 	if !parallelSet {
