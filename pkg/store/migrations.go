@@ -49,19 +49,9 @@ const migrationsTable = "ade_worker_migrations"
 // skips what another migrate did meanwhile.
 func (s *Store) Migrate(ctx context.Context) error {
 	for _, m := range migrations {
-		err := s.tx(ctx, func(tx *gorm.DB) error { return s.migrateStep(tx, m) })
 		// A running supervisor's statement can hold one table a step
-		// locks while it waits for another the step holds; PostgreSQL
-		// then aborts one of the two. The step rolled back whole, so it
-		// is run again.
-		for try := 1; err != nil && isDeadlock(err) && try < migrateTries; try++ {
-			select {
-			case <-ctx.Done():
-				return ctx.Err()
-			case <-time.After(time.Duration(try) * 100 * time.Millisecond):
-			}
-			err = s.tx(ctx, func(tx *gorm.DB) error { return s.migrateStep(tx, m) })
-		}
+		// locks while it waits for another the step holds (see txRetried).
+		err := s.txRetried(ctx, func(tx *gorm.DB) error { return s.migrateStep(tx, m) })
 		if err != nil {
 			return fmt.Errorf("migrate database %s: %w", s.name, err)
 		}
@@ -69,8 +59,25 @@ func (s *Store) Migrate(ctx context.Context) error {
 	return nil
 }
 
-// migrateTries is how many times a step that lost a deadlock is run.
-const migrateTries = 5
+// deadlockTries is how many times a transaction that lost a deadlock runs.
+const deadlockTries = 5
+
+// txRetried runs fn in a transaction, and again after a short wait when
+// PostgreSQL aborted it to break a deadlock (a migration's DDL against a
+// claim or a step against a running supervisor's statement): it rolled
+// back whole, so running it again is safe.
+func (s *Store) txRetried(ctx context.Context, fn func(tx *gorm.DB) error) error {
+	err := s.tx(ctx, fn)
+	for try := 1; err != nil && isDeadlock(err) && try < deadlockTries; try++ {
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(time.Duration(try) * 100 * time.Millisecond):
+		}
+		err = s.tx(ctx, fn)
+	}
+	return err
+}
 
 // isDeadlock reports whether err is PostgreSQL's deadlock_detected (40P01)
 // or serialization_failure (40001).

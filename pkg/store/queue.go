@@ -111,7 +111,10 @@ func claimArgs(worker string, lease time.Duration, limit int) map[string]any {
 // Claimability and the lease's end use the database's clock.
 func (s *Store) ClaimJobs(ctx context.Context, worker string, lease time.Duration,
 	buildLimit, runLimit int) (builds []ClaimedBuild, runs []ClaimedRun, err error) {
-	err = s.tx(ctx, func(tx *gorm.DB) error {
+	// Retried on a deadlock: a migration running at the same time (a
+	// rolling deploy's init container) locks runs, builds and the
+	// supervisors' rows in its own order.
+	err = s.txRetried(ctx, func(tx *gorm.DB) error {
 		builds, runs = nil, nil
 		if lock := s.dialect.claimLockSQL(); lock != "" && s.policy.WorkspaceMaxRunning > 0 && runLimit > 0 {
 			if err := tx.Exec(lock).Error; err != nil {
