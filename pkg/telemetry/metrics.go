@@ -249,28 +249,59 @@ type QueueStat struct {
 // QueueReader reads the queue; it must be cheap (partial indexes only).
 type QueueReader func(ctx context.Context, now time.Time) ([]QueueStat, error)
 
-// queueCollector reads the queue when scraped, at most once per every: many
-// scrapers (or many replicas' scrapes) cost the database little.
-type queueCollector struct {
-	read   QueueReader
+// cachedReading is a database reading that scrapes share: read when
+// scraped, at most once per every, so many scrapers (or many replicas'
+// scrapes) cost the database little; left out once the last good reading
+// is older than readingStale rather than repeating old numbers.
+type cachedReading[T any] struct {
+	op     string // the database operation it counts as
+	read   func(ctx context.Context, now time.Time) (T, error)
 	every  time.Duration
 	onRead func(op string, err error)
-	jobs   *prometheus.Desc
-	oldest *prometheus.Desc
 
 	mu      sync.Mutex
-	last    []QueueStat
+	last    T
 	readAt  time.Time // last attempt
 	validAt time.Time // last success
 }
 
-// queueStale is how old the last good reading may be before the queue
-// gauges are left out instead of repeating old numbers.
-const queueStale = time.Minute
+// readingStale is how old the last good reading may be before its gauges
+// are left out.
+const readingStale = time.Minute
+
+// get returns the reading, read again when the last attempt is older than
+// every, and the time to compute ages against; ok is false when the last
+// good reading is stale.
+func (c *cachedReading[T]) get() (got T, now time.Time, ok bool) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	now = time.Now()
+	if now.Sub(c.readAt) >= c.every {
+		c.readAt = now
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		v, err := c.read(ctx, now)
+		cancel()
+		c.onRead(c.op, err)
+		if err == nil {
+			c.last, c.validAt = v, now
+		}
+	}
+	if now.Sub(c.validAt) > readingStale {
+		return got, now, false
+	}
+	return c.last, now, true
+}
+
+// queueCollector is the queue gauges, from a cachedReading.
+type queueCollector struct {
+	reading *cachedReading[[]QueueStat]
+	jobs    *prometheus.Desc
+	oldest  *prometheus.Desc
+}
 
 func newQueueCollector(read QueueReader, every time.Duration, onRead func(string, error)) *queueCollector {
 	return &queueCollector{
-		read: read, every: every, onRead: onRead,
+		reading: &cachedReading[[]QueueStat]{op: "queue_stats", read: read, every: every, onRead: onRead},
 		jobs: prometheus.NewDesc("ade_worker_queue_jobs",
 			"Jobs in the queue by state (ready, delayed, running), as the database holds them; the same on every replica: aggregate with max.",
 			[]string{"kind", "state"}, nil),
@@ -286,7 +317,7 @@ func (c *queueCollector) Describe(ch chan<- *prometheus.Desc) {
 }
 
 func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
-	stats, now := c.snapshot()
+	stats, now, _ := c.reading.get() // nil when stale: no gauges
 	for _, s := range stats {
 		ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(s.Ready), s.Kind, "ready")
 		ch <- prometheus.MustNewConstMetric(c.jobs, prometheus.GaugeValue, float64(s.Delayed), s.Kind, "delayed")
@@ -297,26 +328,4 @@ func (c *queueCollector) Collect(ch chan<- prometheus.Metric) {
 		}
 		ch <- prometheus.MustNewConstMetric(c.oldest, prometheus.GaugeValue, age, s.Kind)
 	}
-}
-
-// snapshot returns the queue, read again when the last reading is older
-// than every, and the time to compute ages against.
-func (c *queueCollector) snapshot() ([]QueueStat, time.Time) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	now := time.Now()
-	if now.Sub(c.readAt) >= c.every {
-		c.readAt = now
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		stats, err := c.read(ctx, now)
-		cancel()
-		c.onRead("queue_stats", err)
-		if err == nil {
-			c.last, c.validAt = stats, now
-		}
-	}
-	if now.Sub(c.validAt) > queueStale {
-		return nil, now
-	}
-	return c.last, now
 }
