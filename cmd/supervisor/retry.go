@@ -22,6 +22,18 @@ import (
 // long transaction.
 const retryBatch = 100
 
+// retryByIDCmd is `retry run ID...` or `retry build ID...`.
+func retryByIDCmd(kind store.Kind, jsonFlag cli.Flag) *cli.Command {
+	return &cli.Command{
+		Name:      string(kind),
+		Usage:     "retry " + string(kind) + "s by id",
+		ArgsUsage: "ID...",
+		Flags:     []cli.Flag{jsonFlag},
+		Before:    checkIDs,
+		Action:    withStore(func(c *cli.Context, e *env) error { return retryByID(c, e, kind) }),
+	}
+}
+
 func retryCmd() *cli.Command {
 	jsonFlag := &cli.BoolFlag{Name: "json", Usage: "print one JSON document (fields in the README)"}
 	return &cli.Command{
@@ -33,22 +45,8 @@ build.retry event (who, when, the previous status and error) is appended to
 its events file. Queued, running and succeeded jobs are refused. A run whose
 build failed is refused until that build is retried (ready or queued again).`,
 		Subcommands: []*cli.Command{
-			{
-				Name:      "run",
-				Usage:     "retry runs by id",
-				ArgsUsage: "ID...",
-				Flags:     []cli.Flag{jsonFlag},
-				Before:    checkIDs,
-				Action:    withStore(func(c *cli.Context, e *env) error { return retryByID(c, e, store.KindRun) }),
-			},
-			{
-				Name:      "build",
-				Usage:     "retry builds by id",
-				ArgsUsage: "ID...",
-				Flags:     []cli.Flag{jsonFlag},
-				Before:    checkIDs,
-				Action:    withStore(func(c *cli.Context, e *env) error { return retryByID(c, e, store.KindBuild) }),
-			},
+			retryByIDCmd(store.KindRun, jsonFlag),
+			retryByIDCmd(store.KindBuild, jsonFlag),
 			{
 				Name:  "runs",
 				Usage: "list the runs a filter selects and, with --yes, retry them",
