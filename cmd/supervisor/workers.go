@@ -19,7 +19,7 @@ func workersCmd() *cli.Command {
 		Name:  "workers",
 		Usage: "list the supervisors: host, pid, version, last seen, jobs held; gone when not seen for longer than their lease",
 		Description: `Every supervisor keeps a row of itself, refreshed by its beat (every
-lease / 2) and deleted when it stops cleanly. LEADER marks the one that does
+lease / 3) and deleted when it stops cleanly. LEADER marks the one that does
 the fleet's maintenance (rescue of expired leases, cleanup, queue gauges). A row not refreshed for longer
 than that supervisor's lease (by the database's clock) is shown as gone: the
 process was killed or lost the database. Gone rows are removed a day later.`,

@@ -19,7 +19,7 @@ const (
 	probeTimeout  = 5 * time.Second
 	databaseStale = 15 * time.Second
 	// probeReuse: a round trip of other work this recent stands for the
-	// probe's (idle supervisors still beat every lease / 2).
+	// probe's (idle supervisors still beat every lease / 3).
 	probeReuse = 10 * time.Second
 )
 
