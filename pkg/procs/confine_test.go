@@ -1,6 +1,10 @@
 package procs_test
 
 import (
+	"fmt"
+
+	"golang.org/x/sys/unix"
+
 	"context"
 	"os"
 	"os/exec"
@@ -29,29 +33,31 @@ func TestSandboxedChild(t *testing.T) {
 		}
 	}
 	policy := &sandbox.Policy{Mode: sandbox.Required, Read: sandbox.SystemRead, Write: append([]string{allowed}, sandbox.SystemWrite...)}
-	for _, tc := range []struct {
-		script string
-		ok     bool
-	}{
-		{"cat " + allowed + "/f", true},
-		{"echo x > " + allowed + "/new", true},
-		{"cat " + denied + "/f", false},
-		{"echo x > " + denied + "/new", false},
-		{"cat /proc/1/environ", false},
-	} {
-		c := sh(tc.script)
-		c.Sandbox, c.LimitShim = policy, shim(t)
-		var out collect
-		c.Stderr = out.sink
-		exit, err := procs.Run(context.Background(), c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if (exit.Code == 0) != tc.ok {
-			t.Errorf("%q: %+v (%s), want success %v", tc.script, exit, out.String(), tc.ok)
-		}
-		if !tc.ok && !strings.Contains(out.String(), "Permission denied") {
-			t.Errorf("%q: stderr %q, want permission denied", tc.script, out.String())
+	for _, way := range confineWays {
+		for _, tc := range []struct {
+			script string
+			ok     bool
+		}{
+			{"cat " + allowed + "/f", true},
+			{"echo x > " + allowed + "/new", true},
+			{"cat " + denied + "/f", false},
+			{"echo x > " + denied + "/new", false},
+			{"cat /proc/1/environ", false},
+		} {
+			c := sh(tc.script)
+			c.Sandbox, c.LimitShim = policy, shim(t)
+			var out collect
+			c.Stderr = out.sink
+			exit, err := procs.Run(context.Background(), way.set(c))
+			if err != nil {
+				t.Fatal(err)
+			}
+			if (exit.Code == 0) != tc.ok {
+				t.Errorf("%s %q: %+v (%s), want success %v", way.name, tc.script, exit, out.String(), tc.ok)
+			}
+			if !tc.ok && !strings.Contains(out.String(), "Permission denied") {
+				t.Errorf("%s %q: stderr %q, want permission denied", way.name, tc.script, out.String())
+			}
 		}
 	}
 	if _, err := os.Stat(filepath.Join(denied, "new")); !os.IsNotExist(err) {
@@ -120,4 +126,60 @@ func TestNotDumpableHelper(t *testing.T) {
 	}
 	os.Stdout.WriteString("ready\n")
 	select {}
+}
+
+// TestConfinedChildCannotSignalItsParent: the direct start confines one
+// thread of this process to fork the child; that thread must be gone by the
+// time the child runs, or the child could signal it (tgkill) and so stop or
+// kill its jobrunner. The child tries every thread id this process may
+// have, with signal 0.
+func TestConfinedChildCannotSignalItsParent(t *testing.T) {
+	if os.Getenv(signalHelperEnv) != "" {
+		return
+	}
+	self := shim(t)
+	policy := &sandbox.Policy{Mode: sandbox.Required, Read: append([]string{filepath.Dir(self)}, sandbox.SystemRead...), Write: sandbox.SystemWrite}
+	last, err := os.ReadFile("/proc/sys/kernel/ns_last_pid")
+	if err != nil {
+		t.Skip("no ns_last_pid:", err)
+	}
+	for _, way := range confineWays {
+		for _, limits := range [][]procs.Rlimit{nil, {{Resource: unix.RLIMIT_NOFILE, Max: 64}}} {
+			var out collect
+			c := procs.Command{Path: self, Args: []string{"-test.run=^TestSignalHelper$"},
+				Env:     map[string]string{signalHelperEnv: strconv.Itoa(os.Getpid()) + " " + strings.TrimSpace(string(last))},
+				Sandbox: policy, Rlimits: limits, LimitShim: self, Stdout: out.sink, Stderr: out.sink}
+			if exit := run(t, context.Background(), way.set(c)); exit.Code != 0 {
+				t.Fatalf("%s: helper %+v: %s", way.name, exit, out.String())
+			}
+			if !strings.Contains(out.String(), "signalled 0 threads") || strings.Contains(out.String(), "refused 0 ") {
+				t.Errorf("%s, limits %v: %s; want every thread refused", way.name, limits, out.String())
+			}
+		}
+	}
+}
+
+const signalHelperEnv = "ADE_PROCS_SIGNAL_HELPER"
+
+// TestSignalHelper is the confined child of
+// TestConfinedChildCannotSignalItsParent.
+func TestSignalHelper(t *testing.T) {
+	v := os.Getenv(signalHelperEnv)
+	if v == "" {
+		t.Skip("runs only as a helper")
+	}
+	var ppid, last int
+	if _, err := fmt.Sscan(v, &ppid, &last); err != nil {
+		t.Fatal(err)
+	}
+	signalled, refused := 0, 0
+	for tid := ppid; tid <= last+2000; tid++ {
+		switch err := unix.Tgkill(ppid, tid, 0); err {
+		case nil:
+			signalled++
+		case unix.EPERM:
+			refused++
+		}
+	}
+	fmt.Printf("signalled %d threads, refused %d \n", signalled, refused)
 }

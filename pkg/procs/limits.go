@@ -20,7 +20,8 @@ import (
 // ExecWithLimits from main, makes it apply resource limits and the sandbox
 // to itself and exec the real command: both are then in force before the
 // command's first instruction, which prlimit(2) on a running child cannot
-// promise and Landlock cannot do from outside at all.
+// promise and Landlock cannot do from outside at all. Run uses the shim
+// only where the direct start (startConfined) is refused.
 const LimitShimArg = "__exec-with-limits"
 
 // sandboxArg precedes the shim's sandbox policy (JSON). The policy is on the

@@ -45,16 +45,21 @@ type Command struct {
 	// daemons the child started in a session of their own.
 	KillDescendants bool
 	// Rlimits are in force from the child's first instruction on (its
-	// children inherit them). They need LimitShim: a binary that calls
-	// ExecWithLimits when its first argument is LimitShimArg.
-	Rlimits   []Rlimit
-	LimitShim string
+	// children inherit them).
+	Rlimits []Rlimit
 	// Sandbox, when set, confines the child and everything it starts from
-	// its first instruction on (package sandbox); it needs LimitShim too.
+	// its first instruction on (package sandbox).
 	Sandbox *sandbox.Policy
+	// LimitShim is a binary that calls ExecWithLimits when its first
+	// argument is LimitShimArg. Rlimits and Sandbox are applied without it
+	// (startConfined) unless this host refuses ptrace: then they need it.
+	LimitShim string
 	// Children, when set, records the child as a known child of this
 	// process from the moment it starts (see Children).
 	Children *Children
+	// viaShim starts a confined child through LimitShim even where the
+	// direct start works (tests of the fallback).
+	viaShim bool
 }
 
 // Rlimit is one resource limit (unix.RLIMIT_AS, ...), soft and hard alike.
@@ -90,29 +95,6 @@ const drainTimeout = 2 * time.Second
 // rest of the group is killed once the child exits, so nothing it started
 // outlives it. The error is non-nil only when the child could not start.
 func Run(ctx context.Context, c Command) (Exit, error) {
-	path, args := c.Path, c.Args
-	if len(c.Rlimits) > 0 || c.Sandbox != nil {
-		if c.LimitShim == "" {
-			return Exit{}, fmt.Errorf("run %s: resource limits and the sandbox need a LimitShim", c.Path)
-		}
-		shim, err := shimArgs(c.Rlimits, c.Sandbox, c.Path, c.Args)
-		if err != nil {
-			return Exit{}, fmt.Errorf("run %s: %w", c.Path, err)
-		}
-		path, args = c.LimitShim, shim
-	}
-	cmd := exec.Command(path, args...)
-	cmd.Env = envList(c.Env)
-	cmd.Dir = c.Dir
-	cmd.Stdin = c.Stdin
-	cmd.ExtraFiles = c.ExtraFiles
-	// Pdeathsig: if this process dies, the kernel kills the child.
-	death := c.DeathSignal
-	if death == 0 {
-		death = syscall.SIGKILL
-	}
-	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true, Pdeathsig: death}
-
 	outR, outW, err := os.Pipe()
 	if err != nil {
 		return Exit{}, err
@@ -123,9 +105,8 @@ func Run(ctx context.Context, c Command) (Exit, error) {
 		outW.Close()
 		return Exit{}, err
 	}
-	cmd.Stdout, cmd.Stderr = outW, errW
 	start := time.Now()
-	err = c.Children.start(cmd)
+	cmd, err := c.start(outW, errW)
 	outW.Close()
 	errW.Close()
 	if err != nil {
@@ -164,6 +145,62 @@ func Run(ctx context.Context, c Command) (Exit, error) {
 		return exit, fmt.Errorf("wait for %s: %w", c.Path, waitErr)
 	}
 	return exit, nil
+}
+
+// start starts the child with its output on stdout and stderr: confined
+// directly when it has limits or a sandbox (startConfined), through the
+// shim when this host refuses that.
+func (c Command) start(stdout, stderr *os.File) (*exec.Cmd, error) {
+	confined := len(c.Rlimits) > 0 || c.Sandbox != nil
+	if !confined {
+		cmd := c.command(c.Path, c.Args, stdout, stderr, true)
+		return cmd, c.Children.start(cmd)
+	}
+	if !c.viaShim && !shimOnly.Load() {
+		cmd := c.command(c.Path, c.Args, stdout, stderr, false)
+		err := startConfined(c.Children, cmd, c.Rlimits, c.Sandbox)
+		if err == nil || len(c.Rlimits) == 0 || c.LimitShim == "" || !ptraceRefused(err) {
+			return cmd, err
+		}
+		shimmed, shimErr := c.startViaShim(stdout, stderr)
+		if shimErr == nil {
+			shimOnly.Store(true) // the shim works where ptrace did not: keep to it
+		}
+		return shimmed, shimErr
+	}
+	return c.startViaShim(stdout, stderr)
+}
+
+func (c Command) startViaShim(stdout, stderr *os.File) (*exec.Cmd, error) {
+	if c.LimitShim == "" {
+		return nil, fmt.Errorf("resource limits and the sandbox need a LimitShim on this host")
+	}
+	args, err := shimArgs(c.Rlimits, c.Sandbox, c.Path, c.Args)
+	if err != nil {
+		return nil, err
+	}
+	cmd := c.command(c.LimitShim, args, stdout, stderr, true)
+	return cmd, c.Children.start(cmd)
+}
+
+// command is the exec.Cmd for path and args. deathSignal: whether the
+// kernel signals the child when this process dies (see startConfined for
+// why a confined child cannot have it).
+func (c Command) command(path string, args []string, stdout, stderr *os.File, deathSignal bool) *exec.Cmd {
+	cmd := exec.Command(path, args...)
+	cmd.Env = envList(c.Env)
+	cmd.Dir = c.Dir
+	cmd.Stdin = c.Stdin
+	cmd.ExtraFiles = c.ExtraFiles
+	cmd.Stdout, cmd.Stderr = stdout, stderr
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if deathSignal {
+		cmd.SysProcAttr.Pdeathsig = c.DeathSignal
+		if c.DeathSignal == 0 {
+			cmd.SysProcAttr.Pdeathsig = syscall.SIGKILL
+		}
+	}
+	return cmd
 }
 
 // stop asks the group to end, then forces it, and returns the wait result.

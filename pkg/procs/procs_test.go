@@ -479,17 +479,29 @@ func TestRlimits(t *testing.T) {
 			{Resource: unix.RLIMIT_NOFILE, Max: 77}, {Resource: unix.RLIMIT_CORE, Max: 0}},
 			`/bin/sh -c 'echo $(ulimit -n) $(ulimit -c)'`, "77 0"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			t.Parallel()
-			var out collect
-			c := sh(tc.script)
-			c.Rlimits, c.LimitShim, c.Stdout = tc.limits, shim(t), out.sink
-			if exit := run(t, context.Background(), c); exit.Code != 0 || strings.TrimSpace(out.String()) != tc.want {
-				t.Errorf("printed %q (exit %+v), want %q", out.String(), exit, tc.want)
-			}
-		})
+	for _, way := range confineWays {
+		for _, tc := range cases {
+			t.Run(way.name+"/"+tc.name, func(t *testing.T) {
+				t.Parallel()
+				var out collect
+				c := sh(tc.script)
+				c.Rlimits, c.LimitShim, c.Stdout = tc.limits, shim(t), out.sink
+				if exit := run(t, context.Background(), way.set(c)); exit.Code != 0 || strings.TrimSpace(out.String()) != tc.want {
+					t.Errorf("printed %q (exit %+v), want %q", out.String(), exit, tc.want)
+				}
+			})
+		}
 	}
+}
+
+// confineWays are the two ways a child gets its limits and sandbox: started
+// directly (the normal way) and through the shim (hosts that refuse ptrace).
+var confineWays = []struct {
+	name string
+	set  func(procs.Command) procs.Command
+}{
+	{"direct", func(c procs.Command) procs.Command { return c }},
+	{"shim", procs.ViaShim},
 }
 
 // TestRlimitsBeforeChildRuns: limits are in force from the child's first
@@ -507,22 +519,24 @@ func TestRlimitsBeforeChildRuns(t *testing.T) {
 		{"open files at once", procs.Rlimit{Resource: unix.RLIMIT_NOFILE, Max: 64}, "ulimit -n", "64"},
 		{"stack after a pause", procs.Rlimit{Resource: unix.RLIMIT_STACK, Max: 4 << 20}, "sleep 0.05; ulimit -s", "4096"},
 	}
-	for _, tc := range cases {
-		t.Run(tc.name, func(t *testing.T) {
-			misses := 0
-			const tries = 40
-			for i := 0; i < tries; i++ {
-				var out collect
-				c := sh(tc.script)
-				c.Rlimits, c.LimitShim, c.Stdout = []procs.Rlimit{tc.limit}, shim(t), out.sink
-				if run(t, context.Background(), c); strings.TrimSpace(out.String()) != tc.want {
-					misses++
+	for _, way := range confineWays {
+		for _, tc := range cases {
+			t.Run(way.name+"/"+tc.name, func(t *testing.T) {
+				misses := 0
+				const tries = 40
+				for i := 0; i < tries; i++ {
+					var out collect
+					c := sh(tc.script)
+					c.Rlimits, c.LimitShim, c.Stdout = []procs.Rlimit{tc.limit}, shim(t), out.sink
+					if run(t, context.Background(), way.set(c)); strings.TrimSpace(out.String()) != tc.want {
+						misses++
+					}
 				}
-			}
-			if misses > 0 {
-				t.Errorf("%d of %d children did not get the limit", misses, tries)
-			}
-		})
+				if misses > 0 {
+					t.Errorf("%d of %d children did not get the limit", misses, tries)
+				}
+			})
+		}
 	}
 }
 
@@ -766,10 +780,16 @@ func shimPath(t testing.TB) string {
 	return exe
 }
 
-func TestRlimitsNeedShim(t *testing.T) {
-	c := sh("true")
-	c.Rlimits = []procs.Rlimit{{Resource: unix.RLIMIT_NOFILE, Max: 64}}
-	if _, err := procs.Run(context.Background(), c); err == nil || !strings.Contains(err.Error(), "LimitShim") {
-		t.Errorf("Run with limits and no shim: err = %v, want one naming LimitShim", err)
+// TestRlimitsWithoutShim: a host that refuses the direct start needs the
+// shim, and says so; the direct start itself needs none.
+func TestRlimitsWithoutShim(t *testing.T) {
+	var out collect
+	c := sh("ulimit -n")
+	c.Rlimits, c.Stdout = []procs.Rlimit{{Resource: unix.RLIMIT_NOFILE, Max: 64}}, out.sink
+	if exit := run(t, context.Background(), c); exit.Code != 0 || strings.TrimSpace(out.String()) != "64" {
+		t.Errorf("direct start: printed %q (exit %+v), want 64", out.String(), exit)
+	}
+	if _, err := procs.Run(context.Background(), procs.ViaShim(c)); err == nil || !strings.Contains(err.Error(), "LimitShim") {
+		t.Errorf("Run through the shim with no shim: err = %v, want one naming LimitShim", err)
 	}
 }

@@ -4,9 +4,10 @@
 // inputs, write only their own output folders, connect to no TCP port during
 // a run, and signal or ptrace no process outside their own job.
 //
-// The jobrunner computes a Policy for each step of a job and hands it to its
-// exec-with-limits shim, which applies it to itself just before exec'ing the
-// step's command: every process of the step, and everything those start,
+// The jobrunner computes a Policy for each step of a job; package procs
+// applies it to the thread that forks the step's command (or, on a host
+// that refuses that, the exec-with-limits shim applies it to itself just
+// before exec): every process of the step, and everything those start,
 // lives in one Landlock domain of its own.
 package sandbox
 
@@ -176,10 +177,10 @@ var SystemWrite = []string{"/dev/null", "/dev/full"}
 
 // Apply confines the calling OS thread, and every program it execs and
 // everything those start, from now on. The caller must have locked its
-// goroutine to the thread (runtime.LockOSThread) and exec right after, as
-// the shim does: only this thread is restricted, which spares the
-// stop-the-world of restricting every thread of the Go runtime (a few
-// milliseconds a job), and exec leaves this thread alone in the new program.
+// goroutine to the thread (runtime.LockOSThread) and either exec right after
+// (the shim) or fork from it and let the thread end (procs): only this
+// thread is restricted, which spares the stop-the-world of restricting every
+// thread of the Go runtime (a few milliseconds a job).
 // Paths that do not exist are skipped: they cannot be reached anyway.
 func Apply(p Policy) error {
 	if p.Mode == Off || p.Mode == "" {
