@@ -117,7 +117,7 @@ func setup(c *cli.Context, how opening) (*env, error) {
 	st, err := store.Open(c.Context, cfg.Database, store.Options{
 		SQLiteJournalMode: cfg.SQLiteJournalMode, SQLiteSynchronous: cfg.SQLiteSynchronous,
 		SQLiteBusyTimeout: cfg.SQLiteBusyTimeout, MustExist: how == existing,
-		PoolSize: cfg.PoolSize, ListenDSN: cfg.ListenDatabase.DSN, AppName: appName(cfg.WorkerID),
+		PoolSize: cfg.PoolSize, ListenDSN: cfg.ListenDatabase.DSN, AppName: store.AppName(cfg.WorkerID),
 	})
 	if err != nil {
 		return nil, err
@@ -130,17 +130,6 @@ func setup(c *cli.Context, how opening) (*env, error) {
 		}
 	}
 	return &env{cfg: cfg, log: log, store: st}, nil
-}
-
-// appName is what PostgreSQL shows as the application_name of this
-// process's connections (pg_stat_activity): one supervisor's connections
-// are counted by it. PostgreSQL keeps 63 bytes.
-func appName(workerID string) string {
-	name := "ade-worker " + workerID
-	if len(name) > 63 {
-		name = name[:63]
-	}
-	return name
 }
 
 // logDatabase says which database was chosen and why: the worker and

@@ -65,6 +65,32 @@ func (s *Store) createFleet(db *gorm.DB) error {
 	return nil
 }
 
+// AppName is what PostgreSQL shows as the application_name of a
+// supervisor's connections (pg_stat_activity): one supervisor's connections
+// are counted by it, and the queue's trigger wakes only a supervisor whose
+// LISTEN connection is there under it (liveSQL). PostgreSQL keeps 63 bytes.
+func AppName(workerID string) string {
+	name := appNamePrefix + workerID
+	if len(name) > 63 {
+		name = name[:63]
+	}
+	return name
+}
+
+const appNamePrefix = "ade-worker "
+
+// liveSQL is true when the supervisor whose worker_id is the SQL
+// expression id has a connection to the server under its AppName. A
+// supervisor killed since its last beat still has a fresh row for up to a
+// lease, but its connections closed with it: a wake-up sent to it would be
+// lost until another supervisor's beat found the job. Every backend's
+// application_name is visible to every role; the snapshot is taken once per
+// transaction, so a batch of inserts reads it once.
+func liveSQL(id string) string {
+	return `EXISTS (SELECT 1 FROM pg_stat_get_activity(NULL) a WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
+		AND a.application_name = left('` + appNamePrefix + `' || ` + id + `, 63))`
+}
+
 // WakeChannel is the PostgreSQL channel on which the queue's trigger wakes
 // the supervisor workerID alone: derived from its id the same way in SQL
 // ('ade_worker_jobs_' || left(md5(worker_id), 20)), within the 63 bytes a
@@ -188,7 +214,7 @@ func (s *Store) StepDown(ctx context.Context, workerID string) error {
 	return nil
 }
 
-// PassOn wakes one other live supervisor with free slots, or every
+// PassOn wakes one other live supervisor (connected, see liveSQL) with free slots, or every
 // supervisor when none advertises any (PostgreSQL; a no-op on SQLite, where
 // every write wakes them all): for a supervisor woken for jobs it has no
 // slot for, or whose slots the jobs filled while more may wait.
@@ -198,7 +224,7 @@ func (s *Store) PassOn(ctx context.Context, workerID string) error {
 	}
 	err := s.db.WithContext(ctx).Exec(`SELECT pg_notify(COALESCE((SELECT '`+notifyChannel+`_' || left(md5(worker_id), 20)
 	FROM `+supervisorsTable+` WHERE worker_id <> ? AND free_slots > 0 AND draining = 0
-		AND last_seen_at > now() - make_interval(secs => lease_seconds)
+		AND last_seen_at > now() - make_interval(secs => lease_seconds) AND `+liveSQL("worker_id")+`
 	ORDER BY random() LIMIT 1), '`+notifyChannel+`'), 'forward')`, workerID).Error
 	if err != nil {
 		return fmt.Errorf("wake another supervisor: %w", err)

@@ -195,3 +195,48 @@ func TestTriggerWakesOneSupervisor(t *testing.T) {
 		t.Fatalf("woken: %v; want both on the broadcast channel", seen)
 	}
 }
+
+// TestTriggerSkipsSupervisorWithoutConnection: a supervisor killed since
+// its last beat keeps a fresh row with free slots for up to a lease; the
+// trigger wakes a connected one instead, so no queued run's wake-up is
+// lost to it. Of 24 runs, about half would rank the dead one first.
+func TestTriggerSkipsSupervisorWithoutConnection(t *testing.T) {
+	e := newEnv(t, "postgres")
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	for _, id := range []string{"dead", "alive"} {
+		if err := e.s.RegisterWorker(ctx, store.WorkerInfo{WorkerID: id, Host: "h", PID: 1, Version: "v", Concurrency: 2, Lease: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := e.s.BeatWorker(ctx, store.Beat{WorkerID: id, FreeSlots: 2, LeaderTTL: time.Minute}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	wakes, listening := make(chan string, 100), make(chan struct{}, 1)
+	go e.s.WatchFleet(ctx, store.Watch{WorkerID: "alive",
+		Wake:     func() { wakes <- "all" },
+		Directed: func() { wakes <- "alone" },
+		Cancelled: func(r store.JobRef) {
+			if r == (store.JobRef{}) {
+				listening <- struct{}{}
+			}
+		}}, func(err error) { t.Errorf("watch: %v", err) })
+	<-listening
+	if how := <-wakes; how != "all" { // the wake the watcher sends itself on connecting
+		t.Fatalf("first wake-up %q, want the one on connecting", how)
+	}
+	const runs = 24
+	for range runs {
+		e.run(t, "", time.Now(), time.Now())
+	}
+	for i := 0; i < runs; i++ {
+		select {
+		case how := <-wakes:
+			if how != "alone" {
+				t.Fatalf("wake-up %d came on the broadcast channel; want the connected supervisor woken alone", i)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of %d queued runs woke the connected supervisor; the rest went to the dead one", i, runs)
+		}
+	}
+}

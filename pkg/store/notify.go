@@ -75,7 +75,16 @@ func (s *Store) WatchFleet(ctx context.Context, w Watch, onError func(error)) {
 // listenPostgres holds one dedicated connection that LISTENs until an error
 // (ctx ending is one).
 func listenPostgres(ctx context.Context, dsn string, w Watch) error {
-	conn, err := pgx.Connect(ctx, dsn)
+	cfg, err := pgx.ParseConfig(dsn)
+	if err != nil {
+		return fmt.Errorf("connect for LISTEN: %w", err)
+	}
+	if w.WorkerID != "" {
+		// The queue's trigger wakes this supervisor only while this
+		// connection is there under its name (liveSQL).
+		cfg.RuntimeParams["application_name"] = AppName(w.WorkerID)
+	}
+	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
 		return fmt.Errorf("connect for LISTEN: %w", err)
 	}

@@ -190,19 +190,28 @@ func (postgresDialect) watch(ctx context.Context, dsn string, w Watch) error {
 func (postgresDialect) migrations() []string {
 	return append([]string{
 		// One supervisor with free slots is woken, not all: the live one
-		// (seen within its lease, not draining) that ranks first for this
-		// job by rendezvous hash, so jobs spread over the fleet. With none
-		// advertising a free slot, or before migration 5 made the columns,
-		// every supervisor is woken as before; so it is by a statement
-		// trigger (a pause lifted: many jobs at once).
+		// (seen within its lease, not draining, connected: liveSQL) that
+		// ranks first for this job by rendezvous hash, so jobs spread over
+		// the fleet. The loop checks the connection of the first candidates
+		// only, usually one. With none advertising a free slot, or before
+		// migration 5 made the columns, every supervisor is woken as
+		// before; so it is by a statement trigger (a pause lifted: many
+		// jobs at once).
 		`CREATE OR REPLACE FUNCTION ade_worker_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
 	w text;
+	candidate text;
 BEGIN
 	IF TG_LEVEL = 'ROW' AND to_regclass('` + leaderTable + `') IS NOT NULL THEN
-		SELECT worker_id INTO w FROM ` + supervisorsTable + `
-		WHERE free_slots > 0 AND draining = 0 AND last_seen_at > now() - make_interval(secs => lease_seconds)
-		ORDER BY md5(worker_id || NEW.id) LIMIT 1;
+		FOR candidate IN SELECT worker_id FROM ` + supervisorsTable + `
+			WHERE free_slots > 0 AND draining = 0 AND last_seen_at > now() - make_interval(secs => lease_seconds)
+			ORDER BY md5(worker_id || NEW.id)
+		LOOP
+			IF ` + liveSQL("candidate") + ` THEN
+				w := candidate;
+				EXIT;
+			END IF;
+		END LOOP;
 	END IF;
 	IF w IS NULL THEN
 		PERFORM pg_notify('` + notifyChannel + `', TG_TABLE_NAME);

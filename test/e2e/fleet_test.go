@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -131,6 +132,39 @@ func TestLeaderHandOverOnCleanStop(t *testing.T) {
 		}
 		if got := w.leaderOf(); got != "sup-b" {
 			t.Errorf("workers shows leader %q, want sup-b", got)
+		}
+	})
+}
+
+// TestKilledSupervisorDelaysNoPickup: a supervisor killed with SIGKILL
+// keeps its row, fresh and with free slots, for up to a lease, and the
+// queue's trigger would keep sending it wake-ups that nobody hears; each
+// such run would wait for another supervisor's beat (every lease / 3, 5 s
+// with the default lease). Every run queued after the kill must start
+// within the poll interval (ADE_WORKER_POLL_INTERVAL_MAX, 2 s) instead.
+func TestKilledSupervisorDelaysNoPickup(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, backend string) {
+		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "15", "ADE_WORKER_ID": "sup-a"})
+		w.startAs("sup-b")
+		if backend == "postgres" {
+			waitUntil(t, 30*time.Second, "both supervisors to advertise free slots", func() bool {
+				var n []int64
+				w.query(&n, `SELECT count(*) FROM ade_worker_supervisors WHERE free_slots > 0`)
+				return len(n) == 1 && n[0] == 2
+			})
+		}
+		kill(t, w.sups[0])
+		const runs, bound = 12, 2 * time.Second
+		for i := range runs {
+			doc := w.addDocument(fmt.Sprintf("after-kill-%d.csv", i), csv())
+			queued := time.Now()
+			run := w.addRun(cfg, doc)
+			waitUntil(t, 30*time.Second, "the run to start", func() bool { return w.job("runs", run).Status != "queued" })
+			if took := time.Since(queued); took > bound {
+				t.Errorf("run %d started %s after it was queued, want within %s: its wake-up went to the killed supervisor", i, took.Round(time.Millisecond), bound)
+			}
+			w.waitForStatus("runs", []string{run}, time.Minute)
 		}
 	})
 }
