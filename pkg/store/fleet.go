@@ -5,6 +5,7 @@ import (
 	"crypto/md5"
 	"encoding/hex"
 	"fmt"
+	"math"
 	"strings"
 	"time"
 
@@ -254,7 +255,9 @@ func (s *Store) advertiseFree(tx *gorm.DB, worker string, free int) error {
 // (which the server counts as a transaction) precede every beat and every
 // idle claim: half of an idle supervisor's transactions. A connection
 // broken meanwhile fails its next statement instead, which every caller
-// already retries.
+// already retries. A connection reused for the first time since it was
+// opened is not pinged either: pgx counts its idle time from the zero time,
+// so it saturates (math.MaxInt64), and made every reconnect cost a ping.
 const pingAfterIdle = 30 * time.Second
 
 // openPostgres opens the pool of dsn with pingAfterIdle.
@@ -264,7 +267,7 @@ func openPostgres(dsn string) (gorm.Dialector, error) {
 		return nil, fmt.Errorf("parse the PostgreSQL URL: %w", err)
 	}
 	db := stdlib.OpenDB(*cfg, stdlib.OptionShouldPing(func(_ context.Context, p stdlib.ShouldPingParams) bool {
-		return p.IdleDuration > pingAfterIdle
+		return p.IdleDuration > pingAfterIdle && p.IdleDuration < math.MaxInt64
 	}))
 	return postgres.New(postgres.Config{Conn: db}), nil
 }

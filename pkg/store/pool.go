@@ -21,8 +21,11 @@ import (
 // starts at once, so a busy supervisor pays for about a second of
 // connects every busySpell).
 
-// poolIdleTime is how long an unused connection stays open.
-const poolIdleTime = 5 * time.Second
+// poolIdleTime is how long an unused connection stays open: longer than an
+// idle supervisor's beat (lease / 3), so that its one kept connection is
+// not closed and opened again, at a server process each time, between
+// beats. Busy connections beyond that one go when the busy spell ends.
+const poolIdleTime = time.Minute
 
 // busyChurn is how many connections closed for lack of idle room within a
 // second start a busy spell: then a kept connection saves a connect per

@@ -26,7 +26,14 @@ type fleetState struct {
 	// quiet: the last beat saw nothing queued and nothing running, so the
 	// leader's rescue and cleanup have nothing to do until the next one.
 	quiet    atomic.Bool
-	answered atomic.Int64 // unix nanoseconds of the last database round trip that worked
+	// quietCounts are the queue counts the leader last read while the
+	// fleet was quiet: while it stays quiet they cannot have changed by a
+	// job of ours, and the queue line repeats them without a query.
+	quietCounts atomic.Pointer[[]store.StatusCount]
+	// goneSwept is when the leader last removed long-gone supervisors'
+	// rows (unix nanoseconds): hourly, not every cleanup.
+	goneSwept atomic.Int64
+	answered  atomic.Int64 // unix nanoseconds of the last database round trip that worked
 	stopping atomic.Bool  // claiming stopped: never stand for the leadership again
 	left     chan struct{}
 }

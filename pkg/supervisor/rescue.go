@@ -58,7 +58,7 @@ func (s *Supervisor) cleanupPass(ctx context.Context) (cleanupResult, error) {
 	if err != nil || s.fleet.quiet.Load() {
 		// Quiet: no build building or queued, no run queued.
 		if err == nil {
-			_, err = s.store.RemoveGoneWorkers(ctx, goneRowsKept)
+			err = s.removeGoneWorkers(ctx)
 		}
 		return res, err
 	}
@@ -71,8 +71,24 @@ func (s *Supervisor) cleanupPass(ctx context.Context) (cleanupResult, error) {
 	if err != nil {
 		return res, err
 	}
-	_, err = s.store.RemoveGoneWorkers(ctx, goneRowsKept)
-	return res, err
+	return res, s.removeGoneWorkers(ctx)
+}
+
+// goneSweepEvery is how often the leader removes the rows of supervisors
+// gone for goneRowsKept: a row a day old can wait an hour more, and an idle
+// fleet's cleanup then costs no transaction.
+const goneSweepEvery = time.Hour
+
+func (s *Supervisor) removeGoneWorkers(ctx context.Context) error {
+	now := time.Now()
+	if last := s.fleet.goneSwept.Load(); last != 0 && now.Sub(time.Unix(0, last)) < goneSweepEvery {
+		return nil
+	}
+	if _, err := s.store.RemoveGoneWorkers(ctx, goneRowsKept); err != nil {
+		return err
+	}
+	s.fleet.goneSwept.Store(now.UnixNano())
+	return nil
 }
 
 // rescueOnly is the frequent pass between cleanups: expired leases only.

@@ -421,10 +421,22 @@ func (s *Supervisor) wake() {
 }
 
 func (s *Supervisor) logQueue(ctx context.Context) {
-	counts, err := s.store.Counts(ctx)
-	if err != nil {
-		s.log.Warn().Err(err).Msg("queue counts unavailable")
-		return
+	quiet := s.fleet.quiet.Load()
+	var counts []store.StatusCount
+	if cached := s.fleet.quietCounts.Load(); quiet && cached != nil {
+		counts = *cached
+	} else {
+		var err error
+		if counts, err = s.store.Counts(ctx); err != nil {
+			s.log.Warn().Err(err).Msg("queue counts unavailable")
+			return
+		}
+		if quiet {
+			s.fleet.quietCounts.Store(&counts)
+		}
+	}
+	if !quiet {
+		s.fleet.quietCounts.Store(nil)
 	}
 	ev := s.log.Info().Int("running_here", len(s.slots))
 	for _, c := range counts {
