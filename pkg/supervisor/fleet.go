@@ -25,7 +25,7 @@ type fleetState struct {
 	pending   atomic.Bool // work may wait that the claim loop has not looked for
 	// quiet: the last beat saw nothing queued and nothing running, so the
 	// leader's rescue and cleanup have nothing to do until the next one.
-	quiet    atomic.Bool
+	quiet atomic.Bool
 	// quietCounts are the queue counts the leader last read while the
 	// fleet was quiet: while it stays quiet they cannot have changed by a
 	// job of ours, and the queue line repeats them without a query.
@@ -34,8 +34,8 @@ type fleetState struct {
 	// rows (unix nanoseconds): hourly, not every cleanup.
 	goneSwept atomic.Int64
 	answered  atomic.Int64 // unix nanoseconds of the last database round trip that worked
-	stopping atomic.Bool  // claiming stopped: never stand for the leadership again
-	left     chan struct{}
+	stopping  atomic.Bool  // claiming stopped: never stand for the leadership again
+	left      chan struct{}
 }
 
 // beatEvery is how often a supervisor refreshes its row, stands for the
