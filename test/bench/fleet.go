@@ -13,6 +13,7 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 
+	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/test/pgtemp"
 )
@@ -130,11 +131,26 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 		sups = append(sups, s)
 	}
 
+	// The bench's polls go through a connection of their own, whose
+	// backend is left out of the server's CPU; the inserts go through the
+	// world's, whose backend runs the queue's trigger and is counted.
+	poll, pollPid, err := w.pollConn(ctx)
+	if err != nil {
+		return res, err
+	}
+	defer poll.Close()
+	skip := map[int]bool{pg.adminPid: true, pollPid: true}
+	serverNanos := func() (uint64, error) { return treeNanos(pg.Pid(), skip, b.clkTck) }
+
 	// Idle: after the start-up settles, the fleet's transactions/s.
 	if err := sleepCtx(ctx, 2*time.Second+statsSettle); err != nil {
 		return res, err
 	}
 	m0, err := pg.mark(ctx, dbName)
+	if err != nil {
+		return res, err
+	}
+	idle0, err := serverNanos()
 	if err != nil {
 		return res, err
 	}
@@ -145,15 +161,23 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 	if err != nil {
 		return res, err
 	}
+	idle1, err := serverNanos()
+	if err != nil {
+		return res, err
+	}
 	idleSecs := m1.at.Sub(m0.at).Seconds()
 	res.idleXact = float64(m1.xact-m0.xact) / idleSecs
-	idleCPU := float64(m1.ticks-m0.ticks) / idleSecs // ticks/s
+	idleNanos := float64(idle1-idle0) / idleSecs // ns/s
 
 	// Runs inserted alone: one at a time, each well after the last ended.
 	// The idle fleet's own share over the window is taken off, and so are
 	// the bench's reads; the insert counts (it is the run's).
 	m0, err = pg.mark(ctx, dbName)
 	if err != nil {
+		return res, err
+	}
+	alone0, aloneAt := uint64(0), time.Now()
+	if alone0, err = serverNanos(); err != nil {
 		return res, err
 	}
 	tag := store.NewID()
@@ -168,29 +192,37 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 			return res, err
 		}
 		for {
-			var r []runRow
+			var status, problem string
+			var created, started sql.NullTime
 			own++
-			if err := w.query(ctx, &r, `SELECT id, status, error_message, created_at, started_at, completed_at FROM runs WHERE id = ?`, ids[0]); err != nil {
-				return res, err
+			err := poll.QueryRowContext(ctx, `SELECT status, COALESCE(error_message, ''), created_at, started_at FROM runs WHERE id = $1`, ids[0]).
+				Scan(&status, &problem, &created, &started)
+			if err != nil {
+				return res, fmt.Errorf("poll run %s: %w", ids[0], err)
 			}
-			if len(r) == 1 && r[0].Status == "succeeded" {
-				pickups = append(pickups, ms(r[0].StartedAt.Sub(r[0].CreatedAt.Time)))
+			if status == "succeeded" {
+				pickups = append(pickups, ms(started.Time.Sub(created.Time)))
 				break
 			}
-			if len(r) == 1 && r[0].Status != "queued" && r[0].Status != "running" {
-				return res, fmt.Errorf("run %s %s: %s", r[0].ID, r[0].Status, r[0].ErrorMessage.String)
+			if status != "queued" && status != "running" {
+				return res, fmt.Errorf("run %s %s: %s", ids[0], status, problem)
 			}
 			if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
 				return res, err
 			}
 		}
 	}
+	alone1, err := serverNanos()
+	if err != nil {
+		return res, err
+	}
+	aloneSecs := time.Since(aloneAt).Seconds()
 	if m1, err = pg.settledMark(ctx, dbName); err != nil {
 		return res, err
 	}
 	secs := m1.at.Sub(m0.at).Seconds()
 	res.aloneXact = (float64(m1.xact-m0.xact) - float64(own) - res.idleXact*secs) / float64(alone)
-	res.aloneCPU = (float64(m1.ticks-m0.ticks) - idleCPU*secs) / b.clkTck * 1000 / float64(alone)
+	res.aloneCPU = (float64(alone1-alone0) - idleNanos*aloneSecs) / 1e6 / float64(alone)
 	sortFloats(pickups)
 	res.pickupP50 = percentile(pickups, 50)
 
@@ -259,7 +291,8 @@ func stopAll(sups []*supervisorProc) {
 // on its maintenance database for the counters.
 type cluster struct {
 	*pgtemp.Cluster
-	db *sql.DB
+	db       *sql.DB
+	adminPid int // db's backend
 }
 
 // startCluster starts a cluster of the installed server on a free port
@@ -275,7 +308,16 @@ func (b *bench) startCluster(ctx context.Context, maxConns int) (*cluster, error
 		pg.Stop()
 		return nil, err
 	}
-	return &cluster{Cluster: pg, db: db}, nil
+	// One connection, kept: its backend is the bench's, left out of the
+	// server's CPU (treeNanos).
+	db.SetMaxOpenConns(1)
+	db.SetConnMaxIdleTime(0)
+	c := &cluster{Cluster: pg, db: db}
+	if err := db.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&c.adminPid); err != nil {
+		c.stop()
+		return nil, err
+	}
+	return c, nil
 }
 
 func (c *cluster) stop() {
@@ -336,6 +378,76 @@ func treeTicks(pid int) (uint64, error) {
 		}
 	}
 	return sum, nil
+}
+
+// pollConn is a connection of its own to the world's database, for the
+// bench's reads, and its backend's pid.
+func (w *world) pollConn(ctx context.Context) (*sql.DB, int, error) {
+	u, err := settings.ParseDatabaseURL(w.env["ADE_DATABASE_URL"])
+	if err != nil {
+		return nil, 0, err
+	}
+	db, err := sql.Open("pgx", u.DSN)
+	if err != nil {
+		return nil, 0, err
+	}
+	db.SetMaxOpenConns(1)
+	db.SetConnMaxIdleTime(0)
+	var pid int
+	if err := db.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&pid); err != nil {
+		db.Close()
+		return nil, 0, err
+	}
+	return db, pid, nil
+}
+
+// treeNanos is the server's CPU time in nanoseconds, for figures too
+// small for ticks (a run inserted alone costs a few milliseconds, a tick
+// is ten): /proc/<pid>/schedstat of the postmaster and of each live child,
+// plus the ticks of children that exited (the postmaster's cutime and
+// cstime). The backends in skip (the bench's own connections) are left
+// out.
+func treeNanos(pid int, skip map[int]bool, clkTck float64) (uint64, error) {
+	own, err := readSchedstat(pid)
+	if err != nil {
+		return 0, err
+	}
+	t, err := readStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	sum := own + uint64(float64(t.children())/clkTck*1e9)
+	entries, err := os.ReadDir("/proc")
+	if err != nil {
+		return 0, err
+	}
+	for _, e := range entries {
+		child, err := strconv.Atoi(e.Name())
+		if err != nil || child == pid || skip[child] {
+			continue
+		}
+		if ppid, err := readPPID(child); err == nil && ppid == pid {
+			if ns, err := readSchedstat(child); err == nil {
+				sum += ns
+			}
+		}
+	}
+	return sum, nil
+}
+
+// readSchedstat is the first field of /proc/<pid>/schedstat: nanoseconds
+// the process spent on a CPU (its main thread; a PostgreSQL process has
+// one).
+func readSchedstat(pid int) (uint64, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid))
+	if err != nil {
+		return 0, err
+	}
+	f := strings.Fields(string(data))
+	if len(f) < 1 {
+		return 0, fmt.Errorf("/proc/%d/schedstat: unexpected format", pid)
+	}
+	return strconv.ParseUint(f[0], 10, 64)
 }
 
 func readPPID(pid int) (int, error) {
