@@ -2,6 +2,7 @@ package store
 
 import (
 	"context"
+	"database/sql"
 	"fmt"
 	"strings"
 	"time"
@@ -15,6 +16,10 @@ type ExpiredLease struct {
 	ID           string
 	AttemptCount int
 	MaxAttempts  int
+	// ClaimedBy holds the lease; ExpiresAt is when it ended, as written
+	// (a renewal changes it).
+	ClaimedBy string
+	ExpiresAt string
 }
 
 // LeaseExpiry is what the supervisor decided for one expired lease: fail the
@@ -46,6 +51,8 @@ func (s *Store) ExpiredLeases(ctx context.Context, kind Kind, limit int) ([]Expi
 		ID           string
 		AttemptCount int
 		MaxAttempts  int
+		ClaimedBy    sql.NullString
+		Expires      string
 		Ahead        int
 	}
 	// Two range scans of the lease index: the expired leases, and whether
@@ -53,10 +60,11 @@ func (s *Store) ExpiredLeases(ctx context.Context, kind Kind, limit int) ([]Expi
 	// all). The status is written out, not an argument, so that a cached
 	// generic plan still matches the partial index.
 	active := `'` + string(f.activeStatus()) + `'`
-	q := `SELECT id, attempt_count, max_attempts, 0 AS ahead FROM (SELECT id, attempt_count, max_attempts FROM ` + f.table() + `
+	q := `SELECT id, attempt_count, max_attempts, claimed_by, expires, 0 AS ahead FROM (SELECT id, attempt_count, max_attempts, claimed_by,
+			CAST(claim_expires_at AS text) AS expires FROM ` + f.table() + `
 		WHERE status = ` + active + ` AND claim_expires_at < ` + now + ` ORDER BY claim_expires_at LIMIT ?) AS expired
 	UNION ALL
-	SELECT id, attempt_count, max_attempts, 1 AS ahead FROM (SELECT id, attempt_count, max_attempts FROM ` + f.table() + `
+	SELECT id, attempt_count, max_attempts, NULL, '', 1 AS ahead FROM (SELECT id, attempt_count, max_attempts FROM ` + f.table() + `
 		WHERE status = ` + active + ` AND claim_expires_at > ` + s.staleLeaseSQL() + ` ORDER BY claim_expires_at DESC LIMIT 1) AS stale`
 	err := s.db.WithContext(ctx).Raw(q, limit).Scan(&rows).Error
 	if err != nil {
@@ -69,7 +77,8 @@ func (s *Store) ExpiredLeases(ctx context.Context, kind Kind, limit int) ([]Expi
 			ahead = true
 			continue
 		}
-		jobs = append(jobs, ExpiredLease{ID: r.ID, AttemptCount: r.AttemptCount, MaxAttempts: r.MaxAttempts})
+		jobs = append(jobs, ExpiredLease{ID: r.ID, AttemptCount: r.AttemptCount, MaxAttempts: r.MaxAttempts,
+			ClaimedBy: r.ClaimedBy.String, ExpiresAt: r.Expires})
 	}
 	if ahead {
 		if err := s.clampLeases(ctx, kind); err != nil {

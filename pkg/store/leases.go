@@ -51,10 +51,15 @@ type renewedRow struct {
 }
 
 // renewSQL is the fenced lease renewal of fs (all of one kind): each job's
-// row renews only while it is active, claimed by worker, at its attempt, and
-// its lease has not expired: an expired lease may be rescued any moment,
-// and its jobrunner has stopped itself, so it is lost, never revived. The
-// jobs travel as one JSON argument, joined on the primary key.
+// row renews only while it is active, claimed by worker and at its attempt,
+// that is, while no rescue took it. Whether the lease still runs is the
+// holder's to say, on its own monotonic clock (the supervisor sends only
+// leases it has not seen run out, and its jobrunner stops by the same
+// clock): the database's clock stepped forward makes every lease look
+// expired at once, and a renewal refused for that would stop every running
+// job for nothing. A rescue racing the renewal re-checks the expiry under
+// the row's lock, so one of the two wins. The jobs travel as one JSON
+// argument, joined on the primary key.
 func (s *Store) renewSQL(kind Kind, worker string, lease time.Duration, fs []Fence) statement {
 	f := Fence{Kind: kind}
 	type held struct {
@@ -69,6 +74,5 @@ func (s *Store) renewSQL(kind Kind, worker string, lease time.Duration, fs []Fen
 	from, cond := s.dialect.jobListSQL()
 	return statement{`UPDATE ` + f.table() + ` SET claim_expires_at = ` + s.dialect.laterSQL("?") + from + `
 WHERE ` + cond + ` AND claimed_by = ? AND status = ?
-	AND claim_expires_at > ` + s.dialect.nowSQL() + `
 RETURNING '` + string(kind) + `' AS kind, id, attempt_count`, []any{lease.Seconds(), string(data), worker, f.activeStatus()}}
 }

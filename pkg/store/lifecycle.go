@@ -97,9 +97,12 @@ const (
 	// GuardFence: active, claimed by this worker at this attempt
 	// (Fence.where); a write refused by it returns ErrLeaseLost.
 	GuardFence Guard = "fence"
-	// GuardLiveLease: the fence, and the lease not yet expired: an expired
-	// lease may be rescued any moment, so it is lost, never revived.
-	GuardLiveLease Guard = "fence and live lease"
+	// GuardLiveLease: the fence, and the lease not run out on its holder's
+	// monotonic clock (the supervisor renews only those; the database's
+	// clock, which may have been stepped forward, is not asked). A lease
+	// that ran out is lost, never revived; one a rescue took fails the
+	// fence.
+	GuardLiveLease Guard = "fence and live lease (holder's clock)"
 	// GuardExpired: active at the decided attempt with its lease expired
 	// (ExpireLeases, cleanup.go).
 	GuardExpired Guard = "lease expired"

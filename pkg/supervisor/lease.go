@@ -182,6 +182,17 @@ func (s *Supervisor) renewLeases(ctx context.Context) error {
 }
 
 func (s *Supervisor) renewHeld(ctx context.Context, held []*lease) error {
+	// A lease this supervisor saw run out is lost whatever the database's
+	// clock says (its jobrunner stopped by the same clock): never renewed.
+	live := held[:0:0]
+	for _, l := range held {
+		if l.remaining() > 0 || l.isClosing() {
+			live = append(live, l)
+		} else {
+			s.leaseLost(l)
+		}
+	}
+	held = live
 	if len(held) == 0 {
 		return nil
 	}

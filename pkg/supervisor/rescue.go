@@ -25,11 +25,18 @@ func (s *Supervisor) rescue(ctx context.Context) (cleanupResult, error) {
 	if s.fleet.quiet.Load() {
 		return res, nil // the last beat saw no lease that could expire
 	}
+	// Every pass, expired leases or not: the live holders are those whose
+	// beat the leader saw move, which needs a reading before the clock
+	// steps (holders.go).
+	if err := s.holders.observe(ctx, s.store); err != nil {
+		return res, err
+	}
 	for _, kind := range []store.Kind{store.KindRun, store.KindBuild} {
 		jobs, err := s.store.ExpiredLeases(ctx, kind, rescueBatch)
 		if err != nil {
 			return res, err
 		}
+		jobs = s.holders.rescuable(kind, jobs)
 		requeued, failed, err := s.store.ExpireLeases(ctx, kind, expiryDecisions(kind, jobs, s.cfg.Backoff))
 		if err != nil {
 			return res, err

@@ -39,6 +39,7 @@ type Supervisor struct {
 	// draining is set once the supervisor stops claiming (shown in its row).
 	draining atomic.Bool
 	fleet    fleetState // leadership, wake-ups, the last database round trip (fleet.go)
+	holders  holders    // the leader's view of live supervisors, for the rescue (holders.go)
 
 	obs    telemetry.Observer // metrics; see SetObserver
 	health *telemetry.Health

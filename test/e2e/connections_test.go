@@ -1,6 +1,7 @@
 package e2e
 
 import (
+	"fmt"
 	"strings"
 	"testing"
 	"time"
@@ -166,6 +167,47 @@ func TestClockSteppedBackDoesNotFreezeRecovery(t *testing.T) {
 		t.Logf("run rescued %s after the second supervisor started (lease %s)", took.Round(time.Millisecond), lease)
 		if took > 3*lease+time.Second {
 			t.Errorf("run rescued %s after the second supervisor started, want within about two leases (%s)", took.Round(time.Millisecond), 2*lease)
+		}
+	})
+}
+
+// TestClockSteppedForwardRerunsNothing: with the database's clock stepped
+// an hour forward (simulated by moving what the worker wrote an hour back:
+// the supervisor's row, the leadership and, for a second, the running
+// job's lease), a running job's lease looks an hour expired. Its holder is alive and renews it on its
+// own clock, and the leader, which saw that holder's beat move, gives it
+// the time to: the job runs once, to success, and no lease is lost.
+func TestClockSteppedForwardRerunsNothing(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, backend string) {
+		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "2", "ADE_WORKER_ID": "only"})
+		w.waitForLogLine(0, "became leader", 30*time.Second)
+		run := w.addRun(cfg, w.addDocument("slow.csv", csv("sleep=6")))
+		w.waitEngine(run)
+		back := func(col string) string {
+			if backend == "sqlite" {
+				return fmt.Sprintf(`(strftime('%%Y-%%m-%%d %%H:%%M:%%f', %s, '-3600 seconds') || '000')`, col)
+			}
+			return col + ` - interval '3600 seconds'`
+		}
+		w.exec(`UPDATE ade_worker_supervisors SET last_seen_at = ` + back("last_seen_at"))
+		w.exec(`UPDATE ade_worker_leader SET expires_at = ` + back("expires_at"))
+		// The lease is kept an hour behind for longer than a rescue pass
+		// (lease / 4): the leader sees it expired, more than once, before
+		// the holder's renewal (every lease / 3) can move it.
+		hourAgo := `now() - interval '3600 seconds'`
+		if backend == "sqlite" {
+			hourAgo = `(strftime('%Y-%m-%d %H:%M:%f', 'now', '-3600 seconds') || '000')`
+		}
+		for end := time.Now().Add(1200 * time.Millisecond); time.Now().Before(end); time.Sleep(50 * time.Millisecond) {
+			w.exec(`UPDATE runs SET claim_expires_at = `+hourAgo+` WHERE id = ? AND status = 'running'`, run)
+		}
+		r := w.waitForStatus("runs", []string{run}, 2*time.Minute)[run]
+		if r.Status != "succeeded" || r.AttemptCount != 1 {
+			t.Errorf("run = %+v (%s), want succeeded at its first attempt", r, r.errText())
+		}
+		if log := w.supervisorLog(0); strings.Contains(log, "lease lost") || strings.Contains(log, "recovered jobs") {
+			t.Errorf("the supervisor lost or rescued a live job:\n%s", log)
 		}
 	})
 }
