@@ -11,7 +11,9 @@ import (
 	"io"
 	"os"
 	"os/exec"
+	"runtime"
 	"sort"
+	"sync"
 	"syscall"
 	"time"
 
@@ -154,7 +156,7 @@ func (c Command) start(stdout, stderr *os.File) (*exec.Cmd, error) {
 	confined := len(c.Rlimits) > 0 || c.Sandbox != nil
 	if !confined {
 		cmd := c.command(c.Path, c.Args, stdout, stderr, true)
-		return cmd, c.Children.start(cmd)
+		return cmd, startWithDeathSignal(c.Children, cmd)
 	}
 	if !c.viaShim && !shimOnly.Load() {
 		cmd := c.command(c.Path, c.Args, stdout, stderr, false)
@@ -180,7 +182,35 @@ func (c Command) startViaShim(stdout, stderr *os.File) (*exec.Cmd, error) {
 		return nil, err
 	}
 	cmd := c.command(c.LimitShim, args, stdout, stderr, true)
-	return cmd, c.Children.start(cmd)
+	return cmd, startWithDeathSignal(c.Children, cmd)
+}
+
+// The kernel sends a child its parent-death signal when the thread that
+// forked it ends, not the process; and a direct confined start ends its
+// thread on purpose (startConfined). Had that thread forked a child with a
+// death signal before, the child would be killed at once (seen: SIGKILL
+// in TestRlimitsBeforeChildRuns, shim and direct starts in parallel). So
+// every child with a death signal is forked on one thread kept for it
+// alone, which never ends and never runs a confined start.
+var deathSignalThread struct {
+	once sync.Once
+	jobs chan func()
+}
+
+func startWithDeathSignal(children *Children, cmd *exec.Cmd) error {
+	t := &deathSignalThread
+	t.once.Do(func() {
+		t.jobs = make(chan func())
+		go func() {
+			runtime.LockOSThread() // never unlocked: this goroutine runs for the process's life
+			for job := range t.jobs {
+				job()
+			}
+		}()
+	})
+	done := make(chan error, 1)
+	t.jobs <- func() { done <- children.start(cmd) }
+	return <-done
 }
 
 // command is the exec.Cmd for path and args. deathSignal: whether the

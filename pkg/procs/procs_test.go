@@ -14,6 +14,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -508,7 +509,10 @@ var confineWays = []struct {
 // instruction. (Applying them with prlimit(2) after the child started lost
 // this race: a child reading its limits at once saw the parent's, and
 // RLIMIT_STACK could be lost for good, since the kernel writes it back at the
-// end of execve.)
+// end of execve.) The four cases run at once, eight children each at a
+// time, mixing direct starts, which end their thread, with shim starts,
+// whose death signal follows the thread that forked them: that mix got
+// shim children killed by SIGKILL before startWithDeathSignal.
 func TestRlimitsBeforeChildRuns(t *testing.T) {
 	cases := []struct {
 		name   string
@@ -522,18 +526,34 @@ func TestRlimitsBeforeChildRuns(t *testing.T) {
 	for _, way := range confineWays {
 		for _, tc := range cases {
 			t.Run(way.name+"/"+tc.name, func(t *testing.T) {
-				misses := 0
-				const tries = 40
+				t.Parallel()
+				const tries, atOnce = 40, 8
+				var misses atomic.Int32
+				var wg sync.WaitGroup
+				sem := make(chan struct{}, atOnce)
 				for i := 0; i < tries; i++ {
-					var out collect
-					c := sh(tc.script)
-					c.Rlimits, c.LimitShim, c.Stdout = []procs.Rlimit{tc.limit}, shim(t), out.sink
-					if run(t, context.Background(), way.set(c)); strings.TrimSpace(out.String()) != tc.want {
-						misses++
-					}
+					wg.Add(1)
+					sem <- struct{}{}
+					go func() {
+						defer func() { <-sem; wg.Done() }()
+						var out collect
+						c := sh(tc.script)
+						c.Rlimits, c.LimitShim, c.Stdout = []procs.Rlimit{tc.limit}, shim(t), out.sink
+						var errOut collect
+						c.Stderr = errOut.sink
+						exit, err := procs.Run(context.Background(), way.set(c))
+						if err != nil {
+							t.Errorf("Run: %v", err) // not Fatal: this is not the test's goroutine
+						}
+						if got := strings.TrimSpace(out.String()); got != tc.want {
+							t.Logf("printed %q, exit %+v, stderr %q", got, exit, errOut.String())
+							misses.Add(1)
+						}
+					}()
 				}
-				if misses > 0 {
-					t.Errorf("%d of %d children did not get the limit", misses, tries)
+				wg.Wait()
+				if n := misses.Load(); n > 0 {
+					t.Errorf("%d of %d children did not get the limit", n, tries)
 				}
 			})
 		}
