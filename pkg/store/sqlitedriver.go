@@ -80,10 +80,14 @@ func (c *cachingConn) cached(query string) (*cachedStmt, error) {
 	return st, nil
 }
 
+// dropCache finalizes the cached statements, except those whose rows are
+// still open (an outer query's loop): those are kept.
 func (c *cachingConn) dropCache() {
 	for q, st := range c.stmts {
-		_ = st.s.Close()
-		delete(c.stmts, q)
+		if !st.busy {
+			_ = st.s.Close()
+			delete(c.stmts, q)
+		}
 	}
 }
 
@@ -165,7 +169,10 @@ func drain(rows driver.Rows, err error) error {
 }
 
 func (c *cachingConn) Close() error {
-	c.dropCache()
+	for _, st := range c.stmts {
+		_ = st.s.Close()
+	}
+	c.stmts = nil
 	if c.changes != nil {
 		_ = c.changes.Close()
 	}

@@ -81,6 +81,17 @@ func TestStatementCache(t *testing.T) {
 			inner++
 		}
 		in.Close()
+		// More distinct texts than the cache holds while the outer rows
+		// are open: the outer statement must survive the cache's drop.
+		for i := 0; i < maxCachedStmts+5; i++ {
+			var n int
+			if err := conn.QueryRowContext(ctx, fmt.Sprintf(`SELECT %d + ?`, i), outer).Scan(&n); err != nil || n != i+outer {
+				t.Fatalf("query %d inside the outer loop: %d %v", i, n, err)
+			}
+		}
+	}
+	if err := rows.Err(); err != nil {
+		t.Errorf("outer rows after the cache overflowed: %v", err)
 	}
 	rows.Close()
 	conn.Close()
