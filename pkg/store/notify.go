@@ -101,9 +101,12 @@ func listenPostgres(ctx context.Context, dsn string, w Watch) error {
 		}
 	}
 	// Anything queued or cancelled while we were not listening is found by
-	// this claim and this check.
+	// this claim and this check, and a leader's step-down told meanwhile by
+	// a look at the leadership (a supervisor started just as the leader
+	// stopped waited for its next beat: 10 s, seen under load).
 	w.Wake()
 	w.Cancelled(JobRef{})
+	w.LeaderLeft()
 	for {
 		n, err := conn.WaitForNotification(ctx)
 		if err != nil {
