@@ -14,8 +14,8 @@ import (
 //
 // database/sql has no such setting, so pool switches between two: idle, at
 // most one idle connection (a second statement at once opens one that
-// closes when it returns); busy, up to the pool's size, each closed after
-// poolIdleTime unused. A busy spell starts when overlapping statements keep
+// closes when it returns); busy, up to the pool's size, kept until the
+// spell ends. A busy spell starts when overlapping statements keep
 // closing connections (busyChurn a second) and lasts busySpell; the next
 // second, idle again, tells whether the load goes on (then another spell
 // starts at once, so a busy supervisor pays for about a second of

@@ -101,7 +101,7 @@ func TestIdleSupervisorHoldsTwoConnections(t *testing.T) {
 	if busyPeak > 4+2+1 {
 		t.Errorf("busy supervisor held %d sessions, want at most its pool (6) and LISTEN", busyPeak)
 	}
-	// Idle: the extra connections close within the pool's idle time.
+	// Idle: the extra connections close when the pool's busy spell ends.
 	waitUntil(t, 30*time.Second, "the idle supervisor to hold 2 sessions", func() bool { return sessions() <= 2 })
 	// Then, over 10 s, a session seen across a second or more is kept; two
 	// periodic tasks that tick together may open a third for one

@@ -17,7 +17,7 @@ import (
 // the sessions (no connect per statement); idle, the pool shrinks to one
 // session. PostgreSQL only: an SQLite connection is a file in this process.
 // It lives with the end-to-end tests because it waits on the pool's real
-// timers (a 5 s burst, a 10 s busy spell, 5 s idle): in pkg/store it was
+// timers (a 5 s burst, a 10 s busy spell): in pkg/store it was
 // the package's whole wall time.
 func TestPoolSizeAndIdleTrim(t *testing.T) {
 	t.Parallel()
@@ -91,7 +91,7 @@ func TestPoolSizeAndIdleTrim(t *testing.T) {
 	if endedLate > 1 {
 		t.Errorf("%d sessions ended in the burst's last 2 s, want the busy pool kept", endedLate)
 	}
-	// Idle: down to one session once the busy spell and the idle time end.
+	// Idle: down to one session once the busy spell ends.
 	deadline := time.Now().Add(30 * time.Second)
 	for sessions() > 1 {
 		if time.Now().After(deadline) {
