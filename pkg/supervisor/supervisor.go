@@ -434,10 +434,9 @@ func (s *Supervisor) logQueue(ctx context.Context) {
 		}
 		if quiet {
 			s.fleet.quietCounts.Store(&counts)
+		} else {
+			s.fleet.quietCounts.Store(nil)
 		}
-	}
-	if !quiet {
-		s.fleet.quietCounts.Store(nil)
 	}
 	ev := s.log.Info().Int("running_here", len(s.slots))
 	for _, c := range counts {
