@@ -102,17 +102,8 @@ func TestTriggerWakesOneSupervisor(t *testing.T) {
 	e := newEnv(t, "postgres")
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
-	for _, id := range []string{"full", "free"} {
-		if err := e.s.RegisterWorker(ctx, store.WorkerInfo{WorkerID: id, Host: "h", PID: 1, Version: "v", Concurrency: 2, Lease: time.Minute}); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if _, err := e.s.BeatWorker(ctx, store.Beat{WorkerID: "free", FreeSlots: 2, LeaderTTL: time.Minute}); err != nil {
-		t.Fatal(err)
-	}
-	if _, err := e.s.BeatWorker(ctx, store.Beat{WorkerID: "full", FreeSlots: 0, LeaderTTL: time.Minute}); err != nil {
-		t.Fatal(err)
-	}
+	e.beatingWorker(t, "full", 0)
+	e.beatingWorker(t, "free", 2)
 	type wake struct{ who, how string }
 	wakes := make(chan wake, 100)
 	listening := make(chan string, 2)
@@ -205,12 +196,7 @@ func TestTriggerSkipsSupervisorWithoutConnection(t *testing.T) {
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	for _, id := range []string{"dead", "alive"} {
-		if err := e.s.RegisterWorker(ctx, store.WorkerInfo{WorkerID: id, Host: "h", PID: 1, Version: "v", Concurrency: 2, Lease: time.Minute}); err != nil {
-			t.Fatal(err)
-		}
-		if _, err := e.s.BeatWorker(ctx, store.Beat{WorkerID: id, FreeSlots: 2, LeaderTTL: time.Minute}); err != nil {
-			t.Fatal(err)
-		}
+		e.beatingWorker(t, id, 2)
 	}
 	wakes, listening := make(chan string, 100), make(chan struct{}, 1)
 	go e.s.WatchFleet(ctx, store.Watch{WorkerID: "alive",
@@ -238,5 +224,18 @@ func TestTriggerSkipsSupervisorWithoutConnection(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("%d of %d queued runs woke the connected supervisor; the rest went to the dead one", i, runs)
 		}
+	}
+}
+
+// beatingWorker registers supervisor id (concurrency 2, a minute's lease)
+// and beats it once, advertising free slots.
+func (e *env) beatingWorker(t *testing.T, id string, free int) {
+	t.Helper()
+	ctx := context.Background()
+	if err := e.s.RegisterWorker(ctx, store.WorkerInfo{WorkerID: id, Host: "h", PID: 1, Version: "v", Concurrency: 2, Lease: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := e.s.BeatWorker(ctx, store.Beat{WorkerID: id, FreeSlots: free, LeaderTTL: time.Minute}); err != nil {
+		t.Fatal(err)
 	}
 }
