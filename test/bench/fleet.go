@@ -13,6 +13,7 @@ import (
 
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 
+	"github.com/ade-org/ade-worker/pkg/procs"
 	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/test/pgtemp"
@@ -354,27 +355,17 @@ func (c *cluster) mark(ctx context.Context, dbName string) (m clusterMark, err e
 	return m, err
 }
 
-// treeTicks sums the CPU ticks of pid and of every process whose parent it
-// is (a PostgreSQL server's backends and background workers).
+// treeTicks sums the CPU ticks of pid and of its descendants (a
+// PostgreSQL server's backends and background workers).
 func treeTicks(pid int) (uint64, error) {
 	t, err := readStat(pid)
 	if err != nil {
 		return 0, err
 	}
 	sum := t.self() + t.children()
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, err
-	}
-	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil || child == pid {
-			continue
-		}
-		if ppid, err := readPPID(child); err == nil && ppid == pid {
-			if ct, err := readStat(child); err == nil {
-				sum += ct.self()
-			}
+	for _, child := range procs.Descendants(pid) {
+		if ct, err := readStat(child); err == nil {
+			sum += ct.self()
 		}
 	}
 	return sum, nil
@@ -417,19 +408,12 @@ func treeNanos(pid int, skip map[int]bool, clkTck float64) (uint64, error) {
 		return 0, err
 	}
 	sum := own + uint64(float64(t.children())/clkTck*1e9)
-	entries, err := os.ReadDir("/proc")
-	if err != nil {
-		return 0, err
-	}
-	for _, e := range entries {
-		child, err := strconv.Atoi(e.Name())
-		if err != nil || child == pid || skip[child] {
+	for _, child := range procs.Descendants(pid) {
+		if skip[child] {
 			continue
 		}
-		if ppid, err := readPPID(child); err == nil && ppid == pid {
-			if ns, err := readSchedstat(child); err == nil {
-				sum += ns
-			}
+		if ns, err := readSchedstat(child); err == nil {
+			sum += ns
 		}
 	}
 	return sum, nil
@@ -448,18 +432,4 @@ func readSchedstat(pid int) (uint64, error) {
 		return 0, fmt.Errorf("/proc/%d/schedstat: unexpected format", pid)
 	}
 	return strconv.ParseUint(f[0], 10, 64)
-}
-
-func readPPID(pid int) (int, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return 0, err
-	}
-	s := string(data)
-	i := strings.LastIndexByte(s, ')')
-	f := strings.Fields(s[i+1:])
-	if i < 0 || len(f) < 2 {
-		return 0, fmt.Errorf("/proc/%d/stat: unexpected format", pid)
-	}
-	return strconv.Atoi(f[1])
 }
