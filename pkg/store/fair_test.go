@@ -188,7 +188,7 @@ func TestWorkspaceCapUnderConcurrentClaims(t *testing.T) {
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		w := newQueueWorld(e)
-		for name, n := range map[string]int{"A": 140, "B": 30, "C": 20, "D": 10} {
+		for name, n := range map[string]int{"A": 100, "B": 20, "C": 12, "D": 8} {
 			for range n {
 				w.run(t, name)
 			}
@@ -226,6 +226,10 @@ func TestWorkspaceCapUnderConcurrentClaims(t *testing.T) {
 			for _, r := range rows {
 				peak[w.name[r.WorkspaceID]] = max(peak[w.name[r.WorkspaceID]], r.N)
 			}
+			// A sample per run's work (1-3 ms), not as fast as it can: a
+			// sampler without pause took half the package's CPU from the
+			// claims it watches.
+			time.Sleep(time.Millisecond)
 		}
 		close(errs)
 		for err := range errs {
@@ -236,8 +240,8 @@ func TestWorkspaceCapUnderConcurrentClaims(t *testing.T) {
 		var succeeded int
 		e.scan(t, &succeeded, `SELECT COUNT(*) FROM runs WHERE status = 'succeeded'`)
 		t.Logf("%d samples; peak running per workspace %v", samples, peak)
-		if succeeded != 200 {
-			t.Errorf("%d runs succeeded, want 200", succeeded)
+		if succeeded != 140 {
+			t.Errorf("%d runs succeeded, want 140", succeeded)
 		}
 		for name, n := range peak {
 			if n > limit {
@@ -267,7 +271,7 @@ func workSlot(ctx context.Context, st *store.Store, worker string) error {
 			if err := st.TestDB().Raw(`SELECT COUNT(*) FROM runs WHERE status = 'queued'`).Scan(&queued).Error; err != nil || queued == 0 {
 				return err
 			}
-			time.Sleep(time.Millisecond) // the capped runs wait for a slot of their workspace
+			time.Sleep(3 * time.Millisecond) // the capped runs wait for a slot of their workspace
 			continue
 		}
 		time.Sleep(time.Duration(1+len(runs[0].ID)%3) * time.Millisecond)

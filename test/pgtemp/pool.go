@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgxpool"
 
 	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
@@ -29,8 +30,14 @@ type pool struct {
 	admin string
 	url   string       // the pool database
 	drop  func() error // drops it
+	// conns serve the pool's own statements: a new server process per
+	// statement cost about as much as the statement.
+	conns *pgxpool.Pool
 	mu    sync.Mutex
 	free  []string // schemas that are empty and migrated
+	// tables are a migrated schema's tables but the migration records,
+	// the same in every schema (read once: information_schema is slow).
+	tables []string
 }
 
 var pools struct {
@@ -114,6 +121,9 @@ func (p *pool) init() error {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		p.url, p.drop, p.err = Create(ctx, p.admin, "ade_schemas")
+		if p.err == nil {
+			p.conns, p.err = pgxpool.New(ctx, p.url)
+		}
 	})
 	return p.err
 }
@@ -157,33 +167,21 @@ func (p *pool) take() (string, error) {
 func (p *pool) give(name string) error {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	conn, err := pgx.Connect(ctx, p.url)
-	if err != nil {
-		return fmt.Errorf("empty schema %s: %w", name, err)
-	}
-	defer conn.Close(ctx)
-	var tables []string
-	rows, err := conn.Query(ctx, `SELECT quote_ident(table_name) FROM information_schema.tables
-		WHERE table_schema = $1 AND table_type = 'BASE TABLE' AND table_name <> 'ade_worker_migrations'`, name)
-	if err == nil {
-		tables, err = pgx.CollectRows(rows, pgx.RowTo[string])
-	}
+	tables, err := p.tableNames(ctx, name)
 	if err == nil && len(tables) > 0 {
-		for i := range tables {
-			tables[i] = name + "." + tables[i]
-		}
 		// DELETE, not TRUNCATE: on tables of a few rows TRUNCATE's new
 		// files and their fsyncs cost ten times more. Foreign-key
 		// triggers are off for the statement (replica role), so the
 		// tables need no order.
 		stmts := []string{"SET session_replication_role = replica"}
 		for _, table := range tables {
-			stmts = append(stmts, "DELETE FROM "+table)
+			stmts = append(stmts, "DELETE FROM "+name+"."+table)
 		}
-		_, err = conn.Exec(ctx, strings.Join(stmts, "; "))
+		stmts = append(stmts, "SET session_replication_role = DEFAULT")
+		err = p.exec(ctx, strings.Join(stmts, "; "))
 	}
 	if err != nil {
-		_, _ = conn.Exec(ctx, "DROP SCHEMA IF EXISTS "+name+" CASCADE")
+		_ = p.exec(ctx, "DROP SCHEMA IF EXISTS "+name+" CASCADE")
 		return fmt.Errorf("empty schema %s: %w", name, err)
 	}
 	p.mu.Lock()
@@ -192,13 +190,31 @@ func (p *pool) give(name string) error {
 	return nil
 }
 
-func (p *pool) exec(ctx context.Context, stmt string) error {
-	conn, err := pgx.Connect(ctx, p.url)
-	if err != nil {
-		return err
+// tableNames lists the tables give empties, from the first schema given.
+func (p *pool) tableNames(ctx context.Context, name string) ([]string, error) {
+	p.mu.Lock()
+	tables := p.tables
+	p.mu.Unlock()
+	if tables != nil {
+		return tables, nil
 	}
-	defer conn.Close(ctx)
-	_, err = conn.Exec(ctx, stmt)
+	rows, err := p.conns.Query(ctx, `SELECT quote_ident(table_name) FROM information_schema.tables
+		WHERE table_schema = $1 AND table_type = 'BASE TABLE' AND table_name <> 'ade_worker_migrations'`, name)
+	if err != nil {
+		return nil, err
+	}
+	if tables, err = pgx.CollectRows(rows, pgx.RowTo[string]); err != nil {
+		return nil, err
+	}
+	p.mu.Lock()
+	p.tables = tables
+	p.mu.Unlock()
+	return tables, nil
+}
+
+func (p *pool) exec(ctx context.Context, stmt string) error {
+	// The simple protocol: one round trip for several statements.
+	_, err := p.conns.Exec(ctx, stmt, pgx.QueryExecModeSimpleProtocol)
 	return err
 }
 
@@ -207,6 +223,9 @@ func dropPools() {
 	pools.Lock()
 	defer pools.Unlock()
 	for _, p := range pools.byAdmin {
+		if p.conns != nil {
+			p.conns.Close()
+		}
 		if p.drop != nil {
 			_ = p.drop()
 		}
