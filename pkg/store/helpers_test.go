@@ -4,10 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"flag"
-	"fmt"
 	"os"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -25,14 +23,8 @@ var t0 = time.Date(2025, 3, 4, 10, 0, 0, 0, time.UTC)
 // for them (the template and the schemas' database).
 func TestMain(m *testing.M) {
 	flag.Parse()
-	// The store tests wait on the database server, not on this process's
-	// CPU: four at a time on two cores (go test's default is GOMAXPROCS)
-	// takes the package from 10-12 s to 8-9 s. -parallel still wins.
-	parallelSet := false
-	flag.Visit(func(f *flag.Flag) { parallelSet = parallelSet || f.Name == "test.parallel" })
-	if !parallelSet {
-		_ = flag.Set("test.parallel", fmt.Sprint(max(4, runtime.GOMAXPROCS(0))))
-	}
+	// Four at a time on two cores took the package from 10-12 s to 8-9 s.
+	pgtemp.ParallelUnlessSet(4)
 	code := m.Run()
 	pgtemp.DropTemplates()
 	os.Exit(code)

@@ -4,6 +4,7 @@ package e2e
 
 import (
 	"bytes"
+	"flag"
 	"fmt"
 	"os"
 	"os/exec"
@@ -24,6 +25,8 @@ var (
 )
 
 func TestMain(m *testing.M) {
+	flag.Parse()
+	pgtemp.ParallelUnlessSet(4) // as scripts/test.sh runs them
 	code, err := setupBinaries(m)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e setup:", err)
