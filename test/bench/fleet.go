@@ -11,6 +11,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/jackc/pgx/v5"
 	_ "github.com/jackc/pgx/v5/stdlib" // database/sql driver "pgx"
 
 	"github.com/ade-org/ade-worker/pkg/procs"
@@ -34,6 +35,9 @@ func (b *bench) fleet(ctx context.Context, backend string) ([]row, error) {
 	sizes, batch, alone, idle := []int{1, 4, 16, 64}, 1000, 30, 20*time.Second
 	if b.opts.quick {
 		sizes, batch, alone, idle = []int{1, 4}, 40, 5, 3*time.Second
+	}
+	if len(b.opts.fleetSizes) > 0 {
+		sizes = b.opts.fleetSizes
 	}
 	pg, err := b.startCluster(ctx, 64*12+50)
 	if err != nil {
@@ -63,12 +67,14 @@ func (b *bench) fleet(ctx context.Context, backend string) ([]row, error) {
 			row{"fleet", backend, p + "transactions per run inserted alone", []float64{got.aloneXact}, reference(""), nil},
 			row{"fleet", backend, p + "server CPU ms per run inserted alone", []float64{got.aloneCPU}, reference(""), nil},
 			row{"fleet", backend, p + "pickup ms p50, run inserted alone", []float64{got.pickupP50}, below(5), nil},
+			row{"fleet", backend, p + "NOTIFY to LISTEN ms p50, fleet listening (server's floor)", []float64{got.notifyP50}, reference(""), nil},
+			row{"fleet", backend, p + "server CPU ms per NOTIFY, fleet listening", []float64{got.notifyCPU}, reference(""), nil},
 			row{"fleet", backend, p + "peak connections", []float64{got.peakConns}, reference(""), nil},
 			row{"fleet", backend, p + "false lease-lost warnings", []float64{got.leaseLost}, below(0), nil},
 		)
 	}
 	first, last := sizes[0], sizes[len(sizes)-1]
-	if a, z := perRunAlone[first], perRunAlone[last]; a[0] > 0 && a[1] > 0 {
+	if a, z := perRunAlone[first], perRunAlone[last]; first != last && a[0] > 0 && a[1] > 0 {
 		rows = append(rows,
 			row{"fleet", backend, fmt.Sprintf("transactions per run alone, N=%d / N=%d", last, first), []float64{z[0] / a[0]}, below(1.5), nil},
 			row{"fleet", backend, fmt.Sprintf("server CPU per run alone, N=%d / N=%d", last, first), []float64{z[1] / a[1]}, below(1.5), nil})
@@ -81,6 +87,7 @@ type fleetResult struct {
 	runsPerSec, xactPerRun, cpuPerRun float64
 	idleXact                          float64 // transactions/s of the idle fleet
 	aloneXact, aloneCPU, pickupP50    float64
+	notifyP50, notifyCPU              float64 // PostgreSQL's own wake-up, the fleet listening
 	peakConns, leaseLost              float64
 }
 
@@ -226,6 +233,9 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 	res.aloneCPU = (float64(alone1-alone0) - idleNanos*aloneSecs) / 1e6 / float64(alone)
 	sortFloats(pickups)
 	res.pickupP50 = percentile(pickups, 50)
+	if res.notifyP50, res.notifyCPU, err = notifyRoundTrip(ctx, w.env["ADE_DATABASE_URL"], alone, serverNanos, idleNanos); err != nil {
+		return res, err
+	}
 
 	// A batch: every supervisor busy.
 	m0, err = pg.mark(ctx, dbName)
@@ -278,6 +288,64 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 	return res, nil
 }
 
+// notifyRoundTrip is the p50 of samples notifications from one connection
+// to another on a channel nobody else listens to, while the fleet's LISTEN
+// connections are up, and the server's CPU per notification (the idle
+// fleet's rate, idleNanos per second, taken off): no wake-up of a
+// supervisor can be faster or cheaper. PostgreSQL (15 here) signals every
+// listening backend of the database for any notification and each one
+// checks the channel itself, so both grow with the number of supervisors
+// though only one is woken.
+func notifyRoundTrip(ctx context.Context, rawURL string, samples int, serverNanos func() (uint64, error), idleNanos float64) (p50, cpuMs float64, err error) {
+	u, err := settings.ParseDatabaseURL(rawURL)
+	if err != nil {
+		return 0, 0, err
+	}
+	listener, err := pgx.Connect(ctx, u.DSN)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer listener.Close(ctx)
+	sender, err := pgx.Connect(ctx, u.DSN)
+	if err != nil {
+		return 0, 0, err
+	}
+	defer sender.Close(ctx)
+	if _, err := listener.Exec(ctx, "LISTEN ade_bench_floor"); err != nil {
+		return 0, 0, err
+	}
+	at := time.Now()
+	n0, err := serverNanos()
+	if err != nil {
+		return 0, 0, err
+	}
+	var got []float64
+	for range samples {
+		sent := time.Now()
+		if _, err := sender.Exec(ctx, "SELECT pg_notify('ade_bench_floor', '')"); err != nil {
+			return 0, 0, err
+		}
+		waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+		_, err := listener.WaitForNotification(waitCtx)
+		cancel()
+		if err != nil {
+			return 0, 0, fmt.Errorf("NOTIFY round trip: %w", err)
+		}
+		got = append(got, ms(time.Since(sent)))
+		// Apart, as the runs inserted alone are: each finds the fleet idle.
+		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+			return 0, 0, err
+		}
+	}
+	n1, err := serverNanos()
+	if err != nil {
+		return 0, 0, err
+	}
+	sortFloats(got)
+	cpuMs = (float64(n1-n0) - idleNanos*time.Since(at).Seconds()) / 1e6 / float64(samples)
+	return percentile(got, 50), cpuMs, nil
+}
+
 // stopAll stops the supervisors at once (SIGTERM each, then wait).
 func stopAll(sups []*supervisorProc) {
 	var wg sync.WaitGroup
@@ -299,7 +367,11 @@ type cluster struct {
 // startCluster starts a cluster of the installed server on a free port
 // (pgtemp.StartCluster) with maxConns connections.
 func (b *bench) startCluster(ctx context.Context, maxConns int) (*cluster, error) {
-	pg, err := pgtemp.StartCluster(ctx, "max_connections="+strconv.Itoa(maxConns), "shared_buffers=128MB")
+	settings := []string{"max_connections=" + strconv.Itoa(maxConns), "shared_buffers=128MB"}
+	// For a diagnosis, e.g. "logging_collector=on log_directory=/tmp/fleetlog
+	// log_min_duration_statement=0": the cluster's own folder goes with it.
+	settings = append(settings, strings.Fields(os.Getenv("ADE_BENCH_PG_SETTINGS"))...)
+	pg, err := pgtemp.StartCluster(ctx, settings...)
 	if err != nil {
 		return nil, err
 	}

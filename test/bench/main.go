@@ -26,6 +26,7 @@ import (
 	"path/filepath"
 	"runtime"
 	"slices"
+	"strconv"
 	"strings"
 	"syscall"
 	"time"
@@ -71,6 +72,7 @@ type options struct {
 	// binariesFrom is the checkout whose supervisor and jobrunner are
 	// measured (default: this one), e.g. main's for a before/after.
 	binariesFrom string
+	fleetSizes   []int // the fleet workload's N (default 1, 4, 16, 64)
 }
 
 func parseFlags(args []string) (options, error) {
@@ -85,6 +87,7 @@ func parseFlags(args []string) (options, error) {
 	tmpDir := fs.String("dir", "", "where to make the temporary folders (default: the system temp dir)")
 	profileDir := fs.String("profile", "", "write a pprof CPU profile of every supervisor started into this folder")
 	claimOrder := fs.String("claim-order", "", "ADE_WORKER_CLAIM_ORDER of every supervisor, fair or fifo (default: the supervisor's default; the fairness workload sets its own)")
+	fleetSizes := fs.String("fleet-sizes", "", "the fleet workload's numbers of supervisors, comma-separated (default 1,4,16,64; 1,4 with --quick)")
 	binariesFrom := fs.String("binaries-from", "", "build the supervisor and jobrunner from this checkout instead (e.g. another branch's worktree, for a before/after)")
 	fs.Usage = func() {
 		fmt.Fprintln(fs.Output(), "usage: go run ./test/bench [flags]\n\nMeasures the real supervisor and jobrunner processes; see BENCHMARKS.md.\n\nFlags:")
@@ -98,6 +101,15 @@ func parseFlags(args []string) (options, error) {
 	}
 	o := options{quick: *quick, markdown: *markdown, repeat: *repeat, keep: *keep, tmpDir: *tmpDir,
 		pgAdmin: os.Getenv("ADE_BENCH_POSTGRES_URL"), claimOrder: *claimOrder}
+	if *fleetSizes != "" {
+		for _, f := range strings.Split(*fleetSizes, ",") {
+			n, err := strconv.Atoi(strings.TrimSpace(f))
+			if err != nil || n < 1 || n > 64 {
+				return o, fmt.Errorf("--fleet-sizes %q: want numbers from 1 to 64 (the cluster's connections are sized for 64)", *fleetSizes)
+			}
+			o.fleetSizes = append(o.fleetSizes, n)
+		}
+	}
 	if o.claimOrder != "" && o.claimOrder != "fair" && o.claimOrder != "fifo" {
 		return o, fmt.Errorf("--claim-order %q: want fair or fifo", o.claimOrder)
 	}
