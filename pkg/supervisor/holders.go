@@ -43,36 +43,47 @@ type expiredKey struct {
 }
 
 // observe reads every supervisor's row and records whose beat moved.
-func (h *holders) observe(ctx context.Context, st *store.Store) error {
+func (h *holders) observe(ctx context.Context, st *store.Store, self string, selfLease time.Duration) error {
 	rows, err := st.Workers(ctx)
 	if err != nil {
 		return err
 	}
-	now := time.Now()
+	h.record(rows, self, selfLease, time.Now())
+	return nil
+}
+
+// record is observe's bookkeeping at now. The leader itself (self) is
+// alive whatever its row says: running this, it is. Without that, a
+// leader whose first reading of its own row came after the clock stepped
+// forward (it reads only while jobs run) took that row for gone and
+// rescued its own live jobs (seen under load in
+// TestClockSteppedForwardRerunsNothing).
+func (h *holders) record(rows []store.WorkerRow, self string, selfLease time.Duration, now time.Time) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
 	if h.seen == nil {
 		h.seen = map[string]beatSeen{}
 	}
-	present := map[string]bool{}
+	present := map[string]bool{self: true}
 	for _, r := range rows {
 		present[r.WorkerID] = true
 		v := r.LastSeenAt.Time.UTC().Format(time.RFC3339Nano)
 		lease := time.Duration(r.LeaseSeconds * float64(time.Second))
 		old, ok := h.seen[r.WorkerID]
 		switch {
+		case r.WorkerID == self:
 		case !ok && r.Gone:
 			h.seen[r.WorkerID] = beatSeen{lastSeen: v, changed: now.Add(-2 * lease), lease: lease}
 		case !ok || old.lastSeen != v:
 			h.seen[r.WorkerID] = beatSeen{lastSeen: v, changed: now, lease: lease}
 		}
 	}
+	h.seen[self] = beatSeen{changed: now, lease: selfLease}
 	for id := range h.seen {
 		if !present[id] {
 			delete(h.seen, id)
 		}
 	}
-	return nil
 }
 
 // rescuable keeps the expired leases to rescue now: those of holders not

@@ -28,7 +28,7 @@ func (s *Supervisor) rescue(ctx context.Context) (cleanupResult, error) {
 	// Every pass, expired leases or not: the live holders are those whose
 	// beat the leader saw move, which needs a reading before the clock
 	// steps (holders.go).
-	if err := s.holders.observe(ctx, s.store); err != nil {
+	if err := s.holders.observe(ctx, s.store, s.cfg.WorkerID, s.cfg.LeaseSeconds); err != nil {
 		return res, err
 	}
 	for _, kind := range []store.Kind{store.KindRun, store.KindBuild} {
