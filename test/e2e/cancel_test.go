@@ -340,11 +340,10 @@ func (w *world) waitForCancelledEvent(path, name string) {
 // assertCancelLog checks that supervisor i logged the cancel as a cancel.
 func (w *world) assertCancelLog(i int) {
 	w.t.Helper()
-	log := w.supervisorLog(i)
-	if !strings.Contains(log, "job cancelled") {
-		w.t.Errorf("supervisor log does not say \"job cancelled\"")
-	}
-	if strings.Contains(log, "lease lost") {
+	// Logged once the job's processes are gone, which may be after the
+	// row and the events file the caller waited for.
+	w.waitForLogLine(i, "job cancelled", 30*time.Second)
+	if log := w.supervisorLog(i); strings.Contains(log, "lease lost") {
 		w.t.Errorf("supervisor log reports a cancel as a lost lease")
 	}
 }
