@@ -71,7 +71,7 @@ func (h *holders) record(rows []store.WorkerRow, self string, selfLease time.Dur
 		lease := time.Duration(r.LeaseSeconds * float64(time.Second))
 		old, ok := h.seen[r.WorkerID]
 		switch {
-		case r.WorkerID == self:
+		case r.WorkerID == self: // set after the loop, whatever the row says
 		case !ok && r.Gone:
 			h.seen[r.WorkerID] = beatSeen{lastSeen: v, changed: now.Add(-2 * lease), lease: lease}
 		case !ok || old.lastSeen != v:

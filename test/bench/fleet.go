@@ -39,7 +39,7 @@ func (b *bench) fleet(ctx context.Context, backend string) ([]row, error) {
 	if len(b.opts.fleetSizes) > 0 {
 		sizes = b.opts.fleetSizes
 	}
-	pg, err := b.startCluster(ctx, 64*12+50)
+	pg, err := b.startCluster(ctx, maxFleet*12+50)
 	if err != nil {
 		return nil, err
 	}
@@ -80,6 +80,17 @@ func (b *bench) fleet(ctx context.Context, backend string) ([]row, error) {
 			row{"fleet", backend, fmt.Sprintf("server CPU per run alone, N=%d / N=%d", last, first), []float64{z[1] / a[1]}, below(1.5), nil})
 	}
 	return rows, nil
+}
+
+// maxFleet is the most supervisors the fleet workload starts: its
+// cluster's max_connections is sized for it.
+const maxFleet = 64
+
+// cpuMsEach is the server CPU in ms of each of count events between the
+// nanosecond readings n0 and n1, secs apart, the idle fleet's rate
+// (idleNanos a second) taken off.
+func cpuMsEach(n0, n1 uint64, idleNanos, secs float64, count int) float64 {
+	return (float64(n1-n0) - idleNanos*secs) / 1e6 / float64(count)
 }
 
 // fleetResult is one N's figures.
@@ -230,7 +241,7 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 	}
 	secs := m1.at.Sub(m0.at).Seconds()
 	res.aloneXact = (float64(m1.xact-m0.xact) - float64(own) - res.idleXact*secs) / float64(alone)
-	res.aloneCPU = (float64(alone1-alone0) - idleNanos*aloneSecs) / 1e6 / float64(alone)
+	res.aloneCPU = cpuMsEach(alone0, alone1, idleNanos, aloneSecs, alone)
 	sortFloats(pickups)
 	res.pickupP50 = percentile(pickups, 50)
 	if res.notifyP50, res.notifyCPU, err = notifyRoundTrip(ctx, w.env["ADE_DATABASE_URL"], alone, serverNanos, idleNanos); err != nil {
@@ -342,7 +353,7 @@ func notifyRoundTrip(ctx context.Context, rawURL string, samples int, serverNano
 		return 0, 0, err
 	}
 	sortFloats(got)
-	cpuMs = (float64(n1-n0) - idleNanos*time.Since(at).Seconds()) / 1e6 / float64(samples)
+	cpuMs = cpuMsEach(n0, n1, idleNanos, time.Since(at).Seconds(), samples)
 	return percentile(got, 50), cpuMs, nil
 }
 

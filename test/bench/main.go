@@ -104,8 +104,8 @@ func parseFlags(args []string) (options, error) {
 	if *fleetSizes != "" {
 		for _, f := range strings.Split(*fleetSizes, ",") {
 			n, err := strconv.Atoi(strings.TrimSpace(f))
-			if err != nil || n < 1 || n > 64 {
-				return o, fmt.Errorf("--fleet-sizes %q: want numbers from 1 to 64 (the cluster's connections are sized for 64)", *fleetSizes)
+			if err != nil || n < 1 || n > maxFleet {
+				return o, fmt.Errorf("--fleet-sizes %q: want numbers from 1 to %d (the cluster's connections are sized for %d)", *fleetSizes, maxFleet, maxFleet)
 			}
 			o.fleetSizes = append(o.fleetSizes, n)
 		}
