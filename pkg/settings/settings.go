@@ -55,6 +55,9 @@ type Settings struct {
 	Concurrency     int
 	PollInterval    time.Duration
 	PollIntervalMax time.Duration // >= PollInterval
+	// IdleListeners is how many supervisors with free slots listen for
+	// wake-ups on PostgreSQL (0: all); one that runs jobs always listens.
+	IdleListeners   int
 	CleanupInterval time.Duration
 	MetricsInterval time.Duration
 	WorkerID        string

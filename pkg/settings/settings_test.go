@@ -77,6 +77,7 @@ func TestDefaults(t *testing.T) {
 		Concurrency:       defaultConcurrency(),
 		PollInterval:      500 * time.Millisecond,
 		PollIntervalMax:   2 * time.Second,
+		IdleListeners:     4,
 		CleanupInterval:   30 * time.Second,
 		MetricsInterval:   30 * time.Second,
 		WorkerID:          s.WorkerID, // checked below: it has a random part

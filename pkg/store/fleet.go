@@ -69,7 +69,7 @@ func (s *Store) createFleet(db *gorm.DB) error {
 // AppName is what PostgreSQL shows as the application_name of a
 // supervisor's connections (pg_stat_activity): one supervisor's connections
 // are counted by it, and the queue's trigger wakes only a supervisor whose
-// LISTEN connection is there under it (liveSQL). PostgreSQL keeps 63 bytes.
+// LISTEN connection is there under it, listening (listeningSQL). PostgreSQL keeps 63 bytes.
 func AppName(workerID string) string {
 	name := appNamePrefix + workerID
 	if len(name) > 63 {
@@ -80,16 +80,27 @@ func AppName(workerID string) string {
 
 const appNamePrefix = "ade-worker "
 
-// liveSQL is true when the supervisor whose worker_id is the SQL
-// expression id has a connection to the server under its AppName. A
+// listeningSQL is true when the supervisor whose worker_id is the SQL
+// expression id listens for wake-ups now: a connection to the server under
+// its AppName whose last statement was its LISTEN (see listenPostgres). A
 // supervisor killed since its last beat still has a fresh row for up to a
-// lease, but its connections closed with it: a wake-up sent to it would be
-// lost until another supervisor's beat found the job. Every backend's
-// application_name is visible to every role; the snapshot is taken once per
-// transaction, so a batch of inserts reads it once.
-func liveSQL(id string) string {
-	return `EXISTS (SELECT 1 FROM pg_stat_get_activity(NULL) a WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database())
-		AND a.application_name = left('` + appNamePrefix + `' || ` + id + `, 63))`
+// lease, but its connections closed with it, and one that is not on duty
+// keeps its connection but UNLISTENs: a wake-up sent to either would be
+// lost until some beat found the job. Every backend's application_name and
+// statement are visible to every role (track_activities off shows no
+// statement: then no supervisor counts as listening and the trigger wakes
+// every listener); the snapshot is taken once per transaction, so a batch
+// of inserts reads it once.
+func listeningSQL(id string) string { return backendOfSQL(id, `AND a.query LIKE 'LISTEN %'`) }
+
+// connectedSQL is true when the supervisor whose worker_id is the SQL
+// expression id has any connection to the server: alive, listening or not.
+func connectedSQL(id string) string { return backendOfSQL(id, "") }
+
+// backendOfSQL: one read of the server's backends however many rows ask.
+func backendOfSQL(id, cond string) string {
+	return `left('` + appNamePrefix + `' || ` + id + `, 63) IN (SELECT a.application_name FROM pg_stat_get_activity(NULL) a
+		WHERE a.datid = (SELECT oid FROM pg_database WHERE datname = current_database()) ` + cond + `)`
 }
 
 // WakeChannel is the PostgreSQL channel on which the queue's trigger wakes
@@ -109,6 +120,9 @@ type Beat struct {
 	Draining  bool // a draining supervisor gives up and never takes the leadership
 	// LeaderTTL is how long the leadership lasts without a beat.
 	LeaderTTL time.Duration
+	// Listeners is how many supervisors with free slots listen for
+	// wake-ups (PostgreSQL); 0: all of them.
+	Listeners int
 }
 
 // BeatResult is what a beat learnt.
@@ -122,6 +136,11 @@ type BeatResult struct {
 	// Busy: some run is running or some build building (a lease that
 	// may expire): the leader's rescue has nothing to look for otherwise.
 	Busy bool
+	// OnDuty: this supervisor is one of the Listeners that listen for
+	// wake-ups while idle: the first by md5(worker_id) of the connected
+	// ones with free slots. SQLite's watch ignores it: watching the file
+	// costs the database nothing.
+	OnDuty bool
 }
 
 // BeatWorker refreshes the supervisor's row, takes, keeps or (draining)
@@ -153,23 +172,25 @@ func (s *Store) BeatWorker(ctx context.Context, b Beat) (BeatResult, error) {
 	OR EXISTS (SELECT 1 FROM builds WHERE status = 'queued' AND available_at <= ` + now + `) THEN 1 ELSE 0 END`
 	busy := `SELECT CASE WHEN EXISTS (SELECT 1 FROM runs WHERE status = 'running')
 	OR EXISTS (SELECT 1 FROM builds WHERE status = 'building') THEN 1 ELSE 0 END`
-	got, err := s.dialect.beat(ctx, s, beatQueries{refresh: refresh, lead: lead, due: due, busy: busy,
+	got, err := s.dialect.beat(ctx, s, beatQueries{worker: b.WorkerID, refresh: refresh, lead: lead, due: due, busy: busy,
 		refreshArgs: refreshArgs, leadArgs: leadArgs})
 	if err != nil {
 		return BeatResult{}, fmt.Errorf("beat of supervisor %s: %w", b.WorkerID, err)
 	}
-	return BeatResult{Leader: got.Led > 0 && !b.Draining, Found: got.Seen > 0, Work: got.Work != 0, Busy: got.Busy != 0}, nil
+	return BeatResult{Leader: got.Led > 0 && !b.Draining, Found: got.Seen > 0, Work: got.Work != 0, Busy: got.Busy != 0,
+		OnDuty: b.Listeners <= 0 || !b.Draining && b.FreeSlots > 0 && got.Ahead < b.Listeners}, nil
 }
 
 // beatQueries are a beat's statements: two writes whose rows count
 // (refresh, lead) and two reads of one 0/1 value (due, busy).
 type beatQueries struct {
+	worker                   string
 	refresh, lead, due, busy string
 	refreshArgs, leadArgs    []any
 }
 
 // beatCounts is what a beat's statements gave.
-type beatCounts struct{ Seen, Led, Work, Busy int }
+type beatCounts struct{ Seen, Led, Work, Busy, Ahead int }
 
 // LeaderVacant reports whether no supervisor leads now (no row, or an
 // expired one): a read, for a supervisor told the leader may have left.
@@ -215,8 +236,8 @@ func (s *Store) StepDown(ctx context.Context, workerID string) error {
 	return nil
 }
 
-// PassOn wakes one other live supervisor (connected, see liveSQL) with free slots, or every
-// supervisor when none advertises any (PostgreSQL; a no-op on SQLite, where
+// PassOn wakes one other supervisor that listens (see listeningSQL) with free
+// slots, or every listening supervisor when none does (PostgreSQL; a no-op on SQLite, where
 // every write wakes them all): for a supervisor woken for jobs it has no
 // slot for, or whose slots the jobs filled while more may wait.
 func (s *Store) PassOn(ctx context.Context, workerID string) error {
@@ -225,7 +246,7 @@ func (s *Store) PassOn(ctx context.Context, workerID string) error {
 	}
 	err := s.db.WithContext(ctx).Exec(`SELECT pg_notify(COALESCE((SELECT '`+notifyChannel+`_' || left(md5(worker_id), 20)
 	FROM `+supervisorsTable+` WHERE worker_id <> ? AND free_slots > 0 AND draining = 0
-		AND last_seen_at > now() - make_interval(secs => lease_seconds) AND `+liveSQL("worker_id")+`
+		AND last_seen_at > now() - make_interval(secs => lease_seconds) AND `+listeningSQL("worker_id")+`
 	ORDER BY random() LIMIT 1), '`+notifyChannel+`'), 'forward')`, workerID).Error
 	if err != nil {
 		return fmt.Errorf("wake another supervisor: %w", err)
@@ -270,4 +291,18 @@ func openPostgres(dsn string) (gorm.Dialector, error) {
 		return p.IdleDuration > pingAfterIdle && p.IdleDuration < math.MaxInt64
 	}))
 	return postgres.New(postgres.Config{Conn: db}), nil
+}
+
+// listenDuty is migration 6: the wake-up trigger that wakes only a
+// supervisor that listens (listeningSQL). The baseline, run on every
+// migrate, installs the same; the step makes a supervisor that needs this
+// trigger refuse a database that has not been migrated since (it would wake
+// supervisors that do not listen, and their jobs would wait a beat).
+func (s *Store) listenDuty(db *gorm.DB) error {
+	for _, q := range s.dialect.migrations() {
+		if err := db.Exec(q).Error; err != nil {
+			return fmt.Errorf("%s: %w", firstLine(q), err)
+		}
+	}
+	return nil
 }

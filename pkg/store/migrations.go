@@ -32,6 +32,7 @@ var migrations = []migration{
 	{3, "supervisors: a row per live supervisor (ade_worker_supervisors)", (*Store).createSupervisors, false},
 	{4, "hand-backs: how often each job was handed back at shutdown (ade_worker_handbacks)", (*Store).createHandBacks, false},
 	{5, "fleet: free slots in the supervisors' rows, the maintenance leader (ade_worker_leader)", (*Store).createFleet, false},
+	{6, "listening duty: wake-ups go to a supervisor that listens", (*Store).listenDuty, false},
 }
 
 // latestVersion is the schema version this worker needs.

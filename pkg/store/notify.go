@@ -7,11 +7,14 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 	"syscall"
 	"time"
 	"unsafe"
 
 	"github.com/jackc/pgx/v5"
+	"github.com/jackc/pgx/v5/pgconn"
+	"github.com/jackc/pgx/v5/pgconn/ctxwatch"
 
 	"github.com/ade-org/ade-worker/pkg/tick"
 )
@@ -46,6 +49,13 @@ type Watch struct {
 	Wake      func()
 	Directed  func()
 	Cancelled func(JobRef)
+	// Listen, when set, says whether this supervisor should listen now
+	// (PostgreSQL; it is asked again whenever ListenChanged fires). A
+	// supervisor that does not listen hears of no wake-up, cancel or
+	// step-down: its beat finds work, and a supervisor that runs jobs
+	// listens for their cancels.
+	Listen        func() bool
+	ListenChanged <-chan struct{}
 	// LeaderLeft, when set: the leader may have stepped down (a control
 	// notification on PostgreSQL; any write to the file on SQLite).
 	LeaderLeft func()
@@ -72,8 +82,11 @@ func (s *Store) WatchFleet(ctx context.Context, w Watch, onError func(error)) {
 	}
 }
 
-// listenPostgres holds one dedicated connection that LISTENs until an error
-// (ctx ending is one).
+// listenPostgres holds one dedicated connection until an error (ctx ending
+// is one). It LISTENs while w.Listen says so and UNLISTENs otherwise,
+// keeping the connection: PostgreSQL signals every session that listens
+// on any channel of the database for every NOTIFY, so a fleet whose idle
+// supervisors all listened paid for each queued job once per supervisor.
 func listenPostgres(ctx context.Context, dsn string, w Watch) error {
 	cfg, err := pgx.ParseConfig(dsn)
 	if err != nil {
@@ -81,8 +94,14 @@ func listenPostgres(ctx context.Context, dsn string, w Watch) error {
 	}
 	if w.WorkerID != "" {
 		// The queue's trigger wakes this supervisor only while this
-		// connection is there under its name (liveSQL).
+		// connection is there under its name, listening (listeningSQL).
 		cfg.RuntimeParams["application_name"] = AppName(w.WorkerID)
+	}
+	// A wait for notifications is interrupted by a deadline on the socket,
+	// which leaves the session usable; the default handler would also send
+	// the server a cancel request, which could hit the next statement.
+	cfg.BuildContextWatcherHandler = func(pc *pgconn.PgConn) ctxwatch.Handler {
+		return &pgconn.DeadlineContextWatcherHandler{Conn: pc.Conn()}
 	}
 	conn, err := pgx.ConnectConfig(ctx, cfg)
 	if err != nil {
@@ -95,22 +114,42 @@ func listenPostgres(ctx context.Context, dsn string, w Watch) error {
 		own = WakeChannel(w.WorkerID)
 		channels = append(channels, own)
 	}
+	listen := ""
 	for _, ch := range channels {
-		if _, err := conn.Exec(ctx, "LISTEN "+pgx.Identifier{ch}.Sanitize()); err != nil {
-			return fmt.Errorf("LISTEN %s: %w", ch, err)
-		}
+		listen += "LISTEN " + pgx.Identifier{ch}.Sanitize() + "; "
 	}
-	// Anything queued or cancelled while we were not listening is found by
-	// this claim and this check, and a leader's step-down told meanwhile by
-	// a look at the leadership (a supervisor started just as the leader
-	// stopped waited for its next beat: 10 s, seen under load).
-	w.Wake()
-	w.Cancelled(JobRef{})
-	w.LeaderLeft()
+	listening := false
 	for {
-		n, err := conn.WaitForNotification(ctx)
+		if want := w.Listen == nil || w.Listen(); want != listening {
+			// One round trip either way. The trigger tells a listening
+			// session by its last statement (listeningSQL), so LISTEN
+			// comes last and UNLISTEN leaves a statement that is not one.
+			order := listen
+			if !want {
+				order = "UNLISTEN *"
+			}
+			if _, err := conn.PgConn().Exec(ctx, order).ReadAll(); err != nil {
+				return fmt.Errorf("%s: %w", firstWord(order), err)
+			}
+			listening = want
+			// Anything queued or cancelled while we were not listening is
+			// found by this claim and this check, and a leader's step-down
+			// told meanwhile by a look at the leadership (a supervisor
+			// started just as the leader stopped waited for its next beat:
+			// 10 s, seen under load). A wake-up sent to us just before
+			// UNLISTEN is caught by the claim too.
+			w.Wake()
+			if want {
+				w.Cancelled(JobRef{})
+				w.LeaderLeft()
+			}
+		}
+		n, err := waitNotification(ctx, conn, listening, w.ListenChanged)
 		if err != nil {
-			return fmt.Errorf("wait for notification: %w", err)
+			return err
+		}
+		if n == nil {
+			continue // whether to listen may have changed
 		}
 		switch n.Channel {
 		case own:
@@ -125,6 +164,50 @@ func listenPostgres(ctx context.Context, dsn string, w Watch) error {
 			w.Wake()
 		}
 	}
+}
+
+// waitNotification returns the next notification, or nil when changed
+// fires first (or at once, not listening, when it does).
+func waitNotification(ctx context.Context, conn *pgx.Conn, listening bool, changed <-chan struct{}) (*pgconn.Notification, error) {
+	if !listening {
+		select {
+		case <-ctx.Done():
+			return nil, ctx.Err()
+		case <-changed:
+			return nil, nil
+		}
+	}
+	waitCtx, stop := context.WithCancel(ctx)
+	defer stop()
+	interrupted := make(chan struct{})
+	go func() {
+		select {
+		case <-changed:
+			close(interrupted)
+			stop()
+		case <-waitCtx.Done():
+		}
+	}()
+	n, err := conn.WaitForNotification(waitCtx)
+	stop()
+	if err != nil {
+		select {
+		case <-interrupted:
+			if ctx.Err() == nil {
+				return nil, nil
+			}
+		default:
+		}
+		return nil, fmt.Errorf("wait for notification: %w", err)
+	}
+	return n, nil
+}
+
+func firstWord(s string) string {
+	if i := strings.IndexByte(s, ' '); i > 0 {
+		return s[:i]
+	}
+	return s
 }
 
 // isLeaderLeft reads StepDown's control notification.

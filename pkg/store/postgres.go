@@ -189,29 +189,22 @@ func (postgresDialect) watch(ctx context.Context, dsn string, w Watch) error {
 // became claimable. Drop-and-create keeps them current and idempotent.
 func (postgresDialect) migrations() []string {
 	return append([]string{
-		// One supervisor with free slots is woken, not all: the live one
-		// (seen within its lease, not draining, connected: liveSQL) that
-		// ranks first for this job by rendezvous hash, so jobs spread over
-		// the fleet. The loop checks the connection of the first candidates
-		// only, usually one. With none advertising a free slot, or before
-		// migration 5 made the columns, every supervisor is woken as
-		// before; so it is by a statement trigger (a pause lifted: many
-		// jobs at once).
+		// One supervisor with free slots is woken, not all: one that is
+		// live (seen within its lease, not draining) and listens
+		// (listeningSQL), the one that ranks first for this job by
+		// rendezvous hash, so jobs spread over the listeners. With none,
+		// or before migration 5 made the columns, every listening
+		// supervisor is woken; so it is by a statement trigger (a pause
+		// lifted: many jobs at once).
 		`CREATE OR REPLACE FUNCTION ade_worker_notify() RETURNS trigger LANGUAGE plpgsql AS $$
 DECLARE
 	w text;
-	candidate text;
 BEGIN
 	IF TG_LEVEL = 'ROW' AND to_regclass('` + leaderTable + `') IS NOT NULL THEN
-		FOR candidate IN SELECT worker_id FROM ` + supervisorsTable + `
+		SELECT worker_id INTO w FROM ` + supervisorsTable + `
 			WHERE free_slots > 0 AND draining = 0 AND last_seen_at > now() - make_interval(secs => lease_seconds)
-			ORDER BY md5(worker_id || NEW.id)
-		LOOP
-			IF ` + liveSQL("candidate") + ` THEN
-				w := candidate;
-				EXIT;
-			END IF;
-		END LOOP;
+				AND ` + listeningSQL("worker_id") + `
+			ORDER BY md5(worker_id || NEW.id) LIMIT 1;
 	END IF;
 	IF w IS NULL THEN
 		PERFORM pg_notify('` + notifyChannel + `', TG_TABLE_NAME);
@@ -237,9 +230,16 @@ func (postgresDialect) notifies() bool { return true }
 // work ride on the election.
 func (postgresDialect) beat(ctx context.Context, s *Store, q beatQueries) (beatCounts, error) {
 	var got beatCounts
+	// ahead: the live supervisors with free slots that rank before this
+	// one for listening duty (Beat.Listeners); the main query reads the
+	// rows as they were before this beat's refresh.
 	sql := `WITH seen AS (` + q.refresh + ` RETURNING 1), led AS (` + q.lead + ` RETURNING 1)
-SELECT (SELECT count(*) FROM seen) AS seen, (SELECT count(*) FROM led) AS led, (` + q.due + `) AS work, (` + q.busy + `) AS busy`
-	err := s.db.WithContext(ctx).Raw(sql, append(append([]any{}, q.refreshArgs...), q.leadArgs...)...).Scan(&got).Error
+SELECT (SELECT count(*) FROM seen) AS seen, (SELECT count(*) FROM led) AS led, (` + q.due + `) AS work, (` + q.busy + `) AS busy,
+	(SELECT count(*) FROM ` + supervisorsTable + ` o WHERE o.worker_id <> ? AND md5(o.worker_id) < md5(?)
+		AND o.free_slots > 0 AND o.draining = 0 AND o.last_seen_at > now() - make_interval(secs => o.lease_seconds)
+		AND ` + connectedSQL("o.worker_id") + `) AS ahead`
+	args := append(append([]any{}, q.refreshArgs...), q.leadArgs...)
+	err := s.db.WithContext(ctx).Raw(sql, append(args, q.worker, q.worker)...).Scan(&got).Error
 	return got, err
 }
 

@@ -15,7 +15,8 @@ import (
 // rescues expired leases, cleans up and logs the queue gauges; an idle one
 // with instant wake-ups polls for work rarely (every queued job notifies),
 // and the trigger wakes one supervisor with free slots rather than all
-// (store/fleet.go).
+// (store/fleet.go). Only a few idle supervisors listen at all (onDuty):
+// PostgreSQL signals every listening session for each NOTIFY.
 
 // fleetState is the supervisor's part in the fleet.
 type fleetState struct {
@@ -35,7 +36,12 @@ type fleetState struct {
 	goneSwept atomic.Int64
 	answered  atomic.Int64 // unix nanoseconds of the last database round trip that worked
 	stopping  atomic.Bool  // claiming stopped: never stand for the leadership again
-	left      chan struct{}
+	// onDuty: the last beat made this supervisor one of the idle
+	// listeners (settings.IdleListeners); listenChanged tells the
+	// watcher to ask wantListen again.
+	onDuty        atomic.Bool
+	listenChanged chan struct{}
+	left          chan struct{}
 }
 
 // beatEvery is how often a supervisor refreshes its row, stands for the
@@ -89,6 +95,19 @@ func (s *Supervisor) wokenAlone() {
 func (s *Supervisor) forward(ctx context.Context) {
 	if err := s.store.PassOn(ctx, s.cfg.WorkerID); err != nil && ctx.Err() == nil {
 		s.log.Warn().Err(err).Msg("could not pass a wake-up on; the others find the job at their next poll")
+	}
+}
+
+// wantListen is whether this supervisor should listen for notifications
+// now: while it runs jobs (their cancels), and while on duty. The others
+// hear nothing and find work at their beat.
+func (s *Supervisor) wantListen() bool { return len(s.slots) > 0 || s.fleet.onDuty.Load() }
+
+// listenMayChange tells the watcher to ask wantListen again.
+func (s *Supervisor) listenMayChange() {
+	select {
+	case s.fleet.listenChanged <- struct{}{}:
+	default:
 	}
 }
 
@@ -173,7 +192,7 @@ func (s *Supervisor) beat(ctx context.Context) error {
 		free = 0
 	}
 	got, err := s.store.BeatWorker(ctx, store.Beat{WorkerID: s.cfg.WorkerID, JobsHeld: held, FreeSlots: free,
-		Draining: draining, LeaderTTL: s.cfg.LeaseSeconds})
+		Draining: draining, LeaderTTL: s.cfg.LeaseSeconds, Listeners: s.cfg.IdleListeners})
 	if ctx.Err() == nil {
 		s.obs.DBOp("beat", err)
 	}
@@ -182,6 +201,9 @@ func (s *Supervisor) beat(ctx context.Context) error {
 	}
 	s.databaseAnswered()
 	s.fleet.quiet.Store(!got.Work && !got.Busy)
+	if s.fleet.onDuty.Swap(got.OnDuty) != got.OnDuty {
+		s.listenMayChange()
+	}
 	leader := got.Leader
 	if got.Work && free > 0 {
 		s.wake()

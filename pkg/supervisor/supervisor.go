@@ -91,6 +91,8 @@ func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner 
 		now:      time.Now,
 	}
 	s.fleet.left = make(chan struct{}, 1)
+	s.fleet.listenChanged = make(chan struct{}, 1)
+	s.fleet.onDuty.Store(true) // until the first beat says otherwise
 	for _, o := range opts {
 		o(s)
 	}
@@ -147,7 +149,8 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.obs.Wakeups(true)
 	service(func() {
 		w := store.Watch{WorkerID: s.cfg.WorkerID, Wake: s.wakeupsUp, Directed: s.wokenAlone,
-			Cancelled: s.cancelSeen, LeaderLeft: s.leaderLeft}
+			Cancelled: s.cancelSeen, LeaderLeft: s.leaderLeft,
+			Listen: s.wantListen, ListenChanged: s.fleet.listenChanged}
 		s.store.WatchFleet(loopCtx, w, func(err error) {
 			s.wakeupsDown(err)
 			s.log.Warn().Err(err).Msg("instant wake-ups unavailable; polling until they are back")
@@ -319,6 +322,7 @@ func (s *Supervisor) start(ctx context.Context, j job, readyAt time.Time, buildW
 	log := s.log.With().Str("kind", string(f.Kind)).Str("job_id", f.ID).Int("attempt", f.Attempt).Logger()
 	l.log = log
 	s.leases.add(l)
+	s.listenMayChange() // its cancels are heard from now on
 	// Pickup latency compares a database time with this host's clock: a
 	// figure for the log, never for a decision.
 	log.Info().Float64("pickup_latency_ms", float64(s.now().Sub(readyAt).Microseconds())/1000).Msg("job claimed")
@@ -329,6 +333,7 @@ func (s *Supervisor) start(ctx context.Context, j job, readyAt time.Time, buildW
 			s.obs.JobEnded(string(f.Kind), l.outcomeOf(), time.Since(claimedAt))
 			s.leases.remove(l)
 			<-s.slots
+			s.listenMayChange()
 			s.jobs.Done()
 			select {
 			case s.freed <- struct{}{}:

@@ -1,6 +1,8 @@
 package e2e
 
 import (
+	"crypto/md5"
+	"encoding/hex"
 	"fmt"
 	"strings"
 	"testing"
@@ -167,4 +169,89 @@ func TestKilledSupervisorDelaysNoPickup(t *testing.T) {
 			w.waitForStatus("runs", []string{run}, time.Minute)
 		}
 	})
+}
+
+// TestIdleListenersOnDuty: PostgreSQL signals every listening session for
+// each NOTIFY, so only ADE_WORKER_IDLE_LISTENERS idle supervisors listen.
+// With it at 1, of three idle supervisors exactly the one first by
+// md5(worker_id) listens, and runs queued one at a time start well within a
+// beat. Runs beyond its free slots are found by the others at their beat;
+// each supervisor listens while it runs a job, so every cancel is heard by
+// notification; and with the runs gone, one listens again.
+func TestIdleListenersOnDuty(t *testing.T) {
+	t.Parallel()
+	ids := []string{"duty-a", "duty-b", "duty-c"}
+	// A beat every 20 s: a wake-up sent to no one that listens would leave
+	// the run to the first of three beats, seconds later.
+	w, cfg, _ := readyWorld(t, "postgres", map[string]string{"ADE_WORKER_IDLE_LISTENERS": "1",
+		"ADE_WORKER_CONCURRENCY": "1", "ADE_WORKER_JOB_LEASE_SECONDS": "60", "ADE_WORKER_ID": ids[0]})
+	for _, id := range ids[1:] {
+		w.startAs(id)
+	}
+	first := ids[0]
+	for _, id := range ids[1:] {
+		if hexMD5(id) < hexMD5(first) {
+			first = id
+		}
+	}
+	listeners := func() []string {
+		var got []string
+		w.query(&got, `SELECT substr(application_name, 12) FROM pg_stat_activity
+			WHERE datname = current_database() AND application_name LIKE 'ade-worker duty-%' AND query LIKE 'LISTEN %' ORDER BY 1`)
+		return got
+	}
+	onlyFirst := func() bool {
+		l := listeners()
+		return len(l) == 1 && l[0] == first
+	}
+	waitUntil(t, time.Minute, "only "+first+" to listen", onlyFirst)
+
+	const bound = 2 * time.Second
+	for i := range 5 {
+		queued := time.Now()
+		run := w.addRun(cfg, w.addDocument(fmt.Sprintf("alone-%d.csv", i), csv()))
+		waitUntil(t, 30*time.Second, "the run to start", func() bool { return w.job("runs", run).Status != "queued" })
+		took := time.Since(queued)
+		if r := w.waitForStatus("runs", []string{run}, time.Minute)[run]; r.Status != "succeeded" || took > bound {
+			t.Errorf("run %d: %+v (%s) started %s after it was queued; want succeeded, within %s", i, r, r.errText(), took.Round(time.Millisecond), bound)
+		}
+	}
+	// A supervisor that found a run at its beat listened while it ran it.
+	waitUntil(t, 30*time.Second, "only "+first+" to listen once idle", onlyFirst)
+
+	// Three long runs: one each, the others found at their beats.
+	var runs []string
+	for i := range 3 {
+		runs = append(runs, w.addRun(cfg, w.addDocument(fmt.Sprintf("long-%d.csv", i), csv("sleep=60"))))
+	}
+	for _, run := range runs {
+		w.waitEngine(run) // a beat, 20 s, for the last
+	}
+	holders := map[string]bool{}
+	for _, run := range runs {
+		if r := w.job("runs", run); r.ClaimedBy != nil {
+			holders[*r.ClaimedBy] = true
+		}
+	}
+	if len(holders) != 3 {
+		t.Fatalf("three runs at concurrency 1 held by %v, want one each", holders)
+	}
+	waitUntil(t, 30*time.Second, "all three, running jobs, to listen", func() bool { return len(listeners()) == 3 })
+	for _, run := range runs {
+		now := w.ts(time.Now())
+		w.exec(cancelRunSQL, now, now, run)
+	}
+	for i := range ids {
+		// Each ran one of the runs and heard its cancel.
+		w.assertCancelLog(i)
+		if log := ansi.ReplaceAllString(w.supervisorLog(i), ""); !strings.Contains(log, "seen_by=notify") {
+			t.Errorf("supervisor %s saw its run's cancel other than by notification:\n%s", ids[i], log)
+		}
+	}
+	waitUntil(t, 30*time.Second, "only "+first+" to listen once the runs are gone", onlyFirst)
+}
+
+func hexMD5(s string) string {
+	sum := md5.Sum([]byte(s))
+	return hex.EncodeToString(sum[:])
 }
