@@ -118,6 +118,9 @@ func listenPostgres(ctx context.Context, dsn string, w Watch) error {
 	for _, ch := range channels {
 		listen += "LISTEN " + pgx.Identifier{ch}.Sanitize() + "; "
 	}
+	// Connected is "wake-ups work" for the caller (its idle polling may be
+	// slow) even before it listens: the supervisors on duty hear the queue.
+	w.Wake()
 	listening := false
 	for {
 		if want := w.Listen == nil || w.Listen(); want != listening {

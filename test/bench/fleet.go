@@ -86,13 +86,6 @@ func (b *bench) fleet(ctx context.Context, backend string) ([]row, error) {
 // cluster's max_connections is sized for it.
 const maxFleet = 64
 
-// cpuMsEach is the server CPU in ms of each of count events between the
-// nanosecond readings n0 and n1, secs apart, the idle fleet's rate
-// (idleNanos a second) taken off.
-func cpuMsEach(n0, n1 uint64, idleNanos, secs float64, count int) float64 {
-	return (float64(n1-n0) - idleNanos*secs) / 1e6 / float64(count)
-}
-
 // fleetResult is one N's figures.
 type fleetResult struct {
 	runsPerSec, xactPerRun, cpuPerRun float64
@@ -169,10 +162,6 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 	if err != nil {
 		return res, err
 	}
-	idle0, err := serverNanos()
-	if err != nil {
-		return res, err
-	}
 	if err := sleepCtx(ctx, idle); err != nil {
 		return res, err
 	}
@@ -180,29 +169,40 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 	if err != nil {
 		return res, err
 	}
-	idle1, err := serverNanos()
-	if err != nil {
-		return res, err
-	}
 	idleSecs := m1.at.Sub(m0.at).Seconds()
 	res.idleXact = float64(m1.xact-m0.xact) / idleSecs
-	idleNanos := float64(idle1-idle0) / idleSecs // ns/s
 
 	// Runs inserted alone: one at a time, each well after the last ended.
-	// The idle fleet's own share over the window is taken off, and so are
-	// the bench's reads; the insert counts (it is the run's).
+	// The idle fleet's transactions over the window are taken off, and so
+	// are the bench's reads; the insert counts (it is the run's).
 	m0, err = pg.mark(ctx, dbName)
 	if err != nil {
 		return res, err
 	}
-	alone0, aloneAt := uint64(0), time.Now()
-	if alone0, err = serverNanos(); err != nil {
-		return res, err
-	}
 	tag := store.NewID()
 	var own int64
-	var pickups []float64
+	var pickups, cpuEach []float64
+	var lastTook time.Duration
 	for range alone {
+		// A quiet window as long as the last run took, then the run: the
+		// difference is the run's server CPU, robust to the idle fleet's
+		// bursts (see notifyRoundTrip).
+		quiet := 400 * time.Millisecond
+		if len(pickups) > 0 {
+			quiet = lastTook
+		}
+		q0, err := serverNanos()
+		if err != nil {
+			return res, err
+		}
+		if err := sleepCtx(ctx, quiet); err != nil {
+			return res, err
+		}
+		q1, err := serverNanos()
+		if err != nil {
+			return res, err
+		}
+		runAt := time.Now()
 		ids, err := w.enqueue(ctx, tag, 1, noopInput)
 		if err != nil {
 			return res, err
@@ -221,6 +221,12 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 			}
 			if status == "succeeded" {
 				pickups = append(pickups, ms(started.Time.Sub(created.Time)))
+				q2, err := serverNanos()
+				if err != nil {
+					return res, err
+				}
+				lastTook = time.Since(runAt)
+				cpuEach = append(cpuEach, (float64(q2-q1)-float64(q1-q0)*lastTook.Seconds()/quiet.Seconds())/1e6)
 				break
 			}
 			if status != "queued" && status != "running" {
@@ -231,20 +237,16 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 			}
 		}
 	}
-	alone1, err := serverNanos()
-	if err != nil {
-		return res, err
-	}
-	aloneSecs := time.Since(aloneAt).Seconds()
 	if m1, err = pg.settledMark(ctx, dbName); err != nil {
 		return res, err
 	}
 	secs := m1.at.Sub(m0.at).Seconds()
 	res.aloneXact = (float64(m1.xact-m0.xact) - float64(own) - res.idleXact*secs) / float64(alone)
-	res.aloneCPU = cpuMsEach(alone0, alone1, idleNanos, aloneSecs, alone)
+	sortFloats(cpuEach)
+	res.aloneCPU = percentile(cpuEach, 50)
 	sortFloats(pickups)
 	res.pickupP50 = percentile(pickups, 50)
-	if res.notifyP50, res.notifyCPU, err = notifyRoundTrip(ctx, w.env["ADE_DATABASE_URL"], alone, serverNanos, idleNanos); err != nil {
+	if res.notifyP50, res.notifyCPU, err = notifyRoundTrip(ctx, w.env["ADE_DATABASE_URL"], alone, serverNanos); err != nil {
 		return res, err
 	}
 
@@ -301,13 +303,17 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 
 // notifyRoundTrip is the p50 of samples notifications from one connection
 // to another on a channel nobody else listens to, while the fleet's LISTEN
-// connections are up, and the server's CPU per notification (the idle
-// fleet's rate, idleNanos per second, taken off): no wake-up of a
-// supervisor can be faster or cheaper. PostgreSQL (15 here) signals every
-// listening backend of the database for any notification and each one
-// checks the channel itself, so both grow with the number of supervisors
-// though only one is woken.
-func notifyRoundTrip(ctx context.Context, rawURL string, samples int, serverNanos func() (uint64, error), idleNanos float64) (p50, cpuMs float64, err error) {
+// connections are up, and the server's CPU per notification: no wake-up of
+// a supervisor can be faster or cheaper. PostgreSQL (15 here) signals
+// every listening backend of the database for any notification and each
+// one checks the channel itself, so both grow with the number of sessions
+// that listen, though only one is woken.
+//
+// The CPU is the median over samples of (a window with one notification)
+// minus (an equal window just before it without): the idle fleet's bursts
+// (64 supervisors' safety claims land together every 30 s) would swamp a
+// difference of rates over the whole phase.
+func notifyRoundTrip(ctx context.Context, rawURL string, samples int, serverNanos func() (uint64, error)) (p50, cpuMs float64, err error) {
 	u, err := settings.ParseDatabaseURL(rawURL)
 	if err != nil {
 		return 0, 0, err
@@ -325,36 +331,44 @@ func notifyRoundTrip(ctx context.Context, rawURL string, samples int, serverNano
 	if _, err := listener.Exec(ctx, "LISTEN ade_bench_floor"); err != nil {
 		return 0, 0, err
 	}
-	at := time.Now()
-	n0, err := serverNanos()
-	if err != nil {
-		return 0, 0, err
-	}
-	var got []float64
+	const window = 50 * time.Millisecond
+	var got, extra []float64
 	for range samples {
+		n0, err := serverNanos()
+		if err != nil {
+			return 0, 0, err
+		}
+		if err := sleepCtx(ctx, window); err != nil {
+			return 0, 0, err
+		}
+		n1, err := serverNanos()
+		if err != nil {
+			return 0, 0, err
+		}
 		sent := time.Now()
 		if _, err := sender.Exec(ctx, "SELECT pg_notify('ade_bench_floor', '')"); err != nil {
 			return 0, 0, err
 		}
 		waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err := listener.WaitForNotification(waitCtx)
+		_, err = listener.WaitForNotification(waitCtx)
 		cancel()
 		if err != nil {
 			return 0, 0, fmt.Errorf("NOTIFY round trip: %w", err)
 		}
-		got = append(got, ms(time.Since(sent)))
-		// Apart, as the runs inserted alone are: each finds the fleet idle.
-		if err := sleepCtx(ctx, 50*time.Millisecond); err != nil {
+		took := time.Since(sent)
+		got = append(got, ms(took))
+		if err := sleepCtx(ctx, window-took); err != nil {
 			return 0, 0, err
 		}
-	}
-	n1, err := serverNanos()
-	if err != nil {
-		return 0, 0, err
+		n2, err := serverNanos()
+		if err != nil {
+			return 0, 0, err
+		}
+		extra = append(extra, (float64(n2-n1)-float64(n1-n0))/1e6)
 	}
 	sortFloats(got)
-	cpuMs = cpuMsEach(n0, n1, idleNanos, time.Since(at).Seconds(), samples)
-	return percentile(got, 50), cpuMs, nil
+	sortFloats(extra)
+	return percentile(got, 50), percentile(extra, 50), nil
 }
 
 // stopAll stops the supervisors at once (SIGTERM each, then wait).
