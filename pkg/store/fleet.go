@@ -306,3 +306,12 @@ func (s *Store) listenDuty(db *gorm.DB) error {
 	}
 	return nil
 }
+
+// Holding tells the store how many jobs the supervisor runs now: while
+// any runs (and a while after) its pool keeps idle connections rather than
+// one (see pool.hold).
+func (s *Store) Holding(jobs int) {
+	if s.pool != nil {
+		s.pool.hold(jobs)
+	}
+}

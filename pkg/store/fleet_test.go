@@ -208,8 +208,11 @@ func TestTriggerSkipsSupervisorWithoutConnection(t *testing.T) {
 			}
 		}}, func(err error) { t.Errorf("watch: %v", err) })
 	<-listening
-	if how := <-wakes; how != "all" { // the wake the watcher sends itself on connecting
-		t.Fatalf("first wake-up %q, want the one on connecting", how)
+	// The wake-ups the watcher sends itself on connecting and on listening.
+	for range 2 {
+		if how := <-wakes; how != "all" {
+			t.Fatalf("first wake-ups %q, want the ones on connecting and listening", how)
+		}
 	}
 	const runs = 24
 	for range runs {
@@ -224,6 +227,74 @@ func TestTriggerSkipsSupervisorWithoutConnection(t *testing.T) {
 		case <-time.After(5 * time.Second):
 			t.Fatalf("%d of %d queued runs woke the connected supervisor; the rest went to the dead one", i, runs)
 		}
+	}
+}
+
+// TestTriggerSkipsSupervisorThatDoesNotListen: a supervisor off duty
+// keeps its connection but does not listen; the trigger wakes one that
+// listens, and the other hears nothing.
+func TestTriggerSkipsSupervisorThatDoesNotListen(t *testing.T) {
+	e := newEnv(t, "postgres")
+	ctx, stop := context.WithCancel(context.Background())
+	defer stop()
+	for _, id := range []string{"duty-off", "duty-on"} {
+		e.beatingWorker(t, id, 2)
+	}
+	type heard struct{ who, how string }
+	wakes := make(chan heard, 100)
+	ready := make(chan string, 2)
+	watch := func(id string, listen bool) {
+		connected := false
+		go e.s.WatchFleet(ctx, store.Watch{WorkerID: id,
+			Listen: func() bool { return listen },
+			Wake: func() {
+				if !connected { // the wake-up it sends itself on connecting
+					connected = true
+					ready <- id
+					return
+				}
+				wakes <- heard{id, "all"}
+			},
+			Directed:  func() { wakes <- heard{id, "alone"} },
+			Cancelled: func(store.JobRef) {}}, func(err error) { t.Errorf("watch %s: %v", id, err) })
+	}
+	watch("duty-off", false)
+	watch("duty-on", true)
+	<-ready
+	<-ready
+	if got := <-wakes; got != (heard{"duty-on", "all"}) { // on listening
+		t.Fatalf("first wake-up %+v, want the listener's own on listening", got)
+	}
+	listeners := func() []string {
+		var ids []string
+		if err := e.s.TestDB().Raw(`SELECT application_name FROM pg_stat_activity
+			WHERE datname = current_database() AND query LIKE 'LISTEN %' AND application_name IN (?, ?) ORDER BY 1`,
+			store.AppName("duty-on"), store.AppName("duty-off")).Scan(&ids).Error; err != nil {
+			t.Fatal(err)
+		}
+		return ids
+	}
+	if got := listeners(); len(got) != 1 || got[0] != store.AppName("duty-on") {
+		t.Fatalf("listening sessions %v, want only %q", got, store.AppName("duty-on"))
+	}
+	const runs = 12
+	for range runs {
+		e.run(t, "", time.Now(), time.Now())
+	}
+	for i := range runs {
+		select {
+		case got := <-wakes:
+			if got != (heard{"duty-on", "alone"}) {
+				t.Fatalf("wake-up %d: %+v, want the listening supervisor woken alone", i, got)
+			}
+		case <-time.After(5 * time.Second):
+			t.Fatalf("%d of %d queued runs woke the listening supervisor", i, runs)
+		}
+	}
+	select {
+	case got := <-wakes:
+		t.Fatalf("an extra wake-up %+v", got)
+	case <-time.After(200 * time.Millisecond):
 	}
 }
 

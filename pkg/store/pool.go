@@ -3,6 +3,7 @@ package store
 import (
 	"database/sql"
 	"sync"
+	"sync/atomic"
 	"time"
 )
 
@@ -41,6 +42,15 @@ type pool struct {
 	size int
 	done chan struct{}
 	once sync.Once
+	// held is how many jobs the supervisor runs (Store.Holding). While
+	// any runs, and busySpell after the last ended, the pool keeps its
+	// idle connections: a job's statements overlap the claim loop's and
+	// the beat's, and with one idle connection every overlap paid a
+	// connect (about 4 a run, 8 ms of server CPU, for a fleet's duty
+	// supervisors that each got a run every few seconds).
+	held atomic.Int64
+	mu   sync.Mutex // orders the switches of adapt and hold
+	kept bool       // idle connections are kept (SetMaxIdleConns(size))
 }
 
 // newPool sizes db's pool: size connections at most (0: the dialect's
@@ -63,11 +73,43 @@ func newPool(db *sql.DB, d dialect, size int) *pool {
 	return p
 }
 
+// keep switches between keeping idle connections and keeping one; it
+// reports whether it switched.
+func (p *pool) keep(on bool) bool {
+	if p.kept == on {
+		return false
+	}
+	p.kept = on
+	if on {
+		p.db.SetMaxIdleConns(p.size)
+	} else {
+		p.db.SetMaxIdleConns(1)
+	}
+	return true
+}
+
+// hold records that the supervisor runs n jobs; the first one keeps the
+// idle connections at once (the job's first statements come within
+// milliseconds, adapt looks once a second).
+func (p *pool) hold(n int) {
+	select {
+	case <-p.done:
+		return // not trimmed, or stopped
+	default:
+	}
+	p.held.Store(int64(n))
+	if n > 0 {
+		p.mu.Lock()
+		p.keep(true)
+		p.mu.Unlock()
+	}
+}
+
 // adapt switches between the idle and the busy spell, once a second.
 func (p *pool) adapt() {
 	t := time.NewTicker(time.Second)
 	defer t.Stop()
-	var busyUntil time.Time // zero: idle
+	var busyUntil, heldUntil time.Time
 	closed := int64(0)
 	for {
 		select {
@@ -75,18 +117,25 @@ func (p *pool) adapt() {
 			return
 		case <-t.C:
 		}
+		now := time.Now()
 		st := p.db.Stats()
 		churn := st.MaxIdleClosed - closed
 		closed = st.MaxIdleClosed
-		switch {
-		case busyUntil.IsZero() && churn >= busyChurn:
-			busyUntil = time.Now().Add(busySpell)
-			p.db.SetMaxIdleConns(p.size)
-		case !busyUntil.IsZero() && time.Now().After(busyUntil):
+		if busyUntil.IsZero() && churn >= busyChurn {
+			busyUntil = now.Add(busySpell)
+		} else if !busyUntil.IsZero() && now.After(busyUntil) {
 			busyUntil = time.Time{}
-			p.db.SetMaxIdleConns(1)
+		}
+		if p.held.Load() > 0 {
+			heldUntil = now.Add(busySpell)
+		}
+		p.mu.Lock()
+		// A job that started since this tick read held kept them on.
+		on := !busyUntil.IsZero() || now.Before(heldUntil) || p.held.Load() > 0
+		if p.keep(on) && !on {
 			closed = p.db.Stats().MaxIdleClosed // this trim is no churn
 		}
+		p.mu.Unlock()
 	}
 }
 

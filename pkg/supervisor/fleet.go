@@ -103,6 +103,13 @@ func (s *Supervisor) forward(ctx context.Context) {
 // hear nothing and find work at their beat.
 func (s *Supervisor) wantListen() bool { return len(s.slots) > 0 || s.fleet.onDuty.Load() }
 
+// heldChanged follows a job taken or ended: whether to listen, and how
+// many connections the pool keeps, depend on the jobs held.
+func (s *Supervisor) heldChanged() {
+	s.store.Holding(len(s.slots))
+	s.listenMayChange()
+}
+
 // listenMayChange tells the watcher to ask wantListen again.
 func (s *Supervisor) listenMayChange() {
 	select {

@@ -322,7 +322,7 @@ func (s *Supervisor) start(ctx context.Context, j job, readyAt time.Time, buildW
 	log := s.log.With().Str("kind", string(f.Kind)).Str("job_id", f.ID).Int("attempt", f.Attempt).Logger()
 	l.log = log
 	s.leases.add(l)
-	s.listenMayChange() // its cancels are heard from now on
+	s.heldChanged() // its cancels are heard from now on
 	// Pickup latency compares a database time with this host's clock: a
 	// figure for the log, never for a decision.
 	log.Info().Float64("pickup_latency_ms", float64(s.now().Sub(readyAt).Microseconds())/1000).Msg("job claimed")
@@ -333,7 +333,7 @@ func (s *Supervisor) start(ctx context.Context, j job, readyAt time.Time, buildW
 			s.obs.JobEnded(string(f.Kind), l.outcomeOf(), time.Since(claimedAt))
 			s.leases.remove(l)
 			<-s.slots
-			s.listenMayChange()
+			s.heldChanged()
 			s.jobs.Done()
 			select {
 			case s.freed <- struct{}{}:
