@@ -65,7 +65,7 @@ func TestConcurrentMigrate(t *testing.T) {
 }
 
 // migrationSteps is how many steps pkg/store/migrations.go has.
-const migrationSteps = 5
+const migrationSteps = 6
 
 // checkOneSchema: the database is migrated, each step recorded once, and on
 // PostgreSQL each wake-up trigger exists once.
