@@ -4,6 +4,8 @@ import (
 	"context"
 	"database/sql"
 	"fmt"
+
+	"gorm.io/gorm"
 )
 
 // StatusCount is how many jobs of a kind are in one status.
@@ -25,12 +27,18 @@ type JobSummary struct {
 	CreatedAt    Time
 }
 
-// Counts returns job counts by kind and status.
+// Counts returns job counts by kind and status. It reads builds, then runs:
+// a `migrate` that recreates the triggers locks them the other way round,
+// and PostgreSQL may abort this read to break the deadlock; it is read
+// again (seen in TestConcurrentMigrate).
 func (s *Store) Counts(ctx context.Context) ([]StatusCount, error) {
 	var out []StatusCount
-	err := s.db.WithContext(ctx).Raw(`SELECT 'build' AS kind, status, COUNT(*) AS count FROM builds GROUP BY status
+	err := s.txRetried(ctx, func(tx *gorm.DB) error {
+		out = nil
+		return tx.Raw(`SELECT 'build' AS kind, status, COUNT(*) AS count FROM builds GROUP BY status
 		UNION ALL SELECT 'run' AS kind, status, COUNT(*) AS count FROM runs GROUP BY status
 		ORDER BY kind, status`).Scan(&out).Error
+	})
 	if err != nil {
 		return nil, fmt.Errorf("count jobs: %w", err)
 	}
