@@ -294,18 +294,12 @@ func openPostgres(dsn string) (gorm.Dialector, error) {
 }
 
 // listenDuty is migration 6: the wake-up trigger that wakes only a
-// supervisor that listens (listeningSQL). The baseline, run on every
-// migrate, installs the same; the step makes a supervisor that needs this
-// trigger refuse a database that has not been migrated since (it would wake
-// supervisors that do not listen, and their jobs would wait a beat).
-func (s *Store) listenDuty(db *gorm.DB) error {
-	for _, q := range s.dialect.migrations() {
-		if err := db.Exec(q).Error; err != nil {
-			return fmt.Errorf("%s: %w", firstLine(q), err)
-		}
-	}
-	return nil
-}
+// supervisor that listens (listeningSQL). The baseline, which runs first
+// on every migrate, installs it; the step only records the version, so
+// that a supervisor that needs this trigger refuses a database not
+// migrated since (it would wake supervisors that do not listen, and their
+// jobs would wait a beat).
+func (*Store) listenDuty(*gorm.DB) error { return nil }
 
 // Holding tells the store how many jobs the supervisor runs now: while
 // any runs (and a while after) its pool keeps idle connections rather than

@@ -7,7 +7,6 @@ import (
 	"fmt"
 	"os"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"time"
 	"unsafe"
@@ -127,12 +126,12 @@ func listenPostgres(ctx context.Context, dsn string, w Watch) error {
 			// One round trip either way. The trigger tells a listening
 			// session by its last statement (listeningSQL), so LISTEN
 			// comes last and UNLISTEN leaves a statement that is not one.
-			order := listen
+			order, what := listen, "LISTEN"
 			if !want {
-				order = "UNLISTEN *"
+				order, what = "UNLISTEN *", "UNLISTEN"
 			}
 			if _, err := conn.PgConn().Exec(ctx, order).ReadAll(); err != nil {
-				return fmt.Errorf("%s: %w", firstWord(order), err)
+				return fmt.Errorf("%s: %w", what, err)
 			}
 			listening = want
 			// Anything queued or cancelled while we were not listening is
@@ -204,13 +203,6 @@ func waitNotification(ctx context.Context, conn *pgx.Conn, listening bool, chang
 		return nil, fmt.Errorf("wait for notification: %w", err)
 	}
 	return n, nil
-}
-
-func firstWord(s string) string {
-	if i := strings.IndexByte(s, ' '); i > 0 {
-		return s[:i]
-	}
-	return s
 }
 
 // isLeaderLeft reads StepDown's control notification.
