@@ -191,56 +191,45 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 	for range alone {
 		// A quiet window as long as the last run took, then the run: the
 		// difference is the run's server CPU, robust to the idle fleet's
-		// bursts (see notifyRoundTrip).
+		// bursts (see cpuBeyondQuiet).
 		quiet := 400 * time.Millisecond
 		if len(pickups) > 0 {
 			quiet = lastTook
 		}
-		q0, err := serverNanos()
-		if err != nil {
-			return res, err
-		}
-		if err := sleepCtx(ctx, quiet); err != nil {
-			return res, err
-		}
-		q1, err := serverNanos()
-		if err != nil {
-			return res, err
-		}
-		runAt := time.Now()
-		ids, err := w.enqueue(ctx, tag, 1, noopInput)
-		if err != nil {
-			return res, err
-		}
-		if err := sleepCtx(ctx, 300*time.Millisecond); err != nil {
-			return res, err
-		}
-		for {
-			var status, problem string
-			var created, started sql.NullTime
-			own++
-			err := poll.QueryRowContext(ctx, `SELECT status, COALESCE(error_message, ''), created_at, started_at FROM runs WHERE id = $1`, ids[0]).
-				Scan(&status, &problem, &created, &started)
+		cpu, took, err := cpuBeyondQuiet(ctx, serverNanos, quiet, func() error {
+			ids, err := w.enqueue(ctx, tag, 1, noopInput)
 			if err != nil {
-				return res, fmt.Errorf("poll run %s: %w", ids[0], err)
+				return err
 			}
-			if status == "succeeded" {
-				pickups = append(pickups, ms(started.Time.Sub(created.Time)))
-				q2, err := serverNanos()
+			if err := sleepCtx(ctx, 300*time.Millisecond); err != nil {
+				return err
+			}
+			for {
+				var status, problem string
+				var created, started sql.NullTime
+				own++
+				err := poll.QueryRowContext(ctx, `SELECT status, COALESCE(error_message, ''), created_at, started_at FROM runs WHERE id = $1`, ids[0]).
+					Scan(&status, &problem, &created, &started)
 				if err != nil {
-					return res, err
+					return fmt.Errorf("poll run %s: %w", ids[0], err)
 				}
-				lastTook = time.Since(runAt)
-				cpuEach = append(cpuEach, (float64(q2-q1)-float64(q1-q0)*lastTook.Seconds()/quiet.Seconds())/1e6)
-				break
+				if status == "succeeded" {
+					pickups = append(pickups, ms(started.Time.Sub(created.Time)))
+					return nil
+				}
+				if status != "queued" && status != "running" {
+					return fmt.Errorf("run %s %s: %s", ids[0], status, problem)
+				}
+				if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+					return err
+				}
 			}
-			if status != "queued" && status != "running" {
-				return res, fmt.Errorf("run %s %s: %s", ids[0], status, problem)
-			}
-			if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
-				return res, err
-			}
+		})
+		if err != nil {
+			return res, err
 		}
+		lastTook = took
+		cpuEach = append(cpuEach, cpu)
 	}
 	if m1, err = pg.settledMark(ctx, dbName); err != nil {
 		return res, err
@@ -314,10 +303,7 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 // one checks the channel itself, so both grow with the number of sessions
 // that listen, though only one is woken.
 //
-// The CPU is the median over samples of (a window with one notification)
-// minus (an equal window just before it without): the idle fleet's bursts
-// (64 supervisors' safety claims land together every 30 s) would swamp a
-// difference of rates over the whole phase.
+// The CPU is the median over samples of cpuBeyondQuiet, windows of 50 ms.
 func notifyRoundTrip(ctx context.Context, rawURL string, samples int, serverNanos func() (uint64, error)) (p50, cpuMs float64, err error) {
 	u, err := settings.ParseDatabaseURL(rawURL)
 	if err != nil {
@@ -339,41 +325,58 @@ func notifyRoundTrip(ctx context.Context, rawURL string, samples int, serverNano
 	const window = 50 * time.Millisecond
 	var got, extra []float64
 	for range samples {
-		n0, err := serverNanos()
+		cpu, _, err := cpuBeyondQuiet(ctx, serverNanos, window, func() error {
+			sent := time.Now()
+			if _, err := sender.Exec(ctx, "SELECT pg_notify('ade_bench_floor', '')"); err != nil {
+				return err
+			}
+			waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
+			_, err := listener.WaitForNotification(waitCtx)
+			cancel()
+			if err != nil {
+				return fmt.Errorf("NOTIFY round trip: %w", err)
+			}
+			took := time.Since(sent)
+			got = append(got, ms(took))
+			return sleepCtx(ctx, window-took)
+		})
 		if err != nil {
 			return 0, 0, err
 		}
-		if err := sleepCtx(ctx, window); err != nil {
-			return 0, 0, err
-		}
-		n1, err := serverNanos()
-		if err != nil {
-			return 0, 0, err
-		}
-		sent := time.Now()
-		if _, err := sender.Exec(ctx, "SELECT pg_notify('ade_bench_floor', '')"); err != nil {
-			return 0, 0, err
-		}
-		waitCtx, cancel := context.WithTimeout(ctx, 10*time.Second)
-		_, err = listener.WaitForNotification(waitCtx)
-		cancel()
-		if err != nil {
-			return 0, 0, fmt.Errorf("NOTIFY round trip: %w", err)
-		}
-		took := time.Since(sent)
-		got = append(got, ms(took))
-		if err := sleepCtx(ctx, window-took); err != nil {
-			return 0, 0, err
-		}
-		n2, err := serverNanos()
-		if err != nil {
-			return 0, 0, err
-		}
-		extra = append(extra, (float64(n2-n1)-float64(n1-n0))/1e6)
+		extra = append(extra, cpu)
 	}
 	sortFloats(got)
 	sortFloats(extra)
 	return percentile(got, 50), percentile(extra, 50), nil
+}
+
+// cpuBeyondQuiet is the server CPU in ms that event's window used beyond a
+// quiet window of length quiet just before it, scaled to the event's
+// length, and how long the event took. The medians of such pairs are
+// robust to the idle fleet's bursts (64 supervisors' safety claims land
+// together every 30 s), which swamped a difference of rates over a phase.
+func cpuBeyondQuiet(ctx context.Context, serverNanos func() (uint64, error), quiet time.Duration, event func() error) (float64, time.Duration, error) {
+	n0, err := serverNanos()
+	if err != nil {
+		return 0, 0, err
+	}
+	if err := sleepCtx(ctx, quiet); err != nil {
+		return 0, 0, err
+	}
+	n1, err := serverNanos()
+	if err != nil {
+		return 0, 0, err
+	}
+	at := time.Now()
+	if err := event(); err != nil {
+		return 0, 0, err
+	}
+	took := time.Since(at)
+	n2, err := serverNanos()
+	if err != nil {
+		return 0, 0, err
+	}
+	return (float64(n2-n1) - float64(n1-n0)*took.Seconds()/quiet.Seconds()) / 1e6, took, nil
 }
 
 // stopAll stops the supervisors at once (SIGTERM each, then wait).
