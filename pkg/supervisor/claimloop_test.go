@@ -2,7 +2,10 @@ package supervisor
 
 import (
 	"context"
+	"bytes"
 	"errors"
+	"fmt"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -23,6 +26,10 @@ type fakeQueue struct {
 	pending  int64
 	status   store.Status  // JobStatus answers it for every job
 	calls    chan struct{} // one token per ClaimJobs call
+	// fileGoneAtClaim: the database file vanishes while ClaimJobs runs,
+	// which then fails; CheckFile reports it from then on.
+	fileGoneAtClaim bool
+	fileErr         error
 }
 
 type claimCall struct {
@@ -38,6 +45,10 @@ func (q *fakeQueue) ClaimJobs(_ context.Context, worker string, _ time.Duration,
 	defer q.mu.Unlock()
 	q.claims = append(q.claims, claimCall{at: time.Now(), worker: worker, free: min(buildLimit, runLimit)})
 	q.calls <- struct{}{}
+	if q.fileGoneAtClaim {
+		q.fileErr = fmt.Errorf("%w: /db/ade.sqlite was deleted", store.ErrDatabaseFileChanged)
+		return nil, nil, errors.New("unable to open database file: no such file or directory")
+	}
 	return nil, nil, q.claimErr
 }
 
@@ -59,7 +70,11 @@ func (q *fakeQueue) JobStatus(context.Context, store.Kind, string) (store.Status
 	return q.status, nil
 }
 
-func (q *fakeQueue) CheckFile() error { return nil }
+func (q *fakeQueue) CheckFile() error {
+	q.mu.Lock()
+	defer q.mu.Unlock()
+	return q.fileErr
+}
 
 func (q *fakeQueue) set(fn func(q *fakeQueue)) {
 	q.mu.Lock()
@@ -151,6 +166,45 @@ func TestClaimLoopKeepsGoingThroughClaimErrors(t *testing.T) {
 	n := len(q.waitClaims(t, 3))
 	q.set(func(q *fakeQueue) { q.claimErr = nil })
 	q.waitClaims(t, n+2)
+}
+
+// TestClaimLoopFileGoneMidClaim: a claim that fails because the SQLite file
+// was deleted after the loop's check is told as the deleted file, in one
+// error line, not also as a database outage.
+func TestClaimLoopFileGoneMidClaim(t *testing.T) {
+	q := newFakeQueue()
+	q.fileGoneAtClaim = true
+	var buf bytes.Buffer
+	var mu sync.Mutex
+	s := loopSupervisor(q, time.Millisecond, time.Millisecond, 1)
+	s.log = zerolog.New(zerolog.SyncWriter(lockedWriter{&mu, &buf}))
+	done := make(chan struct{})
+	go func() { defer close(done); s.claimLoop(context.Background(), context.Background()) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the claim loop did not stop after the database file was deleted")
+	}
+	if !errors.Is(s.Unready(), store.ErrDatabaseFileChanged) {
+		t.Errorf("Unready() = %v, want the file change", s.Unready())
+	}
+	mu.Lock()
+	log := buf.String()
+	mu.Unlock()
+	if n := strings.Count(log, `"level":"error"`); n != 1 || !strings.Contains(log, "database file gone") {
+		t.Errorf("want one error line, about the deleted file; log:\n%s", log)
+	}
+}
+
+type lockedWriter struct {
+	mu *sync.Mutex
+	w  *bytes.Buffer
+}
+
+func (l lockedWriter) Write(p []byte) (int, error) {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return l.w.Write(p)
 }
 
 func TestClaimLoopAsksOnlyForFreeSlots(t *testing.T) {

@@ -20,14 +20,20 @@ func (s *Supervisor) Unready() error {
 }
 
 // databaseFileChanged checks the SQLite file (a stat, on every turn of the
-// claim loop); when it changed it logs one error line, marks the
-// supervisor unready and reports true: the caller stops claiming.
+// claim loop and on every failed database call); when it changed it logs
+// one error line, marks the supervisor unready and reports true: the caller
+// stops claiming. Safe from several loops at once: only the first logs.
 func (s *Supervisor) databaseFileChanged() bool {
+	if s.fatal.Load() != nil {
+		return true
+	}
 	err := s.queue.CheckFile()
 	if !errors.Is(err, store.ErrDatabaseFileChanged) {
 		return false
 	}
-	s.fatal.Store(&err)
+	if !s.fatal.CompareAndSwap(nil, &err) {
+		return true
+	}
 	s.health.Set(telemetry.CondDatabaseFile, false, err.Error())
 	s.log.Error().Err(err).Msg("database file gone: no more claims; stopping")
 	s.StopNow()

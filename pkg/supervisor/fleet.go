@@ -134,7 +134,7 @@ const vacancyCheckGap = time.Second
 // beats beats every beatEvery until ctx ends; once claiming stops (stop
 // ends) it gives up the leadership and beats on as draining.
 func (s *Supervisor) beats(ctx, stop context.Context) {
-	outage := &outageLog{log: s.log, what: "beats", now: s.now}
+	outage := s.newOutageLog("beats")
 	beat := func() {
 		err := s.beat(ctx)
 		if ctx.Err() == nil {

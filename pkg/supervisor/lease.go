@@ -166,7 +166,7 @@ func (ls *leaseSet) snapshot() []*lease {
 // ends. While the database does not answer nothing is renewed: each
 // jobrunner then stops its job before its lease can lapse.
 func (s *Supervisor) heartbeats(ctx context.Context) {
-	outage := &outageLog{log: s.log, what: "heartbeats", now: s.now}
+	outage := s.newOutageLog("heartbeats")
 	every(ctx, s.cfg.Heartbeat(), func(ctx context.Context) {
 		err := s.renewLeases(ctx)
 		if ctx.Err() == nil {

@@ -175,7 +175,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 // the poll interval to its max and snaps back as soon as work appears.
 func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 	interval := s.cfg.PollInterval
-	outage := &outageLog{log: s.log, what: "claims", now: s.now}
+	outage := s.newOutageLog("claims")
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	// lookAhead: ask when the next job in backoff becomes available after
@@ -389,12 +389,16 @@ func every(ctx context.Context, interval time.Duration, fn func(context.Context)
 // outageLog reports a database outage once when it starts, every minute
 // while it lasts, and once when it ends, instead of once per poll.
 type outageLog struct {
-	log      zerolog.Logger
-	what     string
-	now      func() time.Time
-	since    time.Time
-	reported time.Time
-	failures int
+	log  zerolog.Logger
+	what string
+	now  func() time.Time
+	// explained reports true when a failure has a known cause that was
+	// logged already (the SQLite file deleted under the supervisor): the
+	// operator then reads one line, not that one and an outage.
+	explained func() bool
+	since     time.Time
+	reported  time.Time
+	failures  int
 }
 
 func (o *outageLog) report(err error) {
@@ -407,6 +411,9 @@ func (o *outageLog) report(err error) {
 		}
 		return
 	}
+	if o.explained != nil && o.explained() {
+		return
+	}
 	if o.failures == 0 {
 		o.since = now
 	}
@@ -415,6 +422,11 @@ func (o *outageLog) report(err error) {
 		o.reported = now
 		o.log.Error().Err(err).Int("failures", o.failures).Msg(o.what + " paused: the database does not answer; retrying")
 	}
+}
+
+// newOutageLog returns the outage reporter of one database loop.
+func (s *Supervisor) newOutageLog(what string) *outageLog {
+	return &outageLog{log: s.log, what: what, now: s.now, explained: s.databaseFileChanged}
 }
 
 // wake makes the claim loop look for work now.
