@@ -13,6 +13,7 @@ import (
 // claimable, and each case moves the queue gauges' ready count and the KEDA
 // demand (PostgreSQL) by one exactly when it is claimable.
 func TestClaimableAgrees(t *testing.T) {
+	t.Parallel()
 	const limit = 2
 	future := time.Now().Add(time.Hour)
 	tests := []struct {

@@ -84,6 +84,7 @@ func (w *queueWorld) names(runs []store.ClaimedRun) []string {
 // fair order (fewest running across the fleet first, ties by the oldest
 // claimable run, oldest first within a workspace), fifo, and the cap.
 func TestClaimOrder(t *testing.T) {
+	t.Parallel()
 	fair, fifo := store.ClaimPolicy{}, store.ClaimPolicy{FIFO: true}
 	tests := []struct {
 		name    string
@@ -116,6 +117,7 @@ func TestClaimOrder(t *testing.T) {
 	}
 	for _, tt := range tests {
 		t.Run(tt.name, func(t *testing.T) {
+			t.Parallel()
 			eachEnv(t, func(t *testing.T, e *env) {
 				w := newQueueWorld(e)
 				for name, n := range tt.running {
@@ -146,6 +148,7 @@ func TestClaimOrder(t *testing.T) {
 
 // TestClaimOrderBuilds: builds follow the same rule, by builds building.
 func TestClaimOrderBuilds(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		name := map[string]string{}
@@ -182,6 +185,7 @@ func TestClaimOrderBuilds(t *testing.T) {
 // 2; a sampler reads the running count per workspace from the database
 // throughout, and it never passes the cap.
 func TestWorkspaceCapUnderConcurrentClaims(t *testing.T) {
+	t.Parallel()
 	const (
 		supervisors, slots, limit = 3, 4, 2
 	)

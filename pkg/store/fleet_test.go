@@ -14,6 +14,7 @@ import (
 // stepped back), or the leader stepped down or drains; `workers` shows who
 // leads.
 func TestLeaderElection(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		for _, id := range []string{"a", "b"} {
@@ -99,7 +100,10 @@ func TestLeaderElection(t *testing.T) {
 // own channel), not to every supervisor; with none advertising a free slot
 // it goes to all. A claim advertises the slots left.
 func TestTriggerWakesOneSupervisor(t *testing.T) {
-	e := newEnv(t, "postgres")
+	t.Parallel()
+	// A database of its own: a wake-up for all goes to every listener of
+	// the database, and other tests queue runs with no supervisor.
+	e := newOwnEnv(t, "postgres")
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	e.beatingWorker(t, "full", 0)
@@ -192,7 +196,10 @@ func TestTriggerWakesOneSupervisor(t *testing.T) {
 // trigger wakes a connected one instead, so no queued run's wake-up is
 // lost to it. Of 24 runs, about half would rank the dead one first.
 func TestTriggerSkipsSupervisorWithoutConnection(t *testing.T) {
-	e := newEnv(t, "postgres")
+	t.Parallel()
+	// A database of its own: a wake-up for all goes to every listener of
+	// the database, and other tests queue runs with no supervisor.
+	e := newOwnEnv(t, "postgres")
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	for _, id := range []string{"dead", "alive"} {
@@ -234,7 +241,10 @@ func TestTriggerSkipsSupervisorWithoutConnection(t *testing.T) {
 // keeps its connection but does not listen; the trigger wakes one that
 // listens, and the other hears nothing.
 func TestTriggerSkipsSupervisorThatDoesNotListen(t *testing.T) {
-	e := newEnv(t, "postgres")
+	t.Parallel()
+	// A database of its own: a wake-up for all goes to every listener of
+	// the database, and other tests queue runs with no supervisor.
+	e := newOwnEnv(t, "postgres")
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	for _, id := range []string{"duty-off", "duty-on"} {

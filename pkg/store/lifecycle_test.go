@@ -34,6 +34,7 @@ var runsOnly = map[store.Event]bool{store.EventStart: true, store.EventFailForFa
 // TestLifecycleTable checks every (kind, state, event) against the matrix,
 // without a database.
 func TestLifecycleTable(t *testing.T) {
+	t.Parallel()
 	if len(wantLifecycle) != len(store.Events) {
 		t.Fatalf("the matrix has %d events, the lifecycle %d", len(wantLifecycle), len(store.Events))
 	}
@@ -162,6 +163,7 @@ func expire(ctx context.Context, s *store.Store, c lifecycleCase, fail bool) err
 // lifecycle: its status, its claim and its attempt count, or nothing
 // changed where the lifecycle refuses.
 func TestLifecycleOnDatabases(t *testing.T) {
+	t.Parallel()
 	for _, ev := range store.Events {
 		if executors[ev] == nil {
 			t.Fatalf("no executor for %s", ev)

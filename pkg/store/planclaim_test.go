@@ -9,6 +9,7 @@ import (
 // "workspace:running" per row, oldest first), and when a window full of
 // rows cannot decide and every workspace's heads are needed.
 func TestPlanClaim(t *testing.T) {
+	t.Parallel()
 	fair, fifo := ClaimPolicy{}, ClaimPolicy{FIFO: true}
 	tests := []struct {
 		name   string

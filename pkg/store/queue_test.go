@@ -470,6 +470,7 @@ func TestRequeue(t *testing.T) {
 // A claimed run says when its build became ready, so the supervisor can tell
 // queue wait from the wait for the build (ade_worker_job_build_wait_seconds).
 func TestClaimedRunCarriesBuildReadyAt(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ready := t0.Add(-10 * time.Minute).UTC().Truncate(time.Second)
 		build := e.build(t, "ready")

@@ -13,6 +13,7 @@ import (
 // Exec leaves no transaction open, the same text inside its own rows loop,
 // several statements in one Exec, and more texts than the cache holds.
 func TestStatementCache(t *testing.T) {
+	t.Parallel()
 	path := filepath.Join(t.TempDir(), "cache.db")
 	dsn := "file:" + path + "?_journal_mode=WAL&_busy_timeout=200&_txlock=immediate"
 	db, err := sql.Open(sqliteDriverName, dsn)

@@ -12,6 +12,7 @@ import (
 // what it reported; not seen for longer than its lease it is gone; a day
 // later its row is removed, and a fresh row stays.
 func TestWorkerRows(t *testing.T) {
+	t.Parallel()
 	eachEnv(t, func(t *testing.T, e *env) {
 		ctx := context.Background()
 		for _, id := range []string{"old", "fresh"} {

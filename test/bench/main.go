@@ -196,7 +196,9 @@ func run() int {
 				break
 			}
 			b.logf("== %s on %s", wl, backend)
+			began := time.Now()
 			got, err := b.runWorkload(ctx, wl, backend)
+			b.logf("== %s on %s took %.0f s", wl, backend, time.Since(began).Seconds())
 			rows = append(rows, got...)
 			if err != nil {
 				failed = true

@@ -17,6 +17,7 @@ import (
 // worker started among them either works or refuses with the not-migrated
 // line, never an SQL error about half a schema.
 func TestConcurrentMigrate(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		dir := t.TempDir()
 		dbURL := newDatabase(t, backend, dir)

@@ -48,6 +48,7 @@ func TestCommandsDoNotCreateDatabases(t *testing.T) {
 // never migrated, every command says so, naming the database without its
 // password, and exits 1.
 func TestCommandsRefuseUnmigratedDatabases(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		dir := t.TempDir()
 		dbURL := newDatabase(t, backend, dir)

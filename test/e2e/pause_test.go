@@ -12,6 +12,7 @@ import (
 // supervisor claiming the paused work while a running job goes on; status,
 // inspect, status --by-workspace and /metrics show it; resume lets it run.
 func TestPauseAndResume(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		addr := freeAddr(t)
 		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_HTTP_ADDR": addr, "ADE_WORKER_JOB_LEASE_SECONDS": "2"})

@@ -20,6 +20,7 @@ func (w *world) endRun(id, status, errMsg string, ago time.Duration) {
 // with its history in its events file; queued and succeeded runs are
 // refused; a run whose build failed waits for the build's retry.
 func TestRetryByID(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w := newWorld(t, backend, nil)
 		cfg := w.addConfig("")
@@ -91,6 +92,7 @@ func TestRetryByID(t *testing.T) {
 // TestRetryRunsBulk: the filters select runs, --dry-run and no --yes change
 // nothing, --yes retries exactly the listed ones.
 func TestRetryRunsBulk(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		w := newWorld(t, backend, nil)
 		cfg := w.addConfig("")

@@ -182,6 +182,7 @@ func TestMetricsMatchDatabase(t *testing.T) {
 // ade_worker_job_build_wait_seconds holds the build's time, and
 // ade_worker_job_wait_seconds (queue wait, "from claimable") does not.
 func TestMetricsSeparateBuildWait(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		addr := freeAddr(t)
 		w, cfg, build := worldWithBuild(t, backend, map[string]string{"ADE_WORKER_HTTP_ADDR": addr})

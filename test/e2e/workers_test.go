@@ -62,6 +62,7 @@ func (w *world) waitWorker(id string, timeout time.Duration, ok func(workerJSON)
 // as gone within one lease, and inspect of a job it held shows its row;
 // stopped cleanly, its row goes.
 func TestWorkersTable(t *testing.T) {
+	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
 		const lease = 2 * time.Second
 		w := newWorld(t, backend, map[string]string{"ADE_WORKER_JOB_LEASE_SECONDS": "2", "ADE_WORKER_ID": "sup-killed"})
