@@ -101,6 +101,12 @@ type fleetResult struct {
 // flushes again only after 10 s idle (PGSTAT_IDLE_INTERVAL).
 const statsSettle = 11 * time.Second
 
+// quickSettle stands in for statsSettle in a smoke run (--quick): its
+// counts may miss the last second's transactions, which a smoke run,
+// there only to keep the workload working, does not mind (3 settles of
+// 11 s were most of the CI bench phase).
+const quickSettle = 2 * time.Second
+
 func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int, idle time.Duration) (res fleetResult, err error) {
 	w, err := b.newReadyWorld(ctx, "postgres", fmt.Sprintf("fleet%d", n), b.noopEnv)
 	if err != nil {
@@ -160,7 +166,7 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 	serverNanos := func() (uint64, error) { return treeNanos(pg.Pid(), skip, b.clkTck) }
 
 	// Idle: after the start-up settles, the fleet's transactions/s.
-	if err := sleepCtx(ctx, 2*time.Second+statsSettle); err != nil {
+	if err := sleepCtx(ctx, 2*time.Second+pg.settle); err != nil {
 		return res, err
 	}
 	m0, err := pg.mark(ctx, dbName)
@@ -394,7 +400,8 @@ func stopAll(sups []*supervisorProc) {
 type cluster struct {
 	*pgtemp.Cluster
 	db       *sql.DB
-	adminPid int // db's backend
+	adminPid int           // db's backend
+	settle   time.Duration // statsSettle, or quickSettle
 }
 
 // startCluster starts a cluster of the installed server on a free port
@@ -418,7 +425,10 @@ func (b *bench) startCluster(ctx context.Context, maxConns int) (*cluster, error
 	// server's CPU (treeNanos).
 	db.SetMaxOpenConns(1)
 	db.SetConnMaxIdleTime(0)
-	c := &cluster{Cluster: pg, db: db}
+	c := &cluster{Cluster: pg, db: db, settle: statsSettle}
+	if b.opts.quick {
+		c.settle = quickSettle
+	}
 	if err := db.QueryRowContext(ctx, `SELECT pg_backend_pid()`).Scan(&c.adminPid); err != nil {
 		c.stop()
 		return nil, err
@@ -441,9 +451,9 @@ type clusterMark struct {
 }
 
 // settledMark is mark once the server has published the counts of what
-// just happened (statsSettle).
+// just happened (c.settle).
 func (c *cluster) settledMark(ctx context.Context, dbName string) (clusterMark, error) {
-	if err := sleepCtx(ctx, statsSettle); err != nil {
+	if err := sleepCtx(ctx, c.settle); err != nil {
 		return clusterMark{}, err
 	}
 	return c.mark(ctx, dbName)
