@@ -1,8 +1,8 @@
 package supervisor
 
 import (
-	"context"
 	"bytes"
+	"context"
 	"errors"
 	"fmt"
 	"strings"
