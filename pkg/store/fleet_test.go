@@ -95,15 +95,18 @@ func TestLeaderElection(t *testing.T) {
 	})
 }
 
+// newTriggerEnv is a PostgreSQL env with a database of its own, for a test
+// that counts wake-ups: a wake-up for all goes to every listener of the
+// database, and other tests queue runs with no supervisor.
+func newTriggerEnv(t *testing.T) *env { return newOwnEnv(t, "postgres") }
+
 // TestTriggerWakesOneSupervisor: on PostgreSQL a queued run's notification
 // goes to the one live supervisor with free slots the trigger chooses (its
 // own channel), not to every supervisor; with none advertising a free slot
 // it goes to all. A claim advertises the slots left.
 func TestTriggerWakesOneSupervisor(t *testing.T) {
 	t.Parallel()
-	// A database of its own: a wake-up for all goes to every listener of
-	// the database, and other tests queue runs with no supervisor.
-	e := newOwnEnv(t, "postgres")
+	e := newTriggerEnv(t)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	e.beatingWorker(t, "full", 0)
@@ -197,9 +200,7 @@ func TestTriggerWakesOneSupervisor(t *testing.T) {
 // lost to it. Of 24 runs, about half would rank the dead one first.
 func TestTriggerSkipsSupervisorWithoutConnection(t *testing.T) {
 	t.Parallel()
-	// A database of its own: a wake-up for all goes to every listener of
-	// the database, and other tests queue runs with no supervisor.
-	e := newOwnEnv(t, "postgres")
+	e := newTriggerEnv(t)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	for _, id := range []string{"dead", "alive"} {
@@ -242,9 +243,7 @@ func TestTriggerSkipsSupervisorWithoutConnection(t *testing.T) {
 // listens, and the other hears nothing.
 func TestTriggerSkipsSupervisorThatDoesNotListen(t *testing.T) {
 	t.Parallel()
-	// A database of its own: a wake-up for all goes to every listener of
-	// the database, and other tests queue runs with no supervisor.
-	e := newOwnEnv(t, "postgres")
+	e := newTriggerEnv(t)
 	ctx, stop := context.WithCancel(context.Background())
 	defer stop()
 	for _, id := range []string{"duty-off", "duty-on"} {
