@@ -165,7 +165,7 @@ func (s *Store) BeatWorker(ctx context.Context, b Beat) (BeatResult, error) {
 		lead = `INSERT INTO ` + leaderTable + ` (role, worker_id, expires_at) VALUES (?, ?, ` + s.dialect.laterSQL("?") + `)
 	ON CONFLICT (role) DO UPDATE SET worker_id = excluded.worker_id, expires_at = excluded.expires_at
 	WHERE ` + leaderTable + `.worker_id = excluded.worker_id OR ` + leaderTable + `.expires_at < ` + now + `
-		OR ` + leaderTable + `.expires_at > ` + s.dialect.laterSQL("?")
+		OR ` + leaderTable + `.expires_at > ` + s.dialect.clockLaterSQL("?")
 		leadArgs = []any{leaderRole, b.WorkerID, ttl, ttl}
 	}
 	due := `SELECT CASE WHEN EXISTS (SELECT 1 FROM runs WHERE status = 'queued' AND available_at <= ` + now + `)

@@ -95,6 +95,69 @@ func TestLeaderElection(t *testing.T) {
 	})
 }
 
+// TestLeaderKeptAgainstAnOlderBeat: on PostgreSQL a beat's now() is when
+// its statement began. A beat that began before the leader's latest beat
+// and waited for the leader row must not find the leader's fresh expiry
+// "more than one TTL ahead" of that older now and take the leadership (two
+// leaders at once: seen in TestLeaderHandOverOnKill when two beats met).
+func TestLeaderKeptAgainstAnOlderBeat(t *testing.T) {
+	t.Parallel()
+	e := newTriggerEnv(t) // a database of its own: the lock wait is found by database
+	ctx := context.Background()
+	const ttl = 3 * time.Second
+	for _, id := range []string{"a", "b"} {
+		if err := e.s.RegisterWorker(ctx, store.WorkerInfo{WorkerID: id, Host: "h", PID: 1, Version: "v", Concurrency: 2, Lease: ttl}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	beat := func(id string) (store.BeatResult, error) {
+		return e.s.BeatWorker(ctx, store.Beat{WorkerID: id, FreeSlots: 2, LeaderTTL: ttl})
+	}
+	if got, err := beat("a"); err != nil || !got.Leader {
+		t.Fatalf("a's first beat = %+v, %v; want the leadership", got, err)
+	}
+	// a's next beat stands in for the transaction holding the row.
+	aBeat := e.s.TestDB().Begin()
+	defer aBeat.Rollback()
+	if err := aBeat.Exec(`UPDATE ade_worker_leader SET expires_at = expires_at WHERE worker_id = 'a'`).Error; err != nil {
+		t.Fatal(err)
+	}
+	type result struct {
+		got store.BeatResult
+		err error
+	}
+	bDone := make(chan result, 1)
+	go func() {
+		got, err := beat("b")
+		bDone <- result{got, err}
+	}()
+	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
+		var n int
+		e.scan(t, &n, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+			AND wait_event_type = 'Lock' AND query LIKE '%ade_worker_leader%'`)
+		if n > 0 {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("b's beat never waited for the leader row")
+		}
+	}
+	// b's statement began before now: a's beat writes a later expiry.
+	if err := aBeat.Exec(`UPDATE ade_worker_leader SET expires_at = ? WHERE worker_id = 'a'`, e.ts(time.Now().Add(ttl))).Error; err != nil {
+		t.Fatal(err)
+	}
+	if err := aBeat.Commit().Error; err != nil {
+		t.Fatal(err)
+	}
+	r := <-bDone
+	if r.err != nil || r.got.Leader {
+		t.Fatalf("b's beat = %+v, %v; want it to leave a the leadership", r.got, r.err)
+	}
+	if got, err := e.s.Leader(ctx); err != nil || got != "a" {
+		t.Fatalf("leader = %q, %v; want a", got, err)
+	}
+}
+
 // newTriggerEnv is a PostgreSQL env with a database of its own, for a test
 // that counts wake-ups: a wake-up for all goes to every listener of the
 // database, and other tests queue runs with no supervisor.

@@ -92,6 +92,12 @@ func (postgresDialect) laterSQL(secs string) string {
 	return `(now() + make_interval(secs => CAST(` + secs + ` AS double precision)))`
 }
 
+// clock_timestamp() is read when the row is compared, after any wait for
+// its lock; now() is older by that wait.
+func (postgresDialect) clockLaterSQL(secs string) string {
+	return `(clock_timestamp() + make_interval(secs => CAST(` + secs + ` AS double precision)))`
+}
+
 // renewAll runs the renewals as one statement (one round trip): each a
 // data-modifying common table expression, their rows put together.
 func (postgresDialect) renewAll(db *gorm.DB, stmts []statement) ([]renewedRow, error) {

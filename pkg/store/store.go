@@ -228,6 +228,11 @@ type dialect interface {
 	// database is the one clock all supervisors share.
 	nowSQL() string
 	laterSQL(secs string) string
+	// clockLaterSQL is laterSQL on the clock as the comparison reads it,
+	// not as the statement began: a statement that waited for a row
+	// another one wrote meanwhile must not find that row's fresh time
+	// "too far ahead" of its own older now.
+	clockLaterSQL(secs string) string
 	// untilSQL is the seconds from the database's now until the time
 	// the scalar subquery q returns (NULL when q is NULL).
 	untilSQL(q string) string
