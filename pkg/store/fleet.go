@@ -161,12 +161,17 @@ func (s *Store) BeatWorker(ctx context.Context, b Beat) (BeatResult, error) {
 		lead = `DELETE FROM ` + leaderTable + ` WHERE role = ? AND worker_id = ?`
 		leadArgs = []any{leaderRole, b.WorkerID}
 	} else {
+		// ON CONFLICT DO UPDATE locks the row even where its WHERE
+		// declines: the NOT EXISTS keeps the beats of the fleet's other
+		// supervisors, which find a live leader, off the one row.
 		ttl := b.LeaderTTL.Seconds()
-		lead = `INSERT INTO ` + leaderTable + ` (role, worker_id, expires_at) VALUES (?, ?, ` + s.dialect.laterSQL("?") + `)
+		lead = `INSERT INTO ` + leaderTable + ` (role, worker_id, expires_at) SELECT ?, ?, ` + s.dialect.laterSQL("?") + `
+	WHERE NOT EXISTS (SELECT 1 FROM ` + leaderTable + ` l WHERE l.role = ? AND l.worker_id <> ?
+		AND l.expires_at >= ` + now + ` AND l.expires_at <= ` + s.dialect.laterSQL("?") + `)
 	ON CONFLICT (role) DO UPDATE SET worker_id = excluded.worker_id, expires_at = excluded.expires_at
 	WHERE ` + leaderTable + `.worker_id = excluded.worker_id OR ` + leaderTable + `.expires_at < ` + now + `
 		OR ` + leaderTable + `.expires_at > ` + s.dialect.clockLaterSQL("?")
-		leadArgs = []any{leaderRole, b.WorkerID, ttl, ttl}
+		leadArgs = []any{leaderRole, b.WorkerID, ttl, leaderRole, b.WorkerID, ttl, ttl}
 	}
 	due := `SELECT CASE WHEN EXISTS (SELECT 1 FROM runs WHERE status = 'queued' AND available_at <= ` + now + `)
 	OR EXISTS (SELECT 1 FROM builds WHERE status = 'queued' AND available_at <= ` + now + `) THEN 1 ELSE 0 END`

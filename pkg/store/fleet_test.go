@@ -95,11 +95,15 @@ func TestLeaderElection(t *testing.T) {
 	})
 }
 
-// TestLeaderKeptAgainstAnOlderBeat: on PostgreSQL a beat's now() is when
+// TestLeaderKeptAgainstAnOlderBeat: a beat that finds a live leader does
+// not touch the leader row (no lock to wait for: beats of a big fleet
+// would queue on it). And on PostgreSQL a beat's now() is when
 // its statement began. A beat that began before the leader's latest beat
 // and waited for the leader row must not find the leader's fresh expiry
 // "more than one TTL ahead" of that older now and take the leadership (two
 // leaders at once: seen in TestLeaderHandOverOnKill when two beats met).
+// The leader's row has just expired, so the other beat goes for the row
+// (with a live leader in its snapshot it would not even read the lock).
 func TestLeaderKeptAgainstAnOlderBeat(t *testing.T) {
 	t.Parallel()
 	e := newTriggerEnv(t) // a database of its own: the lock wait is found by database
@@ -116,7 +120,22 @@ func TestLeaderKeptAgainstAnOlderBeat(t *testing.T) {
 	if got, err := beat("a"); err != nil || !got.Leader {
 		t.Fatalf("a's first beat = %+v, %v; want the leadership", got, err)
 	}
-	// a's next beat stands in for the transaction holding the row.
+	// With a live leader in sight, b's beat leaves the row alone: it
+	// neither waits for nor takes the row's lock.
+	aHolds := e.s.TestDB().Begin()
+	if err := aHolds.Exec(`SELECT 1 FROM ade_worker_leader FOR UPDATE`).Error; err != nil {
+		t.Fatal(err)
+	}
+	short, cancel := context.WithTimeout(ctx, 5*time.Second)
+	got, err := e.s.BeatWorker(short, store.Beat{WorkerID: "b", FreeSlots: 2, LeaderTTL: ttl})
+	cancel()
+	aHolds.Rollback()
+	if err != nil || got.Leader {
+		t.Fatalf("b's beat while a's row is locked = %+v, %v; want done at once, not leading", got, err)
+	}
+
+	// a's late beat stands in for the transaction holding the row.
+	e.exec(t, `UPDATE ade_worker_leader SET expires_at = ?`, e.ts(time.Now().Add(-time.Second)))
 	aBeat := e.s.TestDB().Begin()
 	defer aBeat.Rollback()
 	if err := aBeat.Exec(`UPDATE ade_worker_leader SET expires_at = expires_at WHERE worker_id = 'a'`).Error; err != nil {
