@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"fmt"
 	"os"
+	"sort"
 	"strconv"
 	"strings"
 	"sync"
@@ -50,14 +51,14 @@ func (b *bench) fleet(ctx context.Context, backend string) ([]row, error) {
 	defer func() { b.opts.pgAdmin = saved }()
 
 	var rows []row
-	perRunAlone := map[int][2]float64{}
+	perRunAlone := map[int][2]aloneResult{} // cold, warm
 	for _, n := range sizes {
 		got, err := b.fleetOnce(ctx, pg, n, batch, alone, idle)
 		if err != nil {
 			return rows, fmt.Errorf("N=%d: %w", n, err)
 		}
 		b.logf("fleet N=%d: %+v", n, got)
-		perRunAlone[n] = [2]float64{got.aloneXact, got.aloneCPU}
+		perRunAlone[n] = [2]aloneResult{got.cold, got.warm}
 		p := fmt.Sprintf("N=%d: ", n)
 		rows = append(rows,
 			row{"fleet", backend, p + "runs/s (batch, concurrency 2 each)", []float64{got.runsPerSec}, reference(""), nil},
@@ -65,9 +66,12 @@ func (b *bench) fleet(ctx context.Context, backend string) ([]row, error) {
 			row{"fleet", backend, p + "server CPU ms/run (batch)", []float64{got.cpuPerRun}, reference(""), nil},
 			row{"fleet", backend, p + "idle transactions/s, all supervisors", []float64{got.idleXact}, reference(""), nil},
 			row{"fleet", backend, p + "idle transactions/s per supervisor", []float64{got.idleXact / float64(n)}, below(0.3), nil},
-			row{"fleet", backend, p + "transactions per run inserted alone", []float64{got.aloneXact}, reference(""), nil},
-			row{"fleet", backend, p + "server CPU ms per run inserted alone", []float64{got.aloneCPU}, reference(""), nil},
-			row{"fleet", backend, p + "pickup ms p50, run inserted alone", []float64{got.pickupP50}, below(5), nil},
+			row{"fleet", backend, p + "transactions per run inserted alone (cold)", []float64{got.cold.xact}, reference(""), nil},
+			row{"fleet", backend, p + "server CPU ms per run inserted alone (cold)", []float64{got.cold.cpu}, reference(""), nil},
+			row{"fleet", backend, p + "pickup ms p50, run inserted alone (cold)", []float64{got.cold.pickupP50}, below(5), nil},
+			row{"fleet", backend, p + "transactions per run inserted alone (warm)", []float64{got.warm.xact}, reference(""), nil},
+			row{"fleet", backend, p + "server CPU ms per run inserted alone (warm)", []float64{got.warm.cpu}, reference(""), nil},
+			row{"fleet", backend, p + "pickup ms p50, run inserted alone (warm)", []float64{got.warm.pickupP50}, below(5), nil},
 			row{"fleet", backend, p + "NOTIFY to LISTEN ms p50, fleet listening (server's floor)", []float64{got.notifyP50}, reference(""), nil},
 			row{"fleet", backend, p + "server CPU ms per NOTIFY, fleet listening", []float64{got.notifyCPU}, reference(""), nil},
 			row{"fleet", backend, p + "peak connections", []float64{got.peakConns}, reference(""), nil},
@@ -75,10 +79,22 @@ func (b *bench) fleet(ctx context.Context, backend string) ([]row, error) {
 		)
 	}
 	first, last := sizes[0], sizes[len(sizes)-1]
-	if a, z := perRunAlone[first], perRunAlone[last]; first != last && a[0] > 0 && a[1] > 0 {
+	// The target holds for a fleet that has been up a while (warm); the
+	// cold figures add each connection's first plans, a cost once per
+	// connection and statement that more supervisors spread over more
+	// connections.
+	a, z := perRunAlone[first], perRunAlone[last]
+	for i, phase := range []string{"cold", "warm"} {
+		if first == last || a[i].xact <= 0 || a[i].cpu <= 0 {
+			continue
+		}
+		t := reference("")
+		if phase == "warm" {
+			t = below(1.5)
+		}
 		rows = append(rows,
-			row{"fleet", backend, fmt.Sprintf("transactions per run alone, N=%d / N=%d", last, first), []float64{z[0] / a[0]}, below(1.5), nil},
-			row{"fleet", backend, fmt.Sprintf("server CPU per run alone, N=%d / N=%d", last, first), []float64{z[1] / a[1]}, below(1.5), nil})
+			row{"fleet", backend, fmt.Sprintf("transactions per run alone (%s), N=%d / N=%d", phase, last, first), []float64{z[i].xact / a[i].xact}, t, nil},
+			row{"fleet", backend, fmt.Sprintf("server CPU per run alone (%s), N=%d / N=%d", phase, last, first), []float64{z[i].cpu / a[i].cpu}, t, nil})
 	}
 	return rows, nil
 }
@@ -90,9 +106,9 @@ const maxFleet = 64
 // fleetResult is one N's figures.
 type fleetResult struct {
 	runsPerSec, xactPerRun, cpuPerRun float64
-	idleXact                          float64 // transactions/s of the idle fleet
-	aloneXact, aloneCPU, pickupP50    float64
-	notifyP50, notifyCPU              float64 // PostgreSQL's own wake-up, the fleet listening
+	idleXact                          float64     // transactions/s of the idle fleet
+	cold, warm                        aloneResult // runs inserted alone
+	notifyP50, notifyCPU              float64     // PostgreSQL's own wake-up, the fleet listening
 	peakConns, leaseLost              float64
 }
 
@@ -183,69 +199,12 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 	idleSecs := m1.at.Sub(m0.at).Seconds()
 	res.idleXact = float64(m1.xact-m0.xact) / idleSecs
 
-	// Runs inserted alone: one at a time, each well after the last ended.
-	// The idle fleet's transactions over the window are taken off, and so
-	// are the bench's reads; the insert counts (it is the run's).
-	m0, err = pg.mark(ctx, dbName)
-	if err != nil {
+	// Runs inserted alone, cold: the fleet just started, so its
+	// connections have no plans cached yet (PostgreSQL plans a prepared
+	// statement anew for its first five executions on each connection).
+	if res.cold, err = b.runsAlone(ctx, pg, w, poll, skip, dbName, n, alone, res.idleXact, "cold"); err != nil {
 		return res, err
 	}
-	tag := store.NewID()
-	var own int64
-	var pickups, cpuEach []float64
-	var lastTook time.Duration
-	for range alone {
-		// A quiet window as long as the last run took, then the run: the
-		// difference is the run's server CPU, robust to the idle fleet's
-		// bursts (see cpuBeyondQuiet).
-		quiet := 400 * time.Millisecond
-		if len(pickups) > 0 {
-			quiet = lastTook
-		}
-		cpu, took, err := cpuBeyondQuiet(ctx, serverNanos, quiet, func() error {
-			ids, err := w.enqueue(ctx, tag, 1, noopInput)
-			if err != nil {
-				return err
-			}
-			if err := sleepCtx(ctx, 300*time.Millisecond); err != nil {
-				return err
-			}
-			for {
-				var status, problem string
-				var created, started sql.NullTime
-				own++
-				err := poll.QueryRowContext(ctx, `SELECT status, COALESCE(error_message, ''), created_at, started_at FROM runs WHERE id = $1`, ids[0]).
-					Scan(&status, &problem, &created, &started)
-				if err != nil {
-					return fmt.Errorf("poll run %s: %w", ids[0], err)
-				}
-				if status == "succeeded" {
-					pickups = append(pickups, ms(started.Time.Sub(created.Time)))
-					return nil
-				}
-				if status != "queued" && status != "running" {
-					return fmt.Errorf("run %s %s: %s", ids[0], status, problem)
-				}
-				if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
-					return err
-				}
-			}
-		})
-		if err != nil {
-			return res, err
-		}
-		lastTook = took
-		cpuEach = append(cpuEach, cpu)
-	}
-	if m1, err = pg.settledMark(ctx, dbName); err != nil {
-		return res, err
-	}
-	secs := m1.at.Sub(m0.at).Seconds()
-	res.aloneXact = (float64(m1.xact-m0.xact) - float64(own) - res.idleXact*secs) / float64(alone)
-	sortFloats(cpuEach)
-	res.aloneCPU = percentile(cpuEach, 50)
-	sortFloats(pickups)
-	res.pickupP50 = percentile(pickups, 50)
 	if res.notifyP50, res.notifyCPU, err = notifyRoundTrip(ctx, w.env["ADE_DATABASE_URL"], alone, serverNanos); err != nil {
 		return res, err
 	}
@@ -255,7 +214,7 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 	if err != nil {
 		return res, err
 	}
-	tag = store.NewID()
+	tag := store.NewID()
 	if _, err := w.enqueue(ctx, tag, batch, noopInput); err != nil {
 		return res, err
 	}
@@ -298,6 +257,99 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 	res.runsPerSec = float64(batch) / lastDone.Sub(firstCreated).Seconds()
 	res.xactPerRun = float64(m1.xact-m0.xact-polls) / float64(batch)
 	res.cpuPerRun = float64(m1.ticks-m0.ticks) / b.clkTck * 1000 / float64(batch)
+
+	// Runs inserted alone again, warm: the batch ran on every
+	// supervisor's connections, as a fleet that has been up a while.
+	if res.warm, err = b.runsAlone(ctx, pg, w, poll, skip, dbName, n, alone, res.idleXact, "warm"); err != nil {
+		return res, err
+	}
+	return res, nil
+}
+
+// aloneResult is what runs inserted alone cost, each beyond the idle fleet.
+type aloneResult struct{ xact, cpu, pickupP50 float64 }
+
+// runsAlone inserts runs one at a time, each well after the last ended,
+// and measures each against a quiet window before it. The idle fleet's
+// transactions over the phase are taken off, and so are the bench's reads;
+// the insert counts (it is the run's).
+func (b *bench) runsAlone(ctx context.Context, pg *cluster, w *world, poll *sql.DB, skip map[int]bool, dbName string,
+	n, alone int, idleXact float64, phase string) (res aloneResult, err error) {
+	m0, err := pg.mark(ctx, dbName)
+	if err != nil {
+		return res, err
+	}
+	tag := store.NewID()
+	var own int64
+	var pickups, cpuEach []float64
+	var lastTook time.Duration
+	classOf, err := backendClasses(ctx, poll)
+	if err != nil {
+		return res, err
+	}
+	var snaps []cpuByClass
+	byClass := cpuByClass{} // summed over the runs, each beyond its quiet window
+	snapNanos := func() (uint64, error) {
+		c, err := classNanos(pg.Pid(), skip, classOf, b.clkTck)
+		snaps = append(snaps, c)
+		return c.total(), err
+	}
+	for range alone {
+		// A quiet window as long as the last run took, then the run: the
+		// difference is the run's server CPU, robust to the idle fleet's
+		// bursts (see cpuBeyondQuiet).
+		quiet := 400 * time.Millisecond
+		if len(pickups) > 0 {
+			quiet = lastTook
+		}
+		snaps = snaps[:0]
+		cpu, took, err := cpuBeyondQuiet(ctx, snapNanos, quiet, func() error {
+			ids, err := w.enqueue(ctx, tag, 1, noopInput)
+			if err != nil {
+				return err
+			}
+			if err := sleepCtx(ctx, 300*time.Millisecond); err != nil {
+				return err
+			}
+			for {
+				var status, problem string
+				var created, started sql.NullTime
+				own++
+				err := poll.QueryRowContext(ctx, `SELECT status, COALESCE(error_message, ''), created_at, started_at FROM runs WHERE id = $1`, ids[0]).
+					Scan(&status, &problem, &created, &started)
+				if err != nil {
+					return fmt.Errorf("poll run %s: %w", ids[0], err)
+				}
+				if status == "succeeded" {
+					pickups = append(pickups, ms(started.Time.Sub(created.Time)))
+					return nil
+				}
+				if status != "queued" && status != "running" {
+					return fmt.Errorf("run %s %s: %s", ids[0], status, problem)
+				}
+				if err := sleepCtx(ctx, 100*time.Millisecond); err != nil {
+					return err
+				}
+			}
+		})
+		if err != nil {
+			return res, err
+		}
+		lastTook = took
+		cpuEach = append(cpuEach, cpu)
+		byClass.addBeyondQuiet(snaps, took.Seconds()/quiet.Seconds())
+	}
+	b.logf("fleet N=%d: server CPU ms per run inserted alone (%s), by process (mean; quiet windows taken off): %s", n, phase, byClass.perRun(alone))
+	m1, err := pg.settledMark(ctx, dbName)
+	if err != nil {
+		return res, err
+	}
+	secs := m1.at.Sub(m0.at).Seconds()
+	res.xact = (float64(m1.xact-m0.xact) - float64(own) - idleXact*secs) / float64(alone)
+	sortFloats(cpuEach)
+	res.cpu = percentile(cpuEach, 50)
+	sortFloats(pickups)
+	res.pickupP50 = percentile(pickups, 50)
 	return res, nil
 }
 
@@ -547,4 +599,104 @@ func readSchedstat(pid int) (uint64, error) {
 		return 0, fmt.Errorf("/proc/%d/schedstat: unexpected format", pid)
 	}
 	return strconv.ParseUint(f[0], 10, 64)
+}
+
+// cpuByClass is the server's CPU in nanoseconds by kind of process, to
+// tell which part grows with the fleet.
+type cpuByClass map[string]float64
+
+func (c cpuByClass) total() uint64 {
+	var sum float64
+	for _, ns := range c {
+		sum += ns
+	}
+	return uint64(sum)
+}
+
+// addBeyondQuiet adds, per class, an event's CPU beyond its quiet window
+// from cpuBeyondQuiet's three readings (before the quiet window, after it,
+// after the event); scale is the event's length over the quiet window's.
+func (c cpuByClass) addBeyondQuiet(snaps []cpuByClass, scale float64) {
+	if len(snaps) != 3 {
+		return
+	}
+	n0, n1, n2 := snaps[0], snaps[1], snaps[2]
+	for k := range n2 {
+		c[k] += (n2[k] - n1[k]) - (n1[k]-n0[k])*scale
+	}
+}
+
+func (c cpuByClass) perRun(runs int) string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	parts := make([]string, 0, len(keys))
+	for _, k := range keys {
+		parts = append(parts, fmt.Sprintf("%s %.2f", k, c[k]/1e6/float64(runs)))
+	}
+	return strings.Join(parts, ", ")
+}
+
+// backendClasses names the kind of each of the server's processes now:
+// the supervisors' listening sessions and pools, other clients (the
+// bench's inserts) and PostgreSQL's own background processes.
+func backendClasses(ctx context.Context, db *sql.DB) (map[int]string, error) {
+	rows, err := db.QueryContext(ctx, `SELECT pid, COALESCE(backend_type, ''), COALESCE(application_name, ''), COALESCE(query, '')
+	FROM pg_stat_activity`)
+	if err != nil {
+		return nil, fmt.Errorf("read the server's processes: %w", err)
+	}
+	defer rows.Close()
+	classOf := map[int]string{}
+	for rows.Next() {
+		var pid int
+		var kind, app, query string
+		if err := rows.Scan(&pid, &kind, &app, &query); err != nil {
+			return nil, err
+		}
+		switch {
+		case kind != "client backend":
+			classOf[pid] = kind
+		case strings.HasPrefix(app, "ade-worker ") && strings.Contains(strings.ToUpper(query), "LISTEN"):
+			classOf[pid] = "supervisors' listening sessions"
+		case strings.HasPrefix(app, "ade-worker "):
+			classOf[pid] = "supervisors' pools"
+		default:
+			classOf[pid] = "other clients (the inserts)"
+		}
+	}
+	return classOf, rows.Err()
+}
+
+// classNanos is treeNanos by class (classOf); processes begun since the
+// classes were read count as "new backends", the postmaster with its
+// exited children as "postmaster and exited backends".
+func classNanos(pid int, skip map[int]bool, classOf map[int]string, clkTck float64) (cpuByClass, error) {
+	out := cpuByClass{}
+	own, err := readSchedstat(pid)
+	if err != nil {
+		return out, err
+	}
+	t, err := readStat(pid)
+	if err != nil {
+		return out, err
+	}
+	out["postmaster and exited backends"] = float64(own) + float64(t.children())/clkTck*1e9
+	for _, child := range procs.Descendants(pid) {
+		if skip[child] {
+			continue
+		}
+		ns, err := readSchedstat(child)
+		if err != nil {
+			continue
+		}
+		class, ok := classOf[child]
+		if !ok {
+			class = "new backends"
+		}
+		out[class] += float64(ns)
+	}
+	return out, nil
 }
