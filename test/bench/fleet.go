@@ -85,7 +85,7 @@ func (b *bench) fleet(ctx context.Context, backend string) ([]row, error) {
 	// connections.
 	a, z := perRunAlone[first], perRunAlone[last]
 	for i, phase := range []string{"cold", "warm"} {
-		if first == last || a[i].xact <= 0 || a[i].cpu <= 0 {
+		if first == last || min(a[i].xact, a[i].cpu, z[i].xact, z[i].cpu) <= 0 {
 			continue
 		}
 		t := reference("")
