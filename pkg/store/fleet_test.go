@@ -95,15 +95,15 @@ func TestLeaderElection(t *testing.T) {
 	})
 }
 
-// TestLeaderKeptAgainstAnOlderBeat: a beat that finds a live leader does
-// not touch the leader row (no lock to wait for: beats of a big fleet
-// would queue on it). And on PostgreSQL a beat's now() is when
-// its statement began. A beat that began before the leader's latest beat
-// and waited for the leader row must not find the leader's fresh expiry
-// "more than one TTL ahead" of that older now and take the leadership (two
-// leaders at once: seen in TestLeaderHandOverOnKill when two beats met).
-// The leader's row has just expired, so the other beat goes for the row
-// (with a live leader in its snapshot it would not even read the lock).
+// TestLeaderKeptAgainstAnOlderBeat (PostgreSQL):
+//   - a beat that finds a live leader does not touch the leader row (no
+//     lock to wait for: the beats of a big fleet would queue on it);
+//   - a beat's now() is when its statement began. A beat that began
+//     before the leader's latest beat and waited for the leader row must
+//     not find the leader's fresh expiry "more than one TTL ahead" of
+//     that older now and take the leadership (two leaders at once: seen
+//     in TestLeaderHandOverOnKill when two beats met). The leader's row
+//     has just expired there, so the other beat goes for the row.
 func TestLeaderKeptAgainstAnOlderBeat(t *testing.T) {
 	t.Parallel()
 	e := newTriggerEnv(t) // a database of its own: the lock wait is found by database
