@@ -179,7 +179,7 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 	}
 	defer poll.Close()
 	skip := map[int]bool{pg.adminPid: true, pollPid: true}
-	serverNanos := func() (uint64, error) { return treeNanos(pg.Pid(), skip, b.clkTck) }
+	serverCPU := func() (cpuByClass, error) { return classNanos(pg.Pid(), skip, nil, b.clkTck) }
 
 	// Idle: after the start-up settles, the fleet's transactions/s.
 	if err := sleepCtx(ctx, 2*time.Second+pg.settle); err != nil {
@@ -205,7 +205,7 @@ func (b *bench) fleetOnce(ctx context.Context, pg *cluster, n, batch, alone int,
 	if res.cold, err = b.runsAlone(ctx, pg, w, poll, skip, dbName, n, alone, res.idleXact, "cold"); err != nil {
 		return res, err
 	}
-	if res.notifyP50, res.notifyCPU, err = notifyRoundTrip(ctx, w.env["ADE_DATABASE_URL"], alone, serverNanos); err != nil {
+	if res.notifyP50, res.notifyCPU, err = notifyRoundTrip(ctx, w.env["ADE_DATABASE_URL"], alone, serverCPU); err != nil {
 		return res, err
 	}
 
@@ -287,13 +287,8 @@ func (b *bench) runsAlone(ctx context.Context, pg *cluster, w *world, poll *sql.
 	if err != nil {
 		return res, err
 	}
-	var snaps []cpuByClass
 	byClass := cpuByClass{} // summed over the runs, each beyond its quiet window
-	snapNanos := func() (uint64, error) {
-		c, err := classNanos(pg.Pid(), skip, classOf, b.clkTck)
-		snaps = append(snaps, c)
-		return c.total(), err
-	}
+	read := func() (cpuByClass, error) { return classNanos(pg.Pid(), skip, classOf, b.clkTck) }
 	for range alone {
 		// A quiet window as long as the last run took, then the run: the
 		// difference is the run's server CPU, robust to the idle fleet's
@@ -302,8 +297,7 @@ func (b *bench) runsAlone(ctx context.Context, pg *cluster, w *world, poll *sql.
 		if len(pickups) > 0 {
 			quiet = lastTook
 		}
-		snaps = snaps[:0]
-		cpu, took, err := cpuBeyondQuiet(ctx, snapNanos, quiet, func() error {
+		beyond, took, err := cpuBeyondQuiet(ctx, read, quiet, func() error {
 			ids, err := w.enqueue(ctx, tag, 1, noopInput)
 			if err != nil {
 				return err
@@ -336,8 +330,8 @@ func (b *bench) runsAlone(ctx context.Context, pg *cluster, w *world, poll *sql.
 			return res, err
 		}
 		lastTook = took
-		cpuEach = append(cpuEach, cpu)
-		byClass.addBeyondQuiet(snaps, took.Seconds()/quiet.Seconds())
+		cpuEach = append(cpuEach, beyond.sum()/1e6)
+		byClass.add(beyond)
 	}
 	b.logf("fleet N=%d: server CPU ms per run inserted alone (%s), by process (mean; quiet windows taken off): %s", n, phase, byClass.perRun(alone))
 	m1, err := pg.settledMark(ctx, dbName)
@@ -362,7 +356,7 @@ func (b *bench) runsAlone(ctx context.Context, pg *cluster, w *world, poll *sql.
 // that listen, though only one is woken.
 //
 // The CPU is the median over samples of cpuBeyondQuiet, windows of 50 ms.
-func notifyRoundTrip(ctx context.Context, rawURL string, samples int, serverNanos func() (uint64, error)) (p50, cpuMs float64, err error) {
+func notifyRoundTrip(ctx context.Context, rawURL string, samples int, serverCPU func() (cpuByClass, error)) (p50, cpuMs float64, err error) {
 	u, err := settings.ParseDatabaseURL(rawURL)
 	if err != nil {
 		return 0, 0, err
@@ -383,7 +377,7 @@ func notifyRoundTrip(ctx context.Context, rawURL string, samples int, serverNano
 	const window = 50 * time.Millisecond
 	var got, extra []float64
 	for range samples {
-		cpu, _, err := cpuBeyondQuiet(ctx, serverNanos, window, func() error {
+		beyond, _, err := cpuBeyondQuiet(ctx, serverCPU, window, func() error {
 			sent := time.Now()
 			if _, err := sender.Exec(ctx, "SELECT pg_notify('ade_bench_floor', '')"); err != nil {
 				return err
@@ -401,40 +395,48 @@ func notifyRoundTrip(ctx context.Context, rawURL string, samples int, serverNano
 		if err != nil {
 			return 0, 0, err
 		}
-		extra = append(extra, cpu)
+		extra = append(extra, beyond.sum()/1e6)
 	}
 	sortFloats(got)
 	sortFloats(extra)
 	return percentile(got, 50), percentile(extra, 50), nil
 }
 
-// cpuBeyondQuiet is the server CPU in ms that event's window used beyond a
-// quiet window of length quiet just before it, scaled to the event's
-// length, and how long the event took. The medians of such pairs are
-// robust to the idle fleet's bursts (64 supervisors' safety claims land
-// together every 30 s), which swamped a difference of rates over a phase.
-func cpuBeyondQuiet(ctx context.Context, serverNanos func() (uint64, error), quiet time.Duration, event func() error) (float64, time.Duration, error) {
-	n0, err := serverNanos()
+// cpuBeyondQuiet is the server CPU in nanoseconds, by kind of process,
+// that event's window used beyond a quiet window of length quiet just
+// before it, scaled to the event's length, and how long the event took.
+// The medians of such pairs are robust to the idle fleet's bursts (64
+// supervisors' safety claims land together every 30 s), which swamped a
+// difference of rates over a phase.
+func cpuBeyondQuiet(ctx context.Context, read func() (cpuByClass, error), quiet time.Duration, event func() error) (cpuByClass, time.Duration, error) {
+	n0, err := read()
 	if err != nil {
-		return 0, 0, err
+		return nil, 0, err
 	}
 	if err := sleepCtx(ctx, quiet); err != nil {
-		return 0, 0, err
+		return nil, 0, err
 	}
-	n1, err := serverNanos()
+	n1, err := read()
 	if err != nil {
-		return 0, 0, err
+		return nil, 0, err
 	}
 	at := time.Now()
 	if err := event(); err != nil {
-		return 0, 0, err
+		return nil, 0, err
 	}
 	took := time.Since(at)
-	n2, err := serverNanos()
+	n2, err := read()
 	if err != nil {
-		return 0, 0, err
+		return nil, 0, err
 	}
-	return (float64(n2-n1) - float64(n1-n0)*took.Seconds()/quiet.Seconds()) / 1e6, took, nil
+	scale := took.Seconds() / quiet.Seconds()
+	beyond := cpuByClass{}
+	for _, n := range []cpuByClass{n0, n1, n2} { // a class may come or go (a backend begun or ended)
+		for k := range n {
+			beyond[k] = (n2[k] - n1[k]) - (n1[k]-n0[k])*scale
+		}
+	}
+	return beyond, took, nil
 }
 
 // stopAll stops the supervisors at once (SIGTERM each, then wait).
@@ -474,7 +476,7 @@ func (b *bench) startCluster(ctx context.Context, maxConns int) (*cluster, error
 		return nil, err
 	}
 	// One connection, kept: its backend is the bench's, left out of the
-	// server's CPU (treeNanos).
+	// server's CPU (classNanos).
 	db.SetMaxOpenConns(1)
 	db.SetConnMaxIdleTime(0)
 	c := &cluster{Cluster: pg, db: db, settle: statsSettle}
@@ -559,33 +561,6 @@ func (w *world) pollConn(ctx context.Context) (*sql.DB, int, error) {
 	return db, pid, nil
 }
 
-// treeNanos is the server's CPU time in nanoseconds, for figures too
-// small for ticks (a run inserted alone costs a few milliseconds, a tick
-// is ten): /proc/<pid>/schedstat of the postmaster and of each live child,
-// plus the ticks of children that exited (the postmaster's cutime and
-// cstime). The backends in skip (the bench's own connections) are left
-// out.
-func treeNanos(pid int, skip map[int]bool, clkTck float64) (uint64, error) {
-	own, err := readSchedstat(pid)
-	if err != nil {
-		return 0, err
-	}
-	t, err := readStat(pid)
-	if err != nil {
-		return 0, err
-	}
-	sum := own + uint64(float64(t.children())/clkTck*1e9)
-	for _, child := range procs.Descendants(pid) {
-		if skip[child] {
-			continue
-		}
-		if ns, err := readSchedstat(child); err == nil {
-			sum += ns
-		}
-	}
-	return sum, nil
-}
-
 // readSchedstat is the first field of /proc/<pid>/schedstat: nanoseconds
 // the process spent on a CPU (its main thread; a PostgreSQL process has
 // one).
@@ -605,24 +580,17 @@ func readSchedstat(pid int) (uint64, error) {
 // tell which part grows with the fleet.
 type cpuByClass map[string]float64
 
-func (c cpuByClass) total() uint64 {
+func (c cpuByClass) sum() float64 {
 	var sum float64
 	for _, ns := range c {
 		sum += ns
 	}
-	return uint64(sum)
+	return sum
 }
 
-// addBeyondQuiet adds, per class, an event's CPU beyond its quiet window
-// from cpuBeyondQuiet's three readings (before the quiet window, after it,
-// after the event); scale is the event's length over the quiet window's.
-func (c cpuByClass) addBeyondQuiet(snaps []cpuByClass, scale float64) {
-	if len(snaps) != 3 {
-		return
-	}
-	n0, n1, n2 := snaps[0], snaps[1], snaps[2]
-	for k := range n2 {
-		c[k] += (n2[k] - n1[k]) - (n1[k]-n0[k])*scale
+func (c cpuByClass) add(d cpuByClass) {
+	for k, ns := range d {
+		c[k] += ns
 	}
 }
 
@@ -643,6 +611,7 @@ func (c cpuByClass) perRun(runs int) string {
 // the supervisors' listening sessions and pools, other clients (the
 // bench's inserts) and PostgreSQL's own background processes.
 func backendClasses(ctx context.Context, db *sql.DB) (map[int]string, error) {
+	supervisor := store.AppName("") // the prefix of every supervisor's application_name
 	rows, err := db.QueryContext(ctx, `SELECT pid, COALESCE(backend_type, ''), COALESCE(application_name, ''), COALESCE(query, '')
 	FROM pg_stat_activity`)
 	if err != nil {
@@ -659,9 +628,9 @@ func backendClasses(ctx context.Context, db *sql.DB) (map[int]string, error) {
 		switch {
 		case kind != "client backend":
 			classOf[pid] = kind
-		case strings.HasPrefix(app, "ade-worker ") && strings.Contains(strings.ToUpper(query), "LISTEN"):
+		case strings.HasPrefix(app, supervisor) && strings.Contains(strings.ToUpper(query), "LISTEN"):
 			classOf[pid] = "supervisors' listening sessions"
-		case strings.HasPrefix(app, "ade-worker "):
+		case strings.HasPrefix(app, supervisor):
 			classOf[pid] = "supervisors' pools"
 		default:
 			classOf[pid] = "other clients (the inserts)"
@@ -670,9 +639,14 @@ func backendClasses(ctx context.Context, db *sql.DB) (map[int]string, error) {
 	return classOf, rows.Err()
 }
 
-// classNanos is treeNanos by class (classOf); processes begun since the
-// classes were read count as "new backends", the postmaster with its
-// exited children as "postmaster and exited backends".
+// classNanos is the server's CPU time in nanoseconds, for figures too
+// small for ticks (a run inserted alone costs a few milliseconds, a tick
+// is ten), by class (classOf): /proc/<pid>/schedstat of the postmaster and
+// of each live child, plus the ticks of children that exited (the
+// postmaster's cutime and cstime). The backends in skip (the bench's own
+// connections) are left out. Processes not in classOf (all of them when
+// it is nil) count as "new backends", the postmaster with its exited
+// children as "postmaster and exited backends".
 func classNanos(pid int, skip map[int]bool, classOf map[int]string, clkTck float64) (cpuByClass, error) {
 	out := cpuByClass{}
 	own, err := readSchedstat(pid)
