@@ -106,7 +106,7 @@ func TestLeaderElection(t *testing.T) {
 //     has just expired there, so the other beat goes for the row.
 func TestLeaderKeptAgainstAnOlderBeat(t *testing.T) {
 	t.Parallel()
-	e := newTriggerEnv(t) // a database of its own: the lock wait is found by database
+	e := newOwnEnv(t, "postgres") // a database of its own: the lock wait is found by database
 	ctx := context.Background()
 	const ttl = 3 * time.Second
 	for _, id := range []string{"a", "b"} {
@@ -114,10 +114,10 @@ func TestLeaderKeptAgainstAnOlderBeat(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	beat := func(id string) (store.BeatResult, error) {
+	beat := func(ctx context.Context, id string) (store.BeatResult, error) {
 		return e.s.BeatWorker(ctx, store.Beat{WorkerID: id, FreeSlots: 2, LeaderTTL: ttl})
 	}
-	if got, err := beat("a"); err != nil || !got.Leader {
+	if got, err := beat(ctx, "a"); err != nil || !got.Leader {
 		t.Fatalf("a's first beat = %+v, %v; want the leadership", got, err)
 	}
 	// With a live leader in sight, b's beat leaves the row alone: it
@@ -127,7 +127,7 @@ func TestLeaderKeptAgainstAnOlderBeat(t *testing.T) {
 		t.Fatal(err)
 	}
 	short, cancel := context.WithTimeout(ctx, 5*time.Second)
-	got, err := e.s.BeatWorker(short, store.Beat{WorkerID: "b", FreeSlots: 2, LeaderTTL: ttl})
+	got, err := beat(short, "b")
 	cancel()
 	aHolds.Rollback()
 	if err != nil || got.Leader {
@@ -147,7 +147,7 @@ func TestLeaderKeptAgainstAnOlderBeat(t *testing.T) {
 	}
 	bDone := make(chan result, 1)
 	go func() {
-		got, err := beat("b")
+		got, err := beat(ctx, "b")
 		bDone <- result{got, err}
 	}()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
