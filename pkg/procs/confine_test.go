@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"syscall"
@@ -22,6 +23,7 @@ import (
 // what the policy lists and nothing else, and what it writes lands only in
 // its writable folder.
 func TestSandboxedChild(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	allowed, denied := filepath.Join(dir, "allowed"), filepath.Join(dir, "denied")
 	for _, d := range []string{allowed, denied} {
@@ -68,6 +70,7 @@ func TestSandboxedChild(t *testing.T) {
 // TestNotDumpable: a process of the same unprivileged uid reads a normal
 // process's environment, and not a non-dumpable one's.
 func TestNotDumpable(t *testing.T) {
+	t.Parallel()
 	if os.Getenv(dumpHelperEnv) != "" {
 		return
 	}
@@ -134,6 +137,7 @@ func TestNotDumpableHelper(t *testing.T) {
 // kill its jobrunner. The child tries every thread id this process may
 // have, with signal 0.
 func TestConfinedChildCannotSignalItsParent(t *testing.T) {
+	t.Parallel()
 	if os.Getenv(signalHelperEnv) != "" {
 		return
 	}
@@ -160,6 +164,72 @@ func TestConfinedChildCannotSignalItsParent(t *testing.T) {
 }
 
 const signalHelperEnv = "ADE_PROCS_SIGNAL_HELPER"
+
+// TestConfinedFromTheMainThread: the jobrunner starts its steps from its
+// main goroutine with GOMAXPROCS=1, so the goroutine that confines a
+// thread can get the main thread, which Go parks instead of ending when a
+// locked goroutine returns: left in the child's domain it would let the
+// child stop or kill the whole process (kill(2) of the parent's pid is
+// checked against the main thread). A helper process makes that happen
+// (mainThreadStart) and starts the signal helper.
+func TestConfinedFromTheMainThread(t *testing.T) {
+	t.Parallel()
+	cmd := exec.Command(shim(t), "-test.run=^$")
+	cmd.Env = append(os.Environ(), mainThreadEnv+"=1", "GOMAXPROCS=1")
+	out, err := cmd.CombinedOutput()
+	if err != nil {
+		t.Fatalf("helper: %v\n%s", err, out)
+	}
+	if !strings.Contains(string(out), "started from the main thread") {
+		t.Fatalf("the helper did not start from its main thread: %s", out)
+	}
+	if !strings.Contains(string(out), "signalled 0 threads") || strings.Contains(string(out), "refused 0 ") {
+		t.Errorf("%s; want every thread refused", out)
+	}
+}
+
+const mainThreadEnv = "ADE_PROCS_MAIN_THREAD_HELPER"
+
+func init() {
+	if os.Getenv(mainThreadEnv) != "" {
+		runtime.LockOSThread() // keeps the main goroutine on the main thread until mainThreadStart
+	}
+}
+
+// mainThreadStart runs in TestConfinedFromTheMainThread's helper process,
+// on the main goroutine and thread, and lets go of the thread just before
+// the confined start, which (one P) then runs on it.
+func mainThreadStart() int {
+	if unix.Gettid() != unix.Getpid() {
+		fmt.Println("not on the main thread")
+		return 1
+	}
+	fmt.Println("started from the main thread")
+	self, err := os.Executable()
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	last, err := os.ReadFile("/proc/sys/kernel/ns_last_pid")
+	if err != nil {
+		fmt.Println(err)
+		return 1
+	}
+	policy := &sandbox.Policy{Mode: sandbox.Required, Read: append([]string{filepath.Dir(self)}, sandbox.SystemRead...), Write: sandbox.SystemWrite}
+	c := procs.Command{Path: self, Args: []string{"-test.run=^TestSignalHelper$"},
+		Env:     map[string]string{signalHelperEnv: strconv.Itoa(os.Getpid()) + " " + strings.TrimSpace(string(last))},
+		Sandbox: policy, LimitShim: self}
+	var out collect
+	c.Stdout, c.Stderr = out.sink, out.sink
+	runtime.UnlockOSThread()
+	exit, err := procs.Run(context.Background(), c)
+	fmt.Print(out.String())
+	if err != nil || exit.Code != 0 {
+		fmt.Println("signal helper:", exit, err)
+		return 1
+	}
+	return 0
+}
 
 // TestSignalHelper is the confined child of
 // TestConfinedChildCannotSignalItsParent.

@@ -7,6 +7,7 @@ import (
 	"runtime"
 	"sync/atomic"
 	"syscall"
+	"time"
 
 	"golang.org/x/sys/unix"
 
@@ -17,42 +18,80 @@ import (
 // its first instruction, without the exec-with-limits shim (a second Go
 // program start, about 2.5 ms of CPU a job step):
 //
-//   - the sandbox: a fresh goroutine locks itself to its OS thread, confines
-//     that thread alone (sandbox.Apply) and forks the child from it, so the
-//     child is born in the thread's Landlock domain;
-//   - the limits: the child asks to be traced (PTRACE_TRACEME), so the kernel
-//     stops it right after execve, before the program's first instruction;
-//     the thread sets its limits with prlimit(2), then detaches.
+//   - the sandbox: a fresh goroutine locks itself to an OS thread that is
+//     not the main one, confines that thread alone (sandbox.Apply) and
+//     forks the child from it, so the child is born in the thread's
+//     Landlock domain;
+//   - the limits: the child asks to be traced (PTRACE_TRACEME), so the
+//     kernel stops it right after execve, before the program's first
+//     instruction; the thread sets its limits with prlimit(2), queues a
+//     SIGSTOP and detaches, so the child goes from that stop to a plain
+//     stopped state, still before its first instruction.
 //
-// The goroutine then returns while still locked, and Go ends its thread:
-// nothing of this process stays in the child's domain, so the child cannot
-// signal any of it. The parent-death signal would fire at that thread's
+// The goroutine then returns while still locked, and Go ends its thread.
+// Only once that thread is gone does the child get its SIGCONT: nothing of
+// this process is left in the child's domain, so the child can never
+// signal any of it (it could stop or kill this process through a thread
+// of its domain). The main thread is never used: Go parks it instead of
+// ending it. The parent-death signal would fire at the confining thread's
 // end, so the caller must not ask for one (SysProcAttr.Pdeathsig): a
 // confined child outlives a jobrunner killed by SIGKILL until the
 // supervisor, its subreaper, sweeps it up (Children).
 func startConfined(children *Children, cmd *exec.Cmd, limits []Rlimit, policy *sandbox.Policy) error {
-	done := make(chan error, 1)
-	go func() {
-		runtime.LockOSThread() // never unlocked: the thread dies with this goroutine
-		done <- startOnThisThread(children, cmd, limits, policy)
-	}()
-	return <-done
+	forked := make(chan confinedFork, 1)
+	go confineAndFork(forked, children, cmd, limits, policy)
+	f := <-forked
+	if f.err != nil {
+		return f.err
+	}
+	pid := cmd.Process.Pid
+	if err := waitThreadGone(f.tid, 5*time.Second); err != nil {
+		// Never let it run with a thread of ours in its domain.
+		_ = syscall.Kill(pid, syscall.SIGKILL)
+		_ = cmd.Wait()
+		children.exited(pid)
+		return err
+	}
+	if err := syscall.Kill(pid, syscall.SIGCONT); err != nil {
+		return fmt.Errorf("let the child run (SIGCONT): %w", err)
+	}
+	return nil
 }
 
-func startOnThisThread(children *Children, cmd *exec.Cmd, limits []Rlimit, policy *sandbox.Policy) error {
+// confinedFork is what confineAndFork reports: the thread that forked the
+// child, which ends as the goroutine returns.
+type confinedFork struct {
+	tid int
+	err error
+}
+
+func confineAndFork(forked chan<- confinedFork, children *Children, cmd *exec.Cmd, limits []Rlimit, policy *sandbox.Policy) {
+	runtime.LockOSThread() // never unlocked: the thread ends with this goroutine
+	tid := unix.Gettid()
+	if tid == unix.Getpid() {
+		// The main thread. While this goroutine holds it, the one started
+		// here runs on another thread; then it is handed back unconfined.
+		inner := make(chan confinedFork, 1)
+		go confineAndFork(inner, children, cmd, limits, policy)
+		f := <-inner
+		runtime.UnlockOSThread()
+		forked <- f
+		return
+	}
+	forked <- confinedFork{tid, forkStopped(children, cmd, limits, policy)}
+}
+
+// forkStopped confines this thread and forks cmd from it, the child left
+// stopped before its first instruction with its limits set.
+func forkStopped(children *Children, cmd *exec.Cmd, limits []Rlimit, policy *sandbox.Policy) error {
 	if policy != nil {
 		if err := sandbox.Apply(*policy); err != nil {
 			return err
 		}
 	}
-	if len(limits) > 0 {
-		cmd.SysProcAttr.Ptrace = true
-	}
+	cmd.SysProcAttr.Ptrace = true
 	if err := children.start(cmd); err != nil {
 		return err
-	}
-	if len(limits) == 0 {
-		return nil
 	}
 	pid := cmd.Process.Pid
 	if err := setLimitsAtExec(pid, limits); err != nil {
@@ -66,8 +105,22 @@ func startOnThisThread(children *Children, cmd *exec.Cmd, limits []Rlimit, polic
 	return nil
 }
 
+// waitThreadGone waits until this process's thread tid has ended.
+func waitThreadGone(tid int, limit time.Duration) error {
+	deadline := time.Now().Add(limit)
+	for pause := 10 * time.Microsecond; ; pause = min(2*pause, time.Millisecond) {
+		if err := unix.Tgkill(unix.Getpid(), tid, 0); err == unix.ESRCH {
+			return nil
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the thread that confined the child (%d) did not end within %v", tid, limit)
+		}
+		time.Sleep(pause)
+	}
+}
+
 // setLimitsAtExec waits for the traced child to stop after execve, sets its
-// limits and lets it go.
+// limits and detaches, leaving it stopped (SIGSTOP) for startConfined.
 func setLimitsAtExec(pid int, limits []Rlimit) error {
 	var info unix.Siginfo
 	for {
@@ -91,7 +144,12 @@ func setLimitsAtExec(pid int, limits []Rlimit) error {
 			return fmt.Errorf("set limit %d: %w", l.Resource, err)
 		}
 	}
-	// Signal 0: the SIGTRAP of the exec is not delivered.
+	// Queued now, taken once detached: the child stops again before its
+	// first instruction. Detached with signal 0: the SIGTRAP of the exec is
+	// not delivered.
+	if err := syscall.Kill(pid, syscall.SIGSTOP); err != nil {
+		return fmt.Errorf("hold the child (SIGSTOP): %w", err)
+	}
 	if err := unix.PtraceDetach(pid); err != nil {
 		return fmt.Errorf("let the child run (PTRACE_DETACH): %w", err)
 	}

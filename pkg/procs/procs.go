@@ -161,7 +161,7 @@ func (c Command) start(stdout, stderr *os.File) (*exec.Cmd, error) {
 	if !c.viaShim && !shimOnly.Load() {
 		cmd := c.command(c.Path, c.Args, stdout, stderr, false)
 		err := startConfined(c.Children, cmd, c.Rlimits, c.Sandbox)
-		if err == nil || len(c.Rlimits) == 0 || c.LimitShim == "" || !ptraceRefused(err) {
+		if err == nil || c.LimitShim == "" || !ptraceRefused(err) {
 			return cmd, err
 		}
 		shimmed, shimErr := c.startViaShim(stdout, stderr)

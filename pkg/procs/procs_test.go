@@ -61,6 +61,7 @@ func run(t *testing.T, ctx context.Context, c procs.Command) procs.Exit {
 }
 
 func TestExitCode(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		script string
 		code   int
@@ -90,6 +91,7 @@ func TestExitCode(t *testing.T) {
 }
 
 func TestStartFailure(t *testing.T) {
+	t.Parallel()
 	cases := []procs.Command{
 		{Path: "/nonexistent/program"},
 		{Path: "/bin/sh", Dir: "/nonexistent/dir"},
@@ -102,6 +104,7 @@ func TestStartFailure(t *testing.T) {
 }
 
 func TestSignalExit(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		sig  syscall.Signal
 		name string
@@ -199,6 +202,7 @@ func countSleeps(ps []proc) (pids []int) {
 }
 
 func TestContextEndKillsWholeGroup(t *testing.T) {
+	t.Parallel()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	c := sh("sleep 60 & sleep 60")
@@ -233,6 +237,7 @@ func TestContextEndKillsWholeGroup(t *testing.T) {
 // child's whole group, at once or, with a KillGrace the child ignores, when
 // the grace is over.
 func TestDeadlineKills(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name       string
 		script     string
@@ -269,6 +274,7 @@ func TestDeadlineKills(t *testing.T) {
 }
 
 func TestKillGrace(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name      string
 		grace     time.Duration
@@ -314,6 +320,7 @@ func TestKillGrace(t *testing.T) {
 }
 
 func TestOutputSinks(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name       string
 		script     string
@@ -386,6 +393,7 @@ func lines(prefix string, n int) string {
 }
 
 func TestStdin(t *testing.T) {
+	t.Parallel()
 	var out collect
 	c := sh("tr a-z A-Z")
 	c.Stdin = strings.NewReader("hello\n")
@@ -396,6 +404,7 @@ func TestStdin(t *testing.T) {
 }
 
 func TestGrandchildHoldingPipes(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name    string
 		script  string
@@ -457,6 +466,7 @@ func TestEnvIsExactlyWhatIsGiven(t *testing.T) {
 }
 
 func TestDir(t *testing.T) {
+	t.Parallel()
 	dir := t.TempDir()
 	var out collect
 	c := sh("pwd")
@@ -467,6 +477,7 @@ func TestDir(t *testing.T) {
 }
 
 func TestRlimits(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name   string
 		limits []procs.Rlimit
@@ -514,6 +525,7 @@ var confineWays = []struct {
 // whose death signal follows the thread that forked them: that mix got
 // shim children killed by SIGKILL before startWithDeathSignal.
 func TestRlimitsBeforeChildRuns(t *testing.T) {
+	t.Parallel()
 	cases := []struct {
 		name   string
 		limit  procs.Rlimit
@@ -561,6 +573,7 @@ func TestRlimitsBeforeChildRuns(t *testing.T) {
 }
 
 func TestDescendants(t *testing.T) {
+	t.Parallel()
 	ready := make(chan int, 1)
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -634,6 +647,7 @@ func sameSet(a, b []int) bool {
 const helperEnv = "ADE_PROCS_TEST_HELPER"
 
 func TestKillDescendants(t *testing.T) {
+	t.Parallel()
 	for _, scenario := range []string{"direct", "subreaper", "run-option", "orphans"} {
 		t.Run(scenario, func(t *testing.T) {
 			t.Parallel()
@@ -786,6 +800,9 @@ func TestMain(m *testing.M) {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(127)
 	}
+	if os.Getenv(mainThreadEnv) != "" {
+		os.Exit(mainThreadStart())
+	}
 	os.Exit(m.Run())
 }
 
@@ -803,6 +820,7 @@ func shimPath(t testing.TB) string {
 // TestRlimitsWithoutShim: a host that refuses the direct start needs the
 // shim, and says so; the direct start itself needs none.
 func TestRlimitsWithoutShim(t *testing.T) {
+	t.Parallel()
 	var out collect
 	c := sh("ulimit -n")
 	c.Rlimits, c.Stdout = []procs.Rlimit{{Resource: unix.RLIMIT_NOFILE, Max: 64}}, out.sink
