@@ -19,6 +19,7 @@ import (
 // runs on a real 6 MB tmpfs; its result names the folder and its mount
 // point, and is transient (retried).
 func TestBuildOnFullDiskIsRetried(t *testing.T) {
+	t.Parallel()
 	python, err := exec.LookPath("python3")
 	if err != nil {
 		t.Skip("needs python3 to make a venv")
