@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/pgtemp"
 )
 
 // TestLeaderElection: the first supervisor to beat leads and keeps leading
@@ -106,7 +107,7 @@ func TestLeaderElection(t *testing.T) {
 //     has just expired there, so the other beat goes for the row.
 func TestLeaderKeptAgainstAnOlderBeat(t *testing.T) {
 	t.Parallel()
-	e := newOwnEnv(t, "postgres") // a database of its own: the lock wait is found by database
+	e := newEnv(t, "postgres")
 	ctx := context.Background()
 	const ttl = 3 * time.Second
 	for _, id := range []string{"a", "b"} {
@@ -141,6 +142,10 @@ func TestLeaderKeptAgainstAnOlderBeat(t *testing.T) {
 	if err := aBeat.Exec(`UPDATE ade_worker_leader SET expires_at = expires_at WHERE worker_id = 'a'`).Error; err != nil {
 		t.Fatal(err)
 	}
+	var aXact string
+	if err := aBeat.Raw(`SELECT pg_current_xact_id()::text`).Scan(&aXact).Error; err != nil {
+		t.Fatal(err)
+	}
 	type result struct {
 		got store.BeatResult
 		err error
@@ -152,8 +157,9 @@ func TestLeaderKeptAgainstAnOlderBeat(t *testing.T) {
 	}()
 	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(5 * time.Millisecond) {
 		var n int
-		e.scan(t, &n, `SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
-			AND wait_event_type = 'Lock' AND query LIKE '%ade_worker_leader%'`)
+		// A statement waiting for a row waits for the transaction that holds it.
+		e.scan(t, &n, `SELECT count(*) FROM pg_locks WHERE locktype = 'transactionid' AND NOT granted
+			AND transactionid::text = ?`, aXact)
 		if n > 0 {
 			break
 		}
@@ -177,10 +183,13 @@ func TestLeaderKeptAgainstAnOlderBeat(t *testing.T) {
 	}
 }
 
-// newTriggerEnv is a PostgreSQL env with a database of its own, for a test
-// that counts wake-ups: a wake-up for all goes to every listener of the
-// database, and other tests queue runs with no supervisor.
-func newTriggerEnv(t *testing.T) *env { return newOwnEnv(t, "postgres") }
+// newTriggerEnv is a PostgreSQL env for a test that counts wake-ups: a
+// wake-up for all goes to every listener of the database, and other tests
+// queue runs with no supervisor, so its schema is in a database no other
+// test uses meanwhile (pgtemp.Alone). Each of these tests names its
+// supervisors apart from the others': a listener of the test before may
+// still be connected.
+func newTriggerEnv(t *testing.T) *env { return newEnvIn(t, "postgres", pgtemp.Alone) }
 
 // TestTriggerWakesOneSupervisor: on PostgreSQL a queued run's notification
 // goes to the one live supervisor with free slots the trigger chooses (its

@@ -158,7 +158,7 @@ func TestGCLockIsExclusive(t *testing.T) {
 // last-use probe must read their partial indexes, not scan runs.
 func TestGCQueriesUseIndexes(t *testing.T) {
 	t.Parallel()
-	eachOwnEnv(t, func(t *testing.T, e *env) {
+	eachNewEnv(t, func(t *testing.T, e *env) {
 		explain := "EXPLAIN QUERY PLAN "
 		if e.backend == "postgres" {
 			explain = "EXPLAIN "

@@ -55,11 +55,12 @@ type env struct {
 // database with newDatabaseURL).
 func newEnv(t testing.TB, backend string) *env { return newEnvIn(t, backend, pgtemp.Schema) }
 
-// newEnvIn is newEnv with the PostgreSQL database from migrated.
+// newEnvIn is newEnv with the PostgreSQL database from migrated; a nil
+// migrated means an empty schema of its own that newEnvIn migrates.
 func newEnvIn(t testing.TB, backend string, migrated func(testing.TB) string) *env {
 	t.Helper()
 	e := &env{backend: backend, ws: store.NewID(), cfg: store.NewID()}
-	if backend == "postgres" {
+	if backend == "postgres" && migrated != nil {
 		e.url = migrated(t)
 		e.s = pgtemp.Open(t, e.url)
 	} else {
@@ -88,12 +89,12 @@ func newOwnEnv(t testing.TB, backend string) *env {
 	return newEnvIn(t, backend, func(t testing.TB) string { return pgtemp.Migrated(t, "ade_store") })
 }
 
-// eachOwnEnv is eachEnv with a PostgreSQL database of the test's own, for
-// a test whose outcome depends on more than rows: the planner's statistics
-// (a pooled schema keeps those of the tests before it).
-func eachOwnEnv(t *testing.T, fn func(t *testing.T, e *env)) {
+// eachNewEnv is eachEnv with tables that no test used before, for a test
+// whose outcome depends on more than rows: the planner's statistics (a
+// pooled schema keeps those of the tests before it).
+func eachNewEnv(t *testing.T, fn func(t *testing.T, e *env)) {
 	t.Helper()
-	pgtemp.EachBackend(t, func(t *testing.T, backend string) { fn(t, newOwnEnv(t, backend)) })
+	pgtemp.EachBackend(t, func(t *testing.T, backend string) { fn(t, newEnvIn(t, backend, nil)) })
 }
 
 func (e *env) exec(t testing.TB, query string, args ...any) int64 {

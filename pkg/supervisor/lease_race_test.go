@@ -3,6 +3,7 @@ package supervisor
 import (
 	"bytes"
 	"context"
+	"os"
 	"path/filepath"
 	"strings"
 	"sync"
@@ -43,10 +44,14 @@ func (b *syncBuffer) count(s string) int {
 func TestNoFalseLeaseLost(t *testing.T) {
 	pgtemp.EachBackend(t, func(t *testing.T, backend string) {
 		ctx := context.Background()
-		url := pgtemp.URL(t, backend, filepath.Join(t.TempDir(), "ade.sqlite"), "ade_sup")
-		st := pgtemp.Open(t, url)
-		if err := st.Migrate(ctx); err != nil {
-			t.Fatal(err)
+		var st *store.Store
+		if backend == "postgres" {
+			st = pgtemp.Open(t, pgtemp.Schema(t)) // migrated
+		} else {
+			st = pgtemp.Open(t, pgtemp.URL(t, backend, filepath.Join(t.TempDir(), "ade.sqlite"), ""))
+			if err := st.Migrate(ctx); err != nil {
+				t.Fatal(err)
+			}
 		}
 		ws, cfgID := store.NewID(), store.NewID()
 		if err := st.InsertConfiguration(ctx, store.NewConfiguration{ID: cfgID, WorkspaceID: ws, DisplayName: "c"}, time.Now()); err != nil {
@@ -138,4 +143,11 @@ func renewBackToBack(t *testing.T, s *Supervisor, renewals *atomic.Int64) (stop 
 		}
 	}()
 	return func() { close(done); <-stopped }
+}
+
+// TestMain drops the PostgreSQL database pgtemp made for the tests' schemas.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pgtemp.DropTemplates()
+	os.Exit(code)
 }

@@ -45,6 +45,7 @@ func setupBinaries(m *testing.M) (int, error) {
 	defer os.RemoveAll(dir)
 	binDir = dir
 	defer removeSharedVenv()
+	defer pgtemp.DropTemplates() // the tablespace the worlds' databases were in
 	// Built the way the image builds them.
 	cmd := exec.Command("bash", "scripts/build-binaries.sh", dir)
 	cmd.Dir = repoDir

@@ -25,10 +25,13 @@ import (
 
 // pool is one database per admin URL and its migrated, empty schemas.
 type pool struct {
-	once  sync.Once
-	err   error
-	admin string
-	url   string       // the pool database
+	once   sync.Once
+	err    error
+	admin  string
+	prefix string // of the pool database's name
+	url    string // the pool database
+	// alone is held by the test of Alone's pool that has a schema now.
+	alone sync.Mutex
 	drop  func() error // drops it
 	// conns serve the pool's own statements: a new server process per
 	// statement cost about as much as the statement.
@@ -42,8 +45,17 @@ type pool struct {
 
 var pools struct {
 	sync.Mutex
-	byAdmin map[string]*pool
+	byAdmin map[poolKey]*pool
 }
+
+type poolKey struct{ admin, prefix string }
+
+// The pool of Schema, and the pool of Alone (a database of its own, so
+// that the notifications of Schema's tests do not reach Alone's).
+const (
+	sharedPrefix = "ade_schemas"
+	alonePrefix  = "ade_alone"
+)
 
 // Schema returns the URL of a migrated schema with no rows, of a database
 // this process shares among its tests; when t ends the schema is emptied
@@ -54,7 +66,25 @@ var pools struct {
 // not hold).
 func Schema(t testing.TB) string {
 	t.Helper()
-	p := poolFor(TestAdminURL())
+	return poolFor(TestAdminURL(), sharedPrefix).schema(t)
+}
+
+// Alone is Schema for a test that counts notifications: they go to every
+// listener of a database, and other tests queue jobs. Its schema is in a
+// database no test but the caller uses until it ends; the tests that call
+// Alone run one after another (the others go on beside them). A database
+// of a test's own would cost it about 140 ms of the server's time, most of
+// it creating files.
+func Alone(t testing.TB) string {
+	t.Helper()
+	p := poolFor(TestAdminURL(), alonePrefix)
+	p.alone.Lock()
+	t.Cleanup(p.alone.Unlock) // after the schema is given back
+	return p.schema(t)
+}
+
+func (p *pool) schema(t testing.TB) string {
+	t.Helper()
 	name, err := p.take()
 	if err != nil {
 		t.Fatalf("PostgreSQL is required (set ADE_TEST_POSTGRES_URL): %v", err)
@@ -73,7 +103,7 @@ func Schema(t testing.TB) string {
 // 140 ms, a schema a few).
 func EmptySchema(t testing.TB) string {
 	t.Helper()
-	p := poolFor(TestAdminURL())
+	p := poolFor(TestAdminURL(), sharedPrefix)
 	if err := p.init(); err != nil {
 		t.Fatalf("PostgreSQL is required (set ADE_TEST_POSTGRES_URL): %v", err)
 	}
@@ -93,16 +123,17 @@ func EmptySchema(t testing.TB) string {
 	return p.schemaURL(name)
 }
 
-func poolFor(admin string) *pool {
+func poolFor(admin, prefix string) *pool {
 	pools.Lock()
 	defer pools.Unlock()
 	if pools.byAdmin == nil {
-		pools.byAdmin = map[string]*pool{}
+		pools.byAdmin = map[poolKey]*pool{}
 	}
-	p := pools.byAdmin[admin]
+	key := poolKey{admin, prefix}
+	p := pools.byAdmin[key]
 	if p == nil {
-		p = &pool{admin: admin}
-		pools.byAdmin[admin] = p
+		p = &pool{admin: admin, prefix: prefix}
+		pools.byAdmin[key] = p
 	}
 	return p
 }
@@ -120,7 +151,7 @@ func (p *pool) init() error {
 	p.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		p.url, p.drop, p.err = Create(ctx, p.admin, "ade_schemas")
+		p.url, p.drop, p.err = create(ctx, p.admin, p.prefix, "", true)
 		if p.err == nil {
 			p.conns, p.err = pgxpool.New(ctx, p.url)
 		}

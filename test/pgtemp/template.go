@@ -39,7 +39,7 @@ func Migrated(t testing.TB, prefix string) string {
 	if err != nil {
 		t.Fatalf("PostgreSQL is required (set ADE_TEST_POSTGRES_URL): %v", err)
 	}
-	dbURL, drop, err := create(context.Background(), admin, prefix, tmpl)
+	dbURL, drop, err := create(context.Background(), admin, prefix, tmpl, true)
 	if err != nil {
 		t.Fatalf("PostgreSQL is required (set ADE_TEST_POSTGRES_URL): %v", err)
 	}
@@ -67,7 +67,7 @@ func migratedTemplate(admin string) (string, error) {
 	tp.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
-		dbURL, drop, err := Create(ctx, admin, "ade_template")
+		dbURL, drop, err := create(ctx, admin, "ade_template", "", true)
 		if err != nil {
 			tp.err = err
 			return
@@ -93,9 +93,12 @@ func migratedTemplate(admin string) (string, error) {
 	return tp.name, tp.err
 }
 
-// DropTemplates drops the template and schema databases this process made.
+// DropTemplates drops the template and schema databases this process made,
+// then its tablespace on tmpfs (call it from TestMain: every database
+// in it must be gone).
 func DropTemplates() {
 	dropPools()
+	defer dropRAMTablespaces()
 	templates.Lock()
 	defer templates.Unlock()
 	for _, tp := range templates.byAdmin {
