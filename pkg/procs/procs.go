@@ -89,8 +89,8 @@ func (e Exit) String() string {
 
 // drainTimeout bounds how long output is read after the child exits: a
 // grandchild that kept the pipes open is killed with the group, but one that
-// escaped the group must not hang the job.
-const drainTimeout = 2 * time.Second
+// escaped the group must not hang the job. A variable for the tests only.
+var drainTimeout = 2 * time.Second
 
 // Run starts c and waits for it. When ctx ends first the child's process
 // group gets SIGTERM, then SIGKILL after KillGrace. Whatever the outcome, the

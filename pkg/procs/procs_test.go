@@ -6,6 +6,7 @@ import (
 	"bufio"
 	"bytes"
 	"context"
+	"flag"
 	"fmt"
 	"io"
 	"os"
@@ -22,6 +23,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"github.com/ade-org/ade-worker/pkg/procs"
+	"github.com/ade-org/ade-worker/test/parallel"
 )
 
 // path is the PATH children get: their environment is only what they are
@@ -407,13 +409,16 @@ func TestGrandchildHoldingPipes(t *testing.T) {
 	t.Parallel()
 	cases := []struct {
 		name    string
-		script  string
-		maxTime time.Duration
+		script  string // prints the pid of a process that holds the pipes
+		escaped bool
 	}{
 		// Killed with the group as soon as the child exits.
-		{"in the group", `sleep 30 & echo $!; echo started >&2`, 1500 * time.Millisecond},
-		// Escaped the group: the drain timeout (2 s) gives up on it.
-		{"in its own session", `setsid sleep 30 & echo $!; echo started >&2`, 3500 * time.Millisecond},
+		{"in the group", `sleep 30 & echo $!; echo started >&2`, false},
+		// Escaped the group: the drain timeout gives up on it. The child
+		// exits only once the escaped one is in its own session (it wrote
+		// its pid), or the group's kill could still catch it.
+		{"in its own session", `f=$(mktemp); setsid sh -c 'echo $$ >"$0"; exec sleep 30' "$f" &
+			until [ -s "$f" ]; do sleep 0.01; done; cat "$f"; rm "$f"; echo started >&2`, true},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -432,8 +437,18 @@ func TestGrandchildHoldingPipes(t *testing.T) {
 			if exit.Code != 0 {
 				t.Errorf("exit = %+v", exit)
 			}
-			if took > tc.maxTime {
-				t.Errorf("Run took %v after the child exited, want at most %v", took, tc.maxTime)
+			if tc.escaped && !alive(pid) {
+				t.Errorf("the escaped holder %d is gone: the test did not test the drain", pid)
+			}
+			if !tc.escaped && !waitFor(5*time.Second, func() bool { return !alive(pid) }) {
+				t.Errorf("the holder %d in the group outlived it", pid)
+			}
+			drain := procs.DrainTimeout()
+			if tc.escaped && (took < drain || took > drain+1500*time.Millisecond) {
+				t.Errorf("Run took %v with the escaped holder, want the drain's %v (and at most 1.5 s more)", took, drain)
+			}
+			if !tc.escaped && took > drain {
+				t.Errorf("Run took %v, want less than the drain's %v: the holder dies with the group", took, drain)
 			}
 			if errs.String() != "started\n" {
 				t.Errorf("stderr %q", errs.String())
@@ -803,6 +818,11 @@ func TestMain(m *testing.M) {
 	if os.Getenv(mainThreadEnv) != "" {
 		os.Exit(mainThreadStart())
 	}
+	flag.Parse()
+	// The tests mostly wait for children: all at once, the package takes
+	// about its longest wait, the drain one test waits out.
+	parallel.UnlessSet(16)
+	procs.ShortenDrain(500 * time.Millisecond)
 	os.Exit(m.Run())
 }
 

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/parallel"
 	"github.com/ade-org/ade-worker/test/pgtemp"
 )
 
@@ -24,7 +25,7 @@ var t0 = time.Date(2025, 3, 4, 10, 0, 0, 0, time.UTC)
 func TestMain(m *testing.M) {
 	flag.Parse()
 	// Four at a time on two cores took the package from 10-12 s to 8-9 s.
-	pgtemp.ParallelUnlessSet(4)
+	parallel.UnlessSet(4)
 	code := m.Run()
 	pgtemp.DropTemplates()
 	os.Exit(code)

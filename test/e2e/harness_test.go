@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/store"
+	"github.com/ade-org/ade-worker/test/parallel"
 	"github.com/ade-org/ade-worker/test/pgtemp"
 )
 
@@ -26,7 +27,7 @@ var (
 
 func TestMain(m *testing.M) {
 	flag.Parse()
-	pgtemp.ParallelUnlessSet(4) // as scripts/test.sh runs them
+	parallel.UnlessSet(4) // as scripts/test.sh runs them
 	code, err := setupBinaries(m)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "e2e setup:", err)
