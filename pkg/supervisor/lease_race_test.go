@@ -77,6 +77,7 @@ func TestNoFalseLeaseLost(t *testing.T) {
 			if err != nil || len(runs) != batch {
 				t.Fatalf("claimed %d runs (%v), want %d", len(runs), err, batch)
 			}
+			st.Holding(len(runs)) // as the supervisor's slots would tell it
 			var wg sync.WaitGroup
 			stopRenewals := renewBackToBack(t, s, &renewals)
 			for _, r := range runs {
