@@ -103,7 +103,11 @@ func installSteps(b *jobspec.BuildSpec, tmp string) []step {
 	}
 	pip := []string{"-m", "pip", "install", "--disable-pip-version-check", "--no-input"}
 	return []step{
-		{name: "build.step.venv", what: "creating the virtual environment with " + b.Python, path: b.Python, args: []string{"-m", "venv", tmp}},
+		// pip installed by a step of its own: inside `python -m venv` a
+		// failing ensurepip says only "returned non-zero exit status 1",
+		// hiding pip's error (a full disk, with the file it could not write).
+		{name: "build.step.venv", what: "creating the virtual environment with " + b.Python, path: b.Python, args: []string{"-m", "venv", "--without-pip", tmp}},
+		{name: "build.step.ensurepip", what: "installing pip into the virtual environment", path: py, args: []string{"-m", "ensurepip", "--upgrade", "--default-pip"}},
 		{name: "build.step.upgrade_pip", what: "upgrading pip", path: py, args: append(pip, "--upgrade", "pip", "setuptools", "wheel")},
 		{name: "build.step.install_engine", what: "installing the engine (" + b.EngineSpec + ")", path: py, args: append(pip, b.EngineSpec)},
 		{name: "build.step.install_config", what: "installing the configuration package", path: py, args: append(pip, b.ConfigDir)},

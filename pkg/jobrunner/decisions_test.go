@@ -98,7 +98,8 @@ func TestInstallSteps(t *testing.T) {
 		want []string // "name: path args"
 	}{
 		{"pip", b, []string{
-			"build.step.venv: /usr/bin/python3 -m venv " + tmp,
+			"build.step.venv: /usr/bin/python3 -m venv --without-pip " + tmp,
+			"build.step.ensurepip: " + py + " -m ensurepip --upgrade --default-pip",
 			"build.step.upgrade_pip: " + py + " " + pip + "--upgrade pip setuptools wheel",
 			"build.step.install_engine: " + py + " " + pip + "/src/engine",
 			"build.step.install_config: " + py + " " + pip + "/cfg",

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"sync"
 	"syscall"
 	"time"
@@ -40,10 +41,16 @@ type fullDisk struct {
 	free       uint64 // bytes available when seen
 	size       uint64 // the filesystem's size in bytes
 	noInodes   bool   // full of files, not of bytes
+	// freedSince: free was read after the failure, which the failing
+	// tool's clean-up had already undone.
+	freedSince bool
 }
 
 func (d *fullDisk) String() string {
 	what := fmt.Sprintf("%s free of %s", bytesText(d.free), bytesText(d.size))
+	if d.freedSince {
+		what += " since the failing tool's clean-up"
+	}
 	if d.noInodes {
 		what = "no free inodes"
 	}
@@ -122,6 +129,32 @@ func checkFull(f watchedFolder) *fullDisk {
 		return nil
 	}
 	return &fullDisk{folder: f, mountPoint: mountPoint(f.path), free: free, size: size, noInodes: noInodes}
+}
+
+// diskOf describes the folder of folders that holds path (an absolute
+// path a failed write named), with its filesystem as it is now; nil when
+// none holds it.
+func diskOf(folders []watchedFolder, path string) *fullDisk {
+	if !filepath.IsAbs(path) {
+		return nil
+	}
+	path = filepath.Clean(path)
+	for _, f := range folders {
+		if f.path == "" || (path != f.path && !strings.HasPrefix(path, filepath.Clean(f.path)+"/")) {
+			continue
+		}
+		var st unix.Statfs_t
+		if unix.Statfs(f.path, &st) != nil {
+			return nil
+		}
+		bsize := uint64(st.Bsize)
+		if st.Frsize > 0 {
+			bsize = uint64(st.Frsize)
+		}
+		return &fullDisk{folder: f, mountPoint: mountPoint(f.path), free: st.Bavail * bsize, size: st.Blocks * bsize,
+			noInodes: st.Files > 0 && st.Ffree == 0, freedSince: true}
+	}
+	return nil
 }
 
 // onePerFilesystem keeps the folders that exist, the first of each

@@ -13,18 +13,20 @@ import (
 )
 
 // TestBuildOnFullDiskIsRetried is the failure seen in the field: the venvs
-// folder on a full disk, python -m venv fails in ensurepip ("returned
-// non-zero exit status 1", the disk never named) and removes what it wrote,
-// so the disk is no longer full when the step has ended. The real build
-// runs on a real 6 MB tmpfs; its result names the folder and its mount
-// point, and is transient (retried).
+// folder on a full disk, python -m venv failed in ensurepip ("returned
+// non-zero exit status 1", the disk never named) and removed what it wrote,
+// so the disk was no longer full when the step had ended. On a 2 MB tmpfs
+// pip fails and cleans up within a few milliseconds, between two samples
+// of the free space (before pip got a step of its own this build failed
+// for good, engine_failed); its error still says no space, so the result
+// names the folder and its mount point, and is transient (retried).
 func TestBuildOnFullDiskIsRetried(t *testing.T) {
 	t.Parallel()
 	python, err := exec.LookPath("python3")
 	if err != nil {
 		t.Skip("needs python3 to make a venv")
 	}
-	venvs := testfs.SmallDisk(t, "6m")
+	venvs := testfs.SmallDisk(t, "2m")
 	configs := t.TempDir()
 	if err := os.MkdirAll(filepath.Join(configs, "cfg"), 0o755); err != nil {
 		t.Fatal(err)
@@ -81,6 +83,30 @@ func TestSpaceWatchNamesTheFullFolder(t *testing.T) {
 	}
 	if got := d.String(); !strings.Contains(got, "the runs folder "+sub+" is on a full disk (mount point "+disk+",") {
 		t.Errorf("full disk = %q, want the runs folder %s and the mount point %s", got, sub, disk)
+	}
+}
+
+// TestNoSpaceNamesTheFolderOfTheFile: a tool's "No space left on device:
+// '<file>'" names the folder that holds the file (a run that filled the
+// venvs folder, not its runs folder), else the folder the job writes most
+// to.
+func TestNoSpaceNamesTheFolderOfTheFile(t *testing.T) {
+	spec := &jobspec.Spec{Kind: jobspec.KindRun, Roots: jobspec.Roots{Runs: t.TempDir(), Venvs: t.TempDir()}}
+	folders := jobFolders(spec)
+	file := filepath.Join(spec.Roots.Venvs, "ws", "b1", ".venv", "lib", "x.py")
+	msg := "OSError: [Errno 28] No space left on device: '" + file + "'"
+	if got := pathOfNoSpace(msg); got != file {
+		t.Fatalf("pathOfNoSpace = %q, want %q", got, file)
+	}
+	d := diskOf(folders, pathOfNoSpace(msg))
+	if d == nil || !strings.Contains(d.String(), "the venvs folder "+spec.Roots.Venvs+" is on a full disk") {
+		t.Errorf("disk of %s = %v, want the venvs folder", file, d)
+	}
+	if d := diskOf(folders, "/elsewhere/x"); d != nil {
+		t.Errorf("disk of a file outside the folders = %v, want none", d)
+	}
+	if got := pathOfNoSpace("OSError: [Errno 28] No space left on device"); got != "" {
+		t.Errorf("pathOfNoSpace without a file = %q", got)
 	}
 }
 

@@ -102,7 +102,16 @@ func (j *job) noSpace(res *jobspec.Result, full *fullDisk) *jobspec.Result {
 	if werr := j.log.WriteErr(); errors.Is(werr, syscall.ENOSPC) {
 		where = append(where, "writing "+j.spec.EventsPath)
 	} else if full == nil && mentionsNoSpace(res.Error) {
-		where = append(where, "under "+filepath.Dir(filepath.Dir(j.spec.EventsPath)))
+		// The disk was freed again between samples (the tool removed its
+		// files): the folder of the file the tool names, else the one the
+		// job writes most to.
+		folders := jobFolders(j.spec)
+		if full = diskOf(folders, pathOfNoSpace(res.Error)); full == nil {
+			full = diskOf(folders, folders[0].path)
+		}
+		if full == nil {
+			where = append(where, "under "+filepath.Dir(filepath.Dir(j.spec.EventsPath)))
+		}
 	}
 	if full != nil {
 		where = append(where, "("+full.String()+")")
@@ -120,6 +129,21 @@ func (j *job) noSpace(res *jobspec.Result, full *fullDisk) *jobspec.Result {
 	out := failure(jobspec.ReasonDiskFull, jobspec.CodeGenericFailure, msg)
 	out.Summary = res.Summary
 	return out
+}
+
+// pathOfNoSpace is the file a Python error names after "No space left on
+// device: '", or "".
+func pathOfNoSpace(s string) string {
+	const mark = "No space left on device: '"
+	i := strings.LastIndex(s, mark)
+	if i < 0 {
+		return ""
+	}
+	rest := s[i+len(mark):]
+	if end := strings.IndexByte(rest, '\''); end > 0 {
+		return rest[:end]
+	}
+	return ""
 }
 
 func mentionsNoSpace(s string) bool {
