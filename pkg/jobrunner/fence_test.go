@@ -17,14 +17,14 @@ func TestFence(t *testing.T) {
 	t.Parallel()
 	r, w := io.Pipe()
 	defer w.Close()
-	l := &jobspec.Lease{RemainingSeconds: 0.6, MarginSeconds: 0.2, RenewalFD: 3}
+	l := &jobspec.Lease{RemainingSeconds: 0.4, MarginSeconds: 0.1, RenewalFD: 3}
 	ctx, stop := Fence(context.Background(), l, r)
 	defer stop()
 	start := time.Now()
-	for i := 0; i < 4; i++ { // 0.8 s of renewals, each giving 0.6 s
+	for i := 0; i < 5; i++ { // 0.5 s of renewals, past the first lease's 0.3 s
 		// Paces the renewals as a supervisor's heartbeat would; not a wait.
-		time.Sleep(200 * time.Millisecond)
-		fmt.Fprintf(w, "%.3f\n", 0.6)
+		time.Sleep(100 * time.Millisecond)
+		fmt.Fprintf(w, "%.3f\n", 0.4)
 		if ctx.Err() != nil {
 			t.Fatalf("fence struck after %v while renewals arrived", time.Since(start))
 		}
@@ -35,8 +35,8 @@ func TestFence(t *testing.T) {
 	if !errors.Is(context.Cause(ctx), ErrLeaseLapsed) {
 		t.Errorf("cause = %v, want ErrLeaseLapsed", context.Cause(ctx))
 	}
-	if took < 350*time.Millisecond || took > 2*time.Second {
-		t.Errorf("fence struck %v after the last renewal, want about 0.4 s", took)
+	if took < 250*time.Millisecond || took > 2*time.Second {
+		t.Errorf("fence struck %v after the last renewal, want about 0.3 s", took)
 	}
 }
 
