@@ -6,7 +6,6 @@ import (
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/store"
-	"github.com/ade-org/ade-worker/test/pgtemp"
 )
 
 // TestLeaderElection: the first supervisor to beat leads and keeps leading
@@ -183,13 +182,10 @@ func TestLeaderKeptAgainstAnOlderBeat(t *testing.T) {
 	}
 }
 
-// newTriggerEnv is a PostgreSQL env for a test that counts wake-ups: a
-// wake-up for all goes to every listener of the database, and other tests
-// queue runs with no supervisor, so its schema is in a database no other
-// test uses meanwhile (pgtemp.Alone). Each of these tests names its
-// supervisors apart from the others': a listener of the test before may
-// still be connected.
-func newTriggerEnv(t *testing.T) *env { return newEnvIn(t, "postgres", pgtemp.Alone) }
+// newTriggerEnv is a PostgreSQL env with a database of its own, for a test
+// that counts wake-ups: a wake-up for all goes to every listener of the
+// database, and other tests queue runs with no supervisor.
+func newTriggerEnv(t *testing.T) *env { return newOwnEnv(t, "postgres") }
 
 // TestTriggerWakesOneSupervisor: on PostgreSQL a queued run's notification
 // goes to the one live supervisor with free slots the trigger chooses (its

@@ -25,13 +25,10 @@ import (
 
 // pool is one database per admin URL and its migrated, empty schemas.
 type pool struct {
-	once   sync.Once
-	err    error
-	admin  string
-	prefix string // of the pool database's name
-	url    string // the pool database
-	// alone is held by the test of Alone's pool that has a schema now.
-	alone sync.Mutex
+	once  sync.Once
+	err   error
+	admin string
+	url   string       // the pool database
 	drop  func() error // drops it
 	// conns serve the pool's own statements: a new server process per
 	// statement cost about as much as the statement.
@@ -45,17 +42,8 @@ type pool struct {
 
 var pools struct {
 	sync.Mutex
-	byAdmin map[poolKey]*pool
+	byAdmin map[string]*pool
 }
-
-type poolKey struct{ admin, prefix string }
-
-// The pool of Schema, and the pool of Alone (a database of its own, so
-// that the notifications of Schema's tests do not reach Alone's).
-const (
-	sharedPrefix = "ade_schemas"
-	alonePrefix  = "ade_alone"
-)
 
 // Schema returns the URL of a migrated schema with no rows, of a database
 // this process shares among its tests; when t ends the schema is emptied
@@ -66,25 +54,7 @@ const (
 // not hold).
 func Schema(t testing.TB) string {
 	t.Helper()
-	return poolFor(TestAdminURL(), sharedPrefix).schema(t)
-}
-
-// Alone is Schema for a test that counts notifications: they go to every
-// listener of a database, and other tests queue jobs. Its schema is in a
-// database no test but the caller uses until it ends; the tests that call
-// Alone run one after another (the others go on beside them). A database
-// of a test's own would cost it about 140 ms of the server's time, most of
-// it creating files.
-func Alone(t testing.TB) string {
-	t.Helper()
-	p := poolFor(TestAdminURL(), alonePrefix)
-	p.alone.Lock()
-	t.Cleanup(p.alone.Unlock) // after the schema is given back
-	return p.schema(t)
-}
-
-func (p *pool) schema(t testing.TB) string {
-	t.Helper()
+	p := poolFor(TestAdminURL())
 	name, err := p.take()
 	if err != nil {
 		t.Fatalf("PostgreSQL is required (set ADE_TEST_POSTGRES_URL): %v", err)
@@ -103,7 +73,7 @@ func (p *pool) schema(t testing.TB) string {
 // 140 ms, a schema a few).
 func EmptySchema(t testing.TB) string {
 	t.Helper()
-	p := poolFor(TestAdminURL(), sharedPrefix)
+	p := poolFor(TestAdminURL())
 	if err := p.init(); err != nil {
 		t.Fatalf("PostgreSQL is required (set ADE_TEST_POSTGRES_URL): %v", err)
 	}
@@ -123,17 +93,16 @@ func EmptySchema(t testing.TB) string {
 	return p.schemaURL(name)
 }
 
-func poolFor(admin, prefix string) *pool {
+func poolFor(admin string) *pool {
 	pools.Lock()
 	defer pools.Unlock()
 	if pools.byAdmin == nil {
-		pools.byAdmin = map[poolKey]*pool{}
+		pools.byAdmin = map[string]*pool{}
 	}
-	key := poolKey{admin, prefix}
-	p := pools.byAdmin[key]
+	p := pools.byAdmin[admin]
 	if p == nil {
-		p = &pool{admin: admin, prefix: prefix}
-		pools.byAdmin[key] = p
+		p = &pool{admin: admin}
+		pools.byAdmin[admin] = p
 	}
 	return p
 }
@@ -151,7 +120,7 @@ func (p *pool) init() error {
 	p.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
-		p.url, p.drop, p.err = create(ctx, p.admin, p.prefix, "", true)
+		p.url, p.drop, p.err = create(ctx, p.admin, "ade_schemas", "", true)
 		if p.err == nil {
 			p.conns, p.err = pgxpool.New(ctx, p.url)
 		}
