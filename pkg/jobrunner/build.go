@@ -79,7 +79,10 @@ func (j *job) makeVenv(ctx context.Context, b *jobspec.BuildSpec) *jobspec.Resul
 
 	steps := installSteps(b, tmp)
 	for _, s := range steps {
-		s.env, s.dir = j.spec.Env, filepath.Dir(tmp)
+		s.env = j.spec.Env
+		if s.dir == "" {
+			s.dir = filepath.Dir(tmp)
+		}
 		// After the first step, tmp's pyvenv.cfg names the interpreter.
 		s.policy = j.buildPolicy(b, tmp, true)
 		if res := j.buildStep(ctx, s); res != nil {
@@ -107,7 +110,9 @@ func installSteps(b *jobspec.BuildSpec, tmp string) []step {
 		// failing ensurepip says only "returned non-zero exit status 1",
 		// hiding pip's error (a full disk, with the file it could not write).
 		{name: "build.step.venv", what: "creating the virtual environment with " + b.Python, path: b.Python, args: []string{"-m", "venv", "--without-pip", tmp}},
-		{name: "build.step.ensurepip", what: "installing pip into the virtual environment", path: py, args: []string{"-m", "ensurepip", "--upgrade", "--default-pip"}},
+		// In the venv, as venv runs it: pip lists its working folder, which
+		// the sandbox does not let a build read elsewhere.
+		{name: "build.step.ensurepip", what: "installing pip into the virtual environment", path: py, args: []string{"-m", "ensurepip", "--upgrade", "--default-pip"}, dir: tmp},
 		{name: "build.step.upgrade_pip", what: "upgrading pip", path: py, args: append(pip, "--upgrade", "pip", "setuptools", "wheel")},
 		{name: "build.step.install_engine", what: "installing the engine (" + b.EngineSpec + ")", path: py, args: append(pip, b.EngineSpec)},
 		{name: "build.step.install_config", what: "installing the configuration package", path: py, args: append(pip, b.ConfigDir)},
