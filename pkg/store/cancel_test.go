@@ -242,3 +242,53 @@ func TestWatchQueueReportsCancels(t *testing.T) {
 		}
 	})
 }
+
+// TestSQLiteWriteToldAgain: a write to the SQLite file wakes the watcher at
+// once and once more after it settled: inotify sees the commit's last frame
+// a moment before the writer publishes the commit to readers, so a claim
+// made at the first wake-up alone could miss the job and wait for the next
+// beat (seen in TestKilledSupervisorDelaysNoPickup).
+func TestSQLiteWriteToldAgain(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "sqlite")
+	ctx, stop := context.WithCancel(context.Background())
+	var mu sync.Mutex
+	var wakes []time.Time
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		e.s.WatchQueue(ctx, func() {
+			mu.Lock()
+			wakes = append(wakes, time.Now())
+			mu.Unlock()
+		}, func(store.JobRef) {}, func(err error) { t.Errorf("watch: %v", err) })
+	}()
+	defer func() { stop(); <-done }()
+	count := func() int {
+		mu.Lock()
+		defer mu.Unlock()
+		return len(wakes)
+	}
+	// The watcher is ready once a write wakes it; then all is quiet.
+	for deadline := time.Now().Add(10 * time.Second); count() == 0; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatal("no wake-up for a write")
+		}
+		e.doc(t)
+	}
+	time.Sleep(300 * time.Millisecond) // past every wake-up of those writes
+	before := count()
+	e.runFor(t, store.NewID(), "", t0, t0)
+	written := time.Now()
+	time.Sleep(300 * time.Millisecond) // the settle delay is 50 ms
+	mu.Lock()
+	defer mu.Unlock()
+	var atOnce, later bool
+	for _, at := range wakes[before:] {
+		atOnce = atOnce || at.Sub(written) < 30*time.Millisecond
+		later = later || at.Sub(written) >= 30*time.Millisecond
+	}
+	if !atOnce || !later {
+		t.Errorf("wake-ups after the write at %v: %v; want one at once and one after it settled", written, wakes[before:])
+	}
+}

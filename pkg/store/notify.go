@@ -241,6 +241,22 @@ func watchSQLite(ctx context.Context, dbPath string, w Watch) error {
 	}
 	stop := context.AfterFunc(ctx, func() { file.SetReadDeadline(time.Now()) })
 	defer stop()
+	tell := func() {
+		if ctx.Err() == nil {
+			w.Wake()
+			w.Cancelled(JobRef{})
+			w.LeaderLeft()
+		}
+	}
+	// inotify sees a commit when its last frame reaches the -wal file; the
+	// writer publishes it to readers a moment later, in the wal-index
+	// (shared memory, which inotify does not see). A look at once can miss
+	// the commit, and no later event comes: seen in e2e as a run found at
+	// the next beat, seconds late. So each burst of writes is told twice,
+	// at once and sqliteSettle after its last event.
+	again := time.AfterFunc(time.Hour, tell)
+	again.Stop()
+	defer again.Stop()
 	buf := make([]byte, 64*(syscall.SizeofInotifyEvent+syscall.NAME_MAX+1))
 	for {
 		n, err := file.Read(buf)
@@ -248,12 +264,16 @@ func watchSQLite(ctx context.Context, dbPath string, w Watch) error {
 			return fmt.Errorf("read inotify: %w", err)
 		}
 		if touches(buf[:n], base) {
-			w.Wake()
-			w.Cancelled(JobRef{})
-			w.LeaderLeft()
+			tell()
+			again.Reset(sqliteSettle)
 		}
 	}
 }
+
+// sqliteSettle is how long after a write's last inotify event the watcher
+// tells it again (see watchSQLite): far longer than a writer takes from its
+// last frame to the wal-index, short against the wake-up's promise.
+const sqliteSettle = 50 * time.Millisecond
 
 // touches reports whether any inotify event in buf names the database or
 // its WAL.
