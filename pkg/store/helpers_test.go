@@ -56,13 +56,17 @@ type env struct {
 // database with newDatabaseURL).
 func newEnv(t testing.TB, backend string) *env { return newEnvIn(t, backend, pgtemp.Schema) }
 
-// newEnvIn is newEnv with the PostgreSQL database from migrated; a nil
-// migrated means an empty schema of its own that newEnvIn migrates.
+// newEnvIn is newEnv with the PostgreSQL database from migrated (SQLite: a
+// copy of a file migrated once); a nil migrated means an empty schema or
+// file of its own that newEnvIn migrates.
 func newEnvIn(t testing.TB, backend string, migrated func(testing.TB) string) *env {
 	t.Helper()
 	e := &env{backend: backend, ws: store.NewID(), cfg: store.NewID()}
 	if backend == "postgres" && migrated != nil {
 		e.url = migrated(t)
+		e.s = pgtemp.Open(t, e.url)
+	} else if backend == "sqlite" && migrated != nil {
+		e.url = pgtemp.MigratedSQLite(t)
 		e.s = pgtemp.Open(t, e.url)
 	} else {
 		e.url = newDatabaseURL(t, backend)
