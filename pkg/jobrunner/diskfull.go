@@ -115,6 +115,18 @@ func (w *spaceWatch) sample() {
 
 // checkFull reads f's filesystem, and describes it when it is full.
 func checkFull(f watchedFolder) *fullDisk {
+	d := readDisk(f)
+	if d == nil || d.free >= fullBelow && !d.noInodes {
+		return nil
+	}
+	d.mountPoint = mountPoint(f.path)
+	return d
+}
+
+// readDisk describes f's filesystem as it is now, but for its mount point
+// (a walk up the folders, read only for a disk reported); nil when it
+// cannot be read.
+func readDisk(f watchedFolder) *fullDisk {
 	var st unix.Statfs_t
 	if unix.Statfs(f.path, &st) != nil {
 		return nil
@@ -123,12 +135,7 @@ func checkFull(f watchedFolder) *fullDisk {
 	if st.Frsize > 0 {
 		bsize = uint64(st.Frsize)
 	}
-	free, size := st.Bavail*bsize, st.Blocks*bsize
-	noInodes := st.Files > 0 && st.Ffree == 0
-	if free >= fullBelow && !noInodes {
-		return nil
-	}
-	return &fullDisk{folder: f, mountPoint: mountPoint(f.path), free: free, size: size, noInodes: noInodes}
+	return &fullDisk{folder: f, free: st.Bavail * bsize, size: st.Blocks * bsize, noInodes: st.Files > 0 && st.Ffree == 0}
 }
 
 // diskOf describes the folder of folders that holds path (an absolute
@@ -143,16 +150,11 @@ func diskOf(folders []watchedFolder, path string) *fullDisk {
 		if f.path == "" || (path != f.path && !strings.HasPrefix(path, filepath.Clean(f.path)+"/")) {
 			continue
 		}
-		var st unix.Statfs_t
-		if unix.Statfs(f.path, &st) != nil {
-			return nil
+		d := readDisk(f)
+		if d != nil {
+			d.mountPoint, d.freedSince = mountPoint(f.path), true
 		}
-		bsize := uint64(st.Bsize)
-		if st.Frsize > 0 {
-			bsize = uint64(st.Frsize)
-		}
-		return &fullDisk{folder: f, mountPoint: mountPoint(f.path), free: st.Bavail * bsize, size: st.Blocks * bsize,
-			noInodes: st.Files > 0 && st.Ffree == 0, freedSince: true}
+		return d
 	}
 	return nil
 }

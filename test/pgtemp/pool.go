@@ -40,10 +40,7 @@ type pool struct {
 	tables []string
 }
 
-var pools struct {
-	sync.Mutex
-	byAdmin map[string]*pool
-}
+var pools perAdmin[pool]
 
 // Schema returns the URL of a migrated schema with no rows, of a database
 // this process shares among its tests; when t ends the schema is emptied
@@ -94,17 +91,7 @@ func EmptySchema(t testing.TB) string {
 }
 
 func poolFor(admin string) *pool {
-	pools.Lock()
-	defer pools.Unlock()
-	if pools.byAdmin == nil {
-		pools.byAdmin = map[string]*pool{}
-	}
-	p := pools.byAdmin[admin]
-	if p == nil {
-		p = &pool{admin: admin}
-		pools.byAdmin[admin] = p
-	}
-	return p
+	return pools.get(admin, func() *pool { return &pool{admin: admin} })
 }
 
 func (p *pool) schemaURL(name string) string {
@@ -220,9 +207,7 @@ func (p *pool) exec(ctx context.Context, stmt string) error {
 
 // dropPools drops the schema databases this process made.
 func dropPools() {
-	pools.Lock()
-	defer pools.Unlock()
-	for _, p := range pools.byAdmin {
+	for _, p := range pools.takeAll() {
 		if p.conns != nil {
 			p.conns.Close()
 		}
@@ -230,5 +215,4 @@ func dropPools() {
 			_ = p.drop()
 		}
 	}
-	pools.byAdmin = nil
 }

@@ -34,10 +34,7 @@ const (
 	ramTablespaceMode = "ADE_TEST_POSTGRES_TMPFS"
 )
 
-var ramSpaces struct {
-	sync.Mutex
-	byAdmin map[string]*ramSpace
-}
+var ramSpaces perAdmin[ramSpace]
 
 type ramSpace struct {
 	once sync.Once
@@ -52,16 +49,7 @@ func ramTablespace(ctx context.Context, admin string, conn *pgx.Conn) string {
 	if os.Getenv(ramTablespaceMode) == "off" {
 		return ""
 	}
-	ramSpaces.Lock()
-	if ramSpaces.byAdmin == nil {
-		ramSpaces.byAdmin = map[string]*ramSpace{}
-	}
-	rs := ramSpaces.byAdmin[admin]
-	if rs == nil {
-		rs = &ramSpace{}
-		ramSpaces.byAdmin[admin] = rs
-	}
-	ramSpaces.Unlock()
+	rs := ramSpaces.get(admin, func() *ramSpace { return &ramSpace{} })
 	rs.once.Do(func() { rs.make(ctx, conn) })
 	return rs.name
 }
@@ -179,9 +167,7 @@ func dropStaleRAMTablespaces(ctx context.Context, conn *pgx.Conn) {
 // dropRAMTablespaces drops this process's tablespaces (their databases
 // are dropped first) and their folders.
 func dropRAMTablespaces() {
-	ramSpaces.Lock()
-	defer ramSpaces.Unlock()
-	for admin, rs := range ramSpaces.byAdmin {
+	for admin, rs := range ramSpaces.takeAll() {
 		if rs.name == "" {
 			continue
 		}
@@ -195,7 +181,6 @@ func dropRAMTablespaces() {
 		cancel()
 		rs.lock.Close()
 	}
-	ramSpaces.byAdmin = nil
 }
 
 // flockNB takes f's lock or fails at once.

@@ -16,10 +16,7 @@ import (
 // templates holds one migrated template database per admin URL, made on
 // first use in this process: copying it (CREATE DATABASE ... TEMPLATE, about
 // 60 ms) is several times faster than creating and migrating a database.
-var templates struct {
-	sync.Mutex
-	byAdmin map[string]*template
-}
+var templates perAdmin[template]
 
 type template struct {
 	once sync.Once
@@ -54,16 +51,7 @@ func Migrated(t testing.TB, prefix string) string {
 // migratedTemplate makes (once per admin URL) a database and migrates it;
 // no connection to it stays open, as a template copy requires.
 func migratedTemplate(admin string) (string, error) {
-	templates.Lock()
-	if templates.byAdmin == nil {
-		templates.byAdmin = map[string]*template{}
-	}
-	tp := templates.byAdmin[admin]
-	if tp == nil {
-		tp = &template{}
-		templates.byAdmin[admin] = tp
-	}
-	templates.Unlock()
+	tp := templates.get(admin, func() *template { return &template{} })
 	tp.once.Do(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 		defer cancel()
@@ -99,12 +87,9 @@ func migratedTemplate(admin string) (string, error) {
 func DropTemplates() {
 	dropPools()
 	defer dropRAMTablespaces()
-	templates.Lock()
-	defer templates.Unlock()
-	for _, tp := range templates.byAdmin {
+	for _, tp := range templates.takeAll() {
 		if tp.drop != nil {
 			_ = tp.drop()
 		}
 	}
-	templates.byAdmin = nil
 }

@@ -103,6 +103,7 @@ def write_shm():
     path = "/dev/shm/ade-hostile-%d" % os.getpid()
     with open(path, "wb") as handle:
         handle.write(b"\0" * (1 << 20))
+    os.unlink(path)  # written is proof enough; left, it holds a MB of RAM
     return path
 
 
