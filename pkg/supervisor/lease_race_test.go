@@ -36,11 +36,12 @@ func (b *syncBuffer) count(s string) int {
 	return strings.Count(b.buf.String(), s)
 }
 
-// TestNoFalseLeaseLost races the final writes of 2,000 short jobs (a thousand per database)
-// against renewals sent back to back (issue 20): a job whose final write
-// commits between the renewal's snapshot of held jobs and its statement is
-// not renewed, and must not be reported or marked lost. The jobs end
-// through the supervisor's own finish path on real databases.
+// TestNoFalseLeaseLost races the final writes of 2,000 short jobs (a
+// thousand per database) against renewals sent back to back (issue 20): a
+// job whose final write commits between the renewal's snapshot of held
+// jobs and its statement is not renewed, and must not be reported or
+// marked lost. The jobs end through the supervisor's own finish path on
+// real databases.
 func TestNoFalseLeaseLost(t *testing.T) {
 	pgtemp.EachBackend(t, func(t *testing.T, backend string) {
 		ctx := context.Background()
