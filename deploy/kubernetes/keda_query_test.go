@@ -15,6 +15,13 @@ import (
 	_ "github.com/jackc/pgx/v5/stdlib" // the driver KEDA's postgresql scaler uses
 )
 
+// TestMain drops the tablespace pgtemp made for the test's database.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	pgtemp.DropTemplates()
+	os.Exit(code)
+}
+
 // queueRows makes rows in a migrated database through the worker's own store.
 type queueRows struct {
 	t     *testing.T
