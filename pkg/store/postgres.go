@@ -88,14 +88,17 @@ func (postgresDialect) untilSQL(q string) string {
 	return `SELECT EXTRACT(EPOCH FROM ((` + q + `) - now()))::double precision`
 }
 
-func (postgresDialect) laterSQL(secs string) string {
-	return `(now() + make_interval(secs => CAST(` + secs + ` AS double precision)))`
-}
+func (postgresDialect) laterSQL(secs string) string { return pgSecondsAfter("now()", secs) }
 
 // clock_timestamp() is read when the row is compared, after any wait for
 // its lock; now() is older by that wait.
 func (postgresDialect) clockLaterSQL(secs string) string {
-	return `(clock_timestamp() + make_interval(secs => CAST(` + secs + ` AS double precision)))`
+	return pgSecondsAfter("clock_timestamp()", secs)
+}
+
+// pgSecondsAfter is the time secs seconds after the time expression t.
+func pgSecondsAfter(t, secs string) string {
+	return `(` + t + ` + make_interval(secs => CAST(` + secs + ` AS double precision)))`
 }
 
 // renewAll runs the renewals as one statement (one round trip): each a

@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -45,15 +44,11 @@ func (b *syncBuffer) count(s string) int {
 func TestNoFalseLeaseLost(t *testing.T) {
 	pgtemp.EachBackend(t, func(t *testing.T, backend string) {
 		ctx := context.Background()
-		var st *store.Store
-		if backend == "postgres" {
-			st = pgtemp.Open(t, pgtemp.Schema(t)) // migrated
-		} else {
-			st = pgtemp.Open(t, pgtemp.URL(t, backend, filepath.Join(t.TempDir(), "ade.sqlite"), ""))
-			if err := st.Migrate(ctx); err != nil {
-				t.Fatal(err)
-			}
+		migrated := pgtemp.Schema
+		if backend == "sqlite" {
+			migrated = pgtemp.MigratedSQLite
 		}
+		st := pgtemp.Open(t, migrated(t))
 		ws, cfgID := store.NewID(), store.NewID()
 		if err := st.InsertConfiguration(ctx, store.NewConfiguration{ID: cfgID, WorkspaceID: ws, DisplayName: "c"}, time.Now()); err != nil {
 			t.Fatal(err)

@@ -158,9 +158,7 @@ func dropStaleRAMTablespaces(ctx context.Context, conn *pgx.Conn) {
 		for _, db := range sp.dbs {
 			_, _ = conn.Exec(ctx, "DROP DATABASE IF EXISTS "+pgx.Identifier{db}.Sanitize()+" WITH (FORCE)")
 		}
-		if _, err := conn.Exec(ctx, "DROP TABLESPACE "+pgx.Identifier{sp.name}.Sanitize()); err == nil {
-			os.RemoveAll(sp.dir)
-		}
+		dropRAMSpace(ctx, conn, sp.name, sp.dir)
 	}
 }
 
@@ -173,9 +171,7 @@ func dropRAMTablespaces() {
 		}
 		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 		if conn, err := pgx.Connect(ctx, admin); err == nil {
-			if _, err := conn.Exec(ctx, "DROP TABLESPACE "+rs.name); err == nil {
-				os.RemoveAll(rs.dir)
-			}
+			dropRAMSpace(ctx, conn, rs.name, rs.dir)
 			conn.Close(ctx)
 		}
 		cancel()
@@ -185,3 +181,10 @@ func dropRAMTablespaces() {
 
 // flockNB takes f's lock or fails at once.
 func flockNB(f *os.File) error { return unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB) }
+
+// dropRAMSpace drops the tablespace name and, once it is gone, its folder.
+func dropRAMSpace(ctx context.Context, conn *pgx.Conn, name, dir string) {
+	if _, err := conn.Exec(ctx, "DROP TABLESPACE "+pgx.Identifier{name}.Sanitize()); err == nil {
+		os.RemoveAll(dir)
+	}
+}
