@@ -65,6 +65,9 @@ func main() {
 		fmt.Fprintln(os.Stderr, "jobrunner:", err)
 		os.Exit(127)
 	}
+	if len(os.Args) == 2 && os.Args[1] == jobrunner.ServeArg {
+		os.Exit(serve())
+	}
 	app := &cli.App{
 		Name:        "jobrunner",
 		Usage:       "run one ADE build or run from a JSON job spec",
@@ -92,14 +95,14 @@ func run(c *cli.Context) error {
 	if path := c.String("job"); path != "" {
 		f, err := os.Open(path)
 		if err != nil {
-			return cli.Exit(report(badSpec(fmt.Sprintf("open job spec: %v", err))), jobspec.ExitBadSpec)
+			return cli.Exit(report(jobrunner.BadSpec(fmt.Sprintf("open job spec: %v", err))), jobspec.ExitBadSpec)
 		}
 		defer f.Close()
 		in = f
 	}
 	spec, err := jobspec.Decode(in)
 	if err != nil {
-		return cli.Exit(report(badSpec(err.Error())), jobspec.ExitBadSpec)
+		return cli.Exit(report(jobrunner.BadSpec(err.Error())), jobspec.ExitBadSpec)
 	}
 	// Orphans of the engine (daemons it detached) become ours, so they are
 	// killed with the job instead of living on.
@@ -112,8 +115,10 @@ func run(c *cli.Context) error {
 		// The engine must not inherit the renewal pipe.
 		syscall.CloseOnExec(l.RenewalFD)
 		var unfence context.CancelFunc
-		ctx, unfence = jobrunner.Fence(ctx, l, os.NewFile(uintptr(l.RenewalFD), "lease renewals"))
+		var take func(string)
+		ctx, take, unfence = jobrunner.Fence(ctx, l)
 		defer unfence()
+		go jobrunner.ReadRenewals(os.NewFile(uintptr(l.RenewalFD), "lease renewals"), take)
 	}
 	res := jobrunner.Execute(ctx, spec)
 	if errors.Is(context.Cause(ctx), jobrunner.ErrLeaseLapsed) {
@@ -123,10 +128,27 @@ func run(c *cli.Context) error {
 	return cli.Exit(report(res), res.ProcessExit())
 }
 
-func badSpec(msg string) *jobspec.Result {
-	return &jobspec.Result{Status: jobspec.StatusFailed, Reason: jobspec.ReasonBadSpec,
-		ExitCode: jobspec.CodeGenericFailure, Error: msg}
+// serve runs job after job for a supervisor (jobrunner.Serve): specs on
+// stdin, results on stdout, lease renewals on descriptor 3.
+func serve() int {
+	if err := procs.BecomeSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, "jobrunner: cannot become a subreaper; detached engine processes may outlive their job:", err)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	syscall.CloseOnExec(renewalFD) // the engine must not inherit it
+	renewals := os.NewFile(renewalFD, "lease renewals")
+	err := jobrunner.Serve(ctx, os.Stdin, os.Stdout, renewals, func(msg string) { fmt.Fprintln(os.Stderr, "jobrunner:", msg) })
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "jobrunner:", err)
+		return jobspec.ExitEnvironment
+	}
+	return 0
 }
+
+// renewalFD is where a supervisor passes lease renewals to a serving
+// jobrunner (its first extra file).
+const renewalFD = 3
 
 // report prints the result on stdout and returns the error line for stderr.
 func report(res *jobspec.Result) string {

@@ -90,6 +90,11 @@ type Lease struct {
 	// RenewalFD is the descriptor the renewal lines arrive on (3 when
 	// the supervisor passes one extra file).
 	RenewalFD int `json:"renewal_fd"`
+	// Tag, when set, ends every renewal line meant for this job ("SECONDS
+	// TAG"). A jobrunner serving one job after another on the same
+	// descriptor (see the jobrunner's serve mode) ignores the lines of its
+	// earlier jobs by it.
+	Tag string `json:"tag,omitempty"`
 }
 
 // Sandbox is the confinement of a job's processes (package sandbox).
@@ -188,6 +193,12 @@ func (s *Spec) Encode(w io.Writer) error {
 	enc := json.NewEncoder(w)
 	enc.SetIndent("", "  ")
 	return enc.Encode(s)
+}
+
+// EncodeLine writes s as one line of compact JSON, the framing of a
+// jobrunner in serve mode (JSON never holds a raw newline).
+func (s *Spec) EncodeLine(w io.Writer) error {
+	return json.NewEncoder(w).Encode(s)
 }
 
 // Validate reports the first thing that makes s unusable.

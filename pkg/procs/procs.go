@@ -97,15 +97,35 @@ var drainTimeout = 2 * time.Second
 // rest of the group is killed once the child exits, so nothing it started
 // outlives it. The error is non-nil only when the child could not start.
 func Run(ctx context.Context, c Command) (Exit, error) {
-	outR, outW, err := os.Pipe()
+	p, err := Start(c)
 	if err != nil {
 		return Exit{}, err
+	}
+	return p.Wait(ctx)
+}
+
+// Proc is a child started by Start and not yet waited for.
+type Proc struct {
+	c          Command
+	cmd        *exec.Cmd
+	start      time.Time
+	outR, errR *os.File
+	drained    chan struct{}
+	waited     chan error
+}
+
+// Start starts c (see Run); Wait must follow. Its output goes to c.Stdout
+// and c.Stderr as it comes.
+func Start(c Command) (*Proc, error) {
+	outR, outW, err := os.Pipe()
+	if err != nil {
+		return nil, err
 	}
 	errR, errW, err := os.Pipe()
 	if err != nil {
 		outR.Close()
 		outW.Close()
-		return Exit{}, err
+		return nil, err
 	}
 	start := time.Now()
 	cmd, err := c.start(outW, errW)
@@ -114,32 +134,40 @@ func Run(ctx context.Context, c Command) (Exit, error) {
 	if err != nil {
 		outR.Close()
 		errR.Close()
-		return Exit{}, fmt.Errorf("start %s: %w", c.Path, err)
+		return nil, fmt.Errorf("start %s: %w", c.Path, err)
 	}
-	pgid := cmd.Process.Pid
+	p := &Proc{c: c, cmd: cmd, start: start, outR: outR, errR: errR, drained: make(chan struct{}, 2), waited: make(chan error, 1)}
 	if c.Started != nil {
-		c.Started(pgid)
+		c.Started(p.Pid())
 	}
-	drained := make(chan struct{}, 2)
-	go sink(c.Stdout, outR, drained)
-	go sink(c.Stderr, errR, drained)
+	go sink(c.Stdout, outR, p.drained)
+	go sink(c.Stderr, errR, p.drained)
+	go func() { p.waited <- cmd.Wait() }()
+	return p, nil
+}
 
-	waited := make(chan error, 1)
-	go func() { waited <- cmd.Wait() }()
+// Pid is the child's pid, also its process group's id.
+func (p *Proc) Pid() int { return p.cmd.Process.Pid }
+
+// Wait waits for the child to exit, stopping it when ctx ends first (see
+// Run), then kills what is left of its group and reads the rest of its
+// output.
+func (p *Proc) Wait(ctx context.Context) (Exit, error) {
+	c, pgid := p.c, p.Pid()
 	var waitErr error
 	select {
-	case waitErr = <-waited:
+	case waitErr = <-p.waited:
 	case <-ctx.Done():
-		waitErr = stop(pgid, c.KillGrace, waited)
+		waitErr = stop(pgid, c.KillGrace, p.waited)
 	}
 	KillGroup(pgid)
 	if c.KillDescendants {
 		KillDescendants()
 	}
 	c.Children.exited(pgid)
-	drain(drained, outR, errR)
-	exit := Exit{Code: cmd.ProcessState.ExitCode(), Duration: time.Since(start)}
-	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
+	drain(p.drained, p.outR, p.errR)
+	exit := Exit{Code: p.cmd.ProcessState.ExitCode(), Duration: time.Since(p.start)}
+	if ws, ok := p.cmd.ProcessState.Sys().(syscall.WaitStatus); ok && ws.Signaled() {
 		exit.Signal = ws.Signal()
 	}
 	var exitErr *exec.ExitError

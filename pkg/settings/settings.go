@@ -52,7 +52,10 @@ type Settings struct {
 	BuildTimeout time.Duration // > 0
 	RunTimeout   time.Duration // 0: no limit
 
-	Concurrency     int
+	Concurrency int
+	// JobrunnerJobs is how many jobs one jobrunner process serves before
+	// the supervisor replaces it (1: a fresh process for every job).
+	JobrunnerJobs   int
 	PollInterval    time.Duration
 	PollIntervalMax time.Duration // >= PollInterval
 	// IdleListeners is how many supervisors with free slots listen for

@@ -75,6 +75,7 @@ func TestDefaults(t *testing.T) {
 		BuildTimeout:      600 * time.Second,
 		RunTimeout:        0,
 		Concurrency:       defaultConcurrency(),
+		JobrunnerJobs:     100,
 		PollInterval:      500 * time.Millisecond,
 		PollIntervalMax:   2 * time.Second,
 		IdleListeners:     4,

@@ -7,9 +7,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"sync/atomic"
-	"syscall"
 	"time"
 
 	"github.com/rs/zerolog"
@@ -42,23 +40,19 @@ const maxResultBytes = 64 << 20
 // jobrunner that did not stop its engine by itself.
 const backstop = 30 * time.Second
 
-// runChild runs the jobrunner for spec while the heartbeat keeps l's lease
+// runChild runs spec on a jobrunner while the heartbeat keeps l's lease
 // alive, and tells the jobrunner of each renewal (see jobspec.Lease).
 func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease, spec *jobspec.Spec) childOutcome {
 	if l.cancelRequested() {
 		return childOutcome{cancelled: true, problem: "cancelled before the jobrunner started"}
 	}
-	renewR, renewW, err := os.Pipe()
+	r, err := s.runners.take(spec.Env, log)
 	if err != nil {
-		return childOutcome{problem: fmt.Sprintf("create the lease renewal pipe: %v", err)}
+		return childOutcome{problem: fmt.Sprintf("cannot start jobrunner: %v", err)}
 	}
-	defer renewW.Close()
-	spec.Lease = &jobspec.Lease{RemainingSeconds: l.remaining().Seconds(), MarginSeconds: fenceMargin(l.length).Seconds(), RenewalFD: 3}
-	var stdin bytes.Buffer
-	if err := spec.Encode(&stdin); err != nil {
-		renewR.Close()
-		return childOutcome{problem: fmt.Sprintf("encode job spec: %v", err)}
-	}
+	tag := r.nextTag()
+	spec.Lease = &jobspec.Lease{RemainingSeconds: l.remaining().Seconds(), MarginSeconds: fenceMargin(l.length).Seconds(),
+		RenewalFD: 3, Tag: tag}
 	childCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if spec.TimeoutSeconds > 0 {
@@ -67,62 +61,67 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 		defer stop()
 	}
 	killer := &treeKiller{}
+	killer.started(r.proc.Pid())
 	defer l.watchCancel(func() {
 		cancel()                                 // SIGTERM now ...
 		time.AfterFunc(cancelGrace, killer.kill) // ... SIGKILL soon
 	})()
 	var lost atomic.Bool
-	detach := l.attach(func(left time.Duration) { tellRenewal(renewW, left) }, func() { lost.Store(true); cancel() })
+	detach := l.attach(func(left time.Duration) { r.tellRenewal(tag, left) }, func() { lost.Store(true); cancel() })
 
-	var stdout bytes.Buffer
-	exit, err := procs.Run(childCtx, procs.Command{
-		Path: s.jobrunner, Env: spec.Env, Stdin: &stdin, KillGrace: childKillGrace,
-		ExtraFiles: []*os.File{renewR}, Children: s.children,
-		Started: func(pid int) {
-			renewR.Close() // the child has its copy now: a dead child then makes writes fail
-			killer.started(pid)
-		},
-		// SIGTERM, not SIGKILL, if this supervisor dies: the jobrunner then
-		// kills its engine and everything the engine started.
-		DeathSignal: syscall.SIGTERM,
-		Stdout: func(r io.Reader) {
-			_, _ = io.Copy(&stdout, io.LimitReader(r, maxResultBytes))
-			_, _ = io.Copy(io.Discard, r)
-		},
-		Stderr: func(r io.Reader) { forwardLines(r, log) },
-	})
+	var (
+		line    []byte
+		printed bool
+		exit    procs.Exit
+	)
+	err = r.send(spec)
+	if err == nil {
+		select {
+		case line, printed = <-r.results:
+		case <-childCtx.Done():
+		}
+	}
+	inOrder := err == nil && printed && childCtx.Err() == nil
+	if !inOrder {
+		// Stopped, crashed or unreachable: this jobrunner serves no more.
+		var waitErr error
+		exit, waitErr = r.end(childCtx)
+		if !printed && err == nil {
+			line, printed = <-r.results // what it printed on its way out, if anything
+		}
+		err = errors.Join(err, waitErr)
+	}
 	killer.exited()
-	_ = renewR.Close() // when the child never started; else closed already
 	detach()
 	cancel()
-	return s.childResult(ctx, childCtx, exit, err, lost.Load(), l.cancelRequested(), stdout.Bytes())
+	if inOrder {
+		s.runners.give(r)
+	}
+	return s.childResult(ctx, childCtx, exit, err, printed, lost.Load(), l.cancelRequested(), line)
 }
 
-// childResult reads how the child ended.
-func (s *Supervisor) childResult(ctx, childCtx context.Context, exit procs.Exit, err error, lost, cancelled bool, stdout []byte) childOutcome {
+// childResult reads how the child ended. exited: the jobrunner is gone
+// (exit says how); else it is still serving and printed a line.
+func (s *Supervisor) childResult(ctx, childCtx context.Context, exit procs.Exit, err error, printed, lost, cancelled bool, stdout []byte) childOutcome {
 	out := childOutcome{exit: exit, leaseLost: lost, cancelled: cancelled}
 	out.stopped = ctx.Err() != nil && !out.leaseLost && !out.cancelled
 	switch {
-	case err != nil:
-		out.problem = fmt.Sprintf("cannot start jobrunner: %v", err)
+	case err != nil && !printed:
+		out.problem = fmt.Sprintf("jobrunner failed: %v", err)
 	case errors.Is(childCtx.Err(), context.DeadlineExceeded) && !out.leaseLost && !out.stopped && !out.cancelled:
 		out.problem = fmt.Sprintf("jobrunner did not stop within %s of the job's timeout and was killed", backstop)
 	default:
-		res, decodeErr := jobspec.DecodeResult(bytes.TrimSpace(stdout))
-		if decodeErr != nil {
-			out.problem = fmt.Sprintf("jobrunner %s without a result", exit)
-		} else {
+		res, decodeErr := jobspec.DecodeResult(stdout)
+		switch {
+		case decodeErr == nil:
 			out.result = res
+		case printed:
+			out.problem = "jobrunner printed no usable result"
+		default:
+			out.problem = fmt.Sprintf("jobrunner %s without a result", exit)
 		}
 	}
 	return out
-}
-
-// tellRenewal writes one renewal line: the seconds the lease has left. A
-// jobrunner that does not read must not stall the heartbeat of every job.
-func tellRenewal(w *os.File, left time.Duration) {
-	_ = w.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	_, _ = fmt.Fprintf(w, "%.3f\n", left.Seconds())
 }
 
 // fenceMargin is how long before the lease's end, as the supervisor last
@@ -174,13 +173,15 @@ func (s *Supervisor) writeRetry(l *lease) tick.Retry {
 	return r
 }
 
-// forwardLines logs the jobrunner's own diagnostics.
-func forwardLines(r io.Reader, log zerolog.Logger) {
+// forwardLines logs the jobrunner's own diagnostics with the logger of
+// the job in hand.
+func forwardLines(r io.Reader, log func() zerolog.Logger) {
 	br := bufio.NewReaderSize(r, 4096)
 	for {
 		line, err := br.ReadSlice('\n')
 		if len(line) > 0 {
-			log.Warn().Str("stream", "jobrunner.stderr").Msg(string(bytes.TrimRight(line, "\r\n")))
+			l := log()
+			l.Warn().Str("stream", "jobrunner.stderr").Msg(string(bytes.TrimRight(line, "\r\n")))
 		}
 		if err == bufio.ErrBufferFull {
 			continue

@@ -27,6 +27,7 @@ type Supervisor struct {
 	log       zerolog.Logger
 	planner   *Planner
 	jobrunner string
+	runners   *jobrunners // the serving jobrunner processes (runners.go)
 
 	hardStop     chan struct{} // closed by StopNow
 	hardStopOnce sync.Once
@@ -96,8 +97,17 @@ func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner 
 	for _, o := range opts {
 		o(s)
 	}
+	maxJobs := cfg.JobrunnerJobs
+	if maxJobs < 1 {
+		maxJobs = defaultJobrunnerJobs
+	}
+	s.runners = &jobrunners{path: jobrunner, children: s.children, maxJobs: maxJobs}
 	return s
 }
+
+// defaultJobrunnerJobs is ADE_WORKER_JOBRUNNER_JOBS's default, for
+// settings made without it.
+const defaultJobrunnerJobs = 100
 
 // StopNow ends the shutdown grace early: running jobs are stopped at once
 // and their claims handed back. It is safe to call more than once.
@@ -167,6 +177,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	stopLoop() // also stops the services when the loop ended by itself
 	services.Wait()
 	s.drain(stopJobs)
+	s.runners.close()
 	<-cancelsDone
 	return s.Unready()
 }

@@ -69,6 +69,7 @@ class DirectiveRunner:
             "cpu-ms": (int, self._cpu_ms),
             "cpu-total-ms": (int, self._cpu_total_ms),
             "dump-env": (None, self._dump_env),
+            "record-parent": (None, self._record_parent),
             "firehose": (int, self._firehose),
             "write-input": (None, self._write_input),
             "hugeline": (float, self._hugeline),
@@ -299,6 +300,13 @@ class DirectiveRunner:
             json.dump(dict(os.environ), handle, indent=2, sort_keys=True)
             handle.write("\n")
         self.log.emit("engine.test.env.dumped", "Wrote environment", {"path": os.path.abspath(path)})
+
+    def _record_parent(self):
+        self._ensure_output_dir()
+        path = os.path.join(self.output_dir, "parent.pid")
+        with open(path, "w", encoding="utf-8") as handle:
+            handle.write("%d\n" % os.getppid())
+        self.log.emit("engine.test.parent.recorded", "Wrote the parent's pid", {"pid": os.getppid()})
 
     def _firehose(self, count):
         for i in range(count):

@@ -1,0 +1,141 @@
+package jobrunner
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"io"
+	"sync/atomic"
+
+	"github.com/ade-org/ade-worker/pkg/jobspec"
+)
+
+// ServeArg, as the jobrunner's only argument, makes it serve job after job
+// (Serve) instead of one. The supervisor starts its jobrunners so: a Go
+// process start and exit cost a run several milliseconds of CPU, more than
+// everything else the jobrunner does for it.
+const ServeArg = "__serve"
+
+// Serve runs the jobs whose specs arrive on in, one line of JSON each, one
+// at a time, and writes each job's result as one line of JSON on out
+// before it reads the next spec. Renewal lines for the jobs' leases arrive
+// on renewals, tagged with each job's Lease.Tag. It returns nil when in
+// ends, and once a job has ended when ctx ends (SIGTERM: the job in hand
+// is stopped and reported cancelled, and no other is started). onFailed
+// hears the error of every job that did not succeed, for the log.
+//
+// Jobs share nothing but this process: each has its own events file,
+// scratch folder and context, and every process a job started is killed
+// when its step ends (procs.Command.KillDescendants, with this process a
+// subreaper), so none is left to see the next job.
+func Serve(ctx context.Context, in io.Reader, out io.Writer, renewals io.Reader, onFailed func(msg string)) error {
+	var fence atomic.Pointer[func(string)]
+	if renewals != nil {
+		go ReadRenewals(renewals, func(line string) {
+			if take := fence.Load(); take != nil {
+				(*take)(line)
+			}
+		})
+	}
+	type next struct {
+		line []byte
+		err  error
+	}
+	specs := make(chan next)
+	go func() {
+		r := bufio.NewReaderSize(in, 64<<10)
+		for {
+			line, err := readLine(r, jobspec.MaxSpecBytes)
+			specs <- next{line, err}
+			if err != nil && !errors.Is(err, errLineTooLong) {
+				return
+			}
+		}
+	}()
+	for {
+		var n next
+		select {
+		case <-ctx.Done():
+			return nil
+		case n = <-specs:
+		}
+		if errors.Is(n.err, io.EOF) && len(n.line) == 0 {
+			return nil
+		}
+		var res *jobspec.Result
+		switch {
+		case errors.Is(n.err, errLineTooLong):
+			res = BadSpec(fmt.Sprintf("job spec is larger than %d bytes", jobspec.MaxSpecBytes))
+		case n.err != nil && !errors.Is(n.err, io.EOF):
+			return fmt.Errorf("read the next job spec: %w", n.err)
+		default:
+			res = serveOne(ctx, n.line, &fence)
+		}
+		if res.Status != jobspec.StatusSucceeded && onFailed != nil {
+			onFailed(res.Error)
+		}
+		data, _ := json.Marshal(res)
+		if _, err := out.Write(append(data, '\n')); err != nil {
+			return fmt.Errorf("write a job's result: %w", err)
+		}
+		if errors.Is(n.err, io.EOF) { // the last spec came without a newline
+			return nil
+		}
+	}
+}
+
+// serveOne decodes and runs one job spec.
+func serveOne(ctx context.Context, line []byte, fence *atomic.Pointer[func(string)]) *jobspec.Result {
+	spec, err := jobspec.Decode(bytes.NewReader(line))
+	if err != nil {
+		return BadSpec(err.Error())
+	}
+	if l := spec.Lease; l != nil {
+		var take func(string)
+		var unfence context.CancelFunc
+		ctx, take, unfence = Fence(ctx, l)
+		fence.Store(&take)
+		defer func() {
+			fence.Store(nil)
+			unfence()
+		}()
+	}
+	res := Execute(ctx, spec)
+	if errors.Is(context.Cause(ctx), ErrLeaseLapsed) {
+		res = LeaseLapsed(res)
+	}
+	return res
+}
+
+// BadSpec is the result of a spec that could not be read.
+func BadSpec(msg string) *jobspec.Result {
+	return &jobspec.Result{Status: jobspec.StatusFailed, Reason: jobspec.ReasonBadSpec,
+		ExitCode: jobspec.CodeGenericFailure, Error: msg}
+}
+
+var errLineTooLong = errors.New("line too long")
+
+// readLine reads one line of at most limit bytes, without its newline. A
+// longer line is consumed to its end and reported as errLineTooLong.
+func readLine(r *bufio.Reader, limit int) ([]byte, error) {
+	var line []byte
+	tooLong := false
+	for {
+		chunk, err := r.ReadSlice('\n')
+		if !tooLong && len(line)+len(chunk) <= limit+1 {
+			line = append(line, chunk...)
+		} else {
+			tooLong, line = true, nil
+		}
+		if errors.Is(err, bufio.ErrBufferFull) {
+			continue
+		}
+		if tooLong && (err == nil || errors.Is(err, io.EOF)) {
+			return nil, errLineTooLong
+		}
+		return bytes.TrimSuffix(line, []byte("\n")), err
+	}
+}
