@@ -46,13 +46,10 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 	if l.cancelRequested() {
 		return childOutcome{cancelled: true, problem: "cancelled before the jobrunner started"}
 	}
-	r, err := s.runners.take(spec.Env, log)
+	r, tag, err := s.handOver(log, l, spec)
 	if err != nil {
-		return childOutcome{problem: fmt.Sprintf("cannot start jobrunner: %v", err)}
+		return childOutcome{problem: err.Error()}
 	}
-	tag := r.nextTag()
-	spec.Lease = &jobspec.Lease{RemainingSeconds: l.remaining().Seconds(), MarginSeconds: fenceMargin(l.length).Seconds(),
-		RenewalFD: 3, Tag: tag}
 	childCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	if spec.TimeoutSeconds > 0 {
@@ -74,22 +71,17 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 		printed bool
 		exit    procs.Exit
 	)
-	err = r.send(spec)
-	if err == nil {
-		select {
-		case line, printed = <-r.results:
-		case <-childCtx.Done():
-		}
+	select {
+	case line, printed = <-r.results:
+	case <-childCtx.Done():
 	}
-	inOrder := err == nil && printed && childCtx.Err() == nil
+	inOrder := printed && childCtx.Err() == nil
 	if !inOrder {
-		// Stopped, crashed or unreachable: this jobrunner serves no more.
-		var waitErr error
-		exit, waitErr = r.end(childCtx)
-		if !printed && err == nil {
+		// Stopped or crashed: this jobrunner serves no more.
+		exit, err = r.end(childCtx)
+		if !printed {
 			line, printed = <-r.results // what it printed on its way out, if anything
 		}
-		err = errors.Join(err, waitErr)
 	}
 	killer.exited()
 	detach()
@@ -98,6 +90,28 @@ func (s *Supervisor) runChild(ctx context.Context, log zerolog.Logger, l *lease,
 		s.runners.give(r)
 	}
 	return s.childResult(ctx, childCtx, exit, err, printed, lost.Load(), l.cancelRequested(), line)
+}
+
+// handOver gives spec, with its lease, to an idle jobrunner or a new one
+// and returns it and the tag of the job's renewal lines. A jobrunner that
+// died while idle shows only when the spec cannot be written to it: the
+// job, not yet started, then goes to a fresh one.
+func (s *Supervisor) handOver(log zerolog.Logger, l *lease, spec *jobspec.Spec) (*jobrunnerProc, string, error) {
+	var lastErr error
+	for try := 0; try < 2; try++ {
+		r, err := s.runners.take(spec.Env, log)
+		if err != nil {
+			return nil, "", fmt.Errorf("cannot start jobrunner: %w", err)
+		}
+		tag := r.nextTag()
+		spec.Lease = &jobspec.Lease{RemainingSeconds: l.remaining().Seconds(), MarginSeconds: fenceMargin(l.length).Seconds(),
+			RenewalFD: 3, Tag: tag}
+		if lastErr = r.send(spec); lastErr == nil {
+			return r, tag, nil
+		}
+		s.runners.discard(r)
+	}
+	return nil, "", fmt.Errorf("jobrunner failed: %w", lastErr)
 }
 
 // childResult reads how the child ended. exited: the jobrunner is gone

@@ -62,7 +62,7 @@ func (js *jobrunners) take(env map[string]string, log zerolog.Logger) (*jobrunne
 			r.log.Store(&log)
 			return r, nil
 		}
-		go r.end(context.Background()) // died while idle (killed by hand, the OOM killer)
+		js.discard(r) // died while idle (killed by hand, the OOM killer)
 	}
 	js.mu.Unlock()
 	return js.start(env, log)
@@ -173,6 +173,12 @@ func (js *jobrunners) give(r *jobrunnerProc) {
 	}
 	js.retiring.Add(1)
 	js.mu.Unlock()
+	go func() { defer js.retiring.Done(); js.retire(r) }()
+}
+
+// discard ends r, which cannot take a job, in the background.
+func (js *jobrunners) discard(r *jobrunnerProc) {
+	js.retiring.Add(1)
 	go func() { defer js.retiring.Done(); js.retire(r) }()
 }
 

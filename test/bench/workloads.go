@@ -38,7 +38,7 @@ type batchResult struct {
 	runsPerSec float64   // runs / (last completed_at - first started_at)
 	latencyMs  []float64 // completed_at - started_at of each run
 	supCPUms   float64   // supervisor's own CPU per run
-	childCPUms float64   // CPU of its reaped children (jobrunner + engine) per run
+	childCPUms float64   // CPU of its children, live or reaped (jobrunner + engine) per run
 	dbCPUms    float64   // PostgreSQL server CPU for the supervisor's connections per run
 	supHWMMiB  float64   // supervisor's peak RSS over its life
 }
@@ -81,7 +81,7 @@ func (w *world) measureBatch(ctx context.Context, sup *supervisorProc, n int, co
 	d := after.sup.sub(before.sup)
 	perRun := func(ticks uint64) float64 { return float64(ticks) / w.b.clkTck * 1000 / float64(n) }
 	res := batchResult{
-		supCPUms: perRun(d.self()), childCPUms: perRun(d.children()), dbCPUms: perRun(ticksSince(before.db, after.db)),
+		supCPUms: perRun(d.self()), childCPUms: perRun(after.children() - before.children()), dbCPUms: perRun(ticksSince(before.db, after.db)),
 		supHWMMiB: float64(hwm) / 1024,
 	}
 	first, last := rows[0].StartedAt.Time, rows[0].CompletedAt.Time

@@ -6,6 +6,7 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
+	"github.com/ade-org/ade-worker/pkg/procs"
 	"net/url"
 	"os"
 	"os/exec"
@@ -167,12 +168,25 @@ func (w *world) serverTicks(ctx context.Context) (map[int]uint64, error) {
 // connections have used so far.
 type cpuMark struct {
 	sup cpuTimes
-	db  map[int]uint64 // serverTicks
+	// live is the CPU of the supervisor's live descendants, each with its
+	// reaped children: a jobrunner serves job after job, so the CPU of it
+	// and of the engines it reaped reaches the supervisor's own children
+	// count only when it exits.
+	live uint64
+	db   map[int]uint64 // serverTicks
 }
+
+// children is the CPU of the supervisor's processes, live or reaped.
+func (m cpuMark) children() uint64 { return m.sup.children() + m.live }
 
 func (w *world) markCPU(ctx context.Context, supervisor int) (m cpuMark, err error) {
 	if m.sup, err = readStat(supervisor); err != nil {
 		return m, err
+	}
+	for _, pid := range procs.Descendants(supervisor) {
+		if t, err := readStat(pid); err == nil {
+			m.live += t.self() + t.children()
+		}
 	}
 	m.db, err = w.serverTicks(ctx)
 	return m, err

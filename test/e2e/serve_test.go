@@ -8,6 +8,7 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 )
@@ -54,6 +55,38 @@ func TestJobrunnerServesJobAfterJob(t *testing.T) {
 			if p := procInfo(pid); p.comm == "jobrunner" {
 				t.Errorf("jobrunner %d still runs after the supervisor stopped (%+v)", pid, p)
 			}
+		}
+	})
+}
+
+// TestIdleJobrunnerKilled: a jobrunner that dies while it waits for its
+// next job (the OOM killer, an operator's kill) costs that job nothing:
+// the job goes to a fresh jobrunner and succeeds at its first attempt.
+func TestIdleJobrunnerKilled(t *testing.T) {
+	t.Parallel()
+	eachBackend(t, func(t *testing.T, backend string) {
+		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_CONCURRENCY": "1"})
+		sup := w.sups[0]
+		first := w.addRun(cfg, w.addDocument("first.csv", csv()))
+		if r := w.waitForStatus("runs", []string{first}, time.Minute)[first]; r.Status != "succeeded" {
+			t.Fatalf("first run = %+v (%s)", r, r.errText())
+		}
+		var idle []int
+		waitUntil(t, 10*time.Second, "the idle jobrunner", func() bool {
+			idle = childrenNamed(sup.Process.Pid, "jobrunner")
+			return len(idle) == 1
+		})
+		if err := syscall.Kill(idle[0], syscall.SIGKILL); err != nil {
+			t.Fatal(err)
+		}
+		second := w.addRun(cfg, w.addDocument("second.csv", csv("record-parent")))
+		r := w.waitForStatus("runs", []string{second}, time.Minute)[second]
+		if r.Status != "succeeded" || r.AttemptCount != 1 {
+			t.Fatalf("run after its idle jobrunner was killed = %+v (%s), want succeeded at attempt 1", r, r.errText())
+		}
+		data, _ := os.ReadFile(filepath.Join(w.runDir(second), "output", "parent.pid"))
+		if strings.TrimSpace(string(data)) == strconv.Itoa(idle[0]) {
+			t.Errorf("the run was served by the killed jobrunner %d", idle[0])
 		}
 	})
 }
