@@ -248,20 +248,32 @@ func TestDeadlineKills(t *testing.T) {
 		minRunTime time.Duration // the timeout plus any grace, less some slack
 	}{
 		{"the whole group at the deadline", "sleep 60 & sleep 60", 300 * time.Millisecond, 0, 250 * time.Millisecond},
-		{"after a grace the child ignores", `trap '' TERM; while :; do sleep 0.05; done`,
+		// The deadline counts from the trap being set (READY): on a busy
+		// machine the shell may take longer than the timeout to get there.
+		{"after a grace the child ignores", `trap '' TERM; : > "$READY"; while :; do sleep 0.05; done`,
 			200 * time.Millisecond, 300 * time.Millisecond, 450 * time.Millisecond},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
 			t.Parallel()
-			ctx, cancel := context.WithTimeout(context.Background(), tc.timeout)
+			ready := filepath.Join(t.TempDir(), "ready")
+			ctx, cancel := context.WithCancel(context.Background())
 			defer cancel()
+			armed := make(chan time.Time, 1)
+			go func() {
+				if strings.Contains(tc.script, "READY") && !waitFor(30*time.Second, func() bool { _, err := os.Stat(ready); return err == nil }) {
+					t.Error("the shell never set its trap")
+				}
+				armed <- time.Now()
+				time.AfterFunc(tc.timeout, cancel)
+			}()
 			var pgid int
 			c := sh(tc.script)
+			c.Env = map[string]string{"PATH": path["PATH"], "READY": ready}
 			c.Started = func(pid int) { pgid = pid }
 			c.KillGrace = tc.grace
-			start := time.Now()
 			exit := run(t, ctx, c)
+			start := <-armed
 			if d := time.Since(start); d < tc.minRunTime || d > 5*time.Second {
 				t.Errorf("Run took %v, want about %v", d, tc.timeout+tc.grace)
 			}

@@ -62,7 +62,10 @@ func (js *jobrunners) take(env map[string]string, log zerolog.Logger) (*jobrunne
 			r.log.Store(&log)
 			return r, nil
 		}
-		js.discard(r) // died while idle (killed by hand, the OOM killer)
+		// Died while idle (killed by hand, the OOM killer): its stderr,
+		// forwarded, may say why.
+		log.Warn().Int("pid", r.proc.Pid()).Msg("an idle jobrunner had exited; the job goes to a fresh one")
+		js.discard(r)
 	}
 	js.mu.Unlock()
 	return js.start(env, log)
