@@ -114,8 +114,9 @@ func (s *Supervisor) handOver(log zerolog.Logger, l *lease, spec *jobspec.Spec) 
 	return nil, "", fmt.Errorf("jobrunner failed: %w", lastErr)
 }
 
-// childResult reads how the child ended. exited: the jobrunner is gone
-// (exit says how); else it is still serving and printed a line.
+// childResult reads how the job ended. printed: the jobrunner printed a
+// line for it (stdout); exit says how the jobrunner ended when it had to
+// be ended (else it serves on).
 func (s *Supervisor) childResult(ctx, childCtx context.Context, exit procs.Exit, err error, printed, lost, cancelled bool, stdout []byte) childOutcome {
 	out := childOutcome{exit: exit, leaseLost: lost, cancelled: cancelled}
 	out.stopped = ctx.Err() != nil && !out.leaseLost && !out.cancelled
