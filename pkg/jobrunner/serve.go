@@ -48,9 +48,9 @@ func Serve(ctx context.Context, in io.Reader, out io.Writer, renewals io.Reader,
 	go func() {
 		r := bufio.NewReaderSize(in, 64<<10)
 		for {
-			line, err := readLine(r, jobspec.MaxSpecBytes)
+			line, err := jobspec.ReadLine(r, jobspec.MaxSpecBytes)
 			specs <- next{line, err}
-			if err != nil && !errors.Is(err, errLineTooLong) {
+			if err != nil && !errors.Is(err, jobspec.ErrLineTooLong) {
 				return
 			}
 		}
@@ -67,7 +67,7 @@ func Serve(ctx context.Context, in io.Reader, out io.Writer, renewals io.Reader,
 		}
 		var res *jobspec.Result
 		switch {
-		case errors.Is(n.err, errLineTooLong):
+		case errors.Is(n.err, jobspec.ErrLineTooLong):
 			res = BadSpec(fmt.Sprintf("job spec is larger than %d bytes", jobspec.MaxSpecBytes))
 		case n.err != nil && !errors.Is(n.err, io.EOF):
 			return fmt.Errorf("read the next job spec: %w", n.err)
@@ -114,28 +114,4 @@ func serveOne(ctx context.Context, line []byte, fence *atomic.Pointer[func(strin
 func BadSpec(msg string) *jobspec.Result {
 	return &jobspec.Result{Status: jobspec.StatusFailed, Reason: jobspec.ReasonBadSpec,
 		ExitCode: jobspec.CodeGenericFailure, Error: msg}
-}
-
-var errLineTooLong = errors.New("line too long")
-
-// readLine reads one line of at most limit bytes, without its newline. A
-// longer line is consumed to its end and reported as errLineTooLong.
-func readLine(r *bufio.Reader, limit int) ([]byte, error) {
-	var line []byte
-	tooLong := false
-	for {
-		chunk, err := r.ReadSlice('\n')
-		if !tooLong && len(line)+len(chunk) <= limit+1 {
-			line = append(line, chunk...)
-		} else {
-			tooLong, line = true, nil
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			continue
-		}
-		if tooLong && (err == nil || errors.Is(err, io.EOF)) {
-			return nil, errLineTooLong
-		}
-		return bytes.TrimSuffix(line, []byte("\n")), err
-	}
 }

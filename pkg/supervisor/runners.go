@@ -105,28 +105,21 @@ func (js *jobrunners) start(env map[string]string, log zerolog.Logger) (*jobrunn
 }
 
 // readResults hands on each result line; a line over maxResultBytes is
-// handed on empty (no usable result).
+// handed on empty (no usable result), a partial one at the end not at all.
 func (r *jobrunnerProc) readResults(rd io.Reader) {
 	defer close(r.results)
 	defer r.gone.Store(true)
 	br := bufio.NewReaderSize(rd, 64<<10)
-	var line []byte
-	tooLong := false
 	for {
-		chunk, err := br.ReadSlice('\n')
-		if !tooLong && len(line)+len(chunk) <= maxResultBytes {
-			line = append(line, chunk...)
-		} else {
-			tooLong, line = true, nil
-		}
-		if errors.Is(err, bufio.ErrBufferFull) {
-			continue
-		}
-		if err != nil { // a partial line at the end is no result
+		line, err := jobspec.ReadLine(br, maxResultBytes)
+		switch {
+		case errors.Is(err, jobspec.ErrLineTooLong):
+			r.results <- nil
+		case err != nil:
 			return
+		default:
+			r.results <- bytes.TrimSpace(line)
 		}
-		r.results <- bytes.TrimSpace(line)
-		line, tooLong = nil, false
 	}
 }
 
