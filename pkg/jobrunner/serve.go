@@ -62,6 +62,9 @@ func Serve(ctx context.Context, in io.Reader, out io.Writer, renewals io.Reader,
 			return nil
 		case n = <-specs:
 		}
+		if ctx.Err() != nil {
+			return nil // a spec came as the SIGTERM did: start no job after it
+		}
 		if errors.Is(n.err, io.EOF) && len(n.line) == 0 {
 			return nil
 		}
