@@ -123,7 +123,7 @@ func (r *jobrunnerProc) readResults(rd io.Reader) {
 	}
 }
 
-// send hands r one job and returns the tag of its renewal lines.
+// send hands r one job.
 func (r *jobrunnerProc) send(spec *jobspec.Spec) error {
 	var buf bytes.Buffer
 	if err := spec.EncodeLine(&buf); err != nil {
@@ -167,12 +167,11 @@ func (js *jobrunners) give(r *jobrunnerProc) {
 		js.mu.Unlock()
 		return
 	}
-	js.retiring.Add(1)
 	js.mu.Unlock()
-	go func() { defer js.retiring.Done(); js.retire(r) }()
+	js.discard(r)
 }
 
-// discard ends r, which cannot take a job, in the background.
+// discard ends r, which is to serve no more, in the background.
 func (js *jobrunners) discard(r *jobrunnerProc) {
 	js.retiring.Add(1)
 	go func() { defer js.retiring.Done(); js.retire(r) }()
