@@ -163,15 +163,15 @@ func TestServeFencesEachJobByItsTag(t *testing.T) {
 			case <-stop:
 				return
 			case <-time.After(50 * time.Millisecond): // a heartbeat's pace, not a wait
-				fmt.Fprintf(s.renewals, "0.4 %s\n", tag)
+				fmt.Fprintf(s.renewals, "0.6 %s\n", tag)
 			}
 		}
 	}
 	lease := func(tag string) *jobspec.Lease {
-		return &jobspec.Lease{RemainingSeconds: 0.4, MarginSeconds: 0.1, RenewalFD: 3, Tag: tag}
+		return &jobspec.Lease{RemainingSeconds: 0.6, MarginSeconds: 0.1, RenewalFD: 3, Tag: tag}
 	}
 
-	kept := fakeRunSpec(t, dir, "job-kept", 0.6)
+	kept := fakeRunSpec(t, dir, "job-kept", 1.0)
 	kept.Lease = lease("1")
 	stop := make(chan struct{})
 	go renew("1", stop)
@@ -190,7 +190,7 @@ func TestServeFencesEachJobByItsTag(t *testing.T) {
 		t.Fatalf("job that got only another job's renewals: %+v, want lease_lapsed", r)
 	}
 	if took := time.Since(started); took > 10*time.Second {
-		t.Errorf("fenced after %v, want about 0.3 s", took)
+		t.Errorf("fenced after %v, want about 0.5 s", took)
 	}
 }
 
