@@ -150,7 +150,7 @@ func TestFreshSupervisorShowsEveryCounterAndGaugeAtZero(t *testing.T) {
 		"ade_worker_lease_expired_total", "ade_worker_db_errors_total", "ade_worker_db_operations_total",
 		"ade_worker_gc_removed_total", "ade_worker_queue_jobs", "ade_worker_queue_oldest_ready_age_seconds",
 		"ade_worker_wakeups_up", "ade_worker_ready", "ade_worker_concurrency", "ade_worker_build_info",
-		"ade_worker_sandbox_enforced",
+		"ade_worker_sandbox_enforced", "ade_worker_jobrunner_started_total",
 	}
 	for _, name := range want {
 		if _, ok := fresh[name]; !ok {

@@ -32,7 +32,8 @@ import (
 type jobrunners struct {
 	path     string
 	children *procs.Children
-	maxJobs  int // jobs one process serves before it is replaced
+	maxJobs  int    // jobs one process serves before it is replaced
+	started  func() // counts each process started (metrics)
 
 	mu       sync.Mutex
 	idle     []*jobrunnerProc
@@ -100,6 +101,9 @@ func (js *jobrunners) start(env map[string]string, log zerolog.Logger) (*jobrunn
 		specW.Close()
 		renewW.Close()
 		return nil, err
+	}
+	if js.started != nil {
+		js.started()
 	}
 	return r, nil
 }

@@ -101,7 +101,8 @@ func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner 
 	if maxJobs < 1 {
 		maxJobs = defaultJobrunnerJobs
 	}
-	s.runners = &jobrunners{path: jobrunner, children: s.children, maxJobs: maxJobs}
+	s.runners = &jobrunners{path: jobrunner, children: s.children, maxJobs: maxJobs,
+		started: func() { s.obs.JobrunnerStarted() }}
 	return s
 }
 

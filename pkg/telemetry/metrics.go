@@ -49,6 +49,9 @@ type Observer interface {
 	GCRemoved(target string, n int)
 	// Wakeups: instant wake-ups work (up) or polling took over.
 	Wakeups(up bool)
+	// JobrunnerStarted: a jobrunner process was started (each serves job
+	// after job until one ends out of order or it has served its share).
+	JobrunnerStarted()
 }
 
 // Nop is an Observer that records nothing.
@@ -60,6 +63,7 @@ func (Nop) DBOp(string, error)                              {}
 func (Nop) LeasesExpired(string, string, int)               {}
 func (Nop) GCRemoved(string, int)                           {}
 func (Nop) Wakeups(bool)                                    {}
+func (Nop) JobrunnerStarted()                               {}
 
 // Label values every series is made with at start, so each counter and
 // gauge reads 0, not "no data", before its first event (and each histogram
@@ -90,6 +94,7 @@ type Metrics struct {
 	dbErrors  *prometheus.CounterVec
 	gcRemoved *prometheus.CounterVec
 	wakeups   prometheus.Gauge
+	runners   prometheus.Counter
 }
 
 // Info describes this supervisor for ade_worker_build_info and
@@ -121,6 +126,9 @@ func NewMetrics(info Info, queue QueueReader, queueEvery time.Duration) *Metrics
 	m.wakeups = prometheus.NewGauge(prometheus.GaugeOpts{Name: "ade_worker_wakeups_up",
 		Help: "1 while instant wake-ups work, 0 while polling alone finds new jobs (slower pickup)."})
 	m.reg.MustRegister(m.wakeups)
+	m.runners = prometheus.NewCounter(prometheus.CounterOpts{Name: "ade_worker_jobrunner_started_total",
+		Help: "Jobrunner processes started: about one per ADE_WORKER_JOBRUNNER_JOBS jobs while jobs end in order, one per job ended by a cancel, a timeout, a lost lease or a crash."})
+	m.reg.MustRegister(m.runners)
 	conc := prometheus.NewGauge(prometheus.GaugeOpts{Name: "ade_worker_concurrency", Help: "How many jobs this worker runs at once at most."})
 	conc.Set(float64(info.Concurrency))
 	buildInfo := prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "ade_worker_build_info",
@@ -183,6 +191,9 @@ func (m *Metrics) DBOp(op string, err error) {
 }
 
 // Wakeups implements Observer.
+// JobrunnerStarted counts a jobrunner process started.
+func (m *Metrics) JobrunnerStarted() { m.runners.Inc() }
+
 func (m *Metrics) Wakeups(up bool) {
 	if up {
 		m.wakeups.Set(1)

@@ -23,6 +23,7 @@ func TestMetricNames(t *testing.T) {
 	m.DBOp("claim", errors.New("connection refused"))
 	m.DBOp("claim", nil)
 	m.Wakeups(true)
+	m.JobrunnerStarted()
 	m.WatchHealth(NewHealth(time.Minute))
 	m.LeasesExpired("run", "requeued", 2)
 	m.GCRemoved("run_folder", 4)
@@ -56,6 +57,7 @@ func TestMetricNames(t *testing.T) {
 		"ade_worker_db_operations_total":            dto.MetricType_COUNTER,
 		"ade_worker_job_build_wait_seconds":         dto.MetricType_HISTOGRAM,
 		"ade_worker_wakeups_up":                     dto.MetricType_GAUGE,
+		"ade_worker_jobrunner_started_total":        dto.MetricType_COUNTER,
 		"ade_worker_ready":                          dto.MetricType_GAUGE,
 		"ade_worker_gc_removed_total":               dto.MetricType_COUNTER,
 		"ade_worker_build_info":                     dto.MetricType_GAUGE,
@@ -125,14 +127,15 @@ func TestQueueReadAtMostEvery(t *testing.T) {
 func TestFreshMetricsAreZero(t *testing.T) {
 	m := NewMetrics(Info{Version: "v1", Database: "sqlite", Concurrency: 1}, nil, time.Second)
 	for name, want := range map[string]int{
-		"ade_worker_job_claimed_total":   len(kinds),
-		"ade_worker_job_finished_total":  len(kinds) * len(outcomes),
-		"ade_worker_job_running":         len(kinds),
-		"ade_worker_lease_expired_total": len(kinds) * len(leaseActions),
-		"ade_worker_db_operations_total": len(dbOps),
-		"ade_worker_db_errors_total":     len(dbOps),
-		"ade_worker_gc_removed_total":    len(gcTargets),
-		"ade_worker_wakeups_up":          1,
+		"ade_worker_job_claimed_total":       len(kinds),
+		"ade_worker_job_finished_total":      len(kinds) * len(outcomes),
+		"ade_worker_job_running":             len(kinds),
+		"ade_worker_lease_expired_total":     len(kinds) * len(leaseActions),
+		"ade_worker_db_operations_total":     len(dbOps),
+		"ade_worker_db_errors_total":         len(dbOps),
+		"ade_worker_gc_removed_total":        len(gcTargets),
+		"ade_worker_wakeups_up":              1,
+		"ade_worker_jobrunner_started_total": 1,
 	} {
 		if n, err := testutil.GatherAndCount(m.Registry(), name); err != nil || n != want {
 			t.Errorf("%s: %d series (%v), want %d", name, n, err, want)

@@ -16,12 +16,14 @@ import (
 // TestJobrunnerServesJobAfterJob: a jobrunner process serves job after job
 // (ADE_WORKER_JOBRUNNER_JOBS of them) and then a fresh one takes over. With
 // one slot and a share of 3, seven runs are served by three jobrunners (3,
-// 3 and 1 runs), every run succeeds, and once the supervisor has stopped
-// none of them is left.
+// 3 and 1 runs; /metrics counts three started), every run succeeds, and
+// once the supervisor has stopped none of them is left.
 func TestJobrunnerServesJobAfterJob(t *testing.T) {
 	t.Parallel()
 	eachBackend(t, func(t *testing.T, backend string) {
-		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_CONCURRENCY": "1", "ADE_WORKER_JOBRUNNER_JOBS": "3"})
+		addr := freeAddr(t)
+		w, cfg, _ := readyWorld(t, backend, map[string]string{"ADE_WORKER_CONCURRENCY": "1", "ADE_WORKER_JOBRUNNER_JOBS": "3",
+			"ADE_WORKER_HTTP_ADDR": addr})
 		var runs []string
 		for i := range 7 {
 			runs = append(runs, w.addRun(cfg, w.addDocument(fmt.Sprintf("doc-%d.csv", i), csv("record-parent"))))
@@ -49,6 +51,9 @@ func TestJobrunnerServesJobAfterJob(t *testing.T) {
 		slices.Sort(counts)
 		if !reflect.DeepEqual(counts, []int{1, 3, 3}) {
 			t.Errorf("runs per jobrunner = %v (%v), want [1 3 3]: three served by each until the third", counts, served)
+		}
+		if got := scrape(t, addr)["ade_worker_jobrunner_started_total"]; got != 3 {
+			t.Errorf("ade_worker_jobrunner_started_total = %v, want 3", got)
 		}
 		w.stopAll()
 		for pid := range served {
