@@ -6,7 +6,6 @@ package main
 import (
 	"context"
 	"encoding/json"
-	"errors"
 	"fmt"
 	"io"
 	"os"
@@ -104,37 +103,35 @@ func run(c *cli.Context) error {
 	if err != nil {
 		return cli.Exit(report(jobrunner.BadSpec(err.Error())), jobspec.ExitBadSpec)
 	}
-	// Orphans of the engine (daemons it detached) become ours, so they are
-	// killed with the job instead of living on.
-	if err := procs.BecomeSubreaper(); err != nil {
-		fmt.Fprintln(os.Stderr, "jobrunner: cannot become a subreaper; detached engine processes may outlive the job:", err)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := startJobs()
 	defer stop()
-	if l := spec.Lease; l != nil {
+	res := jobrunner.ExecuteFenced(ctx, spec, func(take func(string)) func() {
 		// The engine must not inherit the renewal pipe.
-		syscall.CloseOnExec(l.RenewalFD)
-		var unfence context.CancelFunc
-		var take func(string)
-		ctx, take, unfence = jobrunner.Fence(ctx, l)
-		defer unfence()
-		go jobrunner.ReadRenewals(os.NewFile(uintptr(l.RenewalFD), "lease renewals"), take)
-	}
-	res := jobrunner.Execute(ctx, spec)
-	if errors.Is(context.Cause(ctx), jobrunner.ErrLeaseLapsed) {
+		syscall.CloseOnExec(spec.Lease.RenewalFD)
+		go jobrunner.ReadRenewals(os.NewFile(uintptr(spec.Lease.RenewalFD), "lease renewals"), take)
+		return func() {}
+	})
+	if res.Reason == jobspec.ReasonLeaseLapsed {
 		fmt.Fprintln(os.Stderr, "jobrunner: lease not renewed in time; the engine was stopped")
-		res = jobrunner.LeaseLapsed(res)
 	}
 	return cli.Exit(report(res), res.ProcessExit())
+}
+
+// startJobs readies this process to run jobs: orphans of an engine
+// (daemons it detached) become ours, so they are killed with its job
+// instead of living on, and the returned context ends at SIGTERM or
+// SIGINT.
+func startJobs() (context.Context, context.CancelFunc) {
+	if err := procs.BecomeSubreaper(); err != nil {
+		fmt.Fprintln(os.Stderr, "jobrunner: cannot become a subreaper; detached engine processes may outlive their job:", err)
+	}
+	return signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 }
 
 // serve runs job after job for a supervisor (jobrunner.Serve): specs on
 // stdin, results on stdout, lease renewals on descriptor 3.
 func serve() int {
-	if err := procs.BecomeSubreaper(); err != nil {
-		fmt.Fprintln(os.Stderr, "jobrunner: cannot become a subreaper; detached engine processes may outlive their job:", err)
-	}
-	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	ctx, stop := startJobs()
 	defer stop()
 	syscall.CloseOnExec(renewalFD) // the engine must not inherit it
 	renewals := os.NewFile(renewalFD, "lease renewals")

@@ -96,15 +96,23 @@ func serveOne(ctx context.Context, line []byte, fence *atomic.Pointer[func(strin
 	if err != nil {
 		return BadSpec(err.Error())
 	}
+	return ExecuteFenced(ctx, spec, func(take func(string)) func() {
+		fence.Store(&take)
+		return func() { fence.Store(nil) }
+	})
+}
+
+// ExecuteFenced runs spec (Execute), fenced by its lease when it has one:
+// attach is handed the fence's take, for the job's renewal lines, and
+// returns what stops them reaching it. The result of a job the fence
+// stopped says so (LeaseLapsed).
+func ExecuteFenced(ctx context.Context, spec *jobspec.Spec, attach func(take func(line string)) (detach func())) *jobspec.Result {
 	if l := spec.Lease; l != nil {
 		var take func(string)
 		var unfence context.CancelFunc
 		ctx, take, unfence = Fence(ctx, l)
-		fence.Store(&take)
-		defer func() {
-			fence.Store(nil)
-			unfence()
-		}()
+		defer unfence()
+		defer attach(take)()
 	}
 	res := Execute(ctx, spec)
 	if errors.Is(context.Cause(ctx), ErrLeaseLapsed) {
