@@ -157,7 +157,7 @@ func table(s *Settings) []setting {
 		{name: "concurrency", env: env("ADE_WORKER_CONCURRENCY"), def: strconv.Itoa(defaultConcurrency()), category: catWorker,
 			defText: fmt.Sprintf("half the CPUs, 1 to 4: %d here", defaultConcurrency()),
 			usage:   "how many jobs run at once", set: into(&s.Concurrency, positiveInt)},
-		{name: "jobrunner-jobs", env: env("ADE_WORKER_JOBRUNNER_JOBS"), def: "100", category: catWorker,
+		{name: "jobrunner-jobs", env: env("ADE_WORKER_JOBRUNNER_JOBS"), def: strconv.Itoa(DefaultJobrunnerJobs), category: catWorker,
 			usage: "how many `JOBS` one jobrunner process runs, one after another, before the supervisor starts a fresh one (1: a fresh jobrunner for every job)",
 			set:   into(&s.JobrunnerJobs, positiveInt)},
 		{name: "poll-interval", env: env(envPollInterval), def: "0.5", category: catWorker,

@@ -175,6 +175,11 @@ func (s *Settings) finish() error {
 	return nil
 }
 
+// DefaultJobrunnerJobs is ADE_WORKER_JOBRUNNER_JOBS's default: a share of
+// jobs that makes a jobrunner's start a hundredth of a job's cost, and
+// bounds what a slow leak in one could grow to.
+const DefaultJobrunnerJobs = 100
+
 // DefaultPoolSize is the pool for concurrency jobs: one connection per job,
 // one for the claim loop and one for the maintenance beside them.
 func DefaultPoolSize(concurrency int) int { return concurrency + 2 }

@@ -99,16 +99,12 @@ func New(cfg *settings.Settings, st *store.Store, log zerolog.Logger, jobrunner 
 	}
 	maxJobs := cfg.JobrunnerJobs
 	if maxJobs < 1 {
-		maxJobs = defaultJobrunnerJobs
+		maxJobs = settings.DefaultJobrunnerJobs // settings made without it (tests)
 	}
 	s.runners = &jobrunners{path: jobrunner, children: s.children, maxJobs: maxJobs,
 		started: func() { s.obs.JobrunnerStarted() }}
 	return s
 }
-
-// defaultJobrunnerJobs is ADE_WORKER_JOBRUNNER_JOBS's default, for
-// settings made without it.
-const defaultJobrunnerJobs = 100
 
 // StopNow ends the shutdown grace early: running jobs are stopped at once
 // and their claims handed back. It is safe to call more than once.
