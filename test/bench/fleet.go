@@ -531,13 +531,20 @@ func treeTicks(pid int) (uint64, error) {
 	if err != nil {
 		return 0, err
 	}
-	sum := t.self() + t.children()
-	for _, child := range procs.Descendants(pid) {
-		if ct, err := readStat(child); err == nil {
-			sum += ct.self()
+	return t.self() + t.children() + liveDescendantTicks(pid), nil
+}
+
+// liveDescendantTicks sums the CPU ticks of pid's live descendants, each
+// with the children it reaped (the engines a serving jobrunner ran): what
+// has not reached pid's own count of its children yet.
+func liveDescendantTicks(pid int) uint64 {
+	var sum uint64
+	for _, d := range procs.Descendants(pid) {
+		if t, err := readStat(d); err == nil {
+			sum += t.self() + t.children()
 		}
 	}
-	return sum, nil
+	return sum
 }
 
 // pollConn is a connection of its own to the world's database, for the

@@ -6,7 +6,6 @@ import (
 	"database/sql"
 	"errors"
 	"fmt"
-	"github.com/ade-org/ade-worker/pkg/procs"
 	"net/url"
 	"os"
 	"os/exec"
@@ -183,11 +182,7 @@ func (w *world) markCPU(ctx context.Context, supervisor int) (m cpuMark, err err
 	if m.sup, err = readStat(supervisor); err != nil {
 		return m, err
 	}
-	for _, pid := range procs.Descendants(supervisor) {
-		if t, err := readStat(pid); err == nil {
-			m.live += t.self() + t.children()
-		}
-	}
+	m.live = liveDescendantTicks(supervisor)
 	m.db, err = w.serverTicks(ctx)
 	return m, err
 }
