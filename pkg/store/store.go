@@ -100,6 +100,7 @@ func Open(ctx context.Context, u settings.DatabaseURL, opts Options) (*Store, er
 		// pool opens after the file was deleted must fail, not start an
 		// empty database beside the real one (see CheckFile).
 		_, statErr := os.Stat(u.Path)
+		keepSQLiteMemory()
 		dial = sqlite.New(sqlite.Config{DriverName: sqliteDriverName, DSN: sqliteDSN(u.Path, opts, statErr == nil)})
 		d, target = sqliteDialect{}, u.Path
 	case settings.Postgres:
