@@ -2,9 +2,14 @@ package store_test
 
 import (
 	"context"
+	"fmt"
+	"os"
+	"strconv"
+	"strings"
 	"testing"
 	"time"
 
+	"github.com/ade-org/ade-worker/pkg/procs"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/test/pgtemp"
 )
@@ -15,6 +20,10 @@ import (
 // CPU profile is the supervisor's SQL path without the processes:
 //
 //	go test ./pkg/store -run '^$' -bench RunLifecycle -cpuprofile cpu.out
+//
+// On a PostgreSQL server of this host it also reports the server's CPU per
+// run (server-ms/op: the postmaster and all its processes, background
+// writers included).
 func BenchmarkRunLifecycle(b *testing.B) {
 	for _, backend := range pgtemp.Backends {
 		b.Run(backend, func(b *testing.B) {
@@ -29,6 +38,7 @@ func BenchmarkRunLifecycle(b *testing.B) {
 			sum := testSummary("bench")
 			code := 0
 			b.ReportAllocs()
+			server := serverCPU(b, e)
 			b.ResetTimer()
 			for i := 0; i < b.N; i++ {
 				builds, runs, err := e.s.ClaimJobs(ctx, "w", time.Minute, 1, 1)
@@ -50,6 +60,9 @@ func BenchmarkRunLifecycle(b *testing.B) {
 				}
 			}
 			b.StopTimer()
+			if used, ok := server(); ok {
+				b.ReportMetric(float64(used.Microseconds())/1000/float64(b.N), "server-ms/op")
+			}
 			var left int64
 			e.scan(b, &left, `SELECT count(*) FROM runs WHERE status <> 'succeeded'`)
 			if left != 0 {
@@ -57,4 +70,69 @@ func BenchmarkRunLifecycle(b *testing.B) {
 			}
 		})
 	}
+}
+
+// serverCPU starts counting the CPU of e's PostgreSQL server; the function
+// it returns is what the server has used since, when the server runs on
+// this host (ok false otherwise, and for SQLite): the postmaster's own and
+// its exited children's time, and its live children's (schedstat, in
+// nanoseconds: a statement costs less than a tick).
+func serverCPU(b *testing.B, e *env) func() (time.Duration, bool) {
+	none := func() (time.Duration, bool) { return 0, false }
+	if e.backend != "postgres" {
+		return none
+	}
+	var backend []int
+	e.scan(b, &backend, `SELECT pg_backend_pid()`)
+	postmaster, err := parentOf(backend[0])
+	if err != nil {
+		b.Logf("no server CPU figure: %v", err)
+		return none
+	}
+	total := func() (time.Duration, bool) {
+		f, err := procStat(postmaster)
+		if err != nil {
+			return 0, false
+		}
+		ticks := 0
+		for _, i := range []int{13, 14} { // cutime, cstime: the exited children
+			n, _ := strconv.Atoi(f[i])
+			ticks += n
+		}
+		t := time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+		for _, pid := range append(procs.Descendants(postmaster), postmaster) {
+			if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid)); err == nil {
+				ns, _ := strconv.ParseInt(strings.Fields(string(data))[0], 10, 64)
+				t += time.Duration(ns)
+			}
+		}
+		return t, true
+	}
+	start, ok := total()
+	if !ok {
+		return none
+	}
+	return func() (time.Duration, bool) {
+		end, ok := total()
+		return end - start, ok
+	}
+}
+
+// procStat is the fields of /proc/pid/stat after the command's name (the
+// state is field 0).
+func procStat(pid int) ([]string, error) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return nil, err
+	}
+	s := string(data)
+	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:]), nil
+}
+
+func parentOf(pid int) (int, error) {
+	f, err := procStat(pid)
+	if err != nil {
+		return 0, err
+	}
+	return strconv.Atoi(f[1])
 }

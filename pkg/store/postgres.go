@@ -160,25 +160,64 @@ func (postgresDialect) indexedBy(string) string { return "" }
 const claimLockKey = "4242061801"
 
 // moveDocumentSQL does in one round trip what moveDocument does in two (and
-// StartDocument, fenced, in five). The payload is built to match
-// moveDocument's json.Marshal output byte for byte.
+// StartDocument, fenced, in five).
 func (postgresDialect) moveDocumentSQL(fenced bool) string {
-	held, cond, final := "", "", "SELECT 1 AS held"
-	if fenced {
-		held = `r AS (SELECT id FROM runs WHERE id = @run AND status = 'running' AND claimed_by = @worker
-	AND attempt_count = @attempt FOR SHARE),
-`
-		cond = " AND EXISTS (SELECT 1 FROM r)"
-		final = "SELECT (SELECT count(*) FROM r) AS held"
+	if !fenced {
+		return `WITH ` + documentMoveCTEs("") + `
+SELECT 1 AS held`
 	}
-	return `WITH ` + held + `d AS (UPDATE documents SET status = @status, version = version + 1, updated_at = now(), last_run_at = now()
+	return `WITH r AS (SELECT id FROM runs WHERE id = @run AND status = 'running' AND claimed_by = @worker
+	AND attempt_count = @attempt FOR SHARE),
+` + documentMoveCTEs(" AND EXISTS (SELECT 1 FROM r)") + `
+SELECT (SELECT count(*) FROM r) AS held`
+}
+
+// documentMoveCTEs are the CTEs d and c of moveDocumentSQL: the document
+// @doc moved to @status when cond holds, and its change recorded. The
+// payload is built to match moveDocument's json.Marshal output byte for
+// byte.
+func documentMoveCTEs(cond string) string {
+	return `d AS (UPDATE documents SET status = @status, version = version + 1, updated_at = now(), last_run_at = now()
 	WHERE id = @doc` + cond + ` RETURNING workspace_id, version),
 c AS (INSERT INTO document_changes (workspace_id, document_id, type, document_version, payload, occurred_at)
 	SELECT workspace_id, @doc, 'upsert', version,
 		CAST('{"run_id":' || to_json(CAST(@run AS text)) || ',"status":' || to_json(CAST(@status AS text)) ||
 			',"version":' || version || '}' AS json), now()
-	FROM d)
-` + final
+	FROM d)`
+}
+
+// finishRunSQL is FinishRun's fenced update, the clearing of an earlier
+// attempt's results and, with a document, its move, in one round trip
+// instead of three: every statement is a round trip and server work. The
+// rest happens only when the fence holds (u has the row); it returns the
+// column ended (0 or 1).
+func (postgresDialect) finishRunSQL(withDocument bool) string {
+	q := `WITH u AS (UPDATE runs SET status = @end, exit_code = @code, completed_at = now(), error_message = @error,
+	output_path = @output, claim_expires_at = NULL
+	WHERE id = @run AND status = 'running' AND claimed_by = @worker AND attempt_count = @attempt RETURNING id),
+m AS (DELETE FROM run_metrics WHERE run_id IN (SELECT id FROM u)),
+f AS (DELETE FROM run_fields WHERE run_id IN (SELECT id FROM u)),
+t AS (DELETE FROM run_table_columns WHERE run_id IN (SELECT id FROM u))`
+	if withDocument {
+		q += ",\n" + documentMoveCTEs(" AND EXISTS (SELECT 1 FROM u)")
+	}
+	return q + `
+SELECT count(*) AS ended FROM u`
+}
+
+// insertResultsSQL is one statement for the three tables.
+func (postgresDialect) insertResultsSQL(tables []resultTable) string {
+	parts := make([]string, len(tables))
+	for i, t := range tables {
+		cols := strings.Join(t.columns(), ", ")
+		parts[i] = `INSERT INTO ` + t.name + ` (` + cols + `) SELECT ` + cols +
+			` FROM json_populate_recordset(NULL::` + t.name + `, CAST(@` + t.name + ` AS json))`
+	}
+	q := "WITH "
+	for i, p := range parts[:len(parts)-1] {
+		q += fmt.Sprintf("i%d AS (%s),\n", i, p)
+	}
+	return strings.TrimSuffix(q, ",\n") + "\n" + parts[len(parts)-1]
 }
 
 // clearRunResultsSQL is one statement: every statement is a round trip.

@@ -199,7 +199,25 @@ type RunOutcome struct {
 // FinishRun writes a run's terminal status, its results and its document's
 // status in one transaction, fenced on the claim.
 func (s *Store) FinishRun(ctx context.Context, f Fence, o RunOutcome) error {
+	doc := DocumentFailed
+	if o.Succeeded {
+		doc = DocumentProcessed
+	}
 	return s.tx(ctx, func(tx *gorm.DB) error {
+		if q := s.dialect.finishRunSQL(o.DocumentID != ""); q != "" {
+			args := moveDocumentArgs(o.DocumentID, f.ID, doc)
+			args["worker"], args["attempt"] = f.Worker, f.Attempt
+			args["end"], args["code"] = string(EndStatus(KindRun, o.Succeeded)), o.ExitCode
+			args["error"], args["output"] = nullIfEmpty(o.Error), nullIfEmpty(o.OutputPath)
+			var ended int
+			if err := tx.Raw(q, args).Scan(&ended).Error; err != nil {
+				return fmt.Errorf("update run %s: %w", f.ID, err)
+			}
+			if ended == 0 {
+				return ErrLeaseLost
+			}
+			return s.insertRunResults(tx, f.ID, o.Summary)
+		}
 		err := s.fencedUpdate(tx, f, `status = ?, exit_code = ?, completed_at = `+s.dialect.nowSQL()+`, error_message = ?,
 			output_path = ?, claim_expires_at = NULL`,
 			EndStatus(KindRun, o.Succeeded), o.ExitCode, nullIfEmpty(o.Error), nullIfEmpty(o.OutputPath))
@@ -211,10 +229,6 @@ func (s *Store) FinishRun(ctx context.Context, f Fence, o RunOutcome) error {
 		}
 		if o.DocumentID == "" {
 			return nil
-		}
-		doc := DocumentFailed
-		if o.Succeeded {
-			doc = DocumentProcessed
 		}
 		return s.moveDocument(tx, o.DocumentID, f.ID, doc)
 	})
@@ -228,36 +242,5 @@ func (s *Store) replaceRunResults(tx *gorm.DB, runID string, sum *summary.Summar
 			return fmt.Errorf("clear the results of an earlier attempt: %w", err)
 		}
 	}
-	if sum == nil {
-		return nil
-	}
-	if sum.Metrics != nil {
-		if err := tx.Create(&runMetricsModel{RunID: runID, Metrics: *sum.Metrics}).Error; err != nil {
-			return fmt.Errorf("insert run_metrics: %w", err)
-		}
-	}
-	err := insertRows(tx, "run_fields", 200, sum.Fields, func(f summary.Field) runFieldModel {
-		return runFieldModel{RunID: runID, Field: f}
-	})
-	if err != nil {
-		return err
-	}
-	return insertRows(tx, "run_table_columns", 50, sum.Columns, func(c summary.Column) runTableColumnModel {
-		return runTableColumnModel{RunID: runID, Column: c}
-	})
-}
-
-// insertRows inserts row(item) for every item, batch rows per statement.
-func insertRows[T, M any](tx *gorm.DB, table string, batch int, items []T, row func(T) M) error {
-	if len(items) == 0 {
-		return nil
-	}
-	rows := make([]M, len(items))
-	for i, item := range items {
-		rows[i] = row(item)
-	}
-	if err := tx.CreateInBatches(rows, batch).Error; err != nil {
-		return fmt.Errorf("insert %s: %w", table, err)
-	}
-	return nil
+	return s.insertRunResults(tx, runID, sum)
 }

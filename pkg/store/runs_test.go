@@ -5,6 +5,7 @@ import (
 	"database/sql"
 	"encoding/json"
 	"fmt"
+	"math"
 	"reflect"
 	"testing"
 	"time"
@@ -324,5 +325,67 @@ func checkDocumentMoves(t *testing.T, e *env, docID, runID, wantDoc string) {
 		if want := fmt.Sprintf(`{"run_id":%q,"status":%q,"version":%d}`, runID, wantStatuses[i], i+2); c.Payload != want {
 			t.Errorf("change %d payload = %s, want %s", i, c.Payload, want)
 		}
+	}
+}
+
+// TestRunResultsKeepEveryValue writes a summary whose every column holds a
+// value that an encoding could bend (quotes, backslashes, non-ASCII, a
+// float with no short decimal form, the largest integer the columns hold, false, zero) and
+// one with every optional column NULL, and reads the rows back as the
+// models they were made from.
+func TestRunResultsKeepEveryValue(t *testing.T) {
+	t.Parallel()
+	odd := `it's "quoted" \ back\slash, tab	é 日本 💡`
+	big, tiny := int64(math.MaxInt32), 0.1+0.2 // the columns are integer
+	var full summary.Metrics
+	v := reflect.ValueOf(&full).Elem()
+	for i := range v.NumField() {
+		switch f := v.Field(i); f.Type().Elem().Kind() {
+		case reflect.String:
+			f.Set(reflect.ValueOf(ptr(fmt.Sprintf("m%d", i))))
+		case reflect.Int64:
+			f.Set(reflect.ValueOf(ptr(big - int64(i))))
+		}
+	}
+	rich := &summary.Summary{
+		Metrics: &full,
+		Fields: []summary.Field{
+			{Field: "a" + odd, Label: ptr(odd), Detected: true, BestMappingScore: ptr(tiny), OccurrencesTables: big, OccurrencesColumns: -1},
+			{Field: "b", Detected: false},
+		},
+		Columns: []summary.Column{
+			{WorkbookIndex: 1, WorkbookName: odd, SheetIndex: 2, SheetName: "S", TableIndex: 3, ColumnIndex: 4,
+				HeaderRaw: ptr(odd), HeaderNormalized: ptr(""), NonEmptyCells: big, MappingStatus: "mapped",
+				MappedField: ptr("f"), MappingScore: ptr(1e-300), MappingMethod: ptr("m"), UnmappedReason: ptr("r")},
+			{WorkbookName: "", SheetName: "", MappingStatus: "unknown"},
+		},
+	}
+	bare := &summary.Summary{Metrics: &summary.Metrics{}, Fields: []summary.Field{{Field: "only"}}}
+	for name, sum := range map[string]*summary.Summary{"rich": rich, "bare": bare} {
+		t.Run(name, func(t *testing.T) {
+			eachEnv(t, func(t *testing.T, e *env) {
+				docID := e.doc(t)
+				runID := e.runFor(t, docID, "", t0.Add(-time.Hour), t0.Add(-time.Hour))
+				f := claimAndStart(t, e, runID, docID)
+				if err := e.s.FinishRun(context.Background(), f, store.RunOutcome{Succeeded: true, ExitCode: ptr(0), Summary: sum, DocumentID: docID}); err != nil {
+					t.Fatal(err)
+				}
+				var metrics []summary.Metrics
+				e.scan(t, &metrics, `SELECT * FROM run_metrics WHERE run_id = ?`, runID)
+				if len(metrics) != 1 || !reflect.DeepEqual(metrics[0], *sum.Metrics) {
+					t.Errorf("run_metrics:\n got %+v\nwant %+v", metrics, *sum.Metrics)
+				}
+				var fields []summary.Field
+				e.scan(t, &fields, `SELECT * FROM run_fields WHERE run_id = ? ORDER BY field`, runID)
+				if !reflect.DeepEqual(fields, sum.Fields) {
+					t.Errorf("run_fields:\n got %+v\nwant %+v", fields, sum.Fields)
+				}
+				var cols []summary.Column
+				e.scan(t, &cols, `SELECT * FROM run_table_columns WHERE run_id = ? ORDER BY workbook_index DESC`, runID)
+				if !reflect.DeepEqual(cols, sum.Columns) {
+					t.Errorf("run_table_columns:\n got %+v\nwant %+v", cols, sum.Columns)
+				}
+			})
+		})
 	}
 }

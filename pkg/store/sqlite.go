@@ -120,8 +120,14 @@ func (sqliteDialect) clearRunResultsSQL() []string {
 	}
 }
 
+// SQLite inserts results through the models (see results.go).
+func (sqliteDialect) insertResultsSQL([]resultTable) string { return "" }
+
 // SQLite has no data-modifying CTEs; its statements cost no round trip.
 func (sqliteDialect) moveDocumentSQL(bool) string { return "" }
+
+// FinishRun's statements one by one: no round trips to save.
+func (sqliteDialect) finishRunSQL(bool) string { return "" }
 
 // SQLite's watcher sees every write, a resume included.
 func (sqliteDialect) pauseTriggers() []string { return nil }
