@@ -193,6 +193,7 @@ func runWorker(c *cli.Context) error {
 		}
 		defer stop()
 	}
+	setGoMaxProcs(e.cfg.Concurrency)
 	sup := supervisor.New(e.cfg, e.store, e.log, jobrunner, supervisor.WithOrphanReaper())
 	sup.ExitWhenIdle = c.Bool("exit-when-idle")
 	sup.Version = version

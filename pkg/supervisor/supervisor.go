@@ -6,6 +6,7 @@ package supervisor
 import (
 	"context"
 	"os"
+	"runtime"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -123,7 +124,7 @@ func (s *Supervisor) Run(ctx context.Context) error {
 	s.register(ctx)
 	defer s.unregister()
 	// The logger carries worker_id already (cmd/supervisor's newLogger).
-	s.log.Info().Int("concurrency", s.cfg.Concurrency).Str("database", s.store.Dialect()).
+	s.log.Info().Int("concurrency", s.cfg.Concurrency).Int("gomaxprocs", runtime.GOMAXPROCS(0)).Str("database", s.store.Dialect()).
 		Dur("lease", s.cfg.LeaseSeconds).Float64("worst_case_shutdown_seconds", ShutdownBound(s.cfg).Seconds()).
 		Msg("supervisor started")
 
