@@ -27,10 +27,8 @@ func goMaxProcs(concurrency, current int, envSet bool) int {
 	return max(1, min(current, (concurrency+slotsPerThread-1)/slotsPerThread))
 }
 
-// setGoMaxProcs applies goMaxProcs for concurrency and returns it.
-func setGoMaxProcs(concurrency int) int {
+// setGoMaxProcs applies goMaxProcs for concurrency.
+func setGoMaxProcs(concurrency int) {
 	_, envSet := os.LookupEnv("GOMAXPROCS")
-	n := goMaxProcs(concurrency, runtime.GOMAXPROCS(0), envSet)
-	runtime.GOMAXPROCS(n)
-	return n
+	runtime.GOMAXPROCS(goMaxProcs(concurrency, runtime.GOMAXPROCS(0), envSet))
 }

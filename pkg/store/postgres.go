@@ -213,19 +213,11 @@ func (postgresDialect) insertResultsSQL(tables []resultTable) string {
 		parts[i] = `INSERT INTO ` + t.name + ` (` + cols + `) SELECT ` + cols +
 			` FROM json_populate_recordset(NULL::` + t.name + `, CAST(@` + t.name + ` AS json))`
 	}
-	q := "WITH "
+	ctes := make([]string, len(parts)-1)
 	for i, p := range parts[:len(parts)-1] {
-		q += fmt.Sprintf("i%d AS (%s),\n", i, p)
+		ctes[i] = fmt.Sprintf("i%d AS (%s)", i, p)
 	}
-	return strings.TrimSuffix(q, ",\n") + "\n" + parts[len(parts)-1]
-}
-
-// clearRunResultsSQL is one statement: every statement is a round trip.
-func (postgresDialect) clearRunResultsSQL() []string {
-	return []string{`WITH r AS (SELECT CAST(? AS varchar) AS id),
-	m AS (DELETE FROM run_metrics WHERE run_id = (SELECT id FROM r)),
-	f AS (DELETE FROM run_fields WHERE run_id = (SELECT id FROM r))
-DELETE FROM run_table_columns WHERE run_id = (SELECT id FROM r)`}
+	return "WITH " + strings.Join(ctes, ",\n") + "\n" + parts[len(parts)-1]
 }
 
 func (postgresDialect) watch(ctx context.Context, dsn string, w Watch) error {

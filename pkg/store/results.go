@@ -20,10 +20,11 @@ import (
 // and unpacking JSON costs it more than gorm's bound rows: it keeps those.
 
 // resultTable is a run_* table a summary fills: its columns as the schema
-// names them, and how to read them from its model.
+// names them, how to read them from its model, and its rows of a summary.
 type resultTable struct {
 	name   string
 	fields []*schema.Field
+	rows   func(runID string, sum *summary.Summary) []any // model pointers
 }
 
 func (t resultTable) columns() []string {
@@ -37,13 +38,36 @@ func (t resultTable) columns() []string {
 // resultTables are run_metrics, run_fields and run_table_columns, parsed
 // from the models the migration creates them from.
 var resultTables = sync.OnceValue(func() []resultTable {
+	models := []struct {
+		model any
+		rows  func(runID string, sum *summary.Summary) []any
+	}{
+		{&runMetricsModel{}, func(runID string, sum *summary.Summary) (rows []any) {
+			if sum.Metrics != nil {
+				rows = append(rows, &runMetricsModel{RunID: runID, Metrics: *sum.Metrics})
+			}
+			return rows
+		}},
+		{&runFieldModel{}, func(runID string, sum *summary.Summary) (rows []any) {
+			for _, f := range sum.Fields {
+				rows = append(rows, &runFieldModel{RunID: runID, Field: f})
+			}
+			return rows
+		}},
+		{&runTableColumnModel{}, func(runID string, sum *summary.Summary) (rows []any) {
+			for _, c := range sum.Columns {
+				rows = append(rows, &runTableColumnModel{RunID: runID, Column: c})
+			}
+			return rows
+		}},
+	}
 	var tables []resultTable
-	for _, m := range []any{&runMetricsModel{}, &runFieldModel{}, &runTableColumnModel{}} {
-		s, err := schema.Parse(m, &sync.Map{}, schema.NamingStrategy{})
+	for _, m := range models {
+		s, err := schema.Parse(m.model, &sync.Map{}, schema.NamingStrategy{})
 		if err != nil {
-			panic(fmt.Sprintf("parse the model of %T: %v", m, err)) // a programming error
+			panic(fmt.Sprintf("parse the model of %T: %v", m.model, err)) // a programming error
 		}
-		t := resultTable{name: s.Table}
+		t := resultTable{name: s.Table, rows: m.rows}
 		for _, f := range s.Fields {
 			if f.DBName != "" {
 				t.fields = append(t.fields, f)
@@ -57,26 +81,17 @@ var resultTables = sync.OnceValue(func() []resultTable {
 // resultRowsJSON is sum's rows for run: a JSON array per result table,
 // keyed by table name (the named arguments of insertResultsSQL).
 func resultRowsJSON(runID string, sum *summary.Summary) (map[string]any, error) {
-	var rows [3][]any
-	if sum.Metrics != nil {
-		rows[0] = []any{&runMetricsModel{RunID: runID, Metrics: *sum.Metrics}}
-	}
-	for _, f := range sum.Fields {
-		rows[1] = append(rows[1], &runFieldModel{RunID: runID, Field: f})
-	}
-	for _, c := range sum.Columns {
-		rows[2] = append(rows[2], &runTableColumnModel{RunID: runID, Column: c})
-	}
-	out := make(map[string]any, len(rows))
-	for i, t := range resultTables() {
-		objs := make([]map[string]any, len(rows[i]))
-		for j, r := range rows[i] {
+	out := map[string]any{}
+	for _, t := range resultTables() {
+		rows := t.rows(runID, sum)
+		objs := make([]map[string]any, len(rows))
+		for i, r := range rows {
 			v := reflect.ValueOf(r).Elem()
 			obj := make(map[string]any, len(t.fields))
 			for _, f := range t.fields {
 				obj[f.DBName] = f.ReflectValueOf(context.Background(), v).Interface()
 			}
-			objs[j] = obj
+			objs[i] = obj
 		}
 		data, err := json.Marshal(objs)
 		if err != nil {

@@ -235,9 +235,14 @@ func (s *Store) FinishRun(ctx context.Context, f Fence, o RunOutcome) error {
 }
 
 // replaceRunResults stores the engine's summary for a run; rows of an
-// earlier attempt are removed first so a retry never mixes results.
+// earlier attempt are removed first so a retry never mixes results. (Where
+// the dialect has finishRunSQL, that statement clears them instead.)
 func (s *Store) replaceRunResults(tx *gorm.DB, runID string, sum *summary.Summary) error {
-	for _, stmt := range s.dialect.clearRunResultsSQL() {
+	for _, stmt := range []string{
+		`DELETE FROM run_metrics WHERE run_id = ?`,
+		`DELETE FROM run_fields WHERE run_id = ?`,
+		`DELETE FROM run_table_columns WHERE run_id = ?`,
+	} {
 		if err := tx.Exec(stmt, runID).Error; err != nil {
 			return fmt.Errorf("clear the results of an earlier attempt: %w", err)
 		}

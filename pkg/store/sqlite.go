@@ -112,14 +112,6 @@ func (sqliteDialect) watch(ctx context.Context, path string, w Watch) error {
 	return watchSQLite(ctx, path, w)
 }
 
-func (sqliteDialect) clearRunResultsSQL() []string {
-	return []string{ // SQLite runs in-process: three statements cost little.
-		`DELETE FROM run_metrics WHERE run_id = ?`,
-		`DELETE FROM run_fields WHERE run_id = ?`,
-		`DELETE FROM run_table_columns WHERE run_id = ?`,
-	}
-}
-
 // SQLite inserts results through the models (see results.go).
 func (sqliteDialect) insertResultsSQL([]resultTable) string { return "" }
 

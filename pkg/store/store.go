@@ -262,9 +262,6 @@ type dialect interface {
 	// indexedBy is the hint that makes the planner read a table through
 	// index ("" where the planner needs none).
 	indexedBy(index string) string
-	// clearRunResultsSQL removes a run's rows from the run_* result tables;
-	// each statement takes the run id as its only argument.
-	clearRunResultsSQL() []string
 	// moveDocumentSQL is one statement that moves a document and records the
 	// change (named arguments, see moveDocumentArgs), or "" where the two
 	// statements of moveDocument must run in a transaction instead. Fenced,
