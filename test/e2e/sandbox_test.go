@@ -264,12 +264,17 @@ func TestSandboxEndsLeaks(t *testing.T) {
 			pid, _ = strconv.Atoi(strings.TrimSpace(string(data)))
 			return err == nil && pid > 0
 		})
-		// The detached daemon's parent is its subreaper: the jobrunner
-		// serving the run (the other slot's may idle beside it).
-		runner := procInfo(pid).ppid
-		if !slices.Contains(childrenNamed(sup.Process.Pid, "jobrunner"), runner) || !alive(pid) {
-			t.Fatalf("daemon %d (alive %v) has parent %d, want a jobrunner of the supervisor (%v)",
-				pid, alive(pid), runner, childrenNamed(sup.Process.Pid, "jobrunner"))
+		// The detached daemon's parent becomes its subreaper, the jobrunner
+		// serving the run (the other slot's may idle beside it), once the
+		// middle process of the double fork has exited: the daemon writes
+		// its pid before that.
+		var runner int
+		waitUntil(t, 10*time.Second, "the daemon's parent to be a jobrunner of the supervisor", func() bool {
+			runner = procInfo(pid).ppid
+			return slices.Contains(childrenNamed(sup.Process.Pid, "jobrunner"), runner)
+		})
+		if !alive(pid) {
+			t.Fatalf("daemon %d died before its jobrunner was killed", pid)
 		}
 		if err := syscall.Kill(runner, syscall.SIGKILL); err != nil {
 			t.Fatal(err)
