@@ -190,10 +190,10 @@ func (m *Metrics) DBOp(op string, err error) {
 	}
 }
 
-// Wakeups implements Observer.
 // JobrunnerStarted counts a jobrunner process started.
 func (m *Metrics) JobrunnerStarted() { m.runners.Inc() }
 
+// Wakeups implements Observer.
 func (m *Metrics) Wakeups(up bool) {
 	if up {
 		m.wakeups.Set(1)
