@@ -159,6 +159,10 @@ func (postgresDialect) indexedBy(string) string { return "" }
 // program on the database uses.
 const claimLockKey = "4242061801"
 
+// runFenceSQL is Fence.where for a run, with the named arguments @run,
+// @worker and @attempt.
+const runFenceSQL = `id = @run AND status = 'running' AND claimed_by = @worker AND attempt_count = @attempt`
+
 // moveDocumentSQL does in one round trip what moveDocument does in two (and
 // StartDocument, fenced, in five).
 func (postgresDialect) moveDocumentSQL(fenced bool) string {
@@ -166,8 +170,7 @@ func (postgresDialect) moveDocumentSQL(fenced bool) string {
 		return `WITH ` + documentMoveCTEs("") + `
 SELECT 1 AS held`
 	}
-	return `WITH r AS (SELECT id FROM runs WHERE id = @run AND status = 'running' AND claimed_by = @worker
-	AND attempt_count = @attempt FOR SHARE),
+	return `WITH r AS (SELECT id FROM runs WHERE ` + runFenceSQL + ` FOR SHARE),
 ` + documentMoveCTEs(" AND EXISTS (SELECT 1 FROM r)") + `
 SELECT (SELECT count(*) FROM r) AS held`
 }
@@ -194,7 +197,7 @@ c AS (INSERT INTO document_changes (workspace_id, document_id, type, document_ve
 func (postgresDialect) finishRunSQL(withDocument bool) string {
 	q := `WITH u AS (UPDATE runs SET status = @end, exit_code = @code, completed_at = now(), error_message = @error,
 	output_path = @output, claim_expires_at = NULL
-	WHERE id = @run AND status = 'running' AND claimed_by = @worker AND attempt_count = @attempt RETURNING id),
+	WHERE ` + runFenceSQL + ` RETURNING id),
 m AS (DELETE FROM run_metrics WHERE run_id IN (SELECT id FROM u)),
 f AS (DELETE FROM run_fields WHERE run_id IN (SELECT id FROM u)),
 t AS (DELETE FROM run_table_columns WHERE run_id IN (SELECT id FROM u))`
