@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/url"
 	"strings"
+	"sync"
 	"time"
 
 	"gorm.io/gorm"
@@ -189,38 +190,50 @@ c AS (INSERT INTO document_changes (workspace_id, document_id, type, document_ve
 	FROM d)`
 }
 
-// finishRunSQL is FinishRun's fenced update, the clearing of an earlier
-// attempt's results and, with a document, its move, in one round trip
-// instead of three: every statement is a round trip and server work. The
-// rest happens only when the fence holds (u has the row); it returns the
-// column ended (0 or 1).
+// finishRunSQL is all of FinishRun in one statement, its own transaction:
+// the fenced update of the run; when the fence holds (u has the row), the
+// clearing of an earlier attempt's results, the insert of this attempt's
+// (each table's rows a JSON array, see resultRowsJSON) and, with a
+// document, its move. One round trip instead of a transaction's four:
+// every round trip is client and server work. It returns the column ended
+// (0 or 1).
+//
+// The order within one statement is not the text's: the inserts wait for
+// cleared, which counts what the deletes returned, so an earlier attempt's
+// rows are gone before a new row with the same key goes in (rows deleted
+// by the statement's own transaction do not conflict).
 func (postgresDialect) finishRunSQL(withDocument bool) string {
+	if withDocument {
+		return finishRunWithDocumentSQL()
+	}
+	return finishRunAloneSQL()
+}
+
+var (
+	finishRunWithDocumentSQL = sync.OnceValue(func() string { return buildFinishRunSQL(true, resultTables()) })
+	finishRunAloneSQL        = sync.OnceValue(func() string { return buildFinishRunSQL(false, resultTables()) })
+)
+
+func buildFinishRunSQL(withDocument bool, tables []resultTable) string {
 	q := `WITH u AS (UPDATE runs SET status = @end, exit_code = @code, completed_at = now(), error_message = @error,
 	output_path = @output, claim_expires_at = NULL
-	WHERE ` + runFenceSQL + ` RETURNING id),
-m AS (DELETE FROM run_metrics WHERE run_id IN (SELECT id FROM u)),
-f AS (DELETE FROM run_fields WHERE run_id IN (SELECT id FROM u)),
-t AS (DELETE FROM run_table_columns WHERE run_id IN (SELECT id FROM u))`
+	WHERE ` + runFenceSQL + ` RETURNING id)`
+	var cleared []string
+	for i, t := range tables {
+		q += fmt.Sprintf(",\nx%d AS (DELETE FROM %s WHERE run_id IN (SELECT id FROM u) RETURNING 1)", i, t.name)
+		cleared = append(cleared, fmt.Sprintf("(SELECT count(*) FROM x%d)", i))
+	}
+	q += ",\ncleared AS (SELECT " + strings.Join(cleared, " + ") + " AS n)"
+	for i, t := range tables {
+		cols := strings.Join(t.columns(), ", ")
+		q += fmt.Sprintf(",\ni%d AS (INSERT INTO %s (%s) SELECT %s FROM json_populate_recordset(NULL::%s, CAST(@%s AS json))\n\tWHERE EXISTS (SELECT 1 FROM u) AND (SELECT n FROM cleared) >= 0)",
+			i, t.name, cols, cols, t.name, t.name)
+	}
 	if withDocument {
 		q += ",\n" + documentMoveCTEs(" AND EXISTS (SELECT 1 FROM u)")
 	}
 	return q + `
 SELECT count(*) AS ended FROM u`
-}
-
-// insertResultsSQL is one statement for the three tables.
-func (postgresDialect) insertResultsSQL(tables []resultTable) string {
-	parts := make([]string, len(tables))
-	for i, t := range tables {
-		cols := strings.Join(t.columns(), ", ")
-		parts[i] = `INSERT INTO ` + t.name + ` (` + cols + `) SELECT ` + cols +
-			` FROM json_populate_recordset(NULL::` + t.name + `, CAST(@` + t.name + ` AS json))`
-	}
-	ctes := make([]string, len(parts)-1)
-	for i, p := range parts[:len(parts)-1] {
-		ctes[i] = fmt.Sprintf("i%d AS (%s)", i, p)
-	}
-	return "WITH " + strings.Join(ctes, ",\n") + "\n" + parts[len(parts)-1]
 }
 
 func (postgresDialect) watch(ctx context.Context, dsn string, w Watch) error {

@@ -14,9 +14,9 @@ import (
 )
 
 // On PostgreSQL a run's results go in as one JSON array per table, each
-// row an object keyed by column, which the server unpacks itself: one
-// statement (a round trip) for the three tables however many rows, where
-// gorm's inserts took one per table and batch. SQLite has no round trips
+// row an object keyed by column, which the server unpacks itself, inside
+// FinishRun's one statement (finishRunSQL) however many rows, where gorm's
+// inserts took one per table and batch. SQLite has no round trips
 // and unpacking JSON costs it more than gorm's bound rows: it keeps those.
 
 // resultTable is a run_* table a summary fills: its columns as the schema
@@ -78,12 +78,15 @@ var resultTables = sync.OnceValue(func() []resultTable {
 	return tables
 })
 
-// resultRowsJSON is sum's rows for run: a JSON array per result table,
-// keyed by table name (the named arguments of insertResultsSQL).
-func resultRowsJSON(runID string, sum *summary.Summary) (map[string]any, error) {
-	out := map[string]any{}
+// resultRowsJSON adds sum's rows for run to args: a JSON array per result
+// table, keyed by table name (the named arguments of finishRunSQL); empty
+// arrays when sum is nil.
+func resultRowsJSON(args map[string]any, runID string, sum *summary.Summary) error {
 	for _, t := range resultTables() {
-		rows := t.rows(runID, sum)
+		var rows []any
+		if sum != nil {
+			rows = t.rows(runID, sum)
+		}
 		objs := make([]map[string]any, len(rows))
 		for i, r := range rows {
 			v := reflect.ValueOf(r).Elem()
@@ -95,26 +98,16 @@ func resultRowsJSON(runID string, sum *summary.Summary) (map[string]any, error) 
 		}
 		data, err := json.Marshal(objs)
 		if err != nil {
-			return nil, fmt.Errorf("encode the %s rows: %w", t.name, err)
+			return fmt.Errorf("encode the %s rows: %w", t.name, err)
 		}
-		out[t.name] = string(data)
+		args[t.name] = string(data)
 	}
-	return out, nil
+	return nil
 }
 
 // insertRunResults inserts the rows of sum (none when nil) for a run.
 func (s *Store) insertRunResults(tx *gorm.DB, runID string, sum *summary.Summary) error {
 	if sum == nil {
-		return nil
-	}
-	if q := s.dialect.insertResultsSQL(resultTables()); q != "" {
-		args, err := resultRowsJSON(runID, sum)
-		if err != nil {
-			return err
-		}
-		if err := tx.Exec(q, args).Error; err != nil {
-			return fmt.Errorf("insert the run's results: %w", err)
-		}
 		return nil
 	}
 	if sum.Metrics != nil {

@@ -203,21 +203,24 @@ func (s *Store) FinishRun(ctx context.Context, f Fence, o RunOutcome) error {
 	if o.Succeeded {
 		doc = DocumentProcessed
 	}
-	return s.tx(ctx, func(tx *gorm.DB) error {
-		if q := s.dialect.finishRunSQL(o.DocumentID != ""); q != "" {
-			args := moveDocumentArgs(o.DocumentID, f.ID, doc)
-			args["worker"], args["attempt"] = f.Worker, f.Attempt
-			args["end"], args["code"] = string(EndStatus(KindRun, o.Succeeded)), o.ExitCode
-			args["error"], args["output"] = nullIfEmpty(o.Error), nullIfEmpty(o.OutputPath)
-			var ended int
-			if err := tx.Raw(q, args).Scan(&ended).Error; err != nil {
-				return fmt.Errorf("update run %s: %w", f.ID, err)
-			}
-			if ended == 0 {
-				return ErrLeaseLost
-			}
-			return s.insertRunResults(tx, f.ID, o.Summary)
+	if q := s.dialect.finishRunSQL(o.DocumentID != ""); q != "" {
+		args := moveDocumentArgs(o.DocumentID, f.ID, doc)
+		args["worker"], args["attempt"] = f.Worker, f.Attempt
+		args["end"], args["code"] = string(EndStatus(KindRun, o.Succeeded)), o.ExitCode
+		args["error"], args["output"] = nullIfEmpty(o.Error), nullIfEmpty(o.OutputPath)
+		if err := resultRowsJSON(args, f.ID, o.Summary); err != nil {
+			return err
 		}
+		var ended int
+		if err := s.db.WithContext(ctx).Raw(q, args).Scan(&ended).Error; err != nil {
+			return fmt.Errorf("finish run %s: %w", f.ID, err)
+		}
+		if ended == 0 {
+			return ErrLeaseLost
+		}
+		return nil
+	}
+	return s.tx(ctx, func(tx *gorm.DB) error {
 		err := s.fencedUpdate(tx, f, `status = ?, exit_code = ?, completed_at = `+s.dialect.nowSQL()+`, error_message = ?,
 			output_path = ?, claim_expires_at = NULL`,
 			EndStatus(KindRun, o.Succeeded), o.ExitCode, nullIfEmpty(o.Error), nullIfEmpty(o.OutputPath))
@@ -236,7 +239,7 @@ func (s *Store) FinishRun(ctx context.Context, f Fence, o RunOutcome) error {
 
 // replaceRunResults stores the engine's summary for a run; rows of an
 // earlier attempt are removed first so a retry never mixes results. (Where
-// the dialect has finishRunSQL, that statement clears them instead.)
+// the dialect has finishRunSQL, that statement does all of it instead.)
 func (s *Store) replaceRunResults(tx *gorm.DB, runID string, sum *summary.Summary) error {
 	for _, stmt := range []string{
 		`DELETE FROM run_metrics WHERE run_id = ?`,

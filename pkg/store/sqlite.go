@@ -113,7 +113,6 @@ func (sqliteDialect) watch(ctx context.Context, path string, w Watch) error {
 }
 
 // SQLite inserts results through the models (see results.go).
-func (sqliteDialect) insertResultsSQL([]resultTable) string { return "" }
 
 // SQLite has no data-modifying CTEs; its statements cost no round trip.
 func (sqliteDialect) moveDocumentSQL(bool) string { return "" }

@@ -268,14 +268,12 @@ type dialect interface {
 	// it first takes the run's row (FOR SHARE) under the fence and changes
 	// nothing unless the fence holds; it returns the column held (0 or 1).
 	moveDocumentSQL(fenced bool) string
-	// insertResultsSQL inserts a run's results in one statement: the rows
-	// of each table as a JSON array of objects keyed by column, the
-	// argument named by the table (see resultRowsJSON); "" where gorm's
-	// inserts are cheaper.
-	insertResultsSQL(tables []resultTable) string
-	// finishRunSQL is FinishRun's writes before the results' rows in one
-	// statement (named arguments, see FinishRun), or "" where they run one
-	// by one. It returns the column ended (0: the fence did not hold).
+	// finishRunSQL is all of FinishRun in one statement (named arguments,
+	// see FinishRun; each result table's rows a JSON array of objects keyed
+	// by column, the argument named by the table, see resultRowsJSON), or
+	// "" where its writes run one by one in a transaction (SQLite, where
+	// gorm's inserts are cheaper than unpacking JSON). It returns the
+	// column ended (0: the fence did not hold, nothing was written).
 	finishRunSQL(withDocument bool) string
 	migrations() []string
 	// columnsSQL lists every (table_name, column_name) of the schema;
