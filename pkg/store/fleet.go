@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"math"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/jackc/pgx/v5"
@@ -180,7 +181,13 @@ func (s *Store) BeatWorker(ctx context.Context, b Beat) (BeatResult, error) {
 	got, err := s.dialect.beat(ctx, s, beatQueries{worker: b.WorkerID, refresh: refresh, lead: lead, due: due, busy: busy,
 		refreshArgs: refreshArgs, leadArgs: leadArgs})
 	if err != nil {
+		s.advertised.forget(b.WorkerID)
 		return BeatResult{}, fmt.Errorf("beat of supervisor %s: %w", b.WorkerID, err)
+	}
+	if got.Seen > 0 {
+		s.advertised.set(b.WorkerID, b.FreeSlots)
+	} else {
+		s.advertised.forget(b.WorkerID)
 	}
 	return BeatResult{Leader: got.Led > 0 && !b.Draining, Found: got.Seen > 0, Work: got.Work != 0, Busy: got.Busy != 0,
 		OnDuty: b.Listeners <= 0 || !b.Draining && b.FreeSlots > 0 && got.Ahead < b.Listeners}, nil
@@ -263,17 +270,57 @@ func (s *Store) PassOn(ctx context.Context, workerID string) error {
 // claiming supervisor has left, for the queue's trigger to choose whom to
 // wake (PostgreSQL only; SQLite wakes by file changes). Every job that ends
 // frees a slot and is followed by a claim, so the figure is as fresh as the
-// last claim; a stale one costs a forwarded wake-up, never a lost job.
-func (s *Store) advertiseFree(tx *gorm.DB, worker string, free int) error {
+// last claim; a stale one costs a forwarded wake-up, never a lost job. It
+// says whether it wrote: the statement is skipped when this process last
+// wrote the same figure (a busy supervisor's claims nearly always find 0
+// before and after; the skipped round trip was a sixth of the claim's).
+func (s *Store) advertiseFree(tx *gorm.DB, worker string, free int) (bool, error) {
 	if !s.dialect.notifies() {
-		return nil
+		return false, nil
 	}
 	free = max(free, 0)
+	if s.advertised.is(worker, free) {
+		return false, nil
+	}
 	err := tx.Exec(`UPDATE `+supervisorsTable+` SET free_slots = ? WHERE worker_id = ? AND free_slots <> ?`, free, worker, free).Error
 	if err != nil {
-		return fmt.Errorf("advertise free slots: %w", err)
+		return false, fmt.Errorf("advertise free slots: %w", err)
 	}
-	return nil
+	return true, nil
+}
+
+// advertisedFree remembers the free-slot figure last committed for each
+// supervisor by this process. Only its own claims and beats write a
+// supervisor's figure, and every beat writes it, so a remembered figure
+// that went stale (a row re-registered, two writes committing in the other
+// order) is corrected within a beat.
+type advertisedFree struct {
+	mu   sync.Mutex
+	free map[string]int
+}
+
+func (a *advertisedFree) is(worker string, free int) bool {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	got, ok := a.free[worker]
+	return ok && got == free
+}
+
+// set records a committed figure; forget drops one whose write may not
+// have committed.
+func (a *advertisedFree) set(worker string, free int) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	if a.free == nil {
+		a.free = map[string]int{}
+	}
+	a.free[worker] = max(free, 0)
+}
+
+func (a *advertisedFree) forget(worker string) {
+	a.mu.Lock()
+	defer a.mu.Unlock()
+	delete(a.free, worker)
 }
 
 // pingAfterIdle is how long a pooled PostgreSQL connection may sit idle

@@ -281,6 +281,54 @@ func TestTriggerWakesOneSupervisor(t *testing.T) {
 	}
 }
 
+// TestClaimSkipsUnchangedFreeSlots: a claim writes the supervisor's free
+// slots only when the figure differs from the one this process last wrote
+// (a busy supervisor's claims nearly always find it unchanged); a figure
+// another program changed meanwhile is put right by the next beat.
+func TestClaimSkipsUnchangedFreeSlots(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "postgres")
+	ctx := context.Background()
+	free := func() int {
+		t.Helper()
+		var got []int
+		e.scan(t, &got, `SELECT free_slots FROM ade_worker_supervisors WHERE worker_id = 'w'`)
+		if len(got) != 1 {
+			t.Fatalf("supervisor rows: %v", got)
+		}
+		return got[0]
+	}
+	claim := func(limit int) {
+		t.Helper()
+		if _, _, err := e.s.ClaimJobs(ctx, "w", time.Minute, limit, limit); err != nil {
+			t.Fatal(err)
+		}
+	}
+	e.beatingWorker(t, "w", 2)
+	// Stale on purpose: a claim that finds the 2 it last wrote skips the
+	// write, so the 5 stays.
+	e.exec(t, `UPDATE ade_worker_supervisors SET free_slots = 5 WHERE worker_id = 'w'`)
+	claim(2)
+	if got := free(); got != 5 {
+		t.Fatalf("free_slots after a claim left 2 free again = %d, want the write skipped (5 kept)", got)
+	}
+	claim(1)
+	if got := free(); got != 1 {
+		t.Fatalf("free_slots after a claim left 1 free = %d, want 1", got)
+	}
+	e.exec(t, `UPDATE ade_worker_supervisors SET free_slots = 5 WHERE worker_id = 'w'`)
+	if _, err := e.s.BeatWorker(ctx, store.Beat{WorkerID: "w", FreeSlots: 1, LeaderTTL: time.Minute}); err != nil {
+		t.Fatal(err)
+	}
+	if got := free(); got != 1 {
+		t.Fatalf("free_slots after a beat = %d, want 1", got)
+	}
+	claim(0)
+	if got := free(); got != 0 {
+		t.Fatalf("free_slots after a claim left none free = %d, want 0", got)
+	}
+}
+
 // TestTriggerSkipsSupervisorWithoutConnection: a supervisor killed since
 // its last beat keeps a fresh row with free slots for up to a lease; the
 // trigger wakes a connected one instead, so no queued run's wake-up is

@@ -114,8 +114,9 @@ func (s *Store) ClaimJobs(ctx context.Context, worker string, lease time.Duratio
 	// Retried on a deadlock: a migration running at the same time (a
 	// rolling deploy's init container) locks runs, builds and the
 	// supervisors' rows in its own order.
+	free, wrote := 0, false
 	err = s.txRetried(ctx, func(tx *gorm.DB) error {
-		builds, runs = nil, nil
+		builds, runs, wrote = nil, nil, false
 		if lock := s.dialect.claimLockSQL(); lock != "" && s.policy.WorkspaceMaxRunning > 0 && runLimit > 0 {
 			if err := tx.Exec(lock).Error; err != nil {
 				return fmt.Errorf("take the claim lock: %w", err)
@@ -131,10 +132,17 @@ func (s *Store) ClaimJobs(ctx context.Context, worker string, lease time.Duratio
 				return fmt.Errorf("claim runs: %w", err)
 			}
 		}
-		return s.advertiseFree(tx, worker, runLimit-len(builds)-len(runs))
+		free = runLimit - len(builds) - len(runs)
+		var err error
+		wrote, err = s.advertiseFree(tx, worker, free)
+		return err
 	})
 	if err != nil {
+		s.advertised.forget(worker)
 		return nil, nil, err
+	}
+	if wrote {
+		s.advertised.set(worker, free)
 	}
 	return builds, runs, nil
 }

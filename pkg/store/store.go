@@ -78,6 +78,9 @@ type Store struct {
 	name string
 	// pool keeps the connection pool's idle connections few (pool.go).
 	pool *pool
+	// advertised is the free-slot count this process last wrote for each
+	// supervisor (advertiseFree, BeatWorker).
+	advertised advertisedFree
 }
 
 // Open connects to the database named by u.
