@@ -48,6 +48,10 @@ var envelopeKeys = [...]string{"event_id", "engine_run_id", "timestamp", "level"
 // engine) and returns the first write error at the end, or the read error.
 func (l *Log) Pipe(r io.Reader, scope, stream string, onEvent func(name string, data json.RawMessage)) error {
 	p := l.newPipe(r, scope, stream)
+	defer func() {
+		p.lines.br.Reset(nil)
+		readers.Put(p.lines.br)
+	}()
 	var werr error
 	for {
 		line, dropped, rerr := p.lines.next()
@@ -93,7 +97,9 @@ func (l *Log) newPipe(r io.Reader, scope, stream string) *pipe {
 	if stream == "stderr" {
 		level = "error"
 	}
-	p := &pipe{log: l, lines: lineReader{br: bufio.NewReaderSize(r, readBufferBytes), limit: l.maxLine},
+	br := readers.Get().(*bufio.Reader)
+	br.Reset(r)
+	p := &pipe{log: l, lines: lineReader{br: br, limit: l.maxLine},
 		rnd: rand.NewChaCha8(seed)}
 	p.console = append(p.console, `,"level":`...)
 	p.console = appendString(p.console, []byte(level))

@@ -542,3 +542,28 @@ func FuzzPipe(f *testing.F) {
 		}
 	})
 }
+
+// BenchmarkJobLog is what a job costs the log outside its lines: open the
+// events file (it ends on a whole line), write an event, relay a short
+// stdout and stderr, close. B/op shows the pooled buffers.
+func BenchmarkJobLog(b *testing.B) {
+	path := b.TempDir() + "/events.ndjson"
+	b.ReportAllocs()
+	for b.Loop() {
+		l, err := Open(path, testCtx, Options{})
+		if err != nil {
+			b.Fatal(err)
+		}
+		if err := l.Emit("info", "run.start", "Run started", nil); err != nil {
+			b.Fatal(err)
+		}
+		for _, stream := range []string{"stdout", "stderr"} {
+			if err := l.Pipe(strings.NewReader(`{"event":"engine.run.completed"}`+"\n"), "run", stream, nil); err != nil {
+				b.Fatal(err)
+			}
+		}
+		if err := l.Close(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
