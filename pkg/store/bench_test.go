@@ -2,16 +2,13 @@ package store_test
 
 import (
 	"context"
-	"fmt"
-	"os"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/ade-org/ade-worker/pkg/procs"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/test/pgtemp"
+	"github.com/ade-org/ade-worker/test/procmem"
 )
 
 // BenchmarkRunLifecycle is the database work the supervisor does for one
@@ -84,29 +81,24 @@ func serverCPU(b *testing.B, e *env) func() (time.Duration, bool) {
 	}
 	var backend []int
 	e.scan(b, &backend, `SELECT pg_backend_pid()`)
-	postmaster, err := parentOf(backend[0])
+	postmaster, err := procmem.Parent(backend[0])
 	if err != nil {
 		b.Logf("no server CPU figure: %v", err)
 		return none
 	}
+	tick := time.Second / time.Duration(procmem.ClockTicks())
 	total := func() (time.Duration, bool) {
-		f, err := procStat(postmaster)
+		t, err := procmem.CPU(postmaster)
 		if err != nil {
 			return 0, false
 		}
-		ticks := 0
-		for _, i := range []int{13, 14} { // cutime, cstime: the exited children
-			n, _ := strconv.Atoi(f[i])
-			ticks += n
-		}
-		t := time.Duration(ticks) * 10 * time.Millisecond // USER_HZ is 100 on Linux
+		sum := time.Duration(t.Children()) * tick // the exited children
 		for _, pid := range append(procs.Descendants(postmaster), postmaster) {
-			if data, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid)); err == nil {
-				ns, _ := strconv.ParseInt(strings.Fields(string(data))[0], 10, 64)
-				t += time.Duration(ns)
+			if ns, err := procmem.Schedstat(pid); err == nil {
+				sum += time.Duration(ns)
 			}
 		}
-		return t, true
+		return sum, true
 	}
 	start, ok := total()
 	if !ok {
@@ -118,21 +110,3 @@ func serverCPU(b *testing.B, e *env) func() (time.Duration, bool) {
 	}
 }
 
-// procStat is the fields of /proc/pid/stat after the command's name (the
-// state is field 0).
-func procStat(pid int) ([]string, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
-	if err != nil {
-		return nil, err
-	}
-	s := string(data)
-	return strings.Fields(s[strings.LastIndexByte(s, ')')+1:]), nil
-}
-
-func parentOf(pid int) (int, error) {
-	f, err := procStat(pid)
-	if err != nil {
-		return 0, err
-	}
-	return strconv.Atoi(f[1])
-}

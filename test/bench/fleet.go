@@ -19,6 +19,7 @@ import (
 	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/test/pgtemp"
+	"github.com/ade-org/ade-worker/test/procmem"
 )
 
 // fleet (issue 20): what N supervisors cost the database, on a private
@@ -527,11 +528,11 @@ func (c *cluster) mark(ctx context.Context, dbName string) (m clusterMark, err e
 // treeTicks sums the CPU ticks of pid and of its descendants (a
 // PostgreSQL server's backends and background workers).
 func treeTicks(pid int) (uint64, error) {
-	t, err := readStat(pid)
+	t, err := procmem.CPU(pid)
 	if err != nil {
 		return 0, err
 	}
-	return t.self() + t.children() + liveDescendantTicks(pid), nil
+	return t.Self() + t.Children() + liveDescendantTicks(pid), nil
 }
 
 // liveDescendantTicks sums the CPU ticks of pid's live descendants, each
@@ -540,8 +541,8 @@ func treeTicks(pid int) (uint64, error) {
 func liveDescendantTicks(pid int) uint64 {
 	var sum uint64
 	for _, d := range procs.Descendants(pid) {
-		if t, err := readStat(d); err == nil {
-			sum += t.self() + t.children()
+		if t, err := procmem.CPU(d); err == nil {
+			sum += t.Self() + t.Children()
 		}
 	}
 	return sum
@@ -566,21 +567,6 @@ func (w *world) pollConn(ctx context.Context) (*sql.DB, int, error) {
 		return nil, 0, err
 	}
 	return db, pid, nil
-}
-
-// readSchedstat is the first field of /proc/<pid>/schedstat: nanoseconds
-// the process spent on a CPU (its main thread; a PostgreSQL process has
-// one).
-func readSchedstat(pid int) (uint64, error) {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/schedstat", pid))
-	if err != nil {
-		return 0, err
-	}
-	f := strings.Fields(string(data))
-	if len(f) < 1 {
-		return 0, fmt.Errorf("/proc/%d/schedstat: unexpected format", pid)
-	}
-	return strconv.ParseUint(f[0], 10, 64)
 }
 
 // cpuByClass is the server's CPU in nanoseconds by kind of process, to
@@ -656,20 +642,20 @@ func backendClasses(ctx context.Context, db *sql.DB) (map[int]string, error) {
 // children as "postmaster and exited backends".
 func classNanos(pid int, skip map[int]bool, classOf map[int]string, clkTck float64) (cpuByClass, error) {
 	out := cpuByClass{}
-	own, err := readSchedstat(pid)
+	own, err := procmem.Schedstat(pid)
 	if err != nil {
 		return out, err
 	}
-	t, err := readStat(pid)
+	t, err := procmem.CPU(pid)
 	if err != nil {
 		return out, err
 	}
-	out["postmaster and exited backends"] = float64(own) + float64(t.children())/clkTck*1e9
+	out["postmaster and exited backends"] = float64(own) + float64(t.Children())/clkTck*1e9
 	for _, child := range procs.Descendants(pid) {
 		if skip[child] {
 			continue
 		}
-		ns, err := readSchedstat(child)
+		ns, err := procmem.Schedstat(child)
 		if err != nil {
 			continue
 		}

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/ade-org/ade-worker/test/pgtemp"
+	"github.com/ade-org/ade-worker/test/procmem"
 )
 
 // workloads are the bench's workloads (issue 5), in the order they run and
@@ -231,7 +232,7 @@ type bench struct {
 }
 
 func newBench(ctx context.Context, opts options) (*bench, error) {
-	b := &bench{opts: opts, clkTck: clockTicks(), floors: map[floorKey]floorResult{}, started: time.Now(),
+	b := &bench{opts: opts, clkTck: procmem.ClockTicks(), floors: map[floorKey]floorResult{}, started: time.Now(),
 		load: loadAvg()}
 	var err error
 	if b.repo, err = findRepo(); err != nil {

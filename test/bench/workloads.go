@@ -78,10 +78,10 @@ func (w *world) measureBatch(ctx context.Context, sup *supervisorProc, n int, co
 		return batchResult{}, err
 	}
 	_, hwm, _ := procmem.Status(sup.pid)
-	d := after.sup.sub(before.sup)
+	d := after.sup.Sub(before.sup)
 	perRun := func(ticks uint64) float64 { return float64(ticks) / w.b.clkTck * 1000 / float64(n) }
 	res := batchResult{
-		supCPUms: perRun(d.self()), childCPUms: perRun(after.children() - before.children()), dbCPUms: perRun(ticksSince(before.db, after.db)),
+		supCPUms: perRun(d.Self()), childCPUms: perRun(after.children() - before.children()), dbCPUms: perRun(ticksSince(before.db, after.db)),
 		supHWMMiB: float64(hwm) / 1024,
 	}
 	first, last := rows[0].StartedAt.Time, rows[0].CompletedAt.Time
@@ -206,7 +206,7 @@ func (b *bench) engineAlone(ctx context.Context, venv string, content []byte, n,
 // process's children's CPU per call (what the spawned processes used, once
 // reaped) and calls per second of wall time. It stops at the first error.
 func (b *bench) spawnAll(ctx context.Context, n, concurrency int, spawn func(i int) error) (cpuMs, perSec float64, err error) {
-	before, err := readStat(os.Getpid())
+	before, err := procmem.CPU(os.Getpid())
 	if err != nil {
 		return 0, 0, err
 	}
@@ -237,11 +237,11 @@ func (b *bench) spawnAll(ctx context.Context, n, concurrency int, spawn func(i i
 	if firstErr != nil {
 		return 0, 0, firstErr
 	}
-	after, err := readStat(os.Getpid())
+	after, err := procmem.CPU(os.Getpid())
 	if err != nil {
 		return 0, 0, err
 	}
-	return float64(after.sub(before).children()) / b.clkTck * 1000 / float64(n), float64(n) / elapsed.Seconds(), nil
+	return float64(after.Sub(before).Children()) / b.clkTck * 1000 / float64(n), float64(n) / elapsed.Seconds(), nil
 }
 
 type floorKey struct{ concurrency, n, rep int }
@@ -440,7 +440,7 @@ func (w *world) measurePickup(ctx context.Context, sup *supervisorProc, settle, 
 	if err := sleepCtx(ctx, settle); err != nil {
 		return nil, 0, err
 	}
-	before, err := readStat(sup.pid)
+	before, err := procmem.CPU(sup.pid)
 	if err != nil {
 		return nil, 0, err
 	}
@@ -448,12 +448,12 @@ func (w *world) measurePickup(ctx context.Context, sup *supervisorProc, settle, 
 	if err := sleepCtx(ctx, idle); err != nil {
 		return nil, 0, err
 	}
-	after, err := readStat(sup.pid)
+	after, err := procmem.CPU(sup.pid)
 	if err != nil {
 		return nil, 0, err
 	}
-	d := after.sub(before)
-	idlePct := float64(d.self()+d.children()) / w.b.clkTck / time.Since(t0).Seconds() * 100
+	d := after.Sub(before)
+	idlePct := float64(d.Self()+d.Children()) / w.b.clkTck / time.Since(t0).Seconds() * 100
 
 	batch, n := store.NewID(), 0
 	tick := time.NewTicker(50 * time.Millisecond)

@@ -19,6 +19,7 @@ import (
 	"github.com/ade-org/ade-worker/pkg/settings"
 	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/test/pgtemp"
+	"github.com/ade-org/ade-worker/test/procmem"
 )
 
 // world is one isolated installation: a fresh database, data folders, one
@@ -156,8 +157,8 @@ func (w *world) serverTicks(ctx context.Context) (map[int]uint64, error) {
 	}
 	out := map[int]uint64{}
 	for _, pid := range pids {
-		if t, err := readStat(pid); err == nil {
-			out[pid] = t.self()
+		if t, err := procmem.CPU(pid); err == nil {
+			out[pid] = t.Self()
 		}
 	}
 	return out, nil
@@ -166,7 +167,7 @@ func (w *world) serverTicks(ctx context.Context) (map[int]uint64, error) {
 // cpuMark is the CPU a supervisor and the PostgreSQL backends serving its
 // connections have used so far.
 type cpuMark struct {
-	sup cpuTimes
+	sup procmem.CPUTimes
 	// live is the CPU of the supervisor's live descendants, each with its
 	// reaped children: a jobrunner serves job after job, so the CPU of it
 	// and of the engines it reaped reaches the supervisor's own children
@@ -176,10 +177,10 @@ type cpuMark struct {
 }
 
 // children is the CPU of the supervisor's processes, live or reaped.
-func (m cpuMark) children() uint64 { return m.sup.children() + m.live }
+func (m cpuMark) children() uint64 { return m.sup.Children() + m.live }
 
 func (w *world) markCPU(ctx context.Context, supervisor int) (m cpuMark, err error) {
-	if m.sup, err = readStat(supervisor); err != nil {
+	if m.sup, err = procmem.CPU(supervisor); err != nil {
 		return m, err
 	}
 	m.live = liveDescendantTicks(supervisor)

@@ -1,5 +1,5 @@
-// Package procmem reads processes' peak resident memory from /proc, for the
-// bench and the end-to-end tests' memory bounds.
+// Package procmem reads processes' peak resident memory and CPU from /proc,
+// for the bench, the benchmarks and the end-to-end tests' memory bounds.
 package procmem
 
 import (
