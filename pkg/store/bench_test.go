@@ -109,4 +109,3 @@ func serverCPU(b *testing.B, e *env) func() (time.Duration, bool) {
 		return end - start, ok
 	}
 }
-
