@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"os/exec"
+	"path/filepath"
 	"slices"
 	"strconv"
 	"strings"
@@ -104,7 +105,7 @@ func fsType(path string) string {
 		return "?"
 	}
 	defer f.Close()
-	best, typ := "", "?"
+	best, typ, dev := "", "?", ""
 	sc := bufio.NewScanner(f)
 	for sc.Scan() {
 		fields := strings.Fields(sc.Text())
@@ -113,8 +114,15 @@ func fsType(path string) string {
 		}
 		mnt := fields[1]
 		if (path == mnt || strings.HasPrefix(path, strings.TrimSuffix(mnt, "/")+"/")) && len(mnt) >= len(best) {
-			best, typ = mnt, fields[2]
+			best, typ, dev = mnt, fields[2], fields[0]
 		}
+	}
+	// ext4 without a journal will not reuse an inode freed in the last
+	// minutes, and each new file walks past every such one: every folder
+	// and file a run makes then costs more the more was deleted lately
+	// (BENCHMARKS.md, "what the file system costs").
+	if typ == "ext4" && readTrim("/sys/fs/ext4/"+filepath.Base(dev)+"/journal_task") == "<none>" {
+		typ += ", no journal: files deleted in the last minutes slow every new one; a fresh file system (--dir) measures steadier"
 	}
 	return typ
 }
