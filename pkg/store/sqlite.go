@@ -112,12 +112,11 @@ func (sqliteDialect) watch(ctx context.Context, path string, w Watch) error {
 	return watchSQLite(ctx, path, w)
 }
 
-// SQLite inserts results through the models (see results.go).
-
 // SQLite has no data-modifying CTEs; its statements cost no round trip.
 func (sqliteDialect) moveDocumentSQL(bool) string { return "" }
 
-// FinishRun's statements one by one: no round trips to save.
+// FinishRun's statements one by one, the results through the models (see
+// results.go): no round trips to save.
 func (sqliteDialect) finishRunSQL(bool) string { return "" }
 
 // SQLite's watcher sees every write, a resume included.
