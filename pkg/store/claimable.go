@@ -191,11 +191,7 @@ func (q queueKind) candidatesSQL(d dialect, p ClaimPolicy, everyWorkspace bool) 
 	heads := `SELECT c.id, busy.workspace_id, busy.n, 1 AS head, ` + ck1 + ` AS k1, ` + ck2 + ` AS k2
 	FROM ` + d.eachRowSQL(q, "busy", head("busy.workspace_id")) + headCap
 	if !everyWorkspace {
-		return `WITH busy AS (` + q.busySQL() + `)
-SELECT j.id, j.workspace_id, COALESCE(busy.n, 0) AS n, 0 AS head
-FROM ` + q.fromUsing(d, q.fifoIndex) + ` LEFT JOIN busy ON busy.workspace_id = j.workspace_id
-WHERE ` + q.claimable(now) + `
-ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT @window`
+		return q.windowSQL(d, "@window", "")
 	}
 	// Each workspace with queued jobs, in workspace order: the smallest
 	// workspace_id after the one before, read from the index's first column.
@@ -213,6 +209,50 @@ SELECT id, workspace_id, n, head FROM (
 	UNION ALL
 	` + heads + `) AS cand
 ORDER BY k1, k2`
+}
+
+// windowSQL is candidatesSQL's window, of the size size (an argument's
+// name, or a number). With a tag, each row also carries the tag (queue) and its place
+// in the window (pos), for windowsSQL; pos is numbered outside the LIMIT,
+// over the window's rows only (inside, PostgreSQL numbered the whole queue
+// first: six times the cost).
+func (q queueKind) windowSQL(d dialect, size, tag string) string {
+	keys := ""
+	if tag != "" {
+		keys = `, ` + q.k1 + ` AS k1, ` + q.k2 + ` AS k2`
+	}
+	w := `WITH busy AS (` + q.busySQL() + `)
+SELECT j.id, j.workspace_id, COALESCE(busy.n, 0) AS n, 0 AS head` + keys + `
+FROM ` + q.fromUsing(d, q.fifoIndex) + ` LEFT JOIN busy ON busy.workspace_id = j.workspace_id
+WHERE ` + q.claimable(d.nowSQL()) + `
+ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT ` + size
+	if tag == "" {
+		return w
+	}
+	return `SELECT id, workspace_id, n, head, '` + tag + `' AS queue, row_number() OVER (ORDER BY k1, k2) AS pos
+FROM (` + w + `) AS w`
+}
+
+// windowsSQL reads the builds' window (of bsize jobs) and the runs' (of
+// rsize) in one statement, a round trip where a claim takes both. The
+// sizes are written in, not bound: a statement without parameters is
+// planned once per connection, and planning this one at every bind cost
+// the server more than running it.
+func windowsSQL(d dialect, bsize, rsize int) string {
+	return buildQueue.windowSQL(d, fmt.Sprint(bsize), "b") + `
+UNION ALL
+` + runQueue.windowSQL(d, fmt.Sprint(rsize), "r") + `
+ORDER BY queue, pos`
+}
+
+// windowRow is a row of windowsSQL (flat: gorm skips an embedded
+// unexported struct).
+type windowRow struct {
+	ID          string
+	WorkspaceID string
+	N           int
+	Head        int
+	Queue       string
 }
 
 // candidate is a row of candidatesSQL.

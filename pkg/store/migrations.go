@@ -68,14 +68,20 @@ const deadlockTries = 5
 // claim or a step against a running supervisor's statement): it rolled
 // back whole, so running it again is safe.
 func (s *Store) txRetried(ctx context.Context, fn func(tx *gorm.DB) error) error {
-	err := s.tx(ctx, fn)
+	return s.retried(ctx, func(int) error { return s.tx(ctx, fn) })
+}
+
+// retried runs fn (told its try, from 0) again while PostgreSQL aborts it
+// to break a deadlock; fn must be one transaction, or one statement.
+func (s *Store) retried(ctx context.Context, fn func(try int) error) error {
+	err := fn(0)
 	for try := 1; err != nil && isDeadlock(err) && try < deadlockTries; try++ {
 		select {
 		case <-ctx.Done():
 			return ctx.Err()
 		case <-time.After(time.Duration(try) * 100 * time.Millisecond):
 		}
-		err = s.tx(ctx, fn)
+		err = fn(try)
 	}
 	return err
 }

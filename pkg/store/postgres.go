@@ -129,11 +129,23 @@ func (postgresDialect) claimSQL(q queueKind, with, pick string) string {
 	if with != "" {
 		with += ",\n"
 	}
-	return `WITH ` + with + `picked AS (` + pick + `
-	FOR UPDATE OF j SKIP LOCKED)
-UPDATE ` + q.table + ` SET ` + q.set(postgresDialect{}) + `
+	update := `UPDATE ` + q.table + ` SET ` + q.set(postgresDialect{}) + `
 FROM picked WHERE ` + q.table + `.id = picked.id
 RETURNING ` + qualify(q.table, q.returning) + q.extra
+	head := `WITH ` + with + `picked AS (` + pick + `
+	FOR UPDATE OF j SKIP LOCKED)`
+	if q.kind != KindRun {
+		return head + "\n" + update
+	}
+	// A claimed run's configuration, document and build, read in the same
+	// statement: the supervisor's next read, a round trip saved.
+	return head + `,
+taken AS (` + update + `)
+SELECT taken.*, ` + runContextColumns + `, true AS context_read
+FROM taken
+LEFT JOIN configurations c ON c.id = taken.configuration_id
+LEFT JOIN documents d ON d.id = taken.input_document_id
+LEFT JOIN builds b ON b.id = taken.build_id`
 }
 
 // A LATERAL subquery returns the key columns itself.

@@ -64,6 +64,26 @@ type ClaimedRun struct {
 	// BuildReadyAt is when the run's build finished (NULL without a build):
 	// a run queued before its build was ready became claimable only then.
 	BuildReadyAt Time
+	// Loaded is the run's configuration, document and build when the
+	// claim read them in its own statement (PostgreSQL: a round trip
+	// fewer); nil when LoadRunContext must.
+	Loaded *RunContext `gorm:"-"`
+}
+
+// claimedRunRow is a claimed run as a claim statement returns it: with
+// the run's context where the dialect reads it there (context_read).
+type claimedRunRow struct {
+	ClaimedRun
+	Context     runContextRow `gorm:"embedded"`
+	ContextRead bool          `gorm:"column:context_read"`
+}
+
+func (r *claimedRunRow) run() ClaimedRun {
+	c := r.ClaimedRun
+	if r.ContextRead {
+		c.Loaded = r.Context.context()
+	}
+	return c
 }
 
 // ClaimedBuild is a build this worker now holds.
@@ -104,31 +124,43 @@ func claimArgs(worker string, lease time.Duration, limit int) map[string]any {
 }
 
 // ClaimJobs takes up to buildLimit claimable builds, then as many
-// claimable runs as the builds left room for within runLimit, in one
-// transaction (one BEGIN and COMMIT for both: on PostgreSQL each is a round
-// trip), in the order and under the cap of the store's ClaimPolicy. In a
-// transaction, so rows that cannot be read back are not left claimed.
-// Claimability and the lease's end use the database's clock.
+// claimable runs as the builds left room for within runLimit, in the order
+// and under the cap of the store's ClaimPolicy. Claimability and the
+// lease's end use the database's clock.
+//
+// Where claims need a transaction (SQLite, whose BEGIN IMMEDIATE makes
+// them one at a time; a cap, whose lock must be held from the counts to
+// the take) it is one, for builds and runs together, so rows that cannot
+// be read back are not left claimed. On PostgreSQL without a cap each
+// statement is its own transaction (see claimEach): ClaimJobs may then
+// return the jobs it took together with the error that stopped it, and
+// the caller must run them.
 func (s *Store) ClaimJobs(ctx context.Context, worker string, lease time.Duration,
 	buildLimit, runLimit int) (builds []ClaimedBuild, runs []ClaimedRun, err error) {
+	capped := s.policy.WorkspaceMaxRunning > 0 && runLimit > 0
+	// A dialect without a claim lock serialises claims by their
+	// transaction (SQLite); one with it needs a transaction for the lock.
+	if s.dialect.claimLockSQL() != "" && !capped {
+		return s.claimEach(ctx, worker, lease, buildLimit, runLimit)
+	}
 	// Retried on a deadlock: a migration running at the same time (a
 	// rolling deploy's init container) locks runs, builds and the
 	// supervisors' rows in its own order.
 	free, wrote := 0, false
 	err = s.txRetried(ctx, func(tx *gorm.DB) error {
 		builds, runs, wrote = nil, nil, false
-		if lock := s.dialect.claimLockSQL(); lock != "" && s.policy.WorkspaceMaxRunning > 0 && runLimit > 0 {
+		if lock := s.dialect.claimLockSQL(); lock != "" && capped {
 			if err := tx.Exec(lock).Error; err != nil {
 				return fmt.Errorf("take the claim lock: %w", err)
 			}
 		}
 		if buildLimit > 0 {
-			if err := s.claimFrom(tx, buildQueue, worker, lease, buildLimit, &builds); err != nil {
+			if err := s.claimFrom(tx, buildQueue, worker, lease, buildLimit, &builds, nil); err != nil {
 				return fmt.Errorf("claim builds: %w", err)
 			}
 		}
 		if left := runLimit - len(builds); left > 0 {
-			if err := s.claimFrom(tx, runQueue, worker, lease, left, &runs); err != nil {
+			if err := s.claimFrom(tx, runQueue, worker, lease, left, &runs, nil); err != nil {
 				return fmt.Errorf("claim runs: %w", err)
 			}
 		}
@@ -147,17 +179,98 @@ func (s *Store) ClaimJobs(ctx context.Context, worker string, lease time.Duratio
 	return builds, runs, nil
 }
 
+// claimEach is ClaimJobs without a transaction, for PostgreSQL without a
+// cap: the BEGIN and COMMIT were two of a claim's five round trips, and
+// under READ COMMITTED they made it no safer. Each statement reads afresh
+// either way, and the take itself checks that a job is still queued and
+// skips the rows another claim has locked, so no job is taken twice. When
+// both queues are read in fair order, their windows come in one statement
+// (windowsSQL). The cost: should a taken row fail to scan, it stays
+// claimed until its lease expires and is then retried.
+func (s *Store) claimEach(ctx context.Context, worker string, lease time.Duration,
+	buildLimit, runLimit int) (builds []ClaimedBuild, runs []ClaimedRun, err error) {
+	db := s.db.WithContext(ctx)
+	var bw, rw *window
+	if buildLimit > 0 && runLimit > 0 && !s.policy.FIFO && !s.everyFirst[0].Load() && !s.everyFirst[1].Load() {
+		err = s.retried(ctx, func(int) (err error) { bw, rw, err = s.readWindows(db, buildLimit, runLimit); return err })
+		if err != nil {
+			return nil, nil, fmt.Errorf("claim: %w", err)
+		}
+	}
+	if buildLimit > 0 {
+		err = s.retried(ctx, func(try int) error {
+			builds = builds[:0]
+			return s.claimFrom(db, buildQueue, worker, lease, buildLimit, &builds, firstTry(try, bw))
+		})
+		if err != nil {
+			return nil, nil, fmt.Errorf("claim builds: %w", err)
+		}
+	}
+	if left := runLimit - len(builds); left > 0 {
+		err = s.retried(ctx, func(try int) error {
+			runs = runs[:0]
+			return s.claimFrom(db, runQueue, worker, lease, left, &runs, firstTry(try, rw))
+		})
+		if err != nil {
+			return builds, nil, fmt.Errorf("claim runs: %w", err)
+		}
+	}
+	free := runLimit - len(builds) - len(runs)
+	wrote, err := s.advertiseFree(db, worker, free)
+	switch {
+	case err != nil:
+		s.advertised.forget(worker)
+	case wrote:
+		s.advertised.set(worker, free)
+	}
+	return builds, runs, err
+}
+
+// window is a queue's candidates read ahead of its claim (windowsSQL),
+// from a window of size jobs.
+type window struct {
+	cands []candidate
+	size  int
+}
+
+// firstTry is w on the first try only: a retried claim reads afresh.
+func firstTry(try int, w *window) *window {
+	if try > 0 {
+		return nil
+	}
+	return w
+}
+
+// readWindows reads the builds' and the runs' windows in one statement.
+func (s *Store) readWindows(db *gorm.DB, buildLimit, runLimit int) (*window, *window, error) {
+	bw, rw := &window{size: fairWindow(buildLimit)}, &window{size: fairWindow(runLimit)}
+	var rows []windowRow
+	if err := db.Raw(windowsSQL(s.dialect, bw.size, rw.size)).Scan(&rows).Error; err != nil {
+		return nil, nil, err
+	}
+	for _, r := range rows {
+		c := candidate{ID: r.ID, WorkspaceID: r.WorkspaceID, N: r.N, Head: r.Head}
+		if r.Queue == "b" {
+			bw.cands = append(bw.cands, c)
+		} else {
+			rw.cands = append(rw.cands, c)
+		}
+	}
+	return bw, rw, nil
+}
+
 // claimFrom claims up to limit jobs of q into out (a *[]ClaimedRun or
 // *[]ClaimedBuild). FIFO without a cap is the plain oldest-first
-// statement; otherwise two: read the candidates (candidatesSQL), order
-// them in Go (planClaim), take the first ones still free (takeSQL); and a
-// read of every workspace's candidates between them when the first read
-// cannot decide.
-func (s *Store) claimFrom(tx *gorm.DB, q queueKind, worker string, lease time.Duration, limit int, out any) error {
+// statement; otherwise two: read the candidates (candidatesSQL, unless
+// they were read ahead: first), order them in Go (planClaim), take the
+// first ones still free (takeSQL); and a read of every workspace's
+// candidates between them when the first read cannot decide.
+func (s *Store) claimFrom(tx *gorm.DB, q queueKind, worker string, lease time.Duration, limit int, out any, first *window) error {
 	p := s.policy
 	args := claimArgs(worker, lease, limit)
 	if p.FIFO && q.capOf(p) == 0 {
-		return tx.Raw(q.fifoClaimSQL(s.dialect), args).Scan(out).Error
+		_, err := appendScan(tx.Raw(q.fifoClaimSQL(s.dialect), args), out, nil)
+		return err
 	}
 	// While a busy workspace's flood lasts, every claim needs every
 	// workspace's heads: with few workspaces queued, read those at once.
@@ -171,10 +284,14 @@ func (s *Store) claimFrom(tx *gorm.DB, q queueKind, worker string, lease time.Du
 		needEvery = everyFirst.Load()
 	)
 	if !needEvery {
-		if err := tx.Raw(q.candidatesSQL(s.dialect, p, false), args).Scan(&cands).Error; err != nil {
-			return err
+		w := first
+		if w == nil {
+			w = &window{size: fairWindow(limit)}
+			if err := tx.Raw(q.candidatesSQL(s.dialect, p, false), args).Scan(&w.cands).Error; err != nil {
+				return err
+			}
 		}
-		ids, needEvery = planClaim(cands, p, q.capOf(p), fairWindow(limit), limit)
+		ids, needEvery = planClaim(w.cands, p, q.capOf(p), w.size, limit)
 	}
 	if needEvery {
 		cands = nil
@@ -211,7 +328,8 @@ func workspaces(cands []candidate) int {
 }
 
 // appendScan appends the rows q returns to out (a pointer to a slice) in
-// the order of ids, and says how many it appended.
+// the order of ids (as returned without ids), and says how many it
+// appended.
 func appendScan(q *gorm.DB, out any, ids []string) (int, error) {
 	pos := make(map[string]int, len(ids))
 	for i, id := range ids {
@@ -219,15 +337,17 @@ func appendScan(q *gorm.DB, out any, ids []string) (int, error) {
 	}
 	switch o := out.(type) {
 	case *[]ClaimedRun:
-		var got []ClaimedRun
+		var got []claimedRunRow
 		err := q.Scan(&got).Error
-		slices.SortFunc(got, func(a, b ClaimedRun) int { return pos[a.ID] - pos[b.ID] })
-		*o = append(*o, got...)
+		slices.SortStableFunc(got, func(a, b claimedRunRow) int { return pos[a.ID] - pos[b.ID] })
+		for i := range got {
+			*o = append(*o, got[i].run())
+		}
 		return len(got), err
 	case *[]ClaimedBuild:
 		var got []ClaimedBuild
 		err := q.Scan(&got).Error
-		slices.SortFunc(got, func(a, b ClaimedBuild) int { return pos[a.ID] - pos[b.ID] })
+		slices.SortStableFunc(got, func(a, b ClaimedBuild) int { return pos[a.ID] - pos[b.ID] })
 		*o = append(*o, got...)
 		return len(got), err
 	}

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"sort"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -149,10 +150,11 @@ func sortLike(ids, order []string) {
 	sort.Slice(ids, func(i, j int) bool { return pos[ids[i]] < pos[ids[j]] })
 }
 
-func TestClaimRunsConcurrently(t *testing.T) {
+func TestClaimJobsConcurrently(t *testing.T) {
 	t.Parallel()
 	const (
 		runs    = 200
+		builds  = 40
 		workers = 8
 		limit   = 5
 	)
@@ -160,6 +162,9 @@ func TestClaimRunsConcurrently(t *testing.T) {
 		ctx := context.Background()
 		for i := 0; i < runs; i++ {
 			e.run(t, "", t0.Add(-time.Hour), t0.Add(-time.Duration(i%7)*time.Second))
+		}
+		for i := 0; i < builds; i++ {
+			e.build(t, "queued")
 		}
 		handles := make([]*store.Store, workers)
 		for i := range handles {
@@ -175,17 +180,22 @@ func TestClaimRunsConcurrently(t *testing.T) {
 				defer wg.Done()
 				<-start
 				for {
-					got, err := handles[w].ClaimRuns(ctx, fmt.Sprint("worker-", w), time.Minute, limit)
+					// Builds and runs in one claim: both queues' windows
+					// in one read (windowsSQL), then each take.
+					gotBuilds, got, err := handles[w].ClaimJobs(ctx, fmt.Sprint("worker-", w), time.Minute, limit, limit)
 					if err != nil {
 						errs[w] = err
 						return
 					}
-					if len(got) > limit {
-						errs[w] = fmt.Errorf("claimed %d rows with limit %d", len(got), limit)
+					if len(gotBuilds)+len(got) > limit {
+						errs[w] = fmt.Errorf("claimed %d builds and %d runs with limit %d", len(gotBuilds), len(got), limit)
 						return
 					}
-					if len(got) == 0 {
+					if len(gotBuilds)+len(got) == 0 {
 						return
+					}
+					for _, b := range gotBuilds {
+						claims[w] = append(claims[w], b.ID)
 					}
 					for _, r := range got {
 						claims[w] = append(claims[w], r.ID)
@@ -202,13 +212,13 @@ func TestClaimRunsConcurrently(t *testing.T) {
 			}
 			for _, id := range ids {
 				if prev, dup := owner[id]; dup {
-					t.Errorf("run %s claimed by worker %d and worker %d", id, prev, w)
+					t.Errorf("job %s claimed by worker %d and worker %d", id, prev, w)
 				}
 				owner[id] = w
 			}
 		}
-		if len(owner) != runs {
-			t.Errorf("%d distinct runs claimed, want %d", len(owner), runs)
+		if len(owner) != runs+builds {
+			t.Errorf("%d distinct jobs claimed, want %d", len(owner), runs+builds)
 		}
 		var rows []struct {
 			Status       string
@@ -219,9 +229,14 @@ func TestClaimRunsConcurrently(t *testing.T) {
 		if len(rows) != 1 || rows[0].Status != "running" || rows[0].AttemptCount != 1 || rows[0].N != runs {
 			t.Errorf("runs after the claims: %+v", rows)
 		}
+		e.scan(t, &rows, `SELECT status, attempt_count, COUNT(*) AS n FROM builds GROUP BY status, attempt_count`)
+		if len(rows) != 1 || rows[0].Status != "building" || rows[0].AttemptCount != 1 || rows[0].N != builds {
+			t.Errorf("builds after the claims: %+v", rows)
+		}
 		for w, ids := range claims {
 			var n int
-			e.scan(t, &n, `SELECT COUNT(*) FROM runs WHERE claimed_by = ?`, fmt.Sprint("worker-", w))
+			e.scan(t, &n, `SELECT (SELECT COUNT(*) FROM runs WHERE claimed_by = @w) + (SELECT COUNT(*) FROM builds WHERE claimed_by = @w)`,
+				map[string]any{"w": fmt.Sprint("worker-", w)})
 			if n != len(ids) {
 				t.Errorf("worker %d: claimed_by on %d rows, claims returned %d", w, n, len(ids))
 			}
@@ -495,4 +510,36 @@ func TestClaimedRunCarriesBuildReadyAt(t *testing.T) {
 			}
 		}
 	})
+}
+
+// On PostgreSQL a claim's statements are each their own transaction: when
+// the runs' take fails after builds were taken, the builds come back with
+// the error (the caller runs them) and the runs stay queued.
+func TestClaimJobsReturnsWhatItTookBeforeAnError(t *testing.T) {
+	t.Parallel()
+	e := newEnv(t, "postgres")
+	ctx := context.Background()
+	build := e.build(t, "queued")
+	ready := e.build(t, "ready")
+	run := e.run(t, ready, t0.Add(-time.Hour), t0.Add(-time.Hour))
+	e.exec(t, `CREATE FUNCTION refuse_claim() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN RAISE EXCEPTION 'runs are not to be claimed'; END $$`)
+	e.exec(t, `CREATE TRIGGER refuse_claim BEFORE UPDATE ON runs FOR EACH ROW
+WHEN (NEW.status = 'running') EXECUTE FUNCTION refuse_claim()`)
+	// The schema goes back to the pool for other tests.
+	t.Cleanup(func() { e.exec(t, `DROP TRIGGER refuse_claim ON runs; DROP FUNCTION refuse_claim()`) })
+
+	builds, runs, err := e.s.ClaimJobs(ctx, "w", time.Minute, 2, 2)
+	if err == nil || !strings.Contains(err.Error(), "runs are not to be claimed") {
+		t.Fatalf("claim error = %v, want the trigger's", err)
+	}
+	if len(builds) != 1 || builds[0].ID != build || len(runs) != 0 {
+		t.Fatalf("claim returned builds %+v, runs %+v; want the build it took", builds, runs)
+	}
+	if b := e.buildRow(t, build); b.Status != "building" || b.ClaimedBy.String != "w" {
+		t.Errorf("build after the claim: %+v", b)
+	}
+	if r := e.runRow(t, run); r.Status != "queued" || r.AttemptCount != 0 {
+		t.Errorf("run after the failed take: %+v", r)
+	}
 }

@@ -48,34 +48,15 @@ type Build struct {
 
 // LoadRunContext reads the rows a run refers to. Missing rows are nil, not
 // errors: the caller fails the run with a message that names what is missing.
-// One statement, because on PostgreSQL every statement is a round trip.
+// One statement, because on PostgreSQL every statement is a round trip; none
+// when the claim read them already (r.Loaded).
 func (s *Store) LoadRunContext(ctx context.Context, r *ClaimedRun) (*RunContext, error) {
-	var row struct {
-		CID               sql.NullString `gorm:"column:c_id"`
-		CWorkspaceID      sql.NullString `gorm:"column:c_workspace_id"`
-		CStatus           sql.NullString `gorm:"column:c_status"`
-		DID               sql.NullString `gorm:"column:d_id"`
-		DWorkspaceID      sql.NullString `gorm:"column:d_workspace_id"`
-		DOriginalFilename sql.NullString `gorm:"column:d_original_filename"`
-		DStoredURI        sql.NullString `gorm:"column:d_stored_uri"`
-		DStatus           sql.NullString `gorm:"column:d_status"`
-		DVersion          sql.NullInt64  `gorm:"column:d_version"`
-		BID               sql.NullString `gorm:"column:b_id"`
-		BWorkspaceID      sql.NullString `gorm:"column:b_workspace_id"`
-		BConfigurationID  sql.NullString `gorm:"column:b_configuration_id"`
-		BFingerprint      sql.NullString `gorm:"column:b_fingerprint"`
-		BEngineSpec       sql.NullString `gorm:"column:b_engine_spec"`
-		BStatus           sql.NullString `gorm:"column:b_status"`
-		BAttemptCount     sql.NullInt64  `gorm:"column:b_attempt_count"`
+	if r.Loaded != nil {
+		return r.Loaded, nil
 	}
+	var row runContextRow
 	buildID := r.BuildID // NULL matches no build
-	err := s.db.WithContext(ctx).Raw(`SELECT
-	c.id AS c_id, c.workspace_id AS c_workspace_id, c.status AS c_status,
-	d.id AS d_id, d.workspace_id AS d_workspace_id, d.original_filename AS d_original_filename,
-	d.stored_uri AS d_stored_uri, d.status AS d_status, d.version AS d_version,
-	b.id AS b_id, b.workspace_id AS b_workspace_id, b.configuration_id AS b_configuration_id,
-	b.fingerprint AS b_fingerprint, b.engine_spec AS b_engine_spec, b.status AS b_status,
-	b.attempt_count AS b_attempt_count
+	err := s.db.WithContext(ctx).Raw(`SELECT `+runContextColumns+`
 FROM (SELECT 1 AS one) AS q
 LEFT JOIN configurations c ON c.id = ?
 LEFT JOIN documents d ON d.id = ?
@@ -83,6 +64,39 @@ LEFT JOIN builds b ON b.id = ?`, r.ConfigurationID, r.InputDocumentID, buildID).
 	if err != nil {
 		return nil, fmt.Errorf("read the run's rows: %w", err)
 	}
+	return row.context(), nil
+}
+
+// runContextColumns are the columns of runContextRow, read from the
+// configuration c, the document d and the build b of a run.
+const runContextColumns = `c.id AS c_id, c.workspace_id AS c_workspace_id, c.status AS c_status,
+	d.id AS d_id, d.workspace_id AS d_workspace_id, d.original_filename AS d_original_filename,
+	d.stored_uri AS d_stored_uri, d.status AS d_status, d.version AS d_version,
+	b.id AS b_id, b.workspace_id AS b_workspace_id, b.configuration_id AS b_configuration_id,
+	b.fingerprint AS b_fingerprint, b.engine_spec AS b_engine_spec, b.status AS b_status,
+	b.attempt_count AS b_attempt_count`
+
+// runContextRow is a RunContext as one row of outer joins.
+type runContextRow struct {
+	CID               sql.NullString `gorm:"column:c_id"`
+	CWorkspaceID      sql.NullString `gorm:"column:c_workspace_id"`
+	CStatus           sql.NullString `gorm:"column:c_status"`
+	DID               sql.NullString `gorm:"column:d_id"`
+	DWorkspaceID      sql.NullString `gorm:"column:d_workspace_id"`
+	DOriginalFilename sql.NullString `gorm:"column:d_original_filename"`
+	DStoredURI        sql.NullString `gorm:"column:d_stored_uri"`
+	DStatus           sql.NullString `gorm:"column:d_status"`
+	DVersion          sql.NullInt64  `gorm:"column:d_version"`
+	BID               sql.NullString `gorm:"column:b_id"`
+	BWorkspaceID      sql.NullString `gorm:"column:b_workspace_id"`
+	BConfigurationID  sql.NullString `gorm:"column:b_configuration_id"`
+	BFingerprint      sql.NullString `gorm:"column:b_fingerprint"`
+	BEngineSpec       sql.NullString `gorm:"column:b_engine_spec"`
+	BStatus           sql.NullString `gorm:"column:b_status"`
+	BAttemptCount     sql.NullInt64  `gorm:"column:b_attempt_count"`
+}
+
+func (row *runContextRow) context() *RunContext {
 	out := &RunContext{}
 	if row.CID.Valid {
 		out.Configuration = &Configuration{ID: row.CID.String, WorkspaceID: row.CWorkspaceID.String, Status: row.CStatus.String}
@@ -97,7 +111,7 @@ LEFT JOIN builds b ON b.id = ?`, r.ConfigurationID, r.InputDocumentID, buildID).
 			ConfigurationID: row.BConfigurationID.String, Fingerprint: row.BFingerprint.String,
 			EngineSpec: row.BEngineSpec, Status: Status(row.BStatus.String), AttemptCount: int(row.BAttemptCount.Int64)}
 	}
-	return out, nil
+	return out
 }
 
 // first scans the first row of q into dest, or returns ErrNotFound.

@@ -389,3 +389,59 @@ func TestRunResultsKeepEveryValue(t *testing.T) {
 		})
 	}
 }
+
+// A claim on PostgreSQL reads the run's configuration, document and build
+// in its own statement (ClaimedRun.Loaded), under every claim order and
+// cap; LoadRunContext then hands that back without a statement. On SQLite
+// the claim leaves it to LoadRunContext. Either way the context is the
+// one LoadRunContext reads.
+func TestClaimReadsRunContext(t *testing.T) {
+	t.Parallel()
+	for name, policy := range map[string]store.ClaimPolicy{"fair": {}, "fifo": {FIFO: true}, "capped": {WorkspaceMaxRunning: 2}} {
+		t.Run(name, func(t *testing.T) {
+			eachEnv(t, func(t *testing.T, e *env) {
+				ctx := context.Background()
+				e.s.SetClaimPolicy(policy)
+				build := e.build(t, "ready")
+				e.exec(t, `UPDATE builds SET engine_spec = 'ade-engine==1.2' WHERE id = ?`, build)
+				doc := e.doc(t)
+				withDoc := e.runFor(t, doc, build, t0, t0)
+				noDoc := e.runFor(t, store.NewID(), build, t0.Add(time.Second), t0.Add(time.Second))
+
+				_, runs, err := e.s.ClaimJobs(ctx, "w", time.Minute, 0, 2)
+				if err != nil || len(runs) != 2 {
+					t.Fatalf("claim %+v: %d runs, %v; want both", policy, len(runs), err)
+				}
+				for _, r := range runs {
+					if (r.Loaded != nil) != (e.backend == "postgres") {
+						t.Fatalf("%+v: run %s Loaded = %+v on %s", policy, r.ID, r.Loaded, e.backend)
+					}
+					read := r
+					read.Loaded = nil
+					want, err := e.s.LoadRunContext(ctx, &read)
+					if err != nil {
+						t.Fatal(err)
+					}
+					got, err := e.s.LoadRunContext(ctx, &r)
+					if err != nil {
+						t.Fatal(err)
+					}
+					if !reflect.DeepEqual(got, want) {
+						t.Errorf("%+v: run %s: claim's context %+v, LoadRunContext's %+v", policy, r.ID, got, want)
+					}
+					switch r.ID {
+					case withDoc:
+						if got.Document == nil || got.Document.ID != doc || got.Build == nil || got.Build.ID != build ||
+							got.Build.EngineSpec.String != "ade-engine==1.2" || got.Configuration == nil {
+							t.Errorf("%+v: run with a document: %+v", policy, got)
+						}
+					case noDoc:
+						if got.Document != nil || got.Build == nil || got.Configuration == nil {
+							t.Errorf("%+v: run without its document: %+v", policy, got)
+						}
+					}
+				}
+			})
+		})
+	}
+}

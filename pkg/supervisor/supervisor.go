@@ -289,10 +289,9 @@ func (s *Supervisor) claimLoop(ctx, jobsCtx context.Context) {
 func (s *Supervisor) claim(ctx, jobsCtx context.Context, free int) (int, error) {
 	sent := time.Now() // the local lease is measured from before the claim
 	lease := s.cfg.LeaseSeconds
+	// Jobs come back with an error when the claim failed after taking them
+	// (see store.ClaimJobs): they are ours, so they run.
 	builds, runs, err := s.queue.ClaimJobs(ctx, s.cfg.WorkerID, lease, free, free)
-	if err != nil {
-		return 0, err
-	}
 	for _, b := range builds {
 		f := store.Fence{Kind: store.KindBuild, ID: b.ID, Worker: s.cfg.WorkerID, Attempt: b.AttemptCount}
 		s.start(jobsCtx, &buildJob{s: s, row: b, lease: newLease(f, lease, sent)}, laterOf(b.AvailableAt, b.CreatedAt), 0)
@@ -303,7 +302,7 @@ func (s *Supervisor) claim(ctx, jobsCtx context.Context, free int) (int, error) 
 		readyAt := laterOf(store.Time{Time: queued, Valid: true}, r.BuildReadyAt)
 		s.start(jobsCtx, &runJob{s: s, row: r, lease: newLease(f, lease, sent)}, readyAt, readyAt.Sub(queued))
 	}
-	return len(builds) + len(runs), nil
+	return len(builds) + len(runs), err
 }
 
 // job is a claimed build or run.
