@@ -160,21 +160,25 @@ func (q queueKind) keyColumns(alias string) string {
 	return strings.ReplaceAll(strings.Join(cols, ", "), "j.", alias+".")
 }
 
-// candidatesSQL reads what a fair or capped claim of up to @limit jobs
+// candidatesSQL reads what a fair or capped claim of up to limit jobs
 // chooses among, oldest first: each job's id, workspace, the jobs its
 // workspace runs now (n) and whether it is one of a workspace's heads
 // (head = 1) or of the window (0). Either
-//   - the window: the @window oldest claimable jobs (one read along the
+//   - the window: the window oldest claimable jobs (one read along the
 //     claim index). For each workspace in it, they are its oldest jobs. Or,
 //     with everyWorkspace (when the window cannot decide, see planClaim),
-//   - the heads: the @limit oldest claimable jobs of each workspace with
+//   - the heads: the limit oldest claimable jobs of each workspace with
 //     jobs running, below the cap, and of each other workspace with queued
 //     jobs (found by skipping through the workspace index): one index probe
 //     per workspace.
 //
 // Nothing is locked here: planClaim orders the candidates and takeSQL
 // takes them.
-func (q queueKind) candidatesSQL(d dialect, p ClaimPolicy, everyWorkspace bool) string {
+//
+// The numbers are written in, not bound: a statement without parameters is
+// planned once per connection, while planning the heads' read at every
+// claim cost PostgreSQL three times what running it did.
+func (q queueKind) candidatesSQL(d dialect, p ClaimPolicy, everyWorkspace bool, limit, window int) string {
 	now := d.nowSQL()
 	headCap := ""
 	if n := q.capOf(p); n > 0 {
@@ -185,13 +189,13 @@ func (q queueKind) candidatesSQL(d dialect, p ClaimPolicy, everyWorkspace bool) 
 		return func(cols string) string {
 			return `SELECT ` + cols + ` FROM ` + q.fromUsing(d, q.wsIndex) + `
 		WHERE j.workspace_id = ` + ws + ` AND ` + q.claimable(now) + `
-		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT @limit`
+		ORDER BY ` + q.k1 + `, ` + q.k2 + ` LIMIT ` + fmt.Sprint(limit)
 		}
 	}
 	heads := `SELECT c.id, busy.workspace_id, busy.n, 1 AS head, ` + ck1 + ` AS k1, ` + ck2 + ` AS k2
 	FROM ` + d.eachRowSQL(q, "busy", head("busy.workspace_id")) + headCap
 	if !everyWorkspace {
-		return q.windowSQL(d, "@window", "")
+		return q.windowSQL(d, fmt.Sprint(window), "")
 	}
 	// Each workspace with queued jobs, in workspace order: the smallest
 	// workspace_id after the one before, read from the index's first column.

@@ -287,7 +287,7 @@ func (s *Store) claimFrom(tx *gorm.DB, q queueKind, worker string, lease time.Du
 		w := first
 		if w == nil {
 			w = &window{size: fairWindow(limit)}
-			if err := tx.Raw(q.candidatesSQL(s.dialect, p, false), args).Scan(&w.cands).Error; err != nil {
+			if err := tx.Raw(q.candidatesSQL(s.dialect, p, false, limit, w.size)).Scan(&w.cands).Error; err != nil {
 				return err
 			}
 		}
@@ -295,7 +295,7 @@ func (s *Store) claimFrom(tx *gorm.DB, q queueKind, worker string, lease time.Du
 	}
 	if needEvery {
 		cands = nil
-		if err := tx.Raw(q.candidatesSQL(s.dialect, p, true), args).Scan(&cands).Error; err != nil {
+		if err := tx.Raw(q.candidatesSQL(s.dialect, p, true, limit, 0)).Scan(&cands).Error; err != nil {
 			return err
 		}
 		ids, _ = planClaim(cands, p, q.capOf(p), len(cands)+1, limit)
