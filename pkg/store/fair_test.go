@@ -115,34 +115,47 @@ func TestClaimOrder(t *testing.T) {
 		{"the README's example in fifo order", fifo, map[string]int{"A": 2, "C": 1}, "AABBC", 4, "AABB|C|"},
 		{"the README's example with a cap of 2", store.ClaimPolicy{WorkspaceMaxRunning: 2}, map[string]int{"A": 2, "C": 1}, "AABBC", 4, "BBC|"},
 	}
+	// Claimed as runs alone, and as builds and runs with no build queued
+	// (on PostgreSQL: both queues' candidates in one read).
+	claims := map[string]func(s *store.Store, batch int) ([]store.ClaimedRun, error){
+		"runs": func(s *store.Store, batch int) ([]store.ClaimedRun, error) {
+			return s.ClaimRuns(context.Background(), "w1", time.Minute, batch)
+		},
+		"jobs": func(s *store.Store, batch int) ([]store.ClaimedRun, error) {
+			_, runs, err := s.ClaimJobs(context.Background(), "w1", time.Minute, batch, batch)
+			return runs, err
+		},
+	}
 	for _, tt := range tests {
-		t.Run(tt.name, func(t *testing.T) {
-			t.Parallel()
-			eachEnv(t, func(t *testing.T, e *env) {
-				w := newQueueWorld(e)
-				for name, n := range tt.running {
-					w.running(t, name, n)
-				}
-				for _, c := range tt.queued {
-					w.run(t, string(c))
-				}
-				e.s.SetClaimPolicy(tt.policy)
-				var got strings.Builder
-				for range len(tt.queued) + 1 {
-					runs, err := e.s.ClaimRuns(context.Background(), "w1", time.Minute, tt.batch)
-					if err != nil {
-						t.Fatal(err)
+		for via, claim := range claims {
+			t.Run(tt.name+"/"+via, func(t *testing.T) {
+				t.Parallel()
+				eachEnv(t, func(t *testing.T, e *env) {
+					w := newQueueWorld(e)
+					for name, n := range tt.running {
+						w.running(t, name, n)
 					}
-					if len(runs) == 0 {
-						break
+					for _, c := range tt.queued {
+						w.run(t, string(c))
 					}
-					got.WriteString(strings.Join(w.names(runs), "") + "|")
-				}
-				if got.String() != tt.want {
-					t.Errorf("claimed %q, want %q", got.String(), tt.want)
-				}
+					e.s.SetClaimPolicy(tt.policy)
+					var got strings.Builder
+					for range len(tt.queued) + 1 {
+						runs, err := claim(e.s, tt.batch)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if len(runs) == 0 {
+							break
+						}
+						got.WriteString(strings.Join(w.names(runs), "") + "|")
+					}
+					if got.String() != tt.want {
+						t.Errorf("claimed %q, want %q", got.String(), tt.want)
+					}
+				})
 			})
-		})
+		}
 	}
 }
 
