@@ -29,7 +29,10 @@ type ClaimPolicy struct {
 
 // SetClaimPolicy sets the order and cap of this store's claims and of the
 // queue gauges it reads. Call it before the store is shared.
-func (s *Store) SetClaimPolicy(p ClaimPolicy) { s.policy = p }
+func (s *Store) SetClaimPolicy(p ClaimPolicy) {
+	s.policy = p
+	s.claimSQL.Clear()
+}
 
 // ClaimPolicy is the policy SetClaimPolicy set.
 func (s *Store) ClaimPolicy() ClaimPolicy { return s.policy }

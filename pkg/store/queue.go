@@ -245,7 +245,8 @@ func firstTry(try int, w *window) *window {
 func (s *Store) readWindows(db *gorm.DB, buildLimit, runLimit int) (*window, *window, error) {
 	bw, rw := &window{size: fairWindow(buildLimit)}, &window{size: fairWindow(runLimit)}
 	var rows []windowRow
-	if err := db.Raw(windowsSQL(s.dialect, bw.size, rw.size)).Scan(&rows).Error; err != nil {
+	if err := db.Raw(s.claimStatement(claimSQLKey{stmt: stmtWindows, limit: bw.size, window: rw.size},
+		func() string { return windowsSQL(s.dialect, bw.size, rw.size) })).Scan(&rows).Error; err != nil {
 		return nil, nil, err
 	}
 	for _, r := range rows {
@@ -269,7 +270,7 @@ func (s *Store) claimFrom(tx *gorm.DB, q queueKind, worker string, lease time.Du
 	p := s.policy
 	args := claimArgs(worker, lease, limit)
 	if p.FIFO && q.capOf(p) == 0 {
-		_, err := appendScan(tx.Raw(q.fifoClaimSQL(s.dialect), args), out, nil)
+		_, err := appendScan(tx.Raw(s.claimStatement(claimSQLKey{kind: q.kind, stmt: stmtFIFO}, func() string { return q.fifoClaimSQL(s.dialect) }), args), out, nil)
 		return err
 	}
 	// While a busy workspace's flood lasts, every claim needs every
@@ -287,7 +288,8 @@ func (s *Store) claimFrom(tx *gorm.DB, q queueKind, worker string, lease time.Du
 		w := first
 		if w == nil {
 			w = &window{size: fairWindow(limit)}
-			if err := tx.Raw(q.candidatesSQL(s.dialect, p, false, limit, w.size)).Scan(&w.cands).Error; err != nil {
+			if err := tx.Raw(s.claimStatement(claimSQLKey{kind: q.kind, stmt: stmtWindow, limit: limit, window: w.size},
+				func() string { return q.candidatesSQL(s.dialect, p, false, limit, w.size) })).Scan(&w.cands).Error; err != nil {
 				return err
 			}
 		}
@@ -295,7 +297,8 @@ func (s *Store) claimFrom(tx *gorm.DB, q queueKind, worker string, lease time.Du
 	}
 	if needEvery {
 		cands = nil
-		if err := tx.Raw(q.candidatesSQL(s.dialect, p, true, limit, 0)).Scan(&cands).Error; err != nil {
+		if err := tx.Raw(s.claimStatement(claimSQLKey{kind: q.kind, stmt: stmtEvery, limit: limit},
+			func() string { return q.candidatesSQL(s.dialect, p, true, limit, 0) })).Scan(&cands).Error; err != nil {
 			return err
 		}
 		ids, _ = planClaim(cands, p, q.capOf(p), len(cands)+1, limit)
@@ -309,8 +312,35 @@ func (s *Store) claimFrom(tx *gorm.DB, q queueKind, worker string, lease time.Du
 		return err
 	}
 	args["ids"] = string(list)
-	_, err = appendScan(tx.Raw(q.takeSQL(s.dialect), args), out, ids)
+	_, err = appendScan(tx.Raw(s.claimStatement(claimSQLKey{kind: q.kind, stmt: stmtTake}, func() string { return q.takeSQL(s.dialect) }), args), out, ids)
 	return err
+}
+
+// claimSQLKey names one of the claim's statements. They depend on the
+// store's dialect and policy, fixed while claims run, and on these: made
+// once each, not at every claim (a few kilobytes of text each).
+type claimSQLKey struct {
+	kind          Kind
+	stmt          byte
+	limit, window int
+}
+
+// The claim's statements.
+const (
+	stmtFIFO byte = iota
+	stmtWindow
+	stmtEvery
+	stmtTake
+	stmtWindows
+)
+
+// claimStatement is the statement k, made by build the first time.
+func (s *Store) claimStatement(k claimSQLKey, build func() string) string {
+	if q, ok := s.claimSQL.Load(k); ok {
+		return q.(string)
+	}
+	q, _ := s.claimSQL.LoadOrStore(k, build())
+	return q.(string)
 }
 
 // everyFirstMax is the most workspaces with queued jobs for which a claim

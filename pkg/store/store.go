@@ -13,6 +13,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -73,6 +74,8 @@ type Store struct {
 	// everyFirst is, for builds and runs, whether the last fair claim
 	// needed every workspace's heads and found few workspaces (claimFrom).
 	everyFirst [2]atomic.Bool
+	// claimSQL holds the claim's statements as made (claimStatement).
+	claimSQL sync.Map
 	// name is the database as operators know it, without a password: the
 	// SQLite path, or PostgreSQL's host/dbname.
 	name string
