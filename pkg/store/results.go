@@ -1,6 +1,7 @@
 package store
 
 import (
+	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
@@ -24,6 +25,7 @@ import (
 type resultTable struct {
 	name   string
 	fields []*schema.Field
+	keys   []string                                       // each field's `"column":`, for resultRowsJSON
 	rows   func(runID string, sum *summary.Summary) []any // model pointers
 }
 
@@ -70,7 +72,9 @@ var resultTables = sync.OnceValue(func() []resultTable {
 		t := resultTable{name: s.Table, rows: m.rows}
 		for _, f := range s.Fields {
 			if f.DBName != "" {
+				key, _ := json.Marshal(f.DBName)
 				t.fields = append(t.fields, f)
+				t.keys = append(t.keys, string(key)+":")
 			}
 		}
 		tables = append(tables, t)
@@ -80,27 +84,38 @@ var resultTables = sync.OnceValue(func() []resultTable {
 
 // resultRowsJSON adds sum's rows for run to args: a JSON array per result
 // table, keyed by table name (the named arguments of finishRunSQL); empty
-// arrays when sum is nil.
+// arrays when sum is nil. Each row is written as an object field by field
+// (a map per row, sorted by json.Marshal, took 2.4 times as long and 4
+// times the allocations: BenchmarkResultRowsJSON).
 func resultRowsJSON(args map[string]any, runID string, sum *summary.Summary) error {
+	var buf bytes.Buffer
+	enc := json.NewEncoder(&buf) // a newline after each value: JSON whitespace
 	for _, t := range resultTables() {
 		var rows []any
 		if sum != nil {
 			rows = t.rows(runID, sum)
 		}
-		objs := make([]map[string]any, len(rows))
+		buf.Reset()
+		buf.WriteByte('[')
 		for i, r := range rows {
-			v := reflect.ValueOf(r).Elem()
-			obj := make(map[string]any, len(t.fields))
-			for _, f := range t.fields {
-				obj[f.DBName] = f.ReflectValueOf(context.Background(), v).Interface()
+			if i > 0 {
+				buf.WriteByte(',')
 			}
-			objs[i] = obj
+			v := reflect.ValueOf(r).Elem()
+			buf.WriteByte('{')
+			for j, f := range t.fields {
+				if j > 0 {
+					buf.WriteByte(',')
+				}
+				buf.WriteString(t.keys[j])
+				if err := enc.Encode(f.ReflectValueOf(context.Background(), v).Interface()); err != nil {
+					return fmt.Errorf("encode the %s rows: %w", t.name, err)
+				}
+			}
+			buf.WriteByte('}')
 		}
-		data, err := json.Marshal(objs)
-		if err != nil {
-			return fmt.Errorf("encode the %s rows: %w", t.name, err)
-		}
-		args[t.name] = string(data)
+		buf.WriteByte(']')
+		args[t.name] = buf.String()
 	}
 	return nil
 }
