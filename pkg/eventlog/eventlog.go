@@ -21,6 +21,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sync"
@@ -141,27 +142,29 @@ func Open(path string, c Context, opts Options) (*Log, error) {
 }
 
 // openFile opens (creating) the events file and its folder, from root
-// without following links when root is set.
+// without following links when root is set. The folder nearly always
+// exists (the jobrunner made it; the supervisor appends after it): it is
+// made only when the first open finds it missing, one walk from the root
+// fewer.
 func openFile(path, root string) (*os.File, error) {
 	const flag = os.O_APPEND | os.O_CREATE | os.O_RDWR | syscall.O_NOFOLLOW
-	if root == "" {
-		if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
+	open, mkdir := func() (*os.File, error) { return os.OpenFile(path, flag, 0o644) },
+		func() error { return os.MkdirAll(filepath.Dir(path), 0o755) }
+	if root != "" {
+		rel, err := filepath.Rel(root, path)
+		if err != nil || !filepath.IsLocal(rel) {
+			return nil, fmt.Errorf("eventlog: events file %q is not inside its root %q", path, root)
+		}
+		open, mkdir = func() (*os.File, error) { return safepath.Open(root, rel, flag, 0o644) },
+			func() error { return safepath.MkdirAll(root, filepath.Dir(rel), 0o755) }
+	}
+	f, err := open()
+	if errors.Is(err, fs.ErrNotExist) {
+		if err := mkdir(); err != nil {
 			return nil, fmt.Errorf("eventlog: create folder for events file: %w", err)
 		}
-		f, err := os.OpenFile(path, flag, 0o644)
-		if err != nil {
-			return nil, fmt.Errorf("eventlog: open events file: %w", err)
-		}
-		return f, nil
+		f, err = open()
 	}
-	rel, err := filepath.Rel(root, path)
-	if err != nil || !filepath.IsLocal(rel) {
-		return nil, fmt.Errorf("eventlog: events file %q is not inside its root %q", path, root)
-	}
-	if err := safepath.MkdirAll(root, filepath.Dir(rel), 0o755); err != nil {
-		return nil, fmt.Errorf("eventlog: create folder for events file: %w", err)
-	}
-	f, err := safepath.Open(root, rel, flag, 0o644)
 	if err != nil {
 		return nil, fmt.Errorf("eventlog: open events file: %w", err)
 	}

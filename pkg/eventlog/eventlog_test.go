@@ -229,6 +229,24 @@ func TestOpen(t *testing.T) {
 			t.Errorf("file mode %v has more than 0644", st.Mode().Perm())
 		}
 	})
+	t.Run("creates parent folders under its root", func(t *testing.T) {
+		root := t.TempDir()
+		path := filepath.Join(root, "run", "logs", "events.ndjson")
+		for range 2 { // missing, then there
+			l, err := Open(path, testCtx, Options{Root: root})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if err := l.Emit("info", "e", "", nil); err != nil {
+				t.Fatal(err)
+			}
+			l.Close()
+		}
+		raw, err := os.ReadFile(path)
+		if err != nil || strings.Count(string(raw), "\n") != 2 {
+			t.Fatalf("events file = %q, %v; want two lines", raw, err)
+		}
+	})
 	t.Run("appends and cuts a partial last line", func(t *testing.T) {
 		path := filepath.Join(t.TempDir(), "events.ndjson")
 		if err := os.WriteFile(path, []byte("{\"event\":\"old\"}\n{\"event\":\"cut"), 0o644); err != nil {
