@@ -218,11 +218,11 @@ SELECT id, workspace_id, n, head FROM (
 ORDER BY k1, k2`
 }
 
-// windowSQL is candidatesSQL's window, of the size size (an argument's
-// name, or a number). With a tag, each row also carries the tag (queue) and its place
-// in the window (pos), for windowsSQL; pos is numbered outside the LIMIT,
-// over the window's rows only (inside, PostgreSQL numbered the whole queue
-// first: six times the cost).
+// windowSQL is candidatesSQL's window of size jobs. With a tag, each row
+// also carries the tag (queue) and its place in the window (pos), for
+// windowsSQL; pos is numbered outside the LIMIT, over the window's rows
+// only (inside, PostgreSQL numbered the whole queue first: six times the
+// cost).
 func (q queueKind) windowSQL(d dialect, size, tag string) string {
 	keys := ""
 	if tag != "" {
