@@ -445,3 +445,35 @@ func TestClaimReadsRunContext(t *testing.T) {
 		})
 	}
 }
+
+// A summary of more rows than one statement takes (SQLite inserts them in
+// batches of about 1,000 values) keeps every row.
+func TestFinishRunManyResults(t *testing.T) {
+	t.Parallel()
+	const fields, columns = 301, 157
+	sum := &summary.Summary{Metrics: &summary.Metrics{RowCountTotal: ptr(int64(9))}}
+	for i := range fields {
+		sum.Fields = append(sum.Fields, summary.Field{Field: fmt.Sprint("f", i), OccurrencesTables: int64(i)})
+	}
+	for i := range columns {
+		sum.Columns = append(sum.Columns, summary.Column{WorkbookName: "w", SheetName: "s", ColumnIndex: int64(i),
+			NonEmptyCells: int64(i), MappingStatus: "mapped"})
+	}
+	eachEnv(t, func(t *testing.T, e *env) {
+		docID := e.doc(t)
+		runID := e.runFor(t, docID, "", t0.Add(-time.Hour), t0.Add(-time.Hour))
+		f := claimAndStart(t, e, runID, docID)
+		if err := e.s.FinishRun(context.Background(), f, store.RunOutcome{Succeeded: true, ExitCode: ptr(0), Summary: sum, DocumentID: docID}); err != nil {
+			t.Fatal(err)
+		}
+		var got struct{ Fields, Columns, FieldSum, ColumnSum int64 }
+		e.scan(t, &got, `SELECT (SELECT COUNT(*) FROM run_fields WHERE run_id = @r) AS fields,
+			(SELECT COUNT(*) FROM run_table_columns WHERE run_id = @r) AS columns,
+			(SELECT SUM(occurrences_tables) FROM run_fields WHERE run_id = @r) AS field_sum,
+			(SELECT SUM(non_empty_cells) FROM run_table_columns WHERE run_id = @r) AS column_sum`, map[string]any{"r": runID})
+		if got.Fields != fields || got.Columns != columns ||
+			got.FieldSum != fields*(fields-1)/2 || got.ColumnSum != columns*(columns-1)/2 {
+			t.Errorf("rows = %+v; want %d fields and %d columns, every one", got, fields, columns)
+		}
+	})
+}
