@@ -364,12 +364,7 @@ func TestRunResultsKeepEveryValue(t *testing.T) {
 	for name, sum := range map[string]*summary.Summary{"rich": rich, "bare": bare} {
 		t.Run(name, func(t *testing.T) {
 			eachEnv(t, func(t *testing.T, e *env) {
-				docID := e.doc(t)
-				runID := e.runFor(t, docID, "", t0.Add(-time.Hour), t0.Add(-time.Hour))
-				f := claimAndStart(t, e, runID, docID)
-				if err := e.s.FinishRun(context.Background(), f, store.RunOutcome{Succeeded: true, ExitCode: ptr(0), Summary: sum, DocumentID: docID}); err != nil {
-					t.Fatal(err)
-				}
+				runID := succeedWith(t, e, sum)
 				var metrics []summary.Metrics
 				e.scan(t, &metrics, `SELECT * FROM run_metrics WHERE run_id = ?`, runID)
 				if len(metrics) != 1 || !reflect.DeepEqual(metrics[0], *sum.Metrics) {
@@ -460,12 +455,7 @@ func TestFinishRunManyResults(t *testing.T) {
 			NonEmptyCells: int64(i), MappingStatus: "mapped"})
 	}
 	eachEnv(t, func(t *testing.T, e *env) {
-		docID := e.doc(t)
-		runID := e.runFor(t, docID, "", t0.Add(-time.Hour), t0.Add(-time.Hour))
-		f := claimAndStart(t, e, runID, docID)
-		if err := e.s.FinishRun(context.Background(), f, store.RunOutcome{Succeeded: true, ExitCode: ptr(0), Summary: sum, DocumentID: docID}); err != nil {
-			t.Fatal(err)
-		}
+		runID := succeedWith(t, e, sum)
 		var got struct{ Fields, Columns, FieldSum, ColumnSum int64 }
 		e.scan(t, &got, `SELECT (SELECT COUNT(*) FROM run_fields WHERE run_id = @r) AS fields,
 			(SELECT COUNT(*) FROM run_table_columns WHERE run_id = @r) AS columns,
@@ -476,4 +466,17 @@ func TestFinishRunManyResults(t *testing.T) {
 			t.Errorf("rows = %+v; want %d fields and %d columns, every one", got, fields, columns)
 		}
 	})
+}
+
+// succeedWith queues a run of a new document, claims it and finishes it
+// succeeded with sum; it returns the run's id.
+func succeedWith(t *testing.T, e *env, sum *summary.Summary) string {
+	t.Helper()
+	docID := e.doc(t)
+	runID := e.runFor(t, docID, "", t0.Add(-time.Hour), t0.Add(-time.Hour))
+	f := claimAndStart(t, e, runID, docID)
+	if err := e.s.FinishRun(context.Background(), f, store.RunOutcome{Succeeded: true, ExitCode: ptr(0), Summary: sum, DocumentID: docID}); err != nil {
+		t.Fatal(err)
+	}
+	return runID
 }
