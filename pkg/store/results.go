@@ -28,6 +28,9 @@ type resultTable struct {
 	fields []*schema.Field
 	keys   []string                                       // each field's `"column":`, for resultRowsJSON
 	rows   func(runID string, sum *summary.Summary) []any // model pointers
+	// insert and row make insertRunResults' statements: `INSERT INTO t
+	// (columns) VALUES ` and one row's placeholders.
+	insert, row string
 }
 
 func (t resultTable) columns() []string {
@@ -78,6 +81,8 @@ var resultTables = sync.OnceValue(func() []resultTable {
 				t.keys = append(t.keys, string(key)+":")
 			}
 		}
+		t.insert = "INSERT INTO " + t.name + " (" + strings.Join(t.columns(), ", ") + ") VALUES "
+		t.row = "(" + strings.TrimSuffix(strings.Repeat("?, ", len(t.fields)), ", ") + ")"
 		tables = append(tables, t)
 	}
 	return tables
@@ -136,17 +141,16 @@ func (s *Store) insertRunResults(tx *gorm.DB, runID string, sum *summary.Summary
 		// At most about 1,000 values a statement: SQLite's old limit on
 		// bound parameters was 999.
 		batch := max(1, 1000/len(t.fields))
-		row := "(" + strings.TrimSuffix(strings.Repeat("?, ", len(t.fields)), ", ") + ")"
 		for len(rows) > 0 {
 			n := min(batch, len(rows))
 			var q strings.Builder
-			q.WriteString("INSERT INTO " + t.name + " (" + strings.Join(t.columns(), ", ") + ") VALUES ")
+			q.WriteString(t.insert)
 			args := make([]any, 0, n*len(t.fields))
 			for i, r := range rows[:n] {
 				if i > 0 {
 					q.WriteString(", ")
 				}
-				q.WriteString(row)
+				q.WriteString(t.row)
 				v := reflect.ValueOf(r).Elem()
 				for _, f := range t.fields {
 					args = append(args, f.ReflectValueOf(ctx, v).Interface())

@@ -255,12 +255,8 @@ func (s *Store) FinishRun(ctx context.Context, f Fence, o RunOutcome) error {
 // earlier attempt are removed first so a retry never mixes results. (Where
 // the dialect has finishRunSQL, that statement does all of it instead.)
 func (s *Store) replaceRunResults(tx *gorm.DB, runID string, sum *summary.Summary) error {
-	for _, stmt := range []string{
-		`DELETE FROM run_metrics WHERE run_id = ?`,
-		`DELETE FROM run_fields WHERE run_id = ?`,
-		`DELETE FROM run_table_columns WHERE run_id = ?`,
-	} {
-		if err := tx.Exec(stmt, runID).Error; err != nil {
+	for _, t := range resultTables() {
+		if err := tx.Exec(`DELETE FROM `+t.name+` WHERE run_id = ?`, runID).Error; err != nil {
 			return fmt.Errorf("clear the results of an earlier attempt: %w", err)
 		}
 	}

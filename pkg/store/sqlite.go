@@ -115,8 +115,8 @@ func (sqliteDialect) watch(ctx context.Context, path string, w Watch) error {
 // SQLite has no data-modifying CTEs; its statements cost no round trip.
 func (sqliteDialect) moveDocumentSQL(bool) string { return "" }
 
-// FinishRun's statements one by one, the results through the models (see
-// results.go): no round trips to save.
+// FinishRun's statements one by one, the results as multi-row INSERTs of
+// bound values (insertRunResults): no round trips to save.
 func (sqliteDialect) finishRunSQL(bool) string { return "" }
 
 // SQLite's watcher sees every write, a resume included.
