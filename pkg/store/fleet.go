@@ -317,6 +317,17 @@ func (a *advertisedFree) set(worker string, free int) {
 	a.free[worker] = max(free, 0)
 }
 
+// ended records how the transaction that ran advertiseFree ended: its
+// figure when it wrote one and committed, nothing known after a failure.
+func (a *advertisedFree) ended(worker string, free int, wrote bool, err error) {
+	switch {
+	case err != nil:
+		a.forget(worker)
+	case wrote:
+		a.set(worker, free)
+	}
+}
+
 func (a *advertisedFree) forget(worker string) {
 	a.mu.Lock()
 	defer a.mu.Unlock()

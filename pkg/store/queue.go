@@ -120,7 +120,7 @@ func qualify(table, columns string) string {
 }
 
 func claimArgs(worker string, lease time.Duration, limit int) map[string]any {
-	return map[string]any{"worker": worker, "lease": lease.Seconds(), "limit": limit, "window": fairWindow(limit)}
+	return map[string]any{"worker": worker, "lease": lease.Seconds(), "limit": limit}
 }
 
 // ClaimJobs takes up to buildLimit claimable builds, then as many
@@ -169,12 +169,9 @@ func (s *Store) ClaimJobs(ctx context.Context, worker string, lease time.Duratio
 		wrote, err = s.advertiseFree(tx, worker, free)
 		return err
 	})
+	s.advertised.ended(worker, free, wrote, err)
 	if err != nil {
-		s.advertised.forget(worker)
 		return nil, nil, err
-	}
-	if wrote {
-		s.advertised.set(worker, free)
 	}
 	return builds, runs, nil
 }
@@ -217,12 +214,7 @@ func (s *Store) claimEach(ctx context.Context, worker string, lease time.Duratio
 	}
 	free := runLimit - len(builds) - len(runs)
 	wrote, err := s.advertiseFree(db, worker, free)
-	switch {
-	case err != nil:
-		s.advertised.forget(worker)
-	case wrote:
-		s.advertised.set(worker, free)
-	}
+	s.advertised.ended(worker, free, wrote, err)
 	return builds, runs, err
 }
 
