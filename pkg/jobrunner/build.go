@@ -83,7 +83,6 @@ func (j *job) makeVenv(ctx context.Context, b *jobspec.BuildSpec) *jobspec.Resul
 		if s.dir == "" {
 			s.dir = filepath.Dir(tmp)
 		}
-		// After the first step, tmp's pyvenv.cfg names the interpreter.
 		s.policy = j.buildPolicy(b, tmp, true)
 		if res := j.buildStep(ctx, s); res != nil {
 			return res

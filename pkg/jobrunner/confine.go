@@ -1,7 +1,6 @@
 package jobrunner
 
 import (
-	"bufio"
 	"fmt"
 	"maps"
 	"net/url"
@@ -86,7 +85,11 @@ func (j *job) basePolicy() *sandbox.Policy {
 }
 
 // enginePolicy confines a run's engine: it reads its venv, package and
-// staged input, writes its output and logs folders, and has no TCP.
+// staged input, writes its output and logs folders, and has no TCP. The
+// Python installation it may read is the operator's interpreter (the one
+// builds use), never one the venv names: its pyvenv.cfg and bin/python
+// were written by a build, where the package's install code runs, and a
+// "home" it planted there would otherwise grant its runs any folder.
 func (j *job) enginePolicy(input string) *sandbox.Policy {
 	if !j.confined() {
 		return nil
@@ -94,7 +97,11 @@ func (j *job) enginePolicy(input string) *sandbox.Policy {
 	r := j.spec.Run
 	p := j.basePolicy()
 	p.Read = append(p.Read, r.VenvDir, r.ConfigDir)
-	p.Read = append(p.Read, venvPythonHome(r.VenvDir)...)
+	python := "python3" // a hand-written spec without the build's settings
+	if r.Rebuild != nil && r.Rebuild.Python != "" {
+		python = r.Rebuild.Python
+	}
+	p.Read = append(p.Read, interpreterHome(python, j.spec.Env["PATH"])...)
 	if input != "" {
 		p.Read = append(p.Read, input)
 		p.Write = append(p.Write, filepath.Join(r.RunDir, layout.OutputName), filepath.Join(r.RunDir, "logs"))
@@ -114,7 +121,6 @@ func (j *job) buildPolicy(b *jobspec.BuildSpec, venv string, writable bool) *san
 	p := j.basePolicy()
 	p.Read = append(p.Read, b.ConfigDir)
 	p.Read = append(p.Read, interpreterHome(b.Python, env["PATH"])...)
-	p.Read = append(p.Read, venvPythonHome(venv)...)
 	p.Read = append(p.Read, localPaths(b.EngineSpec)...)
 	if b.UV != "" {
 		p.Read = append(p.Read, interpreterHome(b.UV, env["PATH"])...)
@@ -171,26 +177,6 @@ func interpreterHome(program, path string) []string {
 func isExecutable(path string) bool {
 	st, err := os.Stat(path)
 	return err == nil && !st.IsDir() && st.Mode()&0o111 != 0
-}
-
-// venvPythonHome is the Python installation a venv was made from: the
-// "home" of its pyvenv.cfg and where its python link leads.
-func venvPythonHome(venv string) []string {
-	var out []string
-	if f, err := os.Open(filepath.Join(venv, "pyvenv.cfg")); err == nil {
-		sc := bufio.NewScanner(f)
-		for sc.Scan() {
-			k, v, ok := strings.Cut(sc.Text(), "=")
-			if ok && strings.TrimSpace(k) == "home" {
-				out = append(out, interpreterHome(filepath.Join(strings.TrimSpace(v), "python"), "")...)
-			}
-		}
-		f.Close()
-	}
-	if real, err := filepath.EvalSymlinks(venvPython(venv)); err == nil {
-		out = append(out, filepath.Dir(filepath.Dir(real)))
-	}
-	return out
 }
 
 // localPaths picks the local files and folders out of a pip setting or

@@ -21,6 +21,8 @@ import (
 type hostileReport struct {
 	Attacks map[string]attemptResult `json:"attacks"`
 	Legit   map[string]attemptResult `json:"legit"`
+	// Planted is what a build left for its runs to exploit.
+	Planted map[string]attemptResult `json:"planted"`
 	TmpDir  string                   `json:"tmpdir"`
 }
 
@@ -107,6 +109,11 @@ func TestSandboxRefusesHostilePackage(t *testing.T) {
 		buildReport := readReport(t, filepath.Join(hvenv, "hostile-build-report.json"))
 		assertRefused(t, "build", buildReport, 16)
 		assertLegit(t, "build", buildReport, "connect_index_port")
+		// The run's attacks below read the secret and the other document
+		// again, with the lures of this plant in its venv.
+		if r := buildReport.Planted["venv_home"]; !r.OK {
+			t.Fatalf("build: planting home lines in its own pyvenv.cfg = %+v, want done (a build writes its venv)", r)
+		}
 		if r := buildReport.Legit["connect_index_port"]; !r.OK && (r.Errno == nil || *r.Errno != int(syscall.ECONNREFUSED)) {
 			t.Errorf("build: connecting to the package index port 443 = %+v, want allowed by the sandbox (connected, or refused by the host: nothing listens)", r)
 		}

@@ -153,12 +153,31 @@ def write_report(path, report):
     os.replace(tmp, path)
 
 
+def plant_venv_home(targets):
+    """Writes "home" lines into the pyvenv.cfg of the venv being built, each
+    naming a folder whose parent holds another tenant's document or the
+    secret, before the real line (Python keeps the last). A worker that
+    derived the runs' read rights from this file would hand them those
+    folders."""
+    cfg = os.path.join(sys.prefix, "pyvenv.cfg")
+    with open(cfg, encoding="utf-8") as handle:
+        original = handle.read()
+    lures = "".join("home = %s\n" % os.path.join(os.path.dirname(targets[key]), "bin")
+                    for key in ("secret_file", "other_document"))
+    with open(cfg, "w", encoding="utf-8") as handle:
+        handle.write(lures + original)
+    return cfg
+
+
 def build_attacks(package_root, report_path):
     """The package's install code, run by pip during a build."""
     t = load_targets(package_root)
     if t is None:
         return
     attacks = common_attacks(t)
+    # Allowed (a build writes its own venv); what it must not win is read
+    # rights for the build's runs, which the run's attacks then test.
+    planted = attempt(plant_venv_home, t)
     legit = {
         "read_package": attempt(read, os.path.join(package_root, "pyproject.toml")),
         # Allowed by the sandbox during builds (a package index's port):
@@ -167,7 +186,8 @@ def build_attacks(package_root, report_path):
         "write_tmpdir": attempt(write_tmpdir),
         "no_new_privs": attempt(no_new_privs),
     }
-    write_report(report_path, {"attacks": attacks, "legit": legit, "tmpdir": os.environ.get("TMPDIR", "")})
+    write_report(report_path, {"attacks": attacks, "legit": legit, "planted": {"venv_home": planted},
+                               "tmpdir": os.environ.get("TMPDIR", "")})
 
 
 def argument(name):
