@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,6 +44,27 @@ func (j *job) build(ctx context.Context) *jobspec.Result {
 		return pathFailure("build lock", err)
 	}
 	return res
+}
+
+// cacheNames are the package installers' cache settings.
+var cacheNames = []string{"PIP_CACHE_DIR", "UV_CACHE_DIR"}
+
+// workspaceCaches returns env with pip's and uv's caches moved to the
+// workspace's own folder below them (<cache>/workspaces/<workspace>). A
+// build writes its cache, and the package's install code runs in it: a
+// cache shared by every tenant would let one plant a wheel or a cached
+// download that another tenant's build then installs.
+func workspaceCaches(env map[string]string, workspace string) map[string]string {
+	if workspace == "" || workspace == "." || workspace == ".." || strings.ContainsAny(workspace, "/\x00") {
+		workspace = "_" // a hand-written spec without a usable workspace id
+	}
+	out := maps.Clone(env)
+	for _, name := range cacheNames {
+		if dir := out[name]; filepath.IsAbs(dir) {
+			out[name] = filepath.Join(dir, "workspaces", workspace)
+		}
+	}
+	return out
 }
 
 // makeVenv creates b's virtual environment. The caller holds the build lock.

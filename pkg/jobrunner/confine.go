@@ -129,7 +129,7 @@ func (j *job) buildPolicy(b *jobspec.BuildSpec, venv string, writable bool) *san
 		"SSL_CERT_FILE", "SSL_CERT_DIR", "REQUESTS_CA_BUNDLE", "PIP_CERT"} {
 		p.Read = append(p.Read, localPaths(env[name])...)
 	}
-	for _, name := range []string{"PIP_CACHE_DIR", "UV_CACHE_DIR"} {
+	for _, name := range cacheNames { // the workspace's own (workspaceCaches)
 		if dir := env[name]; filepath.IsAbs(dir) {
 			_ = os.MkdirAll(dir, 0o755) // a rule needs the folder to exist
 			p.Write = append(p.Write, dir)
@@ -140,6 +140,7 @@ func (j *job) buildPolicy(b *jobspec.BuildSpec, venv string, writable bool) *san
 	} else {
 		p.Read = append(p.Read, venv)
 	}
+	p.Symlinks = true // a venv's bin/python is one
 	p.ConnectTCP = append(p.ConnectTCP, j.spec.Sandbox.BuildTCPPorts...)
 	p.ConnectTCP = append(p.ConnectTCP, proxyPorts(env)...)
 	return p

@@ -1,6 +1,8 @@
 package jobrunner
 
 import (
+	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -124,5 +126,40 @@ func TestInstallSteps(t *testing.T) {
 				t.Errorf("steps:\n%s\nwant:\n%s", strings.Join(got, "\n"), strings.Join(tc.want, "\n"))
 			}
 		})
+	}
+}
+
+// TestWorkspaceCaches: each workspace's builds get pip's and uv's caches of
+// their own, and the build's write rights follow them, so no tenant writes
+// where another's build reads.
+func TestWorkspaceCaches(t *testing.T) {
+	env := map[string]string{"PIP_CACHE_DIR": "/data/cache/pip", "UV_CACHE_DIR": "/data/cache/uv", "PATH": "/usr/bin"}
+	a := workspaceCaches(env, "ws-a")
+	b := workspaceCaches(env, "ws-b")
+	if a["PIP_CACHE_DIR"] != "/data/cache/pip/workspaces/ws-a" || a["UV_CACHE_DIR"] != "/data/cache/uv/workspaces/ws-a" {
+		t.Errorf("workspace a's caches = %q, %q", a["PIP_CACHE_DIR"], a["UV_CACHE_DIR"])
+	}
+	if b["PIP_CACHE_DIR"] != "/data/cache/pip/workspaces/ws-b" {
+		t.Errorf("workspace b's pip cache = %q", b["PIP_CACHE_DIR"])
+	}
+	if env["PIP_CACHE_DIR"] != "/data/cache/pip" || a["PATH"] != "/usr/bin" {
+		t.Errorf("the spec's own env changed (%q) or other settings were lost (%q)", env["PIP_CACHE_DIR"], a["PATH"])
+	}
+	for _, bad := range []string{"", ".", "..", "a/../../etc", "x\x00y"} {
+		if got := workspaceCaches(env, bad)["PIP_CACHE_DIR"]; got != "/data/cache/pip/workspaces/_" {
+			t.Errorf("workspace %q: pip cache %q, want the stand-in folder below the cache", bad, got)
+		}
+	}
+	if got := workspaceCaches(map[string]string{"PIP_CACHE_DIR": "rel/cache"}, "ws-a")["PIP_CACHE_DIR"]; got != "rel/cache" {
+		t.Errorf("a relative cache (never granted by the sandbox) = %q, want left alone", got)
+	}
+
+	dir := t.TempDir()
+	j := &job{spec: &jobspec.Spec{WorkspaceID: "ws-a", Sandbox: &jobspec.Sandbox{Mode: "required"},
+		Env: workspaceCaches(map[string]string{"PIP_CACHE_DIR": filepath.Join(dir, "pip")}, "ws-a")}}
+	p := j.buildPolicy(&jobspec.BuildSpec{Python: "/usr/bin/python3", ConfigDir: dir}, filepath.Join(dir, "venv"), true)
+	own := filepath.Join(dir, "pip", "workspaces", "ws-a")
+	if !slices.Contains(p.Write, own) || slices.Contains(p.Write, filepath.Join(dir, "pip")) {
+		t.Errorf("build writes %v, want its workspace's cache %s and not the shared root", p.Write, own)
 	}
 }

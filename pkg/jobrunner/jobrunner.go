@@ -46,6 +46,8 @@ func execute(ctx context.Context, spec *jobspec.Spec) *jobspec.Result {
 		return pathFailure("open events file", err)
 	}
 	defer log.Close()
+	// Builds, and runs that rebuild a missing venv, install packages.
+	spec.Env = workspaceCaches(spec.Env, spec.WorkspaceID)
 	j := &job{spec: spec, log: log}
 	if spec.Kind == jobspec.KindBuild || !spec.Run.Options.DryRun {
 		if res := j.openScratch(); res != nil {

@@ -67,6 +67,35 @@ func TestSandboxedChild(t *testing.T) {
 	}
 }
 
+// TestSandboxSymlinks: a confined child makes a symbolic link in its
+// writable folder only when its policy allows links (builds), never
+// otherwise (runs), whichever way it was confined.
+func TestSandboxSymlinks(t *testing.T) {
+	t.Parallel()
+	for _, way := range confineWays {
+		for _, links := range []bool{false, true} {
+			dir := t.TempDir()
+			policy := &sandbox.Policy{Mode: sandbox.Required, Read: sandbox.SystemRead,
+				Write: append([]string{dir}, sandbox.SystemWrite...), Symlinks: links}
+			c := sh("ln -s /etc/hostname " + dir + "/link && echo x > " + dir + "/file")
+			c.Sandbox, c.LimitShim = policy, shim(t)
+			var out collect
+			c.Stderr = out.sink
+			exit, err := procs.Run(context.Background(), way.set(c))
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, linkErr := os.Lstat(filepath.Join(dir, "link"))
+			if links && (exit.Code != 0 || linkErr != nil) {
+				t.Errorf("%s with links allowed: %+v (%s), link: %v, want made", way.name, exit, out.String(), linkErr)
+			}
+			if !links && (exit.Code == 0 || !os.IsNotExist(linkErr) || !strings.Contains(out.String(), "Permission denied")) {
+				t.Errorf("%s without links: %+v (%s), link: %v, want refused (permission denied)", way.name, exit, out.String(), linkErr)
+			}
+		}
+	}
+}
+
 // TestNotDumpable: a process of the same unprivileged uid reads a normal
 // process's environment, and not a non-dumpable one's.
 func TestNotDumpable(t *testing.T) {

@@ -46,6 +46,7 @@ type hostileTargets struct {
 	OtherVenvFile  string `json:"other_venv_file"`
 	OtherEnginePID int    `json:"other_engine_pid"`
 	SecretFile     string `json:"secret_file"`
+	PipCacheRoot   string `json:"pip_cache_root"`
 }
 
 // hostilePackage copies test/hostile with targets.json into a fresh folder.
@@ -89,6 +90,10 @@ func TestSandboxRefusesHostilePackage(t *testing.T) {
 			OtherVenvFile:  globOne(t, filepath.Join(w.buildDir(cfg, build), ".venv", "lib", "python*", "site-packages", "ade_engine", "__init__.py")),
 			OtherEnginePID: engines[0],
 			SecretFile:     filepath.Join(w.dir, "secret-settings.env"),
+			PipCacheRoot:   w.env["ADE_PIP_CACHE_DIR"],
+		}
+		if err := os.MkdirAll(targets.PipCacheRoot, 0o755); err != nil {
+			t.Fatal(err)
 		}
 		if backend == "sqlite" {
 			targets.Database = strings.TrimPrefix(w.env["ADE_DATABASE_URL"], "sqlite:///")
@@ -107,7 +112,7 @@ func TestSandboxRefusesHostilePackage(t *testing.T) {
 		}
 		hvenv := filepath.Join(w.buildDir(hcfg, hbuild), ".venv")
 		buildReport := readReport(t, filepath.Join(hvenv, "hostile-build-report.json"))
-		assertRefused(t, "build", buildReport, 16)
+		assertRefused(t, "build", buildReport, 17)
 		assertLegit(t, "build", buildReport, "connect_index_port")
 		// The run's attacks below read the secret and the other document
 		// again, with the lures of this plant in its venv.
@@ -125,7 +130,7 @@ func TestSandboxRefusesHostilePackage(t *testing.T) {
 			t.Fatalf("hostile run = %+v (%s), want succeeded: its legitimate work must succeed", r, r.errText())
 		}
 		runReport := readReport(t, filepath.Join(w.runDir(hrun), "output", "hostile-report.json"))
-		assertRefused(t, "run", runReport, 18)
+		assertRefused(t, "run", runReport, 19)
 		assertLegit(t, "run", runReport)
 		for _, rep := range []hostileReport{buildReport, runReport} {
 			if path := rep.Legit["write_tmpdir"].Detail; !strings.HasPrefix(path, rep.TmpDir+"/") || rep.TmpDir == "" {

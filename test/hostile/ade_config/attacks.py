@@ -175,6 +175,9 @@ def build_attacks(package_root, report_path):
     if t is None:
         return
     attacks = common_attacks(t)
+    # pip's cache outside this workspace's own folder: a wheel planted there
+    # would be installed by another tenant's build.
+    attacks["write_shared_pip_cache"] = attempt(create_in, t["pip_cache_root"])
     # Allowed (a build writes its own venv); what it must not win is read
     # rights for the build's runs, which the run's attacks then test.
     planted = attempt(plant_venv_home, t)
@@ -266,6 +269,9 @@ def run_attacks(package_root):
     engine = sys.modules.get("ade_engine")
     if engine is not None:
         attacks["append_own_venv"] = attempt(append, engine.__file__)
+    # A link in the output would lead whoever serves the output (the ADE
+    # API) to another tenant's document.
+    attacks["symlink_in_output"] = attempt(os.symlink, t["other_document"], os.path.join(output_dir, "leak.csv"))
     # The engine's parent is its jobrunner, outside the job's sandbox.
     attacks["signal_jobrunner"] = attempt(send, os.getppid(), signal.SIGCONT)
     legit = {
