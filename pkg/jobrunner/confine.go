@@ -140,7 +140,7 @@ func (j *job) buildPolicy(b *jobspec.BuildSpec, venv string, writable bool) *san
 	} else {
 		p.Read = append(p.Read, venv)
 	}
-	p.Symlinks = true // a venv's bin/python is one
+	p.Links = true // a venv's bin/python is one
 	p.ConnectTCP = append(p.ConnectTCP, j.spec.Sandbox.BuildTCPPorts...)
 	p.ConnectTCP = append(p.ConnectTCP, proxyPorts(env)...)
 	return p

@@ -67,30 +67,37 @@ func TestSandboxedChild(t *testing.T) {
 	}
 }
 
-// TestSandboxSymlinks: a confined child makes a symbolic link in its
-// writable folder only when its policy allows links (builds), never
-// otherwise (runs), whichever way it was confined.
-func TestSandboxSymlinks(t *testing.T) {
+// TestSandboxLinks: a confined child makes a symbolic link or a named pipe
+// in its writable folder only when its policy allows links (builds), never
+// otherwise (runs), whichever way it was confined; plain files either way.
+func TestSandboxLinks(t *testing.T) {
 	t.Parallel()
 	for _, way := range confineWays {
 		for _, links := range []bool{false, true} {
 			dir := t.TempDir()
 			policy := &sandbox.Policy{Mode: sandbox.Required, Read: sandbox.SystemRead,
-				Write: append([]string{dir}, sandbox.SystemWrite...), Symlinks: links}
-			c := sh("ln -s /etc/hostname " + dir + "/link && echo x > " + dir + "/file")
-			c.Sandbox, c.LimitShim = policy, shim(t)
-			var out collect
-			c.Stderr = out.sink
-			exit, err := procs.Run(context.Background(), way.set(c))
-			if err != nil {
-				t.Fatal(err)
-			}
-			_, linkErr := os.Lstat(filepath.Join(dir, "link"))
-			if links && (exit.Code != 0 || linkErr != nil) {
-				t.Errorf("%s with links allowed: %+v (%s), link: %v, want made", way.name, exit, out.String(), linkErr)
-			}
-			if !links && (exit.Code == 0 || !os.IsNotExist(linkErr) || !strings.Contains(out.String(), "Permission denied")) {
-				t.Errorf("%s without links: %+v (%s), link: %v, want refused (permission denied)", way.name, exit, out.String(), linkErr)
+				Write: append([]string{dir}, sandbox.SystemWrite...), Links: links}
+			for _, mk := range []string{"ln -s /etc/hostname " + dir + "/link", "mkfifo " + dir + "/link"} {
+				c := sh("echo x > " + dir + "/file && " + mk)
+				c.Sandbox, c.LimitShim = policy, shim(t)
+				var out collect
+				c.Stderr = out.sink
+				exit, err := procs.Run(context.Background(), way.set(c))
+				if err != nil {
+					t.Fatal(err)
+				}
+				_, linkErr := os.Lstat(filepath.Join(dir, "link"))
+				_, fileErr := os.Stat(filepath.Join(dir, "file"))
+				if fileErr != nil {
+					t.Errorf("%s %q: plain file not written: %v", way.name, mk, fileErr)
+				}
+				if links && (exit.Code != 0 || linkErr != nil) {
+					t.Errorf("%s %q with links allowed: %+v (%s), link: %v, want made", way.name, mk, exit, out.String(), linkErr)
+				}
+				if !links && (exit.Code == 0 || !os.IsNotExist(linkErr) || !strings.Contains(out.String(), "Permission denied")) {
+					t.Errorf("%s %q without links: %+v (%s), link: %v, want refused (permission denied)", way.name, mk, exit, out.String(), linkErr)
+				}
+				_ = os.Remove(filepath.Join(dir, "link"))
 			}
 		}
 	}

@@ -163,17 +163,19 @@ type Policy struct {
 	// ConnectTCP are the TCP ports the step may connect to; no port may be
 	// bound.
 	ConnectTCP []uint16 `json:"connect_tcp,omitempty"`
-	// Symlinks lets the step create symbolic links in the folders of Write
-	// (a build: a venv links its python). A run may not: a link it left in
-	// its output would lead whoever serves that file to wherever it points.
-	Symlinks bool `json:"symlinks,omitempty"`
+	// Links lets the step create symbolic links and named pipes in the
+	// folders of Write (a build: a venv links its python). A run may not:
+	// a link left in its output would lead whoever serves that file to
+	// wherever it points, and a pipe would hang whoever reads it.
+	Links bool `json:"links,omitempty"`
 }
 
-// writeNoSymlinks is what a folder of Write grants without Symlinks: all
-// that landlock.RWDirs grants but making symbolic links.
-const writeNoSymlinks = ll.AccessFSExecute | ll.AccessFSReadFile | ll.AccessFSReadDir | ll.AccessFSWriteFile |
-	ll.AccessFSRemoveDir | ll.AccessFSRemoveFile | ll.AccessFSMakeChar | ll.AccessFSMakeDir | ll.AccessFSMakeReg |
-	ll.AccessFSMakeSock | ll.AccessFSMakeFifo | ll.AccessFSMakeBlock | ll.AccessFSTruncate
+// writePlain is what a folder of Write grants without Links: all that
+// landlock.RWDirs grants but making symbolic links, named pipes and device
+// nodes (the last need a privilege no job has anyway).
+const writePlain = ll.AccessFSExecute | ll.AccessFSReadFile | ll.AccessFSReadDir | ll.AccessFSWriteFile |
+	ll.AccessFSRemoveDir | ll.AccessFSRemoveFile | ll.AccessFSMakeDir | ll.AccessFSMakeReg |
+	ll.AccessFSMakeSock | ll.AccessFSTruncate
 
 // SystemRead are the system files every Python process needs: programs and
 // libraries, configuration (certificates, time zones, name service) and the
@@ -204,8 +206,8 @@ func Apply(p Policy) error {
 	add := func(paths []string, write bool) {
 		dirs, files := split(paths)
 		if write {
-			dirRule := landlock.PathAccess(writeNoSymlinks, dirs...)
-			if p.Symlinks {
+			dirRule := landlock.PathAccess(writePlain, dirs...)
+			if p.Links {
 				dirRule = landlock.RWDirs(dirs...)
 			}
 			rules = append(rules, dirRule.WithRefer().IgnoreIfMissing(), landlock.RWFiles(files...).IgnoreIfMissing())

@@ -130,7 +130,7 @@ func TestSandboxRefusesHostilePackage(t *testing.T) {
 			t.Fatalf("hostile run = %+v (%s), want succeeded: its legitimate work must succeed", r, r.errText())
 		}
 		runReport := readReport(t, filepath.Join(w.runDir(hrun), "output", "hostile-report.json"))
-		assertRefused(t, "run", runReport, 19)
+		assertRefused(t, "run", runReport, 20)
 		assertLegit(t, "run", runReport)
 		for _, rep := range []hostileReport{buildReport, runReport} {
 			if path := rep.Legit["write_tmpdir"].Detail; !strings.HasPrefix(path, rep.TmpDir+"/") || rep.TmpDir == "" {

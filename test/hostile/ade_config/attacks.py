@@ -272,6 +272,8 @@ def run_attacks(package_root):
     # A link in the output would lead whoever serves the output (the ADE
     # API) to another tenant's document.
     attacks["symlink_in_output"] = attempt(os.symlink, t["other_document"], os.path.join(output_dir, "leak.csv"))
+    # A named pipe would hang whoever opens it to read.
+    attacks["fifo_in_output"] = attempt(os.mkfifo, os.path.join(output_dir, "hang.csv"))
     # The engine's parent is its jobrunner, outside the job's sandbox.
     attacks["signal_jobrunner"] = attempt(send, os.getppid(), signal.SIGCONT)
     legit = {
