@@ -140,7 +140,8 @@ func (j *job) buildPolicy(b *jobspec.BuildSpec, venv string, writable bool) *san
 	} else {
 		p.Read = append(p.Read, venv)
 	}
-	p.Links = true // a venv's bin/python is one
+	p.Links = true     // a venv's bin/python is one
+	p.Datagrams = true // DNS, for the package index's name
 	p.ConnectTCP = append(p.ConnectTCP, j.spec.Sandbox.BuildTCPPorts...)
 	p.ConnectTCP = append(p.ConnectTCP, proxyPorts(env)...)
 	return p

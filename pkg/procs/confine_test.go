@@ -6,6 +6,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"context"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -98,6 +99,72 @@ func TestSandboxLinks(t *testing.T) {
 					t.Errorf("%s %q without links: %+v (%s), link: %v, want refused (permission denied)", way.name, mk, exit, out.String(), linkErr)
 				}
 				_ = os.Remove(filepath.Join(dir, "link"))
+			}
+		}
+	}
+}
+
+// socketProbe tries what Landlock before ABI 9 does not govern: connecting
+// to a UNIX socket by path, UDP, io_uring; and what must keep working: a
+// TCP socket (Landlock rules its ports) and a socket pair. It prints each
+// attempt's outcome: "ok" or the errno's name.
+const socketProbe = `
+import ctypes, errno, os, socket, sys
+def t(name, f):
+    try:
+        f()
+        print(name, "ok")
+    except OSError as e:
+        print(name, errno.errorcode.get(e.errno, e.errno))
+def uring():
+    libc = ctypes.CDLL(None, use_errno=True)
+    fd = libc.syscall(425, 8, ctypes.create_string_buffer(120))
+    if fd < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+    os.close(fd)
+t("unix", lambda: socket.socket(socket.AF_UNIX).connect(sys.argv[1]))
+t("udp", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
+t("udp6", lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC))
+t("io_uring", uring)
+t("tcp", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK))
+t("pair", socket.socketpair)
+`
+
+// TestSandboxSockets: a confined child cannot connect to a UNIX socket by
+// its path (a local database's, say) nor set up io_uring, and opens UDP
+// sockets only when its policy allows datagrams (builds), whichever way it
+// was confined; TCP sockets and socket pairs still open.
+func TestSandboxSockets(t *testing.T) {
+	t.Parallel()
+	python := "/usr/bin/python3"
+	if _, err := os.Stat(python); err != nil {
+		t.Skip("no system Python:", err)
+	}
+	dir := t.TempDir()
+	path := filepath.Join(dir, "db.sock")
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	for _, way := range confineWays {
+		for _, datagrams := range []bool{false, true} {
+			policy := &sandbox.Policy{Mode: sandbox.Required, Read: append([]string{dir}, sandbox.SystemRead...),
+				Write: sandbox.SystemWrite, Datagrams: datagrams}
+			var out collect
+			c := procs.Command{Path: python, Args: []string{"-c", socketProbe, path}, Sandbox: policy, LimitShim: shim(t),
+				Stdout: out.sink, Stderr: out.sink}
+			if exit := run(t, context.Background(), way.set(c)); exit.Code != 0 {
+				t.Fatalf("%s: probe %+v: %s", way.name, exit, out.String())
+			}
+			udp := "EACCES"
+			if datagrams {
+				udp = "ok"
+			}
+			want := fmt.Sprintf("unix EACCES\nudp %s\nudp6 %s\nio_uring EACCES\ntcp ok\npair ok", udp, udp)
+			if got := strings.TrimSpace(out.String()); got != want {
+				t.Errorf("%s, datagrams %v:\n%s\nwant\n%s", way.name, datagrams, got, want)
 			}
 		}
 	}

@@ -68,6 +68,9 @@ var Rules = []Rule{
 	{"device-ioctl", 5, "no ioctl on devices outside the job's folders"},
 	{"signals", 6, "no signals to processes outside the job"},
 	{"abstract-sockets", 6, "no connecting to abstract UNIX sockets outside the job"},
+	{"links", 1, "no symbolic links or named pipes made during a run (a build may, in its own folders)"},
+	// ABI 0: a seccomp filter, enforced with or without Landlock.
+	{"sockets", 0, "no UNIX socket by path, no io_uring; no UDP during a run (seccomp: Landlock before ABI 9 governs none of them)"},
 }
 
 // Support is what this kernel offers.
@@ -168,6 +171,9 @@ type Policy struct {
 	// a link left in its output would lead whoever serves that file to
 	// wherever it points, and a pipe would hang whoever reads it.
 	Links bool `json:"links,omitempty"`
+	// Datagrams lets the step open UDP (and other datagram) sockets: a
+	// build resolves the package index's name. Runs have no network.
+	Datagrams bool `json:"datagrams,omitempty"`
 }
 
 // writePlain is what a folder of Write grants without Links: all that
@@ -224,17 +230,20 @@ func Apply(p Policy) error {
 	if err != nil {
 		return fmt.Errorf("apply the sandbox: %w", err)
 	}
-	if fd < 0 {
-		return nil // best effort on a kernel without Landlock: nothing to enforce
-	}
-	defer unix.Close(fd)
-	// Landlock needs no_new_privs (without CAP_SYS_ADMIN); it also keeps a
-	// setuid program from gaining privileges.
+	// Landlock and seccomp need no_new_privs (without CAP_SYS_ADMIN); it
+	// also keeps a setuid program from gaining privileges.
 	if err := unix.Prctl(unix.PR_SET_NO_NEW_PRIVS, 1, 0, 0, 0); err != nil {
 		return fmt.Errorf("apply the sandbox: set no_new_privs: %w", err)
 	}
-	if err := ll.LandlockRestrictSelf(fd, flags); err != nil {
-		return fmt.Errorf("apply the sandbox: landlock_restrict_self: %w", err)
+	if fd >= 0 { // else best effort on a kernel without Landlock
+		err := ll.LandlockRestrictSelf(fd, flags)
+		unix.Close(fd)
+		if err != nil {
+			return fmt.Errorf("apply the sandbox: landlock_restrict_self: %w", err)
+		}
+	}
+	if _, err := applySeccomp(p.Datagrams); err != nil && p.Mode == Required {
+		return fmt.Errorf("apply the sandbox: %w", err)
 	}
 	return nil
 }

@@ -40,6 +40,7 @@ type hostileTargets struct {
 	DatabasePort   int    `json:"database_port"`
 	IndexPort      int    `json:"index_port"`
 	AbstractSocket string `json:"abstract_socket"`
+	UnixSocket     string `json:"unix_socket"`
 	OtherDocument  string `json:"other_document"`
 	OtherOutput    string `json:"other_output"`
 	OtherRunDir    string `json:"other_run_dir"`
@@ -84,6 +85,7 @@ func TestSandboxRefusesHostilePackage(t *testing.T) {
 		targets := &hostileTargets{
 			SupervisorPID: w.sups[0].Process.Pid, DatabasePort: 5432, IndexPort: 443,
 			AbstractSocket: abstractListener(t),
+			UnixSocket:     unixListener(t, filepath.Join(w.dir, "db.sock")),
 			OtherDocument:  globOne(t, filepath.Join(w.dir, "workspaces", victims, "documents", "*")),
 			OtherOutput:    globOne(t, filepath.Join(w.runDir(done), "output", "*")),
 			OtherRunDir:    filepath.Join(w.runDir(done), "output"),
@@ -112,7 +114,7 @@ func TestSandboxRefusesHostilePackage(t *testing.T) {
 		}
 		hvenv := filepath.Join(w.buildDir(hcfg, hbuild), ".venv")
 		buildReport := readReport(t, filepath.Join(hvenv, "hostile-build-report.json"))
-		assertRefused(t, "build", buildReport, 17)
+		assertRefused(t, "build", buildReport, 18)
 		assertLegit(t, "build", buildReport, "connect_index_port")
 		// The run's attacks below read the secret and the other document
 		// again, with the lures of this plant in its venv.
@@ -130,7 +132,7 @@ func TestSandboxRefusesHostilePackage(t *testing.T) {
 			t.Fatalf("hostile run = %+v (%s), want succeeded: its legitimate work must succeed", r, r.errText())
 		}
 		runReport := readReport(t, filepath.Join(w.runDir(hrun), "output", "hostile-report.json"))
-		assertRefused(t, "run", runReport, 20)
+		assertRefused(t, "run", runReport, 22)
 		assertLegit(t, "run", runReport)
 		for _, rep := range []hostileReport{buildReport, runReport} {
 			if path := rep.Legit["write_tmpdir"].Detail; !strings.HasPrefix(path, rep.TmpDir+"/") || rep.TmpDir == "" {
@@ -231,6 +233,18 @@ func abstractListener(t *testing.T) string {
 	}
 	t.Cleanup(func() { l.Close() })
 	return name
+}
+
+// unixListener listens on a UNIX socket at path until the test ends and
+// returns the path.
+func unixListener(t *testing.T, path string) string {
+	t.Helper()
+	l, err := net.Listen("unix", path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { l.Close() })
+	return path
 }
 
 // TestSandboxEndsLeaks: a job's threads count against the process limit,
@@ -391,6 +405,7 @@ func TestSandboxOffLetsAttacksThrough(t *testing.T) {
 			SupervisorPID: stand.Process.Pid, DatabasePort: 5432, IndexPort: 443, AbstractSocket: abstractListener(t),
 			OtherDocument: secret, OtherOutput: secret, OtherRunDir: other, OtherVenvFile: filepath.Join(other, "venv-file"),
 			OtherEnginePID: victim.Process.Pid, SecretFile: secret,
+			UnixSocket: unixListener(t, filepath.Join(w.dir, "db.sock")), PipCacheRoot: w.env["ADE_PIP_CACHE_DIR"],
 		}))
 		build := w.addBuild(cfg)
 		if b := w.waitForStatus("builds", []string{build}, 3*time.Minute)[build]; b.Status != "ready" {
@@ -401,7 +416,8 @@ func TestSandboxOffLetsAttacksThrough(t *testing.T) {
 			t.Fatalf("run = %+v (%s)", r, r.errText())
 		}
 		rep := readReport(t, filepath.Join(w.runDir(run), "output", "hostile-report.json"))
-		for _, name := range []string{"read_secret", "write_other_run", "append_other_venv", "bind_tcp", "write_dev_shm"} {
+		for _, name := range []string{"read_secret", "write_other_run", "append_other_venv", "bind_tcp", "write_dev_shm",
+			"connect_unix_socket", "send_udp", "symlink_in_output", "fifo_in_output"} {
 			if !rep.Attacks[name].OK {
 				t.Errorf("off: attack %s = %+v, want it to succeed unconfined", name, rep.Attacks[name])
 			}

@@ -65,6 +65,24 @@ def bind_tcp():
         sock.close()
 
 
+def connect_unix(path):
+    sock = socket.socket(socket.AF_UNIX)
+    try:
+        sock.connect(path)
+    finally:
+        sock.close()
+    return path
+
+
+def udp_send(port):
+    sock = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    try:
+        sock.sendto(b"hostile", ("127.0.0.1", port))
+    finally:
+        sock.close()
+    return port
+
+
 def connect_abstract(name):
     sock = socket.socket(socket.AF_UNIX)
     try:
@@ -133,6 +151,9 @@ def common_attacks(t):
         "connect_database_port": attempt(connect, t["database_port"]),
         "bind_tcp": attempt(bind_tcp),
         "connect_abstract_socket": attempt(connect_abstract, t["abstract_socket"]),
+        # By path, like a local PostgreSQL's socket (Landlock before ABI 9
+        # does not govern it; the worker's seccomp filter does).
+        "connect_unix_socket": attempt(connect_unix, t["unix_socket"]),
         "read_other_document": attempt(read, t["other_document"]),
         "read_other_output": attempt(read, t["other_output"]),
         "write_other_run": attempt(create_in, t["other_run_dir"]),
@@ -272,6 +293,8 @@ def run_attacks(package_root):
     # A link in the output would lead whoever serves the output (the ADE
     # API) to another tenant's document.
     attacks["symlink_in_output"] = attempt(os.symlink, t["other_document"], os.path.join(output_dir, "leak.csv"))
+    # UDP reaches whatever listens on the host (a run has no network).
+    attacks["send_udp"] = attempt(udp_send, t["database_port"])
     # A named pipe would hang whoever opens it to read.
     attacks["fifo_in_output"] = attempt(os.mkfifo, os.path.join(output_dir, "hang.csv"))
     # The engine's parent is its jobrunner, outside the job's sandbox.
