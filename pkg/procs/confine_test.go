@@ -105,7 +105,8 @@ func TestSandboxLinks(t *testing.T) {
 }
 
 // socketProbe tries what Landlock before ABI 9 does not govern: connecting
-// to a UNIX socket by path, UDP, io_uring; and what must keep working: a
+// to a UNIX socket by path, UDP, io_uring, System V shared memory, the
+// user's key ring (syscall numbers of amd64); and what must keep working: a
 // TCP socket (Landlock rules its ports) and a socket pair. It prints each
 // attempt's outcome: "ok" or the errno's name.
 const socketProbe = `
@@ -127,19 +128,27 @@ t("unix", lambda: socket.socket(socket.AF_UNIX).connect(sys.argv[1]))
 t("udp", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
 t("udp6", lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC))
 t("io_uring", uring)
+def call(nr, *args):
+    libc = ctypes.CDLL(None, use_errno=True)
+    if libc.syscall(nr, *args) < 0:
+        e = ctypes.get_errno()
+        raise OSError(e, os.strerror(e))
+t("shmget", lambda: call(29, 0, 4096, 0o1600))
+t("add_key", lambda: call(248, b"user", b"ade-probe", b"x", 1, -4))
 t("tcp", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK))
 t("pair", socket.socketpair)
 `
 
 // TestSandboxSockets: a confined child cannot connect to a UNIX socket by
-// its path (a local database's, say) nor set up io_uring, and opens UDP
+// its path (a local database's, say), set up io_uring, make System V
+// shared memory or add a key to the user's key ring, and opens UDP
 // sockets only when its policy allows datagrams (builds), whichever way it
 // was confined; TCP sockets and socket pairs still open.
 func TestSandboxSockets(t *testing.T) {
 	t.Parallel()
 	python := "/usr/bin/python3"
-	if _, err := os.Stat(python); err != nil {
-		t.Skip("no system Python:", err)
+	if _, err := os.Stat(python); err != nil || runtime.GOARCH != "amd64" {
+		t.Skip("needs the system Python on amd64 (the probe's syscall numbers):", err)
 	}
 	dir := t.TempDir()
 	path := filepath.Join(dir, "db.sock")
@@ -162,7 +171,7 @@ func TestSandboxSockets(t *testing.T) {
 			if datagrams {
 				udp = "ok"
 			}
-			want := fmt.Sprintf("unix EACCES\nudp %s\nudp6 %s\nio_uring EACCES\ntcp ok\npair ok", udp, udp)
+			want := fmt.Sprintf("unix EACCES\nudp %s\nudp6 %s\nio_uring EACCES\nshmget EACCES\nadd_key EACCES\ntcp ok\npair ok", udp, udp)
 			if got := strings.TrimSpace(out.String()); got != want {
 				t.Errorf("%s, datagrams %v:\n%s\nwant\n%s", way.name, datagrams, got, want)
 			}

@@ -70,7 +70,7 @@ var Rules = []Rule{
 	{"abstract-sockets", 6, "no connecting to abstract UNIX sockets outside the job"},
 	{"links", 1, "no symbolic links or named pipes made during a run (a build may, in its own folders)"},
 	// ABI 0: a seccomp filter, enforced with or without Landlock.
-	{"sockets", 0, "no UNIX socket by path, no io_uring; no UDP during a run (seccomp: Landlock before ABI 9 governs none of them)"},
+	{"sockets", 0, "no UNIX socket by path, io_uring, System V IPC or key rings; no UDP during a run (seccomp: Landlock governs none of them)"},
 }
 
 // Support is what this kernel offers.

@@ -12,8 +12,8 @@ import (
 // (a local PostgreSQL's socket with trust authentication, the D-Bus system
 // bus) nor UDP, and io_uring's socket operations bypass any syscall filter.
 // A seccomp filter on the confining thread, inherited like its Landlock
-// domain, closes those: socket(2) for AF_UNIX fails with EACCES, so does
-// io_uring_setup(2), and, unless the policy allows datagrams (a build
+// domain, closes those: socket(2) for AF_UNIX fails with EACCES, so do
+// io_uring_setup(2) and the other deniedSyscalls, and, unless the policy allows datagrams (a build
 // resolving the package index's name), so does any AF_INET or AF_INET6
 // socket that is not a stream (TCP stays under Landlock's port rules).
 // socketpair(2) stays open: a connected pair reaches nobody else.
@@ -29,6 +29,20 @@ const (
 	offArg0 = 16
 	offArg1 = 24
 )
+
+// deniedSyscalls fail with EACCES whatever their arguments: io_uring (its
+// socket operations bypass this filter), System V IPC (shared memory,
+// message queues and semaphores outlive the job, count against the host's
+// memory, and are open to every process of the same uid, which every
+// tenant's job is) and the kernel's key rings (the user's is shared the
+// same way). Python needs none of them.
+var deniedSyscalls = []uintptr{
+	unix.SYS_IO_URING_SETUP,
+	unix.SYS_SHMGET, unix.SYS_SHMAT, unix.SYS_SHMCTL, unix.SYS_SHMDT,
+	unix.SYS_MSGGET, unix.SYS_MSGSND, unix.SYS_MSGRCV, unix.SYS_MSGCTL,
+	unix.SYS_SEMGET, unix.SYS_SEMOP, unix.SYS_SEMTIMEDOP, unix.SYS_SEMCTL,
+	unix.SYS_ADD_KEY, unix.SYS_KEYCTL, unix.SYS_REQUEST_KEY,
+}
 
 // x32Bit marks the x32 ABI's syscall numbers on amd64.
 const x32Bit = 0x40000000
@@ -92,7 +106,9 @@ func socketFilter(arch uint32, datagrams bool) []unix.SockFilter {
 	a.jump(unix.BPF_JEQ, arch, "", "deny")
 	a.stmt(load, offNr)
 	a.jump(unix.BPF_JGE, x32Bit, "deny", "")
-	a.jump(unix.BPF_JEQ, unix.SYS_IO_URING_SETUP, "deny", "")
+	for _, nr := range deniedSyscalls {
+		a.jump(unix.BPF_JEQ, uint32(nr), "deny", "")
+	}
 	a.jump(unix.BPF_JEQ, unix.SYS_SOCKET, "", "allow")
 	a.stmt(load, offArg0)
 	a.jump(unix.BPF_JEQ, unix.AF_UNIX, "deny", "")

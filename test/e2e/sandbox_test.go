@@ -114,7 +114,7 @@ func TestSandboxRefusesHostilePackage(t *testing.T) {
 		}
 		hvenv := filepath.Join(w.buildDir(hcfg, hbuild), ".venv")
 		buildReport := readReport(t, filepath.Join(hvenv, "hostile-build-report.json"))
-		assertRefused(t, "build", buildReport, 18)
+		assertRefused(t, "build", buildReport, 19)
 		assertLegit(t, "build", buildReport, "connect_index_port")
 		// The run's attacks below read the secret and the other document
 		// again, with the lures of this plant in its venv.
@@ -132,7 +132,7 @@ func TestSandboxRefusesHostilePackage(t *testing.T) {
 			t.Fatalf("hostile run = %+v (%s), want succeeded: its legitimate work must succeed", r, r.errText())
 		}
 		runReport := readReport(t, filepath.Join(w.runDir(hrun), "output", "hostile-report.json"))
-		assertRefused(t, "run", runReport, 22)
+		assertRefused(t, "run", runReport, 23)
 		assertLegit(t, "run", runReport)
 		for _, rep := range []hostileReport{buildReport, runReport} {
 			if path := rep.Legit["write_tmpdir"].Detail; !strings.HasPrefix(path, rep.TmpDir+"/") || rep.TmpDir == "" {
@@ -417,7 +417,7 @@ func TestSandboxOffLetsAttacksThrough(t *testing.T) {
 		}
 		rep := readReport(t, filepath.Join(w.runDir(run), "output", "hostile-report.json"))
 		for _, name := range []string{"read_secret", "write_other_run", "append_other_venv", "bind_tcp", "write_dev_shm",
-			"connect_unix_socket", "send_udp", "symlink_in_output", "fifo_in_output"} {
+			"connect_unix_socket", "send_udp", "symlink_in_output", "fifo_in_output", "sysv_shared_memory"} {
 			if !rep.Attacks[name].OK {
 				t.Errorf("off: attack %s = %+v, want it to succeed unconfined", name, rep.Attacks[name])
 			}

@@ -83,6 +83,17 @@ def udp_send(port):
     return port
 
 
+def sysv_shared_memory():
+    """A segment outlives the job and is open to every job of the uid."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    shmid = libc.shmget(0, 1 << 20, 0o1600)  # IPC_PRIVATE, IPC_CREAT | 0600
+    if shmid < 0:
+        err = ctypes.get_errno()
+        raise OSError(err, os.strerror(err))
+    libc.shmctl(shmid, 0, None)  # IPC_RMID: made is proof enough
+    return shmid
+
+
 def connect_abstract(name):
     sock = socket.socket(socket.AF_UNIX)
     try:
@@ -154,6 +165,7 @@ def common_attacks(t):
         # By path, like a local PostgreSQL's socket (Landlock before ABI 9
         # does not govern it; the worker's seccomp filter does).
         "connect_unix_socket": attempt(connect_unix, t["unix_socket"]),
+        "sysv_shared_memory": attempt(sysv_shared_memory),
         "read_other_document": attempt(read, t["other_document"]),
         "read_other_output": attempt(read, t["other_output"]),
         "write_other_run": attempt(create_in, t["other_run_dir"]),
