@@ -49,6 +49,7 @@ var workloads = []struct {
 	{"builds", (*bench).builds},
 	{"fairness", (*bench).fairness},
 	{"fleet", (*bench).fleet},
+	{"jobrunner", (*bench).jobrunnerShare},
 }
 
 func workloadNames() []string {

@@ -121,11 +121,10 @@ func (b *bench) engineRealistic(ctx context.Context, backend string) ([]row, err
 	if err != nil {
 		return nil, err
 	}
-	sample, err := os.ReadFile(filepath.Join(b.repo, "test", "samples", "people.csv"))
+	content, err := b.realisticInput()
 	if err != nil {
 		return nil, err
 	}
-	content := append([]byte("#ade-test: cpu-total-ms=20\n"), sample...)
 	w, err := b.newReadyWorld(ctx, backend, "realistic", venv)
 	if err != nil {
 		return nil, err
@@ -174,6 +173,17 @@ func (b *bench) engineRealistic(ctx context.Context, backend string) ([]row, err
 		rows = append(rows, row{wl, backend, "PostgreSQL server CPU ms/run", db, target{}, nil})
 	}
 	return rows, nil
+}
+
+// realisticInput is the document of an engine-realistic run: the sample
+// spreadsheet, with a directive that makes the test engine spend about 20 ms
+// of CPU in all.
+func (b *bench) realisticInput() ([]byte, error) {
+	sample, err := os.ReadFile(filepath.Join(b.repo, "test", "samples", "people.csv"))
+	if err != nil {
+		return nil, err
+	}
+	return append([]byte("#ade-test: cpu-total-ms=20\n"), sample...), nil
 }
 
 // engineAlone runs the engine directly n times, concurrency at a time, with
@@ -352,7 +362,12 @@ func (b *bench) floor(ctx context.Context, w *world, concurrency, n int) (floorR
 // world's ready build, from `supervisor job-spec`. The run used to print it
 // is deleted again.
 func (w *world) specTemplate(ctx context.Context) (*jobspec.Spec, error) {
-	ids, err := w.enqueue(ctx, store.NewID(), 1, noopInput)
+	return w.specTemplateOf(ctx, noopInput)
+}
+
+// specTemplateOf is specTemplate for a run whose document holds content.
+func (w *world) specTemplateOf(ctx context.Context, content []byte) (*jobspec.Spec, error) {
+	ids, err := w.enqueue(ctx, store.NewID(), 1, content)
 	if err != nil {
 		return nil, err
 	}
