@@ -113,22 +113,11 @@ func maxTime(a, b time.Time) time.Time {
 // measurement used), concurrency 2. "engine alone" reports what it really
 // cost on this machine: more than 20 ms when start-up alone exceeds that.
 func (b *bench) engineRealistic(ctx context.Context, backend string) ([]row, error) {
-	n := 200
-	if b.opts.quick {
-		n = 20
-	}
-	venv, err := b.realVenv(ctx)
+	rw, err := b.realisticWorld(ctx, backend, "realistic")
 	if err != nil {
 		return nil, err
 	}
-	content, err := b.realisticInput()
-	if err != nil {
-		return nil, err
-	}
-	w, err := b.newReadyWorld(ctx, backend, "realistic", venv)
-	if err != nil {
-		return nil, err
-	}
+	n, venv, content, w := rw.n, rw.venv, rw.content, rw.w
 	defer w.close()
 	var rps, lat, sup, child, db, hwm, alone, aloneRps, ratio, beyond []float64
 	for rep := 1; rep <= b.opts.repeat; rep++ {
@@ -173,6 +162,32 @@ func (b *bench) engineRealistic(ctx context.Context, backend string) ([]row, err
 		rows = append(rows, row{wl, backend, "PostgreSQL server CPU ms/run", db, target{}, nil})
 	}
 	return rows, nil
+}
+
+// realistic is what engine-realistic runs need: their number (fewer with
+// --quick), the real venv with the test engine, their input, and a world
+// with a ready build of that venv.
+type realistic struct {
+	n       int
+	venv    string
+	content []byte
+	w       *world
+}
+
+func (b *bench) realisticWorld(ctx context.Context, backend, name string) (realistic, error) {
+	r := realistic{n: 200}
+	if b.opts.quick {
+		r.n = 20
+	}
+	var err error
+	if r.venv, err = b.realVenv(ctx); err != nil {
+		return r, err
+	}
+	if r.content, err = b.realisticInput(); err != nil {
+		return r, err
+	}
+	r.w, err = b.newReadyWorld(ctx, backend, name, r.venv)
+	return r, err
 }
 
 // realisticInput is the document of an engine-realistic run: the sample

@@ -29,22 +29,11 @@ func (b *bench) jobrunnerShare(ctx context.Context, backend string) ([]row, erro
 	if backend != b.opts.backends[0] {
 		return nil, nil
 	}
-	n := 200
-	if b.opts.quick {
-		n = 20
-	}
-	venv, err := b.realVenv(ctx)
+	rw, err := b.realisticWorld(ctx, "sqlite", "jobrunner")
 	if err != nil {
 		return nil, err
 	}
-	content, err := b.realisticInput()
-	if err != nil {
-		return nil, err
-	}
-	w, err := b.newReadyWorld(ctx, "sqlite", "jobrunner", venv)
-	if err != nil {
-		return nil, err
-	}
+	n, venv, content, w := rw.n, rw.venv, rw.content, rw.w
 	defer w.close()
 	template, err := w.specTemplateOf(ctx, content)
 	if err != nil {
