@@ -99,6 +99,9 @@ func printSandbox(w io.Writer, mode sandbox.Mode, support sandbox.Support, check
 	} else {
 		fmt.Fprintf(w, "kernel: Landlock ABI %d (every rule needs %d)\n", support.ABI, sandbox.RequiredABI)
 	}
+	if support.NoSeccomp != "" {
+		fmt.Fprintf(w, "kernel: %s\n", support.NoSeccomp)
+	}
 	enforced := sandboxEnforced(mode, support)
 	for _, r := range sandbox.Rules {
 		state := "enforced"
@@ -106,7 +109,7 @@ func printSandbox(w io.Writer, mode sandbox.Mode, support sandbox.Support, check
 		case mode == sandbox.Off:
 			state = "off"
 		case !enforced[r.Name]:
-			state = fmt.Sprintf("NOT enforced (needs ABI %d)", r.ABI)
+			state = "NOT enforced (needs " + r.Needs() + ")"
 		}
 		fmt.Fprintf(w, "%-17s %-28s %s\n", r.Name, state, r.What)
 	}
@@ -126,10 +129,11 @@ func printSandboxJSON(w io.Writer, mode sandbox.Mode, support sandbox.Support, c
 		Mode       sandbox.Mode `json:"mode"`
 		KernelABI  int          `json:"kernel_abi"`
 		Problem    string       `json:"problem,omitempty"`
+		NoSeccomp  string       `json:"no_seccomp,omitempty"`
 		WouldStart bool         `json:"would_start"`
 		Refusal    string       `json:"refusal,omitempty"`
 		Rules      []rule       `json:"rules"`
-	}{Mode: mode, KernelABI: support.ABI, Problem: support.Problem, WouldStart: checkErr == nil}
+	}{Mode: mode, KernelABI: support.ABI, Problem: support.Problem, NoSeccomp: support.NoSeccomp, WouldStart: checkErr == nil}
 	if checkErr != nil {
 		doc.Refusal = checkErr.Error()
 	}

@@ -14,6 +14,8 @@ package sandbox
 import (
 	"fmt"
 	"os"
+	"runtime"
+	"slices"
 	"sort"
 	"strings"
 
@@ -73,42 +75,80 @@ var Rules = []Rule{
 	{"sockets", 0, "no UNIX socket by path, io_uring, System V IPC or key rings; no UDP during a run (seccomp: Landlock governs none of them)"},
 }
 
+// Needs says what the kernel must offer for the rule: a Landlock ABI, or
+// for ABI 0 seccomp filters.
+func (r Rule) Needs() string {
+	if r.ABI == 0 {
+		return "seccomp filters"
+	}
+	return fmt.Sprintf("ABI %d", r.ABI)
+}
+
 // Support is what this kernel offers.
 type Support struct {
 	// ABI is the kernel's Landlock ABI; 0 when Landlock is absent or off.
 	ABI int
 	// Problem says why ABI is 0, when it is.
 	Problem string
+	// NoSeccomp says why the kernel offers no seccomp filters that can
+	// return an errno; "" when it does.
+	NoSeccomp string
 }
 
-// Probe asks the kernel which Landlock ABI it offers.
+// Probe asks the kernel which Landlock ABI it offers, and whether it
+// filters syscalls with seccomp.
 func Probe() Support {
+	s := Support{NoSeccomp: probeSeccomp()}
 	v, err := ll.LandlockGetABIVersion()
-	if err != nil {
-		return Support{Problem: "Landlock is not available: " + err.Error()}
+	switch {
+	case err != nil:
+		s.Problem = "Landlock is not available: " + err.Error()
+	case v <= 0:
+		s.Problem = "Landlock is disabled in this kernel (lsm= boot parameter)"
+	default:
+		s.ABI = v
 	}
-	if v <= 0 {
-		return Support{Problem: "Landlock is disabled in this kernel (lsm= boot parameter)"}
+	return s
+}
+
+// probeSeccomp reads the seccomp actions the kernel offers and says why
+// the socket filter cannot be installed, or returns "".
+func probeSeccomp() string {
+	data, err := os.ReadFile("/proc/sys/kernel/seccomp/actions_avail")
+	switch {
+	case err != nil:
+		return "this kernel offers no seccomp filters (" + err.Error() + ")"
+	case !slices.Contains(strings.Fields(string(data)), "errno"):
+		return "this kernel's seccomp filters cannot return an errno (actions: " + strings.TrimSpace(string(data)) + ")"
+	case nativeArch() == 0:
+		return "the socket filter knows no syscalls of " + runtime.GOARCH
 	}
-	return Support{ABI: v}
+	return ""
 }
 
 // Missing lists the rules the kernel cannot enforce.
 func (s Support) Missing() []Rule {
 	var out []Rule
 	for _, r := range Rules {
-		if s.ABI < r.ABI {
+		if !s.enforces(r) {
 			out = append(out, r)
 		}
 	}
 	return out
 }
 
+func (s Support) enforces(r Rule) bool {
+	if r.ABI == 0 {
+		return s.NoSeccomp == ""
+	}
+	return s.ABI >= r.ABI
+}
+
 // Enforced reports whether the kernel enforces the named rule.
 func (s Support) Enforced(name string) bool {
 	for _, r := range Rules {
 		if r.Name == name {
-			return s.ABI >= r.ABI
+			return s.enforces(r)
 		}
 	}
 	return false
@@ -125,7 +165,7 @@ func Check(mode Mode, s Support) (warnings []string, err error) {
 		return []string{"ADE_WORKER_SANDBOX=off: configuration packages run unconfined, with every file, port and process this worker can reach"}, nil
 	case Required:
 		if len(missing) > 0 {
-			return nil, fmt.Errorf("sandbox: %s; ADE_WORKER_SANDBOX=required needs Landlock ABI %d; missing: %s; "+
+			return nil, fmt.Errorf("sandbox: %s; ADE_WORKER_SANDBOX=required needs Landlock ABI %d and seccomp filters; missing: %s; "+
 				"use a newer kernel with Landlock enabled, or set ADE_WORKER_SANDBOX=best-effort (or off) to run with less confinement",
 				s.describe(), RequiredABI, names(missing))
 		}
@@ -140,16 +180,20 @@ func Check(mode Mode, s Support) (warnings []string, err error) {
 }
 
 func (s Support) describe() string {
+	out := fmt.Sprintf("this kernel offers Landlock ABI %d", s.ABI)
 	if s.ABI == 0 {
-		return "this kernel offers no Landlock (" + s.Problem + ")"
+		out = "this kernel offers no Landlock (" + s.Problem + ")"
 	}
-	return fmt.Sprintf("this kernel offers Landlock ABI %d", s.ABI)
+	if s.NoSeccomp != "" {
+		out += "; " + s.NoSeccomp
+	}
+	return out
 }
 
 func names(rules []Rule) string {
 	out := make([]string, len(rules))
 	for i, r := range rules {
-		out[i] = fmt.Sprintf("%s (ABI %d)", r.Name, r.ABI)
+		out[i] = fmt.Sprintf("%s (%s)", r.Name, r.Needs())
 	}
 	return strings.Join(out, ", ")
 }

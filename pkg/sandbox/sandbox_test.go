@@ -1,6 +1,7 @@
 package sandbox
 
 import (
+	"os"
 	"strings"
 	"testing"
 )
@@ -22,6 +23,9 @@ func TestCheck(t *testing.T) {
 		{"best-effort on ABI 3", BestEffort, Support{ABI: 3}, nil, []string{"best-effort", "ABI 3", "not enforced: tcp (ABI 4), device-ioctl (ABI 5), signals (ABI 6), abstract-sockets (ABI 6)"}},
 		{"best-effort without Landlock", BestEffort, Support{Problem: "disabled"}, nil, []string{"no Landlock", "filesystem (ABI 1)"}},
 		{"off", Off, Support{ABI: 7}, nil, []string{"ADE_WORKER_SANDBOX=off", "unconfined"}},
+		{"required without seccomp", Required, Support{ABI: 7, NoSeccomp: "this kernel offers no seccomp filters"},
+			[]string{"offers no seccomp filters", "sockets (seccomp filters)", "ADE_WORKER_SANDBOX=best-effort"}, nil},
+		{"best-effort without seccomp", BestEffort, Support{ABI: 7, NoSeccomp: "no seccomp"}, nil, []string{"not enforced: sockets (seccomp filters)"}},
 	}
 	for _, tc := range cases {
 		t.Run(tc.name, func(t *testing.T) {
@@ -63,6 +67,9 @@ func TestProbeSeesThisKernel(t *testing.T) {
 	s := Probe()
 	if s.ABI == 0 && s.Problem == "" {
 		t.Fatalf("Probe() = %+v: no ABI and no reason", s)
+	}
+	if _, err := os.Stat("/proc/sys/kernel/seccomp/actions_avail"); err == nil && s.NoSeccomp != "" {
+		t.Errorf("Probe() = %+v: no seccomp on a kernel that lists its actions", s)
 	}
 	t.Logf("this kernel: %+v", s)
 }
