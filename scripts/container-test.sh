@@ -148,13 +148,14 @@ test_hostile_in_image() {
   out=$(ct_run "$DB_JOBS" "$VOL_JOBS" -v "$WORK/hostile:/hostile-src:ro" --entrypoint sh "$IMAGE" -ec '
     supervisor 2>/tmp/sup.log & sup=$!
     sleep 600 & victim=$!
-    python3 -c "import socket, time; s = socket.socket(socket.AF_UNIX); s.bind(\"\\0ade-ct-listener\"); s.listen(); time.sleep(600)" &
+    python3 -c "import socket, time; s = socket.socket(socket.AF_UNIX); s.bind(\"\\0ade-ct-listener\"); s.listen(); p = socket.socket(socket.AF_UNIX); p.bind(\"/tmp/ade-ct.sock\"); p.listen(); time.sleep(600)" &
+    pip_cache=${ADE_PIP_CACHE_DIR:-/data/cache/pip}; mkdir -p "$pip_cache"
     cp -r /hostile-src /tmp/hostile
     other_doc=$(find /data/workspaces/ws1/documents -type f | head -1)
     other_out=$(find /data/workspaces/ws1/runs -path "*/output/*" -type f | head -1)
     other_venv=$(find /data/venvs/ws1 -path "*site-packages/ade_engine/__init__.py" | head -1)
-    printf "{\"supervisor_pid\": %d, \"database_port\": 5432, \"index_port\": 443, \"abstract_socket\": \"ade-ct-listener\", \"other_document\": \"%s\", \"other_output\": \"%s\", \"other_run_dir\": \"%s\", \"other_venv_file\": \"%s\", \"other_engine_pid\": %d, \"secret_file\": \"/proc/1/environ\"}" \
-      "$sup" "$other_doc" "$other_out" "$(dirname "$other_out")" "$other_venv" "$victim" >/tmp/hostile/targets.json
+    printf "{\"supervisor_pid\": %d, \"database_port\": 5432, \"index_port\": 443, \"abstract_socket\": \"ade-ct-listener\", \"other_document\": \"%s\", \"other_output\": \"%s\", \"other_run_dir\": \"%s\", \"other_venv_file\": \"%s\", \"other_engine_pid\": %d, \"secret_file\": \"/proc/1/environ\", \"unix_socket\": \"/tmp/ade-ct.sock\", \"pip_cache_root\": \"%s\"}" \
+      "$sup" "$other_doc" "$other_out" "$(dirname "$other_out")" "$other_venv" "$victim" "$pip_cache" >/tmp/hostile/targets.json
     cfg=$(supervisor enqueue configuration --workspace wsh --from /tmp/hostile)
     supervisor enqueue build --workspace wsh --configuration "$cfg" >/dev/null
     doc=$(supervisor enqueue document --workspace wsh --file /usr/local/share/ade-worker/samples/minimal.csv)
