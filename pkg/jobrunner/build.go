@@ -67,6 +67,16 @@ func workspaceCaches(env map[string]string, workspace string) map[string]string 
 	return out
 }
 
+// ownCacheFolder makes a workspace's cache folder, dir as workspaceCaches
+// gave it (<cache>/workspaces/<workspace>), from the cache's root without
+// following links: a rule names the folder a link leads to, and a cache
+// written by a version before the split by workspace may hold a link
+// another tenant planted there. On an error the build gets no cache.
+func ownCacheFolder(dir string) error {
+	root := filepath.Dir(filepath.Dir(dir))
+	return safepath.MkdirAll(root, filepath.Join(filepath.Base(filepath.Dir(dir)), filepath.Base(dir)), 0o755)
+}
+
 // makeVenv creates b's virtual environment. The caller holds the build lock.
 func (j *job) makeVenv(ctx context.Context, b *jobspec.BuildSpec) *jobspec.Result {
 	if res := configFailure(j.spec.Roots.Configs, b.ConfigDir); res != nil {

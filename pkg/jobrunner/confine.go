@@ -130,8 +130,7 @@ func (j *job) buildPolicy(b *jobspec.BuildSpec, venv string, writable bool) *san
 		p.Read = append(p.Read, localPaths(env[name])...)
 	}
 	for _, name := range cacheNames { // the workspace's own (workspaceCaches)
-		if dir := env[name]; filepath.IsAbs(dir) {
-			_ = os.MkdirAll(dir, 0o755) // a rule needs the folder to exist
+		if dir := env[name]; filepath.IsAbs(dir) && ownCacheFolder(dir) == nil {
 			p.Write = append(p.Write, dir)
 		}
 	}

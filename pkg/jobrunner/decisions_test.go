@@ -1,6 +1,7 @@
 package jobrunner
 
 import (
+	"os"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -161,5 +162,23 @@ func TestWorkspaceCaches(t *testing.T) {
 	own := filepath.Join(dir, "pip", "workspaces", "ws-a")
 	if !slices.Contains(p.Write, own) || slices.Contains(p.Write, filepath.Join(dir, "pip")) {
 		t.Errorf("build writes %v, want its workspace's cache %s and not the shared root", p.Write, own)
+	}
+
+	// A link another tenant planted as ws-b's folder while the root was
+	// shared: a rule would grant where it leads, so ws-b's build gets no
+	// cache at all.
+	elsewhere := filepath.Join(dir, "attacker")
+	if err := os.MkdirAll(elsewhere, 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Symlink(elsewhere, filepath.Join(dir, "pip", "workspaces", "ws-b")); err != nil {
+		t.Fatal(err)
+	}
+	j.spec.WorkspaceID, j.spec.Env = "ws-b", workspaceCaches(map[string]string{"PIP_CACHE_DIR": filepath.Join(dir, "pip")}, "ws-b")
+	p = j.buildPolicy(&jobspec.BuildSpec{Python: "/usr/bin/python3", ConfigDir: dir}, filepath.Join(dir, "venv"), true)
+	for _, w := range p.Write {
+		if strings.HasPrefix(w, filepath.Join(dir, "pip")) {
+			t.Errorf("build of ws-b writes %s, through the planted link", w)
+		}
 	}
 }
