@@ -10,6 +10,7 @@ import (
 
 	"github.com/ade-org/ade-worker/pkg/jobspec"
 	"github.com/ade-org/ade-worker/pkg/procs"
+	"github.com/ade-org/ade-worker/pkg/sandbox"
 )
 
 // These tests cover the jobrunner's decisions about how a step ended. They
@@ -180,5 +181,45 @@ func TestWorkspaceCaches(t *testing.T) {
 		if strings.HasPrefix(w, filepath.Join(dir, "pip")) {
 			t.Errorf("build of ws-b writes %s, through the planted link", w)
 		}
+	}
+}
+
+// TestVenvOutsidePolicy: a venv whose python leads outside what the engine
+// may read fails as a missing environment (its build is made again), not
+// as an engine crash; one inside passes; unconfined runs are not checked.
+func TestVenvOutsidePolicy(t *testing.T) {
+	dir := t.TempDir()
+	home, other := filepath.Join(dir, "python-home"), filepath.Join(dir, "other-python")
+	for _, d := range []string{filepath.Join(home, "bin"), filepath.Join(other, "bin")} {
+		if err := os.MkdirAll(d, 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(d, "python3"), []byte("#!/bin/sh\n"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+	}
+	venvWith := func(name, python string) string {
+		venv := filepath.Join(dir, name)
+		if err := os.MkdirAll(filepath.Join(venv, "bin"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		if err := os.Symlink(python, venvPython(venv)); err != nil {
+			t.Fatal(err)
+		}
+		return venv
+	}
+	policy := &sandbox.Policy{Mode: sandbox.Required, Read: []string{"/usr", home}}
+	good := venvWith("good", filepath.Join(home, "bin", "python3"))
+	bad := venvWith("bad", filepath.Join(other, "bin", "python3"))
+	if res := venvOutsidePolicy(good, policy); res != nil {
+		t.Errorf("venv of the readable installation: %+v, want nil", res)
+	}
+	res := venvOutsidePolicy(bad, policy)
+	if res == nil || res.Reason != jobspec.ReasonVenvMissing || res.ExitCode != jobspec.CodeMissingBuild ||
+		!strings.Contains(res.Error, jobspec.MsgBuildEnvMissing) || !strings.Contains(res.Error, other) {
+		t.Errorf("venv of another installation: %+v, want a missing environment naming %s", res, other)
+	}
+	if res := venvOutsidePolicy(bad, nil); res != nil {
+		t.Errorf("unconfined: %+v, want nil", res)
 	}
 }

@@ -12,6 +12,7 @@ import (
 
 	"github.com/ade-org/ade-worker/pkg/jobspec"
 	"github.com/ade-org/ade-worker/pkg/layout"
+	"github.com/ade-org/ade-worker/pkg/sandbox"
 )
 
 func (j *job) run(ctx context.Context) *jobspec.Result {
@@ -32,10 +33,14 @@ func (j *job) run(ctx context.Context) *jobspec.Result {
 	if res != nil {
 		return res
 	}
+	policy := j.enginePolicy(input)
+	if res := venvOutsidePolicy(r.VenvDir, policy); res != nil {
+		return res
+	}
 	var completed json.RawMessage
 	s := step{
 		name: "run.engine", what: "engine", path: venvPython(r.VenvDir), args: args, env: j.spec.Env, dir: r.RunDir,
-		policy: j.enginePolicy(input),
+		policy: policy,
 		onEvent: func(name string, data json.RawMessage) {
 			if name == "engine.run.completed" || name == "engine.config.validate.completed" {
 				completed = append(json.RawMessage(nil), data...)
@@ -54,6 +59,29 @@ func (j *job) run(ctx context.Context) *jobspec.Result {
 		return out
 	}
 	return &jobspec.Result{Status: jobspec.StatusSucceeded, ExitCode: 0, Summary: completed}
+}
+
+// venvOutsidePolicy fails a run whose venv's python leads outside what the
+// engine may read (a venv made with another interpreter than ADE_PYTHON,
+// say on another host sharing ADE_VENVS_DIR): the engine could not start,
+// and would say so only as a crash. The venv counts as missing, so its
+// build is failed and made again. Nothing here grants anything: the link
+// is only compared with the policy.
+func venvOutsidePolicy(venv string, p *sandbox.Policy) *jobspec.Result {
+	if p == nil {
+		return nil
+	}
+	real, err := filepath.EvalSymlinks(venvPython(venv))
+	if err != nil {
+		return nil // missing: the engine's start reports it
+	}
+	for _, dir := range p.Read {
+		if rel, err := filepath.Rel(dir, real); err == nil && filepath.IsLocal(rel) {
+			return nil
+		}
+	}
+	return failure(jobspec.ReasonVenvMissing, jobspec.CodeMissingBuild, fmt.Sprintf(
+		"%s (its Python %s is outside the interpreter installation runs may read, that of ADE_PYTHON)", jobspec.MsgBuildEnvMissing, real))
 }
 
 // ensureVenv rebuilds a ready build's environment that is missing on this
