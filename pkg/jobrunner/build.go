@@ -55,7 +55,7 @@ var cacheNames = []string{"PIP_CACHE_DIR", "UV_CACHE_DIR"}
 // cache shared by every tenant would let one plant a wheel or a cached
 // download that another tenant's build then installs.
 func workspaceCaches(env map[string]string, workspace string) map[string]string {
-	if workspace == "" || workspace == "." || workspace == ".." || strings.ContainsAny(workspace, "/\x00") {
+	if layout.CheckID("workspace", workspace) != nil {
 		workspace = "_" // a hand-written spec without a usable workspace id
 	}
 	out := maps.Clone(env)
@@ -74,7 +74,11 @@ func workspaceCaches(env map[string]string, workspace string) map[string]string 
 // another tenant planted there. On an error the build gets no cache.
 func ownCacheFolder(dir string) error {
 	root := filepath.Dir(filepath.Dir(dir))
-	return safepath.MkdirAll(root, filepath.Join(filepath.Base(filepath.Dir(dir)), filepath.Base(dir)), 0o755)
+	rel, err := filepath.Rel(root, dir)
+	if err != nil {
+		return err
+	}
+	return safepath.MkdirAll(root, rel, 0o755)
 }
 
 // makeVenv creates b's virtual environment. The caller holds the build lock.

@@ -286,7 +286,7 @@ func Apply(p Policy) error {
 			return fmt.Errorf("apply the sandbox: landlock_restrict_self: %w", err)
 		}
 	}
-	if _, err := applySeccomp(p.Datagrams); err != nil && p.Mode == Required {
+	if err := applySeccomp(p.Datagrams); err != nil && p.Mode == Required {
 		return fmt.Errorf("apply the sandbox: %w", err)
 	}
 	return nil

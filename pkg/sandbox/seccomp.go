@@ -13,9 +13,10 @@ import (
 // bus) nor UDP, and io_uring's socket operations bypass any syscall filter.
 // A seccomp filter on the confining thread, inherited like its Landlock
 // domain, closes those: socket(2) for AF_UNIX fails with EACCES, so do
-// io_uring_setup(2) and the other deniedSyscalls, and, unless the policy allows datagrams (a build
-// resolving the package index's name), so does any AF_INET or AF_INET6
-// socket that is not a stream (TCP stays under Landlock's port rules).
+// io_uring_setup(2) and the other deniedSyscalls, and, unless the policy
+// allows datagrams (a build resolving the package index's name), so does
+// any AF_INET or AF_INET6 socket that is not a stream (TCP stays under
+// Landlock's port rules).
 // socketpair(2) stays open: a connected pair reaches nobody else.
 // A syscall of another architecture's ABI (32-bit int 0x80, x32) is
 // refused outright, or it would pass by other numbers.
@@ -47,8 +48,8 @@ var deniedSyscalls = []uintptr{
 // x32Bit marks the x32 ABI's syscall numbers on amd64.
 const x32Bit = 0x40000000
 
-// nativeArch is this build's AUDIT_ARCH value, 0 where none is known (the
-// filter is then not installed, see applySeccomp).
+// nativeArch is this build's AUDIT_ARCH value, 0 where none is known (no
+// filter can be made then: Probe reports it, applySeccomp refuses).
 func nativeArch() uint32 {
 	switch runtime.GOARCH {
 	case "amd64":
@@ -128,17 +129,16 @@ func socketFilter(arch uint32, datagrams bool) []unix.SockFilter {
 }
 
 // applySeccomp installs the socket filter on the calling thread (no_new_privs
-// must be set). It reports false, doing nothing, on an architecture it does
-// not know.
-func applySeccomp(datagrams bool) (bool, error) {
+// must be set).
+func applySeccomp(datagrams bool) error {
 	arch := nativeArch()
 	if arch == 0 {
-		return false, nil
+		return fmt.Errorf("the socket filter (seccomp) knows no syscalls of %s", runtime.GOARCH)
 	}
 	prog := socketFilter(arch, datagrams)
 	fprog := unix.SockFprog{Len: uint16(len(prog)), Filter: &prog[0]}
 	if err := unix.Prctl(unix.PR_SET_SECCOMP, unix.SECCOMP_MODE_FILTER, uintptr(unsafe.Pointer(&fprog)), 0, 0); err != nil {
-		return false, fmt.Errorf("install the socket filter (seccomp): %w", err)
+		return fmt.Errorf("install the socket filter (seccomp): %w", err)
 	}
-	return true, nil
+	return nil
 }
