@@ -354,16 +354,9 @@ func (b *bench) floor(ctx context.Context, w *world, concurrency, n int) (floorR
 	}
 	specs := make([][]byte, n)
 	for i := range specs {
-		spec, run := *template, *template.Run
-		spec.JobID, spec.Run = store.NewID(), &run
-		run.RunDir = filepath.Join(dir, "runs", spec.JobID)
-		spec.Roots.Runs = dir // the jobrunner creates run folders below it
-		spec.EventsPath = filepath.Join(run.RunDir, "logs", "events.ndjson")
-		var buf bytes.Buffer
-		if err := spec.Encode(&buf); err != nil {
+		if specs[i], err = jobOf(template, dir); err != nil {
 			return floorResult{}, err
 		}
-		specs[i] = buf.Bytes()
 	}
 	jobrunner := filepath.Join(b.bin, "jobrunner")
 	cpuMs, perSec, err := b.spawnAll(ctx, n, concurrency, func(i int) error { return spawnJob(jobrunner, specs[i]) })
@@ -378,6 +371,19 @@ func (b *bench) floor(ctx context.Context, w *world, concurrency, n int) (floorR
 // is deleted again.
 func (w *world) specTemplate(ctx context.Context) (*jobspec.Spec, error) {
 	return w.specTemplateOf(ctx, noopInput)
+}
+
+// jobOf is template as a new job, one line of JSON: its own job id, and its
+// run folder below dir, where the jobrunner creates it.
+func jobOf(template *jobspec.Spec, dir string) ([]byte, error) {
+	spec, run := *template, *template.Run
+	spec.JobID, spec.Run = store.NewID(), &run
+	run.RunDir = filepath.Join(dir, "runs", spec.JobID)
+	spec.Roots.Runs = dir
+	spec.EventsPath = filepath.Join(run.RunDir, "logs", "events.ndjson")
+	var buf bytes.Buffer
+	err := spec.EncodeLine(&buf)
+	return buf.Bytes(), err
 }
 
 // specTemplateOf is specTemplate for a run whose document holds content.

@@ -12,7 +12,6 @@ import (
 
 	"github.com/ade-org/ade-worker/pkg/jobrunner"
 	"github.com/ade-org/ade-worker/pkg/jobspec"
-	"github.com/ade-org/ade-worker/pkg/store"
 	"github.com/ade-org/ade-worker/test/procmem"
 )
 
@@ -104,16 +103,11 @@ func (b *bench) serveJobs(ctx context.Context, template *jobspec.Spec, n int) (o
 	}()
 	results := bufio.NewReader(out)
 	for i := range n {
-		spec, run := *template, *template.Run
-		spec.JobID, spec.Run = store.NewID(), &run
-		run.RunDir = filepath.Join(dir, "runs", spec.JobID)
-		spec.Roots.Runs = dir
-		spec.EventsPath = filepath.Join(run.RunDir, "logs", "events.ndjson")
-		var buf bytes.Buffer
-		if err := spec.EncodeLine(&buf); err != nil {
+		job, err := jobOf(template, dir)
+		if err != nil {
 			return 0, 0, err
 		}
-		if _, err := specW.Write(buf.Bytes()); err != nil {
+		if _, err := specW.Write(job); err != nil {
 			return 0, 0, fmt.Errorf("job %d: send the spec: %w", i, err)
 		}
 		line, err := results.ReadBytes('\n')
