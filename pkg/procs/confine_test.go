@@ -117,22 +117,17 @@ def t(name, f):
         print(name, "ok")
     except OSError as e:
         print(name, errno.errorcode.get(e.errno, e.errno))
-def uring():
+def call(nr, *args):
     libc = ctypes.CDLL(None, use_errno=True)
-    fd = libc.syscall(425, 8, ctypes.create_string_buffer(120))
-    if fd < 0:
+    r = libc.syscall(nr, *args)
+    if r < 0:
         e = ctypes.get_errno()
         raise OSError(e, os.strerror(e))
-    os.close(fd)
+    return r
 t("unix", lambda: socket.socket(socket.AF_UNIX).connect(sys.argv[1]))
 t("udp", lambda: socket.socket(socket.AF_INET, socket.SOCK_DGRAM))
 t("udp6", lambda: socket.socket(socket.AF_INET6, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC))
-t("io_uring", uring)
-def call(nr, *args):
-    libc = ctypes.CDLL(None, use_errno=True)
-    if libc.syscall(nr, *args) < 0:
-        e = ctypes.get_errno()
-        raise OSError(e, os.strerror(e))
+t("io_uring", lambda: os.close(call(425, 8, ctypes.create_string_buffer(120))))
 t("shmget", lambda: call(29, 0, 4096, 0o1600))
 t("add_key", lambda: call(248, b"user", b"ade-probe", b"x", 1, -4))
 t("tcp", lambda: socket.socket(socket.AF_INET, socket.SOCK_STREAM | socket.SOCK_NONBLOCK))

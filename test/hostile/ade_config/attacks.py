@@ -95,11 +95,7 @@ def sysv_shared_memory():
 
 
 def connect_abstract(name):
-    sock = socket.socket(socket.AF_UNIX)
-    try:
-        sock.connect("\0" + name)
-    finally:
-        sock.close()
+    connect_unix("\0" + name)
     return name
 
 
